@@ -1,0 +1,1 @@
+"""Entry points: one ``main()`` per launcher in ``bin/``."""

@@ -1,0 +1,308 @@
+"""fabric's settings: one typed object, read from an INI file and the environment.
+
+Every option is a field of a section dataclass below, with its type, default
+and help text; the sample configuration (``conf/fabric.conf.sample``) is
+generated from these fields (``fabric-manage config sample``), so the two
+cannot drift apart. Precedence: defaults < INI file < ``FABRIC_<SECTION>_<OPTION>``
+environment variables. A bad value raises :class:`~fabric.exception.InvalidSetting`
+naming the source, option, value and what is accepted; nothing is global:
+a :class:`Settings` is built once by a launcher and passed to what needs it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import socket
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from fabric.exception import InvalidSetting
+
+
+def option(default: Any, help: str, *, minimum: float | None = None) -> Any:
+    """Declare a settings field with its help text (and lower bound for numbers)."""
+    return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum})
+
+
+def _default_data_dir() -> str:
+    return str(Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "fabric")
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultSection:
+    """[DEFAULT]: process-wide options."""
+
+    host: str = option(socket.gethostname(), "Name this host is known by in the topology and queues.")
+    data_dir: str = option(_default_data_dir(), "Directory for fabric's files (SQLite database, images, logs). Created if missing.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = option("INFO", "Logging level.")
+    log_file: str = option("", "Log to this file instead of standard error.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseSection:
+    """[database]: the one SQL database every worker shares."""
+
+    url: str = option("", "SQLAlchemy URL (postgresql://, mysql://, sqlite:///). Empty: SQLite file under data_dir.")
+    pool_size: int = option(10, "Connections kept open per process.", minimum=1)
+    connect_timeout: int = option(10, "Seconds to wait for a connection before failing.", minimum=1)
+    max_retries: int = option(10, "Compare-and-swap retries on a conflicting update.", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RpcSection:
+    """[rpc]: the message bus."""
+
+    transport_url: str = option("memory://", "kombu URL: amqp://user:pass@host:5672/vhost or memory:// (in-process).")
+    exchange: str = option("fabric", "Topic exchange all fabric traffic goes through.")
+    call_timeout: float = option(60.0, "Default deadline of a call, in seconds.", minimum=0.001)
+    executor_size: int = option(64, "Green threads handling messages concurrently per worker.", minimum=1)
+    prefetch: int = option(64, "Unacknowledged messages a worker holds at once.", minimum=1)
+    max_deliveries: int = option(5, "Deliveries of a failing message before it is dead-lettered.", minimum=1)
+    quorum_queues: bool = option(False, "Declare durable queues as quorum queues (RabbitMQ clusters).")
+    heartbeat: int = option(30, "AMQP heartbeat, seconds (0 disables).", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSection:
+    """[service]: liveness and periodic work."""
+
+    report_interval: float = option(10.0, "Seconds between heartbeats into the services table.", minimum=0.01)
+    service_down_time: float = option(60.0, "A service with no heartbeat for this long is down.", minimum=0.01)
+    graceful_shutdown_timeout: float = option(30.0, "Seconds in-flight work may take after SIGTERM.", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSection:
+    """[api]: the HTTP API."""
+
+    listen: str = option("127.0.0.1", "Address the API listens on.")
+    port: int = option(8774, "Port the API listens on.", minimum=0)
+    public_url: str = option("", "Base URL advertised in the service catalog. Empty: http://listen:port.")
+    token_ttl: int = option(3600, "Token lifetime, seconds.", minimum=1)
+    region: str = option("RegionOne", "Region name in the service catalog.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerSection:
+    """[scheduler]: placement."""
+
+    filters: str = option("RetryFilter,ComputeFilter,AvailabilityZoneFilter,RamFilter,CoreFilter,DiskFilter,ImagePropertiesFilter,ExtraSpecsFilter,AffinityFilter,AntiAffinityFilter", "Filters, in order, by name.")
+    weighers: str = option("RamWeigher,CoreWeigher,FailedBuildWeigher", "Weighers by name.")
+    spread: bool = option(True, "Spread instances over hosts (False: stack them).")
+    ram_allocation_ratio: float = option(1.5, "Virtual RAM per physical RAM.", minimum=0.0)
+    cpu_allocation_ratio: float = option(16.0, "vCPUs per physical CPU.", minimum=0.0)
+    disk_allocation_ratio: float = option(1.0, "Virtual disk per physical disk.", minimum=0.0)
+    max_attempts: int = option(3, "Hosts tried for one build before it ends in error.", minimum=1)
+    failed_build_window: float = option(600.0, "Seconds a failed build keeps weighing its host down.", minimum=0)
+    failed_build_penalty: float = option(10.0, "Weight taken from a host per recent failed build (RAM and vCPU weights are each 0..1).", minimum=0)
+    host_refresh_interval: float = option(0.5, "Seconds between reads of the compute nodes changed since the last read.", minimum=0)
+    host_full_refresh_interval: float = option(60.0, "Seconds between full reads of every compute node and service.", minimum=0.01)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeSection:
+    """[compute]: the virt driver on this host."""
+
+    driver: Literal["fake", "libvirt"] = option("fake", "Virt driver.")
+    virt_type: Literal["auto", "kvm", "qemu"] = option("auto", "auto: KVM only when hardware virtualisation is really present.")
+    libvirt_uri: str = option("qemu:///system", "libvirt connection URI (qemu:///system, qemu:///embed?root=..., test:///...).")
+    instances_path: str = option("", "Where guest disks and consoles live. Empty: data_dir/instances.")
+    fake_vcpus: int = option(16, "Fake driver: vCPUs this host has.", minimum=1)
+    fake_memory_mb: int = option(65536, "Fake driver: RAM this host has, MiB.", minimum=1)
+    fake_disk_gb: int = option(1024, "Fake driver: disk this host has, GiB.", minimum=1)
+    availability_zone: str = option("nova", "Availability zone this host belongs to.")
+    transient_timeout: float = option(600.0, "Seconds an instance may stay in a transient state before the reaper errors it.", minimum=1)
+    power_sync_interval: float = option(60.0, "Seconds between power-state syncs.", minimum=0.01)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSection:
+    """[network]: the data plane on this host."""
+
+    driver: Literal["fake", "linux"] = option("fake", "Network driver: fake (no kernel changes) or linux (bridges, VXLAN, routes).")
+    prefix: str = option("fab", "Name prefix of every kernel object fabric creates.")
+    tunnel_address: str = option("", "This host's underlay address for VXLAN. Empty: not a VXLAN host.")
+    trunk_interface: str = option("", "Interface carrying 802.1Q VLANs.")
+    dnsmasq: str = option("dnsmasq", "dnsmasq binary.")
+
+
+@dataclasses.dataclass(frozen=True)
+class IpamSection:
+    """[ipam]: address management."""
+
+    max_retries: int = option(20, "Retries of an allocation that lost a race.", minimum=1)
+
+
+SECTIONS: dict[str, type] = {
+    "DEFAULT": DefaultSection,
+    "database": DatabaseSection,
+    "rpc": RpcSection,
+    "service": ServiceSection,
+    "api": ApiSection,
+    "scheduler": SchedulerSection,
+    "compute": ComputeSection,
+    "network": NetworkSection,
+    "ipam": IpamSection,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting, by section. Build with :func:`load`."""
+
+    default: DefaultSection = dataclasses.field(default_factory=DefaultSection)
+    database: DatabaseSection = dataclasses.field(default_factory=DatabaseSection)
+    rpc: RpcSection = dataclasses.field(default_factory=RpcSection)
+    service: ServiceSection = dataclasses.field(default_factory=ServiceSection)
+    api: ApiSection = dataclasses.field(default_factory=ApiSection)
+    scheduler: SchedulerSection = dataclasses.field(default_factory=SchedulerSection)
+    compute: ComputeSection = dataclasses.field(default_factory=ComputeSection)
+    network: NetworkSection = dataclasses.field(default_factory=NetworkSection)
+    ipam: IpamSection = dataclasses.field(default_factory=IpamSection)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under ``data_dir``."""
+        return self.database.url or f"sqlite:///{Path(self.default.data_dir) / 'fabric.sqlite'}"
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some options changed: ``s.replace(rpc={"call_timeout": 5})``."""
+        changed = {}
+        for name, values in sections.items():
+            changed[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **changed)
+
+
+def _attr(section: str) -> str:
+    return "default" if section == "DEFAULT" else section
+
+
+def _convert(raw: str, field: dataclasses.Field, hint: Any, where: dict[str, str]) -> Any:
+    """Turn one raw string into the field's type, or raise InvalidSetting."""
+    def bad(reason: str) -> InvalidSetting:
+        return InvalidSetting(value=raw, reason=reason, **where)
+
+    value: Any
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if raw not in choices:
+            raise bad(f"expected one of {', '.join(choices)}")
+        return raw
+    if hint is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise bad("expected a boolean (true/false, yes/no, on/off, 1/0)")
+    if hint is int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise bad("expected a whole number") from None
+    elif hint is float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise bad("expected a number") from None
+    else:
+        return raw
+    minimum = field.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise bad(f"must be at least {minimum:g}")
+    return value
+
+
+def load(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from an INI file (optional) and the environment.
+
+    Raises InvalidSetting for an unknown section or option, a value of the
+    wrong type or out of range, or a file that cannot be read; the error names
+    where the value came from.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, tuple[str, str]]] = {name: {} for name in SECTIONS}
+
+    if path is not None:
+        source = str(path)
+        parser = configparser.ConfigParser(interpolation=None, default_section="DEFAULT")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as exc:
+            raise InvalidSetting(source=source, section="-", option="-", value=source,
+                                 reason=f"cannot read the file: {exc.strerror}") from None
+        except configparser.Error as exc:
+            raise InvalidSetting(source=source, section="-", option="-", value=source,
+                                 reason=f"not an INI file: {exc.message.splitlines()[0]}") from None
+        known_defaults = {f.name for f in dataclasses.fields(DefaultSection)}
+        for key, raw in parser.defaults().items():
+            if key not in known_defaults:
+                raise InvalidSetting(source=source, section="DEFAULT", option=key, value=raw,
+                                     reason="unknown option")
+            values["DEFAULT"][key] = (raw, source)
+        for section in parser.sections():
+            if section not in SECTIONS:
+                raise InvalidSetting(source=source, section=section, option="-", value=section,
+                                     reason=f"unknown section; known: {', '.join(SECTIONS)}")
+            for key, raw in parser.items(section, raw=True):
+                if key in parser.defaults():
+                    continue
+                values[section][key] = (raw, source)
+
+    for key, raw in environ.items():
+        if not key.startswith("FABRIC_"):
+            continue
+        rest = key[len("FABRIC_"):].lower()
+        for section in SECTIONS:
+            lead = section.lower() + "_"
+            if rest.startswith(lead):
+                values[section][rest[len(lead):]] = (raw, f"environment {key}")
+                break
+        else:
+            raise InvalidSetting(source=f"environment {key}", section="-", option=rest, value=raw,
+                                 reason=f"unknown section; expected FABRIC_<SECTION>_<OPTION> with a section among {', '.join(SECTIONS)}")
+
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, (raw, source) in values[section].items():
+            if key not in fields:
+                raise InvalidSetting(source=source, section=section, option=key, value=raw,
+                                     reason=f"unknown option; known: {', '.join(fields)}")
+            where = {"source": source, "section": section, "option": key}
+            kwargs[key] = _convert(raw, fields[key], hints[key], where)
+        built[_attr(section)] = cls(**kwargs)
+    return Settings(**built)
+
+
+def sample() -> str:
+    """The sample configuration: every option, commented out at its default."""
+    lines = [
+        "# fabric sample configuration: every option with its default.",
+        "# Generated by `fabric-manage config sample`; do not edit by hand.",
+        "# Any option can also be set as FABRIC_<SECTION>_<OPTION> in the environment.",
+    ]
+    for section, cls in SECTIONS.items():
+        lines += ["", f"[{section}]", f"# {cls.__doc__.split(':', 1)[1].strip()}"]
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            lines.append("")
+            lines.append(f"# {field.metadata['help']}")
+            hint = hints[field.name]
+            if typing.get_origin(hint) is Literal:
+                lines.append(f"# One of: {', '.join(typing.get_args(hint))}.")
+            default = field.default
+            if field.name in ("host", "data_dir"):
+                default = {"host": "<this machine's hostname>", "data_dir": "~/.local/share/fabric"}[field.name]
+            if isinstance(default, bool):
+                default = str(default).lower()
+            lines.append(f"#{field.name} = {default}")
+    return "\n".join(lines) + "\n"

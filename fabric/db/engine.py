@@ -1,0 +1,109 @@
+"""Engines and sessions for the shared database.
+
+One :class:`Database` per process: it owns the engine and hands out short
+transactions (``with db.begin() as session``). URLs are normalised to the
+drivers fabric ships with (psycopg 3 for PostgreSQL, PyMySQL for MariaDB and
+MySQL); a SQLite file's directory is created if missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event, orm
+
+from fabric.exception import DatabaseUnavailable, InvalidSetting
+
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+def normalize_url(url: str) -> sa.URL:
+    """Parse a database URL and pick fabric's driver for its backend.
+
+    Raises InvalidSetting when the URL cannot be parsed or names a backend
+    fabric does not support.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise InvalidSetting(source="settings", section="database", option="url", value=url,
+                             reason="not a database URL (postgresql://, mysql://, sqlite:///path)") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed
+    if backend not in _DRIVERS:
+        raise InvalidSetting(source="settings", section="database", option="url", value=url,
+                             reason="unsupported backend; use postgresql, mysql/mariadb or sqlite")
+    if "+" not in parsed.drivername:
+        parsed = parsed.set(drivername=_DRIVERS[backend])
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def redacted(url: sa.URL | str) -> str:
+    """A URL with its password hidden, for messages and logs."""
+    if isinstance(url, str):
+        try:
+            url = sa.make_url(url)
+        except sa.exc.ArgumentError:
+            return url
+    return url.render_as_string(hide_password=True)
+
+
+class Database:
+    """The shared database as one process sees it."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: int = 10) -> None:
+        self.url = normalize_url(url)
+        backend = self.url.get_backend_name()
+        kwargs: dict = {"future": True}
+        if backend == "sqlite":
+            database = self.url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+                          pool_recycle=3600, isolation_level="READ COMMITTED",
+                          connect_args={"connect_timeout": connect_timeout})
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if backend == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = orm.sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite``, ``postgresql`` or ``mysql``."""
+        return self.url.get_backend_name()
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[orm.Session]:
+        """One short transaction: committed on success, rolled back on error."""
+        with self.sessionmaker.begin() as session:
+            yield session
+
+    def check_reachable(self) -> None:
+        """Raise DatabaseUnavailable (naming the URL and the cause) if unreachable."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseUnavailable(url=redacted(self.url), reason=reason) from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,15 @@
+"""Every table fabric has. Importing this package registers them all on ``Base``."""
+
+from fabric.db.models.base import Base
+from fabric.db.models.compute import Flavor, Image, Instance, InstanceFault, Keypair, ServerGroup
+from fabric.db.models.identity import Project, Quota, QuotaUsage, Role, RoleAssignment, Token, User
+from fabric.db.models.network import AddressAllocation, FloatingIp, Network, Port, Subnet
+from fabric.db.models.services import ComputeNode, ServerGroupHost, Service
+from fabric.db.models.topology import Datacenter, Segment, Tenant, TopologyHost
+
+__all__ = [
+    "AddressAllocation", "Base", "ComputeNode", "Datacenter", "Flavor", "FloatingIp", "Image",
+    "Instance", "InstanceFault", "Keypair", "Network", "Port", "Project", "Quota", "QuotaUsage",
+    "Role", "RoleAssignment", "Segment", "ServerGroup", "ServerGroupHost", "Service", "Subnet", "Tenant", "Token",
+    "TopologyHost", "User",
+]

@@ -1,0 +1,119 @@
+"""Flavors, images, keypairs, instances and their faults, server groups."""
+
+from __future__ import annotations
+
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from fabric.db.models.base import Base, Timestamps
+from fabric.db.types import Json, Timestamp, new_uuid
+
+
+class Flavor(Timestamps, Base):
+    __tablename__ = "flavors"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    vcpus: Mapped[int]
+    memory_mb: Mapped[int]
+    disk_gb: Mapped[int] = mapped_column(default=0)
+    is_public: Mapped[bool] = mapped_column(default=True)
+    extra_specs: Mapped[dict] = mapped_column(Json, default=dict)
+
+
+class Image(Timestamps, Base):
+    """An image record; its bytes live in the image store under ``id``."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(255), default="")
+    owner: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    status: Mapped[str] = mapped_column(sa.String(32), default="queued")
+    visibility: Mapped[str] = mapped_column(sa.String(16), default="private")
+    disk_format: Mapped[str | None] = mapped_column(sa.String(32))
+    container_format: Mapped[str | None] = mapped_column(sa.String(32))
+    size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    checksum: Mapped[str | None] = mapped_column(sa.String(32))
+    os_hash_algo: Mapped[str | None] = mapped_column(sa.String(16))
+    os_hash_value: Mapped[str | None] = mapped_column(sa.String(128))
+    min_disk: Mapped[int] = mapped_column(default=0)
+    min_ram: Mapped[int] = mapped_column(default=0)
+    properties: Mapped[dict] = mapped_column(Json, default=dict)
+
+
+class Keypair(Timestamps, Base):
+    __tablename__ = "keypairs"
+    __table_args__ = (sa.UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    user_id: Mapped[str] = mapped_column(sa.String(36))
+    fingerprint: Mapped[str] = mapped_column(sa.String(255))
+    public_key: Mapped[str] = mapped_column(sa.Text)
+    type: Mapped[str] = mapped_column(sa.String(16), default="ssh")
+
+
+class Instance(Timestamps, Base):
+    """A server. Its states change only by compare-and-swap on the expected states.
+
+    vm_state is where it rests (building, active, stopped, paused, suspended,
+    error, deleted); task_state what is being done to it right now (scheduling,
+    spawning, rebooting, powering-off, deleting ...) or None.
+    """
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    display_name: Mapped[str] = mapped_column(sa.String(255), default="")
+    project_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    user_id: Mapped[str] = mapped_column(sa.String(36))
+    flavor_id: Mapped[str | None] = mapped_column(sa.String(36), sa.ForeignKey("flavors.id", ondelete="SET NULL"))
+    vcpus: Mapped[int] = mapped_column(default=0)
+    memory_mb: Mapped[int] = mapped_column(default=0)
+    disk_gb: Mapped[int] = mapped_column(default=0)
+    image_id: Mapped[str | None] = mapped_column(sa.String(36))
+    key_name: Mapped[str | None] = mapped_column(sa.String(255))
+    host: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    availability_zone: Mapped[str | None] = mapped_column(sa.String(255))
+    vm_state: Mapped[str] = mapped_column(sa.String(32), default="building", index=True)
+    task_state: Mapped[str | None] = mapped_column(sa.String(32))
+    power_state: Mapped[int] = mapped_column(default=0)
+    launched_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+    terminated_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+    task_started_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+    deleted: Mapped[bool] = mapped_column(default=False, index=True)
+    scheduling_attempts: Mapped[int] = mapped_column(default=0)
+    failed_hosts: Mapped[list] = mapped_column(Json, default=list)
+    requested_networks: Mapped[list] = mapped_column(Json, default=list)
+    network_info: Mapped[list] = mapped_column(Json, default=list)
+    server_group_id: Mapped[str | None] = mapped_column(
+        sa.String(36), sa.ForeignKey("server_groups.id", ondelete="SET NULL"))
+    metadata_items: Mapped[dict] = mapped_column(Json, default=dict)
+
+
+class InstanceFault(Base):
+    """Why an instance failed: the last one is shown as its ``fault``."""
+
+    __tablename__ = "instance_faults"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    code: Mapped[int]
+    message: Mapped[str] = mapped_column(sa.String(255))
+    details: Mapped[str] = mapped_column(sa.Text, default="")
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime.datetime] = mapped_column(Timestamp)
+
+
+class ServerGroup(Timestamps, Base):
+    __tablename__ = "server_groups"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    project_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    user_id: Mapped[str] = mapped_column(sa.String(36))
+    policy: Mapped[str] = mapped_column(sa.String(32))

@@ -1,0 +1,46 @@
+"""cloudfabric: the ``fabric`` cloud control plane.
+
+Not to be installed beside the SSH tool also called Fabric: both import as ``fabric``.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def schema_files():
+    return [
+        ("share/cloudfabric/schema", [str(p) for p in (HERE / "schema").glob("*") if p.is_file()]),
+        ("share/cloudfabric/schema/versions", [str(p) for p in (HERE / "schema/versions").glob("*.py")]),
+    ]
+
+
+setup(
+    name="cloudfabric",
+    version="0.1.0",
+    description="An AMQP message-driven cloud fabric: a small, real IaaS control plane.",
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    packages=find_packages(include=["fabric", "fabric.*"]),
+    data_files=schema_files(),
+    install_requires=[
+        "kombu>=5.3",
+        "amqp>=5.2",
+        "SQLAlchemy>=2.0.30,<3",
+        "alembic>=1.13",
+        "eventlet>=0.36",
+        "pyroute2>=0.7.12",
+        "marshmallow>=3.20",
+        "psycopg[binary]>=3.1",
+        "PyMySQL>=1.1",
+    ],
+    extras_require={
+        # Needs libvirt's C headers (Debian: libvirt-dev pkg-config) to build.
+        "libvirt": ["libvirt-python>=9.0"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5", "pytest-timeout>=2.3"],
+    },
+    scripts=[str(p) for p in sorted((HERE / "bin").glob("fabric-*"))],
+)
