@@ -94,3 +94,11 @@ def test_sample_documents_every_option_and_is_current():
 def test_sample_loads_as_a_valid_configuration():
     settings = config.load(REPO / "conf" / "fabric.conf.sample", environ={})
     assert settings.rpc.transport_url == "memory://"
+
+
+def test_deployment_sample_switches_to_the_real_services():
+    settings = config.load(REPO / "conf" / "fabric.conf.deploy", environ={})
+    assert settings.rpc.transport_url.startswith("amqp://")
+    assert settings.database_url.startswith("postgresql://")
+    assert settings.compute.driver == "libvirt"
+    assert settings.network.driver == "linux"
