@@ -38,7 +38,7 @@ ensure_venv() {
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         say "installing fabric$extras into $VENV"
         "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-        "$VENV/bin/pip" install -q -e "$ROOT$extras" 2>&1 | grep -vE '^WARNING: Location|BuildBackendWarning|^ +(!!|*+|Please be careful|name as your package|with strategy)|^ *$' >&2 || true
+        "$VENV/bin/pip" install -q -e "$ROOT$extras" 2>&1 | grep -vE '^WARNING: Location|BuildBackendWarning|^ +(!!|\*+|Please be careful|name as your package|with strategy)|^ *$' >&2 || true
         "$VENV/bin/python" -c "import fabric" || { say "fabric did not install"; exit 1; }
         echo "$want" > "$stamp"
     fi
