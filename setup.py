@@ -36,11 +36,16 @@ setup(
         "marshmallow>=3.20",
         "psycopg[binary]>=3.1",
         "PyMySQL>=1.1",
+        "falcon>=4.0",
+        "cryptography>=42",
     ],
     extras_require={
         # Needs libvirt's C headers (Debian: libvirt-dev pkg-config) to build.
         "libvirt": ["libvirt-python>=9.0"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5", "pytest-timeout>=2.3"],
+        "test": [
+            "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "ruff>=0.5",
+            "WebTest>=3.0", "openstacksdk>=4.0", "python-openstackclient>=7.0", "schemathesis>=4.0",
+        ],
     },
     scripts=[str(p) for p in sorted((HERE / "bin").glob("fabric-*"))],
 )

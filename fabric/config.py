@@ -73,6 +73,7 @@ class ServiceSection:
     report_interval: float = option(10.0, "Seconds between heartbeats into the services table.", minimum=0.01)
     service_down_time: float = option(60.0, "A service with no heartbeat for this long is down.", minimum=0.01)
     graceful_shutdown_timeout: float = option(30.0, "Seconds in-flight work may take after SIGTERM.", minimum=0)
+    advertise_address: str = option("", "Address recorded for this host's workers in the services registry. Empty: what the host name resolves to.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,9 @@ class ApiSection:
     public_url: str = option("", "Base URL advertised in the service catalog. Empty: http://listen:port.")
     token_ttl: int = option(3600, "Token lifetime, seconds.", minimum=1)
     region: str = option("RegionOne", "Region name in the service catalog.")
+    image_dir: str = option("", "Image store directory (one file per image id). Empty: data_dir/images.")
+    max_image_size: int = option(20 * 1024**3, "Largest image upload accepted, bytes.", minimum=1)
+    admin_password: str = option("", "Password of the admin created when the API starts on a database with no users. Empty: a random one, printed once.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +105,7 @@ class SchedulerSection:
     failed_build_penalty: float = option(10.0, "Weight taken from a host per recent failed build (RAM and vCPU weights are each 0..1).", minimum=0)
     host_refresh_interval: float = option(0.5, "Seconds between reads of the compute nodes changed since the last read.", minimum=0)
     host_full_refresh_interval: float = option(60.0, "Seconds between full reads of every compute node and service.", minimum=0.01)
+    max_concurrent_decisions: int = option(1, "Placement decisions one scheduler worker makes at once (each holds a database connection; the database driver blocks the hub, so more add no throughput); more requests wait their turn. Run more workers to scale.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +119,13 @@ class ComputeSection:
     fake_vcpus: int = option(16, "Fake driver: vCPUs this host has.", minimum=1)
     fake_memory_mb: int = option(65536, "Fake driver: RAM this host has, MiB.", minimum=1)
     fake_disk_gb: int = option(1024, "Fake driver: disk this host has, GiB.", minimum=1)
+    fake_spawn_seconds: float = option(0.0, "Fake driver: seconds a spawn takes (a boot's duration, for scale and crash tests).", minimum=0)
     availability_zone: str = option("nova", "Availability zone this host belongs to.")
     transient_timeout: float = option(600.0, "Seconds an instance may stay in a transient state before the reaper errors it.", minimum=1)
     power_sync_interval: float = option(60.0, "Seconds between power-state syncs.", minimum=0.01)
+    guest_shutdown_timeout: float = option(10.0, "Seconds a guest gets to shut down by ACPI before it is powered off.", minimum=0)
+    resource_report_interval: float = option(60.0, "Seconds between resource reports into compute_nodes.", minimum=0.01)
+    reap_interval: float = option(60.0, "Seconds between sweeps for instances stuck in a transient state.", minimum=0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +137,8 @@ class NetworkSection:
     tunnel_address: str = option("", "This host's underlay address for VXLAN. Empty: not a VXLAN host.")
     trunk_interface: str = option("", "Interface carrying 802.1Q VLANs.")
     dnsmasq: str = option("dnsmasq", "dnsmasq binary.")
+    namespace: str = option("", "Network namespace (a name under /run/netns) this host's data plane lives in. Empty: the worker's own.")
+    vxlan_port: int = option(4789, "UDP port of VXLAN tunnels.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +146,8 @@ class IpamSection:
     """[ipam]: address management."""
 
     max_retries: int = option(20, "Retries of an allocation that lost a race.", minimum=1)
+    batch_size: int = option(64, "Most concurrent allocations (or releases) in one pool combined into one "
+                             "transaction (group commit); 1 turns batching off.", minimum=1)
 
 
 SECTIONS: dict[str, type] = {

@@ -142,13 +142,54 @@ class QuotaExceeded(FabricError):
     )
 
 
+class ImageTooLarge(FabricError):
+    code = 413
+    msg_fmt = "Image {image} is larger than the {limit} bytes accepted ([api] max_image_size)."
+
+
 class AddressExhausted(Conflict):
     msg_fmt = "No free address in pool {pool} ({size} addresses, {in_use} in use)."
+
+
+class AddressInUse(Conflict):
+    msg_fmt = "Address {address} in pool {pool} is already allocated (request token {holder})."
+
+
+class RequestTokenConflict(Conflict):
+    msg_fmt = (
+        "Request token {token} in pool {pool} already holds {held}; it cannot also ask for {requested}."
+    )
+
+
+class InvalidAddress(Invalid):
+    msg_fmt = "Address {address!r} cannot be used in pool {pool}: {reason}"
+
+
+class LayoutInvalid(Invalid):
+    msg_fmt = "Invalid address layout: {reason}"
+
+
+class NumberOutOfRange(Invalid):
+    msg_fmt = "{kind} number {number!r} does not fit in {bits} {kind} bits; accepted: 0..{high}."
+
+
+class NumberExhausted(Conflict):
+    msg_fmt = (
+        "No free {kind} number in {scope}: {bits} {kind} bits allow {capacity} "
+        "(0..{high}) and all are in use."
+    )
 
 
 class NoValidHost(FabricError):
     code = 500
     msg_fmt = "No valid host was found: {reason}"
+
+
+class BuildAttemptsExhausted(NoValidHost):
+    msg_fmt = (
+        "Build of instance {instance} failed on {attempts} host(s) ({hosts}); "
+        "[scheduler] max_attempts is {max_attempts}. Last error: {reason}"
+    )
 
 
 # --- infrastructure errors (5xx) ------------------------------------------

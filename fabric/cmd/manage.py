@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from fabric import config
-from fabric.cmd import common
+from fabric.api import bootstrap as api_bootstrap
+from fabric.cmd import common, manage_queues, manage_service
 from fabric.db import Database, migration
 from fabric.db.engine import redacted
 
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: ``register(subparsers)`` functions of the subcommand groups that live in
 #: their own modules (services, queues, topology ...).
-EXTRA_GROUPS: list = []
+EXTRA_GROUPS: list = [manage_service.register, manage_queues.register, api_bootstrap.register]
 
 
 @common.clean_errors

@@ -284,6 +284,7 @@ def upgrade() -> None:
     sa.Column('slot', sa.String(length=255), nullable=False),
     sa.Column('host', sa.String(length=255), nullable=False),
     sa.Column('instance_id', sa.String(length=36), nullable=True),
+    sa.Column('members', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['group_id'], ['server_groups.id'], name=op.f('fk_server_group_hosts_group_id_server_groups'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['instance_id'], ['instances.id'], name=op.f('fk_server_group_hosts_instance_id_instances'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_server_group_hosts')),
@@ -368,19 +369,25 @@ def upgrade() -> None:
     with op.batch_alter_table('subnets', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_subnets_network_id'), ['network_id'], unique=False)
 
-    op.create_table('address_allocations',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('pool_id', sa.String(length=64), nullable=False),
-    sa.Column('address', sa.String(length=64), nullable=False),
-    sa.Column('request_token', sa.String(length=128), nullable=False),
-    sa.Column('port_id', sa.String(length=36), nullable=True),
-    sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_address_allocations_port_id_ports'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_address_allocations')),
-    sa.UniqueConstraint('pool_id', 'address', name=op.f('uq_address_allocations_pool_id_address')),
-    sa.UniqueConstraint('pool_id', 'request_token', name=op.f('uq_address_allocations_pool_id_request_token'))
+    op.create_table('address_pools',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('subnet_id', sa.String(length=36), nullable=True),
+    sa.Column('segment_id', sa.Integer(), nullable=True),
+    sa.Column('host_id', sa.Integer(), nullable=True),
+    sa.Column('definition', sa.JSON(), nullable=False),
+    sa.Column('size_limit', sa.BigInteger(), nullable=False),
+    sa.Column('next_ordinal', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.ForeignKeyConstraint(['host_id'], ['topology_hosts.id'], name=op.f('fk_address_pools_host_id_topology_hosts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['segment_id'], ['segments.id'], name=op.f('fk_address_pools_segment_id_segments'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['subnet_id'], ['subnets.id'], name=op.f('fk_address_pools_subnet_id_subnets'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_address_pools'))
     )
-    with op.batch_alter_table('address_allocations', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_address_allocations_pool_id'), ['pool_id'], unique=False)
+    with op.batch_alter_table('address_pools', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_address_pools_host_id'), ['host_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_address_pools_segment_id'), ['segment_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_address_pools_subnet_id'), ['subnet_id'], unique=False)
 
     op.create_table('floating_ips',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -400,12 +407,38 @@ def upgrade() -> None:
     with op.batch_alter_table('floating_ips', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_floating_ips_project_id'), ['project_id'], unique=False)
 
+    op.create_table('address_allocations',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('pool_id', sa.String(length=64), nullable=False),
+    sa.Column('address', sa.String(length=64), nullable=False),
+    sa.Column('ordinal', sa.BigInteger(), nullable=True),
+    sa.Column('request_token', sa.String(length=128), nullable=False),
+    sa.Column('port_id', sa.String(length=36), nullable=True),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.ForeignKeyConstraint(['pool_id'], ['address_pools.id'], name=op.f('fk_address_allocations_pool_id_address_pools'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_address_allocations_port_id_ports'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_address_allocations')),
+    sa.UniqueConstraint('pool_id', 'address', name=op.f('uq_address_allocations_pool_id_address')),
+    sa.UniqueConstraint('pool_id', 'ordinal', name=op.f('uq_address_allocations_pool_id_ordinal')),
+    sa.UniqueConstraint('pool_id', 'request_token', name=op.f('uq_address_allocations_pool_id_request_token'))
+    )
+    with op.batch_alter_table('address_allocations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_address_allocations_port_id'), ['port_id'], unique=False)
+
+    op.create_table('free_addresses',
+    sa.Column('pool_id', sa.String(length=64), nullable=False),
+    sa.Column('ordinal', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.ForeignKeyConstraint(['pool_id'], ['address_pools.id'], name=op.f('fk_free_addresses_pool_id_address_pools'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('pool_id', 'ordinal', name=op.f('pk_free_addresses'))
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
-    op.drop_table('floating_ips')
+    op.drop_table('free_addresses')
     op.drop_table('address_allocations')
+    op.drop_table('floating_ips')
+    op.drop_table('address_pools')
     op.drop_table('subnets')
     op.drop_table('ports')
     op.drop_table('networks')

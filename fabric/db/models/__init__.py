@@ -3,12 +3,12 @@
 from fabric.db.models.base import Base
 from fabric.db.models.compute import Flavor, Image, Instance, InstanceFault, Keypair, ServerGroup
 from fabric.db.models.identity import Project, Quota, QuotaUsage, Role, RoleAssignment, Token, User
-from fabric.db.models.network import AddressAllocation, FloatingIp, Network, Port, Subnet
+from fabric.db.models.network import AddressAllocation, AddressPool, FloatingIp, FreeAddress, Network, Port, Subnet
 from fabric.db.models.services import ComputeNode, ServerGroupHost, Service
 from fabric.db.models.topology import Datacenter, Segment, Tenant, TopologyHost
 
 __all__ = [
-    "AddressAllocation", "Base", "ComputeNode", "Datacenter", "Flavor", "FloatingIp", "Image",
+    "AddressAllocation", "AddressPool", "Base", "ComputeNode", "Datacenter", "Flavor", "FloatingIp", "FreeAddress", "Image",
     "Instance", "InstanceFault", "Keypair", "Network", "Port", "Project", "Quota", "QuotaUsage",
     "Role", "RoleAssignment", "Segment", "ServerGroup", "ServerGroupHost", "Service", "Subnet", "Tenant", "Token",
     "TopologyHost", "User",

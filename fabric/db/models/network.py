@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fabric.db.models.base import Base, Timestamps
-from fabric.db.types import Json, new_uuid
+from fabric.db.types import Json, Timestamp, new_uuid, utcnow
 
 
 class Network(Timestamps, Base):
@@ -63,22 +65,65 @@ class Port(Timestamps, Base):
     binding: Mapped[dict] = mapped_column(Json, default=dict)
 
 
+class AddressPool(Base):
+    """One IPAM pool: a subnet's addresses, or one routed segment's block on one host.
+
+    ``definition`` fixes the pool's allocatable ranges when the pool is first
+    used (a pool's ordinals are positions in those ranges, so they never
+    change). ``next_ordinal`` is the high-water mark: every ordinal below it
+    has been handed out at least once, and each one that is free again is in
+    ``free_addresses``; allocation takes the lowest free ordinal below the
+    mark, else raises the mark (a compare-and-swap on this row).
+    """
+
+    __tablename__ = "address_pools"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    subnet_id: Mapped[str | None] = mapped_column(sa.String(36), sa.ForeignKey("subnets.id", ondelete="CASCADE"), index=True)
+    segment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("segments.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int | None] = mapped_column(sa.ForeignKey("topology_hosts.id", ondelete="CASCADE"), index=True)
+    definition: Mapped[dict] = mapped_column(Json)
+    size_limit: Mapped[int] = mapped_column(sa.BigInteger)
+    next_ordinal: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    created_at: Mapped[datetime.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class FreeAddress(Base):
+    """An ordinal released below its pool's high-water mark, free to hand out again."""
+
+    __tablename__ = "free_addresses"
+
+    pool_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("address_pools.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    ordinal: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+
+
 class AddressAllocation(Base):
     """One handed-out address. The unique constraints are what make IPAM safe:
-    an address is held at most once per pool, a request token at most once.
+    an address (and its ordinal) is held at most once per pool, a request
+    token at most once per pool. ``ordinal`` is NULL for an explicitly
+    requested address outside the pool's allocation ranges.
     """
 
     __tablename__ = "address_allocations"
     __table_args__ = (
         sa.UniqueConstraint("pool_id", "address"),
         sa.UniqueConstraint("pool_id", "request_token"),
+        sa.UniqueConstraint("pool_id", "ordinal"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    pool_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    # No index of its own: the unique constraints lead with pool_id. One on pool_id alone
+    # tempted PostgreSQL (statistics lagging a fast-growing table) to read a whole pool
+    # instead of looking a token up in (pool_id, request_token).
+    pool_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("address_pools.id", ondelete="CASCADE"))
     address: Mapped[str] = mapped_column(sa.String(64))
+    ordinal: Mapped[int | None] = mapped_column(sa.BigInteger)
     request_token: Mapped[str] = mapped_column(sa.String(128))
-    port_id: Mapped[str | None] = mapped_column(sa.String(36), sa.ForeignKey("ports.id", ondelete="CASCADE"))
+    # SET NULL, not CASCADE: deleting a port must not free an address behind IPAM's back.
+    port_id: Mapped[str | None] = mapped_column(sa.String(36), sa.ForeignKey("ports.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class FloatingIp(Timestamps, Base):

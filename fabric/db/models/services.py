@@ -66,8 +66,10 @@ class ServerGroupHost(Base):
 
     ``slot`` is unique per group: for anti-affinity it is the host name (one
     member per host), for affinity the constant ``"affinity"`` (the first
-    placement pins the group's one host). Concurrent schedulers therefore
-    cannot break either policy: the loser of a race gets a unique violation.
+    placement pins the group's one host, and ``members`` counts the members
+    placed there so the pin is dropped only when the last one leaves).
+    Concurrent schedulers therefore cannot break either policy: the loser of
+    a race gets a unique violation or a compare-and-swap that matched no row.
     """
 
     __tablename__ = "server_group_hosts"
@@ -78,6 +80,8 @@ class ServerGroupHost(Base):
         sa.String(36), sa.ForeignKey("server_groups.id", ondelete="CASCADE"))
     slot: Mapped[str] = mapped_column(sa.String(255))
     host: Mapped[str] = mapped_column(sa.String(255))
+    # The member holding an anti-affinity slot; None for an affinity pin (shared by members).
     instance_id: Mapped[str | None] = mapped_column(
         sa.String(36), sa.ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    members: Mapped[int] = mapped_column(default=1)
 

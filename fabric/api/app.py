@@ -1,0 +1,54 @@
+"""Build the WSGI application.
+
+Falcon was chosen as the toolkit: a maintained, dependency-free WSGI
+framework with explicit routing (URI templates and per-method responders),
+error handlers by exception class and request/response middleware — the three
+things this API needs — and no global state or plug-in loading, so one app
+per ``Settings`` is easy to build in tests. It runs unchanged on
+``eventlet.wsgi``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import falcon
+
+from fabric import config
+from fabric.api import admin, errors, identity, image, network, openapi, versions
+from fabric.api.clients import Clients
+from fabric.api.common import ApiDeps
+from fabric.api.compute import register as register_compute
+from fabric.api.middleware import RequestContextMiddleware
+from fabric.db import Database
+
+
+class FabricApp(falcon.App):
+    """The Falcon app, carrying its :class:`ApiDeps` as ``deps``."""
+
+    deps: ApiDeps
+
+
+def build_app(settings: config.Settings, db: Database, clients: Clients, *,
+              bound_port: int | None = None) -> FabricApp:
+    """The API as a WSGI callable, talking to ``db`` and the workers through ``clients``."""
+    deps = ApiDeps(settings=settings, db=db, clients=clients, bound_port=bound_port)
+    app = FabricApp(middleware=[RequestContextMiddleware(deps)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
+    app.resp_options.secure_cookies_by_default = False
+    # Compact, no circularity check: listings of a thousand servers are mostly encoding time.
+    json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, separators=(",", ":"),
+                                                                    check_circular=False))
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    errors.install(app)
+    versions.register(app)
+    identity.register(app)
+    register_compute(app)
+    image.register(app)
+    network.register(app)
+    admin.register(app)
+    openapi.register(app)
+    app.deps = deps
+    return app

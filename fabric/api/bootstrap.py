@@ -1,0 +1,76 @@
+"""The first admin: ``fabric-manage bootstrap --admin-password ...``.
+
+Creates (or brings up to date) the admin and member roles, the admin project
+and the admin user with the admin role on it. Running it again changes
+nothing but the password, if a new one is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from fabric import config, exception
+from fabric.api import passwords
+from fabric.db import Database
+from fabric.db.models import Project, Role, RoleAssignment, User
+
+ROLES = ("admin", "member", "reader")
+
+
+def _get_or_create(db: Database, model, lookup: dict, create: dict):
+    """The row matching ``lookup``; created if missing (a concurrent creator wins the unique key)."""
+    for _ in range(3):
+        with db.begin() as session:
+            row = session.scalar(sa.select(model).filter_by(**lookup))
+            if row is not None:
+                return row, False
+        try:
+            with db.begin() as session:
+                row = model(**lookup, **create)
+                session.add(row)
+            return row, True
+        except sa_exc.IntegrityError:
+            continue
+    raise exception.Conflict(reason=f"could not create {model.__tablename__} {lookup}")
+
+
+def bootstrap(db: Database, admin_password: str, admin_user: str = "admin", admin_project: str = "admin") -> dict:
+    """Make sure the roles, admin project, admin user and its grant exist; returns their ids."""
+    if not admin_password:
+        raise exception.Invalid(reason="the admin password must not be empty")
+    roles = {name: _get_or_create(db, Role, {"name": name}, {})[0].id for name in ROLES}
+    project, _ = _get_or_create(db, Project, {"name": admin_project, "domain_id": "default"},
+                                {"description": "Bootstrap project for administering the cloud.", "enabled": True})
+    user, created = _get_or_create(db, User, {"name": admin_user, "domain_id": "default"},
+                                   {"password_hash": passwords.hash_password(admin_password), "enabled": True,
+                                    "default_project_id": project.id})
+    with db.begin() as session:
+        current = session.get(User, user.id)
+        if not created and not passwords.verify_password(admin_password, current.password_hash):
+            current.password_hash = passwords.hash_password(admin_password)
+        current.enabled = True
+    for role in ("admin", "member"):
+        _get_or_create(db, RoleAssignment, {"user_id": user.id, "project_id": project.id, "role_id": roles[role]},
+                       {})
+    return {"user_id": user.id, "project_id": project.id, "roles": roles}
+
+
+def _run(settings: config.Settings, args: argparse.Namespace) -> int:
+    from fabric.cmd.manage import _database
+
+    ids = bootstrap(_database(settings), args.admin_password, args.admin_user, args.admin_project)
+    print(f"Admin user {args.admin_user} ({ids['user_id']}) has the admin role on project "
+          f"{args.admin_project} ({ids['project_id']}).")
+    return 0
+
+
+def register(groups) -> None:
+    """Add ``fabric-manage bootstrap`` to the operator's tool."""
+    parser = groups.add_parser("bootstrap", help="create the first admin user, project and roles (idempotent)")
+    parser.add_argument("--admin-password", required=True, help="password of the admin user")
+    parser.add_argument("--admin-user", default="admin", help="name of the admin user (default: admin)")
+    parser.add_argument("--admin-project", default="admin", help="name of the admin project (default: admin)")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,135 @@
+"""What every API resource shares: its dependencies, the caller's context,
+body parsing through marshmallow schemas, and the authorisation checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any
+
+import falcon
+import marshmallow
+
+from fabric import config, exception
+from fabric.api.clients import Clients
+from fabric.context import RequestContext
+from fabric.db import Database
+
+
+@dataclasses.dataclass
+class ApiDeps:
+    """Everything a resource needs: settings, the database and the worker clients."""
+
+    settings: config.Settings
+    db: Database
+    clients: Clients
+    #: The port actually bound (differs from settings when it was 0).
+    bound_port: int | None = None
+
+    def base_url(self, req: falcon.Request | None = None) -> str:
+        """The public base URL: ``[api] public_url``, else http://listen:port."""
+        if self.settings.api.public_url:
+            return self.settings.api.public_url.rstrip("/")
+        listen = self.settings.api.listen
+        port = self.bound_port or self.settings.api.port
+        if listen in ("0.0.0.0", "::", "") and req is not None:
+            return req.prefix
+        host = f"[{listen}]" if ":" in listen else listen
+        return f"http://{host}:{port}"
+
+
+def deps(req: falcon.Request) -> ApiDeps:
+    return req.context.deps
+
+
+def ctx(req: falcon.Request) -> RequestContext:
+    """The caller's context (set by the auth middleware)."""
+    return req.context.fabric
+
+
+def require_admin(req: falcon.Request, action: str) -> RequestContext:
+    """The caller's context if it is an admin; else Forbidden naming the action."""
+    context = ctx(req)
+    if not context.is_admin:
+        raise exception.Forbidden(reason=f"{action} requires the admin role")
+    return context
+
+
+def visible(context: RequestContext, project_id: str | None) -> bool:
+    """Whether a resource of ``project_id`` may be seen by the caller."""
+    return context.is_admin or (project_id is not None and project_id == context.project_id)
+
+
+def require_project(context: RequestContext) -> str:
+    if not context.project_id:
+        raise exception.Forbidden(reason="this request needs a project-scoped token")
+    return context.project_id
+
+
+def read_json(req: falcon.Request) -> Any:
+    """The request body as JSON; Invalid naming the problem otherwise."""
+    raw = req.bounded_stream.read()
+    if not raw:
+        raise exception.Invalid(reason="the request body is empty; a JSON document is required")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise exception.Invalid(reason=f"the request body is not valid JSON: {exc}") from None
+
+
+def _flatten(messages: Any, data: Any, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            sub = data.get(key) if isinstance(data, dict) else (
+                data[key] if isinstance(data, list) and isinstance(key, int) and key < len(data) else None)
+            out += _flatten(value, sub, path)
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        shown = "" if data is None else f" (got {json.dumps(data, default=str)[:80]})"
+        out.append(f"'{prefix}': {' '.join(messages)}{shown}")
+    elif isinstance(messages, list):
+        for item in messages:
+            out += _flatten(item, data, prefix)
+    else:
+        out.append(f"'{prefix}': {messages}")
+    return out
+
+
+def load(schema: marshmallow.Schema, data: Any) -> dict:
+    """Validate ``data`` with ``schema``; Invalid naming every bad field and value."""
+    try:
+        return schema.load(data)
+    except marshmallow.ValidationError as err:
+        problems = "; ".join(_flatten(err.messages, data))
+        raise exception.Invalid(reason=f"invalid field {problems}") from None
+
+
+def body(req: falcon.Request, schema: marshmallow.Schema) -> dict:
+    return load(schema, read_json(req))
+
+
+def respond(resp: falcon.Response, doc: Any, status: int = 200) -> None:
+    resp.status = status
+    resp.media = doc
+
+
+def isotime(value: datetime.datetime | None, micro: bool = False) -> str | None:
+    """Naive UTC as ISO 8601 with a Z (the clients' format)."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="microseconds" if micro else "seconds") + "Z"
+
+
+def int_param(req: falcon.Request, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise exception.Invalid(reason=f"query parameter {name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise exception.Invalid(reason=f"query parameter {name}={value} must be at least {minimum}")
+    return value

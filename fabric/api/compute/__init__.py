@@ -1,0 +1,14 @@
+"""Compute v2.1 subset (microversion 2.1 only), mounted at ``/compute/v2.1``."""
+
+from __future__ import annotations
+
+import falcon
+
+PREFIX = "/compute/v2.1"
+
+
+def register(app: falcon.App) -> None:
+    from fabric.api.compute import actions, flavors, hosts, keypairs, quotas, servers
+
+    for module in (flavors, keypairs, quotas, hosts, servers, actions):
+        module.register(app, PREFIX)

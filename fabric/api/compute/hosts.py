@@ -1,0 +1,154 @@
+"""os-hypervisors (from compute_nodes) and os-services (from the services registry)."""
+
+from __future__ import annotations
+
+import datetime
+
+import falcon
+import sqlalchemy as sa
+from marshmallow import Schema, fields, validate
+
+from fabric import exception
+from fabric.api import common
+from fabric.db.models import ComputeNode, Service
+from fabric.db.types import utcnow
+
+COMPUTE_BINARY = "fabric-compute"
+
+
+def is_up(service: Service | None, down_after: float) -> bool:
+    if service is None or service.last_heartbeat is None:
+        return False
+    return utcnow() - service.last_heartbeat <= datetime.timedelta(seconds=down_after)
+
+
+def _compute_services(session) -> dict[str, Service]:
+    return {s.host: s for s in session.scalars(sa.select(Service).where(Service.topic == "compute"))}
+
+
+def hypervisor_document(node: ComputeNode, service: Service | None, down_after: float, detail: bool) -> dict:
+    doc = {"id": node.id, "hypervisor_hostname": node.host, "state": "up" if is_up(service, down_after) else "down",
+           "status": "disabled" if service is not None and service.disabled else "enabled"}
+    if detail:
+        doc.update({
+            "vcpus": node.vcpus, "memory_mb": node.memory_mb, "local_gb": node.disk_gb,
+            "vcpus_used": node.vcpus_used, "memory_mb_used": node.memory_mb_used, "local_gb_used": node.disk_gb_used,
+            "free_ram_mb": node.memory_mb - node.memory_mb_used, "free_disk_gb": node.disk_gb - node.disk_gb_used,
+            "running_vms": node.running_vms, "current_workload": 0, "disk_available_least": node.disk_gb - node.disk_gb_used,
+            "hypervisor_type": node.hypervisor_type, "hypervisor_version": 1000, "cpu_info": "{}",
+            "host_ip": (service.address if service is not None else "") or "",
+            "service": {"id": service.id if service else None, "host": node.host,
+                        "disabled_reason": service.disabled_reason if service else None},
+        })
+    return doc
+
+
+class Hypervisors:
+    def _list(self, req, resp, detail: bool):
+        common.require_admin(req, "listing hypervisors")
+        deps = common.deps(req)
+        with deps.db.begin() as session:
+            services = _compute_services(session)
+            nodes = session.scalars(sa.select(ComputeNode).order_by(ComputeNode.id)).all()
+            docs = [hypervisor_document(n, services.get(n.host), deps.settings.service.service_down_time, detail)
+                    for n in nodes]
+        common.respond(resp, {"hypervisors": docs})
+
+    def on_get(self, req, resp):
+        self._list(req, resp, False)
+
+    def on_get_detail(self, req, resp):
+        self._list(req, resp, True)
+
+    def on_get_statistics(self, req, resp):
+        common.require_admin(req, "hypervisor statistics")
+        with common.deps(req).db.begin() as session:
+            nodes = session.scalars(sa.select(ComputeNode)).all()
+        total = {k: sum(getattr(n, a) for n in nodes) for k, a in (
+            ("vcpus", "vcpus"), ("memory_mb", "memory_mb"), ("local_gb", "disk_gb"), ("vcpus_used", "vcpus_used"),
+            ("memory_mb_used", "memory_mb_used"), ("local_gb_used", "disk_gb_used"), ("running_vms", "running_vms"))}
+        total.update(count=len(nodes), free_ram_mb=total["memory_mb"] - total["memory_mb_used"],
+                     free_disk_gb=total["local_gb"] - total["local_gb_used"], current_workload=0,
+                     disk_available_least=total["local_gb"] - total["local_gb_used"])
+        common.respond(resp, {"hypervisor_statistics": total})
+
+
+class HypervisorItem:
+    def on_get(self, req, resp, hypervisor_id):
+        common.require_admin(req, "showing hypervisors")
+        deps = common.deps(req)
+        with deps.db.begin() as session:
+            node = None
+            if hypervisor_id.isdigit():
+                node = session.get(ComputeNode, int(hypervisor_id))
+            if node is None:
+                raise exception.NotFound(kind="Hypervisor", ident=hypervisor_id)
+            service = _compute_services(session).get(node.host)
+            common.respond(resp, {"hypervisor": hypervisor_document(
+                node, service, deps.settings.service.service_down_time, True)})
+
+
+def service_document(service: Service, down_after: float) -> dict:
+    return {"id": service.id, "binary": service.binary, "host": service.host,
+            "zone": "nova" if service.topic == "compute" else "internal",
+            "status": "disabled" if service.disabled else "enabled",
+            "state": "up" if is_up(service, down_after) else "down",
+            "updated_at": common.isotime(service.last_heartbeat, micro=True),
+            "disabled_reason": service.disabled_reason, "forced_down": False}
+
+
+class ServiceToggleSchema(Schema):
+    host = fields.String(required=True, validate=validate.Length(min=1))
+    binary = fields.String(required=True, validate=validate.Length(min=1))
+    disabled_reason = fields.String(validate=validate.Length(max=255))
+
+
+class Services:
+    def on_get(self, req, resp):
+        common.require_admin(req, "listing services")
+        deps = common.deps(req)
+        query = sa.select(Service).order_by(Service.id)
+        if req.get_param("host"):
+            query = query.where(Service.host == req.get_param("host"))
+        if req.get_param("binary"):
+            query = query.where(Service.binary == req.get_param("binary"))
+        with deps.db.begin() as session:
+            docs = [service_document(s, deps.settings.service.service_down_time) for s in session.scalars(query)]
+        common.respond(resp, {"services": docs})
+
+
+class ServiceToggle:
+    """PUT /os-services/{enable,disable,disable-log-reason} with host and binary."""
+
+    def __init__(self, disable: bool, with_reason: bool) -> None:
+        self.disable = disable
+        self.with_reason = with_reason
+
+    def on_put(self, req, resp):
+        common.require_admin(req, "enabling or disabling services")
+        data = common.body(req, ServiceToggleSchema())
+        if self.with_reason and not data.get("disabled_reason"):
+            raise exception.Invalid(reason="disabled_reason is required by disable-log-reason")
+        reason = data.get("disabled_reason") if self.disable else None
+        with common.deps(req).db.begin() as session:
+            changed = session.execute(sa.update(Service).where(
+                Service.host == data["host"], Service.binary == data["binary"])
+                .values(disabled=self.disable, disabled_reason=reason)).rowcount
+        if not changed:
+            raise exception.NotFound(kind="Service", ident=f"{data['binary']} on host {data['host']}")
+        doc = {"host": data["host"], "binary": data["binary"], "status": "disabled" if self.disable else "enabled"}
+        if self.with_reason:
+            doc["disabled_reason"] = reason
+        common.respond(resp, {"service": doc})
+
+
+def register(app: falcon.App, prefix: str) -> None:
+    hypervisors = Hypervisors()
+    app.add_route(f"{prefix}/os-hypervisors", hypervisors)
+    app.add_route(f"{prefix}/os-hypervisors/detail", hypervisors, suffix="detail")
+    app.add_route(f"{prefix}/os-hypervisors/statistics", hypervisors, suffix="statistics")
+    app.add_route(f"{prefix}/os-hypervisors/{{hypervisor_id}}", HypervisorItem())
+    app.add_route(f"{prefix}/os-services", Services())
+    app.add_route(f"{prefix}/os-services/enable", ServiceToggle(False, False))
+    app.add_route(f"{prefix}/os-services/disable", ServiceToggle(True, False))
+    app.add_route(f"{prefix}/os-services/disable-log-reason", ServiceToggle(True, True))

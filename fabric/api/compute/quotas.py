@@ -1,0 +1,113 @@
+"""limits and os-quota-sets (show, detail, defaults; admin update)."""
+
+from __future__ import annotations
+
+import falcon
+import sqlalchemy as sa
+from marshmallow import INCLUDE, Schema, fields
+
+from fabric import exception
+from fabric.api import common, quota
+from fabric.db.models import Project, Quota
+
+#: Nova quota names fabric does not enforce, shown with nova's defaults.
+_FIXED = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
+          "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10,
+          "fixed_ips": -1, "floating_ips": -1, "security_groups": -1, "security_group_rules": -1}
+_COMPUTE = ("instances", "cores", "ram", "key_pairs")
+
+
+class QuotaSetSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    instances = fields.Integer(strict=False)
+    cores = fields.Integer(strict=False)
+    ram = fields.Integer(strict=False)
+    key_pairs = fields.Integer(strict=False)
+    force = fields.Boolean()
+
+
+QUOTA_UPDATE = Schema.from_dict({"quota_set": fields.Nested(QuotaSetSchema, required=True)})()
+
+
+def _check_project(req, project_id: str) -> None:
+    context = common.ctx(req)
+    if not context.is_admin and context.project_id != project_id:
+        raise exception.Forbidden(reason=f"only an admin may see the quotas of project {project_id}")
+
+
+class Limits:
+    def on_get(self, req, resp):
+        context = common.ctx(req)
+        project_id = req.get_param("tenant_id") if context.is_admin and req.get_param("tenant_id") else \
+            common.require_project(context)
+        with common.deps(req).db.begin() as session:
+            lim, use = quota.limits(session, project_id), quota.usages(session, project_id)
+        absolute = {
+            "maxTotalInstances": lim["instances"], "maxTotalCores": lim["cores"], "maxTotalRAMSize": lim["ram"],
+            "maxTotalKeypairs": lim["key_pairs"], "maxServerMeta": 128, "maxImageMeta": 128,
+            "maxPersonality": 5, "maxPersonalitySize": 10240, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+            "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
+            "totalInstancesUsed": use["instances"], "totalCoresUsed": use["cores"], "totalRAMUsed": use["ram"],
+            "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": 0,
+        }
+        common.respond(resp, {"limits": {"rate": [], "absolute": absolute}})
+
+
+def quota_set(project_id: str, lim: dict, use: dict | None = None) -> dict:
+    doc: dict = {"id": project_id}
+    for name in _COMPUTE:
+        doc[name] = lim[name] if use is None else {"limit": lim[name], "in_use": use[name], "reserved": 0}
+    for name, value in _FIXED.items():
+        doc[name] = value if use is None else {"limit": value, "in_use": 0, "reserved": 0}
+    return doc
+
+
+class QuotaSet:
+    def on_get(self, req, resp, project_id):
+        _check_project(req, project_id)
+        with common.deps(req).db.begin() as session:
+            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id))})
+
+    def on_get_detail(self, req, resp, project_id):
+        _check_project(req, project_id)
+        with common.deps(req).db.begin() as session:
+            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id),
+                                                         quota.usages(session, project_id))})
+
+    def on_get_defaults(self, req, resp, project_id):
+        common.respond(resp, {"quota_set": quota_set(project_id, dict(quota.DEFAULT_LIMITS))})
+
+    def on_put(self, req, resp, project_id):
+        common.require_admin(req, "changing quotas")
+        data = common.body(req, QUOTA_UPDATE)["quota_set"]
+        data.pop("force", None)
+        unknown = sorted(set(data) - set(_COMPUTE) - set(_FIXED))
+        if unknown:
+            raise exception.Invalid(reason=f"quota_set has unknown quotas {unknown}; known: {', '.join(_COMPUTE)}")
+        fixed = sorted(set(data) & set(_FIXED))
+        if fixed:
+            raise exception.Invalid(reason=f"quotas {fixed} are fixed in fabric; settable: {', '.join(_COMPUTE)}")
+        deps = common.deps(req)
+        with deps.db.begin() as session:
+            if session.get(Project, project_id) is None:
+                raise exception.NotFound(kind="Project", ident=project_id)
+        for name, value in data.items():
+            quota.set_limit(deps.db, project_id, name, int(value))
+        with deps.db.begin() as session:
+            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id))})
+
+    def on_delete(self, req, resp, project_id):
+        common.require_admin(req, "resetting quotas")
+        with common.deps(req).db.begin() as session:
+            session.execute(sa.delete(Quota).where(Quota.project_id == project_id))
+        resp.status = falcon.HTTP_202
+
+
+def register(app: falcon.App, prefix: str) -> None:
+    app.add_route(f"{prefix}/limits", Limits())
+    quota_sets = QuotaSet()
+    app.add_route(f"{prefix}/os-quota-sets/{{project_id}}", quota_sets)
+    app.add_route(f"{prefix}/os-quota-sets/{{project_id}}/detail", quota_sets, suffix="detail")
+    app.add_route(f"{prefix}/os-quota-sets/{{project_id}}/defaults", quota_sets, suffix="defaults")

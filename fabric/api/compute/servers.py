@@ -1,0 +1,295 @@
+"""Servers: create (validate, reserve quota, commit, then cast the scheduler),
+list, detail, show and delete."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+
+import falcon
+import sqlalchemy as sa
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from fabric import exception
+from fabric.api import common, quota
+from fabric.api.compute import views
+from fabric.api.compute.flavors import find_flavor, links
+from fabric.api.image import find_image
+from fabric.api.network import find_network
+from fabric.db.models import Instance, InstanceFault, Keypair, Port, ServerGroup
+from fabric.db.types import utcnow
+
+LOG = logging.getLogger(__name__)
+
+
+class NetworkRequestSchema(Schema):
+    uuid = fields.String(validate=validate.Length(min=1, max=36))
+    port = fields.String(validate=validate.Length(min=1, max=36))
+    fixed_ip = fields.IP()
+
+
+class ServerCreateSchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # nova ignores fields of extensions it does not have; so do we
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    imageRef = fields.String(required=True, validate=validate.Length(min=1))
+    flavorRef = fields.String(required=True, validate=validate.Length(min=1))
+    networks = fields.List(fields.Nested(NetworkRequestSchema), load_default=list)
+    key_name = fields.String(allow_none=True, load_default=None)
+    availability_zone = fields.String(allow_none=True, load_default=None)
+    metadata = fields.Dict(keys=fields.String(validate=validate.Length(max=255)),
+                           values=fields.String(validate=validate.Length(max=255)), load_default=dict)
+    min_count = fields.Integer(strict=False, load_default=1, validate=validate.Range(min=1))
+    max_count = fields.Integer(strict=False, load_default=None, validate=validate.Range(min=1))
+
+
+SERVER_CREATE = Schema.from_dict({
+    "server": fields.Nested(ServerCreateSchema, required=True),
+    "os:scheduler_hints": fields.Dict(load_default=dict),
+})()
+
+#: Sort keys a client may ask for.
+_SORT_KEYS = {"created_at": Instance.created_at, "display_name": Instance.display_name,
+              "updated_at": Instance.updated_at, "vm_state": Instance.vm_state, "uuid": Instance.id}
+
+
+def get_instance(session, context, server_id: str) -> Instance:
+    """The live server ``server_id`` the caller may see; NotFound otherwise (also for
+    another project's server, so its existence does not leak)."""
+    instance = session.get(Instance, server_id)
+    if instance is None or instance.deleted or not common.visible(context, instance.project_id):
+        raise exception.NotFound(kind="Instance", ident=server_id)
+    return instance
+
+
+def _validate_networks(session, context, requested: list[dict]) -> list[dict]:
+    out = []
+    for index, item in enumerate(requested):
+        if item.get("port"):
+            port = session.get(Port, item["port"])
+            if port is None or not common.visible(context, port.project_id):
+                raise exception.NotFound(kind="Port", ident=item["port"])
+            if port.device_id:
+                raise exception.Conflict(reason=f"port {port.id} is in use by {port.device_id}")
+            out.append({"network_id": port.network_id, "port_id": port.id, "fixed_ip": None})
+            continue
+        if not item.get("uuid"):
+            raise exception.Invalid(reason=f"server.networks[{index}] needs a 'uuid' or a 'port'")
+        network = find_network(session, context, item["uuid"])
+        out.append({"network_id": network.id, "port_id": None,
+                    "fixed_ip": str(item["fixed_ip"]) if item.get("fixed_ip") else None})
+    return out
+
+
+class Servers:
+    def on_post(self, req, resp):
+        deps, context = common.deps(req), common.ctx(req)
+        project_id = common.require_project(context)
+        data = common.body(req, SERVER_CREATE)
+        spec, hints = data["server"], data["os:scheduler_hints"]
+        count = spec["max_count"] or spec["min_count"]
+        if count < spec["min_count"]:
+            raise exception.Invalid(reason=f"server.max_count {count} is below min_count {spec['min_count']}")
+        with deps.db.begin() as session:
+            flavor = find_flavor(session, context, spec["flavorRef"])
+            image = find_image(session, context, spec["imageRef"].rstrip("/").rsplit("/", 1)[-1])
+            if image.status != "active":
+                raise exception.Invalid(reason=f"image {image.id} is {image.status}; only an active image can boot")
+            if image.min_ram > flavor.memory_mb or (flavor.disk_gb and image.min_disk > flavor.disk_gb):
+                raise exception.Invalid(reason=f"flavor {flavor.id} is too small for image {image.id} "
+                                               f"(needs {image.min_ram} MiB RAM, {image.min_disk} GiB disk)")
+            networks = _validate_networks(session, context, spec["networks"])
+            group_id = hints.get("group")
+            if group_id is not None:
+                group = session.get(ServerGroup, str(group_id))
+                if group is None or not common.visible(context, group.project_id):
+                    raise exception.NotFound(kind="Server group", ident=str(group_id))
+            if spec["key_name"] and not session.scalar(sa.select(Keypair.id).where(
+                    Keypair.user_id == context.user_id, Keypair.name == spec["key_name"])):
+                raise exception.Invalid(reason=f"keypair {spec['key_name']!r} does not exist for this user")
+            snapshot = {"id": flavor.id, "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
+                        "disk_gb": flavor.disk_gb, "extra_specs": dict(flavor.extra_specs or {})}
+            image_props = {"id": image.id, "min_ram": image.min_ram, "min_disk": image.min_disk,
+                           "properties": dict(image.properties or {})}
+        deltas = {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.memory_mb * count}
+        quota.ensure_usage_rows(deps.db, project_id, deltas)
+        now = utcnow()
+        with deps.db.begin() as session:
+            quota.reserve(session, project_id, deltas)
+            instances = []
+            for n in range(count):
+                instance = Instance(
+                    display_name=spec["name"] if count == 1 else f"{spec['name']}-{n + 1}",
+                    project_id=project_id, user_id=context.user_id, flavor_id=flavor.id, vcpus=flavor.vcpus,
+                    memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, image_id=image.id,
+                    key_name=spec["key_name"], availability_zone=spec["availability_zone"],
+                    vm_state="building", task_state="scheduling", power_state=0, task_started_at=now,
+                    requested_networks=networks, metadata_items=spec["metadata"], network_info=[],
+                    failed_hosts=[], server_group_id=str(group_id) if group_id is not None else None)
+                session.add(instance)
+                instances.append(instance)
+            session.flush()
+            ids = [i.id for i in instances]
+        # The rows are committed: a crash from here on leaves a visible BUILD
+        # server that the reaper errors, never a lost request.
+        request_spec = {"flavor": snapshot, "image": image_props, "availability_zone": spec["availability_zone"],
+                        "scheduler_hints": hints, "requested_networks": networks, "key_name": spec["key_name"],
+                        "project_id": project_id, "user_id": context.user_id, "num_instances": count}
+        try:
+            deps.clients.scheduler.build_instances(context, instance_ids=ids, request_spec=request_spec)
+        except exception.FabricError as err:
+            LOG.error("Could not ask the scheduler to build %s: %s", ids, err.message)
+            _fail_build(deps.db, ids, project_id, deltas, err)
+        base = deps.base_url(req)
+        resp.set_header("Location", f"{base}/compute/v2.1/servers/{ids[0]}")
+        doc = {"id": ids[0], "links": links(base, "servers", ids[0]), "OS-DCF:diskConfig": "MANUAL",
+               "security_groups": [{"name": "default"}], "adminPass": secrets.token_urlsafe(12)}
+        if count > 1:
+            doc["reservation_id"] = "r-" + ids[0][:8]
+        common.respond(resp, {"server": doc}, falcon.HTTP_202)
+
+    def _list(self, req, resp, detail: bool):
+        deps, context = common.deps(req), common.ctx(req)
+        query = sa.select(*views.DOCUMENT_COLUMNS).where(Instance.deleted.is_(False))
+        all_tenants = req.get_param_as_bool("all_tenants", blank_as_true=True) or False
+        wanted_project = req.get_param("project_id") or req.get_param("tenant_id")
+        if context.is_admin and (all_tenants or wanted_project):
+            if wanted_project:
+                query = query.where(Instance.project_id == wanted_project)
+        else:
+            query = query.where(Instance.project_id == common.require_project(context))
+        if req.get_param("status"):
+            status = req.get_param("status").upper()
+            if status not in views.STATUS_FILTER:
+                raise exception.Invalid(reason=f"status {status!r} is unknown; known: "
+                                               f"{', '.join(sorted(views.STATUS_FILTER))}")
+            query = query.where(Instance.vm_state == views.STATUS_FILTER[status])
+        for param, column in (("image", Instance.image_id), ("flavor", Instance.flavor_id),
+                              ("host", Instance.host), ("key_name", Instance.key_name)):
+            if req.get_param(param):
+                query = query.where(column == req.get_param(param))
+        sort_key = req.get_param("sort_key") or "created_at"
+        if sort_key not in _SORT_KEYS:
+            raise exception.Invalid(reason=f"sort_key {sort_key!r} is not supported; use one of "
+                                           f"{', '.join(sorted(_SORT_KEYS))}")
+        descending = (req.get_param("sort_dir") or "desc") == "desc"
+        column = _SORT_KEYS[sort_key]
+        query = query.order_by(column.desc() if descending else column.asc(), Instance.id)
+        limit = common.int_param(req, "limit", minimum=0)
+        marker = req.get_param("marker")
+        name_re = None
+        if req.get_param("name"):
+            try:
+                name_re = re.compile(req.get_param("name"))
+            except re.error as err:
+                raise exception.Invalid(reason=f"name filter {req.get_param('name')!r} is not a regex: {err}") \
+                    from None
+        with deps.db.begin() as session:
+            rows = session.execute(query).all()
+            if name_re is not None:
+                rows = [r for r in rows if name_re.search(r.display_name)]
+            if marker:
+                index = next((i for i, r in enumerate(rows) if r.id == marker), None)
+                if index is None:
+                    raise exception.Invalid(reason=f"marker {marker!r} is not a server in this listing")
+                rows = rows[index + 1:]
+            more = limit is not None and len(rows) > limit
+            if limit is not None:
+                rows = rows[:limit]
+            scope = query.with_only_columns(Instance.id).order_by(None)
+            addresses = views.addresses_for(session, rows, scope) if detail else {}
+            faults = views.faults_for(session, rows) if detail else {}
+            base = deps.base_url(req)
+            shared: dict = {}
+            if detail:
+                # Encoded server by server (each cached while its row is unchanged), then joined.
+                docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id),
+                                          shared) for r in rows]
+            else:
+                docs = [views.server_document(r, base, context.is_admin, {}, None, False) for r in rows]
+        next_links = [{"rel": "next", "href": f"{base}/compute/v2.1/servers{'/detail' if detail else ''}"
+                                              f"?limit={limit}&marker={rows[-1].id}"}] if more and rows else None
+        if detail:
+            resp.status = falcon.HTTP_200
+            resp.content_type = falcon.MEDIA_JSON
+            tail = ',"servers_links":' + json.dumps(next_links, separators=(",", ":")) if next_links else ""
+            resp.text = '{"servers":[' + ",".join(docs) + "]" + tail + "}"
+            return
+        doc: dict = {"servers": docs}
+        if next_links:
+            doc["servers_links"] = next_links
+        common.respond(resp, doc)
+
+    def on_get(self, req, resp):
+        self._list(req, resp, detail=False)
+
+    def on_get_detail(self, req, resp):
+        self._list(req, resp, detail=True)
+
+
+def _fail_build(db, ids: list[str], project_id: str, deltas: dict, err: exception.FabricError) -> None:
+    """Put unbuildable servers into ERROR with a fault and give their quota back."""
+    now = utcnow()
+    with db.begin() as session:
+        failed = session.execute(sa.update(Instance).where(
+            Instance.id.in_(ids), Instance.vm_state == "building", Instance.task_state == "scheduling")
+            .values(vm_state="error", task_state=None)).rowcount
+        for ident in ids:
+            session.add(InstanceFault(instance_id=ident, code=err.code if err.code >= 500 else 500,
+                                      message=err.message[:255], details="", created_at=now))
+        if failed:
+            per = {k: v // len(ids) * failed for k, v in deltas.items()}
+            quota.release(session, project_id, per)
+
+
+class ServerItem:
+    def on_get(self, req, resp, server_id):
+        deps, context = common.deps(req), common.ctx(req)
+        with deps.db.begin() as session:
+            instance = get_instance(session, context, server_id)
+            addresses = views.addresses_for(session, [instance])
+            fault = views.faults_for(session, [instance]).get(instance.id)
+            common.respond(resp, {"server": views.server_document(
+                instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault)})
+
+    def on_delete(self, req, resp, server_id):
+        """Accept the delete once (compare-and-swap to task_state deleting) and give the
+        quota back then; a server never placed on a host is deleted right here."""
+        deps, context = common.deps(req), common.ctx(req)
+        now = utcnow()
+        for _ in range(deps.settings.database.max_retries):
+            with deps.db.begin() as session:
+                instance = get_instance(session, context, server_id)
+                if instance.task_state == "deleting":
+                    resp.status = falcon.HTTP_204
+                    return
+                expected = [Instance.id == server_id, Instance.deleted.is_(False),
+                            Instance.vm_state == instance.vm_state,
+                            (Instance.task_state.is_(None) if instance.task_state is None
+                             else Instance.task_state == instance.task_state)]
+                local = instance.host is None
+                values: dict = {"task_state": "deleting", "task_started_at": now}
+                if local:
+                    expected.append(Instance.host.is_(None))
+                    values = {"task_state": None, "vm_state": "deleted", "deleted": True, "terminated_at": now}
+                if session.execute(sa.update(Instance).where(*expected).values(**values)).rowcount != 1:
+                    continue  # it moved under us: look again
+                quota.release(session, instance.project_id, {"instances": 1, "cores": instance.vcpus,
+                                                             "ram": instance.memory_mb})
+                host = instance.host
+            if not local:
+                deps.clients.compute.instance_action(context, host=host, action="terminate_instance",
+                                                     instance_id=server_id)
+            resp.status = falcon.HTTP_204
+            return
+        raise exception.Conflict(reason=f"server {server_id} kept changing state; try the delete again")
+
+
+def register(app: falcon.App, prefix: str) -> None:
+    servers = Servers()
+    app.add_route(f"{prefix}/servers", servers)
+    app.add_route(f"{prefix}/servers/detail", servers, suffix="detail")
+    app.add_route(f"{prefix}/servers/{{server_id}}", ServerItem())

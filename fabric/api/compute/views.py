@@ -1,0 +1,247 @@
+"""Server documents: the fields openstacksdk and the openstack CLI read."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+
+import sqlalchemy as sa
+
+from fabric.api import common
+from fabric.db.models import AddressAllocation, Instance, InstanceFault, Network, Port
+
+#: (vm_state, task_state) -> status, as nova shows it; task_state None is the default of a vm_state.
+_TASK_STATUS = {
+    "rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
+    "rebooting_hard": "HARD_REBOOT", "reboot_pending_hard": "HARD_REBOOT", "reboot_started_hard": "HARD_REBOOT",
+    "rebuilding": "REBUILD", "migrating": "MIGRATING", "resize_prep": "RESIZE",
+}
+_VM_STATUS = {
+    "building": "BUILD", "active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
+    "error": "ERROR", "deleted": "DELETED", "soft-delete": "SOFT_DELETED", "rescued": "RESCUE",
+    "resized": "VERIFY_RESIZE", "shelved": "SHELVED", "shelved_offloaded": "SHELVED_OFFLOADED",
+}
+
+#: API status -> vm_states, for ``?status=`` filters.
+STATUS_FILTER = {status: vm for vm, status in _VM_STATUS.items()}
+
+
+def status_of(vm_state: str, task_state: str | None) -> str:
+    if vm_state == "active" and task_state in _TASK_STATUS:
+        return _TASK_STATUS[task_state]
+    return _VM_STATUS.get(vm_state, "UNKNOWN")
+
+
+def addresses_for(session, instances: list, scope: sa.Select | None = None) -> dict[str, dict[str, list]]:
+    """instance id -> {network name: [address documents]}, from the ports bound to each
+    (else from the compute worker's cached network_info, a list or its JSON text).
+
+    ``scope``, a SELECT of instance ids that holds at least ``instances``, lets a long
+    listing find its ports by that subquery instead of a thousand bound ids."""
+    ids = [i.id for i in instances]
+    result: dict[str, dict[str, list]] = {i: {} for i in ids}
+    if not ids:
+        return result
+    wanted_ports = Port.device_id.in_(scope) if scope is not None and len(ids) > _LITERAL_IDS else \
+        Port.device_id.in_(ids)
+    rows = session.execute(
+        sa.select(Port.device_id, Port.mac_address, Network.name, Network.id, AddressAllocation.address)
+        .join(Network, Network.id == Port.network_id)
+        .outerjoin(AddressAllocation, AddressAllocation.port_id == Port.id)
+        .where(wanted_ports).order_by(Port.created_at, AddressAllocation.id)).all()
+    for device_id, mac, net_name, net_id, address in rows:
+        instance_addresses = result.get(device_id)
+        if instance_addresses is None:  # in the scope but not on this page
+            continue
+        entries = instance_addresses.setdefault(net_name or net_id, [])
+        if address:
+            entries.append({"version": 6 if ":" in address else 4, "addr": address.split("/")[0],
+                            "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac})
+    pending = {}
+    for instance in instances:
+        if not result[instance.id]:
+            network_info = _json_list(instance.network_info)
+            if network_info:
+                pending[instance.id] = (instance.network_info, network_info)
+    if pending:
+        wanted = {vif.get("network_id") for _, vifs in pending.values() for vif in vifs if isinstance(vif, dict)}
+        names = dict(session.execute(sa.select(Network.id, Network.name)
+                                     .where(Network.id.in_(wanted - {None}))).tuples().all())
+        names_key = tuple(sorted(names.items()))
+        for ident, (raw, network_info) in pending.items():
+            result[ident] = _cached_addresses(raw, names_key) if isinstance(raw, str) else \
+                _addresses_from_network_info(network_info, names)
+    return result
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_addresses(network_info_text: str, names_key: tuple) -> dict[str, list]:
+    """The address documents of a network_info JSON text and the network names it refers to:
+    a pure function of both, so a listing polled again reuses them (callers only read the result)."""
+    return _addresses_from_network_info(_json_list(network_info_text), dict(names_key))
+
+
+#: Up to this many servers, addresses_for names them in the query; past it, it uses the listing's scope.
+_LITERAL_IDS = 50
+
+
+def _json_list(value: list | str | None) -> list:
+    """network_info as loaded by the model (a list) or selected as raw text (listings)."""
+    if isinstance(value, str):
+        return _parse_list(value) if value not in ("[]", "null", "") else []
+    return value or []
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_list(text: str) -> list:
+    """json.loads, remembered: a polled listing sees the same network_info texts each time
+    (callers only read the result)."""
+    return json.loads(text)
+
+
+def _addresses_from_network_info(network_info: list, names: dict[str, str]) -> dict[str, list]:
+    """The compute worker's cached VIFs ({network_id, mac, address, ...}) as address documents."""
+    out: dict[str, list] = {}
+    for vif in network_info:
+        if not isinstance(vif, dict):
+            continue
+        net_id = vif.get("network_id") or ""
+        entries = out.setdefault(names.get(net_id) or net_id or "network", [])
+        mac = vif.get("mac") or vif.get("mac_address")
+        ips = vif.get("fixed_ips") or vif.get("ips") or [vif.get("ip_address") or vif.get("address")]
+        for ip in ips:
+            addr = (ip.get("ip_address") or ip.get("address")) if isinstance(ip, dict) else ip
+            if addr:
+                addr = str(addr).split("/")[0]
+                entries.append({"version": 6 if ":" in addr else 4, "addr": addr,
+                                "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac})
+    return out
+
+
+def faults_for(session, instances: list[Instance]) -> dict[str, InstanceFault]:
+    ids = [i.id for i in instances if i.vm_state == "error"]
+    if not ids:
+        return {}
+    latest: dict[str, InstanceFault] = {}
+    for fault in session.scalars(sa.select(InstanceFault).where(InstanceFault.instance_id.in_(ids))
+                                 .order_by(InstanceFault.created_at, InstanceFault.id)):
+        latest[fault.instance_id] = fault
+    return latest
+
+
+#: The columns a server document needs (listing loads only these, as plain rows).
+DOCUMENT_COLUMNS = (Instance.id, Instance.display_name, Instance.project_id, Instance.user_id, Instance.flavor_id,
+                    Instance.image_id, Instance.key_name, Instance.host, Instance.availability_zone,
+                    Instance.vm_state, Instance.task_state, Instance.power_state, Instance.created_at,
+                    Instance.updated_at, Instance.launched_at, Instance.terminated_at,
+                    # Raw text: most servers have no metadata, and "{}" needs no JSON parse; network_info
+                    # is parsed only for the servers whose addresses no port gives (half of a listing's
+                    # CPU went to decoding it for every row).
+                    # CAST, not type_coerce: psycopg would otherwise decode PostgreSQL's json itself.
+                    sa.cast(Instance.network_info, sa.Text).label("network_info"),
+                    sa.cast(Instance.metadata_items, sa.Text).label("metadata_items"))
+
+
+@functools.lru_cache(maxsize=4096)
+def host_id(project_id: str, host: str | None) -> str:
+    """Nova's hostId: an opaque per-project name of the host."""
+    return hashlib.sha224((project_id + host).encode()).hexdigest() if host else ""
+
+
+def _metadata(value: dict | str | None) -> dict:
+    if isinstance(value, str):
+        return json.loads(value) if value not in ("{}", "null", "") else {}
+    return dict(value or {})
+
+
+def _reference(shared: dict | None, base: str, kind: str, ident: str | None) -> dict:
+    """A server's image or flavor reference, built once per response when ``shared`` is given."""
+    key = (kind, ident)
+    if shared is not None and key in shared:
+        return shared[key]
+    if kind == "images":
+        doc = {"id": ident, "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{ident}"}]}
+    else:
+        doc = {"id": ident, "links": [{"rel": "self", "href": f"{base}/compute/v2.1/flavors/{ident or ''}"},
+                                      {"rel": "bookmark", "href": f"{base}/compute/flavors/{ident or ''}"}]}
+    if shared is not None:
+        shared[key] = doc
+    return doc
+
+
+def server_document(instance: Instance, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
+                    detail: bool = True, shared: dict | None = None) -> dict:
+    """A server as the clients read it. ``instance`` is a row or a model (each attribute read once:
+    listings render a thousand of these, so the document is built as one literal).
+
+    ``shared``, a dict kept for one response, lets the servers of a listing share their
+    image and flavor references (read-only sub-documents) instead of each building its own."""
+    ident = instance.id
+    links_ = [{"rel": "self", "href": f"{base}/compute/v2.1/servers/{ident}"},
+              {"rel": "bookmark", "href": f"{base}/compute/servers/{ident}"}]
+    if not detail:
+        return {"id": ident, "name": instance.display_name, "links": links_}
+    image_id, flavor_id, project_id, host = instance.image_id, instance.flavor_id, instance.project_id, instance.host
+    vm_state, task_state, created = instance.vm_state, instance.task_state, instance.created_at
+    launched, terminated = instance.launched_at, instance.terminated_at
+    doc = {
+        "id": ident, "name": instance.display_name, "links": links_,
+        "accessIPv4": "", "accessIPv6": "", "OS-DCF:diskConfig": "MANUAL", "config_drive": "",
+        "os-extended-volumes:volumes_attached": [], "security_groups": [{"name": "default"}],
+        "status": _TASK_STATUS.get(task_state, "UNKNOWN") if vm_state == "active" and task_state in _TASK_STATUS
+        else _VM_STATUS.get(vm_state, "UNKNOWN"),
+        "tenant_id": project_id, "user_id": instance.user_id, "metadata": _metadata(instance.metadata_items),
+        "hostId": host_id(project_id, host),
+        "image": _reference(shared, base, "images", image_id) if image_id else "",
+        "flavor": _reference(shared, base, "flavors", flavor_id),
+        # common.isotime, inlined: four per server.
+        "created": created.isoformat(timespec="seconds") + "Z" if created is not None else None,
+        "updated": common.isotime(instance.updated_at or created), "addresses": addresses,
+        "progress": 100 if vm_state == "active" else 0,
+        "OS-EXT-AZ:availability_zone": instance.availability_zone or "", "key_name": instance.key_name,
+        "OS-SRV-USG:launched_at": launched.isoformat(timespec="microseconds") + "Z" if launched is not None else None,
+        "OS-SRV-USG:terminated_at": terminated.isoformat(timespec="microseconds") + "Z"
+        if terminated is not None else None,
+        "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:task_state": task_state,
+        "OS-EXT-STS:power_state": instance.power_state,
+    }
+    if is_admin:
+        doc["OS-EXT-SRV-ATTR:host"] = doc["OS-EXT-SRV-ATTR:hypervisor_hostname"] = host
+        doc["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{ident[:8]}"
+    if fault is not None:
+        doc["fault"] = {"code": fault.code, "message": fault.message, "created": common.isotime(fault.created_at)}
+        if is_admin or fault.code != 500:
+            doc["fault"]["details"] = fault.details
+    return doc
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+#: (row values, base URL, admin?) -> a server document's JSON up to its addresses. A listing's
+#: documents are a pure function of those, and re-encoding a thousand unchanged servers on
+#: every poll was half of GET /servers/detail; any changed column makes a new key.
+_HEADS: dict[tuple, str] = {}
+_HEADS_MAX = 8192
+
+
+def server_json(row, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
+                shared: dict | None = None) -> str:
+    """:func:`server_document` of a listing row as compact JSON (its "addresses" last)."""
+    if fault is None:
+        try:
+            key = (tuple(row), base, is_admin)
+            head = _HEADS.get(key)
+        except TypeError:  # an unhashable column value: encode it afresh
+            key, head = None, None
+        if head is None:
+            doc = server_document(row, base, is_admin, addresses, None, True, shared)
+            del doc["addresses"]
+            head = _ENCODE(doc)[:-1] + ',"addresses":'
+            if key is not None:
+                if len(_HEADS) >= _HEADS_MAX:
+                    _HEADS.clear()
+                _HEADS[key] = head
+        return head + _ENCODE(addresses) + "}"
+    doc = server_document(row, base, is_admin, addresses, fault, True, shared)
+    doc["addresses"] = doc.pop("addresses")
+    return _ENCODE(doc)

@@ -1,0 +1,95 @@
+"""Error bodies in the shapes each OpenStack API uses, chosen by the request path.
+
+Identity: ``{"error": {"code", "title", "message"}}``; Compute:
+``{"badRequest": {"code", "message"}}`` (the key names the status);
+Network: ``{"NeutronError": {"type", "message", "detail"}}``; Image and fabric's
+admin API: ``{"code", "title", "message"}``. Every message comes from a
+:class:`~fabric.exception.FabricError`, which names the bad field or value.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+
+import falcon
+
+from fabric import exception
+
+LOG = logging.getLogger(__name__)
+
+#: Compute's fault key per status (as nova's wsgi layer names them).
+_COMPUTE_KEYS = {
+    400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
+    405: "badMethod", 406: "notAcceptable", 409: "conflictingRequest", 413: "overLimit",
+    415: "badMediaType", 500: "computeFault", 501: "notImplemented", 503: "serviceUnavailable",
+}
+
+
+def api_of(path: str) -> str:
+    """Which API a path belongs to: identity, compute, image, network or admin."""
+    if path.startswith("/compute"):
+        return "compute"
+    if path.startswith("/image"):
+        return "image"
+    if path.startswith("/networking"):
+        return "network"
+    if path.startswith("/fabric"):
+        return "admin"
+    return "identity"
+
+
+def status_for(api: str, err: exception.FabricError) -> int:
+    """The HTTP status of an error in one API (quota is 403 in compute, as nova does)."""
+    if isinstance(err, exception.QuotaExceeded) and api in ("compute", "network"):
+        return 403
+    code = err.code
+    return code if 400 <= code <= 599 else 500
+
+
+def body_for(api: str, status: int, message: str, type_name: str = "") -> dict:
+    """The error document for ``status`` in the shape of ``api``."""
+    title = http.HTTPStatus(status).phrase
+    if api == "compute":
+        return {_COMPUTE_KEYS.get(status, "computeFault"): {"code": status, "message": message}}
+    if api == "network":
+        return {"NeutronError": {"type": type_name or title.replace(" ", ""), "message": message, "detail": ""}}
+    if api == "identity":
+        return {"error": {"code": status, "title": title, "message": message}}
+    return {"code": status, "title": title, "message": message}
+
+
+def _render(req: falcon.Request, resp: falcon.Response, status: int, message: str, type_name: str = "") -> None:
+    api = api_of(req.path)
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(body_for(api, status, message, type_name))
+    if status == 401 and api == "identity":
+        resp.set_header("WWW-Authenticate", f'Keystone uri="{req.prefix}/v3"')
+
+
+def handle_fabric_error(req, resp, ex: exception.FabricError, params) -> None:
+    status = status_for(api_of(req.path), ex)
+    if status >= 500:
+        LOG.error("%s %s failed: %s", req.method, req.path, ex.message)
+    _render(req, resp, status, ex.message, type(ex).__name__)
+
+
+def handle_http_error(req, resp, ex: falcon.HTTPError, params) -> None:
+    message = ex.description or ex.title or "error"
+    _render(req, resp, ex.status_code, message)
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def handle_unexpected(req, resp, ex: Exception, params) -> None:
+    LOG.exception("Unexpected error in %s %s", req.method, req.path)
+    _render(req, resp, 500, "An unexpected error occurred; the request id names it in the API log.")
+
+
+def install(app: falcon.App) -> None:
+    """Register the handlers; the most specific class wins in Falcon."""
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(exception.FabricError, handle_fabric_error)

@@ -1,0 +1,255 @@
+"""Image v2 subset, mounted at ``/image/v2``: create, upload, download, list
+(name and id filters), show, update (JSON patch) and delete."""
+
+from __future__ import annotations
+
+import falcon
+import sqlalchemy as sa
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from fabric import exception
+from fabric.api import common, image_store
+from fabric.db.models import Image
+
+PREFIX = "/image/v2"
+_VISIBILITIES = ("public", "private", "shared", "community")
+_DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "iso", "ami", "ari", "aki", "vhd", "vhdx", "ploop")
+_CONTAINER_FORMATS = ("bare", "ovf", "ova", "aki", "ari", "ami", "docker", "compressed")
+#: Attributes that are columns, not free-form properties.
+_CORE = {"id", "name", "visibility", "disk_format", "container_format", "min_disk", "min_ram", "tags",
+         "protected", "os_hidden", "status", "owner", "size", "checksum", "os_hash_algo", "os_hash_value",
+         "created_at", "updated_at", "self", "file", "schema", "virtual_size", "locations", "direct_url"}
+_READ_ONLY = _CORE - {"name", "visibility", "disk_format", "container_format", "min_disk", "min_ram", "tags",
+                      "protected", "os_hidden"}
+
+
+class ImageCreateSchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # extra keys are the image's custom properties
+
+    id = fields.UUID()
+    name = fields.String(allow_none=True, load_default="", validate=validate.Length(max=255))
+    visibility = fields.String(load_default="shared", validate=validate.OneOf(_VISIBILITIES))
+    disk_format = fields.String(allow_none=True, load_default=None, validate=validate.OneOf(_DISK_FORMATS))
+    container_format = fields.String(allow_none=True, load_default=None,
+                                     validate=validate.OneOf(_CONTAINER_FORMATS))
+    min_disk = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    min_ram = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    tags = fields.List(fields.String(validate=validate.Length(max=255)), load_default=list)
+    protected = fields.Boolean(load_default=False)
+    os_hidden = fields.Boolean(load_default=False)
+
+
+def may_see(context, image: Image) -> bool:
+    return context.is_admin or image.owner == context.project_id or image.visibility in ("public", "community")
+
+
+def find_image(session, context, image_id: str) -> Image:
+    """The image ``image_id`` visible to the caller; NotFound otherwise."""
+    image = session.get(Image, image_id)
+    if image is None or not may_see(context, image):
+        raise exception.NotFound(kind="Image", ident=image_id)
+    return image
+
+
+def _owned(session, context, image_id: str) -> Image:
+    image = find_image(session, context, image_id)
+    if not context.is_admin and image.owner != context.project_id:
+        raise exception.Forbidden(reason=f"image {image_id} belongs to another project")
+    return image
+
+
+def image_document(image: Image) -> dict:
+    props = dict(image.properties or {})
+    tags = props.pop("__tags", [])
+    protected = bool(props.pop("__protected", False))
+    hidden = bool(props.pop("__os_hidden", False))
+    doc = {
+        "id": image.id, "name": image.name or None, "status": image.status, "visibility": image.visibility,
+        "protected": protected, "os_hidden": hidden, "owner": image.owner, "size": image.size,
+        "virtual_size": None, "checksum": image.checksum, "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value, "min_disk": image.min_disk, "min_ram": image.min_ram,
+        "disk_format": image.disk_format, "container_format": image.container_format, "tags": tags,
+        "created_at": common.isotime(image.created_at), "updated_at": common.isotime(
+            image.updated_at or image.created_at),
+        "self": f"/v2/images/{image.id}", "file": f"/v2/images/{image.id}/file", "schema": "/v2/schemas/image",
+    }
+    doc.update({k: v for k, v in props.items() if k not in doc})
+    return doc
+
+
+def _check_visibility(context, visibility: str) -> None:
+    if visibility == "public" and not context.is_admin:
+        raise exception.Forbidden(reason="only an admin may make an image public (visibility 'public')")
+
+
+def _in_filter(column, raw: str):
+    """``value`` or glance's ``in:a,b`` form."""
+    if raw.startswith("in:"):
+        return column.in_([v for v in raw[3:].split(",") if v])
+    return column == raw
+
+
+class Images:
+    def on_post(self, req, resp):
+        deps, context = common.deps(req), common.ctx(req)
+        owner = common.require_project(context)
+        data = common.body(req, ImageCreateSchema())
+        _check_visibility(context, data["visibility"])
+        props = {k: v for k, v in data.items() if k not in _CORE and k not in ("protected", "os_hidden")}
+        bad = sorted(set(data) & _READ_ONLY - {"id"})
+        if bad:
+            raise exception.Forbidden(reason=f"attributes {bad} are read-only")
+        for key, value in props.items():
+            if not isinstance(value, str):
+                raise exception.Invalid(reason=f"image property {key!r} must be a string, got {value!r}")
+        props.update({"__tags": data["tags"], "__protected": data["protected"], "__os_hidden": data["os_hidden"]})
+        with deps.db.begin() as session:
+            if data.get("id") and session.get(Image, str(data["id"])):
+                raise exception.Conflict(reason=f"an image with id {data['id']} already exists")
+            image = Image(name=data["name"] or "", owner=owner, status="queued", visibility=data["visibility"],
+                          disk_format=data["disk_format"], container_format=data["container_format"],
+                          min_disk=data["min_disk"], min_ram=data["min_ram"], properties=props)
+            if data.get("id"):
+                image.id = str(data["id"])
+            session.add(image)
+            session.flush()
+            doc = image_document(image)
+        resp.set_header("Location", f"{deps.base_url(req)}{PREFIX}/images/{doc['id']}")
+        common.respond(resp, doc, falcon.HTTP_201)
+
+    def on_get(self, req, resp):
+        deps, context = common.deps(req), common.ctx(req)
+        query = sa.select(Image).order_by(Image.created_at.desc(), Image.id)
+        if not context.is_admin:
+            query = query.where(sa.or_(Image.owner == context.project_id, Image.visibility == "public"))
+        for param, column in (("name", Image.name), ("id", Image.id), ("status", Image.status),
+                              ("visibility", Image.visibility), ("owner", Image.owner),
+                              ("disk_format", Image.disk_format)):
+            raw = req.get_param(param)
+            if raw:
+                query = query.where(_in_filter(column, raw))
+        limit = common.int_param(req, "limit", minimum=0)
+        marker = req.get_param("marker")
+        with deps.db.begin() as session:
+            rows = list(session.scalars(query))
+        if marker:
+            index = next((i for i, r in enumerate(rows) if r.id == marker), None)
+            if index is None:
+                raise exception.Invalid(reason=f"marker {marker!r} is not an image in this listing")
+            rows = rows[index + 1:]
+        doc: dict = {"first": "/v2/images", "schema": "/v2/schemas/images"}
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            doc["next"] = f"/v2/images?limit={limit}&marker={rows[-1].id}"
+        doc["images"] = [image_document(r) for r in rows]
+        common.respond(resp, doc)
+
+
+class ImageItem:
+    def on_get(self, req, resp, image_id):
+        with common.deps(req).db.begin() as session:
+            common.respond(resp, image_document(find_image(session, common.ctx(req), image_id)))
+
+    def on_patch(self, req, resp, image_id):
+        """JSON patch (add, replace, remove) of the changeable attributes and properties."""
+        context = common.ctx(req)
+        ops = common.read_json(req)
+        if not isinstance(ops, list):
+            raise exception.Invalid(reason="the body must be a JSON patch: a list of {op, path, value}")
+        with common.deps(req).db.begin() as session:
+            image = _owned(session, context, image_id)
+            props = dict(image.properties or {})
+            for op in ops:
+                kind, path = op.get("op"), str(op.get("path", "")).lstrip("/")
+                if kind not in ("add", "replace", "remove") or not path or "/" in path:
+                    raise exception.Invalid(reason=f"patch operation {op!r} is not supported; use add, replace "
+                                                   "or remove on a top-level path")
+                if path in _READ_ONLY:
+                    raise exception.Forbidden(reason=f"attribute {path!r} is read-only")
+                value = op.get("value")
+                if path in ("tags", "protected", "os_hidden"):
+                    props[f"__{path}"] = value if kind != "remove" else ([] if path == "tags" else False)
+                elif path in ("name", "visibility", "disk_format", "container_format", "min_disk", "min_ram"):
+                    loaded = common.load(ImageCreateSchema(partial=True), {path: value})
+                    if path == "visibility":
+                        _check_visibility(context, loaded[path])
+                    setattr(image, path, loaded[path] if kind != "remove" else None)
+                elif kind == "remove":
+                    if path not in props:
+                        raise exception.Conflict(reason=f"image property {path!r} is not set")
+                    props.pop(path)
+                else:
+                    if not isinstance(value, str):
+                        raise exception.Invalid(reason=f"image property {path!r} must be a string, got {value!r}")
+                    props[path] = value
+            image.properties = props
+            session.flush()
+            common.respond(resp, image_document(image))
+
+    def on_delete(self, req, resp, image_id):
+        deps, context = common.deps(req), common.ctx(req)
+        with deps.db.begin() as session:
+            image = _owned(session, context, image_id)
+            if (image.properties or {}).get("__protected"):
+                raise exception.Forbidden(reason=f"image {image_id} is protected; unset 'protected' first")
+            session.delete(image)
+        image_store.remove(deps.settings, image_id)
+        resp.status = falcon.HTTP_204
+
+
+class ImageFile:
+    def on_put(self, req, resp, image_id):
+        """Stream the body into the store: queued -> saving -> active (CAS each step)."""
+        deps, context = common.deps(req), common.ctx(req)
+        with deps.db.begin() as session:
+            image = _owned(session, context, image_id)
+            if image.status != "queued" or session.execute(sa.update(Image).where(
+                    Image.id == image_id, Image.status == "queued").values(status="saving")).rowcount != 1:
+                raise exception.Conflict(reason=f"image {image_id} is {image.status}; data can only be uploaded "
+                                                "to a queued image")
+        stream = req.bounded_stream if req.content_length is not None else req.stream
+        try:
+            facts = image_store.write(deps.settings, image_id, stream.read, deps.settings.api.max_image_size)
+        except BaseException:
+            with deps.db.begin() as session:
+                session.execute(sa.update(Image).where(Image.id == image_id, Image.status == "saving")
+                                .values(status="queued"))
+            raise
+        with deps.db.begin() as session:
+            changed = session.execute(sa.update(Image).where(Image.id == image_id, Image.status == "saving")
+                                      .values(status="active", **facts)).rowcount
+        if changed != 1:  # deleted while uploading
+            image_store.remove(deps.settings, image_id)
+            raise exception.Conflict(reason=f"image {image_id} was deleted during the upload")
+        resp.status = falcon.HTTP_204
+
+    def on_get(self, req, resp, image_id):
+        deps = common.deps(req)
+        with deps.db.begin() as session:
+            image = find_image(session, common.ctx(req), image_id)
+        if image.status != "active":
+            resp.status = falcon.HTTP_204
+            return
+        path = image_store.image_path(deps.settings, image_id)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            raise exception.NotFound(kind="Image data of", ident=image_id) from None
+        resp.content_type = "application/octet-stream"
+        resp.set_header("Content-MD5", image.checksum or "")
+        resp.set_stream(handle, image.size)
+
+
+class Schemas:
+    def on_get(self, req, resp, name):
+        if name not in ("image", "images"):
+            raise exception.NotFound(kind="Schema", ident=name)
+        common.respond(resp, {"name": name, "properties": {}, "additionalProperties": {"type": "string"}})
+
+
+def register(app: falcon.App) -> None:
+    app.add_route(f"{PREFIX}/images", Images())
+    app.add_route(f"{PREFIX}/images/{{image_id}}", ImageItem())
+    app.add_route(f"{PREFIX}/images/{{image_id}}/file", ImageFile())
+    app.add_route(f"{PREFIX}/schemas/{{name}}", Schemas())

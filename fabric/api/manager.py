@@ -1,0 +1,69 @@
+"""The API worker's manager: serves HTTP while its Service runs.
+
+The launcher (``fabric-api``, ``fabric-all``) builds it like every other
+worker; ``init_host`` opens the listening socket and serves the WSGI app on a
+green thread with clients over the process's transport, ``cleanup_host``
+closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+
+from fabric import config, periodic
+from fabric.api import tokens
+from fabric.api.bootstrap import bootstrap
+from fabric.api.clients import rpc_clients
+from fabric.api.server import ApiServer
+from fabric.db.models import User
+from fabric.manager import Manager
+
+LOG = logging.getLogger(__name__)
+
+
+class ApiManager(Manager):
+    topic = "api"
+
+    def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
+                 transport: Any = None) -> None:
+        super().__init__(settings, host=host, db=db, transport=transport)
+        self.server: ApiServer | None = None
+
+    def init_host(self) -> None:
+        password = self._first_admin()
+        self.server = ApiServer(self.settings, self.db, rpc_clients(self.transport, self.settings.rpc.call_timeout))
+        self.server.start()
+        print(f"fabric API listening on {self.server.url} - point the openstack CLI at it with:\n"
+              f"  export OS_AUTH_URL={self.server.url}/v3 OS_USERNAME=admin OS_PROJECT_NAME=admin "
+              f"OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_PASSWORD={password or '...'}",
+              flush=True)
+
+    def _first_admin(self) -> str | None:
+        """On a database with no users, create the admin (as ``fabric-manage bootstrap`` would) so a
+        fresh ``fabric-all`` is usable at once; returns the password then, else None."""
+        with self.db.begin() as session:
+            if session.scalar(sa.select(User.id).limit(1)) is not None:
+                return None
+        generated = secrets.token_urlsafe(12)
+        bootstrap(self.db, self.settings.api.admin_password or generated)
+        LOG.info("Created the admin user and project on an empty database")
+        return None if self.settings.api.admin_password else generated
+
+    def cleanup_host(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    @periodic.periodic_task(3600)
+    def purge_expired_tokens(self, ctx) -> None:
+        """Expired tokens are useless; drop them so the table stays small."""
+        purged = tokens.purge_expired(self.db)
+        if purged:
+            LOG.info("Purged %d expired token(s)", purged)
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"url": self.server.url if self.server else None}

@@ -1,0 +1,89 @@
+"""Request middleware: a request id and context for every request, token
+authentication, and compute's microversion headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import falcon
+
+from fabric import context, exception
+from fabric.api import errors, tokens, versions
+from fabric.api.common import ApiDeps
+
+LOG = logging.getLogger("fabric.api.access")
+
+_COMPUTE_VERSION_HEADERS = ("OpenStack-API-Version", "X-OpenStack-Nova-API-Version")
+
+
+def _requested_compute_version(req: falcon.Request) -> str | None:
+    value = req.get_header("OpenStack-API-Version")
+    if value:
+        parts = value.split()
+        if len(parts) == 2 and parts[0].lower() == "compute":
+            return parts[1]
+        return None
+    return req.get_header("X-OpenStack-Nova-API-Version")
+
+
+def is_public(req: falcon.Request) -> bool:
+    path = req.path.rstrip("/") or "/"
+    if req.method in ("GET", "HEAD") and path in versions.PUBLIC_PATHS:
+        return True
+    return req.method == "POST" and path == "/v3/auth/tokens"
+
+
+class RequestContextMiddleware:
+    """Gives each request an id, a context (from its token) and the API's deps.
+
+    The id goes back as ``x-openstack-request-id`` (and ``x-compute-request-id``
+    for compute) and into every log line written while handling the request.
+    """
+
+    def __init__(self, deps: ApiDeps) -> None:
+        self.deps = deps
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.monotonic()
+        req.context.deps = self.deps
+        request_id = context.new_request_id()
+        anonymous = context.RequestContext(request_id=request_id)
+        req.context.fabric = anonymous
+        req.context.token = None
+        req.context.reset = anonymous.activate()
+        if errors.api_of(req.path) == "compute":
+            wanted = _requested_compute_version(req)
+            if wanted not in (None, "latest", versions.COMPUTE_VERSION):
+                raise falcon.HTTPNotAcceptable(description=(
+                    f"Version {wanted} is not supported by the API. Minimum is {versions.COMPUTE_VERSION} "
+                    f"and maximum is {versions.COMPUTE_VERSION}."))
+        if is_public(req):
+            return
+        secret = req.get_header("X-Auth-Token")
+        if not secret:
+            raise exception.NotAuthenticated(reason="this request needs a token in X-Auth-Token")
+        info = tokens.validate(self.deps.db, secret)
+        req.context.token = info
+        ctx = context.RequestContext(request_id=request_id, user_id=info.user_id, project_id=info.project_id,
+                                     roles=info.role_names, is_admin=info.is_admin)
+        req.context.fabric = ctx
+        context.reset(req.context.reset)
+        req.context.reset = ctx.activate()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        ctx = getattr(req.context, "fabric", None)
+        if ctx is None:
+            return
+        resp.set_header("x-openstack-request-id", ctx.request_id)
+        if errors.api_of(req.path) == "compute":
+            resp.set_header("x-compute-request-id", ctx.request_id)
+            resp.set_header("OpenStack-API-Version", f"compute {versions.COMPUTE_VERSION}")
+            resp.set_header("X-OpenStack-Nova-API-Version", versions.COMPUTE_VERSION)
+            resp.append_header("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version")
+        elapsed = (time.monotonic() - req.context.started) * 1000
+        LOG.info("%s %s -> %s (%.1f ms)", req.method, req.relative_uri, resp.status, elapsed)
+        token = getattr(req.context, "reset", None)
+        if token is not None:
+            context.reset(token)
+            req.context.reset = None

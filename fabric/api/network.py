@@ -1,0 +1,441 @@
+"""Network v2.0 subset, mounted at ``/networking/v2.0``: networks (admins may
+set the provider type and segmentation id), subnets, ports (list, show).
+
+A network row is committed first (its segmentation id made unique by the
+database's constraint), then the network workers are told by fanout; a
+subnet is committed, then IPAM is told to prepare its pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import falcon
+import sqlalchemy as sa
+from marshmallow import INCLUDE, Schema, fields, validate
+from sqlalchemy import exc as sa_exc
+
+from fabric import exception
+from fabric.api import common
+from fabric.db.models import AddressAllocation, AddressPool, Network, Port, Subnet
+
+LOG = logging.getLogger(__name__)
+PREFIX = "/networking/v2.0"
+
+#: network type -> (lowest, highest) segmentation id; None: the type has none.
+SEGMENT_RANGES: dict[str, tuple[int, int] | None] = {
+    "vxlan": (1, 2**24 - 1), "vlan": (1, 4094), "flat": None, "routed": None,
+}
+DEFAULT_NETWORK_TYPE = "vxlan"
+#: Tenant networks take VXLAN ids from here up, leaving the low range to admins.
+TENANT_VNI_START = 1000
+
+
+class _Loose(Schema):
+    class Meta:
+        unknown = INCLUDE  # neutron clients send attributes of extensions fabric ignores
+
+
+class NetworkCreateSchema(_Loose):
+    name = fields.String(load_default="", validate=validate.Length(max=255))
+    admin_state_up = fields.Boolean(load_default=True)
+    shared = fields.Boolean(load_default=False)
+    mtu = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=68, max=9000))
+    network_type = fields.String(data_key="provider:network_type", load_default=None,
+                                 validate=validate.OneOf(list(SEGMENT_RANGES)))
+    segmentation_id = fields.Integer(data_key="provider:segmentation_id", load_default=None, allow_none=True)
+    physical_network = fields.String(data_key="provider:physical_network", load_default=None, allow_none=True)
+    external = fields.Boolean(data_key="router:external", load_default=False)
+    project_id = fields.String(load_default=None)
+    tenant_id = fields.String(load_default=None)
+
+
+class PoolSchema(Schema):
+    start = fields.IP(required=True)
+    end = fields.IP(required=True)
+
+
+class SubnetCreateSchema(_Loose):
+    network_id = fields.String(required=True)
+    cidr = fields.String(required=True)
+    ip_version = fields.Integer(load_default=4, validate=validate.OneOf([4, 6]))
+    name = fields.String(load_default="", validate=validate.Length(max=255))
+    gateway_ip = fields.String(load_default="auto", allow_none=True)
+    allocation_pools = fields.List(fields.Nested(PoolSchema), load_default=None)
+    enable_dhcp = fields.Boolean(load_default=True)
+    dns_nameservers = fields.List(fields.IP(), load_default=list)
+    project_id = fields.String(load_default=None)
+    tenant_id = fields.String(load_default=None)
+
+
+NETWORK_CREATE = Schema.from_dict({"network": fields.Nested(NetworkCreateSchema, required=True)})()
+SUBNET_CREATE = Schema.from_dict({"subnet": fields.Nested(SubnetCreateSchema, required=True)})()
+
+
+def find_network(session, context, network_id: str) -> Network:
+    """The network visible to the caller (own, shared or admin); NotFound otherwise."""
+    network = session.get(Network, network_id)
+    if network is None or not (network.shared or common.visible(context, network.project_id)):
+        raise exception.NotFound(kind="Network", ident=network_id)
+    return network
+
+
+def _owner(context, data: dict) -> str:
+    wanted = data.get("project_id") or data.get("tenant_id")
+    if wanted and wanted != context.project_id and not context.is_admin:
+        raise exception.Forbidden(reason=f"only an admin may create resources for project {wanted}")
+    return wanted or common.require_project(context)
+
+
+def network_document(network: Network, subnet_ids: list[str], is_admin: bool) -> dict:
+    doc = {"id": network.id, "name": network.name, "tenant_id": network.project_id,
+           "project_id": network.project_id, "status": network.status, "subnets": subnet_ids,
+           "shared": network.shared, "admin_state_up": True, "mtu": network.mtu,
+           "router:external": network.external, "availability_zones": ["nova"], "availability_zone_hints": [],
+           "port_security_enabled": True, "description": "", "tags": [], "revision_number": 1,
+           "ipv4_address_scope": None, "ipv6_address_scope": None, "is_default": False,
+           "created_at": common.isotime(network.created_at),
+           "updated_at": common.isotime(network.updated_at or network.created_at)}
+    if is_admin:
+        doc.update({"provider:network_type": network.network_type,
+                    "provider:segmentation_id": network.segmentation_id,
+                    "provider:physical_network": network.physical_bridge})
+    return doc
+
+
+def subnet_document(subnet: Subnet) -> dict:
+    return {"id": subnet.id, "name": subnet.name, "network_id": subnet.network_id, "tenant_id": subnet.project_id,
+            "project_id": subnet.project_id, "ip_version": subnet.ip_version, "cidr": subnet.cidr,
+            "gateway_ip": subnet.gateway_ip, "allocation_pools": list(subnet.allocation_pools or []),
+            "enable_dhcp": subnet.enable_dhcp, "dns_nameservers": [], "host_routes": [], "ipv6_ra_mode": None,
+            "ipv6_address_mode": None, "subnetpool_id": None, "description": "", "tags": [],
+            "service_types": [], "revision_number": 1, "created_at": common.isotime(subnet.created_at),
+            "updated_at": common.isotime(subnet.updated_at or subnet.created_at)}
+
+
+def port_document(port: Port, fixed_ips: list[dict], is_admin: bool) -> dict:
+    doc = {"id": port.id, "name": port.name, "network_id": port.network_id, "tenant_id": port.project_id,
+           "project_id": port.project_id, "mac_address": port.mac_address, "fixed_ips": fixed_ips,
+           "device_id": port.device_id or "", "device_owner": port.device_owner or "", "status": port.status,
+           "admin_state_up": True, "security_groups": [], "allowed_address_pairs": [], "description": "",
+           "tags": [], "revision_number": 1, "port_security_enabled": True,
+           "created_at": common.isotime(port.created_at), "updated_at": common.isotime(
+               port.updated_at or port.created_at)}
+    if is_admin:
+        doc.update({"binding:host_id": port.host or "", "binding:vif_type": (port.binding or {}).get(
+            "vif_type", "unbound"), "binding:vnic_type": "normal", "binding:profile": {}, "binding:vif_details": {}})
+    return doc
+
+
+def _scoped(query, model, context, req):
+    """Apply visibility and the common ``id``, ``name`` and project filters."""
+    if not context.is_admin:
+        owner_clause = model.project_id == context.project_id
+        query = query.where(sa.or_(owner_clause, model.shared.is_(True)) if model is Network else owner_clause)
+    for param in ("id", "name"):
+        values = req.get_param_as_list(param)
+        if values:
+            query = query.where(getattr(model, param).in_(values))
+    project = req.get_param("project_id") or req.get_param("tenant_id")
+    if project:
+        query = query.where(model.project_id == project)
+    return query
+
+
+def _allocate_segment(db, network_type: str, requested: int | None) -> int | None:
+    """The segmentation id for a new network: ``requested`` or the lowest free one
+    (the unique constraint settles races: the loser of one id takes the next)."""
+    bounds = SEGMENT_RANGES[network_type]
+    if bounds is None:
+        if requested is not None:
+            raise exception.Invalid(reason=f"provider:segmentation_id is not used by {network_type} networks")
+        return None
+    low, high = bounds
+    if requested is not None:
+        if not low <= requested <= high:
+            raise exception.Invalid(reason=f"provider:segmentation_id {requested} is out of range for "
+                                           f"{network_type} ({low}-{high})")
+        return requested
+    start = max(low, TENANT_VNI_START) if network_type == "vxlan" else low
+    with db.begin() as session:
+        used = set(session.scalars(sa.select(Network.segmentation_id).where(
+            Network.network_type == network_type, Network.segmentation_id >= start)))
+    candidate = start
+    while candidate in used:
+        candidate += 1
+    if candidate > high:
+        raise exception.Conflict(reason=f"no free {network_type} segmentation id is left ({low}-{high})")
+    return candidate
+
+
+class Networks:
+    def on_get(self, req, resp):
+        context = common.ctx(req)
+        query = _scoped(sa.select(Network).order_by(Network.created_at, Network.id), Network, context, req)
+        shared = req.get_param_as_bool("shared")
+        if shared is not None:
+            query = query.where(Network.shared.is_(shared))
+        with common.deps(req).db.begin() as session:
+            rows = list(session.scalars(query))
+            subnets = _subnet_ids(session, [r.id for r in rows])
+            docs = [network_document(r, subnets.get(r.id, []), context.is_admin) for r in rows]
+        common.respond(resp, {"networks": docs})
+
+    def on_post(self, req, resp):
+        deps, context = common.deps(req), common.ctx(req)
+        data = common.body(req, NETWORK_CREATE)["network"]
+        owner = _owner(context, data)
+        provider = [k for k in ("network_type", "segmentation_id", "physical_network") if data.get(k) is not None]
+        if (provider or data["shared"] or data["external"]) and not context.is_admin:
+            raise exception.Forbidden(reason="only an admin may set provider:*, shared or router:external")
+        network_type = data["network_type"] or DEFAULT_NETWORK_TYPE
+        if network_type == "flat" and not data["physical_network"]:
+            raise exception.Invalid(reason="a flat network needs provider:physical_network (the bridge it uses)")
+        mtu = data["mtu"] or (1450 if network_type == "vxlan" else 1500)
+        for _ in range(deps.settings.database.max_retries):
+            segment = _allocate_segment(deps.db, network_type, data["segmentation_id"])
+            try:
+                with deps.db.begin() as session:
+                    network = Network(name=data["name"], project_id=owner, network_type=network_type,
+                                      segmentation_id=segment, physical_bridge=data["physical_network"],
+                                      shared=data["shared"], external=data["external"], mtu=mtu, status="ACTIVE")
+                    session.add(network)
+                    session.flush()
+                    doc = network_document(network, [], context.is_admin)
+                    spec = {"id": network.id, "network_type": network.network_type, "project_id": owner,
+                            "segmentation_id": network.segmentation_id, "physical_bridge": network.physical_bridge,
+                            "mtu": network.mtu}
+                break
+            except sa_exc.IntegrityError:
+                if data["segmentation_id"] is not None:
+                    raise exception.Conflict(reason=f"{network_type} segmentation id {segment} is already in use") \
+                        from None
+        else:
+            raise exception.Conflict(reason=f"could not find a free {network_type} segmentation id; try again")
+        try:
+            deps.clients.network.network_created(context, network=spec)
+        except exception.FabricError as err:
+            # The row stands: workers pick networks up from the database when they start.
+            LOG.warning("Network %s created, but the network workers were not told: %s", doc["id"], err.message)
+        common.respond(resp, {"network": doc}, falcon.HTTP_201)
+
+
+def _subnet_ids(session, network_ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if network_ids:
+        for net_id, sub_id in session.execute(sa.select(Subnet.network_id, Subnet.id)
+                                              .where(Subnet.network_id.in_(network_ids)).order_by(Subnet.created_at)):
+            out.setdefault(net_id, []).append(sub_id)
+    return out
+
+
+class NetworkItem:
+    def on_get(self, req, resp, network_id):
+        context = common.ctx(req)
+        with common.deps(req).db.begin() as session:
+            network = find_network(session, context, network_id)
+            doc = network_document(network, _subnet_ids(session, [network.id]).get(network.id, []), context.is_admin)
+        common.respond(resp, {"network": doc})
+
+    def on_delete(self, req, resp, network_id):
+        deps, context = common.deps(req), common.ctx(req)
+        with deps.db.begin() as session:
+            network = find_network(session, context, network_id)
+            if not common.visible(context, network.project_id):
+                raise exception.Forbidden(reason=f"network {network_id} belongs to another project")
+            in_use = session.scalar(sa.select(sa.func.count()).select_from(Port).where(
+                Port.network_id == network_id, Port.device_owner.like("compute:%")))
+            if in_use:
+                raise exception.Conflict(reason=f"network {network_id} has {in_use} server port(s) in use; "
+                                                "delete those servers first")
+            session.delete(network)
+        try:
+            deps.clients.network.network_deleted(context, network_id=network_id)
+        except exception.FabricError as err:
+            LOG.warning("Network %s deleted, but the network workers were not told: %s", network_id, err.message)
+        resp.status = falcon.HTTP_204
+
+
+def _pools(net: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway, requested) -> list[dict]:
+    if requested:
+        pools = []
+        for pool in requested:
+            start, end = ipaddress.ip_address(str(pool["start"])), ipaddress.ip_address(str(pool["end"]))
+            if start not in net or end not in net or start > end:
+                raise exception.Invalid(reason=f"allocation pool {start}-{end} is not an ordered range in {net}")
+            if gateway is not None and start <= gateway <= end:
+                raise exception.Invalid(reason=f"allocation pool {start}-{end} contains the gateway {gateway}")
+            pools.append({"start": str(start), "end": str(end)})
+        return pools
+    first = net.network_address + 1
+    last = net.broadcast_address - (1 if net.version == 4 else 0)
+    if gateway == first:
+        first += 1
+    if first > last:
+        raise exception.Invalid(reason=f"subnet {net} has no room for addresses besides the gateway")
+    return [{"start": str(first), "end": str(last)}]
+
+
+class Subnets:
+    def on_get(self, req, resp):
+        context = common.ctx(req)
+        query = _scoped(sa.select(Subnet).order_by(Subnet.created_at, Subnet.id), Subnet, context, req)
+        if req.get_param("network_id"):
+            query = query.where(Subnet.network_id.in_(req.get_param_as_list("network_id")))
+        with common.deps(req).db.begin() as session:
+            common.respond(resp, {"subnets": [subnet_document(s) for s in session.scalars(query)]})
+
+    def on_post(self, req, resp):
+        deps, context = common.deps(req), common.ctx(req)
+        data = common.body(req, SUBNET_CREATE)["subnet"]
+        owner = _owner(context, data)
+        try:
+            net = ipaddress.ip_network(data["cidr"], strict=True)
+        except ValueError as err:
+            raise exception.Invalid(reason=f"subnet.cidr {data['cidr']!r} is not a network address with a prefix "
+                                           f"length (e.g. 10.0.0.0/24): {err}") from None
+        if net.version != data["ip_version"]:
+            raise exception.Invalid(reason=f"subnet.cidr {net} is not IPv{data['ip_version']}")
+        if net.num_addresses < 4:
+            raise exception.Invalid(reason=f"subnet.cidr {net} is too small; use a /30 or larger")
+        gateway = None
+        if data["gateway_ip"] == "auto":
+            gateway = net.network_address + 1
+        elif data["gateway_ip"]:
+            try:
+                gateway = ipaddress.ip_address(data["gateway_ip"])
+            except ValueError:
+                raise exception.Invalid(reason=f"subnet.gateway_ip {data['gateway_ip']!r} is not an address") \
+                    from None
+            if gateway not in net or gateway in (net.network_address, net.broadcast_address):
+                raise exception.Invalid(reason=f"subnet.gateway_ip {gateway} is not a host address of {net}")
+        pools = _pools(net, gateway, data["allocation_pools"])
+        with deps.db.begin() as session:
+            network = find_network(session, context, data["network_id"])
+            if network.project_id != owner and not context.is_admin:
+                raise exception.Forbidden(reason=f"network {network.id} belongs to another project")
+            for other in session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id)):
+                if ipaddress.ip_network(other.cidr).overlaps(net):
+                    raise exception.Invalid(reason=f"subnet.cidr {net} overlaps subnet {other.id} ({other.cidr}) "
+                                                   f"of network {network.id}")
+            subnet = Subnet(network_id=network.id, project_id=owner, name=data["name"], ip_version=net.version,
+                            cidr=str(net), gateway_ip=str(gateway) if gateway else None, allocation_pools=pools,
+                            reserved=[], enable_dhcp=data["enable_dhcp"])
+            session.add(subnet)
+            session.flush()
+            doc = subnet_document(subnet)
+        try:
+            deps.clients.network.subnet_created(context, subnet_id=doc["id"])
+        except exception.FabricError as err:
+            LOG.warning("Subnet %s created, but IPAM was not told: %s", doc["id"], err.message)
+        common.respond(resp, {"subnet": doc}, falcon.HTTP_201)
+
+
+class SubnetItem:
+    def _get(self, session, context, subnet_id) -> Subnet:
+        subnet = session.get(Subnet, subnet_id)
+        if subnet is None or not common.visible(context, subnet.project_id):
+            network = session.get(Network, subnet.network_id) if subnet else None
+            if network is None or not network.shared:
+                raise exception.NotFound(kind="Subnet", ident=subnet_id)
+        return subnet
+
+    def on_get(self, req, resp, subnet_id):
+        with common.deps(req).db.begin() as session:
+            common.respond(resp, {"subnet": subnet_document(self._get(session, common.ctx(req), subnet_id))})
+
+    def on_delete(self, req, resp, subnet_id):
+        context = common.ctx(req)
+        with common.deps(req).db.begin() as session:
+            subnet = self._get(session, context, subnet_id)
+            if not common.visible(context, subnet.project_id):
+                raise exception.Forbidden(reason=f"subnet {subnet_id} belongs to another project")
+            # The per-host DHCP ports' addresses belong to the subnet itself and go
+            # with it (through the pool's cascade); any other holder blocks the delete.
+            held = session.scalar(
+                sa.select(sa.func.count()).select_from(AddressAllocation)
+                .join(AddressPool, AddressPool.id == AddressAllocation.pool_id)
+                .outerjoin(Port, Port.id == AddressAllocation.port_id)
+                .where(AddressPool.subnet_id == subnet_id,
+                       sa.or_(Port.id.is_(None), Port.device_owner != "network:dhcp")))
+            if held:
+                raise exception.Conflict(reason=f"subnet {subnet_id} still has {held} allocated address(es); "
+                                                "delete the servers and ports using them first")
+            session.delete(subnet)
+        resp.status = falcon.HTTP_204
+
+
+def _fixed_ips(session, ports: list[Port]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {p.id: [] for p in ports}
+    if ports:
+        for port_id, subnet_id, address in session.execute(
+                sa.select(AddressAllocation.port_id, AddressPool.subnet_id, AddressAllocation.address)
+                .outerjoin(AddressPool, AddressPool.id == AddressAllocation.pool_id)
+                .where(AddressAllocation.port_id.in_(list(out))).order_by(AddressAllocation.id)):
+            out[port_id].append({"subnet_id": subnet_id, "ip_address": address.split("/")[0]})
+    return out
+
+
+class Ports:
+    def on_get(self, req, resp):
+        context = common.ctx(req)
+        query = _scoped(sa.select(Port).order_by(Port.created_at, Port.id), Port, context, req)
+        for param in ("network_id", "device_id", "device_owner", "mac_address"):
+            if req.get_param(param):
+                query = query.where(getattr(Port, param).in_(req.get_param_as_list(param)))
+        with common.deps(req).db.begin() as session:
+            rows = list(session.scalars(query))
+            ips = _fixed_ips(session, rows)
+            common.respond(resp, {"ports": [port_document(p, ips[p.id], context.is_admin) for p in rows]})
+
+
+class PortItem:
+    def on_get(self, req, resp, port_id):
+        context = common.ctx(req)
+        with common.deps(req).db.begin() as session:
+            port = session.get(Port, port_id)
+            if port is None or not common.visible(context, port.project_id):
+                raise exception.NotFound(kind="Port", ident=port_id)
+            common.respond(resp, {"port": port_document(port, _fixed_ips(session, [port])[port.id],
+                                                        context.is_admin)})
+
+
+class Extensions:
+    EXTENSIONS = (("provider", "Provider Network"), ("external-net", "Neutron external network"),
+                  ("binding", "Port Binding"))
+
+    def on_get(self, req, resp):
+        common.respond(resp, {"extensions": [
+            {"alias": alias, "name": name, "description": name, "links": [], "updated": "2026-11-01T00:00:00Z"}
+            for alias, name in self.EXTENSIONS]})
+
+
+class Quotas:
+    """GET /quotas/{project_id}: fabric does not limit network resources (-1: unlimited)."""
+
+    RESOURCES = ("network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule",
+                 "rbac_policy", "subnetpool")
+
+    def on_get(self, req, resp, project_id):
+        context = common.ctx(req)
+        if not context.is_admin and context.project_id != project_id:
+            raise exception.Forbidden(reason=f"only an admin may see the quotas of project {project_id}")
+        common.respond(resp, {"quota": dict.fromkeys(self.RESOURCES, -1)})
+
+    def on_get_details(self, req, resp, project_id):
+        self.on_get(req, resp, project_id)
+        resp.media = {"quota": {k: {"limit": -1, "used": 0, "reserved": 0} for k in self.RESOURCES}}
+
+
+def register(app: falcon.App) -> None:
+    app.add_route(f"{PREFIX}/networks", Networks())
+    app.add_route(f"{PREFIX}/networks/{{network_id}}", NetworkItem())
+    app.add_route(f"{PREFIX}/subnets", Subnets())
+    app.add_route(f"{PREFIX}/subnets/{{subnet_id}}", SubnetItem())
+    app.add_route(f"{PREFIX}/ports", Ports())
+    app.add_route(f"{PREFIX}/ports/{{port_id}}", PortItem())
+    app.add_route(f"{PREFIX}/extensions", Extensions())
+    quotas = Quotas()
+    app.add_route(f"{PREFIX}/quotas/{{project_id}}", quotas)
+    app.add_route(f"{PREFIX}/quotas/{{project_id}}/details", quotas, suffix="details")

@@ -1,0 +1,191 @@
+"""The OpenAPI 3 document of the API, served at ``/openapi.json``.
+
+Request bodies are derived from the same marshmallow schemas the resources
+validate with, so the document cannot drift from what is enforced.
+"""
+
+from __future__ import annotations
+
+import falcon
+from marshmallow import Schema, fields, validate
+
+from fabric.api import common
+
+# (method, path, summary, request schema or None, success status, needs a token)
+_OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = []
+
+
+def _ops() -> list:
+    if _OPERATIONS:
+        return _OPERATIONS
+    from fabric.api import identity, image, network
+    from fabric.api.compute import actions, flavors, keypairs, quotas, servers
+
+    c = "/compute/v2.1"
+    n = "/networking/v2.0"
+    i = "/image/v2"
+    _OPERATIONS.extend([
+        ("get", "/", "Identity versions", None, 300, False),
+        ("get", "/v3", "Identity v3 version", None, 200, False),
+        ("post", "/v3/auth/tokens", "Issue a token", identity.AuthRequestSchema(), 201, False),
+        ("get", "/v3/auth/tokens", "Validate a token (X-Subject-Token)", None, 200, True),
+        ("delete", "/v3/auth/tokens", "Revoke a token (X-Subject-Token)", None, 204, True),
+        ("get", "/v3/users", "List users (admin)", None, 200, True),
+        ("post", "/v3/users", "Create a user (admin)", identity._wrapped("user", identity.UserCreateSchema), 201, True),
+        ("get", "/v3/users/{user_id}", "Show a user", None, 200, True),
+        ("get", "/v3/projects", "List projects (admin)", None, 200, True),
+        ("post", "/v3/projects", "Create a project (admin)",
+         identity._wrapped("project", identity.ProjectCreateSchema), 201, True),
+        ("get", "/v3/projects/{project_id}", "Show a project", None, 200, True),
+        ("get", "/v3/roles", "List roles", None, 200, True),
+        ("post", "/v3/roles", "Create a role (admin)", identity._wrapped("role", identity.RoleCreateSchema), 201, True),
+        ("put", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "Grant a role (admin)", None, 204, True),
+        ("get", "/compute", "Compute versions", None, 200, False),
+        ("get", c, "Compute v2.1 version", None, 200, False),
+        ("get", f"{c}/flavors", "List flavors", None, 200, True),
+        ("get", f"{c}/flavors/detail", "List flavors with details", None, 200, True),
+        ("post", f"{c}/flavors", "Create a flavor (admin)", flavors.FLAVOR_CREATE, 200, True),
+        ("get", f"{c}/flavors/{{flavor_id}}", "Show a flavor", None, 200, True),
+        ("delete", f"{c}/flavors/{{flavor_id}}", "Delete a flavor (admin)", None, 202, True),
+        ("get", f"{c}/os-keypairs", "List keypairs", None, 200, True),
+        ("post", f"{c}/os-keypairs", "Import or generate a keypair", keypairs.KEYPAIR_CREATE, 200, True),
+        ("get", f"{c}/os-keypairs/{{name}}", "Show a keypair", None, 200, True),
+        ("delete", f"{c}/os-keypairs/{{name}}", "Delete a keypair", None, 202, True),
+        ("get", f"{c}/limits", "Absolute limits and usage", None, 200, True),
+        ("get", f"{c}/os-quota-sets/{{project_id}}", "Show quotas", None, 200, True),
+        ("put", f"{c}/os-quota-sets/{{project_id}}", "Update quotas (admin)", quotas.QUOTA_UPDATE, 200, True),
+        ("get", f"{c}/servers", "List servers", None, 200, True),
+        ("get", f"{c}/servers/detail", "List servers with details", None, 200, True),
+        ("post", f"{c}/servers", "Create servers", servers.SERVER_CREATE, 202, True),
+        ("get", f"{c}/servers/{{server_id}}", "Show a server", None, 200, True),
+        ("delete", f"{c}/servers/{{server_id}}", "Delete a server", None, 204, True),
+        ("post", f"{c}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
+         "unpause, suspend, resume, os-getConsoleOutput)", None, 202, True),
+        ("get", f"{c}/os-hypervisors", "List hypervisors (admin)", None, 200, True),
+        ("get", f"{c}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200, True),
+        ("get", f"{c}/os-services", "List services (admin)", None, 200, True),
+        ("get", "/image", "Image versions", None, 200, False),
+        ("get", f"{i}/images", "List images (filters: name, id, status, visibility)", None, 200, True),
+        ("post", f"{i}/images", "Create an image record", image.ImageCreateSchema(), 201, True),
+        ("get", f"{i}/images/{{image_id}}", "Show an image", None, 200, True),
+        ("delete", f"{i}/images/{{image_id}}", "Delete an image", None, 204, True),
+        ("put", f"{i}/images/{{image_id}}/file", "Upload image data", None, 204, True),
+        ("get", f"{i}/images/{{image_id}}/file", "Download image data", None, 200, True),
+        ("get", "/networking", "Network versions", None, 200, False),
+        ("get", f"{n}/networks", "List networks", None, 200, True),
+        ("post", f"{n}/networks", "Create a network", network.NETWORK_CREATE, 201, True),
+        ("get", f"{n}/networks/{{network_id}}", "Show a network", None, 200, True),
+        ("delete", f"{n}/networks/{{network_id}}", "Delete a network", None, 204, True),
+        ("get", f"{n}/subnets", "List subnets", None, 200, True),
+        ("post", f"{n}/subnets", "Create a subnet", network.SUBNET_CREATE, 201, True),
+        ("get", f"{n}/subnets/{{subnet_id}}", "Show a subnet", None, 200, True),
+        ("get", f"{n}/ports", "List ports", None, 200, True),
+        ("get", f"{n}/ports/{{port_id}}", "Show a port", None, 200, True),
+        ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
+        ("get", "/fabric/v1/tenants", "Tenants and their segments (admin)", None, 200, True),
+        ("get", "/fabric/v1/services", "The services registry (admin)", None, 200, True),
+    ])
+    del actions  # its body is a one-key object per action; documented in the summary
+    return _OPERATIONS
+
+
+#: Query parameters of the list operations: path -> [(name, JSON type)].
+_QUERY = {
+    "/compute/v2.1/servers": [("limit", "integer"), ("marker", "string"), ("name", "string"),
+                              ("status", "string"), ("all_tenants", "string"), ("sort_key", "string"),
+                              ("sort_dir", "string")],
+    "/compute/v2.1/flavors": [("minRam", "integer"), ("minDisk", "integer")],
+    "/image/v2/images": [("name", "string"), ("id", "string"), ("status", "string"), ("visibility", "string"),
+                         ("limit", "integer"), ("marker", "string")],
+    "/networking/v2.0/networks": [("name", "string"), ("id", "string"), ("shared", "boolean")],
+    "/networking/v2.0/ports": [("network_id", "string"), ("device_id", "string")],
+}
+_QUERY["/compute/v2.1/servers/detail"] = _QUERY["/compute/v2.1/servers"]
+_QUERY["/compute/v2.1/flavors/detail"] = _QUERY["/compute/v2.1/flavors"]
+
+_SIMPLE = {fields.String: "string", fields.Integer: "integer", fields.Float: "number", fields.Boolean: "boolean",
+           fields.Dict: "object", fields.IP: "string", fields.UUID: "string"}
+
+
+def field_schema(field: fields.Field) -> dict:
+    """JSON Schema of one marshmallow field, with its validators' bounds."""
+    if isinstance(field, fields.Nested):
+        nested = field.schema
+        out = schema_of(nested)
+    elif isinstance(field, fields.List):
+        out = {"type": "array", "items": field_schema(field.inner)}
+    else:
+        out = next(({"type": t} for cls, t in _SIMPLE.items() if isinstance(field, cls)), {})
+    if isinstance(field, fields.IP):
+        out["format"] = "ipvanyaddress"
+    if isinstance(field, fields.UUID):
+        out["format"] = "uuid"
+    for validator in field.validators:
+        if isinstance(validator, validate.Length):
+            key = "Items" if out.get("type") == "array" else "Length"
+            if validator.min is not None:
+                out[f"min{key}"] = validator.min
+            if validator.max is not None:
+                out[f"max{key}"] = validator.max
+        elif isinstance(validator, validate.Range):
+            if validator.min is not None:
+                out["minimum"] = validator.min
+            if validator.max is not None:
+                out["maximum"] = validator.max
+        elif isinstance(validator, validate.OneOf):
+            out["enum"] = list(validator.choices)
+        elif isinstance(validator, validate.Regexp):
+            out["pattern"] = validator.regex.pattern
+    if field.allow_none and out:
+        out["nullable"] = True
+    return out
+
+
+def schema_of(schema: Schema) -> dict:
+    props, required = {}, []
+    for name, field in schema.fields.items():
+        key = field.data_key or name
+        props[key] = field_schema(field)
+        if field.required:
+            required.append(key)
+    out: dict = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    return out
+
+
+def document(base: str = "") -> dict:
+    paths: dict = {}
+    for method, path, summary, schema, status, secured in _ops():
+        op: dict = {"summary": summary, "responses": {str(status): {"description": "success"}}}
+        params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in path.split("/") if p.startswith("{")]
+        if method == "get":
+            params += [{"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+                       for name, kind in _QUERY.get(path, [])]
+        if params:
+            op["parameters"] = params
+        if schema is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of(schema)}}}
+        if secured:
+            op["security"] = [{"token": []}]
+            op["responses"]["401"] = {"description": "no valid token"}
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "fabric API", "version": "1.0",
+                 "description": "Identity v3, Compute v2.1, Image v2 and Network v2.0 subsets plus fabric's admin "
+                                "endpoints."},
+        "servers": [{"url": base or "/"}],
+        "components": {"securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}},
+        "paths": paths,
+    }
+
+
+class OpenApi:
+    def on_get(self, req, resp):
+        common.respond(resp, document(common.deps(req).base_url(req)))
+
+
+def register(app: falcon.App) -> None:
+    app.add_route("/openapi.json", OpenApi())

@@ -1,0 +1,97 @@
+"""Version discovery documents, the way keystoneauth and openstacksdk read them.
+
+Each API lives under its own prefix so that discovery of one never finds
+another's versions: identity at ``/v3`` (and its document at the root),
+compute at ``/compute/v2.1``, image at ``/image/v2``, network at
+``/networking/v2.0``. The service catalog names these URLs.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from fabric.api import common
+
+COMPUTE_VERSION = "2.1"
+UPDATED = "2026-11-01T00:00:00Z"
+
+
+def identity_version(base: str) -> dict:
+    return {"id": "v3.14", "status": "stable", "updated": UPDATED,
+            "links": [{"rel": "self", "href": f"{base}/v3/"}],
+            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}]}
+
+
+def compute_version(base: str) -> dict:
+    return {"id": "v2.1", "status": "CURRENT", "version": COMPUTE_VERSION, "min_version": COMPUTE_VERSION,
+            "updated": UPDATED, "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.compute+json;version=2.1"}]}
+
+
+def image_version(base: str) -> dict:
+    return {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/image/v2/"}]}
+
+
+def network_version(base: str) -> dict:
+    return {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/networking/v2.0/"}]}
+
+
+class Root:
+    """GET / : the identity versions (keystone answers 300 Multiple Choices)."""
+
+    def on_get(self, req, resp):
+        base = common.deps(req).base_url(req)
+        common.respond(resp, {"versions": {"values": [identity_version(base)]}}, falcon.HTTP_300)
+
+
+class IdentityV3:
+    def on_get(self, req, resp):
+        common.respond(resp, {"version": identity_version(common.deps(req).base_url(req))})
+
+
+class ComputeVersions:
+    def on_get(self, req, resp):
+        common.respond(resp, {"versions": [compute_version(common.deps(req).base_url(req))]})
+
+
+class ComputeV21:
+    def on_get(self, req, resp):
+        common.respond(resp, {"version": compute_version(common.deps(req).base_url(req))})
+
+
+class ImageVersions:
+    def on_get(self, req, resp):
+        common.respond(resp, {"versions": [image_version(common.deps(req).base_url(req))]})
+
+
+class NetworkVersions:
+    def on_get(self, req, resp):
+        common.respond(resp, {"versions": [network_version(common.deps(req).base_url(req))]})
+
+
+class NetworkV20:
+    def on_get(self, req, resp):
+        base = common.deps(req).base_url(req)
+        resources = [{"name": n, "collection": n + "s",
+                      "links": [{"rel": "self", "href": f"{base}/networking/v2.0/{n}s"}]}
+                     for n in ("network", "subnet", "port")]
+        common.respond(resp, {"resources": resources})
+
+
+#: Paths anyone may GET without a token.
+PUBLIC_PATHS = frozenset({
+    "/", "/v3", "/compute", "/compute/v2.1", "/image", "/image/versions", "/networking",
+    "/networking/v2.0", "/openapi.json",
+})
+
+
+def register(app: falcon.App) -> None:
+    app.add_route("/", Root())
+    app.add_route("/v3", IdentityV3())
+    app.add_route("/compute", ComputeVersions())
+    app.add_route("/compute/v2.1", ComputeV21())
+    app.add_route("/image", ImageVersions())
+    app.add_route("/image/versions", ImageVersions())
+    app.add_route("/networking", NetworkVersions())
+    app.add_route("/networking/v2.0", NetworkV20())

@@ -1,0 +1,22 @@
+"""``fabric-all``: every worker in one process (the embedded default).
+
+On the embedded defaults (memory:// transport, SQLite under data_dir, fake
+drivers) it needs nothing else running, and creates the schema itself when the
+SQLite database is empty.
+"""
+
+import fabric.cmd.eventlet_entry  # noqa: F401, I001 - first: monkey patches before anything else loads
+
+import sys
+
+from fabric.cmd import common, launcher, workers
+
+
+@common.clean_errors
+def main(argv: list[str] | None = None) -> int:
+    return launcher.launch(workers.ALL_IN_ONE, argv, prog="fabric-all",
+                           description="Run every fabric worker in one process.", embedded=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""What the compute manager needs from other services, as small interfaces.
+
+The manager takes these as constructor arguments so unit tests can hand it
+fakes; :func:`default_collaborators` wires the real RPC clients (IPAM, the
+network worker on this host, the scheduler) and the local image store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+from fabric.context import RequestContext
+from fabric.db import Database
+from fabric.exception import Invalid, NotFound
+from fabric.virt.driver import BootImage
+
+LOG = logging.getLogger(__name__)
+
+
+def request_token(instance_id: str, index: int) -> str:
+    """The IPAM request token of an instance's ``index``-th NIC (makes allocation idempotent)."""
+    return f"instance:{instance_id}:{index}"
+
+
+def port_id_for(instance_id: str, index: int) -> str:
+    """A stable port id for an instance's NIC that asked for no particular port."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fabric:instance:{instance_id}:nic:{index}"))
+
+
+def _stable_mac(seed: str) -> str:
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def mac_for(instance_id: str, index: int) -> str:
+    """A stable, locally administered unicast MAC for an instance's NIC."""
+    return _stable_mac(f"{instance_id}:{index}")
+
+
+def dhcp_mac(network_id: str, host: str) -> str:
+    """A stable MAC for ``host``'s DHCP port on a network (one per host: unique per network)."""
+    return _stable_mac(f"dhcp:{network_id}:{host}")
+
+
+def dhcp_port_id(network_id: str, host: str) -> str:
+    """The id of the port of ``host``'s DHCP server on an L2 network."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fabric:dhcp:{network_id}:{host}"))
+
+
+def dhcp_request_token(network_id: str, host: str) -> str:
+    """The IPAM request token of ``host``'s DHCP server address on an L2 network."""
+    return f"dhcp:{network_id}:{host}"
+
+
+class AddressAllocator(Protocol):
+    def allocate(self, ctx: RequestContext, instance: dict, index: int, request: dict) -> dict:
+        """The NIC for the instance's ``index``-th requested network:
+        ``{"id", "network_id", "mac", "address", ...}``. Idempotent per (instance, index).
+        Raises AddressExhausted, NotFound, Invalid."""
+
+    def release(self, ctx: RequestContext, instance: dict, index: int, vif: dict) -> None:
+        """Give the NIC's address back. Idempotent."""
+
+
+class NetworkPlugger(Protocol):
+    def plug(self, ctx: RequestContext, host: str, vif: dict) -> dict:
+        """Connect the NIC on ``host``; returns where the guest attaches: ``{"tap": name}`` or
+        ``{"bridge": name}``. Idempotent."""
+
+    def unplug(self, ctx: RequestContext, host: str, vif: dict) -> None:
+        """Undo plug. Idempotent (an unplugged NIC is no error)."""
+
+
+class Rescheduler(Protocol):
+    def reschedule(self, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> None:
+        """Ask the scheduler to place a failed build elsewhere (it releases this host's claim)."""
+
+
+class ClaimReleaser(Protocol):
+    def release(self, instance_id: str, host: str) -> bool:
+        """Give back what the instance holds on ``host`` and clear its host. Idempotent."""
+
+
+class ImageSource(Protocol):
+    def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
+        """What the instance boots. Raises NotFound for an unknown image, Invalid for an unusable one."""
+
+
+# --- real implementations -------------------------------------------------------
+
+
+#: ``Port.device_owner`` of the ports compute binds (the API counts these as servers' ports).
+COMPUTE_OWNER_PREFIX = "compute:"
+
+
+class IpamAddresses:
+    """Addresses from the IPAM workers (``fabric.ipam.rpcapi``), one request token per NIC.
+
+    A requested network is ``{"network_id"}`` (its first IPv4 subnet, or its
+    routed segment, is used), or names ``subnet_id`` / ``segment_id`` itself;
+    ``fixed_ip``, ``port_id`` and ``mac`` are optional.
+
+    Every NIC is a ``ports`` row bound the way the network workers read it
+    (:mod:`fabric.network.dbstate`): ``host`` is the instance's host,
+    ``binding`` ``{"kind": "tap"}``, ``device_id`` the instance and
+    ``device_owner`` ``compute:<zone>``; the address is linked to the port.
+    A NIC that named no port gets a port of its own (deleted on release); a
+    port the user named is bound, and unbound again on release.
+
+    A subnet with DHCP enabled needs a DHCP server on every host that carries
+    its network: the first NIC on a host also gets the host its
+    ``network:dhcp`` port with an address of the subnet (kept while the
+    network exists; the network worker serves DHCP from it).
+    """
+
+    def __init__(self, transport: Any, db: Database | None = None) -> None:
+        from fabric.ipam.rpcapi import IpamAPI
+
+        self.api = IpamAPI(transport)
+        self.db = db
+
+    def _source(self, session: Any, request: dict) -> tuple[str, str | None, int | None]:
+        """(network id, subnet id, segment id) of a requested network; NotFound or Invalid.
+
+        The subnet is an L2 network's first IPv4 subnet (or the one named); a
+        routed network's addresses come from its segment.
+        """
+        import sqlalchemy as sa
+
+        from fabric.db.models import Network, Port, Subnet
+
+        subnet_id, segment_id, network_id = request.get("subnet_id"), request.get("segment_id"), None
+        if request.get("port_id"):
+            port = session.get(Port, request["port_id"])
+            if port is None:
+                raise NotFound(kind="Port", ident=request["port_id"])
+            network_id = port.network_id
+        if subnet_id:
+            subnet = session.get(Subnet, subnet_id)
+            if subnet is None:
+                raise NotFound(kind="Subnet", ident=subnet_id)
+            return subnet.network_id, subnet_id, None
+        if segment_id is not None:
+            network_id = session.scalars(sa.select(Network.id).where(Network.segment_id == segment_id)
+                                         .order_by(Network.created_at, Network.id).limit(1)).first()
+            if network_id is None:
+                raise Invalid(reason=f"segment {segment_id} has no routed network; create a network on it first")
+            return network_id, None, segment_id
+        network_id = network_id or request.get("network_id")
+        network = session.get(Network, network_id) if network_id else None
+        if network is None:
+            raise NotFound(kind="Network", ident=network_id)
+        if network.segment_id is not None:
+            return network.id, None, network.segment_id
+        subnet = session.scalars(sa.select(Subnet.id).where(Subnet.network_id == network.id, Subnet.ip_version == 4)
+                                 .order_by(Subnet.created_at, Subnet.id).limit(1)).first()
+        if subnet is None:
+            raise Invalid(reason=f"network {network.id} has no IPv4 subnet to take an address from")
+        return network.id, subnet, None
+
+    def _bind_port(self, instance: dict, index: int, request: dict) -> dict:
+        """Create or bind the NIC's port row on the instance's host; the NIC (without address).
+
+        Raises Conflict when the named port is bound to another instance.
+        """
+        import sqlalchemy as sa
+
+        from fabric.db.models import Port
+        from fabric.exception import Conflict
+
+        owner = COMPUTE_OWNER_PREFIX + (instance.get("availability_zone") or "nova")
+        bound = {"device_id": instance["id"], "device_owner": owner, "host": instance.get("host"),
+                 "binding": {"kind": "tap"}}
+        with self.db.begin() as session:
+            network_id, subnet_id, segment_id = self._source(session, request)
+            port_id = request.get("port_id")
+            if port_id:
+                claimed = session.execute(
+                    sa.update(Port).where(Port.id == port_id, sa.or_(Port.device_id.is_(None),
+                                                                     Port.device_id == instance["id"]))
+                    .values(**bound).execution_options(synchronize_session=False))
+                if claimed.rowcount != 1:
+                    raise Conflict(reason=f"port {port_id} is in use by another server")
+                mac = session.get(Port, port_id, populate_existing=True).mac_address
+            else:
+                port_id, mac = port_id_for(instance["id"], index), request.get("mac") or mac_for(instance["id"], index)
+                port = session.get(Port, port_id)
+                if port is None:  # a redelivered build finds its port already there
+                    session.add(Port(id=port_id, network_id=network_id, project_id=instance["project_id"],
+                                     mac_address=mac, **bound))
+                else:
+                    port.host, port.binding = bound["host"], bound["binding"]
+        return {"id": port_id, "network_id": network_id, "subnet_id": subnet_id, "segment_id": segment_id,
+                "mac": mac}
+
+    def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str, host: str) -> None:
+        """``host``'s DHCP port on the network, with its address, when the subnet serves DHCP. Idempotent."""
+        import sqlalchemy as sa
+
+        from fabric.db.models import AddressAllocation, Network, Port, Subnet
+        from fabric.network.dbstate import DHCP_OWNER
+
+        port_id = dhcp_port_id(network_id, host)
+        with self.db.begin() as session:
+            subnet = session.get(Subnet, subnet_id)
+            if subnet is None or not subnet.enable_dhcp:
+                return
+            if session.scalar(sa.select(AddressAllocation.id).where(AddressAllocation.port_id == port_id)
+                              .limit(1)) is not None:
+                return  # the host serves DHCP on this network already
+            exists = session.get(Port, port_id) is not None
+            project_id = session.scalar(sa.select(Network.project_id).where(Network.id == network_id))
+        if not exists:
+            try:
+                with self.db.begin() as session:
+                    session.add(Port(id=port_id, network_id=network_id, project_id=project_id,
+                                     mac_address=dhcp_mac(network_id, host),
+                                     device_owner=DHCP_OWNER, host=host, status="ACTIVE", binding={}))
+            except sa.exc.IntegrityError:
+                pass  # another build on this host made it first
+        self.api.allocate(ctx, dhcp_request_token(network_id, host), subnet_id=subnet_id, port_id=port_id)
+
+    def _unbind_port(self, instance: dict, index: int, port_id: str) -> None:
+        """Delete the NIC's own port, or unbind the user's port (only if this instance holds it)."""
+        import sqlalchemy as sa
+
+        from fabric.db.models import Port
+
+        held = (Port.id == port_id, Port.device_id == instance["id"])
+        with self.db.begin() as session:
+            if port_id == port_id_for(instance["id"], index):
+                session.execute(sa.delete(Port).where(*held).execution_options(synchronize_session=False))
+            else:
+                session.execute(sa.update(Port).where(*held)
+                                .values(device_id=None, device_owner=None, host=None, binding={})
+                                .execution_options(synchronize_session=False))
+
+    def allocate(self, ctx: RequestContext, instance: dict, index: int, request: dict) -> dict:
+        vif = self._bind_port(instance, index, request)
+        result: dict = {}
+        try:
+            result = self.api.allocate(ctx, request_token(instance["id"], index), subnet_id=vif["subnet_id"],
+                                       segment_id=vif["segment_id"], host=instance.get("host"),
+                                       address=request.get("fixed_ip"), port_id=vif["id"])
+            if vif["subnet_id"] and instance.get("host"):
+                self._ensure_dhcp_port(ctx, vif["network_id"], vif["subnet_id"], instance["host"])
+        except Exception:
+            # Not yet on the instance's network_info: nothing else would undo this NIC.
+            if result.get("pool"):
+                self.api.release(ctx, pool=result["pool"], request_token=request_token(instance["id"], index))
+            self._unbind_port(instance, index, vif["id"])
+            raise
+        return vif | {"address": result.get("address"), "prefixlen": result.get("prefixlen"),
+                      "gateway": result.get("gateway"), "pool": result.get("pool")}
+
+    def release(self, ctx: RequestContext, instance: dict, index: int, vif: dict) -> None:
+        if vif.get("pool"):
+            self.api.release(ctx, pool=vif["pool"], request_token=request_token(instance["id"], index))
+        else:
+            self.api.release(ctx, port_id=vif["id"])
+        if self.db is not None:
+            self._unbind_port(instance, index, vif["id"])
+
+
+class RpcNetworkPlugger:
+    """The network worker on the instance's host (``fabric.network``): a tap per NIC.
+
+    The NIC's port row (bound by :class:`IpamAddresses`) is what is plugged:
+    the network worker gets the network's spec with it, so a host that never
+    carried the network sets it up first, and a host that restarts finds the
+    same endpoint in the database. A routed network also gets the host's
+    routed layout (gateway, block) first.
+    """
+
+    def __init__(self, transport: Any, db: Database, settings: Any = None) -> None:
+        from fabric.network.api import NetworkService
+
+        self.service = NetworkService(db, transport)
+        self.api = self.service.rpcapi
+        self.db = db
+        self.settings = settings
+
+    def plug(self, ctx: RequestContext, host: str, vif: dict) -> dict:
+        if vif.get("segment_id") is not None:
+            from fabric.network import dbstate
+
+            routed = dbstate.host_state(self.db, host, self.settings).routed
+            if routed is not None:
+                self.api.set_routed(ctx, host, routed.to_dict())
+        return {"tap": self.service.plug_port(ctx, vif["id"])["device"]}
+
+    def unplug(self, ctx: RequestContext, host: str, vif: dict) -> None:
+        self.api.unplug(ctx, host, vif["id"])
+
+
+class SchedulerRescheduler:
+    def __init__(self, transport: Any) -> None:
+        from fabric.scheduler.rpcapi import SchedulerAPI
+
+        self.api = SchedulerAPI(transport)
+
+    def reschedule(self, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> None:
+        self.api.schedule_and_build(ctx, instance_id, failed_host=failed_host, reason=reason)
+
+
+class SchedulerClaims:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def release(self, instance_id: str, host: str) -> bool:
+        from fabric.scheduler.api import release_instance_claim
+
+        return release_instance_claim(self.db, instance_id, host)
+
+
+class LocalImageStore:
+    """Images as files under ``<data_dir>/images/<image id>``.
+
+    An image whose properties name ``kernel_id`` (and ``ramdisk_id``,
+    ``os_command_line``) boots that kernel directly, as in Glance.
+    """
+
+    def __init__(self, root: str | Path, db: Database) -> None:
+        self.root = Path(root)
+        self.db = db
+
+    def _file(self, image_id: str) -> str:
+        path = self.root / image_id
+        if not path.is_file():
+            raise NotFound(kind="Image file", ident=str(path))
+        return str(path)
+
+    def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
+        from fabric.db.models import Image
+
+        image_id = instance.get("image_id")
+        if not image_id:
+            raise Invalid(reason=f"instance {instance['id']} has no image_id; an image is required to boot")
+        with self.db.begin() as session:
+            image = session.get(Image, image_id)
+            if image is None:
+                raise NotFound(kind="Image", ident=image_id)
+            props, disk_format = dict(image.properties or {}), image.disk_format
+        kernel_id = props.get("kernel_id")
+        if kernel_id:
+            return BootImage(kernel=self._file(kernel_id),
+                             initrd=self._file(props["ramdisk_id"]) if props.get("ramdisk_id") else None,
+                             cmdline=props.get("os_command_line", ""))
+        if disk_format not in ("qcow2", "raw"):
+            raise Invalid(reason=f"image {image_id} disk_format {disk_format!r}: accepted qcow2, raw "
+                                 "(or a kernel_id property for direct kernel boot)")
+        return BootImage(disk_path=self._file(image_id), disk_format=disk_format)
+
+
+def default_collaborators(settings, db: Database, transport: Any) -> dict[str, Any]:
+    """The real collaborators over ``transport`` (keyword arguments of ComputeManager)."""
+    return {
+        "addresses": IpamAddresses(transport, db),
+        "network": RpcNetworkPlugger(transport, db, settings),
+        "rescheduler": SchedulerRescheduler(transport),
+        "claims": SchedulerClaims(db),
+        # The same directory the API's image store writes (fabric.api.image_store.store_dir).
+        "images": LocalImageStore(Path(settings.api.image_dir or Path(settings.default.data_dir) / "images"), db),
+    }

@@ -1,0 +1,19 @@
+"""What other services import from ipam (no RPC needed for these).
+
+* :func:`validate_subnet`: the API checks a subnet before it writes the row,
+  so a bad CIDR, gateway or range is refused with nothing stored; it then
+  casts ``subnet_created`` through :class:`fabric.ipam.rpcapi.IpamAPI`.
+* :class:`Layout`: the pure bit arithmetic of the L3 layout (host blocks,
+  segment gateways), e.g. for the network worker's nftables rules on tenant
+  and segment bits.
+* :class:`IpamAPI`: allocations, releases and topology operations over RPC.
+"""
+
+from fabric.ipam.layout import FIRST_ENDPOINT_OFFSET, GATEWAY_OFFSET, SERVICE_OFFSET, Layout
+from fabric.ipam.manager import segment_pool_id
+from fabric.ipam.pools import SubnetSpec, validate_subnet
+from fabric.ipam.rpcapi import IpamAPI
+from fabric.ipam.topology import DEFAULT_DATACENTER
+
+__all__ = ["DEFAULT_DATACENTER", "FIRST_ENDPOINT_OFFSET", "GATEWAY_OFFSET", "SERVICE_OFFSET", "IpamAPI",
+           "Layout", "SubnetSpec", "segment_pool_id", "validate_subnet"]

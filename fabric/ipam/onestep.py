@@ -1,0 +1,137 @@
+"""PostgreSQL: allocation and release, each as one autocommitted statement.
+
+The same steps as the allocator's portable path (take the lowest free
+ordinal below the mark, else raise the mark and free the spare ordinals,
+insert the allocation), written as one data-modifying CTE so that one
+allocation costs one round trip and one commit. The address text is
+computed by PostgreSQL (``host(inet + n)``), which prints addresses exactly
+as Python's ``ipaddress`` does except inside ``::/96`` and
+``::ffff:0:0/96`` (there it prints an embedded IPv4 form): pools touching
+those, or with very many ranges, use the portable path instead.
+
+A unique violation fails the whole statement, so nothing is taken unless
+the allocation row was written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import sqlalchemy as sa
+
+from fabric.ipam.pools import PoolDefinition
+
+#: Beyond this many ranges the CASE gets long; such pools take the portable path.
+MAX_RANGES = 64
+
+_V6_SPECIAL = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0/96"))
+
+_ALLOCATE = """
+WITH pool AS (SELECT next_ordinal FROM address_pools WHERE id = :pool),
+cand AS (SELECT f.ordinal AS o FROM free_addresses f
+         WHERE f.pool_id = :pool AND f.ordinal < (SELECT next_ordinal FROM pool)
+         ORDER BY f.ordinal LIMIT 1 FOR UPDATE OF f SKIP LOCKED),
+taken AS (DELETE FROM free_addresses
+          WHERE pool_id = :pool AND ordinal = (SELECT o FROM cand) RETURNING ordinal),
+raised AS (UPDATE address_pools SET next_ordinal = next_ordinal + :chunk
+           WHERE id = :pool AND next_ordinal + :chunk <= :limit AND NOT EXISTS (SELECT 1 FROM cand)
+           RETURNING next_ordinal - :chunk AS first, next_ordinal AS upto),
+spare AS (INSERT INTO free_addresses (pool_id, ordinal)
+          SELECT :pool, g FROM raised, generate_series(raised.first + 1, raised.upto - 1) AS g
+          ON CONFLICT DO NOTHING),
+chosen AS (SELECT coalesce((SELECT ordinal FROM taken), (SELECT first FROM raised)) AS o),
+ins AS (INSERT INTO address_allocations (pool_id, address, ordinal, request_token, port_id, created_at)
+        SELECT :pool, host({address}), c.o, :token, :port, :now FROM chosen c WHERE c.o IS NOT NULL
+        RETURNING address, ordinal)
+SELECT EXISTS (SELECT 1 FROM pool) AS pool_exists, (SELECT o FROM cand) AS candidate,
+       (SELECT address FROM ins) AS address, (SELECT ordinal FROM ins) AS ordinal
+"""
+
+# The batch form: allocate for many request tokens at once. Tokens that already
+# hold an allocation are answered with it (a retried request); the rest take
+# the lowest free ordinals below the mark, then new ordinals from one raise of
+# the mark (by :chunk, or what is left of the pool, or as many as needed if
+# more; what is left over becomes free rows). When even that does not fit (the
+# pool is full, or another worker raised the mark meanwhile) those requests
+# get no row: the caller sends them down the single path, as it does when the
+# statement fails.
+_ALLOCATE_MANY = """
+WITH req AS (SELECT r.token, r.port, r.n
+             FROM unnest(CAST(:tokens AS text[]), CAST(:ports AS text[])) WITH ORDINALITY AS r(token, port, n)),
+held AS (SELECT request_token, address, ordinal, port_id FROM address_allocations
+         WHERE id = ANY(ARRAY(SELECT (SELECT a.id FROM address_allocations a
+                                      WHERE a.pool_id = :pool AND a.request_token = req.token) FROM req))),
+fresh AS (SELECT token, port, row_number() OVER (ORDER BY n) AS k FROM req
+          WHERE token NOT IN (SELECT request_token FROM held)),
+pool AS (SELECT next_ordinal FROM address_pools WHERE id = :pool),
+cand AS (SELECT f.ordinal AS o FROM free_addresses f
+         WHERE f.pool_id = :pool AND f.ordinal < (SELECT next_ordinal FROM pool)
+         ORDER BY f.ordinal LIMIT (SELECT count(*) FROM fresh) FOR UPDATE OF f SKIP LOCKED),
+taken AS (DELETE FROM free_addresses
+          WHERE pool_id = :pool AND ordinal IN (SELECT o FROM cand) RETURNING ordinal),
+need AS (SELECT k, greatest(k, least(:chunk, :limit - (SELECT next_ordinal FROM pool))) AS step
+         FROM (SELECT (SELECT count(*) FROM fresh) - (SELECT count(*) FROM taken) AS k) x),
+raised AS (UPDATE address_pools SET next_ordinal = next_ordinal + (SELECT step FROM need)
+           WHERE id = :pool AND (SELECT k FROM need) > 0
+             AND next_ordinal + (SELECT step FROM need) <= :limit
+           RETURNING next_ordinal - (SELECT step FROM need) AS first, next_ordinal AS upto),
+chosen AS (SELECT o, row_number() OVER (ORDER BY o) AS k
+           FROM (SELECT ordinal AS o FROM taken
+                 UNION ALL SELECT g FROM raised, generate_series(raised.first, raised.upto - 1) AS g) u),
+spare AS (INSERT INTO free_addresses (pool_id, ordinal)
+          SELECT :pool, o FROM chosen WHERE k > (SELECT count(*) FROM fresh)
+          ON CONFLICT DO NOTHING),
+ins AS (INSERT INTO address_allocations (pool_id, address, ordinal, request_token, port_id, created_at)
+        SELECT :pool, host({address}), c.o, f.token, f.port, :now FROM fresh f JOIN chosen c ON c.k = f.k
+        RETURNING request_token, address, ordinal, port_id)
+SELECT request_token, address, ordinal, port_id FROM ins
+UNION ALL SELECT request_token, address, ordinal, port_id FROM held
+"""
+
+RELEASE = sa.text("""
+WITH gone AS (DELETE FROM address_allocations WHERE {where}
+              RETURNING pool_id, address, ordinal, request_token, port_id),
+freed AS (INSERT INTO free_addresses (pool_id, ordinal)
+          SELECT pool_id, ordinal FROM gone WHERE ordinal IS NOT NULL ON CONFLICT DO NOTHING)
+SELECT pool_id, address, ordinal, request_token, port_id FROM gone
+""")
+
+
+def release_statement(by: str) -> sa.TextClause:
+    """Release by ``token`` (:pool, :token), ``address`` (:pool, :address), ``port`` (:port)
+    or ``tokens`` (:pool, :tokens, a list)."""
+    where = {
+        "token": "pool_id = :pool AND request_token = :token",
+        "address": "pool_id = :pool AND address = :address",
+        "port": "port_id = :port",
+        # By id, each looked up by (pool, token): never a scan of the whole pool.
+        "tokens": ("id = ANY(ARRAY(SELECT (SELECT a.id FROM address_allocations a "
+                   "WHERE a.pool_id = :pool AND a.request_token = t.token) "
+                   "FROM unnest(CAST(:tokens AS text[])) AS t(token)))"),
+    }[by]
+    return sa.text(RELEASE.text.format(where=where))
+
+
+def allocate_statement(definition: PoolDefinition, many: bool = False) -> sa.TextClause | None:
+    """The one-statement allocation for this pool, or None when it must take the portable path.
+
+    ``many``: the batch form (:tokens and :ports lists; a row per answered token).
+    """
+    if len(definition.ranges) > MAX_RANGES:
+        return None
+    version = definition.version
+    if version == 6:
+        for first, last in definition.ranges:
+            span = (ipaddress.IPv6Address(first), ipaddress.IPv6Address(last))
+            if any(span[0] <= net.broadcast_address and net.network_address <= span[1] for net in _V6_SPECIAL):
+                return None
+    cases = []
+    start = 0
+    for first, last in definition.ranges:
+        end = start + (last - first + 1)
+        # Addresses come from ipaddress, so inlining them as literals is safe.
+        base = ipaddress.IPv4Address(first) if version == 4 else ipaddress.IPv6Address(first)
+        cases.append(f"WHEN c.o < {end} THEN inet '{base}' + (c.o - {start})")
+        start = end
+    address = "CASE " + " ".join(cases) + " END"
+    return sa.text((_ALLOCATE_MANY if many else _ALLOCATE).format(address=address))

@@ -1,0 +1,1 @@
+"""The network worker: bridges, VXLAN/VLAN segments, routed L3 mode, DHCP and NAT."""

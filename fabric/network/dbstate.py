@@ -1,0 +1,129 @@
+"""Build a host's desired :class:`~fabric.network.model.HostState` from the database.
+
+Read-only: one short transaction. What a host carries: every network with a
+port bound to it (guest ports and its DHCP ports), those ports as endpoints,
+the other hosts of the topology (tunnel address, routed block), its own routed
+layout, and the floating addresses associated on it.
+
+Conventions read here (the api and compute sides write them):
+``Port.host`` is the host the port is plugged on; ``Port.binding`` may hold
+``kind`` ("tap"|"veth"), ``netns`` and ``ifname``; a port whose
+``device_owner`` is ``network:dhcp`` carries this host's DHCP server address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from fabric import exception
+from fabric.config import Settings
+from fabric.db import Database
+from fabric.db.models import (
+    AddressAllocation,
+    Datacenter,
+    FloatingIp,
+    Network,
+    Port,
+    Segment,
+    Subnet,
+    Tenant,
+    TopologyHost,
+)
+from fabric.network.model import (
+    EndpointSpec,
+    FloatingSpec,
+    HostSpec,
+    HostState,
+    NetworkSpec,
+    RoutedSpec,
+    segment_match,
+)
+
+DHCP_OWNER = "network:dhcp"
+LOG = logging.getLogger(__name__)
+
+
+def _layout(session: sa.orm.Session) -> tuple[Datacenter | None, Any]:
+    from fabric.ipam.topology import DEFAULT_DATACENTER, layout_of
+
+    row = session.scalars(sa.select(Datacenter).where(Datacenter.name == DEFAULT_DATACENTER)).first()
+    return (row, layout_of(row)) if row is not None else (None, None)
+
+
+def _addresses(session: sa.orm.Session, port_ids: list[str]) -> dict[str, str]:
+    if not port_ids:
+        return {}
+    rows = session.scalars(sa.select(AddressAllocation).where(AddressAllocation.port_id.in_(port_ids)))
+    found: dict[str, str] = {}
+    for row in rows:
+        if ipaddress.ip_address(row.address).version == 4:
+            found.setdefault(row.port_id, row.address)
+    return found
+
+
+def network_spec(session: sa.orm.Session, network: Network, host: str, layout: Any) -> NetworkSpec:
+    """The spec of one network as ``host`` carries it."""
+    host_address, dhcp = None, False
+    subnet = session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id,
+                                                     Subnet.ip_version == 4)).first()
+    dhcp_port = session.scalars(sa.select(Port).where(Port.network_id == network.id, Port.host == host,
+                                                      Port.device_owner == DHCP_OWNER)).first()
+    if subnet is not None and dhcp_port is not None:
+        address = _addresses(session, [dhcp_port.id]).get(dhcp_port.id)
+        if address is not None:
+            host_address = f"{address}/{ipaddress.ip_network(subnet.cidr).prefixlen}"
+            dhcp = bool(subnet.enable_dhcp)
+    mask = value = None
+    if network.network_type == "routed" and network.segment_id is not None and layout is not None:
+        segment = session.get(Segment, network.segment_id)
+        tenant = session.get(Tenant, segment.tenant_id) if segment is not None else None
+        if segment is not None and tenant is not None:
+            mask, value = segment_match(layout, tenant.number, segment.number)
+    return NetworkSpec(id=network.id, network_type=network.network_type, project_id=network.project_id,
+                       segmentation_id=network.segmentation_id, physical_bridge=network.physical_bridge,
+                       mtu=network.mtu, host_address=host_address, dhcp=dhcp,
+                       match_mask=mask, match_value=value)
+
+
+def endpoint_spec(port: Port, address: str | None) -> EndpointSpec:
+    binding = port.binding or {}
+    return EndpointSpec(id=port.id, network_id=port.network_id, mac=port.mac_address, address=address,
+                        kind=binding.get("kind", "tap"), netns=binding.get("netns"),
+                        ifname=binding.get("ifname", "eth0"))
+
+
+def host_state(db: Database, host: str, settings: Settings) -> HostState:
+    """Everything ``host``'s data plane should hold, per the database."""
+    state = HostState()
+    with db.begin() as session:
+        _, layout = _layout(session)
+        ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
+        network_ids = sorted({p.network_id for p in ports})
+        for network in session.scalars(sa.select(Network).where(Network.id.in_(network_ids))):
+            try:
+                state.networks[network.id] = network_spec(session, network, host, layout)
+            except exception.Invalid as exc:  # one bad row must not stop the whole host
+                LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
+        addresses = _addresses(session, [p.id for p in ports])
+        for port in ports:
+            if port.device_owner != DHCP_OWNER and port.network_id in state.networks:
+                try:
+                    state.endpoints[port.id] = endpoint_spec(port, addresses.get(port.id))
+                except exception.Invalid as exc:
+                    LOG.error("port %s cannot be plugged on %s: %s", port.id, host, exc.message)
+        for row in session.scalars(sa.select(TopologyHost)):
+            block = str(layout.host_block(row.number)) if layout is not None else None
+            if row.name == host:
+                if layout is not None and any(n.network_type == "routed" for n in state.networks.values()):
+                    state.routed = RoutedSpec(gateway=str(layout.host_gateway(row.number)), block=block,
+                                              datacenter=str(layout.prefix))
+            elif row.tunnel_address:
+                state.remote_hosts[row.name] = HostSpec(row.name, row.tunnel_address, block)
+        for floating in session.scalars(sa.select(FloatingIp).where(FloatingIp.host == host,
+                                                                    FloatingIp.fixed_address.is_not(None))):
+            state.floating[floating.address] = FloatingSpec(floating.address, floating.fixed_address)
+    return state

@@ -1,0 +1,296 @@
+"""The real driver: bridges, VXLAN/VLAN devices, taps and veths, routes, DHCP, NAT.
+
+All kernel work goes through :class:`~fabric.network.kernel.Kernel` for the
+host's namespace (a simulated host in tests is a namespace passed in here).
+Per network type:
+
+- ``flat``: endpoints join an existing bridge that fabric does not own.
+- ``vlan``: an 802.1Q device on the trunk interface, enslaved to a bridge per network.
+- ``vxlan``: a VXLAN device (the network's VNI, this host's tunnel address, learning
+  off) enslaved to a bridge per network, with one all-zero FDB entry per remote
+  host's tunnel address, so broadcast and unknown unicast reach every host without
+  multicast.
+- ``routed`` (Romana's L3 mode): a gateway device holding this host's gateway
+  address, proxy ARP on every endpoint device, a /32 route per local endpoint and
+  exactly one route per remote host (its block via its tunnel address).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fabric import exception
+from fabric.config import Settings
+from fabric.network import nat
+from fabric.network.dhcp import DhcpServers
+from fabric.network.drivers.base import NetworkDriver
+from fabric.network.kernel import Kernel
+from fabric.network.model import EndpointSpec, NetworkSpec
+
+
+class LinuxDriver(NetworkDriver):
+    def __init__(self, settings: Settings, netns: str | None = None, state_dir: str | None = None) -> None:
+        super().__init__(settings)
+        self.netns = netns
+        self.kernel = Kernel(netns)
+        self.state_dir = state_dir or os.path.join(settings.default.data_dir, "network", self.host)
+        self.dhcp = DhcpServers(self.kernel, self.state_dir, settings.network.dnsmasq)
+        self._applied_ruleset: str | None = None
+
+    # --- names -----------------------------------------------------------------------
+
+    def bridge_of(self, network: NetworkSpec) -> str | None:
+        if network.network_type == "flat":
+            return network.physical_bridge
+        if network.network_type == "routed":
+            return None
+        return self.names.bridge(network.id)
+
+    def _own_links(self, network: NetworkSpec) -> list[str]:
+        """Links fabric creates for the network, in deletion order."""
+        if network.network_type == "vxlan":
+            return [self.names.vxlan(network.id), self.names.bridge(network.id)]
+        if network.network_type == "vlan":
+            return [self.names.vlan(network.id), self.names.bridge(network.id)]
+        return []
+
+    def _wanted_links(self) -> set[str]:
+        wanted = {self.names.endpoint(e) for e in self.state.endpoints}
+        for network in self.state.networks.values():
+            wanted.update(self._own_links(network))
+        if self.state.routed is not None:
+            wanted.add(self.names.gateway)
+        return wanted
+
+    # --- networks --------------------------------------------------------------------------
+
+    def _apply_network(self, network: NetworkSpec) -> None:
+        bridge = self.bridge_of(network)
+        if network.network_type == "flat":
+            if self.kernel.link(bridge) is None:
+                raise exception.Invalid(reason=f"flat network {network.id}: bridge {bridge!r} does not "
+                                               f"exist in {self.kernel.where}; accepted: an existing bridge")
+        elif network.network_type in ("vxlan", "vlan"):
+            self.kernel.ensure_bridge(bridge, mtu=network.mtu)
+            if network.network_type == "vxlan":
+                self._apply_vxlan(network, bridge)
+            else:
+                self._apply_vlan(network, bridge)
+        else:
+            self._apply_topology()
+        if bridge is not None and network.host_address and network.network_type != "flat":
+            for cidr in self.kernel.addresses(bridge):
+                if cidr != network.host_address:
+                    self.kernel.remove_address(bridge, cidr)
+            self.kernel.ensure_address(bridge, network.host_address)
+        self._apply_dhcp(network.id)
+        self._apply_nat()
+
+    def _apply_vxlan(self, network: NetworkSpec, bridge: str) -> None:
+        local = self.settings.network.tunnel_address
+        if not local:
+            raise exception.NetworkTypeUnsupported(
+                network_type="vxlan", reason="[network] tunnel_address is empty on host "
+                                             f"{self.host}; set it to this host's underlay address")
+        device = self.names.vxlan(network.id)
+        self.kernel.ensure_vxlan(device, network.segmentation_id, local, self.settings.network.vxlan_port,
+                                 master=bridge, mtu=network.mtu)
+        self._apply_flood_list(device)
+
+    def _apply_flood_list(self, device: str) -> None:
+        wanted = {h.tunnel_address for h in self.state.remote_hosts.values()}
+        present = set(self.kernel.flood_destinations(device))
+        for remote in sorted(wanted - present):
+            self.kernel.add_flood_destination(device, remote)
+        for remote in sorted(present - wanted):
+            self.kernel.remove_flood_destination(device, remote)
+
+    def _apply_vlan(self, network: NetworkSpec, bridge: str) -> None:
+        trunk = self.settings.network.trunk_interface
+        if not trunk:
+            raise exception.NetworkTypeUnsupported(
+                network_type="vlan", reason=f"[network] trunk_interface is empty on host {self.host}; "
+                                            "set it to the interface carrying 802.1Q traffic")
+        try:
+            self.kernel.ensure_vlan(self.names.vlan(network.id), trunk, network.segmentation_id,
+                                    master=bridge, mtu=network.mtu)
+        except exception.KernelError as exc:
+            if exc.fields.get("errno") == 95:  # EOPNOTSUPP: no 8021q in this kernel
+                raise exception.NetworkTypeUnsupported(
+                    network_type="vlan", reason=f"the kernel has no 802.1Q VLAN devices ({exc.message})") from None
+            raise
+
+    def _remove_network(self, network_id: str, network: NetworkSpec | None) -> None:
+        self.dhcp.stop(network_id)
+        if network is not None:
+            for name in self._own_links(network):
+                self.kernel.delete_link(name)
+        else:  # not known any more: remove whatever its names would be
+            for name in (self.names.vxlan(network_id), self.names.vlan(network_id),
+                         self.names.bridge(network_id)):
+                self.kernel.delete_link(name)
+        self._apply_routes()
+        self._apply_nat()
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    def _apply_endpoint(self, endpoint: EndpointSpec) -> None:
+        network = self.state.networks[endpoint.network_id]
+        device = self.names.endpoint(endpoint.id)
+        master = self.bridge_of(network)
+        if endpoint.kind == "veth":
+            self.kernel.ensure_veth(device, endpoint.netns, endpoint.ifname, peer_mac=endpoint.mac,
+                                    master=master, mtu=network.mtu)
+        else:
+            self.kernel.ensure_tap(device, master=master, mtu=network.mtu)
+        if network.network_type == "routed":
+            if self.state.routed is None:
+                raise exception.NetworkTypeUnsupported(
+                    network_type="routed", reason=f"host {self.host} has no routed layout (gateway, block)")
+            self.kernel.set_sysctl(f"net/ipv4/conf/{device}/proxy_arp", "1")
+            # Answer at once: the default random delay (up to 0.8 s) stalls every first packet.
+            self.kernel.set_sysctl(f"net/ipv4/neigh/{device}/proxy_delay", "0")
+            if endpoint.address:
+                self.kernel.ensure_route(f"{endpoint.address}/32", dev=device)
+        if network.dhcp:
+            self._apply_dhcp(network.id)
+        self._apply_nat()
+
+    def _remove_endpoint(self, endpoint_id: str, endpoint: EndpointSpec | None) -> None:
+        # Deleting the device takes its /32 route and (for a veth) its peer with it.
+        self.kernel.delete_link(self.names.endpoint(endpoint_id))
+        if endpoint is not None:
+            network = self.state.networks.get(endpoint.network_id)
+            if endpoint.address and network is not None and network.network_type == "routed":
+                self.kernel.delete_route(f"{endpoint.address}/32")
+            if network is not None and network.dhcp:
+                self._apply_dhcp(network.id)
+        self._apply_nat()
+
+    # --- routed mode and topology -------------------------------------------------------------
+
+    def _apply_topology(self) -> None:
+        routed = self.state.routed
+        if routed is not None:
+            self.kernel.ensure_bridge(self.names.gateway)
+            self.kernel.ensure_address(self.names.gateway, f"{routed.gateway}/32")
+            self.kernel.set_sysctl("net/ipv4/ip_forward", "1")
+        else:
+            self.kernel.delete_link(self.names.gateway)
+        present = {lk["name"] for lk in self.kernel.links(self.names.prefix)}
+        for network in self.state.networks.values():
+            device = self.names.vxlan(network.id)
+            # A device not made yet gets its list when its network is applied.
+            if network.network_type == "vxlan" and device in present:
+                self._apply_flood_list(device)
+        self._apply_routes()
+
+    def _wanted_routes(self) -> dict[str, tuple[str | None, str | None]]:
+        """Destination -> (device, gateway) of every route fabric should hold."""
+        wanted: dict[str, tuple[str | None, str | None]] = {}
+        if self.state.routed is None:
+            return wanted
+        for host in self.state.remote_hosts.values():
+            if host.block:
+                wanted[host.block] = (None, host.tunnel_address)
+        for endpoint in self.state.endpoints.values():
+            network = self.state.networks.get(endpoint.network_id)
+            if network is not None and network.network_type == "routed" and endpoint.address:
+                wanted[f"{endpoint.address}/32"] = (self.names.endpoint(endpoint.id), None)
+        return wanted
+
+    def _apply_routes(self) -> None:
+        links = {lk["name"] for lk in self.kernel.links(self.names.prefix)}
+        # An endpoint whose device is not made yet gets its route when it is plugged.
+        wanted = {dst: (dev, via) for dst, (dev, via) in self._wanted_routes().items()
+                  if dev is None or dev in links}
+        present = {r["dst"]: (r["dev"] if r["via"] is None else None, r["via"]) for r in self.kernel.routes()}
+        for dst, (dev, via) in sorted(wanted.items()):
+            if present.get(dst) != (dev, via):
+                self.kernel.ensure_route(dst, dev=dev, via=via)
+        for dst in sorted(set(present) - set(wanted)):
+            self.kernel.delete_route(dst)
+
+    # --- DHCP and NAT -------------------------------------------------------------------------
+
+    def _apply_dhcp(self, network_id: str) -> None:
+        network = self.state.networks.get(network_id)
+        bridge = self.bridge_of(network) if network is not None else None
+        if network is None or not network.dhcp or bridge is None:
+            self.dhcp.stop(network_id)
+            return
+        entries = [(e.mac, e.address) for e in self.state.endpoints_of(network_id) if e.address]
+        self.dhcp.ensure(network_id, bridge, network.host_address, entries)
+
+    def _apply_floating(self) -> None:
+        self._apply_nat()
+
+    def _apply_nat(self, force: bool = False) -> None:
+        ruleset = nat.build_ruleset(self.names, self.state)
+        if force or ruleset != self._applied_ruleset:
+            nat.apply(self.kernel, self.names, self.state)
+            self._applied_ruleset = ruleset
+
+    # --- reconcile ------------------------------------------------------------------------------
+
+    def _sync(self) -> dict[str, Any]:
+        removed = []
+        wanted = self._wanted_links()
+        # Endpoints first, then tunnels, then bridges: a bridge goes after its ports.
+        order = {"t": 0, "x": 1, "v": 1, "b": 2, "g": 3}
+        ours = [lk["name"] for lk in self.kernel.links(self.names.prefix) if self.names.owns(lk["name"])]
+        for name in sorted(ours, key=lambda n: order.get(n[len(self.names.prefix)], 9)):
+            if name not in wanted and self.kernel.delete_link(name):
+                removed.append(name)
+        for network_id in self.dhcp.networks():
+            network = self.state.networks.get(network_id)
+            if network is None or not network.dhcp:
+                self.dhcp.stop(network_id)
+                removed.append(f"dhcp:{network_id}")
+        present = {lk["name"] for lk in self.kernel.links(self.names.prefix)}
+        self._apply_topology()
+        for network in self.state.networks.values():
+            self._apply_network(network)
+        for endpoint in self.state.endpoints.values():
+            self._apply_endpoint(endpoint)
+        self._apply_routes()
+        self._apply_nat(force=True)
+        created = sorted(wanted - present)
+        return {"created": created, "removed": removed}
+
+    # --- describe and stop ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        links = {lk["name"]: lk for lk in self.kernel.links(self.names.prefix) if self.names.owns(lk["name"])}
+        networks = {}
+        for network in self.state.networks.values():
+            entry: dict[str, Any] = {"type": network.network_type, "bridge": self.bridge_of(network),
+                                     "endpoints": sorted(e.id for e in self.state.endpoints_of(network.id)),
+                                     "dhcp_pid": self.dhcp.pid(network.id)}
+            if network.network_type == "vxlan":
+                entry["flood_to"] = sorted(self.kernel.flood_destinations(self.names.vxlan(network.id)))
+            networks[network.id] = entry
+        return {
+            "host": self.host,
+            "driver": "linux",
+            "netns": self.netns,
+            "links": sorted(links),
+            "networks": networks,
+            "endpoints": {e.id: self.names.endpoint(e.id) for e in self.state.endpoints.values()},
+            "remote_hosts": sorted(self.state.remote_hosts),
+            "routes": {r["dst"]: r["via"] or r["dev"] for r in self.kernel.routes()},
+            "nat_rules": nat.rules(self.kernel, self.names),
+        }
+
+    def stop(self) -> None:
+        """Stop this host's DHCP servers; bridges, devices, routes and rules stay."""
+        self.dhcp.stop_all()
+
+    def remove_all(self) -> None:
+        """Remove every kernel object and process fabric made on this host (decommission)."""
+        self.state = type(self.state)()
+        self._sync()
+        self.dhcp.stop_all()
+        nat.remove(self.kernel, self.names)
+        self._applied_ruleset = None

@@ -1,0 +1,141 @@
+"""The network worker's RPC endpoint: one per host, driving that host's data plane.
+
+Handlers take and return JSON (specs as dicts, see :mod:`fabric.network.model`)
+and are idempotent: a redelivered message converges to the same kernel state.
+One driver operation runs at a time (a green semaphore), so two messages never
+interleave their kernel steps. Topology changes arrive by fanout cast
+(``host_joined``, ``host_left``, ``network_created``, ``network_deleted``) and are
+applied at once; on start the worker reconciles the kernel with the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from eventlet.semaphore import Semaphore
+
+from fabric import config, exception
+from fabric.context import RequestContext
+from fabric.manager import Manager
+from fabric.network import dbstate, drivers
+from fabric.network.drivers.base import NetworkDriver
+from fabric.network.model import NETWORK_TYPES, EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec
+from fabric.rpc import idempotent
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NetworkManager(Manager):
+    """Owns this host's bridges, tunnels, routes, DHCP servers and NAT rules."""
+
+    topic = "network"
+
+    def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
+                 transport: Any = None, driver: NetworkDriver | None = None) -> None:
+        super().__init__(settings, host=host, db=db, transport=transport)
+        self.driver = driver or drivers.load(settings)
+        self.driver.host = self.host  # the name this worker serves, whatever the settings say
+        self._one_at_a_time = Semaphore(1)
+
+    def _serialised(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._one_at_a_time:
+            return fn(*args)
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"driver": self.settings.network.driver, "network_types": list(NETWORK_TYPES),
+                "tunnel_address": self.settings.network.tunnel_address or None}
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def init_host(self) -> None:
+        """Reconcile the kernel with the database (when there is one) before consuming."""
+        if self.db is None:
+            LOG.info("network: no database; not reconciling %s", self.host)
+            return
+        state = dbstate.host_state(self.db, self.host, self.settings)
+        summary = self._serialised(self.driver.sync, state)
+        LOG.info("network: reconciled %s: created %s, removed %s", self.host,
+                 summary.get("created"), summary.get("removed"))
+
+    def cleanup_host(self) -> None:
+        """Stop what the driver runs (DHCP servers); the kernel's objects stay for the next start."""
+        self.driver.stop()
+
+    # --- host calls ---------------------------------------------------------------------
+
+    @idempotent
+    def setup_network(self, ctx: RequestContext, network: dict[str, Any]) -> dict[str, Any]:
+        """The network exists on this host; returns how the host describes it."""
+        spec = NetworkSpec.from_dict(network)
+        self._serialised(self.driver.setup_network, spec)
+        return self.driver.describe()["networks"].get(spec.id, {})
+
+    @idempotent
+    def teardown_network(self, ctx: RequestContext, network_id: str) -> None:
+        self._serialised(self.driver.teardown_network, network_id)
+
+    @idempotent
+    def plug(self, ctx: RequestContext, endpoint: dict[str, Any],
+             network: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Plug an endpoint (setting its network up first when given); returns its device."""
+        spec = EndpointSpec.from_dict(endpoint)
+
+        def plug() -> dict[str, Any]:
+            if network is not None:
+                self.driver.setup_network(NetworkSpec.from_dict(network))
+            return self.driver.plug(spec)
+
+        return self._serialised(plug)
+
+    @idempotent
+    def unplug(self, ctx: RequestContext, endpoint_id: str) -> None:
+        self._serialised(self.driver.unplug, endpoint_id)
+
+    @idempotent
+    def associate_floating(self, ctx: RequestContext, address: str, fixed_address: str) -> None:
+        self._serialised(self.driver.associate_floating, FloatingSpec(address, fixed_address))
+
+    @idempotent
+    def disassociate_floating(self, ctx: RequestContext, address: str) -> None:
+        self._serialised(self.driver.disassociate_floating, address)
+
+    @idempotent
+    def set_routed(self, ctx: RequestContext, routed: dict[str, Any] | None) -> None:
+        self._serialised(self.driver.set_routed, RoutedSpec.from_dict(routed) if routed else None)
+
+    @idempotent
+    def sync(self, ctx: RequestContext, state: dict[str, Any]) -> dict[str, Any]:
+        """Converge to exactly ``state`` (a HostState dict); returns what changed."""
+        return self._serialised(self.driver.sync, HostState.from_dict(state))
+
+    @idempotent
+    def describe_host_networking(self, ctx: RequestContext) -> dict[str, Any]:
+        return self._serialised(self.driver.describe)
+
+    # --- fanout: topology changes -------------------------------------------------------------
+
+    def _converge(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        # A fanout cast reaches every host; a host that cannot apply it (say, a
+        # flat bridge it lacks) logs why instead of dead-lettering everyone's copy.
+        try:
+            self._serialised(fn, *args)
+        except exception.FabricError as exc:
+            LOG.error("network: %s on %s failed: %s", what, self.host, exc.message)
+
+    def host_joined(self, ctx: RequestContext, host: dict[str, Any]) -> None:
+        self._converge("host_joined", self.driver.host_joined, HostSpec.from_dict(host))
+
+    def host_left(self, ctx: RequestContext, name: str) -> None:
+        self._converge("host_left", self.driver.host_left, name)
+
+    def set_remote_hosts(self, ctx: RequestContext, hosts: list[dict[str, Any]]) -> None:
+        self._converge("set_remote_hosts", self.driver.set_remote_hosts, [HostSpec.from_dict(h) for h in hosts])
+
+    def network_created(self, ctx: RequestContext, network: dict[str, Any]) -> None:
+        self._converge("network_created", self.driver.setup_network, NetworkSpec.from_dict(network))
+
+    def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
+        self._converge("network_deleted", self.driver.teardown_network, network_id)

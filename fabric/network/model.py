@@ -1,0 +1,225 @@
+"""What the network driver is asked to make real on one host, as plain values.
+
+The manager builds these from the database; the driver never reads the
+database. Every spec is JSON-able (``to_dict``/``from_dict``) so a whole host
+state can cross RPC or a process boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any
+
+from fabric import exception
+
+NETWORK_TYPES = ("flat", "vlan", "vxlan", "routed")
+ENDPOINT_KINDS = ("tap", "veth")
+
+
+def _check_cidr(value: str | None, what: str) -> None:
+    if value is None:
+        return
+    try:
+        ipaddress.ip_interface(value)
+    except ValueError:
+        raise exception.Invalid(reason=f"{what} {value!r} is not an IPv4 address with prefix length "
+                                       "(e.g. 10.0.0.1/24)") from None
+
+
+def _check_ip(value: str | None, what: str) -> None:
+    if value is None:
+        return
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise exception.Invalid(reason=f"{what} {value!r} is not an IPv4 address") from None
+
+
+class _Spec:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise exception.Invalid(reason=f"unknown {cls.__name__} fields {sorted(unknown)}; "
+                                           f"accepted: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec(_Spec):
+    """One network as this host must carry it.
+
+    ``host_address`` (CIDR) goes on this host's bridge of an L2 network: the DHCP
+    server's and router's address there. Routed networks are matched by address
+    bits: an address belongs to the network when ``addr & match_mask == match_value``.
+    """
+
+    id: str
+    network_type: str
+    project_id: str = ""
+    segmentation_id: int | None = None
+    physical_bridge: str | None = None
+    mtu: int = 1450
+    host_address: str | None = None
+    dhcp: bool = False
+    match_mask: str | None = None
+    match_value: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.network_type not in NETWORK_TYPES:
+            raise exception.Invalid(reason=f"network type {self.network_type!r} of network {self.id}; "
+                                           f"accepted: {', '.join(NETWORK_TYPES)}")
+        if self.network_type == "vxlan" and not (self.segmentation_id and 0 < self.segmentation_id < 2**24):
+            raise exception.Invalid(reason=f"VXLAN network {self.id} has VNI {self.segmentation_id!r}; "
+                                           "accepted: 1-16777215")
+        if self.network_type == "vlan" and not (self.segmentation_id and 0 < self.segmentation_id < 4095):
+            raise exception.Invalid(reason=f"VLAN network {self.id} has VLAN id {self.segmentation_id!r}; "
+                                           "accepted: 1-4094")
+        if self.network_type == "flat" and not self.physical_bridge:
+            raise exception.Invalid(reason=f"flat network {self.id} names no physical_bridge; "
+                                           "accepted: the name of an existing bridge")
+        _check_cidr(self.host_address, "host_address")
+        _check_ip(self.match_mask, "match_mask")
+        _check_ip(self.match_value, "match_value")
+        if self.dhcp and not self.host_address:
+            raise exception.Invalid(reason=f"network {self.id} asks for DHCP without a host_address "
+                                           "for the DHCP server")
+
+    @property
+    def l2(self) -> bool:
+        return self.network_type != "routed"
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointSpec(_Spec):
+    """An endpoint plugged on this host: a guest's tap, or a veth into a namespace.
+
+    ``address`` is the endpoint's IPv4 address (no prefix): the DHCP entry of
+    L2 networks, the /32 route of routed ones.
+    """
+
+    id: str
+    network_id: str
+    mac: str
+    address: str | None = None
+    kind: str = "tap"
+    netns: str | None = None
+    ifname: str = "eth0"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENDPOINT_KINDS:
+            raise exception.Invalid(reason=f"endpoint kind {self.kind!r}; accepted: {', '.join(ENDPOINT_KINDS)}")
+        if self.kind == "veth" and not self.netns:
+            raise exception.Invalid(reason=f"veth endpoint {self.id} names no netns to put its peer in")
+        parts = self.mac.split(":")
+        if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p)
+                                      for p in parts):
+            raise exception.Invalid(reason=f"MAC address {self.mac!r}; accepted: six hex pairs "
+                                           "separated by ':'")
+        _check_ip(self.address, "endpoint address")
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSpec(_Spec):
+    """Another host of the topology: its tunnel (underlay) address and routed block."""
+
+    name: str
+    tunnel_address: str
+    block: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_ip(self.tunnel_address, "tunnel_address")
+        if self.block is not None:
+            try:
+                ipaddress.IPv4Network(self.block)
+            except ValueError:
+                raise exception.Invalid(reason=f"host block {self.block!r} of {self.name} is not a "
+                                               "network (e.g. 10.1.0.0/24)") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutedSpec(_Spec):
+    """This host's routed-mode layout: its gateway address, its block and the datacenter prefix."""
+
+    gateway: str
+    block: str
+    datacenter: str
+
+    def __post_init__(self) -> None:
+        _check_ip(self.gateway, "gateway")
+        for value, what in ((self.block, "block"), (self.datacenter, "datacenter prefix")):
+            try:
+                ipaddress.IPv4Network(value)
+            except ValueError:
+                raise exception.Invalid(reason=f"routed {what} {value!r} is not a network") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatingSpec(_Spec):
+    """A floating address translated to an endpoint's fixed address."""
+
+    address: str
+    fixed_address: str
+
+    def __post_init__(self) -> None:
+        _check_ip(self.address, "floating address")
+        _check_ip(self.fixed_address, "fixed address")
+
+
+@dataclasses.dataclass
+class HostState:
+    """Everything one host's data plane should hold."""
+
+    networks: dict[str, NetworkSpec] = dataclasses.field(default_factory=dict)
+    endpoints: dict[str, EndpointSpec] = dataclasses.field(default_factory=dict)
+    remote_hosts: dict[str, HostSpec] = dataclasses.field(default_factory=dict)
+    floating: dict[str, FloatingSpec] = dataclasses.field(default_factory=dict)
+    routed: RoutedSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "networks": [n.to_dict() for n in self.networks.values()],
+            "endpoints": [e.to_dict() for e in self.endpoints.values()],
+            "remote_hosts": [h.to_dict() for h in self.remote_hosts.values()],
+            "floating": [f.to_dict() for f in self.floating.values()],
+            "routed": self.routed.to_dict() if self.routed else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostState:
+        state = cls()
+        for item in data.get("networks", []):
+            spec = NetworkSpec.from_dict(item)
+            state.networks[spec.id] = spec
+        for item in data.get("endpoints", []):
+            spec = EndpointSpec.from_dict(item)
+            state.endpoints[spec.id] = spec
+        for item in data.get("remote_hosts", []):
+            spec = HostSpec.from_dict(item)
+            state.remote_hosts[spec.name] = spec
+        for item in data.get("floating", []):
+            spec = FloatingSpec.from_dict(item)
+            state.floating[spec.address] = spec
+        if data.get("routed"):
+            state.routed = RoutedSpec.from_dict(data["routed"])
+        return state
+
+    def endpoints_of(self, network_id: str) -> list[EndpointSpec]:
+        return [e for e in self.endpoints.values() if e.network_id == network_id]
+
+
+def segment_match(layout: Any, tenant: int, segment: int) -> tuple[str, str]:
+    """(match_mask, match_value) of a routed network for a :class:`fabric.ipam.layout.Layout`:
+    the tenant and segment bits of its addresses, whatever the host and endpoint bits.
+    """
+    layout.check("tenant", tenant)
+    layout.check("segment", segment)
+    shift = layout.endpoint_bits
+    mask = ((1 << (layout.tenant_bits + layout.segment_bits)) - 1) << shift
+    value = ((tenant << layout.segment_bits) | segment) << shift
+    return str(ipaddress.IPv4Address(mask)), str(ipaddress.IPv4Address(value))

@@ -1,0 +1,69 @@
+"""The client side of the network workers: the one place that chooses cast or call.
+
+Work on one host's data plane is a ``call`` to ``network.<host>`` (the caller
+needs to know the device exists before it starts a guest); topology changes
+are fanout casts to every network worker. All host calls are idempotent and
+re-sent after a broker reconnect. Remote FabricErrors arrive as themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric import rpc
+from fabric.context import RequestContext
+
+
+class NetworkAPI:
+    """Calls and casts to the network workers over one transport."""
+
+    def __init__(self, transport: Any, timeout: float | None = None) -> None:
+        self.client = rpc.RPCClient(transport, rpc.Target(topic="network"), timeout=timeout, idempotent=True)
+
+    def _host(self, host: str) -> rpc.RPCClient:
+        return self.client.prepare(server=host)
+
+    # --- one host ------------------------------------------------------------------------
+
+    def setup_network(self, ctx: RequestContext, host: str, network: dict[str, Any]) -> dict[str, Any]:
+        return self._host(host).call(ctx, "setup_network", network=network)
+
+    def teardown_network(self, ctx: RequestContext, host: str, network_id: str) -> None:
+        self._host(host).call(ctx, "teardown_network", network_id=network_id)
+
+    def plug(self, ctx: RequestContext, host: str, endpoint: dict[str, Any],
+             network: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Plug an endpoint on ``host``; returns ``{"device": name}``."""
+        return self._host(host).call(ctx, "plug", endpoint=endpoint, network=network)
+
+    def unplug(self, ctx: RequestContext, host: str, endpoint_id: str) -> None:
+        self._host(host).call(ctx, "unplug", endpoint_id=endpoint_id)
+
+    def associate_floating(self, ctx: RequestContext, host: str, address: str, fixed_address: str) -> None:
+        self._host(host).call(ctx, "associate_floating", address=address, fixed_address=fixed_address)
+
+    def disassociate_floating(self, ctx: RequestContext, host: str, address: str) -> None:
+        self._host(host).call(ctx, "disassociate_floating", address=address)
+
+    def set_routed(self, ctx: RequestContext, host: str, routed: dict[str, Any] | None) -> None:
+        self._host(host).call(ctx, "set_routed", routed=routed)
+
+    def sync(self, ctx: RequestContext, host: str, state: dict[str, Any]) -> dict[str, Any]:
+        return self._host(host).call(ctx, "sync", state=state)
+
+    def describe_host_networking(self, ctx: RequestContext, host: str) -> dict[str, Any]:
+        return self._host(host).call(ctx, "describe_host_networking")
+
+    # --- every host (fanout casts) ------------------------------------------------------------
+
+    def host_joined(self, ctx: RequestContext, host: dict[str, Any]) -> None:
+        self.client.fanout_cast(ctx, "host_joined", host=host)
+
+    def host_left(self, ctx: RequestContext, name: str) -> None:
+        self.client.fanout_cast(ctx, "host_left", name=name)
+
+    def network_created(self, ctx: RequestContext, network: dict[str, Any]) -> None:
+        self.client.fanout_cast(ctx, "network_created", network=network)
+
+    def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
+        self.client.fanout_cast(ctx, "network_deleted", network_id=network_id)

@@ -1,0 +1,299 @@
+"""The calling side: :class:`RPCClient` (cast, call, call_async, fanout cast).
+
+Promises:
+
+* ``cast`` publishes a persistent message to the target's durable queue with a
+  publisher confirm and returns; the first cast to a routing key waits for its
+  confirm, so a target no queue is bound for raises
+  :class:`~fabric.exception.Unroutable` at once; later casts to a key known to be
+  routable are pipelined (the transport tracks their confirms, re-sends them after a
+  reconnect, and logs any the broker returns or refuses; a return also forgets the
+  route, so the next cast to it checks again and raises). ``transport.flush()``
+  waits for every outstanding confirm. Delivery is at least once: a re-sent cast may
+  arrive twice, so handlers are idempotent.
+* ``call`` is ``call_async(...).wait()``. Its deadline (``timeout``, else the
+  client's, else ``rpc.call_timeout``) travels in the message; when it passes,
+  :class:`~fabric.exception.MessagingTimeout` names target, method and message id.
+  A call to an unroutable target fails at once with ``Unroutable``. A remote
+  registered ``FabricError`` is raised as itself, anything else as ``RemoteError``.
+* if the broker connection breaks while a call waits, the call fails with
+  :class:`~fabric.exception.MessagingError` saying it may or may not have run, unless
+  it was made inside an :func:`idempotent` function (or with
+  ``prepare(idempotent=True)``): then it is sent again, once per reconnect, until its
+  deadline.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import itertools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import eventlet
+from eventlet import hubs
+
+from fabric import context as fabric_context
+from fabric.context import RequestContext
+from fabric.exception import Invalid, MessagingError, MessagingTimeout, Unroutable
+from fabric.rpc import envelope, errors
+from fabric.rpc.deferred import Deferred
+from fabric.rpc.target import Target
+from fabric.rpc.transport import ConnectionLost, Returned, Transport
+
+LOG = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_IDEMPOTENT: contextvars.ContextVar[bool] = contextvars.ContextVar("fabric_rpc_idempotent", default=False)
+
+_ids = itertools.count(1)
+_ID_PREFIX = f"{uuid.uuid4().hex[:12]}-{os.getpid()}-"
+
+
+def new_message_id() -> str:
+    """A message id unique across processes (random prefix per process plus a counter)."""
+    return f"{_ID_PREFIX}{next(_ids)}"
+
+
+def idempotent(fn: F) -> F:
+    """Mark a function safe to repeat: calls it makes are re-sent after a broker reconnect.
+
+    Put it on the ``rpcapi`` method whose remote side can run twice without harm
+    (reads, or work guarded by a request token); on a manager method it documents that
+    the handler is safe to redeliver.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _IDEMPOTENT.set(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _IDEMPOTENT.reset(token)
+
+    wrapper.fabric_idempotent = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def _context_dict(ctx: RequestContext | None) -> dict[str, Any]:
+    if ctx is None:
+        ctx = fabric_context.current() or RequestContext()
+    elif not isinstance(ctx, RequestContext):
+        raise Invalid(reason=f"context {ctx!r}: a fabric.context.RequestContext is accepted")
+    return {"request_id": ctx.request_id, "user_id": ctx.user_id, "project_id": ctx.project_id,
+            "roles": list(ctx.roles), "is_admin": ctx.is_admin}
+
+
+class _PendingCall:
+    __slots__ = ("deferred", "target", "method", "timeout", "timer", "idempotent", "resend")
+
+    def __init__(self, deferred: Deferred, target: Target, method: str, timeout: float,
+                 idempotent: bool, resend: Callable[[], None]) -> None:
+        self.deferred = deferred
+        self.target = target
+        self.method = method
+        self.timeout = timeout
+        self.timer: Any = None
+        self.idempotent = idempotent
+        self.resend = resend
+
+
+class ReplyRouter:
+    """Matches replies to the calls of one transport (one per process)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.pending: dict[str, _PendingCall] = {}
+        transport.on_reply = self.on_reply
+        transport.on_returned = self.on_returned
+        transport.on_connection_lost = self.on_connection_lost
+
+    @classmethod
+    def of(cls, transport: Transport) -> ReplyRouter:
+        router = transport.reply_consumers.get("router")
+        if router is None:
+            router = transport.reply_consumers["router"] = cls(transport)
+        return router
+
+    def register(self, msg_id: str, call: _PendingCall) -> None:
+        self.pending[msg_id] = call
+        call.timer = hubs.get_hub().schedule_call_global(call.timeout, self._timed_out, msg_id)
+
+    def _finish(self, msg_id: str) -> _PendingCall | None:
+        call = self.pending.pop(msg_id, None)
+        if call is not None and call.timer is not None:
+            call.timer.cancel()
+        return call
+
+    def _timed_out(self, msg_id: str) -> None:
+        call = self.pending.pop(msg_id, None)
+        if call is not None:
+            call.deferred.fail(MessagingTimeout(timeout=call.timeout, target=str(call.target),
+                                                method=call.method, msg_id=msg_id))
+
+    def on_reply(self, body: bytes, correlation_id: str | None) -> None:
+        try:
+            reply = envelope.decode_reply(body)
+        except envelope.MalformedMessage as exc:
+            call = self._finish(correlation_id) if correlation_id else None
+            if call is None:
+                LOG.error("Dropped a malformed reply: %s", exc)
+            else:
+                call.deferred.fail(exc)
+            return
+        call = self._finish(reply["msg_id"])
+        if call is None:
+            LOG.debug("Reply to %s arrived after its caller gave up", reply["msg_id"])
+        elif reply["ok"]:
+            call.deferred.resolve(reply["result"])
+        else:
+            call.deferred.fail(errors.from_wire(reply["error"] or {}, reply["traceback"]))
+
+    def on_returned(self, msg_id: str, reason: str) -> None:
+        call = self._finish(msg_id)
+        if call is not None:
+            call.deferred.fail(Unroutable(target=str(call.target), method=call.method))
+
+    def on_connection_lost(self, error: Exception) -> None:
+        for msg_id in list(self.pending):
+            call = self.pending[msg_id]
+            if call.idempotent:
+                LOG.warning("Re-sending idempotent call %s to %s (message %s) after: %s",
+                            call.method, call.target, msg_id, error)
+                eventlet.spawn_n(self._resend, msg_id, call)
+                continue
+            self._finish(msg_id)
+            call.deferred.fail(MessagingError(
+                reason=f"the broker connection was lost while waiting for the reply from "
+                f"{call.target} to {call.method} (message {msg_id}): it may or may not have "
+                f"run ({error})"))
+
+    def _resend(self, msg_id: str, call: _PendingCall) -> None:
+        try:
+            call.resend()
+        except Exception as exc:  # noqa: BLE001 - the call fails with the reason
+            if self._finish(msg_id) is not None:
+                call.deferred.fail(exc if isinstance(exc, MessagingError) else MessagingError(
+                    reason=f"re-sending {call.method} to {call.target} failed: {exc}"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    timeout: float | None
+    idempotent: bool
+
+
+class RPCClient:
+    """Sends casts and calls to one :class:`Target`; see the module docstring.
+
+    Cheap to create and to :meth:`prepare`; share the transport, not the client.
+    """
+
+    def __init__(self, transport: Transport, target: Target, timeout: float | None = None,
+                 idempotent: bool = False) -> None:
+        if timeout is not None and timeout <= 0:
+            raise Invalid(reason=f"timeout {timeout!r}: a number of seconds > 0 is accepted")
+        self.transport = transport
+        self.target = target
+        self._options = _Options(timeout, idempotent)
+
+    def prepare(self, server: str | None | object = ..., fanout: bool | None = None,
+                timeout: float | None = None, idempotent: bool | None = None) -> RPCClient:
+        """A copy of this client with a different server, fanout, timeout or idempotence."""
+        changes: dict[str, Any] = {}
+        if server is not ...:
+            changes["server"] = server
+        if fanout is not None:
+            changes["fanout"] = fanout
+        target = self.target.replace(**changes) if changes else self.target
+        return RPCClient(self.transport, target,
+                         timeout if timeout is not None else self._options.timeout,
+                         self._options.idempotent if idempotent is None else idempotent)
+
+    # -- cast -----------------------------------------------------------------
+    def cast(self, ctx: RequestContext | None, method: str, **kwargs: Any) -> None:
+        """Send ``method(ctx, **kwargs)`` to one worker of the target (or all: fanout).
+
+        Raises :class:`~fabric.exception.Unroutable` if no queue takes it and
+        ``MalformedMessage`` if an argument is not JSON-serialisable.
+        """
+        target = self.target
+        msg_id = new_message_id()
+        body = envelope.encode_request("cast", msg_id, method, kwargs, _context_dict(ctx), None,
+                                       None, str(target))
+        transport = self.transport
+        if target.fanout:
+            exchange, routing_key, kind = target.fanout_exchange, target.topic, "fanout"
+        else:
+            exchange, routing_key, kind = target.exchange or transport.exchange, target.routing_key, None
+        route = (exchange, routing_key)
+        check = route not in transport.routable
+        try:
+            transport.publish(exchange, routing_key, body, message_id=msg_id, persistent=True,
+                              mandatory=True, wait_confirm=check, exchange_type=kind,
+                              timeout=self._options.timeout or transport.settings.call_timeout)
+        except Returned:
+            raise Unroutable(target=str(target), method=method) from None
+        if check:
+            transport.routable.add(route)
+
+    def fanout_cast(self, ctx: RequestContext | None, method: str, **kwargs: Any) -> None:
+        """``prepare(fanout=True).cast(...)``: to every worker of the topic."""
+        self.prepare(fanout=True).cast(ctx, method, **kwargs)
+
+    # -- call -----------------------------------------------------------------
+    def call_async(self, ctx: RequestContext | None, method: str, *,
+                   timeout: float | None = None, **kwargs: Any) -> Deferred:
+        """Send a call; the :class:`Deferred` gets the result, the remote error,
+        ``Unroutable`` or ``MessagingTimeout``."""
+        target = self.target
+        if target.fanout:
+            raise Invalid(reason=f"call to {target}: calls go to one worker, not fanout")
+        timeout = timeout or self._options.timeout or self.transport.settings.call_timeout
+        if timeout <= 0:
+            raise Invalid(reason=f"timeout {timeout!r}: a number of seconds > 0 is accepted")
+        transport = self.transport
+        router = ReplyRouter.of(transport)
+        reply_to = transport.reply_address
+        msg_id = new_message_id()
+        deadline = time.time() + timeout
+        body = envelope.encode_request("call", msg_id, method, kwargs, _context_dict(ctx),
+                                       deadline, reply_to, str(target))
+        deferred = Deferred(f"call {method} to {target}")
+        exchange, routing_key = target.exchange or transport.exchange, target.routing_key
+
+        def send() -> None:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return  # the timer fails it
+            transport.publish(exchange, routing_key, body, message_id=msg_id, mandatory=True,
+                              reply_to=transport.reply_address, correlation_id=msg_id,
+                              timeout=remaining)
+
+        idem = self._options.idempotent or _IDEMPOTENT.get()
+        router.register(msg_id, _PendingCall(deferred, target, method, timeout, idem, send))
+        try:
+            send()
+        except ConnectionLost as exc:
+            if router._finish(msg_id) is not None:
+                deferred.fail(exc)
+        except Exception as exc:
+            router._finish(msg_id)
+            raise exc
+        return deferred
+
+    def call(self, ctx: RequestContext | None, method: str, *, timeout: float | None = None,
+             **kwargs: Any) -> Any:
+        """Call ``method(ctx, **kwargs)`` on one worker and return its result.
+
+        Raises the remote error (as itself if registered, else ``RemoteError``),
+        ``Unroutable``, ``MessagingTimeout``, or ``MessagingError`` on a lost connection.
+        """
+        return self.call_async(ctx, method, timeout=timeout, **kwargs).wait()

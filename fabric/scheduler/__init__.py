@@ -1,0 +1,1 @@
+"""The scheduler: filters and weighs compute hosts, then claims one atomically in the database."""

@@ -1,0 +1,232 @@
+"""Claims: the database is the one authority on what a host has left.
+
+A claim is one short transaction of compare-and-swap statements, all or
+nothing:
+
+1. the instance takes the host only if it is still waiting for one
+   (``host IS NULL``, ``building``, not deleted);
+2. for a server group, the group's slot is taken: anti-affinity inserts
+   ``(group, slot=host)`` (unique, so two members never share a host);
+   affinity bumps the pinned host's member count, or inserts the pin
+   ``(group, slot="affinity")`` when there is none (unique, so one host wins);
+3. the host's usage grows only if it still fits under the allocation ratios
+   (``UPDATE ... WHERE used + x <= capacity * ratio``) and its ``generation``
+   is bumped so caches see the change.
+
+Any step matching no row (or a unique violation) rolls everything back: the
+scheduler that lost the race moves on to its next candidate. No step relies
+on ``SELECT ... FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import sqlalchemy as sa
+
+from fabric import exception
+from fabric.db import Database
+from fabric.db.models import ComputeNode, Instance, InstanceFault, ServerGroupHost
+from fabric.db.types import utcnow
+from fabric.scheduler.host_state import NODE_COLUMNS, HostState, node_select
+from fabric.scheduler.request import AFFINITY, AFFINITY_SLOT, ANTI_AFFINITY, RequestSpec
+
+#: States an instance waiting for a host is in.
+WAITING_VM_STATE = "building"
+#: Why a claim on resources was lost (the host no longer fits).
+RESOURCES_LOST = "resources no longer fit"
+#: Backends whose UPDATE can return the updated row (saves a round trip per claim).
+_RETURNING_BACKENDS = ("postgresql", "sqlite")
+
+
+class ClaimLost(Exception):
+    """Another scheduler got there first (resources or group slot); try the next host.
+
+    Internal to the scheduler: never crosses RPC.
+    """
+
+    def __init__(self, host: str, what: str) -> None:
+        super().__init__(f"lost the claim on {host}: {what}")
+        self.host = host
+        self.what = what
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratios:
+    ram: float
+    cpu: float
+    disk: float
+
+
+_instances, _nodes = Instance.__table__, ComputeNode.__table__
+
+# The claim's statements are built once: building SQLAlchemy expressions costs
+# more CPU than the rest of a decision. Values come in as bound parameters.
+_PLACE_INSTANCE = (
+    sa.update(_instances)
+    .where(_instances.c.id == sa.bindparam("want_instance_id"), _instances.c.host.is_(None),
+           _instances.c.vm_state == WAITING_VM_STATE, _instances.c.deleted.is_(False))
+    .values(host=sa.bindparam("want_host"), scheduling_attempts=_instances.c.scheduling_attempts + 1)
+)
+_GROW_NODE = (
+    sa.update(_nodes)
+    .where(_nodes.c.id == sa.bindparam("want_node_id"),
+           _nodes.c.memory_mb_used + sa.bindparam("want_memory_mb") <= _nodes.c.memory_mb * sa.bindparam("ram_ratio"),
+           _nodes.c.vcpus_used + sa.bindparam("want_vcpus") <= _nodes.c.vcpus * sa.bindparam("cpu_ratio"),
+           _nodes.c.disk_gb_used + sa.bindparam("want_disk_gb") <= _nodes.c.disk_gb * sa.bindparam("disk_ratio"))
+    .values(memory_mb_used=_nodes.c.memory_mb_used + sa.bindparam("want_memory_mb"),
+            vcpus_used=_nodes.c.vcpus_used + sa.bindparam("want_vcpus"),
+            disk_gb_used=_nodes.c.disk_gb_used + sa.bindparam("want_disk_gb"),
+            running_vms=_nodes.c.running_vms + 1,
+            generation=_nodes.c.generation + 1)
+)
+_GROW_NODE_RETURNING = _GROW_NODE.returning(*NODE_COLUMNS)
+_READ_NODE = node_select().where(_nodes.c.id == sa.bindparam("want_node_id"))
+
+
+def claim(db: Database, spec: RequestSpec, host: HostState, ratios: Ratios) -> Any:
+    """Claim ``spec``'s resources (and group slot) on ``host`` for ``spec.instance_id``.
+
+    Returns the host's compute-node row as it is after the claim. Raises
+    ClaimLost if the host no longer fits or the group slot was taken, and
+    InstanceStateConflict if the instance is no longer waiting for a host
+    (deleted, in error, or placed by another scheduler): nothing is changed
+    then.
+    """
+    with db.engine.connect() as conn:
+        return claim_on(conn, spec, host, ratios)
+
+
+def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ratios) -> Any:
+    """:func:`claim` on a connection the caller holds (it may have read in this transaction).
+
+    The claim joins the connection's current transaction, if any, and ends
+    it: committed on success, rolled back on any error. Holding one connection
+    for the read and the claim spares a pool checkout (and its ping) per decision.
+    """
+    grow = {"want_node_id": host.node_id, "want_memory_mb": spec.memory_mb, "want_vcpus": spec.vcpus,
+            "want_disk_gb": spec.disk_gb, "ram_ratio": float(ratios.ram), "cpu_ratio": float(ratios.cpu),
+            "disk_ratio": float(ratios.disk)}
+    try:
+        placed = conn.execute(_PLACE_INSTANCE, {"want_instance_id": spec.instance_id, "want_host": host.host})
+        if placed.rowcount != 1:
+            raise exception.InstanceStateConflict(
+                instance=spec.instance_id, attr="host/vm_state", actual="placed, deleted or not building",
+                expected=f"no host and vm_state {WAITING_VM_STATE!r}")
+        if spec.group_id is not None:
+            _claim_group_slot(conn, spec, host.host)
+        if conn.dialect.name in _RETURNING_BACKENDS:
+            row = conn.execute(_GROW_NODE_RETURNING, grow).mappings().first()
+        else:
+            row = None
+            if conn.execute(_GROW_NODE, grow).rowcount == 1:
+                row = conn.execute(_READ_NODE, {"want_node_id": host.node_id}).mappings().one()
+        if row is None:
+            raise ClaimLost(host.host, RESOURCES_LOST)
+        conn.commit()
+        return row
+    except BaseException as exc:
+        conn.rollback()
+        if isinstance(exc, sa.exc.IntegrityError):
+            raise ClaimLost(host.host, "server group slot taken") from None
+        # MariaDB may pick this transaction as a deadlock victim: a lost race like any other.
+        if isinstance(exc, sa.exc.OperationalError) and "deadlock" in str(exc.orig).lower():
+            raise ClaimLost(host.host, "deadlock victim") from None
+        raise
+
+
+def _claim_group_slot(conn: sa.Connection, spec: RequestSpec, host: str) -> None:
+    if spec.group_policy == ANTI_AFFINITY:
+        conn.execute(sa.insert(ServerGroupHost).values(
+            group_id=spec.group_id, slot=host, host=host, instance_id=spec.instance_id, members=1))
+    elif spec.group_policy == AFFINITY:
+        joined = conn.execute(
+            sa.update(ServerGroupHost)
+            .where(ServerGroupHost.group_id == spec.group_id, ServerGroupHost.slot == AFFINITY_SLOT,
+                   ServerGroupHost.host == host)
+            .values(members=ServerGroupHost.members + 1)
+            .execution_options(synchronize_session=False))
+        if joined.rowcount != 1:
+            # No pin on this host: pin it, unless another host is pinned (unique violation).
+            conn.execute(sa.insert(ServerGroupHost).values(
+                group_id=spec.group_id, slot=AFFINITY_SLOT, host=host, instance_id=None, members=1))
+
+
+def release(db: Database, instance_id: str, host: str, *, failed_build: bool = False) -> bool:
+    """Give back what ``instance_id`` claimed on ``host`` and clear its host.
+
+    With ``failed_build`` the host is added to the instance's failed hosts and
+    the host's failed-build count grows (the weigher then avoids it for a
+    while). Idempotent: returns False, changing nothing, when the instance is
+    not (or no longer) on ``host``.
+    """
+    with db.begin() as session:
+        row = session.execute(
+            sa.select(Instance.vcpus, Instance.memory_mb, Instance.disk_gb, Instance.failed_hosts)
+            .where(Instance.id == instance_id, Instance.host == host)).first()
+        if row is None:
+            return False
+        values: dict[str, Any] = {"host": None}
+        if failed_build:
+            values["failed_hosts"] = [*(row.failed_hosts or []), host]
+        cleared = session.execute(
+            sa.update(Instance)
+            .where(Instance.id == instance_id, Instance.host == host)
+            .values(**values)
+            .execution_options(synchronize_session=False))
+        if cleared.rowcount != 1:
+            return False
+        node_values: dict[str, Any] = {
+            "memory_mb_used": ComputeNode.memory_mb_used - row.memory_mb,
+            "vcpus_used": ComputeNode.vcpus_used - row.vcpus,
+            "disk_gb_used": ComputeNode.disk_gb_used - row.disk_gb,
+            "running_vms": ComputeNode.running_vms - 1,
+            "generation": ComputeNode.generation + 1,
+        }
+        if failed_build:
+            node_values["failed_builds"] = ComputeNode.failed_builds + 1
+            node_values["last_build_failure_at"] = utcnow()
+        session.execute(sa.update(ComputeNode).where(ComputeNode.host == host).values(**node_values)
+                        .execution_options(synchronize_session=False))
+        _release_group_slot(session, instance_id, host)
+        return True
+
+
+def _release_group_slot(session, instance_id: str, host: str) -> None:
+    group_id = session.execute(sa.select(Instance.server_group_id)
+                               .where(Instance.id == instance_id)).scalar_one_or_none()
+    session.execute(sa.delete(ServerGroupHost).where(ServerGroupHost.instance_id == instance_id)
+                    .execution_options(synchronize_session=False))
+    if group_id is None:
+        return
+    pin = (ServerGroupHost.group_id == group_id, ServerGroupHost.slot == AFFINITY_SLOT,
+           ServerGroupHost.host == host)
+    session.execute(sa.update(ServerGroupHost).where(*pin)
+                    .values(members=ServerGroupHost.members - 1)
+                    .execution_options(synchronize_session=False))
+    # The last member gone: unpin, so the group may start again elsewhere.
+    session.execute(sa.delete(ServerGroupHost).where(*pin, ServerGroupHost.members <= 0)
+                    .execution_options(synchronize_session=False))
+
+
+def fail_instance(db: Database, instance_id: str, error: exception.FabricError,
+                  *, details: str = "", host: str | None = None) -> bool:
+    """Put a still-unplaced building instance into error with a fault saying why.
+
+    Returns False (and writes nothing) if the instance is no longer waiting
+    for a host: deleted meanwhile, or placed by another scheduler.
+    """
+    with db.begin() as session:
+        moved = session.execute(
+            sa.update(Instance)
+            .where(Instance.id == instance_id, Instance.host.is_(None),
+                   Instance.vm_state == WAITING_VM_STATE, Instance.deleted.is_(False))
+            .values(vm_state="error", task_state=None)
+            .execution_options(synchronize_session=False))
+        if moved.rowcount != 1:
+            return False
+        session.add(InstanceFault(instance_id=instance_id, code=error.code,
+                                  message=error.message[:255], details=details or error.message,
+                                  host=host, created_at=utcnow()))
+        return True

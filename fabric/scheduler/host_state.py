@@ -1,0 +1,260 @@
+"""What the scheduler knows about each compute host, and a cache that keeps it fresh cheaply.
+
+A :class:`HostState` joins one ``compute_nodes`` row (capacity reported by the
+compute worker, usage claimed by schedulers, ``generation`` bumped by every
+claim) with its compute service (heartbeat, disabled flag, capabilities).
+
+:class:`HostStateCache` reads every host once, then only the rows changed
+since its last read (by ``updated_at``, which every claim and report bumps),
+at most every ``host_refresh_interval`` seconds, plus a full read every
+``host_full_refresh_interval``. The cache is only a hint: the claim in the
+database is authoritative, and a lost claim refreshes the host it lost on.
+(Writers stamp ``updated_at`` with their own clock: a host whose clock runs
+more than the commit margin behind is seen late, at the next full read or
+lost claim, which costs retries, never correctness.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from fabric.config import SchedulerSection
+from fabric.db import Database
+from fabric.db.models import ComputeNode, Service
+from fabric.db.types import utcnow
+
+#: The services-registry topic of compute workers; their host names match compute_nodes.host.
+COMPUTE_TOPIC = "compute"
+
+#: Rows committed up to this long after their ``updated_at`` was stamped are still
+#: caught by the next incremental read (claims are transactions of a few ms).
+_COMMIT_MARGIN = datetime.timedelta(seconds=1.0)
+
+
+@dataclasses.dataclass
+class HostState:
+    """One compute host as the filters and weighers see it.
+
+    ``*_ratio`` are the allocation ratios the scheduler applies; the ``free_*``
+    properties are what may still be claimed under them (negative when over).
+    """
+
+    host: str
+    node_id: int = 0
+    availability_zone: str = "nova"
+    hypervisor_type: str = "fake"
+    vcpus: int = 0
+    memory_mb: int = 0
+    disk_gb: int = 0
+    vcpus_used: int = 0
+    memory_mb_used: int = 0
+    disk_gb_used: int = 0
+    running_vms: int = 0
+    generation: int = 0
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    capabilities: dict[str, Any] = dataclasses.field(default_factory=dict)
+    up: bool = True
+    disabled: bool = False
+    disabled_reason: str | None = None
+    last_heartbeat: datetime.datetime | None = None
+    failed_builds: int = 0
+    last_build_failure_at: datetime.datetime | None = None
+    ram_ratio: float = 1.0
+    cpu_ratio: float = 1.0
+    disk_ratio: float = 1.0
+    #: Orders hosts of equal weight; drawn once per host and process.
+    tiebreak: float = dataclasses.field(default_factory=random.random)
+
+    #: What may still be claimed under the ratios (negative when over), kept by
+    #: :meth:`recompute`: filters and weighers read them for every host on every
+    #: decision, so they are computed once per change instead.
+    free_ram_mb: float = dataclasses.field(init=False, default=0.0)
+    free_vcpus: float = dataclasses.field(init=False, default=0.0)
+    free_disk_gb: float = dataclasses.field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.recompute()
+
+    def recompute(self) -> None:
+        """Update the ``free_*`` figures: call after changing capacity, usage or ratios."""
+        self.free_ram_mb = self.memory_mb * self.ram_ratio - self.memory_mb_used
+        self.free_vcpus = self.vcpus * self.cpu_ratio - self.vcpus_used
+        self.free_disk_gb = self.disk_gb * self.disk_ratio - self.disk_gb_used
+
+    def properties(self) -> dict[str, Any]:
+        """Everything a requirement may be matched against: stats, then capabilities, then fields."""
+        merged: dict[str, Any] = {
+            "host": self.host,
+            "hypervisor_type": self.hypervisor_type,
+            "availability_zone": self.availability_zone,
+        }
+        merged.update(self.capabilities or {})
+        merged.update(self.stats or {})
+        return merged
+
+
+NODE_COLUMNS = (
+    ComputeNode.id, ComputeNode.host, ComputeNode.availability_zone, ComputeNode.hypervisor_type,
+    ComputeNode.vcpus, ComputeNode.memory_mb, ComputeNode.disk_gb, ComputeNode.vcpus_used,
+    ComputeNode.memory_mb_used, ComputeNode.disk_gb_used, ComputeNode.running_vms,
+    ComputeNode.generation, ComputeNode.stats, ComputeNode.failed_builds,
+    ComputeNode.last_build_failure_at,
+)
+_SERVICE_COLUMNS = (
+    Service.host, Service.disabled, Service.disabled_reason, Service.last_heartbeat,
+    Service.capabilities,
+)
+
+
+def read_connection(db: Database) -> sa.Connection:
+    """A connection for reads outside any transaction.
+
+    Autocommit spares the BEGIN and ROLLBACK round trips around every read;
+    a read of committed rows is all the scheduler needs, the claim decides.
+    """
+    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+def node_select() -> sa.Select:
+    """The SELECT of the compute-node columns a HostState is built from."""
+    return sa.select(*NODE_COLUMNS)
+
+
+class HostStateCache:
+    """Host states for one scheduler process, refreshed from the database's changes.
+
+    Safe to share among green or native threads: refreshes are serialised,
+    and readers get a list they may iterate while the cache is updated.
+    """
+
+    def __init__(self, db: Database, scheduler: SchedulerSection, service_down_time: float,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.scheduler = scheduler
+        self.service_down_time = datetime.timedelta(seconds=service_down_time)
+        self.clock = clock
+        self._hosts: dict[str, HostState] = {}
+        self._list: list[HostState] = []
+        self._by_id: dict[int, HostState] = {}
+        self._services: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._last_refresh = -float("inf")
+        self._last_full = -float("inf")
+        self._nodes_since: datetime.datetime | None = None
+        self._services_since: datetime.datetime | None = None
+        #: Rows read by refreshes so far (a measure of what the cache saves).
+        self.rows_read = 0
+
+    # --- reading -----------------------------------------------------------
+
+    def hosts(self) -> list[HostState]:
+        """Every known host, refreshed first if a refresh is due.
+
+        ``up`` is recomputed with each refresh (liveness moves in seconds,
+        decisions in milliseconds). The list is shared: do not change it.
+        """
+        now = self.clock()
+        if now - self._last_full >= self.scheduler.host_full_refresh_interval:
+            self.refresh(full=True)
+        elif now - self._last_refresh >= self.scheduler.host_refresh_interval:
+            self.refresh()
+        return self._list
+
+    def get(self, host: str) -> HostState | None:
+        return self._hosts.get(host)
+
+    # --- refreshing --------------------------------------------------------
+
+    def refresh(self, *, full: bool = False) -> None:
+        """Read changed rows (or all rows when ``full``) into the cache."""
+        with self._lock:
+            started = utcnow()
+            full = full or self._nodes_since is None
+            nodes = node_select()
+            services = sa.select(*_SERVICE_COLUMNS).where(Service.topic == COMPUTE_TOPIC)
+            if not full:
+                nodes = nodes.where(ComputeNode.updated_at >= self._nodes_since)
+                services = services.where(sa.or_(Service.updated_at >= self._services_since,
+                                                 Service.created_at >= self._services_since))
+            with read_connection(self.db) as conn:
+                service_rows = conn.execute(services).mappings().all()
+                node_rows = conn.execute(nodes).mappings().all()
+            self.rows_read += len(service_rows) + len(node_rows)
+            if full:
+                self._services = {}
+            for row in service_rows:
+                self._services[row["host"]] = dict(row)
+            if full:
+                self._hosts, self._by_id = {}, {}
+                for row in node_rows:
+                    self._apply_node(row, force=True)
+            else:
+                for row in node_rows:
+                    self._apply_node(row)
+                # A service that changed (heartbeat, disabled) changes its host's state.
+                for row in service_rows:
+                    state = self._hosts.get(row["host"])
+                    if state is not None:
+                        self._apply_service(state)
+            horizon = utcnow() - self.service_down_time
+            for state in self._hosts.values():
+                state.up = state.last_heartbeat is not None and state.last_heartbeat >= horizon
+            self._list = list(self._hosts.values())
+            # Rows stamped shortly before this read may commit after it: read them again next time.
+            self._nodes_since = self._services_since = started - _COMMIT_MARGIN
+            self._last_refresh = self.clock()
+            if full:
+                self._last_full = self._last_refresh
+
+    def apply_rows(self, rows: Iterable[Any]) -> None:
+        """Take compute-node rows read elsewhere (after a claim) into the cache."""
+        with self._lock:
+            for row in rows:
+                self._apply_node(row)
+
+    def refresh_host(self, host: str) -> HostState | None:
+        """Read one host's node row now (after losing a claim on it)."""
+        with read_connection(self.db) as conn:
+            row = conn.execute(node_select().where(ComputeNode.host == host)).mappings().first()
+        if row is None:
+            return None
+        self.apply_rows([row])
+        return self._hosts.get(host)
+
+    def _apply_node(self, row: Any, *, force: bool = False) -> None:
+        state = self._hosts.get(row["host"])
+        if state is not None and not force and row["generation"] < state.generation:
+            return  # an older read than what we hold (our own claim was newer)
+        if state is None:
+            state = HostState(host=row["host"], ram_ratio=self.scheduler.ram_allocation_ratio,
+                              cpu_ratio=self.scheduler.cpu_allocation_ratio,
+                              disk_ratio=self.scheduler.disk_allocation_ratio)
+            self._hosts[state.host] = state
+        state.node_id = row["id"]
+        self._by_id[state.node_id] = state
+        for name in ("availability_zone", "hypervisor_type", "vcpus", "memory_mb", "disk_gb",
+                     "vcpus_used", "memory_mb_used", "disk_gb_used", "running_vms", "generation",
+                     "failed_builds", "last_build_failure_at"):
+            setattr(state, name, row[name])
+        state.stats = row["stats"] or {}
+        state.recompute()
+        self._apply_service(state)
+
+    def _apply_service(self, state: HostState) -> None:
+        service = self._services.get(state.host)
+        if service is None:
+            state.last_heartbeat, state.disabled, state.capabilities = None, False, {}
+            state.disabled_reason = "no compute service registered"
+            return
+        state.last_heartbeat = service["last_heartbeat"]
+        state.disabled = bool(service["disabled"])
+        state.disabled_reason = service["disabled_reason"]
+        state.capabilities = service["capabilities"] or {}

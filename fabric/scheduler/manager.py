@@ -1,0 +1,212 @@
+"""The scheduler worker's RPC endpoint: place instances, reschedule failed builds.
+
+``schedule_and_build`` (a cast) places one instance and casts the chosen
+compute host's ``build_instance``; a compute worker whose build failed casts
+it again with ``failed_host``, which gives the host's claim back, records
+the failure and tries another host, up to ``[scheduler] max_attempts``.
+Every outcome is on the instance row: a host, or ``error`` with a fault.
+Handlers are idempotent: a redelivered message for an instance that already
+has a host (or is no longer building) changes nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from fabric import exception
+from fabric.config import Settings
+from fabric.context import RequestContext
+from fabric.db import Database
+from fabric.manager import Manager
+from fabric.scheduler import claims
+from fabric.scheduler.request import RequestSpec, load_instance_request
+from fabric.scheduler.scheduler import Scheduler
+
+LOG = logging.getLogger(__name__)
+
+#: The task state of an instance waiting for (or placed by) the scheduler, before its
+#: compute host takes it up.
+SCHEDULING = "scheduling"
+#: Decision latencies kept for ``decision_stats`` (the most recent ones).
+_LATENCIES_KEPT = 100_000
+
+
+class ComputeBuildClient(Protocol):
+    """How the scheduler asks a compute host to build a placed instance."""
+
+    def build_instance(self, ctx: RequestContext, host: str, instance_id: str) -> None:
+        """Ask ``host`` to build ``instance_id``; raises MessagingError (e.g. Unroutable) if it cannot be asked."""
+
+
+class RpcComputeClient:
+    """``build_instance`` cast to ``compute.<host>`` over the RPC transport."""
+
+    def __init__(self, transport: Any) -> None:
+        from fabric import rpc  # the RPC layer is only needed once a real compute is called
+
+        self._client = rpc.RPCClient(transport, rpc.Target(topic="compute"))
+
+    def build_instance(self, ctx: RequestContext, host: str, instance_id: str) -> None:
+        self._client.prepare(server=host).cast(ctx, "build_instance", instance_id=instance_id)
+
+
+def default_compute_client(transport: Any) -> ComputeBuildClient:
+    """The compute service's own rpcapi when it offers ``build_instance(ctx, host, instance_id)``."""
+    try:
+        from fabric.compute import rpcapi as compute_rpcapi
+    except ImportError:
+        return RpcComputeClient(transport)
+    api_class = getattr(compute_rpcapi, "ComputeAPI", None)
+    if api_class is not None and hasattr(api_class, "build_instance"):
+        return api_class(transport)
+    return RpcComputeClient(transport)
+
+
+class SchedulerManager(Manager):
+    """Server side of :mod:`fabric.scheduler.rpcapi`; same method names."""
+
+    topic = "scheduler"
+
+    def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
+                 transport: Any = None, *, compute: ComputeBuildClient | None = None) -> None:
+        super().__init__(settings, host=host, db=db, transport=transport)
+        if db is None:
+            self.db = Database(settings.database_url, pool_size=settings.database.pool_size,
+                               connect_timeout=settings.database.connect_timeout)
+        self.scheduler = Scheduler(settings, self.db)
+        self._compute = compute
+        # Decisions are database-bound: a few at a time keep the pool (and the
+        # database's connection limit) safe however many messages are in flight.
+        self._decision_slots = threading.BoundedSemaphore(settings.scheduler.max_concurrent_decisions)
+        self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES_KEPT)
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    @property
+    def compute(self) -> ComputeBuildClient:
+        if self._compute is None:
+            self._compute = default_compute_client(self.transport)
+        return self._compute
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"filters": [f.name for f in self.scheduler.filters],
+                "weighers": [w.name for w in self.scheduler.weighers]}
+
+    # --- handlers -------------------------------------------------------------
+
+    def schedule_and_build(self, ctx: RequestContext, instance_id: str,
+                           failed_host: str | None = None, reason: str | None = None) -> None:
+        """Place ``instance_id`` and ask its host to build it.
+
+        With ``failed_host`` the build failed there (``reason`` says why): the
+        claim on that host is given back and another host is tried, unless
+        ``max_attempts`` hosts were tried already, in which case the instance
+        goes to error with a fault naming them. No valid host: error with a
+        fault saying how many hosts each filter removed.
+
+        A repeated request for an instance placed but not yet taken up by its
+        compute host (a worker died between its claim and its cast) asks that
+        host again; any other repeat changes nothing.
+        """
+        while True:
+            if failed_host is not None:
+                claims.release(self.db, instance_id, failed_host, failed_build=True)
+                LOG.info("instance %s: build failed on %s (%s); rescheduling", instance_id, failed_host, reason)
+            host = self._decide(instance_id, reason=reason)
+            if host is None:
+                return
+            try:
+                self.compute.build_instance(ctx, host, instance_id)
+                return
+            except exception.MessagingError as exc:
+                # Nobody consumes compute.<host> (or the broker refused): a failed build like any other.
+                failed_host, reason = host, f"could not reach compute on {host}: {exc.message}"
+
+    def select_destinations(self, ctx: RequestContext, request_spec: dict[str, Any],
+                            limit: int | None = None) -> list[dict[str, Any]]:
+        """The hosts that fit ``request_spec`` (a RequestSpec as a dict), best first; claims nothing.
+
+        Raises Invalid for a malformed spec and NoValidHost (with per-filter
+        counts) when nothing fits.
+        """
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise exception.Invalid(reason=f"limit {limit!r}: expected a whole number >= 1 or none")
+        spec = RequestSpec.from_dict(request_spec)
+        return [{"host": host, "weight": weight} for weight, host in self.scheduler.select(spec, limit=limit)]
+
+    def decision_stats(self, ctx: RequestContext, reset: bool = False) -> dict[str, Any]:
+        """This worker's decision latencies (ms), outcome counts, lost claims and cache reads."""
+        stats = {"host": self.host, "latencies_ms": list(self.latencies_ms),
+                 "outcomes": dict(self.outcomes), "claims_lost": self.scheduler.claims_lost,
+                 "rows_read": self.scheduler.cache.rows_read}
+        if reset:
+            self.latencies_ms.clear()
+            self.outcomes.clear()
+        return stats
+
+    # --- the decision -----------------------------------------------------------
+
+    def _decide(self, instance_id: str, *, reason: str | None) -> str | None:
+        """Claim a host for the instance, or put it in error; None when there is nothing to build."""
+        with self._decision_slots:
+            return self._decide_now(instance_id, reason=reason)
+
+    def _decide_now(self, instance_id: str, *, reason: str | None) -> str | None:
+        # The latency recorded is the decision's own: from its turn to its outcome.
+        started = time.perf_counter()
+        # One connection for the read and the claim: one pool checkout per decision.
+        with self.db.engine.connect() as conn:
+            try:
+                request = load_instance_request(conn, instance_id)
+            except exception.NotFound:
+                LOG.info("instance %s is gone; nothing to schedule", instance_id)
+                self.outcomes["gone"] += 1
+                return None
+            if (request.host is not None and not request.deleted and request.task_state == SCHEDULING
+                    and request.vm_state == claims.WAITING_VM_STATE):
+                LOG.info("instance %s already holds a claim on %s; asking that host to build it again",
+                         instance_id, request.host)
+                self.outcomes["build_resent"] += 1
+                return request.host
+            if request.deleted or request.vm_state != claims.WAITING_VM_STATE or request.host is not None:
+                LOG.info("instance %s needs no host (vm_state %s, host %s); ignoring a repeated request",
+                         instance_id, request.vm_state, request.host)
+                self.outcomes["not_waiting"] += 1
+                return None
+            spec = request.spec
+            max_attempts = self.settings.scheduler.max_attempts
+            if spec.attempts >= max_attempts:
+                error: exception.FabricError = exception.BuildAttemptsExhausted(
+                    instance=instance_id, attempts=len(request.failed_hosts),
+                    hosts=", ".join(request.failed_hosts) or "none", max_attempts=max_attempts,
+                    reason=reason or "unknown")
+            else:
+                try:
+                    host = self.scheduler.place(spec, conn)
+                except exception.NoValidHost as no_host:
+                    error = no_host
+                    if request.failed_hosts:
+                        error = exception.NoValidHost(
+                            reason=f"{no_host.fields.get('reason')}; builds failed before on "
+                                   f"{', '.join(request.failed_hosts)}: {reason or 'unknown'}")
+                except exception.InstanceStateConflict:
+                    self.outcomes["not_waiting"] += 1
+                    return None
+                else:
+                    self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+                    self.outcomes["placed"] += 1
+                    LOG.info("instance %s placed on %s (attempt %d)", instance_id, host, spec.attempts + 1)
+                    return host
+        self._fail(instance_id, error, started)
+        return None
+
+    def _fail(self, instance_id: str, error: exception.FabricError, started: float) -> None:
+        if claims.fail_instance(self.db, instance_id, error):
+            LOG.warning("instance %s: %s", instance_id, error.message)
+            self.outcomes["error"] += 1
+        else:
+            self.outcomes["not_waiting"] += 1
+        self.latencies_ms.append((time.perf_counter() - started) * 1000.0)

@@ -1,0 +1,99 @@
+"""One placement decision: filter, weigh, then claim the best host that still fits.
+
+The host list comes from the process's :class:`HostStateCache`; the claim
+in the database decides. A claim lost to another scheduler refreshes that
+host and moves on to the next candidate; a lost group slot re-reads the
+group and filters again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import sqlalchemy as sa
+
+from fabric import exception
+from fabric.config import Settings
+from fabric.db import Database
+from fabric.scheduler import claims
+from fabric.scheduler.filters import describe_removals, load_filters, run_filters
+from fabric.scheduler.host_state import HostStateCache, read_connection
+from fabric.scheduler.request import RequestSpec, load_group_hosts
+from fabric.scheduler.weighers import load_weighers, weigh_hosts
+
+LOG = logging.getLogger(__name__)
+
+#: Candidates tried per round before the host list is filtered again.
+CLAIM_TRIES_PER_ROUND = 8
+#: Rounds of filter-weigh-claim before giving up on a request that keeps losing races.
+MAX_ROUNDS = 6
+
+
+class Scheduler:
+    """Filters, weighers and the host cache of one scheduler process."""
+
+    def __init__(self, settings: Settings, db: Database, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.filters = load_filters(settings.scheduler.filters)
+        self.weighers = load_weighers(settings.scheduler)
+        self.cache = HostStateCache(db, settings.scheduler, settings.service.service_down_time)
+        self.ratios = claims.Ratios(ram=settings.scheduler.ram_allocation_ratio,
+                                    cpu=settings.scheduler.cpu_allocation_ratio,
+                                    disk=settings.scheduler.disk_allocation_ratio)
+        self.rng = rng
+        #: Claims lost to other schedulers since start (a measure of contention).
+        self.claims_lost = 0
+
+    def select(self, spec: RequestSpec, *, limit: int | None = None) -> list[tuple[float, str]]:
+        """The hosts that fit ``spec``, best first, with their weights; nothing is claimed.
+
+        Raises NoValidHost saying how many hosts each filter removed.
+        """
+        hosts = self.cache.hosts()
+        passed, removed = run_filters(self.filters, hosts, spec)
+        if not passed:
+            raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
+        ranked = weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=limit)
+        return [(weight, host.host) for weight, host in ranked]
+
+    def place(self, spec: RequestSpec, conn: sa.Connection | None = None) -> str:
+        """Claim a host for ``spec.instance_id`` and return its name.
+
+        ``conn``: a connection to claim on (its open transaction, if any, is
+        ended by the claim); one is checked out when not given. Raises
+        NoValidHost (with per-filter removal counts) when no host fits, and
+        InstanceStateConflict when the instance stopped waiting for a host.
+        """
+        if conn is None:
+            with self.db.engine.connect() as own:
+                return self.place(spec, own)
+        lost_everywhere = 0
+        for round_number in range(MAX_ROUNDS):
+            hosts = self.cache.hosts()
+            passed, removed = run_filters(self.filters, hosts, spec)
+            if not passed:
+                raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
+            ranked = weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=CLAIM_TRIES_PER_ROUND)
+            group_changed = False
+            for _weight, host in ranked:
+                try:
+                    row = claims.claim_on(conn, spec, host, self.ratios)
+                except claims.ClaimLost as lost:
+                    self.claims_lost += 1
+                    LOG.debug("instance %s: %s (round %d)", spec.instance_id, lost, round_number)
+                    if spec.group_id is not None and lost.what != claims.RESOURCES_LOST:
+                        with read_connection(self.db) as reader:
+                            spec.group_hosts = load_group_hosts(reader, spec.group_id, spec.group_policy)
+                        group_changed = True
+                        break
+                    self.cache.refresh_host(host.host)
+                    continue
+                self.cache.apply_rows([row])
+                return host.host
+            if not group_changed:
+                lost_everywhere += 1
+        raise exception.NoValidHost(
+            reason=f"every fitting host was claimed by other schedulers first "
+                   f"({MAX_ROUNDS} rounds, {lost_everywhere} lost on resources)")

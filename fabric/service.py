@@ -1,0 +1,269 @@
+"""A worker service: one manager served on its queues, registered and heartbeating.
+
+A :class:`Service` binds a manager to an :class:`~fabric.rpc.RPCServer`
+consuming the topic's three queues (``<topic>``, ``<topic>.<host>`` and the
+fanout queue), registers itself in the services registry
+(:mod:`fabric.servicegroup`) with its host, address, version and
+capabilities, heartbeats every ``service.report_interval`` seconds, and runs
+the manager's periodic tasks. :meth:`Service.stop` stops consuming;
+:meth:`Service.wait` lets in-flight handlers finish (bounded) and releases
+what the service opened. :func:`serve` runs services until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import eventlet
+import eventlet.event
+import eventlet.hubs
+
+import fabric
+from fabric import config, rpc, servicegroup
+from fabric.context import RequestContext
+from fabric.db import Database
+from fabric.periodic import PeriodicRunner
+
+LOG = logging.getLogger(__name__)
+
+
+def host_address(host: str) -> str:
+    """The address ``host`` resolves to, or ``""`` when it does not resolve."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return ""
+
+
+class Service:
+    """One worker: a manager, its RPC server, its heartbeat and its periodic tasks.
+
+    ``transport`` and ``db`` are shared when given (``fabric-all`` runs every
+    worker on one of each) and otherwise created from ``settings`` and
+    released by :meth:`wait`.
+    """
+
+    def __init__(self, settings: config.Settings, binary: str, topic: str, manager: Any,
+                 host: str | None = None, transport: Any = None, db: Database | None = None,
+                 *, address: str | None = None) -> None:
+        self.settings = settings
+        self.binary = binary
+        self.topic = topic
+        self.manager = manager
+        self.host = host or settings.default.host
+        if address is None:
+            address = settings.service.advertise_address or host_address(self.host)
+        self.address = address
+        self.transport = transport
+        self._owns_transport = transport is None
+        self.db = db
+        self._owns_db = db is None
+        self.server: Any = None
+        self.periodic = PeriodicRunner(manager)
+        self._stopping = eventlet.event.Event()
+        self._heartbeat_thread: eventlet.greenthread.GreenThread | None = None
+        self._started = False
+        self._released = False
+        self._reported_capabilities: dict[str, Any] = {}
+        if not callable(getattr(manager, "describe", None)):
+            # Every worker answers describe, even one whose manager predates the base class.
+            manager.describe = self.describe
+        manager.service = self
+
+    def __repr__(self) -> str:
+        return f"<Service {self.binary} topic={self.topic} host={self.host}>"
+
+    # --- what the registry records ------------------------------------------
+
+    def capabilities(self) -> dict[str, Any]:
+        """The manager's capabilities (``{}`` when it declares none)."""
+        method = getattr(self.manager, "capabilities", None)
+        return dict(method()) if callable(method) else {}
+
+    def describe(self, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """Binary, topic, host, address, version and capabilities of this worker."""
+        return {"binary": self.binary, "topic": self.topic, "host": self.host,
+                "address": self.address, "version": fabric.__version__,
+                "capabilities": self.capabilities()}
+
+    # --- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Register, start consuming, heartbeating and running periodic tasks.
+
+        Raises what the database or the transport raise when unreachable
+        (e.g. DatabaseUnavailable); nothing is left consuming in that case.
+        """
+        if self._started:
+            return
+        if self.db is None:
+            self.db = Database(self.settings.database_url, pool_size=self.settings.database.pool_size,
+                               connect_timeout=self.settings.database.connect_timeout)
+        if self.transport is None:
+            self.transport = rpc.get_transport(self.settings.rpc)
+        init_host = getattr(self.manager, "init_host", None)
+        if callable(init_host):
+            init_host()
+        self._reported_capabilities = self.capabilities()
+        servicegroup.register(self.db, host=self.host, binary=self.binary, topic=self.topic,
+                              version=fabric.__version__, address=self.address,
+                              capabilities=self._reported_capabilities)
+        self.server = rpc.RPCServer(self.transport, topic=self.topic, host=self.host,
+                                    endpoint=self.manager)
+        self.server.start()
+        self._started = True
+        self._heartbeat_thread = eventlet.spawn(self._heartbeat_loop)
+        self.periodic.start()
+        LOG.info("Started %s on host %s: consuming %s, %s.%s and %s_fanout; %d periodic task(s)",
+                 self.binary, self.host, self.topic, self.topic, self.host, self.topic,
+                 len(self.periodic.tasks))
+
+    def stop(self) -> None:
+        """Stop consuming and stop heartbeats and periodic runs (in-flight work goes on)."""
+        if not self._started or self._stopping.ready():
+            return
+        self._stopping.send(True)
+        self.server.stop()
+        self.periodic.request_stop()
+        LOG.info("%s on host %s stopped consuming; in-flight work goes on", self.binary, self.host)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for in-flight work, then release resources.
+
+        Returns False when in-flight handlers were still running at the
+        deadline (their messages are not acknowledged and will be redelivered).
+        """
+        if not self._started:
+            self._release()
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        finished = self.server.wait(remaining()) is not False
+        self.periodic.stop(remaining())
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.wait()
+            self._heartbeat_thread = None
+        if not finished:
+            LOG.warning("%s on host %s: in-flight work did not finish within %.3gs; "
+                        "its messages will be redelivered", self.binary, self.host, timeout)
+        cleanup_host = getattr(self.manager, "cleanup_host", None)
+        if callable(cleanup_host):
+            try:
+                cleanup_host()
+            except Exception:
+                LOG.exception("%s: cleanup_host failed", self.binary)
+        self._release()
+        LOG.info("Stopped %s on host %s", self.binary, self.host)
+        return finished
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._owns_transport and self.transport is not None:
+            self.transport.cleanup()
+        if self._owns_db and self.db is not None:
+            self.db.dispose()
+
+    # --- heartbeat ------------------------------------------------------------
+
+    def report_state(self) -> None:
+        """One heartbeat into the registry, with the capabilities if they changed.
+
+        Re-creates the row if an operator deleted it.
+        """
+        capabilities = self.capabilities()
+        changed = capabilities if capabilities != self._reported_capabilities else None
+        servicegroup.heartbeat(self.db, host=self.host, binary=self.binary, topic=self.topic,
+                               capabilities=changed)
+        self._reported_capabilities = capabilities
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.service.report_interval
+        while self._stopping.wait(interval) is not True:
+            try:
+                self.report_state()
+            except Exception:
+                # A database hiccup must not end the heartbeat: the service
+                # shows as down only if it persists past service_down_time.
+                LOG.exception("%s on host %s could not heartbeat; retrying in %gs",
+                              self.binary, self.host, interval)
+
+
+class SignalCatcher:
+    """Catches some signals from construction on; :meth:`wait` blocks a green thread for one.
+
+    The signal's C-level handler writes its number to a pipe the hub watches
+    (``signal.set_wakeup_fd``), so the hub wakes at once; a Python handler
+    alone would only run when the hub next woke for a timer. A signal that
+    arrives before :meth:`wait` is kept, not lost. Use in the main thread,
+    as a context manager (restores the previous handlers on exit).
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
+        self.signals = signals
+        self._read_end, self._write_end = os.pipe()
+        os.set_blocking(self._read_end, False)
+        os.set_blocking(self._write_end, False)
+        self._previous_fd = signal.set_wakeup_fd(self._write_end)
+        self._previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in signals}
+
+    def wait(self) -> int:
+        """The number of the first of ``signals`` to arrive."""
+        while True:
+            eventlet.hubs.trampoline(self._read_end, read=True)
+            try:
+                received = os.read(self._read_end, 64)
+            except BlockingIOError:
+                continue
+            for signum in received:
+                if signum in self.signals:
+                    return signum
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self._read_end)
+        os.close(self._write_end)
+
+    def __enter__(self) -> SignalCatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def serve(services: list[Service], settings: config.Settings) -> int:
+    """Run services until SIGTERM or SIGINT, then stop them gracefully; returns 0.
+
+    On the signal every service stops consuming at once, then in-flight work
+    gets ``service.graceful_shutdown_timeout`` seconds in total to finish. A
+    signal during start-up is not lost: the services stop once started.
+    Must run in the main thread (signals are delivered there).
+    """
+    started: list[Service] = []
+    with SignalCatcher((signal.SIGTERM, signal.SIGINT)) as catcher:
+        try:
+            for service in services:
+                service.start()
+                started.append(service)
+            signum = catcher.wait()
+            LOG.info("Received %s: stopping %d service(s); in-flight work has %gs to finish",
+                     signal.Signals(signum).name, len(started),
+                     settings.service.graceful_shutdown_timeout)
+        finally:
+            for service in started:
+                service.stop()
+            deadline = time.monotonic() + settings.service.graceful_shutdown_timeout
+            for service in started:
+                service.wait(max(0.0, deadline - time.monotonic()))
+    return 0

@@ -1,0 +1,1 @@
+"""The libvirt virt driver (QEMU/KVM guests; libvirt's test driver in tests)."""

@@ -1,0 +1,404 @@
+"""The libvirt driver: real guests through libvirt (qemu:///system, qemu:///embed, test:///).
+
+Guests are domains named ``fabric-<uuid>``; their files (qcow2 overlay,
+console log) live in ``<instances_path>/<uuid>/``. Every libvirt call goes
+through :class:`~fabric.virt.libvirt.host.Host` (off the hub, reconnecting).
+Waiting for a guest to stop polls its state with a deadline; nothing else
+sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+from fabric.exception import (
+    GuestExists,
+    GuestNotFound,
+    GuestStateInvalid,
+    HypervisorError,
+    HypervisorUnavailable,
+    Invalid,
+)
+from fabric.virt.driver import (
+    ComputeDriver,
+    GuestInfo,
+    GuestSpec,
+    HostResources,
+    NetworkInterface,
+    PowerState,
+)
+from fabric.virt.libvirt import config
+from fabric.virt.libvirt.host import Host, detect_virt_type
+from fabric.virt.libvirt.images import ImageCache
+
+LOG = logging.getLogger(__name__)
+
+_POWER_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,  # still shutting down: running until it is off
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+}
+_POLL_INTERVAL = 0.1
+
+#: qemu.conf for an embedded driver: no virtlogd or libvirtd to lean on, no
+#: security labels or cgroups to manage (the caller's process owns everything).
+EMBED_QEMU_CONF = """# written by fabric for qemu:///embed
+user = "root"
+group = "root"
+security_driver = "none"
+stdio_handler = "file"
+cgroup_controllers = [ ]
+"""
+
+
+def prepare_embedded_root(uri: str) -> None:
+    """For ``qemu:///embed?root=DIR``: create DIR and its etc/qemu.conf unless present."""
+    parsed = urllib.parse.urlsplit(uri)
+    if not (parsed.scheme == "qemu" and parsed.path == "/embed"):
+        return
+    root = urllib.parse.parse_qs(parsed.query).get("root", [""])[0]
+    if not root.startswith("/"):
+        raise Invalid(reason=f"libvirt_uri {uri!r}: qemu:///embed needs root=<absolute directory>")
+    conf = Path(root) / "etc" / "qemu.conf"
+    if not conf.exists():
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(EMBED_QEMU_CONF)
+
+
+def _power_state(dom: libvirt.virDomain) -> PowerState:
+    state = _POWER_STATES.get(dom.state()[0], PowerState.NOSTATE)
+    if state == PowerState.SHUTDOWN and dom.hasManagedSaveImage(0):
+        return PowerState.SUSPENDED
+    return state
+
+
+def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+class LibvirtDriver(ComputeDriver):
+    """Guests on one libvirt connection. Settings: compute.libvirt_uri, virt_type, instances_path."""
+
+    def __init__(self, settings) -> None:
+        compute = settings.compute
+        self.uri = compute.libvirt_uri
+        self.hostname = settings.default.host
+        self.instances_path = Path(compute.instances_path or Path(settings.default.data_dir) / "instances")
+        self.shutdown_timeout = compute.guest_shutdown_timeout
+        if self.uri.startswith("test:"):
+            self.domain_type = "test"
+        else:
+            self.domain_type = detect_virt_type(compute.virt_type)
+        self.hypervisor_type = self.domain_type
+        self.host = Host(self.uri)
+        self.images = ImageCache(self.instances_path, self.hostname)
+
+    # --- plumbing ------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        self.hostname = host
+        self.images.host = host
+        self.instances_path.mkdir(parents=True, exist_ok=True)
+        prepare_embedded_root(self.uri)
+        self.host.connection()
+        LOG.info("libvirt driver on %s: %s guests (%s), %d found", host, self.domain_type, self.uri,
+                 len(self.list_instances()))
+
+    def cleanup_host(self) -> None:
+        self.host.close()
+
+    def _error(self, action: str, uuid: str, exc: Exception) -> HypervisorError:
+        reason = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else str(exc)
+        return HypervisorError(host=self.hostname, action=action, instance=uuid, reason=reason)
+
+    def _on_domain(self, uuid: str, action: str, fn):
+        """Run ``fn(dom)`` off the hub; GuestNotFound if absent, HypervisorError on libvirt failure."""
+        def work(conn):
+            dom = _lookup(conn, uuid)
+            if dom is None:
+                return GuestNotFound(instance=uuid, host=self.hostname)
+            return fn(dom)
+
+        try:
+            result = self.host.call(work)
+        except libvirt.libvirtError as exc:
+            raise self._error(action, uuid, exc) from exc
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _instance_dir(self, uuid: str) -> Path:
+        return self.instances_path / uuid
+
+    def _wait_for_shutoff(self, uuid: str, timeout: float) -> bool:
+        """Poll until the guest is off (or gone); False when ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                state = self._on_domain(uuid, "wait for", lambda d: d.state()[0])
+            except GuestNotFound:
+                return True
+            if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_INTERVAL)
+
+    def _require(self, uuid: str, action: str, *accepted: PowerState) -> PowerState:
+        state = self._on_domain(uuid, action, _power_state)
+        if state not in accepted:
+            raise GuestStateInvalid(action=action, instance=uuid, state=state.name.lower(),
+                                    accepted=" or ".join(s.name.lower() for s in accepted))
+        return state
+
+    # --- lifecycle -----------------------------------------------------
+
+    def spawn(self, spec: GuestSpec) -> None:
+        spec.validate()
+        if self.instance_exists(spec.uuid):
+            raise GuestExists(instance=spec.uuid, host=self.hostname)
+        inst_dir = self._instance_dir(spec.uuid)
+        try:
+            inst_dir.mkdir(parents=True, exist_ok=True)
+            disk = None
+            if spec.image.disk_path:
+                disk = self.images.create_overlay(spec.image.disk_path, spec.image.disk_format,
+                                                  inst_dir / "disk", spec.disk_gb, spec.uuid)
+            xml = config.guest_xml(spec, self.domain_type, str(inst_dir / "console.log"),
+                                   str(disk) if disk else None, "qcow2")
+
+            def define_and_start(conn):
+                dom = conn.defineXML(xml)
+                try:
+                    dom.create()
+                except libvirt.libvirtError:
+                    dom.undefineFlags(0)
+                    raise
+
+            self.host.call(define_and_start)
+        except libvirt.libvirtError as exc:
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise self._error("spawn", spec.uuid, exc) from exc
+        except BaseException:
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+        LOG.info("spawned guest %s", spec.uuid)
+
+    def destroy(self, uuid: str, graceful_timeout: float = 0) -> None:
+        if graceful_timeout > 0:
+            try:
+                if self._on_domain(uuid, "shut down", lambda d: d.isActive()):
+                    self._on_domain(uuid, "shut down", lambda d: d.shutdown())
+                    self._wait_for_shutoff(uuid, graceful_timeout)
+            except (GuestNotFound, HypervisorError):
+                pass  # the forced path below decides
+
+        def remove(conn):
+            dom = _lookup(conn, uuid)
+            if dom is None:
+                return
+            if dom.isActive():
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # already off
+                        raise
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+
+        try:
+            self.host.call(remove)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise self._error("destroy", uuid, exc) from exc
+        shutil.rmtree(self._instance_dir(uuid), ignore_errors=True)
+        LOG.info("destroyed guest %s", uuid)
+
+    def reboot(self, uuid: str, hard: bool = False, timeout: float = 30) -> None:
+        state = self._require(uuid, "reboot", PowerState.RUNNING, PowerState.SHUTDOWN, PowerState.CRASHED)
+        if state == PowerState.RUNNING:
+            stopped = False
+            if not hard:
+                # ACPI shutdown then start: a guest whose acpid powers off on the
+                # button still comes back, unlike virDomainReboot.
+                self._on_domain(uuid, "reboot", lambda d: d.shutdown())
+                stopped = self._wait_for_shutoff(uuid, timeout)
+            if not stopped:
+                self._force_off(uuid, "reboot")
+        self._on_domain(uuid, "reboot", lambda d: d.create())
+
+    def _force_off(self, uuid: str, action: str) -> None:
+        def off(dom):
+            if dom.isActive():
+                dom.destroy()
+        self._on_domain(uuid, action, off)
+
+    def power_off(self, uuid: str, timeout: float = 0) -> None:
+        state = self._require(uuid, "power off", PowerState.RUNNING, PowerState.PAUSED,
+                              PowerState.CRASHED, PowerState.SHUTDOWN, PowerState.NOSTATE)
+        if state == PowerState.SHUTDOWN:
+            return
+        if timeout > 0 and state == PowerState.RUNNING:
+            self._on_domain(uuid, "power off", lambda d: d.shutdown())
+            if self._wait_for_shutoff(uuid, timeout):
+                return
+        self._force_off(uuid, "power off")
+
+    def power_on(self, uuid: str) -> None:
+        state = self._require(uuid, "power on", PowerState.SHUTDOWN, PowerState.CRASHED, PowerState.RUNNING)
+        if state != PowerState.RUNNING:
+            self._on_domain(uuid, "power on", lambda d: d.create())
+
+    def pause(self, uuid: str) -> None:
+        self._require(uuid, "pause", PowerState.RUNNING)
+        self._on_domain(uuid, "pause", lambda d: d.suspend())
+
+    def unpause(self, uuid: str) -> None:
+        self._require(uuid, "unpause", PowerState.PAUSED)
+        self._on_domain(uuid, "unpause", lambda d: d.resume())
+
+    def suspend(self, uuid: str) -> None:
+        self._require(uuid, "suspend", PowerState.RUNNING)
+        self._on_domain(uuid, "suspend", lambda d: d.managedSave(0))
+
+    def resume(self, uuid: str) -> None:
+        self._require(uuid, "resume", PowerState.SUSPENDED)
+        self._on_domain(uuid, "resume", lambda d: d.create())
+
+    # --- inspection ----------------------------------------------------
+
+    def get_info(self, uuid: str) -> GuestInfo:
+        def info(dom):
+            state, max_kib, _mem, vcpus, cpu_time = dom.info()
+            return GuestInfo(uuid, _power_state(dom), vcpus, max_kib // 1024, cpu_time or None)
+        return self._on_domain(uuid, "inspect", info)
+
+    def _our_domains(self, conn) -> list[libvirt.virDomain]:
+        return [d for d in conn.listAllDomains(0) if d.name().startswith(config.NAME_PREFIX)]
+
+    def list_instances(self) -> list[str]:
+        try:
+            return self.host.call(lambda conn: [d.UUIDString() for d in self._our_domains(conn)])
+        except libvirt.libvirtError as exc:
+            raise HypervisorUnavailable(uri=self.uri, reason=exc.get_error_message()) from exc
+
+    def instance_exists(self, uuid: str) -> bool:
+        def exists(conn):
+            dom = _lookup(conn, uuid)
+            return dom is not None and dom.name().startswith(config.NAME_PREFIX)
+        return self.host.call(exists)
+
+    def get_power_states(self) -> dict[str, PowerState]:
+        def sweep(conn):
+            states = {}
+            for dom in self._our_domains(conn):
+                try:
+                    states[dom.UUIDString()] = _power_state(dom)
+                except libvirt.libvirtError:
+                    continue  # vanished between list and state: the next sweep sees it gone
+            return states
+        return self.host.call(sweep)
+
+    def get_console_output(self, uuid: str, max_bytes: int = 65536) -> str:
+        self._on_domain(uuid, "read the console of", lambda d: None)
+        log = self._instance_dir(uuid) / "console.log"
+        try:
+            with open(log, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(max(0, size - max_bytes))
+                return fh.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def get_available_resource(self) -> HostResources:
+        def gather(conn):
+            _model, memory_mb, cpus, *_ = conn.getInfo()
+            used = [0, 0, 0, 0]
+            for dom in self._our_domains(conn):
+                try:
+                    state, max_kib, _mem, vcpus, _t = dom.info()
+                    disk = config.disk_gb_from_xml(dom.XMLDesc(0))
+                except libvirt.libvirtError:
+                    continue
+                used[0] += vcpus
+                used[1] += max_kib // 1024
+                used[2] += disk
+                used[3] += state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+            return conn.getHostname(), memory_mb, cpus, used
+
+        hostname, memory_mb, cpus, used = self.host.call(gather)
+        self.instances_path.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.instances_path)
+        return HostResources(
+            hypervisor_type=self.hypervisor_type, hypervisor_hostname=hostname,
+            vcpus=cpus, memory_mb=memory_mb, disk_gb=st.f_blocks * st.f_frsize // 1024**3,
+            vcpus_used=used[0], memory_mb_used=used[1], disk_gb_used=used[2], running_vms=used[3],
+        )
+
+    # --- network -------------------------------------------------------
+
+    def attach_interface(self, uuid: str, interface: NetworkInterface) -> None:
+        interface.validate(uuid)
+        xml = config.interface_xml(interface)
+
+        def attach(dom):
+            if interface.mac.lower() in config.interface_macs(dom.XMLDesc(0)):
+                return
+            if dom.isActive():
+                dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            else:
+                _redefine_interfaces(dom, add=xml)
+        self._on_domain(uuid, "attach an interface to", attach)
+
+    def detach_interface(self, uuid: str, interface: NetworkInterface) -> None:
+        def detach(dom):
+            desc = dom.XMLDesc(0)
+            if interface.mac.lower() not in config.interface_macs(desc):
+                return
+            if dom.isActive():
+                dom.detachDeviceFlags(_interface_xml_by_mac(desc, interface.mac),
+                                      libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            else:
+                _redefine_interfaces(dom, remove_mac=interface.mac)
+        self._on_domain(uuid, "detach an interface from", detach)
+
+
+def _interface_xml_by_mac(domain_xml: str, mac: str) -> str:
+    """The domain's own <interface> element with ``mac`` (libvirt matches on it)."""
+    root = ET.fromstring(domain_xml)
+    for iface in root.findall("./devices/interface"):
+        node = iface.find("mac")
+        if node is not None and node.get("address", "").lower() == mac.lower():
+            return ET.tostring(iface, encoding="unicode")
+    raise KeyError(mac)
+
+
+def _redefine_interfaces(dom: libvirt.virDomain, add: str | None = None, remove_mac: str | None = None) -> None:
+    """Change a shut-off guest's NICs by redefining it (works on every libvirt driver)."""
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    devices = root.find("devices")
+    if remove_mac:
+        for iface in devices.findall("interface"):
+            node = iface.find("mac")
+            if node is not None and node.get("address", "").lower() == remove_mac.lower():
+                devices.remove(iface)
+    if add:
+        devices.append(ET.fromstring(add))
+    dom.connect().defineXML(ET.tostring(root, encoding="unicode"))

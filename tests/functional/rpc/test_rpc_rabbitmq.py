@@ -1,0 +1,260 @@
+"""RPC against the real local RabbitMQ, each test in a vhost of its own."""
+
+from __future__ import annotations
+
+import json
+
+import amqp
+import eventlet
+import pytest
+from eventlet import tpool
+from eventlet.event import Event
+
+from fabric import config, rpc
+from fabric.context import RequestContext
+from fabric.exception import MessagingError, MessagingTimeout, NotFound, RemoteError, Unroutable
+from fabric.rpc.transport import ATTEMPT_HEADER, DEAD_REASON_HEADER
+from tests.unit.rpc.conftest import wait_for
+
+pytestmark = pytest.mark.functional
+
+
+class Manager:
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.effects = 0
+        self.deliveries = 0
+        self.failures = 0
+        self.gate: Event | None = None
+
+    def apply(self, ctx, token):
+        """Idempotent by token: the effect happens once however often it is delivered."""
+        self.deliveries += 1
+        eventlet.sleep(0.001)
+        if token not in self.seen:
+            self.seen.add(token)
+            self.effects += 1
+
+    def echo(self, ctx, value):
+        return value
+
+    def slow(self, ctx, seconds):
+        eventlet.sleep(seconds)
+        return "done"
+
+    def missing(self, ctx, ident):
+        raise NotFound(kind="widget", ident=ident)
+
+    def crash(self, ctx):
+        raise ZeroDivisionError("division by zero in crash")
+
+    def always_fails(self, ctx):
+        self.failures += 1
+        raise RuntimeError("disk on fire")
+
+    def gated(self, ctx, value):
+        self.deliveries += 1
+        self.gate.wait()
+        return value
+
+    def blocked(self, ctx, token):
+        self.gate.wait()
+        self.seen.add(token)
+
+
+@pytest.fixture
+def settings(rabbit_vhost):
+    return config.load(None).replace(rpc={"transport_url": rabbit_vhost, "call_timeout": 10.0,
+                                          "max_deliveries": 3, "heartbeat": 10})
+
+
+@pytest.fixture
+def transport(settings):
+    transport = rpc.get_transport(settings.rpc)
+    yield transport
+    transport.cleanup()
+
+
+@pytest.fixture
+def manager():
+    return Manager()
+
+
+@pytest.fixture
+def server(transport, manager):
+    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
+    server.start()
+    yield server
+    server.stop()
+    server.wait(2)
+
+
+@pytest.fixture
+def ctx():
+    return RequestContext(user_id="alice", project_id="p1")
+
+
+def take_dead_letters(url, queue):
+    """Every message in ``<queue>.dead`` as (body, headers), removed from the queue."""
+    conn = amqp.Connection(url.split("://", 1)[1].split("@")[1].split("/")[0],
+                           userid="guest", password="guest", virtual_host=url.rsplit("/", 1)[1])
+    conn.connect()
+    try:
+        channel = conn.channel()
+        got = []
+        while (message := channel.basic_get(f"{queue}.dead", no_ack=True)) is not None:
+            got.append((message.body, message.properties.get("application_headers") or {}))
+        return got
+    finally:
+        conn.close()
+
+
+def test_calls_errors_and_a_dead_topic(rabbit, transport, server, ctx):
+    client = rpc.RPCClient(transport, rpc.Target("widgets"))
+    assert client.call(ctx, "echo", value={"a": [1, 2]}) == {"a": [1, 2]}
+    assert client.prepare(server="h1").call(ctx, "echo", value=3) == 3
+    with pytest.raises(NotFound, match="widget w-1 could not be found"):
+        client.call(ctx, "missing", ident="w-1")
+    with pytest.raises(RemoteError) as err:
+        client.call(ctx, "crash")
+    assert err.value.exc_type == "ZeroDivisionError"
+    assert "division by zero in crash" in err.value.value
+    assert "in crash" in err.value.traceback
+    # At once: waiting for the 10 s deadline would raise MessagingTimeout instead.
+    with pytest.raises(Unroutable, match="No worker consumes nobody: the message to ping"):
+        rpc.RPCClient(transport, rpc.Target("nobody")).call(ctx, "ping")
+    with pytest.raises(Unroutable, match="widgets.h9"):
+        client.prepare(server="h9").cast(ctx, "apply", token="x")
+    queues = rabbit.queues("durable")
+    assert queues["widgets"]["durable"] == "true" and queues["widgets.h1"]["durable"] == "true"
+    assert "widgets.dead" in queues and "widgets.h1.dead" in queues
+    assert any(name.startswith("widgets_fanout_h1_") for name in queues)
+
+
+def test_call_that_outlives_its_deadline(transport, server, ctx):
+    client = rpc.RPCClient(transport, rpc.Target("widgets"), timeout=0.2)
+    with pytest.raises(MessagingTimeout) as err:
+        client.call(ctx, "slow", seconds=1.0)
+    msg_id = err.value.fields["msg_id"]
+    assert f"from widgets to slow (message {msg_id})" in err.value.message
+
+
+def test_malformed_and_failing_messages_are_dead_lettered(rabbit, transport, server, manager, ctx):
+    transport.publish("fabric", "widgets", b"\x00not json", message_id="bad-1", persistent=True,
+                      wait_confirm=True)
+    client = rpc.RPCClient(transport, rpc.Target("widgets"))
+    client.cast(ctx, "always_fails")
+    assert client.call(ctx, "echo", value="alive") == "alive"  # the worker keeps running
+    wait_for(lambda: manager.failures == 3 and rabbit.queues("messages")["widgets.dead"]["messages"] == "2",
+             timeout=15, what="two dead letters")
+    letters = take_dead_letters(rabbit.url, "widgets")
+    reasons = sorted(headers[DEAD_REASON_HEADER] for _, headers in letters)
+    assert reasons[0].startswith("Malformed message: body is not JSON")
+    assert "always_fails failed 3 time(s), last with RuntimeError: disk on fire" in reasons[1]
+    assert any(body == b"\x00not json" for body, _ in letters)
+    assert manager.failures == 3
+    failed = next(h for b, h in letters if b != b"\x00not json")
+    assert failed[ATTEMPT_HEADER] == 3
+
+
+def test_unacked_work_goes_to_another_worker(transport, ctx):
+    first, second = Manager(), Manager()
+    first.gate, second.gate = Event(), Event()
+    second.gate.send()
+    one = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=first)
+    one.start()
+    rpc.RPCClient(transport, rpc.Target("widgets")).cast(ctx, "blocked", token="t-1")
+    wait_for(lambda: one._running == 1, what="the first worker to take it")
+    two = rpc.RPCServer(transport, topic="widgets", host="h2", endpoint=second)
+    two.start()
+    one.stop()
+    assert one.wait(0.01) is False  # closes its connection with the message unacked
+    wait_for(lambda: second.seen, timeout=10, what="redelivery")
+    assert second.seen == {"t-1"} and not first.seen
+    first.gate.send()
+    two.stop()
+    two.wait(2)
+
+
+def test_every_cast_handled_once_in_effect_across_closed_connections(rabbit, transport, server,
+                                                                     manager, ctx):
+    client = rpc.RPCClient(transport, rpc.Target("widgets"))
+    tokens = [f"t-{i}" for i in range(1000)]
+    client.cast(ctx, "apply", token=tokens[0])
+
+    def cast_rest():
+        for token in tokens[1:]:
+            client.cast(ctx, "apply", token=token)
+            if int(token[2:]) % 20 == 0:
+                eventlet.sleep(0)  # let the handlers and the connection readers run
+
+    caster = eventlet.spawn(cast_rest)
+    wait_for(lambda: manager.effects >= 150, timeout=20, what="150 casts handled")
+    generations = (transport._link.generation, server._consumer.link.generation)
+    tpool.execute(rabbit.close_all_connections)
+    caster.wait()
+    wait_for(lambda: manager.effects == 1000, timeout=60, what="all 1,000 casts handled")
+    transport.flush(timeout=10)
+    assert manager.seen == set(tokens)
+    assert manager.effects == 1000
+    # The connections really were closed and re-opened under the casts.
+    assert transport._link.generation > generations[0]
+    assert server._consumer.link.generation > generations[1]
+    assert client.call(ctx, "echo", value="after") == "after"
+
+
+def test_calls_in_flight_fail_clearly_or_are_retried_when_idempotent(rabbit, transport, server,
+                                                                     manager, ctx):
+    manager.gate = Event()  # nothing answers until the connections have been closed
+    client = rpc.RPCClient(transport, rpc.Target("widgets"))
+    plain = client.call_async(ctx, "gated", value="plain")
+
+    @rpc.idempotent
+    def careful():
+        return client.call_async(ctx, "gated", value="careful")
+
+    retried = careful()
+    wait_for(lambda: manager.deliveries == 2, timeout=10, what="both calls to arrive")
+    tpool.execute(rabbit.close_all_connections)
+    with pytest.raises(MessagingError, match="may or may not have run") as err:
+        plain.wait()
+    assert "gated" in err.value.message and "widgets" in err.value.message
+    manager.gate.send()
+    assert retried.wait() == "careful"  # sent again after the reconnect, answered then
+
+
+def test_quorum_queues_bound_redelivery(rabbit, settings, ctx):
+    settings = settings.replace(rpc={"quorum_queues": True, "max_deliveries": 2})
+    transport = rpc.get_transport(settings.rpc)
+    manager = Manager()
+    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
+    server.start()
+    try:
+        queues = rabbit.queues("type", "arguments")
+        assert queues["widgets"]["type"] == "quorum" and queues["widgets.h1"]["type"] == "quorum"
+        assert "x-delivery-limit" in queues["widgets"]["arguments"]
+        client = rpc.RPCClient(transport, rpc.Target("widgets"))
+        assert client.call(ctx, "echo", value=1) == 1
+        server.stop()
+        server.wait(2)
+        # A worker that keeps dying mid-message: the broker counts the returns.
+        client.prepare(server="h1").cast(ctx, "apply", token="poison")
+        conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest",
+                               virtual_host=rabbit.name)
+        conn.connect()
+        try:
+            channel = conn.channel()
+            returns = 0
+            while (message := channel.basic_get("widgets.h1")) is not None:
+                channel.basic_reject(message.delivery_info["delivery_tag"], requeue=True)
+                returns += 1
+                assert returns < 10, "the delivery limit did not stop redelivery"
+        finally:
+            conn.close()
+        assert returns == 3  # delivered, returned twice more, then dead-lettered
+        [(body, headers)] = take_dead_letters(rabbit.url, "widgets.h1")
+        assert json.loads(body)["args"] == {"token": "poison"}
+        assert headers["x-first-death-reason"] == "delivery_limit"
+    finally:
+        transport.cleanup()
+

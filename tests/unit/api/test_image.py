@@ -1,0 +1,97 @@
+"""Image v2: create, upload (streamed, checksums), download, list filters, patch, delete, isolation."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fabric.api import image_store
+
+IMG = "/image/v2"
+
+
+def create(api, member, **body):
+    body.setdefault("name", "img")
+    body.setdefault("disk_format", "raw")
+    body.setdefault("container_format", "bare")
+    return api.app.post_json(f"{IMG}/images", body, headers=member.headers, status=201).json
+
+
+def upload(api, member, image_id, data: bytes, status=204):
+    return api.app.put(f"{IMG}/images/{image_id}/file", data, headers=dict(member.headers, **{
+        "Content-Type": "application/octet-stream"}), status=status)
+
+
+def test_upload_streams_with_checksums_and_downloads(api):
+    member = api.make_member()
+    image = create(api, member, name="cirros", os_distro="cirros")
+    assert image["status"] == "queued" and image["owner"] == member.project_id and image["os_distro"] == "cirros"
+    data = bytes(range(256)) * 5000
+    upload(api, member, image["id"], data)
+    shown = api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers).json
+    assert shown["status"] == "active" and shown["size"] == len(data)
+    assert shown["checksum"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert (shown["os_hash_algo"], shown["os_hash_value"]) == ("sha512", hashlib.sha512(data).hexdigest())
+    stored = image_store.image_path(api.settings, image["id"])
+    assert stored.read_bytes() == data
+    assert [p.name for p in stored.parent.iterdir()] == [image["id"]]  # no partial file left
+    got = api.app.get(f"{IMG}/images/{image['id']}/file", headers=member.headers)
+    assert got.body == data and got.headers["Content-MD5"] == shown["checksum"]
+    resp = upload(api, member, image["id"], b"again", status=409)
+    assert "is active" in resp.json["message"]
+
+
+def test_too_large_upload_leaves_the_image_queued(api):
+    api.app.app.deps.settings = api.settings.replace(api={"max_image_size": 10})
+    member = api.make_member()
+    image = create(api, member)
+    resp = upload(api, member, image["id"], b"x" * 11, status=413)
+    assert "larger than the 10 bytes" in resp.json["message"]
+    assert api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers).json["status"] == "queued"
+    assert not image_store.image_path(api.settings, image["id"]).exists()
+
+
+def test_list_filters_and_isolation(api):
+    owner, other = api.make_member(), api.make_member()
+    first = create(api, owner, name="alpha")
+    second = create(api, owner, name="beta")
+    listed = api.app.get(f"{IMG}/images?name=alpha", headers=owner.headers).json["images"]
+    assert [i["id"] for i in listed] == [first["id"]]
+    listed = api.app.get(f"{IMG}/images?id=in:{first['id']},{second['id']}", headers=owner.headers).json["images"]
+    assert {i["id"] for i in listed} == {first["id"], second["id"]}
+    assert api.app.get(f"{IMG}/images", headers=other.headers).json["images"] == []
+    api.app.get(f"{IMG}/images/{first['id']}", headers=other.headers, status=404)
+    api.app.delete(f"{IMG}/images/{first['id']}", headers=other.headers, status=404)
+    api.app.put(f"{IMG}/images/{first['id']}/file", b"x", headers=other.headers, status=404)
+    # Members cannot publish; admins can, and then everyone sees it.
+    resp = create(api, owner, name="pub", visibility="private")
+    api.app.patch_json(f"{IMG}/images/{resp['id']}", [{"op": "replace", "path": "/visibility", "value": "public"}],
+                       headers=owner.headers, status=403)
+    api.app.patch_json(f"{IMG}/images/{resp['id']}", [{"op": "replace", "path": "/visibility", "value": "public"}],
+                       headers={"X-Auth-Token": api.admin.token})
+    assert [i["name"] for i in api.app.get(f"{IMG}/images", headers=other.headers).json["images"]] == ["pub"]
+
+
+def test_bad_input_names_the_field(api):
+    member = api.make_member()
+    resp = api.app.post_json(f"{IMG}/images", {"name": "x", "disk_format": "floppy"}, headers=member.headers,
+                             status=400)
+    assert "'disk_format'" in resp.json["message"] and "floppy" in resp.json["message"]
+    resp = api.app.post_json(f"{IMG}/images", {"name": "x", "size": 5}, headers=member.headers, status=403)
+    assert "read-only" in resp.json["message"]
+
+
+def test_patch_and_delete(api):
+    member = api.make_member()
+    image = create(api, member)
+    patched = api.app.patch_json(f"{IMG}/images/{image['id']}", [
+        {"op": "replace", "path": "/name", "value": "renamed"},
+        {"op": "add", "path": "/hw_disk_bus", "value": "virtio"},
+        {"op": "add", "path": "/protected", "value": True}], headers=member.headers).json
+    assert (patched["name"], patched["hw_disk_bus"], patched["protected"]) == ("renamed", "virtio", True)
+    api.app.delete(f"{IMG}/images/{image['id']}", headers=member.headers, status=403)
+    api.app.patch_json(f"{IMG}/images/{image['id']}", [{"op": "replace", "path": "/protected", "value": False}],
+                       headers=member.headers)
+    upload(api, member, image["id"], b"data")
+    api.app.delete(f"{IMG}/images/{image['id']}", headers=member.headers, status=204)
+    api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers, status=404)
+    assert not image_store.image_path(api.settings, image["id"]).exists()

@@ -1,0 +1,106 @@
+"""Network v2.0: networks (provider attributes for admins), subnets, ports, isolation."""
+
+from __future__ import annotations
+
+from fabric.db.models import AddressAllocation, AddressPool, Port
+
+N = "/networking/v2.0"
+
+
+def test_member_network_gets_a_vni_and_workers_are_told(api):
+    member = api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "n1"}}, headers=member.headers,
+                            status=201).json["network"]
+    assert net["project_id"] == member.project_id and "provider:network_type" not in net
+    cast = api.recorder.named("network_created")[-1]["network"]
+    assert (cast["id"], cast["network_type"], cast["segmentation_id"]) == (net["id"], "vxlan", 1000)
+    second = api.app.post_json(f"{N}/networks", {"network": {"name": "n2"}}, headers=member.headers).json
+    assert api.recorder.named("network_created")[-1]["network"]["segmentation_id"] == 1001
+    assert second["network"]["id"] != net["id"]
+
+
+def test_provider_attributes_are_admin_only_and_unique(api):
+    member = api.make_member()
+    admin = {"X-Auth-Token": api.admin.token}
+    body = {"network": {"name": "v", "provider:network_type": "vlan", "provider:segmentation_id": 42}}
+    resp = api.app.post_json(f"{N}/networks", body, headers=member.headers, status=403)
+    assert "provider:*" in resp.json["NeutronError"]["message"]
+    net = api.app.post_json(f"{N}/networks", body, headers=admin, status=201).json["network"]
+    assert (net["provider:network_type"], net["provider:segmentation_id"]) == ("vlan", 42)
+    resp = api.app.post_json(f"{N}/networks", body, headers=admin, status=409)
+    assert "vlan segmentation id 42 is already in use" in resp.json["NeutronError"]["message"]
+    body["network"]["provider:segmentation_id"] = 5000
+    resp = api.app.post_json(f"{N}/networks", body, headers=admin, status=400)
+    assert "5000 is out of range for vlan (1-4094)" in resp.json["NeutronError"]["message"]
+    body["network"]["provider:network_type"] = "token-ring"
+    resp = api.app.post_json(f"{N}/networks", body, headers=admin, status=400)
+    assert "provider:network_type" in resp.json["NeutronError"]["message"]
+
+
+def test_subnets_validate_and_ports_list(api):
+    member = api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers).json["network"]
+    sub = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.1.0.0/24",
+                                                        "ip_version": 4}}, headers=member.headers,
+                            status=201).json["subnet"]
+    assert sub["gateway_ip"] == "10.1.0.1"
+    assert sub["allocation_pools"] == [{"start": "10.1.0.2", "end": "10.1.0.254"}]
+    assert api.recorder.named("subnet_created")[-1]["subnet_id"] == sub["id"]
+    for cidr, words in (("10.1.0.0/25", "overlaps subnet"), ("10.2.0.1/24", "not a network address"),
+                        ("10.3.0.0/31", "too small")):
+        resp = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": cidr}},
+                                 headers=member.headers, status=400)
+        assert words in resp.json["NeutronError"]["message"] and cidr.split("/")[0] in \
+            resp.json["NeutronError"]["message"]
+    shown = api.app.get(f"{N}/networks/{net['id']}", headers=member.headers).json["network"]
+    assert shown["subnets"] == [sub["id"]]
+    with api.db.begin() as session:
+        port = Port(network_id=net["id"], project_id=member.project_id, mac_address="fa:16:3e:00:00:01",
+                    device_id="vm-1", device_owner="compute:nova", status="ACTIVE")
+        session.add(port)
+        session.flush()
+        session.add(AddressPool(id=sub["id"], kind="subnet", subnet_id=sub["id"], definition={}, size_limit=253))
+        session.flush()
+        session.add(AddressAllocation(pool_id=sub["id"], address="10.1.0.5", request_token="t1", port_id=port.id))
+        port_id = port.id
+    ports = api.app.get(f"{N}/ports?device_id=vm-1", headers=member.headers).json["ports"]
+    assert ports[0]["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "10.1.0.5"}]
+    assert api.app.get(f"{N}/ports/{port_id}", headers=member.headers).json["port"]["mac_address"] == \
+        "fa:16:3e:00:00:01"
+    resp = api.app.delete(f"{N}/networks/{net['id']}", headers=member.headers, status=409)
+    assert "server port(s) in use" in resp.json["NeutronError"]["message"]
+    resp = api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=409)
+    assert "still has 1 allocated address(es)" in resp.json["NeutronError"]["message"]
+
+
+def test_a_subnet_whose_only_addresses_are_dhcp_ports_can_be_deleted(api):
+    member = api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers).json["network"]
+    sub = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.4.0.0/24",
+                                                        "ip_version": 4}}, headers=member.headers).json["subnet"]
+    with api.db.begin() as session:
+        port = Port(network_id=net["id"], project_id=member.project_id, mac_address="fa:16:3e:00:00:09",
+                    device_id="dhcp-h1", device_owner="network:dhcp", status="ACTIVE")
+        session.add(port)
+        session.flush()
+        session.add(AddressPool(id=sub["id"], kind="subnet", subnet_id=sub["id"], definition={}, size_limit=253))
+        session.flush()
+        session.add(AddressAllocation(pool_id=sub["id"], address="10.4.0.2", request_token="dhcp", port_id=port.id))
+
+    api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=204)
+
+    with api.db.begin() as session:
+        assert session.query(AddressAllocation).filter_by(pool_id=sub["id"]).count() == 0
+
+
+def test_isolation(api):
+    owner, other = api.make_member(), api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "mine"}}, headers=owner.headers).json["network"]
+    assert api.app.get(f"{N}/networks", headers=other.headers).json["networks"] == []
+    api.app.get(f"{N}/networks/{net['id']}", headers=other.headers, status=404)
+    api.app.delete(f"{N}/networks/{net['id']}", headers=other.headers, status=404)
+    resp = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.0.0.0/24"}},
+                             headers=other.headers, status=404)
+    assert resp.json["NeutronError"]["type"] == "NotFound"
+    api.app.delete(f"{N}/networks/{net['id']}", headers=owner.headers, status=204)
+    assert api.recorder.named("network_deleted")[-1]["network_id"] == net["id"]

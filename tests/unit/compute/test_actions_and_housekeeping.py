@@ -1,0 +1,125 @@
+"""Power actions, power-state sync, the reaper, resource reports and restart recovery."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from fabric.compute import housekeeping, states
+from fabric.compute.faults import latest_fault
+from fabric.db.models import ComputeNode
+from fabric.db.types import utcnow
+from fabric.virt.driver import PowerState
+from tests.unit.compute.conftest import HOST, add_instance
+
+
+@pytest.fixture
+def active(manager, ctx):
+    instance_id = add_instance(manager.db)
+    manager.build_instance(ctx, instance_id)
+    return instance_id
+
+
+def _state(manager, instance_id):
+    row = states.get_instance(manager.db, instance_id)
+    return row["vm_state"], row["task_state"], row["power_state"]
+
+
+def test_power_actions_move_through_their_states(manager, ctx, active):
+    manager.stop_instance(ctx, active)
+    assert _state(manager, active) == ("stopped", None, PowerState.SHUTDOWN)
+    manager.start_instance(ctx, active)
+    assert _state(manager, active) == ("active", None, PowerState.RUNNING)
+    manager.pause_instance(ctx, active)
+    assert _state(manager, active) == ("paused", None, PowerState.PAUSED)
+    manager.unpause_instance(ctx, active)
+    manager.suspend_instance(ctx, active)
+    assert _state(manager, active) == ("suspended", None, PowerState.SUSPENDED)
+    manager.resume_instance(ctx, active)
+    manager.reboot_instance(ctx, active, hard=True)
+    assert _state(manager, active) == ("active", None, PowerState.RUNNING)
+    assert manager.driver.calls["reboot"] == 1
+
+
+def test_an_action_from_the_wrong_state_changes_nothing(manager, ctx, active):
+    manager.start_instance(ctx, active)  # already active: start needs stopped
+    manager.unpause_instance(ctx, active)
+    assert _state(manager, active) == ("active", None, PowerState.RUNNING)
+    assert manager.driver.calls["power_on"] == 0 and manager.driver.calls["unpause"] == 0
+
+
+def test_a_failed_action_ends_in_error_with_a_fault(manager, ctx, active):
+    manager.driver.fail_next("pause")
+    manager.pause_instance(ctx, active)
+    assert _state(manager, active)[:2] == ("error", None)
+    assert "pause" in latest_fault(manager.db, active)["message"]
+
+
+def test_sync_shows_a_guest_killed_behind_our_back_as_stopped(manager, ctx, active):
+    manager.driver.kill(active)
+    assert housekeeping.sync_power_states(manager) == 1
+    assert _state(manager, active) == ("stopped", None, PowerState.SHUTDOWN)
+    assert housekeeping.sync_power_states(manager) == 0  # nothing left to change
+
+
+def test_sync_errors_an_instance_whose_guest_vanished(manager, ctx, active):
+    manager.driver.destroy(active)
+    housekeeping.sync_power_states(manager)
+    assert _state(manager, active)[0] == "error"
+    assert "vanished" in latest_fault(manager.db, active)["message"]
+
+
+def test_sync_leaves_instances_with_a_task_alone(manager, ctx, active):
+    states.compare_and_swap(manager.db, active, {}, task_state="rebooting")
+    manager.driver.kill(active)
+    assert housekeeping.sync_power_states(manager) == 0
+    assert _state(manager, active) == ("active", "rebooting", PowerState.RUNNING)
+
+
+def test_the_reaper_errors_instances_stuck_past_the_timeout(make_manager, ctx):
+    manager = make_manager(transient_timeout=60)
+    old = utcnow() - datetime.timedelta(seconds=120)
+    stuck = add_instance(manager.db, task_state="spawning", task_started_at=old)
+    recent = add_instance(manager.db, task_state="spawning", task_started_at=utcnow())
+    resting = add_instance(manager.db, vm_state="active", task_state=None, task_started_at=old)
+    assert housekeeping.reap_stuck_instances(manager) == [stuck]
+    assert _state(manager, stuck)[:2] == ("error", None)
+    fault = latest_fault(manager.db, stuck)
+    assert "stuck in task spawning for more than 60s" in fault["message"]
+    assert _state(manager, recent)[:2] == ("building", "spawning")
+    assert _state(manager, resting)[:2] == ("active", None)
+
+
+def test_resource_report_writes_capacity_and_never_touches_claimed_usage(manager, ctx, active):
+    with manager.db.begin() as session:
+        session.add(ComputeNode(host=HOST, vcpus_used=5, memory_mb_used=640, running_vms=3))
+    housekeeping.report_resources(manager)
+    with manager.db.begin() as session:
+        node = session.scalars(sa.select(ComputeNode).where(ComputeNode.host == HOST)).one()
+        assert (node.vcpus, node.memory_mb, node.disk_gb, node.hypervisor_type) == (8, 4096, 100, "fake")
+        assert (node.vcpus_used, node.memory_mb_used, node.running_vms) == (5, 640, 3)
+        assert node.stats["guests_running"] == 1 and node.stats["guests_memory_mb"] == 128
+        assert node.last_report is not None
+
+
+def test_first_report_creates_the_node(manager):
+    housekeeping.report_resources(manager)
+    housekeeping.report_resources(manager)
+    with manager.db.begin() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ComputeNode)) == 1
+
+
+def test_restart_finishes_deletes_and_settles_interrupted_actions(manager, ctx):
+    deleting, stopping = add_instance(manager.db), add_instance(manager.db)
+    building = add_instance(manager.db)
+    for instance_id in (deleting, stopping):
+        manager.build_instance(ctx, instance_id)
+    states.compare_and_swap(manager.db, deleting, {}, task_state="deleting")
+    states.compare_and_swap(manager.db, stopping, {}, task_state="powering-off")
+    manager.driver.power_off(stopping)  # the guest stopped, the worker died before recording it
+    manager.init_host()
+    assert states.get_instance(manager.db, deleting, include_deleted=True)["deleted"] is True
+    assert _state(manager, stopping) == ("stopped", None, PowerState.SHUTDOWN)
+    assert _state(manager, building)[:2] == ("building", "scheduling")  # its message will come back

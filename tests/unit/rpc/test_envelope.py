@@ -1,0 +1,125 @@
+"""The envelope: the fast pre-check accepts exactly what the marshmallow schema accepts."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from fabric.rpc import envelope
+
+GOOD_REQUEST = {
+    "v": 1, "kind": "call", "msg_id": "m-1", "method": "describe", "args": {"a": [1, 2]},
+    "context": {"request_id": "req-1", "user_id": "u", "project_id": None, "roles": ["admin"],
+                "is_admin": True},
+    "deadline": 1700000000.5, "reply_to": "amq.rabbitmq.reply-to", "target": "ipam",
+}
+GOOD_REPLY = {"v": 1, "msg_id": "m-1", "ok": True, "result": {"x": 1}}
+GOOD_ERROR_REPLY = {"v": 1, "msg_id": "m-1", "ok": False, "traceback": "tb",
+                    "error": {"type": "NotFound", "code": 404, "message": "gone", "fields": {}}}
+
+
+def _variant(base, path, value):
+    data = copy.deepcopy(base)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+REQUEST_CASES = [
+    GOOD_REQUEST,
+    _variant(GOOD_REQUEST, ["v"], 2),
+    _variant(GOOD_REQUEST, ["v"], "1"),
+    _variant(GOOD_REQUEST, ["v"], 1.0),
+    _variant(GOOD_REQUEST, ["v"], True),
+    _variant(GOOD_REQUEST, ["kind"], "notify"),
+    _variant(GOOD_REQUEST, ["msg_id"], ""),
+    _variant(GOOD_REQUEST, ["msg_id"], 5),
+    _variant(GOOD_REQUEST, ["method"], KeyError),
+    _variant(GOOD_REQUEST, ["args"], []),
+    _variant(GOOD_REQUEST, ["args"], KeyError),
+    _variant(GOOD_REQUEST, ["context"], KeyError),
+    _variant(GOOD_REQUEST, ["context", "request_id"], None),
+    _variant(GOOD_REQUEST, ["context", "roles"], "admin"),
+    _variant(GOOD_REQUEST, ["context", "roles"], [1]),
+    _variant(GOOD_REQUEST, ["context", "is_admin"], 1),
+    _variant(GOOD_REQUEST, ["context", "is_admin"], KeyError),
+    _variant(GOOD_REQUEST, ["context", "user_id"], 7),
+    _variant(GOOD_REQUEST, ["context", "extra"], "x"),
+    _variant(GOOD_REQUEST, ["deadline"], None),
+    _variant(GOOD_REQUEST, ["deadline"], 5),
+    _variant(GOOD_REQUEST, ["deadline"], "soon"),
+    _variant(GOOD_REQUEST, ["deadline"], KeyError),
+    _variant(GOOD_REQUEST, ["reply_to"], 3),
+    _variant(GOOD_REQUEST, ["target"], None),
+    _variant(GOOD_REQUEST, ["surprise"], 1),
+    [GOOD_REQUEST],
+    "text",
+]
+REPLY_CASES = [
+    GOOD_REPLY,
+    GOOD_ERROR_REPLY,
+    _variant(GOOD_REPLY, ["ok"], 1),
+    _variant(GOOD_REPLY, ["ok"], KeyError),
+    _variant(GOOD_REPLY, ["result"], None),
+    _variant(GOOD_REPLY, ["result"], KeyError),
+    _variant(GOOD_REPLY, ["msg_id"], ""),
+    _variant(GOOD_REPLY, ["extra"], 1),
+    _variant(GOOD_ERROR_REPLY, ["error", "type"], KeyError),
+    _variant(GOOD_ERROR_REPLY, ["error", "code"], "404"),
+    _variant(GOOD_ERROR_REPLY, ["error", "fields"], []),
+    _variant(GOOD_ERROR_REPLY, ["error", "why"], "x"),
+    _variant(GOOD_ERROR_REPLY, ["traceback"], None),
+    _variant(GOOD_ERROR_REPLY, ["error"], "boom"),
+]
+
+
+@pytest.mark.parametrize("data", REQUEST_CASES)
+def test_request_precheck_agrees_with_schema(data):
+    fast, schema = envelope.precheck_agrees("request", data)
+    assert fast == schema
+
+
+@pytest.mark.parametrize("data", REPLY_CASES)
+def test_reply_precheck_agrees_with_schema(data):
+    fast, schema = envelope.precheck_agrees("reply", data)
+    assert fast == schema
+
+
+def test_request_round_trip_fills_defaults():
+    body = envelope.encode_request("cast", "m-2", "build", {"x": 1}, {"request_id": "req-9"},
+                                   None, None, "compute.h1")
+    request = envelope.decode_request(body)
+    assert request["args"] == {"x": 1}
+    assert request["context"] == {"request_id": "req-9", "user_id": None, "project_id": None,
+                                  "roles": [], "is_admin": False}
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    (b"\xff\xfe", "not JSON"),
+    (b"{not json", "not JSON"),
+    (json.dumps(_variant(GOOD_REQUEST, ["kind"], "notify")).encode(), "kind"),
+    (json.dumps(_variant(GOOD_REQUEST, ["context", "is_admin"], "yes")).encode(), "is_admin"),
+])
+def test_malformed_request_names_the_problem(body, needle):
+    with pytest.raises(envelope.MalformedMessage) as err:
+        envelope.decode_request(body)
+    assert needle in err.value.message
+
+
+def test_unserialisable_argument_is_refused_before_sending():
+    with pytest.raises(envelope.MalformedMessage, match="arguments of build must be JSON"):
+        envelope.encode_request("cast", "m", "build", {"when": object()}, {"request_id": "r"},
+                                None, None, "t")
+
+
+def test_unserialisable_result_becomes_an_error_reply():
+    reply = envelope.decode_reply(envelope.encode_reply("m", result={1, 2}))
+    assert reply["ok"] is False
+    assert reply["error"]["type"] == "MalformedMessage"

@@ -1,0 +1,325 @@
+"""RPC behaviour on memory:// (same code paths and bytes as on RabbitMQ)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import eventlet
+import pytest
+from eventlet.event import Event
+
+from fabric import rpc
+from fabric.context import RequestContext
+from fabric.exception import (
+    InstanceStateConflict,
+    MessagingError,
+    MessagingTimeout,
+    NotFound,
+    RemoteError,
+    Unroutable,
+)
+from fabric.rpc import envelope
+from fabric.rpc.transport import ATTEMPT_HEADER, DEAD_REASON_HEADER, QueueSpec
+from tests.unit.rpc.conftest import wait_for
+
+LOG = logging.getLogger("tests.rpc.manager")
+
+
+class Manager:
+    def __init__(self) -> None:
+        self.handled: list[tuple[str, object]] = []
+        self.failures = 0
+        self.gate: Event | None = None
+        self.request_ids: list[str] = []
+
+    def echo(self, ctx, value):
+        return value
+
+    def record(self, ctx, token):
+        self.handled.append(("record", token))
+
+    def missing(self, ctx, ident):
+        raise NotFound(kind="widget", ident=ident)
+
+    def conflict(self, ctx):
+        raise InstanceStateConflict(instance="i-1", attr="vm_state", actual="error",
+                                    expected=["active"])
+
+    def crash(self, ctx):
+        return {"a": 1}["b"]
+
+    def always_fails(self, ctx, token):
+        self.failures += 1
+        raise RuntimeError(f"disk on fire for {token}")
+
+    def slow(self, ctx, seconds):
+        eventlet.sleep(seconds)
+        return "late"
+
+    def blocked(self, ctx, token):
+        self.gate.wait()
+        self.handled.append(("blocked", token))
+
+    def who(self, ctx):
+        LOG.info("handling who")
+        return ctx.request_id
+
+    def _private(self, ctx):
+        return "never"
+
+
+@pytest.fixture
+def manager():
+    return Manager()
+
+
+@pytest.fixture
+def server(transport, manager):
+    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
+    server.start()
+    yield server
+    server.stop()
+    server.wait(1)
+
+
+@pytest.fixture
+def client(transport):
+    return rpc.RPCClient(transport, rpc.Target(topic="widgets"))
+
+
+@pytest.fixture
+def ctx():
+    return RequestContext(user_id="alice", project_id="p1", roles=("member",))
+
+
+def dead_letters(transport, queue):
+    """(body, headers) of each message in ``<queue>.dead``, consumed and acked."""
+    got = []
+    consumer = transport.consume([QueueSpec(f"{queue}.dead", "", "direct", "", durable=False)],
+                                 lambda d: (got.append((d.body, d.headers)), d.ack()), prefetch=10)
+    eventlet.sleep(0.01)
+    consumer.stop()
+    return got
+
+
+def test_call_returns_the_result(server, client, ctx):
+    assert client.call(ctx, "echo", value={"nested": [1, "two", None]}) == {"nested": [1, "two", None]}
+
+
+def test_call_to_a_host_queue_and_fanout_cast(transport, manager, server, client, ctx):
+    other = Manager()
+    second = rpc.RPCServer(transport, topic="widgets", host="h2", endpoint=other)
+    second.start()
+    try:
+        assert client.prepare(server="h2").call(ctx, "echo", value=2) == 2
+        client.prepare(fanout=True).cast(ctx, "record", token="all")
+        wait_for(lambda: manager.handled and other.handled, what="fanout to both workers")
+        assert manager.handled == other.handled == [("record", "all")]
+    finally:
+        second.stop()
+        second.wait(1)
+
+
+def test_registered_remote_error_arrives_as_itself(server, client, ctx):
+    with pytest.raises(NotFound) as err:
+        client.call(ctx, "missing", ident="w-9")
+    assert err.value.fields == {"kind": "widget", "ident": "w-9"}
+    assert "widget w-9 could not be found" in err.value.message
+    with pytest.raises(InstanceStateConflict) as err:
+        client.call(ctx, "conflict")
+    assert err.value.code == 409 and err.value.fields["actual"] == "error"
+
+
+def test_unregistered_remote_error_arrives_as_remote_error(server, client, ctx):
+    with pytest.raises(RemoteError) as err:
+        client.call(ctx, "crash")
+    assert err.value.exc_type == "KeyError"
+    assert err.value.value == "'b'"
+    assert "in crash" in err.value.traceback and "KeyError" in err.value.traceback
+
+
+def test_unknown_and_private_methods_are_refused(server, client, ctx):
+    for name in ("nope", "_private"):
+        with pytest.raises(Exception) as err:
+            client.call(ctx, name)
+        assert type(err.value).__name__ == "UnknownMethod"
+        assert repr(name) in err.value.message and "echo" in err.value.message
+
+
+def test_call_and_cast_to_a_dead_topic_fail_at_once(transport, ctx):
+    nobody = rpc.RPCClient(transport, rpc.Target(topic="nobody"))
+    # At once: waiting for the 5 s deadline would raise MessagingTimeout instead.
+    with pytest.raises(Unroutable, match="No worker consumes nobody: the message to ping"):
+        nobody.call(ctx, "ping")
+    with pytest.raises(Unroutable, match="nobody.h7"):
+        nobody.prepare(server="h7").cast(ctx, "ping")
+    with pytest.raises(Unroutable, match=r"nobody \(fanout\)"):
+        nobody.fanout_cast(ctx, "ping")
+
+
+def test_call_that_outlives_its_deadline_names_target_method_and_id(server, client, ctx):
+    deferred = client.call_async(ctx, "slow", seconds=1, timeout=0.05)
+    with pytest.raises(MessagingTimeout) as err:
+        deferred.wait()
+    message = err.value.message
+    assert "widgets" in message and "slow" in message and "0.05" in message
+    assert err.value.fields["msg_id"] in message
+
+
+def test_server_drops_a_request_whose_caller_gave_up(transport, server, manager, ctx):
+    body = envelope.encode_request("call", "m-late", "record", {"token": "late"},
+                                   ctx.to_dict(), time.time() - 1, None, "widgets")
+    transport.publish("fabric", "widgets", body, message_id="m-late", persistent=True)
+    rpc.RPCClient(transport, rpc.Target("widgets")).cast(ctx, "record", token="after")
+    wait_for(lambda: ("record", "after") in manager.handled, what="the later cast")
+    assert ("record", "late") not in manager.handled
+    assert transport.queue_depth("widgets") == 0
+
+
+def test_call_async_callbacks_run_on_the_hub(server, client, ctx):
+    results = []
+    done = Event()
+    deferred = client.call_async(ctx, "echo", value="v")
+    deferred.add_callback(lambda r: (results.append(r), done.send()))
+    done.wait(5)
+    assert results == ["v"]
+    errors = []
+    client.call_async(ctx, "missing", ident=3).add_errback(errors.append)
+    wait_for(lambda: errors, what="the errback")
+    assert isinstance(errors[0], NotFound)
+
+
+def test_callback_may_make_another_call(server, client, ctx):
+    chained = []
+    first = client.call_async(ctx, "echo", value=1)
+    first.add_callback(lambda r: chained.append(client.call(ctx, "echo", value=r + 1)))
+    wait_for(lambda: chained, what="the chained call")
+    assert chained == [2]
+
+
+def test_context_is_active_in_the_handler_and_its_log_lines(server, client, ctx, caplog):
+    from fabric.log import RequestIdFilter
+
+    handler_filter = RequestIdFilter()
+    caplog.handler.addFilter(handler_filter)
+    with caplog.at_level(logging.INFO, logger="tests.rpc.manager"):
+        assert client.call(ctx, "who") == ctx.request_id
+    records = [r for r in caplog.records if r.getMessage() == "handling who"]
+    assert records and records[0].request_id == ctx.request_id
+
+
+def test_malformed_message_is_dead_lettered_and_worker_keeps_running(transport, server, client, ctx):
+    transport.publish("fabric", "widgets", b'{"v": 1, "kind": "cast"', message_id="bad-1",
+                      persistent=True)
+    transport.publish("fabric", "widgets", json.dumps({"v": 9}).encode(), message_id="bad-2",
+                      persistent=True)
+    assert client.call(ctx, "echo", value="still here") == "still here"
+    wait_for(lambda: transport.queue_depth("widgets.dead") == 2, what="two dead letters")
+    reasons = [headers[DEAD_REASON_HEADER] for _, headers in dead_letters(transport, "widgets")]
+    assert "not JSON" in reasons[0]
+    assert "request envelope" in reasons[1] and "v" in reasons[1]
+
+
+def test_failing_cast_is_dead_lettered_after_max_deliveries(transport, server, manager, client, ctx):
+    client.cast(ctx, "always_fails", token="t-1")
+    wait_for(lambda: transport.queue_depth("widgets.dead") == 1, what="the dead letter")
+    assert manager.failures == 3  # rpc.max_deliveries in these tests
+    [(body, headers)] = dead_letters(transport, "widgets")
+    assert "always_fails failed 3 time(s)" in headers[DEAD_REASON_HEADER]
+    assert "disk on fire for t-1" in headers[DEAD_REASON_HEADER]
+    assert headers[ATTEMPT_HEADER] == 3
+    assert envelope.decode_request(body)["args"] == {"token": "t-1"}
+    assert client.call(ctx, "echo", value=1) == 1
+
+
+def test_cast_with_arguments_the_method_lacks_is_dead_lettered_at_once(transport, server, manager,
+                                                                     client, ctx):
+    client.cast(ctx, "record", tokn="typo")
+    wait_for(lambda: transport.queue_depth("widgets.dead") == 1, what="the dead letter")
+    [(_, headers)] = dead_letters(transport, "widgets")
+    assert "['tokn'] do not fit record" in headers[DEAD_REASON_HEADER]
+
+
+def test_unfinished_work_is_redelivered_when_a_worker_goes(transport, manager, ctx):
+    manager.gate = Event()
+    first = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
+    first.start()
+    rpc.RPCClient(transport, rpc.Target("widgets")).cast(ctx, "blocked", token="t-1")
+    wait_for(lambda: first._running == 1, what="the handler to start")
+    first.stop()
+    assert first.wait(0.01) is False  # still blocked: the message goes back unacked
+    assert transport.queue_depth("widgets") == 1
+    other = Manager()
+    other.gate = Event()
+    other.gate.send()
+    second = rpc.RPCServer(transport, topic="widgets", host="h2", endpoint=other)
+    second.start()
+    try:
+        wait_for(lambda: other.handled, what="redelivery to the other worker")
+        assert other.handled == [("blocked", "t-1")]
+    finally:
+        manager.gate.send()
+        second.stop()
+        second.wait(1)
+
+
+def test_lost_connection_fails_calls_in_flight_clearly(transport, server, client, ctx):
+    deferred = client.call_async(ctx, "slow", seconds=0.2)
+    eventlet.sleep(0.01)
+    transport.drop_connections()
+    with pytest.raises(MessagingError, match="may or may not have run") as err:
+        deferred.wait()
+    assert "slow" in err.value.message and "widgets" in err.value.message
+
+
+def test_idempotent_calls_are_resent_after_a_lost_connection(transport, server, client, ctx):
+    @rpc.idempotent
+    def slow_call():
+        deferred = client.call_async(ctx, "slow", seconds=0.05)
+        eventlet.sleep(0.01)
+        transport.drop_connections()
+        return deferred.wait()
+
+    assert slow_call() == "late"
+    assert client.prepare(idempotent=True)._options.idempotent
+
+
+def test_quorum_delivery_limit_dead_letters_a_message_that_keeps_coming_back(rpc_settings, ctx):
+    settings = rpc_settings.replace(rpc={"quorum_queues": True, "max_deliveries": 2})
+    transport = rpc.get_transport(settings.rpc)
+    manager = Manager()
+    manager.gate = Event()
+    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
+    server.start()
+    try:
+        rpc.RPCClient(transport, rpc.Target("widgets")).cast(ctx, "blocked", token="poison")
+        for _ in range(3):  # the worker "dies" in the handler three times
+            wait_for(lambda: server._running >= 1, what="delivery")
+            transport.drop_connections()
+            eventlet.sleep(0.005)
+        wait_for(lambda: transport.queue_depth("widgets.dead") == 1, what="the dead letter")
+        [(_, headers)] = dead_letters(transport, "widgets")
+        assert headers["x-first-death-reason"] == "delivery_limit"
+        assert transport.broker.queues["widgets"].arguments["x-queue-type"] == "quorum"
+    finally:
+        manager.gate.send()
+        transport.cleanup()
+
+
+def test_arguments_must_be_json(server, client, ctx):
+    with pytest.raises(envelope.MalformedMessage, match="JSON-serialisable"):
+        client.cast(ctx, "record", token={1, 2})
+
+
+def test_a_configured_exchange_is_used_by_both_sides(rpc_settings, ctx):
+    settings = rpc_settings.replace(rpc={"exchange": "fabric_blue"})
+    transport = rpc.get_transport(settings.rpc)
+    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=Manager())
+    server.start()
+    try:
+        assert rpc.RPCClient(transport, rpc.Target("widgets")).call(ctx, "echo", value=5) == 5
+        assert [b[2] for b in transport.broker.bindings["fabric_blue"]] == ["widgets", "widgets.h1"]
+    finally:
+        transport.cleanup()

@@ -1,0 +1,199 @@
+"""Claims in the database: all-or-nothing, idempotent, and never over-committing under races."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from fabric import exception
+from fabric.config import Settings
+from fabric.scheduler import claims
+from fabric.scheduler.host_state import HostStateCache
+from fabric.scheduler.request import AFFINITY, ANTI_AFFINITY, RequestSpec, load_instance_request
+from fabric.scheduler.scheduler import Scheduler
+from tests.fixtures import scheduler as build
+
+RATIOS = claims.Ratios(ram=1.0, cpu=1.0, disk=1.0)
+SETTINGS = Settings().replace(scheduler={"ram_allocation_ratio": 1.0, "cpu_allocation_ratio": 1.0,
+                                         "disk_allocation_ratio": 1.0, "host_refresh_interval": 0.0})
+
+
+def host_state(db, name):
+    cache = HostStateCache(db, SETTINGS.scheduler, 60)
+    cache.refresh(full=True)
+    return cache.get(name)
+
+
+def spec_for(instance_id, vcpus=1, memory_mb=1024, disk_gb=10, **extra):
+    return RequestSpec(instance_id=instance_id, vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb, **extra)
+
+
+def test_claim_moves_usage_generation_and_instance_together(sqlite_db):
+    build.add_hosts(sqlite_db, 1, vcpus=4, memory_mb=4096, disk_gb=40)
+    [iid] = build.add_instances(sqlite_db, 1)
+    row = claims.claim(sqlite_db, spec_for(iid), host_state(sqlite_db, "host0000"), RATIOS)
+    assert (row["vcpus_used"], row["memory_mb_used"], row["disk_gb_used"], row["generation"]) == (1, 1024, 10, 1)
+    instance = build.instances(sqlite_db)[iid]
+    assert instance.host == "host0000" and instance.scheduling_attempts == 1
+
+
+def test_claim_of_a_placed_instance_changes_nothing(sqlite_db):
+    build.add_hosts(sqlite_db, 2)
+    [iid] = build.add_instances(sqlite_db, 1)
+    claims.claim(sqlite_db, spec_for(iid), host_state(sqlite_db, "host0000"), RATIOS)
+    with pytest.raises(exception.InstanceStateConflict):
+        claims.claim(sqlite_db, spec_for(iid), host_state(sqlite_db, "host0001"), RATIOS)
+    assert build.nodes(sqlite_db)["host0001"].memory_mb_used == 0
+
+
+def test_claim_that_no_longer_fits_is_lost_and_rolled_back(sqlite_db):
+    build.add_hosts(sqlite_db, 1, memory_mb=2048)
+    first, second = build.add_instances(sqlite_db, 2, memory_mb=2048)
+    stale = host_state(sqlite_db, "host0000")  # read before the first claim
+    claims.claim(sqlite_db, spec_for(first, memory_mb=2048), stale, RATIOS)
+    with pytest.raises(claims.ClaimLost):
+        claims.claim(sqlite_db, spec_for(second, memory_mb=2048), stale, RATIOS)
+    assert build.instances(sqlite_db)[second].host is None  # the instance step was rolled back too
+    assert build.nodes(sqlite_db)["host0000"].memory_mb_used == 2048
+
+
+def test_allocation_ratio_is_applied_by_the_claim(sqlite_db):
+    build.add_hosts(sqlite_db, 1, memory_mb=1000)
+    a, b = build.add_instances(sqlite_db, 2, memory_mb=750)
+    state = host_state(sqlite_db, "host0000")
+    ratios = claims.Ratios(ram=1.5, cpu=1.0, disk=1.0)
+    claims.claim(sqlite_db, spec_for(a, memory_mb=750), state, ratios)
+    claims.claim(sqlite_db, spec_for(b, memory_mb=750), state, ratios)
+    assert build.nodes(sqlite_db)["host0000"].memory_mb_used == 1500
+
+
+def test_release_after_failed_build_is_idempotent(sqlite_db):
+    build.add_hosts(sqlite_db, 1)
+    [iid] = build.add_instances(sqlite_db, 1)
+    claims.claim(sqlite_db, spec_for(iid), host_state(sqlite_db, "host0000"), RATIOS)
+    assert claims.release(sqlite_db, iid, "host0000", failed_build=True)
+    assert not claims.release(sqlite_db, iid, "host0000", failed_build=True)
+    node = build.nodes(sqlite_db)["host0000"]
+    assert (node.memory_mb_used, node.vcpus_used, node.running_vms, node.failed_builds) == (0, 0, 0, 1)
+    assert node.last_build_failure_at is not None
+    instance = build.instances(sqlite_db)[iid]
+    assert instance.host is None and instance.failed_hosts == ["host0000"]
+
+
+def test_anti_affinity_slot_blocks_a_second_member_and_is_freed_by_release(sqlite_db):
+    build.add_hosts(sqlite_db, 1)
+    group = build.add_group(sqlite_db, ANTI_AFFINITY)
+    a, b = build.add_instances(sqlite_db, 2, group_id=group)
+    state = host_state(sqlite_db, "host0000")
+    claims.claim(sqlite_db, spec_for(a, group_id=group, group_policy=ANTI_AFFINITY), state, RATIOS)
+    with pytest.raises(claims.ClaimLost, match="group"):
+        claims.claim(sqlite_db, spec_for(b, group_id=group, group_policy=ANTI_AFFINITY), state, RATIOS)
+    assert build.nodes(sqlite_db)["host0000"].memory_mb_used == 1024
+    claims.release(sqlite_db, a, "host0000")
+    claims.claim(sqlite_db, spec_for(b, group_id=group, group_policy=ANTI_AFFINITY), state, RATIOS)
+
+
+def test_affinity_pin_holds_until_the_last_member_leaves(sqlite_db):
+    build.add_hosts(sqlite_db, 2)
+    group = build.add_group(sqlite_db, AFFINITY)
+    a, b, c = build.add_instances(sqlite_db, 3, group_id=group)
+    h0, h1 = host_state(sqlite_db, "host0000"), host_state(sqlite_db, "host0001")
+    member = dict(group_id=group, group_policy=AFFINITY)
+    claims.claim(sqlite_db, spec_for(a, **member), h0, RATIOS)
+    with pytest.raises(claims.ClaimLost, match="group"):
+        claims.claim(sqlite_db, spec_for(b, **member), h1, RATIOS)
+    claims.claim(sqlite_db, spec_for(b, **member), h0, RATIOS)
+    claims.release(sqlite_db, a, "host0000")
+    with pytest.raises(claims.ClaimLost):  # b still holds the pin on host0000
+        claims.claim(sqlite_db, spec_for(c, **member), h1, RATIOS)
+    claims.release(sqlite_db, b, "host0000")
+    claims.claim(sqlite_db, spec_for(c, **member), h1, RATIOS)  # unpinned: a new host may be chosen
+    assert build.instances(sqlite_db)[c].host == "host0001"
+
+
+def test_fail_instance_writes_the_fault_once(sqlite_db):
+    [iid] = build.add_instances(sqlite_db, 1)
+    error = exception.NoValidHost(reason="0 hosts; no filter removed any")
+    assert claims.fail_instance(sqlite_db, iid, error)
+    assert not claims.fail_instance(sqlite_db, iid, error)
+    assert build.instances(sqlite_db)[iid].vm_state == "error"
+    assert build.faults(sqlite_db)[iid] == ["No valid host was found: 0 hosts; no filter removed any"]
+
+
+# --- races between scheduler workers (one Scheduler, i.e. one cache, per thread) ----------
+
+
+def run_schedulers(db, instance_ids, workers=4, settings=SETTINGS):
+    """Place every instance with ``workers`` threads, each its own Scheduler; returns outcomes."""
+    outcomes: dict[str, str] = {}
+    queue = list(instance_ids)
+    lock = threading.Lock()
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+    lost: list[int] = []
+
+    def work(seed):
+        scheduler = Scheduler(settings, db, rng=random.Random(seed))
+        scheduler.cache.hosts()  # every worker reads its cache before any claim: all are stale
+        barrier.wait()
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    iid = queue.pop()
+                with db.begin() as session:
+                    spec = load_instance_request(session, iid).spec
+                try:
+                    outcomes[iid] = scheduler.place(spec)
+                except exception.NoValidHost as exc:
+                    outcomes[iid] = "novalidhost: " + exc.message
+                finally:
+                    lost.append(scheduler.claims_lost)
+                    scheduler.claims_lost = 0
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return outcomes, sum(lost)
+
+
+def test_concurrent_claims_never_overcommit(server_db):
+    build.add_hosts(server_db, 3, vcpus=64, memory_mb=3072, disk_gb=1000)  # 3 x 1024 MiB each
+    ids = build.add_instances(server_db, 20, memory_mb=1024)
+    # Caches that are never refreshed on a timer: every worker believes hosts are empty,
+    # so only the claims in the database stand between them and over-commit.
+    stale = SETTINGS.replace(scheduler={"host_refresh_interval": 3600.0})
+    outcomes, lost = run_schedulers(server_db, ids, settings=stale)
+    assert lost > 0
+    placed = [iid for iid, result in outcomes.items() if not result.startswith("novalidhost")]
+    assert len(placed) == 9
+    assert build.overcommitted(server_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
+    assert all(n.memory_mb_used == 3072 for n in build.nodes(server_db).values())
+
+
+def test_concurrent_anti_affinity_puts_one_member_per_host(server_db):
+    build.add_hosts(server_db, 5)
+    group = build.add_group(server_db, ANTI_AFFINITY)
+    ids = build.add_instances(server_db, 8, group_id=group)
+    outcomes, _lost = run_schedulers(server_db, ids)
+    hosts = [result for result in outcomes.values() if not result.startswith("novalidhost")]
+    assert len(hosts) == 5 and len(set(hosts)) == 5
+    refused = [result for result in outcomes.values() if result.startswith("novalidhost")]
+    assert all("AntiAffinityFilter removed 5" in message for message in refused)
+
+
+def test_concurrent_affinity_puts_every_member_on_one_host(server_db):
+    build.add_hosts(server_db, 6)
+    group = build.add_group(server_db, AFFINITY)
+    ids = build.add_instances(server_db, 6, group_id=group)
+    outcomes, _lost = run_schedulers(server_db, ids)
+    assert len(set(outcomes.values())) == 1, outcomes
+    assert next(iter(outcomes.values())).startswith("host")

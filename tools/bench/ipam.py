@@ -1,0 +1,273 @@
+"""IPAM benchmark: allocations per second in-process and over RPC, on PostgreSQL.
+
+Creates a throwaway PostgreSQL database (and, for the RPC part, a RabbitMQ
+vhost), then measures:
+
+* in-process: ``IpamManager.allocate`` called directly, from 1 thread and
+  from several threads (concurrent requests in one pool share a transaction:
+  group commit; the figure in brackets is requests per transaction); then
+  releases;
+* over RPC: the same allocations through ``IpamAPI`` (calls over the real
+  RabbitMQ) to 1 and to 4 ``fabric-ipam`` worker processes, with many calls
+  in flight from green threads.
+
+Every run allocates into a /16 subnet pool (lowest free first) and checks
+at the end that no address was handed out twice. Prints one line per
+figure, and reference figures measured in the same run (raw psycopg commits
+on one connection; RPC calls that touch no database): the machine is shared,
+so compare ratios within one run. Run from the repository root: ``python
+tools/bench/ipam.py [--allocations N] [--in-flight N] [--threads N]
+[--skip-in-process] [--skip-rpc]``. Removes the database, the vhost and
+the workers it started.
+"""
+
+import sys
+
+# The RPC part runs on eventlet's hub; the in-process part runs in a child
+# process of its own with real threads and no monkey patching.
+IN_PROCESS_CHILD = "--in-process-child" in sys.argv
+if not IN_PROCESS_CHILD:
+    import fabric.cmd.eventlet_entry  # noqa: F401, I001
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import eventlet  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from fabric import config, rpc  # noqa: E402
+from fabric.context import RequestContext  # noqa: E402
+from fabric.db import Database  # noqa: E402
+from fabric.db.models import AddressAllocation, Base, Network, Subnet  # noqa: E402
+from fabric.ipam.manager import IpamManager  # noqa: E402
+from fabric.ipam.rpcapi import IpamAPI  # noqa: E402
+
+ADMIN_URL = os.environ.get("FABRIC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+CTX = RequestContext.admin()
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def create_database() -> tuple[str, str]:
+    admin = Database(ADMIN_URL)
+    name = f"fabric_bench_ipam_{secrets.token_hex(4)}"
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    Base.metadata.create_all(db.engine)
+    db.dispose()
+    return name, url
+
+
+def drop_database(name: str) -> None:
+    admin = Database(ADMIN_URL)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def make_subnet(db: Database, cidr: str) -> str:
+    network_id, subnet_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with db.begin() as session:
+        session.add(Network(id=network_id, project_id="bench", network_type="vxlan"))
+        session.flush()
+        session.add(Subnet(id=subnet_id, network_id=network_id, project_id="bench", ip_version=4,
+                           cidr=cidr, gateway_ip=str(cidr.split("/")[0][:-1] + "1"),
+                           allocation_pools=[], reserved=[]))
+    return subnet_id
+
+
+def check_unique(db: Database, pool: str, expected: int) -> None:
+    with db.engine.connect() as conn:
+        total, distinct = conn.execute(
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(AddressAllocation.address)))
+            .where(AddressAllocation.pool_id == pool)).one()
+    if total != expected or distinct != expected:
+        raise SystemExit(f"pool {pool}: {total} rows, {distinct} distinct addresses, expected {expected}")
+
+
+def raw_commit_rate(url: str, count: int = 1000) -> None:
+    """Reference: committed single-row INSERTs per second on one plain psycopg connection."""
+    import psycopg
+
+    conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_reference (id serial PRIMARY KEY, v int)")
+        started = time.perf_counter()
+        for i in range(count):
+            conn.execute("INSERT INTO bench_reference (v) VALUES (%s)", (i,))
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_reference")
+    print(f"reference: raw psycopg committed single-row INSERTs, 1 connection: {count / elapsed:,.0f}/s",
+          flush=True)
+
+
+def in_process(url: str, allocations: int, threads: int) -> None:
+    settings = config.load(None, environ={})
+    db = Database(url, pool_size=threads + 2)
+    manager = IpamManager(settings, host="bench", db=db)
+    subnet = make_subnet(db, "10.64.0.0/16")
+    manager.allocate(CTX, "warm-up", subnet_id=subnet)
+    per_thread = allocations // threads
+
+    def allocate(n: int) -> None:
+        for i in range(per_thread):
+            manager.allocate(CTX, f"t{n}-{i}", subnet_id=subnet)
+
+    def release(n: int) -> None:
+        for i in range(per_thread):
+            manager.release(CTX, pool=subnet, request_token=f"t{n}-{i}")
+
+    for label, fn in (("allocations", allocate), ("releases", release)):
+        combiner = manager.allocator._allocations if label == "allocations" else manager.allocator._releases
+        batches_before = combiner.batches if combiner is not None else 0
+        workers = [threading.Thread(target=fn, args=(n,)) for n in range(threads)]
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - started
+        done = per_thread * threads
+        batches = combiner.batches - batches_before if combiner is not None else done
+        print(f"in-process, {threads} thread(s): {done} {label} in {elapsed:.2f} s = "
+              f"{done / elapsed:,.0f} {label}/s ({done / max(batches, 1):.1f} per transaction)", flush=True)
+        if label == "allocations":
+            check_unique(db, subnet, done + 1)
+    check_unique(db, subnet, 1)
+    manager.cleanup_host()
+    db.dispose()
+
+
+def start_workers(count: int, url: str, amqp: str) -> list[subprocess.Popen]:
+    procs = []
+    for n in range(count):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
+        env.update(FABRIC_DATABASE_URL=url, FABRIC_RPC_TRANSPORT_URL=amqp, FABRIC_DEFAULT_HOST=f"ipam-bench-{n}",
+                   FABRIC_DEFAULT_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))
+        # psycopg's C wait blocks eventlet's hub; its select() wait is green under monkey patching.
+        env.setdefault("PSYCOPG_WAIT_FUNC", os.environ.get("BENCH_WAIT", "wait_select"))
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "bin" / "fabric-ipam")], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO))
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def over_rpc(url: str, workers: int, allocations: int, in_flight: int) -> None:
+    vhost = f"fabric_bench_ipam_{secrets.token_hex(4)}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp = AMQP + vhost
+    settings = config.load(None, environ={}).replace(rpc={"transport_url": amqp, "call_timeout": 60.0})
+    transport = rpc.get_transport(settings.rpc)
+    db = Database(url)
+    procs = start_workers(workers, url, amqp)
+    try:
+        api = IpamAPI(transport)
+        subnet = make_subnet(db, "10.65.0.0/16")
+        deadline = time.monotonic() + 60
+        while True:  # until every worker consumes (describe answers from each host queue)
+            try:
+                for n in range(workers):
+                    rpc.RPCClient(transport, rpc.Target(topic="ipam", server=f"ipam-bench-{n}")).call(
+                        CTX, "describe", timeout=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise
+                eventlet.sleep(0.2)
+        api.allocate(CTX, "warm-up", subnet_id=subnet)
+        describe = rpc.RPCClient(transport, rpc.Target(topic="ipam"))
+        calls = iter(range(allocations))
+
+        def describer(_: int) -> None:
+            for _ in calls:
+                describe.call(CTX, "describe")
+
+        pool = eventlet.GreenPool(in_flight)
+        started = time.perf_counter()
+        for n in range(in_flight):
+            pool.spawn(describer, n)
+        pool.waitall()
+        elapsed = time.perf_counter() - started
+        print(f"reference: RPC describe calls (no database), {workers} worker(s), {in_flight} in flight: "
+              f"{allocations / elapsed:,.0f} calls/s", flush=True)
+        counter = iter(range(allocations))
+
+        def client(_: int) -> None:
+            for i in counter:
+                api.allocate(CTX, f"r{i}", subnet_id=subnet)
+
+        pool = eventlet.GreenPool(in_flight)
+        started = time.perf_counter()
+        for n in range(in_flight):
+            pool.spawn(client, n)
+        pool.waitall()
+        elapsed = time.perf_counter() - started
+        check_unique(db, subnet, allocations + 1)
+        print(f"over RPC, {workers} worker(s), {in_flight} calls in flight: {allocations} allocations in "
+              f"{elapsed:.2f} s = {allocations / elapsed:,.0f} allocations/s", flush=True)
+    finally:
+        stop_workers(procs)
+        transport.cleanup()
+        db.dispose()
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--allocations", type=int, default=5000)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=64, help="threads for the concurrent in-process run")
+    parser.add_argument("--skip-rpc", action="store_true")
+    parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument("--in-process-child", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.in_process_child:
+        raw_commit_rate(args.in_process_child)
+        in_process(args.in_process_child, args.allocations, 1)
+        in_process(args.in_process_child, args.allocations, args.threads)
+        return 0
+    name, url = create_database()
+    try:
+        if not args.skip_in_process:
+            subprocess.run([sys.executable, __file__, "--in-process-child", url, "--allocations",
+                            str(args.allocations), "--threads", str(args.threads)], check=True)
+        else:
+            raw_commit_rate(url)
+        if not args.skip_rpc:
+            for workers in (1, 4):
+                over_rpc(url, workers, args.allocations, args.in_flight)
+    finally:
+        drop_database(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""RPC benchmark: fabric vs oslo.messaging vs bare kombu, in one run on the local RabbitMQ.
+
+Usage::
+
+    /work/venv/bin/pip install oslo.messaging     # for the benchmark only, never a dependency
+    python tools/bench/rpc.py [--rounds 3] [--calls 1000] [--casts 3000] [--payload 1024]
+
+Everything runs in a vhost of its own (``fabric_bench_<random>``, created with
+``rabbitmqctl`` and deleted at the end). For each system a server process and a client
+process are started (both eventlet monkey-patched, as fabric's launchers and
+oslo.messaging's eventlet executor are); the client measures:
+
+* call rate and p50/p99 latency with 1 caller, then with 50 concurrent callers
+  (``echo`` of a ``--payload``-byte string);
+* end-to-end cast rate: from the first cast until the server has handled all of them.
+  fabric's casts are persistent, to durable queues, publisher-confirmed and acked after
+  the handler ran; oslo.messaging's are its defaults (transient, unconfirmed).
+
+The bare kombu baseline does request/reply with direct reply-to and no framework (one
+caller; 50 requests kept in flight on one connection), and casts with kombu's own
+publisher confirms (py-amqp waits for each one inside ``publish``), persistent, to a
+durable queue, acked after the work: the same guarantees as fabric's casts, without
+pipelining. A fourth column runs fabric with a per-process reply queue instead of
+direct reply-to. The table gives fabric's ratios
+to oslo.messaging. The machine may be shared: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+TARGETS = {"call1": 2.5, "call50": 3.0, "p50": 0.5, "cast": 1.5}
+
+
+# ----------------------------------------------------------------------------- servers
+def idle_until_terminated() -> None:
+    """Keep the hub running (a blocking stdin read would stall it) until SIGTERM."""
+    import eventlet
+
+    while True:
+        eventlet.sleep(3600)
+
+
+def serve_fabric(url: str) -> None:
+    from fabric import config, rpc
+
+    class Endpoint:
+        handled = 0
+
+        def echo(self, ctx, value):
+            return value
+
+        def apply(self, ctx, token):
+            Endpoint.handled += 1
+
+        def count(self, ctx):
+            return Endpoint.handled
+
+    settings = config.load(None).replace(rpc={"transport_url": url})
+    transport = rpc.get_transport(settings.rpc)
+    server = rpc.RPCServer(transport, topic="bench_fabric", host="s1", endpoint=Endpoint())
+    server.start()
+    print("ready", flush=True)
+    idle_until_terminated()
+
+
+def serve_oslo(url: str) -> None:
+    import oslo_messaging
+    from oslo_config import cfg
+
+    class Endpoint:
+        handled = 0
+
+        def echo(self, ctxt, value):
+            return value
+
+        def apply(self, ctxt, token):
+            Endpoint.handled += 1
+
+        def count(self, ctxt):
+            return Endpoint.handled
+
+    transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=url.replace("amqp://", "rabbit://", 1))
+    target = oslo_messaging.Target(topic="bench_oslo", server="s1")
+    server = oslo_messaging.get_rpc_server(transport, target, [Endpoint()], executor="eventlet")
+    server.start()
+    print("ready", flush=True)
+    idle_until_terminated()
+
+
+def serve_kombu(url: str) -> None:
+    import kombu
+
+    conn = kombu.Connection(url)
+    channel = conn.channel()
+    producer = kombu.Producer(channel)
+    queue = kombu.Queue("kombu_rr", channel=channel, auto_delete=True)
+    queue.declare()
+    casts = kombu.Queue("kombu_cast", channel=channel, durable=True)
+    casts.declare()
+    handled = {"casts": 0}
+
+    def on_request(body, message):
+        reply = handled["casts"] if body == "count" else body
+        producer.publish(reply, routing_key=message.properties["reply_to"],
+                         correlation_id=message.properties["correlation_id"], serializer="json")
+        message.ack()
+
+    def on_cast(body, message):
+        handled["casts"] += 1
+        message.ack()  # after the "work", as fabric does
+
+    with kombu.Consumer(channel, [queue], callbacks=[on_request], accept=["json"]), \
+            kombu.Consumer(channel, [casts], callbacks=[on_cast], accept=["json"], prefetch_count=64):
+        print("ready", flush=True)
+        while True:
+            conn.drain_events()
+
+
+# ----------------------------------------------------------------------------- clients
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def measure_calls(call, n: int, callers: int) -> dict:
+    import eventlet
+
+    for _ in range(min(200, n // 5)):
+        call()
+    latencies: list[float] = []
+
+    def worker(count: int) -> None:
+        for _ in range(count):
+            started = time.perf_counter()
+            call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    pool = eventlet.GreenPool(callers)
+    for _ in range(callers):
+        pool.spawn(worker, n // callers)
+    pool.waitall()
+    elapsed = time.perf_counter() - started
+    return {"rate": len(latencies) / elapsed, "p50": percentile(latencies, 0.5) * 1000,
+            "p99": percentile(latencies, 0.99) * 1000}
+
+
+def measure_casts(cast, count, n: int) -> dict:
+    import eventlet
+
+    before = count()
+    started = time.perf_counter()
+    for i in range(n):
+        cast(i)
+    while count() < before + n:
+        eventlet.sleep(0.005)
+    return {"rate": n / (time.perf_counter() - started)}
+
+
+def client_fabric(url: str, n_calls: int, n_casts: int, payload: str,
+                  reply_mode: str = "direct") -> dict:
+    from fabric import config, rpc
+    from fabric.context import RequestContext
+    from fabric.rpc.amqp import AmqpTransport
+
+    settings = config.load(None).replace(rpc={"transport_url": url})
+    transport = AmqpTransport(settings.rpc, reply_mode=reply_mode)
+    client = rpc.RPCClient(transport, rpc.Target("bench_fabric"))
+    ctx = RequestContext()
+    call = lambda: client.call(ctx, "echo", value=payload)  # noqa: E731
+    result = {"call1": measure_calls(call, n_calls, 1), "call50": measure_calls(call, n_calls * 2, 50)}
+    result["cast"] = measure_casts(lambda i: client.cast(ctx, "apply", token=i),
+                                   lambda: client.call(ctx, "count"), n_casts)
+    transport.cleanup()
+    return result
+
+
+def client_fabric_queue(url: str, n_calls: int, n_casts: int, payload: str) -> dict:
+    """fabric with a per-process reply queue instead of direct reply-to (for the choice)."""
+    return client_fabric(url, n_calls, n_casts, payload, reply_mode="queue")
+
+
+def client_oslo(url: str, n_calls: int, n_casts: int, payload: str) -> dict:
+    import oslo_messaging
+    from oslo_config import cfg
+
+    transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=url.replace("amqp://", "rabbit://", 1))
+    client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="bench_oslo"))
+    call = lambda: client.call({}, "echo", value=payload)  # noqa: E731
+    result = {"call1": measure_calls(call, n_calls, 1), "call50": measure_calls(call, n_calls * 2, 50)}
+    result["cast"] = measure_casts(lambda i: client.cast({}, "apply", token=i),
+                                   lambda: client.call({}, "count"), n_casts)
+    transport.cleanup()
+    return result
+
+
+def client_kombu(url: str, n_calls: int, n_casts: int, payload: str) -> dict:
+    """Bare kombu request/reply: the floor any framework adds its costs to."""
+    import kombu
+
+    conn = kombu.Connection(url)
+    channel = conn.channel()
+    producer = kombu.Producer(channel)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    state = {"remaining": 0, "next": 0}
+
+    def send() -> None:
+        state["next"] += 1
+        cid = str(state["next"])
+        sent[cid] = time.perf_counter()
+        producer.publish({"value": payload}, routing_key="kombu_rr", serializer="json",
+                         reply_to="amq.rabbitmq.reply-to", correlation_id=cid)
+
+    def on_reply(body, message):
+        latencies.append(time.perf_counter() - sent.pop(message.properties["correlation_id"]))
+        if state["remaining"] > 0:
+            state["remaining"] -= 1
+            send()
+
+    reply_queue = kombu.Queue("amq.rabbitmq.reply-to", no_ack=True)
+    result = {}
+    with kombu.Consumer(channel, [reply_queue], callbacks=[on_reply], no_ack=True, accept=["json"]):
+        for label, in_flight, n in (("call1", 1, n_calls), ("call50", 50, n_calls * 2)):
+            latencies.clear()
+            state["remaining"] = n - in_flight
+            started = time.perf_counter()
+            for _ in range(in_flight):
+                send()
+            while len(latencies) < n:
+                conn.drain_events(timeout=10)
+            elapsed = time.perf_counter() - started
+            result[label] = {"rate": n / elapsed, "p50": percentile(latencies, 0.5) * 1000,
+                             "p99": percentile(latencies, 0.99) * 1000}
+    conn.release()
+    result["cast"] = kombu_confirmed_casts(url, n_casts)
+    return result
+
+
+def kombu_confirmed_casts(url: str, n: int) -> dict:
+    """kombu's own confirmed publishing (py-amqp waits for each confirm inside publish),
+    persistent to a durable queue, acked after the work: what fabric pipelines."""
+    import kombu
+
+    def handled() -> int:
+        with kombu.Connection(url) as conn:
+            channel = conn.channel()
+            replies = kombu.Queue("amq.rabbitmq.reply-to", no_ack=True)
+            got = []
+            with kombu.Consumer(channel, [replies], callbacks=[lambda body, m: got.append(body)],
+                                no_ack=True, accept=["json"]):
+                kombu.Producer(channel).publish("count", routing_key="kombu_rr", serializer="json",
+                                                reply_to="amq.rabbitmq.reply-to", correlation_id="c")
+                while not got:
+                    conn.drain_events(timeout=10)
+            return got[0]
+
+    before = handled()
+    conn = kombu.Connection(url, transport_options={"confirm_publish": True})
+    producer = kombu.Producer(conn.channel())
+    started = time.perf_counter()
+    for i in range(n):
+        producer.publish({"token": i}, routing_key="kombu_cast", serializer="json",
+                         delivery_mode=2, mandatory=True)
+    while handled() < before + n:
+        time.sleep(0.005)
+    rate = n / (time.perf_counter() - started)
+    conn.release()
+    return {"rate": rate}
+
+
+# ----------------------------------------------------------------------------- orchestration
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def run_system(system: str, url: str, args: argparse.Namespace) -> dict:
+    me = [sys.executable, HERE]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONWARNINGS="ignore")
+    server_log = tempfile.TemporaryFile("w+")
+    server = subprocess.Popen([*me, "--role", "server", "--system", system, "--url", url],
+                              stdout=subprocess.PIPE, stderr=server_log, text=True, env=env)
+    try:
+        if server.stdout.readline().strip() != "ready":
+            server_log.seek(0)
+            raise SystemExit(f"{system} server did not start:\n{server_log.read()[-3000:]}")
+        out = subprocess.run([*me, "--role", "client", "--system", system, "--url", url,
+                              "--calls", str(args.calls), "--casts", str(args.casts),
+                              "--payload", str(args.payload)],
+                             capture_output=True, text=True, env=env, timeout=600)
+        if out.returncode != 0:
+            raise SystemExit(f"{system} client failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def medians(runs: list[dict]) -> dict:
+    """Per-figure median over rounds: the machine is shared, one round may hit a busy spell."""
+    return {group: {key: statistics.median(run[group][key] for run in runs) for key in runs[0][group]}
+            for group in runs[0]}
+
+
+def print_table(results: dict) -> bool:
+    fab, oslo, raw, fq = results["fabric"], results["oslo"], results["kombu"], results["fabric_queue"]
+    rows = [
+        ("call rate, 1 caller (calls/s)", "call1", "rate", "{:.0f}", TARGETS["call1"], True),
+        ("call p50, 1 caller (ms)", "call1", "p50", "{:.2f}", TARGETS["p50"], False),
+        ("call p99, 1 caller (ms)", "call1", "p99", "{:.2f}", None, False),
+        ("call rate, 50 callers (calls/s)", "call50", "rate", "{:.0f}", TARGETS["call50"], True),
+        ("call p50, 50 callers (ms)", "call50", "p50", "{:.2f}", TARGETS["p50"], False),
+        ("call p99, 50 callers (ms)", "call50", "p99", "{:.2f}", None, False),
+        ("cast rate end-to-end (msg/s)", "cast", "rate", "{:.0f}", TARGETS["cast"], True),
+    ]
+    header = (f"{'measure':34} {'fabric':>9} {'oslo':>9} {'kombu':>9} {'fab/oslo':>9} {'target':>8} "
+              f"{'met':>4} {'fabric+replyq':>14}")
+    print(header)
+    print("-" * len(header))
+    all_met = True
+    for label, group, key, fmt, target, higher in rows:
+        f, o = fab[group][key], oslo[group][key]
+        r = raw.get(group, {}).get(key)
+        ratio = f / o if o else float("inf")
+        if target is None:
+            target_text, met = "", ""
+        elif higher:
+            target_text, met = f">={target}x", "yes" if ratio >= target else "NO"
+        else:
+            target_text, met = f"<={target}x", "yes" if ratio <= target else "NO"
+        all_met &= met != "NO"
+        raw_text = fmt.format(r) if r is not None else "-"
+        print(f"{label:34} {fmt.format(f):>9} {fmt.format(o):>9} {raw_text:>9} {ratio:>8.2f}x "
+              f"{target_text:>8} {met:>4} {fmt.format(fq[group][key]):>14}")
+    return all_met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["orchestrate", "server", "client"], default="orchestrate")
+    parser.add_argument("--system", choices=["fabric", "fabric_queue", "oslo", "kombu"])
+    parser.add_argument("--url")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per 1-caller run (twice that with 50)")
+    parser.add_argument("--casts", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; the table shows each figure's median")
+    parser.add_argument("--payload", type=int, default=1024)
+    parser.add_argument("--broker", default="guest:guest@127.0.0.1:5672")
+    args = parser.parse_args()
+
+    if args.role != "orchestrate":
+        import eventlet
+
+        if not os.environ.get("BENCH_NO_PATCH"):
+            eventlet.monkey_patch()
+        if args.role == "server":
+            servers = {"fabric": serve_fabric, "fabric_queue": serve_fabric, "oslo": serve_oslo,
+                       "kombu": serve_kombu}
+            servers[args.system](args.url)
+            return 0
+        client = {"fabric": client_fabric, "fabric_queue": client_fabric_queue, "oslo": client_oslo,
+                  "kombu": client_kombu}[args.system]
+        print(json.dumps(client(args.url, args.calls, args.casts, "x" * args.payload)), flush=True)
+        return 0
+
+    try:
+        import oslo_messaging  # noqa: F401
+    except ImportError:
+        print("oslo.messaging is not installed. It is needed by this benchmark only (never by\n"
+              "fabric itself); install it into the virtualenv with:\n\n"
+              "    /work/venv/bin/pip install oslo.messaging\n", file=sys.stderr)
+        return 2
+    vhost = f"fabric_bench_{secrets.token_hex(4)}"
+    url = f"amqp://{args.broker}/{vhost}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, args.broker.split(":")[0], ".*", ".*", ".*")
+        rounds: dict[str, list[dict]] = {}
+        systems = ["kombu", "oslo", "fabric", "fabric_queue"]
+        for number in range(args.rounds):
+            # Rotate the order so no system always runs at the same point of the load.
+            order = systems[number % len(systems):] + systems[:number % len(systems)]
+            for system in order:
+                print(f"round {number + 1}/{args.rounds}: {system} ...", file=sys.stderr, flush=True)
+                rounds.setdefault(system, []).append(run_system(system, url, args))
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+    results = {system: medians(runs) for system, runs in rounds.items()}
+    print(f"\nRPC benchmark, RabbitMQ vhost {vhost} (deleted); median of {args.rounds} interleaved "
+          f"rounds, each {args.calls} calls with 1 caller, {args.calls * 2} with 50 callers, "
+          f"{args.casts} casts; {args.payload}-byte payload\n")
+    met = print_table(results)
+    print("\nfabric: direct reply-to (the default); fabric+replyq: the same with a per-process reply "
+          "queue.\nkombu: bare request/reply (1 and 50 requests in flight); its casts are kombu's "
+          "confirmed publishing\n(each confirm waited for inside publish), persistent, durable queue, "
+          "acked after the work.")
+    print("\nall targets met" if met else "\nSOME TARGETS NOT MET")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

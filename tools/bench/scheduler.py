@@ -1,0 +1,243 @@
+"""Scheduler benchmark: 4 scheduler workers place 10,000 instances on 1,000 hosts.
+
+Creates a throwaway PostgreSQL database and RabbitMQ vhost, inserts the
+hosts (compute_nodes + services rows: no host processes) and the instances,
+starts scheduler worker processes (``tests.fixtures.scheduler_worker``, the
+real SchedulerManager behind a real Service, with the compute cast replaced
+by a no-op), casts ``schedule_and_build`` for every instance, and waits
+until every instance has a host or is in error. Prints:
+
+* decisions per second (every instance decided / wall time from the first cast),
+* p50 / p99 latency of one decision inside a worker (read request, filter,
+  weigh, claim committed),
+* the over-commit count from the database (hosts over capacity or whose
+  usage disagrees with the instances on them): must be 0.
+
+Run from the repository root: ``python tools/bench/scheduler.py [--hosts N
+--instances N --workers N]``. Removes the database, the vhost and the
+workers it started.
+"""
+
+import fabric.cmd.eventlet_entry  # noqa: F401, I001 - the RPC client runs on the hub
+
+import argparse
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import eventlet
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from fabric import config, exception, rpc  # noqa: E402
+from fabric.context import RequestContext  # noqa: E402
+from fabric.db import Database  # noqa: E402
+from fabric.db.models import Base, Instance  # noqa: E402
+from fabric.scheduler.request import ANTI_AFFINITY  # noqa: E402
+from fabric.scheduler.rpcapi import SchedulerAPI  # noqa: E402
+from tests.fixtures import scheduler as build  # noqa: E402
+
+ADMIN_URL = os.environ.get("FABRIC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+#: (vcpus, memory_mb, disk_gb, share of instances)
+FLAVORS = [(1, 512, 5, 0.3), (2, 2048, 20, 0.4), (4, 4096, 40, 0.2), (8, 8192, 80, 0.1)]
+RAM_RATIO, CPU_RATIO, DISK_RATIO = 1.0, 4.0, 1.0
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def create_database() -> tuple[str, Database]:
+    admin = Database(ADMIN_URL)
+    name = f"fabric_bench_{secrets.token_hex(4)}"
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    Base.metadata.create_all(db.engine)
+    return name, db
+
+
+def drop_database(name: str) -> None:
+    admin = Database(ADMIN_URL)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def populate(db: Database, hosts: int, instances: int, rng: random.Random) -> list[str]:
+    """Hosts of three sizes; instances of mixed flavors needing ~90% of the RAM; some groups."""
+    build.add_hosts(db, hosts // 2, prefix="small", vcpus=8, memory_mb=16384, disk_gb=800)
+    build.add_hosts(db, hosts - hosts // 2 - hosts // 4, prefix="medium", vcpus=16, memory_mb=32768, disk_gb=1200)
+    build.add_hosts(db, hosts // 4, prefix="large", vcpus=32, memory_mb=49152, disk_gb=1600)
+    ids: list[str] = []
+    groups = [build.add_group(db, ANTI_AFFINITY) for _ in range(instances // 100)]
+    for vcpus, memory_mb, disk_gb, share in FLAVORS:
+        count = round(instances * share) if (vcpus, memory_mb) != FLAVORS[-1][:2] else instances - len(ids)
+        ids += build.add_instances(db, count, vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb)
+    # One instance in ten joins an anti-affinity group of ten.
+    with db.begin() as session:
+        for index, group in enumerate(groups):
+            members = ids[index * 10:(index + 1) * 10] if index * 10 < len(ids) else []
+            session.execute(sa.update(Instance).where(Instance.id.in_(members)).values(server_group_id=group))
+    rng.shuffle(ids)
+    return ids
+
+
+def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path) -> list[subprocess.Popen]:
+    workers = []
+    for index in range(count):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
+        env.update({
+            "PYTHONPATH": str(REPO), "FABRIC_DATABASE_URL": db_url, "FABRIC_RPC_TRANSPORT_URL": amqp_url,
+            "FABRIC_DEFAULT_HOST": f"bench-scheduler-{index}", "FABRIC_DEFAULT_LOG_LEVEL": "WARNING",
+            "FABRIC_SERVICE_SERVICE_DOWN_TIME": "86400",
+            "FABRIC_SCHEDULER_RAM_ALLOCATION_RATIO": str(RAM_RATIO),
+            "FABRIC_SCHEDULER_CPU_ALLOCATION_RATIO": str(CPU_RATIO),
+            "FABRIC_SCHEDULER_DISK_ALLOCATION_RATIO": str(DISK_RATIO),
+        })
+        log = open(logdir / f"scheduler-{index}.log", "wb")  # noqa: SIM115 - kept for the process's life
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.fixtures.scheduler_worker", "scheduler", "--compute", "none"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+    return workers
+
+
+def wait_ready(api: SchedulerAPI, count: int, workers: list[subprocess.Popen], timeout: float = 60) -> None:
+    ctx = RequestContext.admin()
+    deadline = time.monotonic() + timeout
+    for index in range(count):
+        while True:
+            if workers[index].poll() is not None:
+                raise SystemExit(f"scheduler worker {index} exited with {workers[index].returncode}")
+            try:
+                api.decision_stats(ctx, f"bench-scheduler-{index}", reset=True)
+                break
+            except (exception.FabricError, RuntimeError) as exc:
+                # Not consuming yet (Unroutable, timeout), or the RPC layer's first-call race.
+                if time.monotonic() > deadline:
+                    print(f"last error: {exc!r}")
+                    raise SystemExit(f"scheduler worker {index} did not answer within {timeout}s") from None
+                eventlet.sleep(0.2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def decided(db: Database) -> int:
+    with db.begin() as session:
+        return session.execute(sa.select(sa.func.count()).select_from(Instance).where(
+            sa.or_(Instance.host.is_not(None), Instance.vm_state == "error"))).scalar_one()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--instances", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--senders", type=int, default=8, help="green threads casting requests")
+    args = parser.parse_args()
+    rng = random.Random(7)
+    vhost = f"fabric_bench_{secrets.token_hex(4)}"
+    db_name, db = create_database()
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp_url = AMQP + vhost
+    logdir = Path(os.environ.get("TMPDIR", "/tmp")) / vhost
+    logdir.mkdir(parents=True, exist_ok=True)
+    workers: list[subprocess.Popen] = []
+    transport = None
+    try:
+        ids = populate(db, args.hosts, args.instances, rng)
+        print(f"populated {args.hosts} hosts and {len(ids)} instances in database {db_name}")
+        workers = start_workers(args.workers, db.url.render_as_string(hide_password=False), amqp_url, logdir)
+        settings = config.Settings().replace(rpc={"transport_url": amqp_url, "call_timeout": 5})
+        transport = rpc.get_transport(settings.rpc)
+        api = SchedulerAPI(transport, timeout=5)
+        wait_ready(api, args.workers, workers)
+        ctx = RequestContext.admin()
+
+        cpu_before = sum(cpu_seconds(worker.pid) for worker in workers)
+        started = time.monotonic()
+        pool = eventlet.GreenPool(args.senders)
+        for iid in ids:
+            pool.spawn_n(api.schedule_and_build, ctx, iid)
+        pool.waitall()
+        cast_done = time.monotonic()
+        deadline = cast_done + 600
+        done = 0
+        while done < len(ids):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {done} of {len(ids)} instances decided after 600 s")
+            for index, worker in enumerate(workers):
+                if worker.poll() is not None:
+                    raise SystemExit(f"scheduler worker {index} died: see {logdir}")
+            eventlet.sleep(0.1)
+            done = decided(db)
+        elapsed = time.monotonic() - started
+        worker_cpu = sum(cpu_seconds(worker.pid) for worker in workers) - cpu_before
+        load = os.getloadavg()[0]
+
+        latencies: list[float] = []
+        outcomes: dict[str, int] = {}
+        lost = rows = 0
+        for index in range(args.workers):
+            stats = api.decision_stats(ctx, f"bench-scheduler-{index}")
+            latencies += stats["latencies_ms"]
+            lost += stats["claims_lost"]
+            rows += stats["rows_read"]
+            for key, value in stats["outcomes"].items():
+                outcomes[key] = outcomes.get(key, 0) + value
+        over = build.overcommitted(db, ram_ratio=RAM_RATIO, cpu_ratio=CPU_RATIO, disk_ratio=DISK_RATIO)
+        with db.begin() as session:
+            placed = session.execute(sa.select(sa.func.count()).select_from(Instance)
+                                     .where(Instance.host.is_not(None))).scalar_one()
+        print(f"hosts={args.hosts} instances={len(ids)} scheduler_workers={args.workers}")
+        print(f"casts sent in {cast_done - started:.1f} s; all decided in {elapsed:.1f} s")
+        print(f"decisions/s: {len(ids) / elapsed:.0f}")
+        print(f"decision latency ms: p50 {statistics.median(latencies):.1f}  "
+              f"p99 {percentile(latencies, 0.99):.1f}  max {max(latencies):.1f}  (n={len(latencies)})")
+        print(f"placed {placed}, error {len(ids) - placed}; outcomes {outcomes}")
+        print(f"claims lost to other workers: {lost}; host rows read by caches: {rows} "
+              f"({rows / len(ids):.1f} per decision)")
+        print(f"scheduler workers' CPU: {worker_cpu * 1000 / len(ids):.2f} ms per decision "
+              f"(machine load average {load:.1f} on {os.cpu_count()} CPUs)")
+        print(f"over-commit count: {len(over)}")
+        return 1 if over else 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        if transport is not None:
+            transport.cleanup()
+        db.dispose()
+        drop_database(db_name)
+        rabbitmqctl("delete_vhost", vhost)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
