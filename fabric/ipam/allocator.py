@@ -79,19 +79,7 @@ EXTEND_BY = 32
 #: others' raises on the pool row until it commits, so batches raise it rarely.
 BATCH_EXTEND_BY = 256
 
-_PG_TAKE = sa.text("""
-WITH pool AS (SELECT next_ordinal FROM address_pools WHERE id = :pool),
-cand AS (SELECT f.ordinal AS o FROM free_addresses f
-         WHERE f.pool_id = :pool AND f.ordinal < (SELECT next_ordinal FROM pool)
-         ORDER BY f.ordinal LIMIT 1 FOR UPDATE OF f SKIP LOCKED),
-taken AS (DELETE FROM free_addresses
-          WHERE pool_id = :pool AND ordinal = (SELECT o FROM cand) RETURNING ordinal),
-raised AS (UPDATE address_pools SET next_ordinal = next_ordinal + :chunk
-           WHERE id = :pool AND next_ordinal + :chunk <= :limit AND NOT EXISTS (SELECT 1 FROM cand)
-           RETURNING next_ordinal - :chunk AS first, next_ordinal AS upto),
-spare AS (INSERT INTO free_addresses (pool_id, ordinal)
-          SELECT :pool, g FROM raised, generate_series(raised.first + 1, raised.upto - 1) AS g
-          ON CONFLICT DO NOTHING)
+_PG_TAKE = sa.text(onestep.TAKE_OR_RAISE + """
 SELECT EXISTS (SELECT 1 FROM pool), (SELECT o FROM cand), (SELECT ordinal FROM taken),
        (SELECT first FROM raised)
 """)

@@ -26,7 +26,11 @@ MAX_RANGES = 64
 
 _V6_SPECIAL = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0/96"))
 
-_ALLOCATE = """
+#: Take the pool's lowest free ordinal below its mark (``taken``), or, when none
+#: is free, raise the mark by :chunk (``raised``) and record the rest of the new
+#: ordinals as free (``spare``). Shared by the one-statement allocation below and
+#: the allocator's two-step path.
+TAKE_OR_RAISE = """
 WITH pool AS (SELECT next_ordinal FROM address_pools WHERE id = :pool),
 cand AS (SELECT f.ordinal AS o FROM free_addresses f
          WHERE f.pool_id = :pool AND f.ordinal < (SELECT next_ordinal FROM pool)
@@ -38,7 +42,9 @@ raised AS (UPDATE address_pools SET next_ordinal = next_ordinal + :chunk
            RETURNING next_ordinal - :chunk AS first, next_ordinal AS upto),
 spare AS (INSERT INTO free_addresses (pool_id, ordinal)
           SELECT :pool, g FROM raised, generate_series(raised.first + 1, raised.upto - 1) AS g
-          ON CONFLICT DO NOTHING),
+          ON CONFLICT DO NOTHING)"""
+
+_ALLOCATE = TAKE_OR_RAISE + """,
 chosen AS (SELECT coalesce((SELECT ordinal FROM taken), (SELECT first FROM raised)) AS o),
 ins AS (INSERT INTO address_allocations (pool_id, address, ordinal, request_token, port_id, created_at)
         SELECT :pool, host({address}), c.o, :token, :port, :now FROM chosen c WHERE c.o IS NOT NULL

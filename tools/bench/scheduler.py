@@ -94,7 +94,8 @@ def populate(db: Database, hosts: int, instances: int, rng: random.Random) -> li
     return ids
 
 
-def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path) -> list[subprocess.Popen]:
+def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path,
+                  decisions: int) -> list[subprocess.Popen]:
     workers = []
     for index in range(count):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
@@ -102,6 +103,7 @@ def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path) -> list[
             "PYTHONPATH": str(REPO), "FABRIC_DATABASE_URL": db_url, "FABRIC_RPC_TRANSPORT_URL": amqp_url,
             "FABRIC_DEFAULT_HOST": f"bench-scheduler-{index}", "FABRIC_DEFAULT_LOG_LEVEL": "WARNING",
             "FABRIC_SERVICE_SERVICE_DOWN_TIME": "86400",
+            "FABRIC_SCHEDULER_MAX_CONCURRENT_DECISIONS": str(decisions),
             "FABRIC_SCHEDULER_RAM_ALLOCATION_RATIO": str(RAM_RATIO),
             "FABRIC_SCHEDULER_CPU_ALLOCATION_RATIO": str(CPU_RATIO),
             "FABRIC_SCHEDULER_DISK_ALLOCATION_RATIO": str(DISK_RATIO),
@@ -154,6 +156,8 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--senders", type=int, default=8, help="green threads casting requests")
+    parser.add_argument("--decisions", type=int, default=1,
+                        help="[scheduler] max_concurrent_decisions of each worker")
     args = parser.parse_args()
     rng = random.Random(7)
     vhost = f"fabric_bench_{secrets.token_hex(4)}"
@@ -168,7 +172,7 @@ def main() -> int:
     try:
         ids = populate(db, args.hosts, args.instances, rng)
         print(f"populated {args.hosts} hosts and {len(ids)} instances in database {db_name}")
-        workers = start_workers(args.workers, db.url.render_as_string(hide_password=False), amqp_url, logdir)
+        workers = start_workers(args.workers, db.url.render_as_string(hide_password=False), amqp_url, logdir, args.decisions)
         settings = config.Settings().replace(rpc={"transport_url": amqp_url, "call_timeout": 5})
         transport = rpc.get_transport(settings.rpc)
         api = SchedulerAPI(transport, timeout=5)
