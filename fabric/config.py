@@ -71,7 +71,7 @@ class ServiceSection:
     """[service]: liveness and periodic work."""
 
     report_interval: float = option(10.0, "Seconds between heartbeats into the services table.", minimum=0.01)
-    service_down_time: float = option(60.0, "A service with no heartbeat for this long is down.", minimum=0.01)
+    service_down_time: float = option(60.0, "Seconds without a heartbeat after which a service is down.", minimum=0.01)
     graceful_shutdown_timeout: float = option(30.0, "Seconds in-flight work may take after SIGTERM.", minimum=0)
     advertise_address: str = option("", "Address recorded for this host's workers in the services registry. Empty: what the host name resolves to.")
 
@@ -105,7 +105,7 @@ class SchedulerSection:
     failed_build_penalty: float = option(10.0, "Weight taken from a host per recent failed build (RAM and vCPU weights are each 0..1).", minimum=0)
     host_refresh_interval: float = option(0.5, "Seconds between reads of the compute nodes changed since the last read.", minimum=0)
     host_full_refresh_interval: float = option(60.0, "Seconds between full reads of every compute node and service.", minimum=0.01)
-    max_concurrent_decisions: int = option(1, "Placement decisions one scheduler worker makes at once; more requests wait their turn. Decisions are CPU-bound: measured with 4 workers on 2 cores, 4 at once gave the same rate as 1 with 3x more lost claims and 7x the p99. Run more workers to scale.", minimum=1)
+    max_concurrent_decisions: int = option(1, "Placement decisions one scheduler worker makes at once; more requests wait their turn. Decisions are CPU-bound: more at once mostly adds claims lost to each other. Run more workers to scale.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -180,6 +180,19 @@ class NumberExhausted(Conflict):
     )
 
 
+# --- infrastructure errors (5xx) ------------------------------------------
+
+
+class DatabaseUnavailable(FabricError):
+    code = 503
+    msg_fmt = "Database {url} is unreachable: {reason}"
+
+
+class DatabaseNotSynced(FabricError):
+    code = 503
+    msg_fmt = "Database {url} has no fabric schema yet: run `fabric-manage db sync` first."
+
+
 class NoValidHost(FabricError):
     code = 500
     msg_fmt = "No valid host was found: {reason}"
@@ -192,14 +205,6 @@ class BuildAttemptsExhausted(NoValidHost):
     )
 
 
-# --- infrastructure errors (5xx) ------------------------------------------
-
-
-class DatabaseUnavailable(FabricError):
-    code = 503
-    msg_fmt = "Database {url} is unreachable: {reason}"
-
-
 class HypervisorError(FabricError):
     """A virt driver operation failed on the hypervisor."""
 
@@ -210,11 +215,6 @@ class HypervisorError(FabricError):
 class HypervisorUnavailable(FabricError):
     code = 503
     msg_fmt = "Hypervisor at {uri} is unreachable: {reason}"
-
-
-class DatabaseNotSynced(FabricError):
-    code = 503
-    msg_fmt = "Database {url} has no fabric schema yet: run `fabric-manage db sync` first."
 
 
 class MessagingError(FabricError):

@@ -55,13 +55,12 @@ class Manager:
         """Called once by the Service after in-flight work finished at stop."""
 
     def describe(self, ctx: RequestContext) -> dict[str, Any]:
-        """Who this worker is: binary, topic, host, address, version, capabilities."""
-        service = self.service
-        return {
-            "binary": service.binary if service else "",
-            "topic": service.topic if service else self.topic,
-            "host": service.host if service else self.host,
-            "address": service.address if service else "",
-            "version": fabric.__version__,
-            "capabilities": self.capabilities(),
-        }
+        """Who this worker is: binary, topic, host, address, version, capabilities.
+
+        Served, that is what its :class:`~fabric.service.Service` records; not
+        served (a bare manager in a test), binary and address are empty.
+        """
+        if self.service is not None:
+            return self.service.describe(ctx)
+        return {"binary": "", "topic": self.topic, "host": self.host, "address": "",
+                "version": fabric.__version__, "capabilities": self.capabilities()}

@@ -102,8 +102,7 @@ class Service:
         if self._started:
             return
         if self.db is None:
-            self.db = Database(self.settings.database_url, pool_size=self.settings.database.pool_size,
-                               connect_timeout=self.settings.database.connect_timeout)
+            self.db = Database.from_settings(self.settings)
         if self.transport is None:
             self.transport = rpc.get_transport(self.settings.rpc)
         init_host = getattr(self.manager, "init_host", None)

@@ -66,14 +66,16 @@ class ServiceInfo:
         return data
 
 
-def is_up(service: _HasHeartbeat, now: datetime.datetime | None = None, *,
+def is_up(service: _HasHeartbeat | None, now: datetime.datetime | None = None, *,
           down_time: float = DEFAULT_DOWN_TIME) -> bool:
-    """Whether a service row heartbeated within the last ``down_time`` seconds.
+    """Whether a service heartbeated within the last ``down_time`` seconds.
 
-    ``now`` is naive UTC (default: the current time). A service that never
-    heartbeated is down.
+    ``service`` is anything with a ``last_heartbeat`` (a registry row, a
+    scheduler's host state); ``now`` is naive UTC (default: the current time;
+    pass one to judge many services at the same instant). A service that is
+    missing (None) or never heartbeated is down.
     """
-    if service.last_heartbeat is None:
+    if service is None or service.last_heartbeat is None:
         return False
     now = now or utcnow()
     return (now - service.last_heartbeat).total_seconds() <= down_time

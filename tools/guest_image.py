@@ -184,7 +184,7 @@ def kernel_package() -> str:
 def unpack_vmlinux(bzimage: bytes) -> bytes | None:
     """The ELF kernel inside a bzImage (the extract-vmlinux approach), or None.
 
-    Tries every xz/gzip/zstd stream start until one decompresses to an ELF file.
+    Tries every xz and gzip stream start until one decompresses to an ELF file.
     """
     candidates = []
     for magic, kind in ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b\x08", "gz")):
@@ -336,7 +336,8 @@ def ensure_guest_image(cache_dir: str | Path | None = None) -> GuestImage:
     """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    manifest = cache / f"guest-{_builder_digest()}.json"
+    digest = _builder_digest()
+    manifest = cache / f"guest-{digest}.json"
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if manifest.exists():
@@ -354,7 +355,6 @@ def ensure_guest_image(cache_dir: str | Path | None = None) -> GuestImage:
             vmlinux = unpack_vmlinux(bzimage)
             # Names carry the digest and files appear by rename: running guests
             # map the kernel file, so one is never rewritten in place.
-            digest = _builder_digest()
             kernel = cache / (f"vmlinux-{version}-{digest}" if vmlinux else f"vmlinuz-{version}")
             (work / "kernel.new").write_bytes(trim_vmlinux(vmlinux) if vmlinux else bzimage)
             os.replace(work / "kernel.new", kernel)

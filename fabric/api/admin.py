@@ -8,7 +8,7 @@ import falcon
 import sqlalchemy as sa
 
 from fabric.api import common
-from fabric.api.compute.hosts import is_up
+from fabric.api.compute.hosts import service_state
 from fabric.db.models import Datacenter, Segment, Service, Tenant, TopologyHost
 
 PREFIX = "/fabric/v1"
@@ -51,7 +51,7 @@ class Services:
         with deps.db.begin() as session:
             services = [{"id": s.id, "host": s.host, "binary": s.binary, "topic": s.topic, "version": s.version,
                          "address": s.address, "capabilities": s.capabilities, "disabled": s.disabled,
-                         "disabled_reason": s.disabled_reason, "state": "up" if is_up(s, down_after) else "down",
+                         "disabled_reason": s.disabled_reason, "state": service_state(s, down_after),
                          "last_heartbeat": common.isotime(s.last_heartbeat, micro=True),
                          "report_count": s.report_count}
                         for s in session.scalars(sa.select(Service).order_by(Service.host, Service.binary))]

@@ -10,6 +10,7 @@ from typing import Any
 
 import falcon
 import marshmallow
+import sqlalchemy as sa
 
 from fabric import config, exception
 from fabric.api.clients import Clients
@@ -120,6 +121,16 @@ def isotime(value: datetime.datetime | None, micro: bool = False) -> str | None:
     if value is None:
         return None
     return value.isoformat(timespec="microseconds" if micro else "seconds") + "Z"
+
+
+def equal_filters(query: sa.Select, req: falcon.Request, columns: dict[str, Any]) -> sa.Select:
+    """``query`` narrowed to the rows whose column equals each of these query parameters
+    the request gives (absent or empty ones do not filter)."""
+    for param, column in columns.items():
+        value = req.get_param(param)
+        if value:
+            query = query.where(column == value)
+    return query
 
 
 def int_param(req: falcon.Request, name: str, default: int | None = None, minimum: int = 0) -> int | None:

@@ -179,13 +179,17 @@ def _get_or_404(session, model, ident: str, kind: str):
     return row
 
 
+def _require_free_name(session, model: type[User] | type[Project], kind: str, name: str, domain_id: str) -> None:
+    """Raises Conflict when domain ``domain_id`` already has a ``kind`` called ``name``."""
+    if session.scalar(sa.select(model.id).where(model.name == name, model.domain_id == domain_id)):
+        raise exception.Conflict(reason=f"a {kind} named {name!r} already exists in domain {domain_id!r}")
+
+
 class Users:
     def on_get(self, req, resp):
         common.require_admin(req, "listing users")
         deps = common.deps(req)
-        query = sa.select(User).order_by(User.name)
-        if req.get_param("name"):
-            query = query.where(User.name == req.get_param("name"))
+        query = common.equal_filters(sa.select(User).order_by(User.name), req, {"name": User.name})
         with deps.db.begin() as session:
             common.respond(resp, {"users": [user_document(u, deps.base_url(req)) for u in session.scalars(query)]})
 
@@ -196,11 +200,7 @@ class Users:
         with deps.db.begin() as session:
             if data["default_project_id"]:
                 _get_or_404(session, Project, data["default_project_id"], "Project")
-            clash = session.scalar(sa.select(User.id).where(User.name == data["name"],
-                                                            User.domain_id == data["domain_id"]))
-            if clash:
-                raise exception.Conflict(reason=f"a user named {data['name']!r} already exists in domain "
-                                                f"{data['domain_id']!r}")
+            _require_free_name(session, User, "user", data["name"], data["domain_id"])
             user = User(name=data["name"], domain_id=data["domain_id"], enabled=data["enabled"],
                         password_hash=passwords.hash_password(data["password"]),
                         default_project_id=data["default_project_id"])
@@ -224,9 +224,7 @@ class Projects:
     def on_get(self, req, resp):
         common.require_admin(req, "listing projects")
         deps = common.deps(req)
-        query = sa.select(Project).order_by(Project.name)
-        if req.get_param("name"):
-            query = query.where(Project.name == req.get_param("name"))
+        query = common.equal_filters(sa.select(Project).order_by(Project.name), req, {"name": Project.name})
         with deps.db.begin() as session:
             common.respond(resp, {"projects": [project_document(p, deps.base_url(req))
                                                for p in session.scalars(query)]})
@@ -236,11 +234,7 @@ class Projects:
         deps = common.deps(req)
         data = common.body(req, _wrapped("project", ProjectCreateSchema))["project"]
         with deps.db.begin() as session:
-            clash = session.scalar(sa.select(Project.id).where(Project.name == data["name"],
-                                                               Project.domain_id == data["domain_id"]))
-            if clash:
-                raise exception.Conflict(reason=f"a project named {data['name']!r} already exists in domain "
-                                                f"{data['domain_id']!r}")
+            _require_free_name(session, Project, "project", data["name"], data["domain_id"])
             project = Project(name=data["name"], domain_id=data["domain_id"], description=data["description"],
                               enabled=data["enabled"])
             session.add(project)
@@ -251,7 +245,7 @@ class Projects:
 class ProjectItem:
     def on_get(self, req, resp, project_id):
         context = common.ctx(req)
-        if not context.is_admin and context.project_id != project_id:
+        if not common.visible(context, project_id):
             raise exception.NotFound(kind="Project", ident=project_id)
         deps = common.deps(req)
         with deps.db.begin() as session:
@@ -262,9 +256,7 @@ class ProjectItem:
 class Roles:
     def on_get(self, req, resp):
         deps = common.deps(req)
-        query = sa.select(Role).order_by(Role.name)
-        if req.get_param("name"):
-            query = query.where(Role.name == req.get_param("name"))
+        query = common.equal_filters(sa.select(Role).order_by(Role.name), req, {"name": Role.name})
         with deps.db.begin() as session:
             common.respond(resp, {"roles": [role_document(r, deps.base_url(req)) for r in session.scalars(query)]})
 
@@ -289,6 +281,12 @@ class RoleItem:
                                                         deps.base_url(req))})
 
 
+def _assignment(project_id: str, user_id: str, role_id: str) -> tuple:
+    """The WHERE clauses selecting one role assignment."""
+    return (RoleAssignment.project_id == project_id, RoleAssignment.user_id == user_id,
+            RoleAssignment.role_id == role_id)
+
+
 class ProjectUserRole:
     """PUT/HEAD/DELETE /v3/projects/{p}/users/{u}/roles/{r}: grant, check, revoke."""
 
@@ -301,9 +299,7 @@ class ProjectUserRole:
         common.require_admin(req, "granting roles")
         with common.deps(req).db.begin() as session:
             self._check(session, project_id, user_id, role_id)
-            exists = session.scalar(sa.select(RoleAssignment.id).where(
-                RoleAssignment.project_id == project_id, RoleAssignment.user_id == user_id,
-                RoleAssignment.role_id == role_id))
+            exists = session.scalar(sa.select(RoleAssignment.id).where(*_assignment(project_id, user_id, role_id)))
             if not exists:
                 session.add(RoleAssignment(project_id=project_id, user_id=user_id, role_id=role_id))
         resp.status = falcon.HTTP_204
@@ -311,9 +307,7 @@ class ProjectUserRole:
     def on_head(self, req, resp, project_id, user_id, role_id):
         common.require_admin(req, "checking role grants")
         with common.deps(req).db.begin() as session:
-            found = session.scalar(sa.select(RoleAssignment.id).where(
-                RoleAssignment.project_id == project_id, RoleAssignment.user_id == user_id,
-                RoleAssignment.role_id == role_id))
+            found = session.scalar(sa.select(RoleAssignment.id).where(*_assignment(project_id, user_id, role_id)))
         if not found:
             raise exception.NotFound(kind="Role assignment", ident=f"{user_id}/{project_id}/{role_id}")
         resp.status = falcon.HTTP_204
@@ -321,9 +315,7 @@ class ProjectUserRole:
     def on_delete(self, req, resp, project_id, user_id, role_id):
         common.require_admin(req, "revoking roles")
         with common.deps(req).db.begin() as session:
-            gone = session.execute(sa.delete(RoleAssignment).where(
-                RoleAssignment.project_id == project_id, RoleAssignment.user_id == user_id,
-                RoleAssignment.role_id == role_id)).rowcount
+            gone = session.execute(sa.delete(RoleAssignment).where(*_assignment(project_id, user_id, role_id))).rowcount
         if not gone:
             raise exception.NotFound(kind="Role assignment", ident=f"{user_id}/{project_id}/{role_id}")
         resp.status = falcon.HTTP_204

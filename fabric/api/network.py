@@ -419,7 +419,7 @@ class Quotas:
 
     def on_get(self, req, resp, project_id):
         context = common.ctx(req)
-        if not context.is_admin and context.project_id != project_id:
+        if not common.visible(context, project_id):
             raise exception.Forbidden(reason=f"only an admin may see the quotas of project {project_id}")
         common.respond(resp, {"quota": dict.fromkeys(self.RESOURCES, -1)})
 

@@ -9,84 +9,77 @@ from __future__ import annotations
 import falcon
 from marshmallow import Schema, fields, validate
 
-from fabric.api import common
+from fabric.api import common, identity, image, network
+from fabric.api.compute import flavors, keypairs, quotas, servers
 
-# (method, path, summary, request schema or None, success status, needs a token)
-_OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = []
+_C = "/compute/v2.1"
+_N = "/networking/v2.0"
+_I = "/image/v2"
 
 
-def _ops() -> list:
-    if _OPERATIONS:
-        return _OPERATIONS
-    from fabric.api import identity, image, network
-    from fabric.api.compute import actions, flavors, keypairs, quotas, servers
-
-    c = "/compute/v2.1"
-    n = "/networking/v2.0"
-    i = "/image/v2"
-    _OPERATIONS.extend([
-        ("get", "/", "Identity versions", None, 300, False),
-        ("get", "/v3", "Identity v3 version", None, 200, False),
-        ("post", "/v3/auth/tokens", "Issue a token", identity.AuthRequestSchema(), 201, False),
-        ("get", "/v3/auth/tokens", "Validate a token (X-Subject-Token)", None, 200, True),
-        ("delete", "/v3/auth/tokens", "Revoke a token (X-Subject-Token)", None, 204, True),
-        ("get", "/v3/users", "List users (admin)", None, 200, True),
-        ("post", "/v3/users", "Create a user (admin)", identity._wrapped("user", identity.UserCreateSchema), 201, True),
-        ("get", "/v3/users/{user_id}", "Show a user", None, 200, True),
-        ("get", "/v3/projects", "List projects (admin)", None, 200, True),
-        ("post", "/v3/projects", "Create a project (admin)",
-         identity._wrapped("project", identity.ProjectCreateSchema), 201, True),
-        ("get", "/v3/projects/{project_id}", "Show a project", None, 200, True),
-        ("get", "/v3/roles", "List roles", None, 200, True),
-        ("post", "/v3/roles", "Create a role (admin)", identity._wrapped("role", identity.RoleCreateSchema), 201, True),
-        ("put", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "Grant a role (admin)", None, 204, True),
-        ("get", "/compute", "Compute versions", None, 200, False),
-        ("get", c, "Compute v2.1 version", None, 200, False),
-        ("get", f"{c}/flavors", "List flavors", None, 200, True),
-        ("get", f"{c}/flavors/detail", "List flavors with details", None, 200, True),
-        ("post", f"{c}/flavors", "Create a flavor (admin)", flavors.FLAVOR_CREATE, 200, True),
-        ("get", f"{c}/flavors/{{flavor_id}}", "Show a flavor", None, 200, True),
-        ("delete", f"{c}/flavors/{{flavor_id}}", "Delete a flavor (admin)", None, 202, True),
-        ("get", f"{c}/os-keypairs", "List keypairs", None, 200, True),
-        ("post", f"{c}/os-keypairs", "Import or generate a keypair", keypairs.KEYPAIR_CREATE, 200, True),
-        ("get", f"{c}/os-keypairs/{{name}}", "Show a keypair", None, 200, True),
-        ("delete", f"{c}/os-keypairs/{{name}}", "Delete a keypair", None, 202, True),
-        ("get", f"{c}/limits", "Absolute limits and usage", None, 200, True),
-        ("get", f"{c}/os-quota-sets/{{project_id}}", "Show quotas", None, 200, True),
-        ("put", f"{c}/os-quota-sets/{{project_id}}", "Update quotas (admin)", quotas.QUOTA_UPDATE, 200, True),
-        ("get", f"{c}/servers", "List servers", None, 200, True),
-        ("get", f"{c}/servers/detail", "List servers with details", None, 200, True),
-        ("post", f"{c}/servers", "Create servers", servers.SERVER_CREATE, 202, True),
-        ("get", f"{c}/servers/{{server_id}}", "Show a server", None, 200, True),
-        ("delete", f"{c}/servers/{{server_id}}", "Delete a server", None, 204, True),
-        ("post", f"{c}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
-         "unpause, suspend, resume, os-getConsoleOutput)", None, 202, True),
-        ("get", f"{c}/os-hypervisors", "List hypervisors (admin)", None, 200, True),
-        ("get", f"{c}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200, True),
-        ("get", f"{c}/os-services", "List services (admin)", None, 200, True),
-        ("get", "/image", "Image versions", None, 200, False),
-        ("get", f"{i}/images", "List images (filters: name, id, status, visibility)", None, 200, True),
-        ("post", f"{i}/images", "Create an image record", image.ImageCreateSchema(), 201, True),
-        ("get", f"{i}/images/{{image_id}}", "Show an image", None, 200, True),
-        ("delete", f"{i}/images/{{image_id}}", "Delete an image", None, 204, True),
-        ("put", f"{i}/images/{{image_id}}/file", "Upload image data", None, 204, True),
-        ("get", f"{i}/images/{{image_id}}/file", "Download image data", None, 200, True),
-        ("get", "/networking", "Network versions", None, 200, False),
-        ("get", f"{n}/networks", "List networks", None, 200, True),
-        ("post", f"{n}/networks", "Create a network", network.NETWORK_CREATE, 201, True),
-        ("get", f"{n}/networks/{{network_id}}", "Show a network", None, 200, True),
-        ("delete", f"{n}/networks/{{network_id}}", "Delete a network", None, 204, True),
-        ("get", f"{n}/subnets", "List subnets", None, 200, True),
-        ("post", f"{n}/subnets", "Create a subnet", network.SUBNET_CREATE, 201, True),
-        ("get", f"{n}/subnets/{{subnet_id}}", "Show a subnet", None, 200, True),
-        ("get", f"{n}/ports", "List ports", None, 200, True),
-        ("get", f"{n}/ports/{{port_id}}", "Show a port", None, 200, True),
-        ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
-        ("get", "/fabric/v1/tenants", "Tenants and their segments (admin)", None, 200, True),
-        ("get", "/fabric/v1/services", "The services registry (admin)", None, 200, True),
-    ])
-    del actions  # its body is a one-key object per action; documented in the summary
-    return _OPERATIONS
+#: (method, path, summary, request schema or None, success status, needs a token)
+_OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
+    ("get", "/", "Identity versions", None, 300, False),
+    ("get", "/v3", "Identity v3 version", None, 200, False),
+    ("post", "/v3/auth/tokens", "Issue a token", identity.AuthRequestSchema(), 201, False),
+    ("get", "/v3/auth/tokens", "Validate a token (X-Subject-Token)", None, 200, True),
+    ("delete", "/v3/auth/tokens", "Revoke a token (X-Subject-Token)", None, 204, True),
+    ("get", "/v3/users", "List users (admin)", None, 200, True),
+    ("post", "/v3/users", "Create a user (admin)", identity._wrapped("user", identity.UserCreateSchema), 201, True),
+    ("get", "/v3/users/{user_id}", "Show a user", None, 200, True),
+    ("get", "/v3/projects", "List projects (admin)", None, 200, True),
+    ("post", "/v3/projects", "Create a project (admin)",
+     identity._wrapped("project", identity.ProjectCreateSchema), 201, True),
+    ("get", "/v3/projects/{project_id}", "Show a project", None, 200, True),
+    ("get", "/v3/roles", "List roles", None, 200, True),
+    ("post", "/v3/roles", "Create a role (admin)", identity._wrapped("role", identity.RoleCreateSchema), 201, True),
+    ("put", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "Grant a role (admin)", None, 204, True),
+    ("get", "/compute", "Compute versions", None, 200, False),
+    ("get", _C, "Compute v2.1 version", None, 200, False),
+    ("get", f"{_C}/flavors", "List flavors", None, 200, True),
+    ("get", f"{_C}/flavors/detail", "List flavors with details", None, 200, True),
+    ("post", f"{_C}/flavors", "Create a flavor (admin)", flavors.FLAVOR_CREATE, 200, True),
+    ("get", f"{_C}/flavors/{{flavor_id}}", "Show a flavor", None, 200, True),
+    ("delete", f"{_C}/flavors/{{flavor_id}}", "Delete a flavor (admin)", None, 202, True),
+    ("get", f"{_C}/os-keypairs", "List keypairs", None, 200, True),
+    ("post", f"{_C}/os-keypairs", "Import or generate a keypair", keypairs.KEYPAIR_CREATE, 200, True),
+    ("get", f"{_C}/os-keypairs/{{name}}", "Show a keypair", None, 200, True),
+    ("delete", f"{_C}/os-keypairs/{{name}}", "Delete a keypair", None, 202, True),
+    ("get", f"{_C}/limits", "Absolute limits and usage", None, 200, True),
+    ("get", f"{_C}/os-quota-sets/{{project_id}}", "Show quotas", None, 200, True),
+    ("put", f"{_C}/os-quota-sets/{{project_id}}", "Update quotas (admin)", quotas.QUOTA_UPDATE, 200, True),
+    ("get", f"{_C}/servers", "List servers", None, 200, True),
+    ("get", f"{_C}/servers/detail", "List servers with details", None, 200, True),
+    ("post", f"{_C}/servers", "Create servers", servers.SERVER_CREATE, 202, True),
+    ("get", f"{_C}/servers/{{server_id}}", "Show a server", None, 200, True),
+    ("delete", f"{_C}/servers/{{server_id}}", "Delete a server", None, 204, True),
+    # The action body is a one-key object per action, so the summary documents it.
+    ("post", f"{_C}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
+     "unpause, suspend, resume, os-getConsoleOutput)", None, 202, True),
+    ("get", f"{_C}/os-hypervisors", "List hypervisors (admin)", None, 200, True),
+    ("get", f"{_C}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200, True),
+    ("get", f"{_C}/os-services", "List services (admin)", None, 200, True),
+    ("get", "/image", "Image versions", None, 200, False),
+    ("get", f"{_I}/images", "List images (filters: name, id, status, visibility)", None, 200, True),
+    ("post", f"{_I}/images", "Create an image record", image.ImageCreateSchema(), 201, True),
+    ("get", f"{_I}/images/{{image_id}}", "Show an image", None, 200, True),
+    ("delete", f"{_I}/images/{{image_id}}", "Delete an image", None, 204, True),
+    ("put", f"{_I}/images/{{image_id}}/file", "Upload image data", None, 204, True),
+    ("get", f"{_I}/images/{{image_id}}/file", "Download image data", None, 200, True),
+    ("get", "/networking", "Network versions", None, 200, False),
+    ("get", f"{_N}/networks", "List networks", None, 200, True),
+    ("post", f"{_N}/networks", "Create a network", network.NETWORK_CREATE, 201, True),
+    ("get", f"{_N}/networks/{{network_id}}", "Show a network", None, 200, True),
+    ("delete", f"{_N}/networks/{{network_id}}", "Delete a network", None, 204, True),
+    ("get", f"{_N}/subnets", "List subnets", None, 200, True),
+    ("post", f"{_N}/subnets", "Create a subnet", network.SUBNET_CREATE, 201, True),
+    ("get", f"{_N}/subnets/{{subnet_id}}", "Show a subnet", None, 200, True),
+    ("get", f"{_N}/ports", "List ports", None, 200, True),
+    ("get", f"{_N}/ports/{{port_id}}", "Show a port", None, 200, True),
+    ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
+    ("get", "/fabric/v1/tenants", "Tenants and their segments (admin)", None, 200, True),
+    ("get", "/fabric/v1/services", "The services registry (admin)", None, 200, True),
+]
 
 
 #: Query parameters of the list operations: path -> [(name, JSON type)].
@@ -121,17 +114,15 @@ def field_schema(field: fields.Field) -> dict:
     if isinstance(field, fields.UUID):
         out["format"] = "uuid"
     for validator in field.validators:
-        if isinstance(validator, validate.Length):
-            key = "Items" if out.get("type") == "array" else "Length"
-            if validator.min is not None:
-                out[f"min{key}"] = validator.min
-            if validator.max is not None:
-                out[f"max{key}"] = validator.max
-        elif isinstance(validator, validate.Range):
-            if validator.min is not None:
-                out["minimum"] = validator.min
-            if validator.max is not None:
-                out["maximum"] = validator.max
+        if isinstance(validator, (validate.Length, validate.Range)):
+            if isinstance(validator, validate.Range):
+                bounds = ("minimum", "maximum")
+            else:
+                key = "Items" if out.get("type") == "array" else "Length"
+                bounds = (f"min{key}", f"max{key}")
+            for name, bound in zip(bounds, (validator.min, validator.max), strict=True):
+                if bound is not None:
+                    out[name] = bound
         elif isinstance(validator, validate.OneOf):
             out["enum"] = list(validator.choices)
         elif isinstance(validator, validate.Regexp):
@@ -156,7 +147,7 @@ def schema_of(schema: Schema) -> dict:
 
 def document(base: str = "") -> dict:
     paths: dict = {}
-    for method, path, summary, schema, status, secured in _ops():
+    for method, path, summary, schema, status, secured in _OPERATIONS:
         op: dict = {"summary": summary, "responses": {str(status): {"description": "success"}}}
         params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in path.split("/") if p.startswith("{")]

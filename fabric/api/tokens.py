@@ -159,13 +159,19 @@ def _lookup(session, secret: str, now: datetime.datetime) -> Token:
     if not secret:
         raise exception.NotAuthenticated(reason="no token was given (X-Auth-Token)")
     row = session.get(Token, hash_secret(secret))
+    _require_live(row, now)
+    return row
+
+
+def _require_live(row, now: datetime.datetime) -> None:
+    """Raises NotAuthenticated unless ``row`` (a token or a row with its columns) is known,
+    unrevoked and unexpired at ``now``."""
     if row is None:
         raise exception.NotAuthenticated(reason="the token is not known")
     if row.revoked:
         raise exception.NotAuthenticated(reason="the token was revoked")
     if row.expires_at <= now:
         raise exception.NotAuthenticated(reason=f"the token expired at {row.expires_at.isoformat()}Z")
-    return row
 
 
 def validate(db: Database, secret: str) -> TokenInfo:
@@ -192,13 +198,8 @@ def validate(db: Database, secret: str) -> TokenInfo:
              .order_by(Role.name))
     with db.begin() as session:
         rows = session.execute(query).all()
-    if not rows:
-        raise exception.NotAuthenticated(reason="the token is not known")
-    row = rows[0]
-    if row.revoked:
-        raise exception.NotAuthenticated(reason="the token was revoked")
-    if row.expires_at <= utcnow():
-        raise exception.NotAuthenticated(reason=f"the token expired at {row.expires_at.isoformat()}Z")
+    row = rows[0] if rows else None
+    _require_live(row, utcnow())
     if row.found_user is None or not row.user_enabled:
         raise exception.NotAuthenticated(reason="the token's user is disabled or gone")
     scoped = row.project_id is not None

@@ -28,8 +28,7 @@ def open_database(settings: config.Settings, *, sync_if_empty: bool) -> Database
     schema first (the embedded all-in-one default). Raises DatabaseUnavailable
     or DatabaseNotSynced.
     """
-    db = Database(settings.database_url, pool_size=settings.database.pool_size,
-                  connect_timeout=settings.database.connect_timeout)
+    db = Database.from_settings(settings)
     db.check_reachable()
     if "services" in migration.table_names(db):
         return db

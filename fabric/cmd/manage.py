@@ -17,8 +17,7 @@ from fabric.db.engine import redacted
 
 
 def _database(settings: config.Settings) -> Database:
-    db = Database(settings.database_url, pool_size=settings.database.pool_size,
-                  connect_timeout=settings.database.connect_timeout)
+    db = Database.from_settings(settings)
     db.check_reachable()
     return db
 

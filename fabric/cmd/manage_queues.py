@@ -136,7 +136,9 @@ def requeue_dead(url: str, queue: str, *, limit: int | None = None) -> int:
     if limit is not None and limit < 0:
         raise Invalid(reason=f"--limit is {limit}; use a number of messages, 0 or more")
     dead_queue = queue + DEAD_SUFFIX
-    with kombu.Connection(url) as connection:
+    # confirm_publish: basic_publish then waits for the broker's ack (and raises on a
+    # nack or a return), so a dead letter is removed only once its copy is safe.
+    with kombu.Connection(url, transport_options={"confirm_publish": True}) as connection:
         try:
             connection.connect()
         except (OSError, *connection.connection_errors) as exc:
@@ -153,7 +155,6 @@ def requeue_dead(url: str, queue: str, *, limit: int | None = None) -> int:
         channel = connection.channel()
         _, waiting, _ = channel.queue_declare(dead_queue, passive=True)
         budget = waiting if limit is None else min(limit, waiting)
-        channel.confirm_select()
         moved = 0
         while moved < budget:
             message = channel.basic_get(dead_queue, no_ack=False)

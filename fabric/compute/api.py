@@ -1,9 +1,14 @@
-"""What other services use from compute: state checks and intent, then a cast to the host.
+"""Compute's own front door: state checks and intent, then a cast to the host.
 
 Each action first moves the instance's task_state by compare-and-swap (so
 two requests cannot both start, and the user gets InstanceStateConflict at
 once), then casts to the worker on the instance's host; if no worker serves
 that host the task is rolled back and the Unroutable error raised.
+
+The HTTP API does not go through here: ``fabric.api.compute`` (actions,
+servers) does the same with its own checks and also gives the quota back on
+delete, which :meth:`ComputeService.delete` does not. This drives the
+workers without the HTTP API (the worker integration tests).
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.exception import Invalid, NotFound
+from fabric.db.models import AddressAllocation, Image, Network, Port, Subnet
+from fabric.exception import Conflict, Invalid, NotFound
 from fabric.virt.driver import BootImage
 
 LOG = logging.getLogger(__name__)
@@ -117,7 +120,7 @@ class IpamAddresses:
     network exists; the network worker serves DHCP from it).
     """
 
-    def __init__(self, transport: Any, db: Database | None = None) -> None:
+    def __init__(self, transport: Any, db: Database) -> None:
         from fabric.ipam.rpcapi import IpamAPI
 
         self.api = IpamAPI(transport)
@@ -129,10 +132,6 @@ class IpamAddresses:
         The subnet is an L2 network's first IPv4 subnet (or the one named); a
         routed network's addresses come from its segment.
         """
-        import sqlalchemy as sa
-
-        from fabric.db.models import Network, Port, Subnet
-
         subnet_id, segment_id, network_id = request.get("subnet_id"), request.get("segment_id"), None
         if request.get("port_id"):
             port = session.get(Port, request["port_id"])
@@ -167,11 +166,6 @@ class IpamAddresses:
 
         Raises Conflict when the named port is bound to another instance.
         """
-        import sqlalchemy as sa
-
-        from fabric.db.models import Port
-        from fabric.exception import Conflict
-
         owner = COMPUTE_OWNER_PREFIX + (instance.get("availability_zone") or "nova")
         bound = {"device_id": instance["id"], "device_owner": owner, "host": instance.get("host"),
                  "binding": {"kind": "tap"}}
@@ -199,9 +193,6 @@ class IpamAddresses:
 
     def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str, host: str) -> None:
         """``host``'s DHCP port on the network, with its address, when the subnet serves DHCP. Idempotent."""
-        import sqlalchemy as sa
-
-        from fabric.db.models import AddressAllocation, Network, Port, Subnet
         from fabric.network.dbstate import DHCP_OWNER
 
         port_id = dhcp_port_id(network_id, host)
@@ -226,10 +217,6 @@ class IpamAddresses:
 
     def _unbind_port(self, instance: dict, index: int, port_id: str) -> None:
         """Delete the NIC's own port, or unbind the user's port (only if this instance holds it)."""
-        import sqlalchemy as sa
-
-        from fabric.db.models import Port
-
         held = (Port.id == port_id, Port.device_id == instance["id"])
         with self.db.begin() as session:
             if port_id == port_id_for(instance["id"], index):
@@ -262,8 +249,7 @@ class IpamAddresses:
             self.api.release(ctx, pool=vif["pool"], request_token=request_token(instance["id"], index))
         else:
             self.api.release(ctx, port_id=vif["id"])
-        if self.db is not None:
-            self._unbind_port(instance, index, vif["id"])
+        self._unbind_port(instance, index, vif["id"])
 
 
 class RpcNetworkPlugger:
@@ -335,8 +321,6 @@ class LocalImageStore:
         return str(path)
 
     def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
-        from fabric.db.models import Image
-
         image_id = instance.get("image_id")
         if not image_id:
             raise Invalid(reason=f"instance {instance['id']} has no image_id; an image is required to boot")

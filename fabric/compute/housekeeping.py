@@ -70,6 +70,8 @@ def sync_power_states(manager: ComputeManager) -> int:
     Instances with a task running are left alone (their handler settles them).
     A guest that vanished from the hypervisor puts its instance in error with a fault.
     """
+    from fabric.compute.manager import VM_STATE_FOR_POWER  # the manager imports this module
+
     actual_states = manager.driver.get_power_states()
     changed = 0
     for inst in states.instances_on_host(manager.db, manager.host):
@@ -85,8 +87,6 @@ def sync_power_states(manager: ComputeManager) -> int:
                              manager.host)
                 changed += 1
                 continue
-            from fabric.compute.manager import VM_STATE_FOR_POWER
-
             vm_state = VM_STATE_FOR_POWER.get(actual, inst["vm_state"])
             if int(actual) == inst["power_state"] and vm_state == inst["vm_state"]:
                 continue

@@ -51,6 +51,10 @@ HARD_REBOOT: tuple[str, tuple[str, ...], str] = (
     states.REBOOTING_HARD, (states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED, states.ERROR), "reboot")
 
 
+#: A collaborator argument of ComputeManager left to :func:`default_collaborators`.
+DEFAULT: Any = object()
+
+
 def action_states(action: str, **kwargs: Any) -> tuple[str, tuple[str, ...], str]:
     """(task_state, vm_states it may start from, driver method) of ``action`` with its arguments."""
     if action == "reboot_instance" and kwargs.get("hard"):
@@ -64,18 +68,19 @@ class ComputeManager(Manager):
     topic = "compute"
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
-                 transport: Any = None, *, driver: ComputeDriver | None = None, addresses=None,
-                 network=None, rescheduler=None, claims=None, images=None) -> None:
+                 transport: Any = None, *, driver: ComputeDriver | None = None, addresses=DEFAULT,
+                 network=DEFAULT, rescheduler=DEFAULT, claims=DEFAULT, images=DEFAULT) -> None:
+        """Collaborators not given are the real ones over ``transport``; ``rescheduler=None``
+        means a failed build ends in error instead of being handed back to the scheduler."""
         super().__init__(settings, host=host, db=db, transport=transport)
         if self.db is None:
-            self.db = Database(settings.database_url, pool_size=settings.database.pool_size,
-                               connect_timeout=settings.database.connect_timeout)
+            self.db = Database.from_settings(settings)
         self.driver = driver or load_driver(settings)
         given = {"addresses": addresses, "network": network, "rescheduler": rescheduler,
                  "claims": claims, "images": images}
-        if any(v is None for v in given.values()):
+        if any(v is DEFAULT for v in given.values()):
             defaults = default_collaborators(settings, self.db, transport)
-            given = {k: v if v is not None else defaults[k] for k, v in given.items()}
+            given = {k: defaults[k] if v is DEFAULT else v for k, v in given.items()}
         self.addresses = given["addresses"]
         self.network = given["network"]
         self.rescheduler = given["rescheduler"]

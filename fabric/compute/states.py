@@ -45,9 +45,7 @@ DELETING = "deleting"
 
 #: Tasks of a build in progress on a compute host.
 BUILD_TASKS = (None, SCHEDULING, NETWORKING, SPAWNING)
-#: Every task_state: any of them set means the instance is in transition.
-TRANSIENT_TASKS = (SCHEDULING, NETWORKING, SPAWNING, REBOOTING, REBOOTING_HARD, POWERING_OFF,
-                   POWERING_ON, PAUSING, UNPAUSING, SUSPENDING, RESUMING, DELETING)
+
 
 def _condition(column: sa.ColumnElement, expected: Any) -> sa.ColumnElement:
     if isinstance(expected, (tuple, list, set, frozenset)):

@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy import event, orm
 
 from fabric.exception import DatabaseUnavailable, InvalidSetting
+
+if TYPE_CHECKING:
+    from fabric.config import Settings
 
 _DRIVERS = {
     "postgresql": "postgresql+psycopg",
@@ -84,6 +88,12 @@ class Database:
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessionmaker = orm.sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The database ``settings`` name (``database_url``), with its pool size and connect timeout."""
+        return cls(settings.database_url, pool_size=settings.database.pool_size,
+                   connect_timeout=settings.database.connect_timeout)
 
     @property
     def backend(self) -> str:

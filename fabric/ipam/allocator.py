@@ -79,11 +79,6 @@ EXTEND_BY = 32
 #: others' raises on the pool row until it commits, so batches raise it rarely.
 BATCH_EXTEND_BY = 256
 
-_PG_TAKE = sa.text(onestep.TAKE_OR_RAISE + """
-SELECT EXISTS (SELECT 1 FROM pool), (SELECT o FROM cand), (SELECT ordinal FROM taken),
-       (SELECT first FROM raised)
-""")
-
 #: Why a take found nothing.
 _RACED = "raced"
 
@@ -92,9 +87,22 @@ class _BatchRaced(Exception):
     """A batch lost some free rows to another worker: it rolls back, its requests go one by one."""
 
 
+def _allocation(pool_id: str, address: str, ordinal: int | None, request_token: str,
+                port_id: str | None) -> dict[str, Any]:
+    """An allocation as the allocator's callers receive it."""
+    return {"pool": pool_id, "address": address, "ordinal": ordinal,
+            "request_token": request_token, "port_id": port_id}
+
+
 def _as_dict(row: Any) -> dict[str, Any]:
-    return {"pool": row.pool_id, "address": row.address, "ordinal": row.ordinal,
-            "request_token": row.request_token, "port_id": row.port_id}
+    return _allocation(row.pool_id, row.address, row.ordinal, row.request_token, row.port_id)
+
+
+def _free_below_mark(pool_id: str, count: int) -> sa.Select[Any]:
+    """The ``count`` lowest free ordinals of the pool below its high-water mark."""
+    mark = sa.select(POOLS.c.next_ordinal).where(POOLS.c.id == pool_id).scalar_subquery()
+    return (sa.select(FREE.c.ordinal).where(FREE.c.pool_id == pool_id, FREE.c.ordinal < mark)
+            .order_by(FREE.c.ordinal).limit(count))
 
 
 class Allocator:
@@ -108,19 +116,11 @@ class Allocator:
         self.db = db
         self.max_retries = max_retries
         self._definitions: dict[str, PoolDefinition] = {}
-        self._onestep: dict[str, sa.TextClause | None] = {}
-        self._onestep_many: dict[str, sa.TextClause | None] = {}
+        self._onestep: dict[tuple[str, bool], sa.TextClause] = {}
         self._allocations = GroupCommit(self.allocate_many, batch_size) if batch_size > 1 else None
         self._releases = GroupCommit(self.release_many, batch_size) if batch_size > 1 else None
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         backend = db.backend
-        if backend == "postgresql":
-            self._insert_ignore = postgresql.insert
-        elif backend == "mysql":
-            self._insert_ignore = lambda table: mysql.insert(table).prefix_with("IGNORE")
-        else:
-            self._insert_ignore = sqlite.insert
-        self._ignore_clause = backend != "mysql"
         # At most as many connections in use as the pool keeps open: beyond that
         # SQLAlchemy opens overflow connections and closes them again on return,
         # and under a burst of concurrent handlers that connect/close churn
@@ -179,12 +179,10 @@ class Allocator:
         """
         stored = self.definition(definition.pool_id, missing_ok=True)
         if stored is None:
-            insert = self._insert_ignore(POOLS).values(
+            insert = self._insert_ignoring_duplicates(POOLS).values(
                 id=definition.pool_id, kind=kind, subnet_id=subnet_id, segment_id=segment_id,
                 host_id=host_id, definition=definition.to_json(), size_limit=definition.limit,
                 next_ordinal=0)
-            if self._ignore_clause:
-                insert = insert.on_conflict_do_nothing()
             with self._begin() as conn:
                 conn.execute(insert)
             stored = self.definition(definition.pool_id)
@@ -211,8 +209,8 @@ class Allocator:
     def forget(self, pool_id: str) -> None:
         """Drop a cached definition (after its pool was deleted)."""
         self._definitions.pop(pool_id, None)
-        self._onestep.pop(pool_id, None)
-        self._onestep_many.pop(pool_id, None)
+        self._onestep.pop((pool_id, False), None)
+        self._onestep.pop((pool_id, True), None)
 
     def delete_pool(self, pool_id: str) -> bool:
         """Delete a pool and every allocation in it; True if it existed."""
@@ -250,8 +248,7 @@ class Allocator:
                 if statement is not None:
                     row = self._allocate_onestep(statement, pool_id, request_token, port_id, definition.limit)
                     if row is not None and row.address is not None:
-                        return {"pool": pool_id, "address": row.address, "ordinal": row.ordinal,
-                                "request_token": request_token, "port_id": port_id}
+                        return _allocation(pool_id, row.address, row.ordinal, request_token, port_id)
                     if row is not None and row.candidate is not None:
                         races += 1
                         continue
@@ -267,8 +264,7 @@ class Allocator:
                     conn.execute(ALLOCATIONS.insert().values(
                         pool_id=pool_id, address=address, ordinal=ordinal,
                         request_token=request_token, port_id=port_id))
-                return {"pool": pool_id, "address": address, "ordinal": ordinal,
-                        "request_token": request_token, "port_id": port_id}
+                return _allocation(pool_id, address, ordinal, request_token, port_id)
             except sa.exc.IntegrityError:
                 failures += 1
                 held = self.lookup(pool_id, request_token=request_token)
@@ -297,12 +293,14 @@ class Allocator:
             return held
         raise AddressExhausted(pool=pool_id, size=definition.size, in_use=self.in_use(pool_id))
 
-    def _onestep_sql(self, definition: PoolDefinition) -> sa.TextClause | None:
+    def _onestep_sql(self, definition: PoolDefinition, many: bool = False) -> sa.TextClause | None:
+        """The pool's one-statement allocation (a batch's if ``many``); None off PostgreSQL."""
         if self.db.backend != "postgresql":
             return None
-        if definition.pool_id not in self._onestep:
-            self._onestep[definition.pool_id] = onestep.allocate_statement(definition)
-        return self._onestep[definition.pool_id]
+        key = (definition.pool_id, many)
+        if key not in self._onestep:
+            self._onestep[key] = onestep.allocate_statement(definition, many=many)
+        return self._onestep[key]
 
     def allocate_many(self, pool_id: str, requests: list[tuple[str, str | None]]) -> list[Any]:
         """Allocate for several (token, port) requests in one transaction (GroupCommit's batch).
@@ -317,14 +315,14 @@ class Allocator:
         for n, (token, _) in enumerate(requests):
             first_of.setdefault(token, n)
         unique = [requests[n] for n in first_of.values()]
-        statement = self._onestep_many_sql(definition)
+        statement = self._onestep_sql(definition, many=True)
         if statement is not None:
             with self._connect(autocommit=True) as conn:
                 rows = conn.execute(statement, {
                     "pool": pool_id, "tokens": [t for t, _ in unique], "ports": [p for _, p in unique],
                     "limit": definition.limit, "chunk": BATCH_EXTEND_BY, "now": utcnow()}).all()
-            answered = {row.request_token: {"pool": pool_id, "address": row.address, "ordinal": row.ordinal,
-                                            "request_token": row.request_token, "port_id": row.port_id}
+            answered = {row.request_token: _allocation(pool_id, row.address, row.ordinal,
+                                                       row.request_token, row.port_id)
                         for row in rows}
         else:
             answered = self._allocate_batch_portable(pool_id, definition, unique)
@@ -343,11 +341,7 @@ class Allocator:
             fresh = [(token, port) for token, port in requests if token not in held]
             if not fresh:
                 return held
-            free_below_mark = (sa.select(FREE.c.ordinal)
-                               .where(FREE.c.pool_id == pool_id,
-                                      FREE.c.ordinal < sa.select(POOLS.c.next_ordinal)
-                                      .where(POOLS.c.id == pool_id).scalar_subquery())
-                               .order_by(FREE.c.ordinal).limit(len(fresh)))
+            free_below_mark = _free_below_mark(pool_id, len(fresh))
             if self.db.backend in ("mysql", "postgresql"):
                 free_below_mark = free_below_mark.with_for_update(skip_locked=True)
             ordinals = list(conn.execute(free_below_mark).scalars())
@@ -371,16 +365,9 @@ class Allocator:
                      "request_token": token, "port_id": port} for (token, port), o in zip(fresh, ordinals, strict=True)]
             if rows:
                 conn.execute(ALLOCATIONS.insert(), rows)
-        return held | {row["request_token"]: {"pool": pool_id, "address": row["address"],
-                                              "ordinal": row["ordinal"], "request_token": row["request_token"],
-                                              "port_id": row["port_id"]} for row in rows}
-
-    def _onestep_many_sql(self, definition: PoolDefinition) -> sa.TextClause | None:
-        if self.db.backend != "postgresql":
-            return None
-        if definition.pool_id not in self._onestep_many:
-            self._onestep_many[definition.pool_id] = onestep.allocate_statement(definition, many=True)
-        return self._onestep_many[definition.pool_id]
+        return held | {row["request_token"]: _allocation(pool_id, row["address"], row["ordinal"],
+                                                         row["request_token"], row["port_id"])
+                       for row in rows}
 
     def _allocate_onestep(self, statement: sa.TextClause, pool_id: str, request_token: str,
                           port_id: str | None, limit: int) -> Any:
@@ -423,14 +410,13 @@ class Allocator:
                 raise AddressInUse(address=text, pool=pool_id, holder=holder["request_token"]) from None
             self._why_not_inserted(pool_id, port_id)
             raise
-        return {"pool": pool_id, "address": text, "ordinal": ordinal,
-                "request_token": request_token, "port_id": port_id}
+        return _allocation(pool_id, text, ordinal, request_token, port_id)
 
     def _take(self, conn: sa.Connection, pool_id: str, limit: int) -> tuple[int | None, str | None]:
         """Take the lowest free ordinal: (ordinal, "free" | "mark"), or (None, why)."""
         if self.db.backend == "postgresql":
             exists, candidate, taken, raised = conn.execute(
-                _PG_TAKE, {"pool": pool_id, "limit": limit, "chunk": EXTEND_BY}).one()
+                onestep.TAKE, {"pool": pool_id, "limit": limit, "chunk": EXTEND_BY}).one()
             if not exists:
                 raise NotFound(kind="address pool", ident=pool_id)
             if taken is not None:
@@ -441,11 +427,7 @@ class Allocator:
                 return raised, "mark"
             return self._raise_mark(conn, pool_id, limit, 1)
 
-        free_below_mark = (sa.select(FREE.c.ordinal)
-                           .where(FREE.c.pool_id == pool_id,
-                                  FREE.c.ordinal < sa.select(POOLS.c.next_ordinal)
-                                  .where(POOLS.c.id == pool_id).scalar_subquery())
-                           .order_by(FREE.c.ordinal).limit(1))
+        free_below_mark = _free_below_mark(pool_id, 1)
         if self.db.backend == "mysql":
             # A hint only: the DELETE's row count below decides who won.
             free_below_mark = free_below_mark.with_for_update(skip_locked=True)
@@ -487,12 +469,16 @@ class Allocator:
             .returning(POOLS.c.next_ordinal)).scalar()
 
     def _add_free(self, conn: sa.Connection, pool_id: str, ordinals: range) -> None:
-        if not ordinals:
-            return
-        insert = self._insert_ignore(FREE)
-        if self._ignore_clause:
-            insert = insert.on_conflict_do_nothing()
-        conn.execute(insert, [{"pool_id": pool_id, "ordinal": o} for o in ordinals])
+        if ordinals:
+            conn.execute(self._insert_ignoring_duplicates(FREE),
+                         [{"pool_id": pool_id, "ordinal": o} for o in ordinals])
+
+    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        """An INSERT of ``table`` that skips rows violating a unique constraint."""
+        if self.db.backend == "mysql":
+            return mysql.insert(table).prefix_with("IGNORE")
+        dialect = postgresql if self.db.backend == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
 
     def _drop_stale(self, pool_id: str, ordinal: int | None, source: str | None) -> None:
         """The ordinal we took is held by an explicit allocation: stop offering it."""
@@ -588,10 +574,7 @@ class Allocator:
             rows = conn.execute(ALLOCATIONS.delete().where(condition).returning(*_COLUMNS)).all()
             freed = [{"pool_id": row.pool_id, "ordinal": row.ordinal} for row in rows if row.ordinal is not None]
             if freed:
-                insert = self._insert_ignore(FREE)
-                if self._ignore_clause:
-                    insert = insert.on_conflict_do_nothing()
-                conn.execute(insert, freed)
+                conn.execute(self._insert_ignoring_duplicates(FREE), freed)
         return [_as_dict(row) for row in rows]
 
     def lookup(self, pool_id: str, request_token: str | None = None,

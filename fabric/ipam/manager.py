@@ -46,8 +46,7 @@ class IpamManager(Manager):
                  db: Database | None = None, transport: Any = None) -> None:
         super().__init__(settings, host=host, db=db, transport=transport)
         if self.db is None:
-            self.db = Database(settings.database_url, pool_size=settings.database.pool_size,
-                               connect_timeout=settings.database.connect_timeout)
+            self.db = Database.from_settings(settings)
         self.allocator = Allocator(self.db, settings.ipam.max_retries, settings.ipam.batch_size)
         self.topology = Topology(self.db, settings.database.max_retries)
         #: (segment id, host name) -> pool id; pools never change, hosts may be re-added.
@@ -121,7 +120,7 @@ class IpamManager(Manager):
         segment, tenant, dc, layout = self.topology.segment(segment_id)
         host_row, _ = self.topology.host(host, dc.name)
         return self._segment_info(layout, host_row.number, tenant.number, segment.number) | {
-            "segment_id": segment_id, "host": host, "host_block": str(layout.host_block(host_row.number))}
+            "segment_id": segment_id, "host": host}
 
     @staticmethod
     def _segment_info(layout: Layout, host: int, tenant: int, segment: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ the allocation row was written.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 import sqlalchemy as sa
@@ -43,6 +44,13 @@ raised AS (UPDATE address_pools SET next_ordinal = next_ordinal + :chunk
 spare AS (INSERT INTO free_addresses (pool_id, ordinal)
           SELECT :pool, g FROM raised, generate_series(raised.first + 1, raised.upto - 1) AS g
           ON CONFLICT DO NOTHING)"""
+
+#: The allocator's two-step path, first step: TAKE_OR_RAISE alone, saying whether
+#: the pool exists, the free ordinal it aimed at, the one it took, the raise's first.
+TAKE = sa.text(TAKE_OR_RAISE + """
+SELECT EXISTS (SELECT 1 FROM pool), (SELECT o FROM cand), (SELECT ordinal FROM taken),
+       (SELECT first FROM raised)
+""")
 
 _ALLOCATE = TAKE_OR_RAISE + """,
 chosen AS (SELECT coalesce((SELECT ordinal FROM taken), (SELECT first FROM raised)) AS o),
@@ -103,6 +111,7 @@ SELECT pool_id, address, ordinal, request_token, port_id FROM gone
 """)
 
 
+@functools.cache
 def release_statement(by: str) -> sa.TextClause:
     """Release by ``token`` (:pool, :token), ``address`` (:pool, :address), ``port`` (:port)
     or ``tokens`` (:pool, :tokens, a list)."""

@@ -35,6 +35,10 @@ def address_text(value: int, version: int) -> str:
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 
 
+def _address_value(text: str) -> int:
+    return int(ipaddress.ip_address(text))
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolDefinition:
     """The allocatable ranges of one pool, with the ordinal <-> address mapping."""
@@ -120,8 +124,7 @@ class PoolDefinition:
 
     @classmethod
     def from_json(cls, pool_id: str, data: dict[str, Any]) -> PoolDefinition:
-        def num(text: str) -> int:
-            return int(ipaddress.ip_address(text))
+        num = _address_value
         span = data.get("span")
         return cls(pool_id, int(data["version"]),
                    tuple((num(a), num(b)) for a, b in data["ranges"]),
@@ -257,10 +260,7 @@ def subnet_pool(subnet_id: str, cidr: str, gateway_ip: str | None, allocation_po
     spec = validate_subnet(cidr, gateway_ip, allocation_pools or None, reserved or None)
     version = spec.ip_version
     network = ipaddress.ip_network(spec.cidr)
-
-    def num(text: str) -> int:
-        return int(ipaddress.ip_address(text))
-
+    num = _address_value
     excluded = {num(r) for r in spec.reserved}
     if spec.gateway_ip:
         excluded.add(num(spec.gateway_ip))

@@ -49,6 +49,14 @@ def _segment_dict(row: Segment, tenant: Tenant) -> dict[str, Any]:
             "project_id": tenant.project_id, "tenant_number": tenant.number}
 
 
+def _host_by_name(datacenter_id: int, name: str) -> sa.Select[tuple[TopologyHost]]:
+    return sa.select(TopologyHost).where(TopologyHost.datacenter_id == datacenter_id, TopologyHost.name == name)
+
+
+def _tenant_by_project(datacenter_id: int, project_id: str) -> sa.Select[tuple[Tenant]]:
+    return sa.select(Tenant).where(Tenant.datacenter_id == datacenter_id, Tenant.project_id == project_id)
+
+
 class Topology:
     """Datacenter, host, tenant and segment operations on one database."""
 
@@ -162,8 +170,7 @@ class Topology:
         row = self._assign(
             kind="host", scope=f"datacenter {datacenter}", layout=layout, model=TopologyHost,
             scope_filter=TopologyHost.datacenter_id == dc.id, number=number,
-            existing=lambda s: s.scalars(sa.select(TopologyHost).where(
-                TopologyHost.datacenter_id == dc.id, TopologyHost.name == name)).first(),
+            existing=lambda s: s.scalars(_host_by_name(dc.id, name)).first(),
             build=lambda n: TopologyHost(datacenter_id=dc.id, name=name, number=n,
                                          tunnel_address=tunnel_address, agent_address=agent_address))
         return host_dict(row, layout)
@@ -171,8 +178,7 @@ class Topology:
     def host(self, name: str, datacenter: str = DEFAULT_DATACENTER) -> tuple[TopologyHost, Layout]:
         dc, layout = self.datacenter(datacenter)
         with self.db.begin() as session:
-            row = session.scalars(sa.select(TopologyHost).where(
-                TopologyHost.datacenter_id == dc.id, TopologyHost.name == name)).first()
+            row = session.scalars(_host_by_name(dc.id, name)).first()
         if row is None:
             raise NotFound(kind="host", ident=f"{name} (datacenter {datacenter})")
         return row, layout
@@ -188,8 +194,7 @@ class Topology:
         """Remove a host; False if it was not there. Conflict while it holds addresses."""
         dc, _ = self.datacenter(datacenter)
         with self.db.begin() as session:
-            row = session.scalars(sa.select(TopologyHost).where(
-                TopologyHost.datacenter_id == dc.id, TopologyHost.name == name)).first()
+            row = session.scalars(_host_by_name(dc.id, name)).first()
             if row is None:
                 return False
             self._refuse_if_allocated(session, AddressPool.host_id == row.id, f"host {name}")
@@ -216,16 +221,14 @@ class Topology:
         row = self._assign(
             kind="tenant", scope=f"datacenter {datacenter}", layout=layout, model=Tenant,
             scope_filter=Tenant.datacenter_id == dc.id, number=number,
-            existing=lambda s: s.scalars(sa.select(Tenant).where(
-                Tenant.datacenter_id == dc.id, Tenant.project_id == project_id)).first(),
+            existing=lambda s: s.scalars(_tenant_by_project(dc.id, project_id)).first(),
             build=lambda n: Tenant(datacenter_id=dc.id, project_id=project_id, number=n))
         return _tenant_dict(row)
 
     def tenant(self, project_id: str, datacenter: str = DEFAULT_DATACENTER) -> Tenant:
         dc, _ = self.datacenter(datacenter)
         with self.db.begin() as session:
-            row = session.scalars(sa.select(Tenant).where(
-                Tenant.datacenter_id == dc.id, Tenant.project_id == project_id)).first()
+            row = session.scalars(_tenant_by_project(dc.id, project_id)).first()
         if row is None:
             raise NotFound(kind="tenant", ident=f"{project_id} (datacenter {datacenter})")
         return row
@@ -241,8 +244,7 @@ class Topology:
         """Remove a tenant with no segments left; False if it was not there."""
         dc, _ = self.datacenter(datacenter)
         with self.db.begin() as session:
-            row = session.scalars(sa.select(Tenant).where(
-                Tenant.datacenter_id == dc.id, Tenant.project_id == project_id)).first()
+            row = session.scalars(_tenant_by_project(dc.id, project_id)).first()
             if row is None:
                 return False
             segments = session.scalar(sa.select(sa.func.count()).select_from(Segment)

@@ -38,9 +38,9 @@ class NetworkService:
         """Plug a port on its host (setting its network up there); returns ``{"device": name}``."""
         with self.db.begin() as session:
             port = self._port(session, port_id)
-            _, layout = dbstate._layout(session)
+            _, layout = dbstate.datacenter_layout(session)
             network = dbstate.network_spec(session, session.get(Network, port.network_id), port.host, layout)
-            address = dbstate._addresses(session, [port.id]).get(port.id)
+            address = dbstate.ipv4_addresses(session, [port.id]).get(port.id)
             endpoint = dbstate.endpoint_spec(port, address)
             host = port.host
         return self.rpcapi.plug(ctx, host, endpoint.to_dict(), network=network.to_dict())
@@ -70,7 +70,7 @@ class NetworkService:
             row = session.scalars(sa.select(TopologyHost).where(TopologyHost.name == name)).first()
             if row is None:
                 raise exception.NotFound(kind="topology host", ident=name)
-            _, layout = dbstate._layout(session)
+            _, layout = dbstate.datacenter_layout(session)
             block = str(layout.host_block(row.number)) if layout is not None else None
             if not row.tunnel_address:
                 raise exception.Invalid(reason=f"host {name} has no tunnel_address in the topology")

@@ -47,14 +47,16 @@ DHCP_OWNER = "network:dhcp"
 LOG = logging.getLogger(__name__)
 
 
-def _layout(session: sa.orm.Session) -> tuple[Datacenter | None, Any]:
+def datacenter_layout(session: sa.orm.Session) -> tuple[Datacenter | None, Any]:
+    """The default datacenter and its Layout, or (None, None) before it is configured."""
     from fabric.ipam.topology import DEFAULT_DATACENTER, layout_of
 
     row = session.scalars(sa.select(Datacenter).where(Datacenter.name == DEFAULT_DATACENTER)).first()
     return (row, layout_of(row)) if row is not None else (None, None)
 
 
-def _addresses(session: sa.orm.Session, port_ids: list[str]) -> dict[str, str]:
+def ipv4_addresses(session: sa.orm.Session, port_ids: list[str]) -> dict[str, str]:
+    """An IPv4 address held by each of ``port_ids`` that holds one."""
     if not port_ids:
         return {}
     rows = session.scalars(sa.select(AddressAllocation).where(AddressAllocation.port_id.in_(port_ids)))
@@ -73,7 +75,7 @@ def network_spec(session: sa.orm.Session, network: Network, host: str, layout: A
     dhcp_port = session.scalars(sa.select(Port).where(Port.network_id == network.id, Port.host == host,
                                                       Port.device_owner == DHCP_OWNER)).first()
     if subnet is not None and dhcp_port is not None:
-        address = _addresses(session, [dhcp_port.id]).get(dhcp_port.id)
+        address = ipv4_addresses(session, [dhcp_port.id]).get(dhcp_port.id)
         if address is not None:
             host_address = f"{address}/{ipaddress.ip_network(subnet.cidr).prefixlen}"
             dhcp = bool(subnet.enable_dhcp)
@@ -100,7 +102,7 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
     """Everything ``host``'s data plane should hold, per the database."""
     state = HostState()
     with db.begin() as session:
-        _, layout = _layout(session)
+        _, layout = datacenter_layout(session)
         ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
         network_ids = sorted({p.network_id for p in ports})
         for network in session.scalars(sa.select(Network).where(Network.id.in_(network_ids))):
@@ -108,7 +110,7 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
                 state.networks[network.id] = network_spec(session, network, host, layout)
             except exception.Invalid as exc:  # one bad row must not stop the whole host
                 LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
-        addresses = _addresses(session, [p.id for p in ports])
+        addresses = ipv4_addresses(session, [p.id for p in ports])
         for port in ports:
             if port.device_owner != DHCP_OWNER and port.network_id in state.networks:
                 try:

@@ -131,9 +131,6 @@ class NetworkManager(Manager):
     def host_left(self, ctx: RequestContext, name: str) -> None:
         self._converge("host_left", self.driver.host_left, name)
 
-    def set_remote_hosts(self, ctx: RequestContext, hosts: list[dict[str, Any]]) -> None:
-        self._converge("set_remote_hosts", self.driver.set_remote_hosts, [HostSpec.from_dict(h) for h in hosts])
-
     def network_created(self, ctx: RequestContext, network: dict[str, Any]) -> None:
         self._converge("network_created", self.driver.setup_network, NetworkSpec.from_dict(network))
 

@@ -117,10 +117,10 @@ class ReplyRouter:
 
     @classmethod
     def of(cls, transport: Transport) -> ReplyRouter:
-        router = transport.reply_consumers.get("router")
-        if router is None:
-            router = transport.reply_consumers["router"] = cls(transport)
-        return router
+        """The transport's router, made (and hooked to its callbacks) on first use."""
+        if transport.reply_router is None:
+            transport.reply_router = cls(transport)
+        return transport.reply_router
 
     def register(self, msg_id: str, call: _PendingCall) -> None:
         self.pending[msg_id] = call
@@ -284,9 +284,9 @@ class RPCClient:
         except ConnectionLost as exc:
             if router._finish(msg_id) is not None:
                 deferred.fail(exc)
-        except Exception as exc:
+        except Exception:
             router._finish(msg_id)
-            raise exc
+            raise
         return deferred
 
     def call(self, ctx: RequestContext | None, method: str, *, timeout: float | None = None,

@@ -143,7 +143,8 @@ class Transport:
         self.exchange: str = settings.exchange
         #: (exchange, routing key) pairs a confirmed publish has reached a queue through.
         self.routable: set[tuple[str, str]] = set()
-        self.reply_consumers: dict[str, Any] = {}
+        #: The client side's ReplyRouter for this transport (made by the first call).
+        self.reply_router: Any = None
 
     @property
     def reply_address(self) -> str:

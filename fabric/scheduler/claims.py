@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from fabric import exception
 from fabric.db import Database
@@ -163,7 +164,8 @@ def release(db: Database, instance_id: str, host: str, *, failed_build: bool = F
     """
     with db.begin() as session:
         row = session.execute(
-            sa.select(Instance.vcpus, Instance.memory_mb, Instance.disk_gb, Instance.failed_hosts)
+            sa.select(Instance.vcpus, Instance.memory_mb, Instance.disk_gb, Instance.failed_hosts,
+                      Instance.server_group_id)
             .where(Instance.id == instance_id, Instance.host == host)).first()
         if row is None:
             return False
@@ -189,13 +191,11 @@ def release(db: Database, instance_id: str, host: str, *, failed_build: bool = F
             node_values["last_build_failure_at"] = utcnow()
         session.execute(sa.update(ComputeNode).where(ComputeNode.host == host).values(**node_values)
                         .execution_options(synchronize_session=False))
-        _release_group_slot(session, instance_id, host)
+        _release_group_slot(session, instance_id, row.server_group_id, host)
         return True
 
 
-def _release_group_slot(session, instance_id: str, host: str) -> None:
-    group_id = session.execute(sa.select(Instance.server_group_id)
-                               .where(Instance.id == instance_id)).scalar_one_or_none()
+def _release_group_slot(session: orm.Session, instance_id: str, group_id: str | None, host: str) -> None:
     session.execute(sa.delete(ServerGroupHost).where(ServerGroupHost.instance_id == instance_id)
                     .execution_options(synchronize_session=False))
     if group_id is None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fabric import servicegroup
 from fabric.config import SchedulerSection
 from fabric.db import Database
 from fabric.db.models import ComputeNode, Service
@@ -139,11 +140,10 @@ class HostStateCache:
                  *, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.scheduler = scheduler
-        self.service_down_time = datetime.timedelta(seconds=service_down_time)
+        self.service_down_time = service_down_time
         self.clock = clock
         self._hosts: dict[str, HostState] = {}
         self._list: list[HostState] = []
-        self._by_id: dict[int, HostState] = {}
         self._services: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._last_refresh = -float("inf")
@@ -193,7 +193,7 @@ class HostStateCache:
             for row in service_rows:
                 self._services[row["host"]] = dict(row)
             if full:
-                self._hosts, self._by_id = {}, {}
+                self._hosts = {}
                 for row in node_rows:
                     self._apply_node(row, force=True)
             else:
@@ -204,9 +204,9 @@ class HostStateCache:
                     state = self._hosts.get(row["host"])
                     if state is not None:
                         self._apply_service(state)
-            horizon = utcnow() - self.service_down_time
+            now, down_time = utcnow(), self.service_down_time
             for state in self._hosts.values():
-                state.up = state.last_heartbeat is not None and state.last_heartbeat >= horizon
+                state.up = servicegroup.is_up(state, now, down_time=down_time)
             self._list = list(self._hosts.values())
             # Rows stamped shortly before this read may commit after it: read them again next time.
             self._nodes_since = self._services_since = started - _COMMIT_MARGIN
@@ -239,7 +239,6 @@ class HostStateCache:
                               disk_ratio=self.scheduler.disk_allocation_ratio)
             self._hosts[state.host] = state
         state.node_id = row["id"]
-        self._by_id[state.node_id] = state
         for name in ("availability_zone", "hypervisor_type", "vcpus", "memory_mb", "disk_gb",
                      "vcpus_used", "memory_mb_used", "disk_gb_used", "running_vms", "generation",
                      "failed_builds", "last_build_failure_at"):

@@ -42,30 +42,6 @@ class ComputeBuildClient(Protocol):
         """Ask ``host`` to build ``instance_id``; raises MessagingError (e.g. Unroutable) if it cannot be asked."""
 
 
-class RpcComputeClient:
-    """``build_instance`` cast to ``compute.<host>`` over the RPC transport."""
-
-    def __init__(self, transport: Any) -> None:
-        from fabric import rpc  # the RPC layer is only needed once a real compute is called
-
-        self._client = rpc.RPCClient(transport, rpc.Target(topic="compute"))
-
-    def build_instance(self, ctx: RequestContext, host: str, instance_id: str) -> None:
-        self._client.prepare(server=host).cast(ctx, "build_instance", instance_id=instance_id)
-
-
-def default_compute_client(transport: Any) -> ComputeBuildClient:
-    """The compute service's own rpcapi when it offers ``build_instance(ctx, host, instance_id)``."""
-    try:
-        from fabric.compute import rpcapi as compute_rpcapi
-    except ImportError:
-        return RpcComputeClient(transport)
-    api_class = getattr(compute_rpcapi, "ComputeAPI", None)
-    if api_class is not None and hasattr(api_class, "build_instance"):
-        return api_class(transport)
-    return RpcComputeClient(transport)
-
-
 class SchedulerManager(Manager):
     """Server side of :mod:`fabric.scheduler.rpcapi`; same method names."""
 
@@ -75,12 +51,12 @@ class SchedulerManager(Manager):
                  transport: Any = None, *, compute: ComputeBuildClient | None = None) -> None:
         super().__init__(settings, host=host, db=db, transport=transport)
         if db is None:
-            self.db = Database(settings.database_url, pool_size=settings.database.pool_size,
-                               connect_timeout=settings.database.connect_timeout)
+            self.db = Database.from_settings(settings)
         self.scheduler = Scheduler(settings, self.db)
         self._compute = compute
-        # Decisions are database-bound: a few at a time keep the pool (and the
-        # database's connection limit) safe however many messages are in flight.
+        # However many messages are in flight, only this many decisions run at once:
+        # that bounds the pool (and the database's connections), and more concurrent
+        # decisions only lose more claims to each other (see the option's help).
         self._decision_slots = threading.BoundedSemaphore(settings.scheduler.max_concurrent_decisions)
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES_KEPT)
         self.outcomes: collections.Counter[str] = collections.Counter()
@@ -88,7 +64,10 @@ class SchedulerManager(Manager):
     @property
     def compute(self) -> ComputeBuildClient:
         if self._compute is None:
-            self._compute = default_compute_client(self.transport)
+            # The RPC layer is only needed once a real compute host is asked.
+            from fabric.compute.rpcapi import ComputeAPI
+
+            self._compute = ComputeAPI(self.transport)
         return self._compute
 
     def capabilities(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from fabric.config import Settings
 from fabric.db import Database
 from fabric.scheduler import claims
 from fabric.scheduler.filters import describe_removals, load_filters, run_filters
-from fabric.scheduler.host_state import HostStateCache, read_connection
+from fabric.scheduler.host_state import HostState, HostStateCache, read_connection
 from fabric.scheduler.request import RequestSpec, load_group_hosts
 from fabric.scheduler.weighers import load_weighers, weigh_hosts
 
@@ -51,12 +51,15 @@ class Scheduler:
 
         Raises NoValidHost saying how many hosts each filter removed.
         """
+        return [(weight, host.host) for weight, host in self._ranked(spec, limit)]
+
+    def _ranked(self, spec: RequestSpec, limit: int | None) -> list[tuple[float, HostState]]:
+        """Filter then weigh the cached hosts; raises NoValidHost when no host passes."""
         hosts = self.cache.hosts()
         passed, removed = run_filters(self.filters, hosts, spec)
         if not passed:
             raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
-        ranked = weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=limit)
-        return [(weight, host.host) for weight, host in ranked]
+        return weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=limit)
 
     def place(self, spec: RequestSpec, conn: sa.Connection | None = None) -> str:
         """Claim a host for ``spec.instance_id`` and return its name.
@@ -71,13 +74,8 @@ class Scheduler:
                 return self.place(spec, own)
         lost_everywhere = 0
         for round_number in range(MAX_ROUNDS):
-            hosts = self.cache.hosts()
-            passed, removed = run_filters(self.filters, hosts, spec)
-            if not passed:
-                raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
-            ranked = weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=CLAIM_TRIES_PER_ROUND)
             group_changed = False
-            for _weight, host in ranked:
+            for _weight, host in self._ranked(spec, CLAIM_TRIES_PER_ROUND):
                 try:
                     row = claims.claim_on(conn, spec, host, self.ratios)
                 except claims.ClaimLost as lost:

@@ -33,6 +33,9 @@ class Weigher:
     def __init__(self, settings: SchedulerSection) -> None:
         self.multiplier = 1.0 if settings.spread else -1.0
 
+    def start(self) -> None:
+        """Called once per decision, before any host is weighed."""
+
     def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
         raise NotImplementedError
 
@@ -119,8 +122,7 @@ def weigh_hosts(weighers: list[Weigher], hosts: list[HostState], spec: RequestSp
     """
     totals: list[float] | None = None
     for weigher in weighers:
-        if isinstance(weigher, FailedBuildWeigher):
-            weigher.start()
+        weigher.start()
         raw = weigher.raw_weights(hosts, spec)
         multiplier, offset = weigher.multiplier, 0.0
         if weigher.normalise and raw:

@@ -85,7 +85,6 @@ def outer(args) -> int:
     finally:
         if dhcp is not None:
             dhcp.stop_all()
-        subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -201,7 +200,6 @@ def inner(args) -> int:
     Base.metadata.create_all(db.engine)
     manager = ComputeManager(settings, "bench", db, driver=None, addresses=StaticAddresses(),
                              network=BridgePlugger(), rescheduler=None, claims=NoClaims(), images=Kernels())
-    manager.rescheduler = None
     manager.init_host()
     # A fresh qemu:///embed root probes QEMU's capabilities on first use (seconds,
     # once per host, cached under the root): do it before timing boots.

@@ -45,40 +45,16 @@ import sqlalchemy as sa  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from _common import AMQP, create_postgres_database, drop_postgres_database, rabbitmqctl  # noqa: E402
+
 from fabric import config, rpc  # noqa: E402
 from fabric.context import RequestContext  # noqa: E402
 from fabric.db import Database  # noqa: E402
-from fabric.db.models import AddressAllocation, Base, Network, Subnet  # noqa: E402
+from fabric.db.models import AddressAllocation, Network, Subnet  # noqa: E402
 from fabric.ipam.manager import IpamManager  # noqa: E402
 from fabric.ipam.rpcapi import IpamAPI  # noqa: E402
 
-ADMIN_URL = os.environ.get("FABRIC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 CTX = RequestContext.admin()
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, stdout=subprocess.DEVNULL)
-
-
-def create_database() -> tuple[str, str]:
-    admin = Database(ADMIN_URL)
-    name = f"fabric_bench_ipam_{secrets.token_hex(4)}"
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    db = Database(url)
-    Base.metadata.create_all(db.engine)
-    db.dispose()
-    return name, url
-
-
-def drop_database(name: str) -> None:
-    admin = Database(ADMIN_URL)
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def make_subnet(db: Database, cidr: str) -> str:
@@ -254,7 +230,7 @@ def main() -> int:
         in_process(args.in_process_child, args.allocations, 1)
         in_process(args.in_process_child, args.allocations, args.threads)
         return 0
-    name, url = create_database()
+    name, url = create_postgres_database("fabric_bench_ipam")
     try:
         if not args.skip_in_process:
             subprocess.run([sys.executable, __file__, "--in-process-child", url, "--allocations",
@@ -265,7 +241,7 @@ def main() -> int:
             for workers in (1, 4):
                 over_rpc(url, workers, args.allocations, args.in_flight)
     finally:
-        drop_database(name)
+        drop_postgres_database(name)
     return 0
 
 

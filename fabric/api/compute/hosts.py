@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import datetime
-
 import falcon
 import sqlalchemy as sa
 from marshmallow import Schema, fields, validate
 
-from fabric import exception
+from fabric import exception, servicegroup
 from fabric.api import common
 from fabric.db.models import ComputeNode, Service
-from fabric.db.types import utcnow
-
-COMPUTE_BINARY = "fabric-compute"
 
 
-def is_up(service: Service | None, down_after: float) -> bool:
-    if service is None or service.last_heartbeat is None:
-        return False
-    return utcnow() - service.last_heartbeat <= datetime.timedelta(seconds=down_after)
+def service_state(service: Service | None, down_after: float) -> str:
+    """The service's state as os-hypervisors, os-services and fabric's services listing show it:
+    "up" or "down" (a compute node with no registered service is down)."""
+    return "up" if service is not None and servicegroup.is_up(service, down_time=down_after) else "down"
 
 
 def _compute_services(session) -> dict[str, Service]:
@@ -27,7 +22,7 @@ def _compute_services(session) -> dict[str, Service]:
 
 
 def hypervisor_document(node: ComputeNode, service: Service | None, down_after: float, detail: bool) -> dict:
-    doc = {"id": node.id, "hypervisor_hostname": node.host, "state": "up" if is_up(service, down_after) else "down",
+    doc = {"id": node.id, "hypervisor_hostname": node.host, "state": service_state(service, down_after),
            "status": "disabled" if service is not None and service.disabled else "enabled"}
     if detail:
         doc.update({
@@ -92,7 +87,7 @@ def service_document(service: Service, down_after: float) -> dict:
     return {"id": service.id, "binary": service.binary, "host": service.host,
             "zone": "nova" if service.topic == "compute" else "internal",
             "status": "disabled" if service.disabled else "enabled",
-            "state": "up" if is_up(service, down_after) else "down",
+            "state": service_state(service, down_after),
             "updated_at": common.isotime(service.last_heartbeat, micro=True),
             "disabled_reason": service.disabled_reason, "forced_down": False}
 
@@ -107,11 +102,8 @@ class Services:
     def on_get(self, req, resp):
         common.require_admin(req, "listing services")
         deps = common.deps(req)
-        query = sa.select(Service).order_by(Service.id)
-        if req.get_param("host"):
-            query = query.where(Service.host == req.get_param("host"))
-        if req.get_param("binary"):
-            query = query.where(Service.binary == req.get_param("binary"))
+        query = common.equal_filters(sa.select(Service).order_by(Service.id), req,
+                                     {"host": Service.host, "binary": Service.binary})
         with deps.db.begin() as session:
             docs = [service_document(s, deps.settings.service.service_down_time) for s in session.scalars(query)]
         common.respond(resp, {"services": docs})

@@ -33,7 +33,7 @@ QUOTA_UPDATE = Schema.from_dict({"quota_set": fields.Nested(QuotaSetSchema, requ
 
 def _check_project(req, project_id: str) -> None:
     context = common.ctx(req)
-    if not context.is_admin and context.project_id != project_id:
+    if not common.visible(context, project_id):
         raise exception.Forbidden(reason=f"only an admin may see the quotas of project {project_id}")
 
 

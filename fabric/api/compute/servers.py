@@ -167,10 +167,8 @@ class Servers:
                 raise exception.Invalid(reason=f"status {status!r} is unknown; known: "
                                                f"{', '.join(sorted(views.STATUS_FILTER))}")
             query = query.where(Instance.vm_state == views.STATUS_FILTER[status])
-        for param, column in (("image", Instance.image_id), ("flavor", Instance.flavor_id),
-                              ("host", Instance.host), ("key_name", Instance.key_name)):
-            if req.get_param(param):
-                query = query.where(column == req.get_param(param))
+        query = common.equal_filters(query, req, {"image": Instance.image_id, "flavor": Instance.flavor_id,
+                                                  "host": Instance.host, "key_name": Instance.key_name})
         sort_key = req.get_param("sort_key") or "created_at"
         if sort_key not in _SORT_KEYS:
             raise exception.Invalid(reason=f"sort_key {sort_key!r} is not supported; use one of "
@@ -203,11 +201,10 @@ class Servers:
             addresses = views.addresses_for(session, rows, scope) if detail else {}
             faults = views.faults_for(session, rows) if detail else {}
             base = deps.base_url(req)
-            shared: dict = {}
             if detail:
                 # Encoded server by server (each cached while its row is unchanged), then joined.
-                docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id),
-                                          shared) for r in rows]
+                docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id))
+                        for r in rows]
             else:
                 docs = [views.server_document(r, base, context.is_admin, {}, None, False) for r in rows]
         next_links = [{"rel": "next", "href": f"{base}/compute/v2.1/servers{'/detail' if detail else ''}"

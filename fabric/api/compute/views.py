@@ -9,6 +9,7 @@ import json
 import sqlalchemy as sa
 
 from fabric.api import common
+from fabric.api.compute.flavors import links
 from fabric.db.models import AddressAllocation, Instance, InstanceFault, Network, Port
 
 #: (vm_state, task_state) -> status, as nova shows it; task_state None is the default of a vm_state.
@@ -155,55 +156,38 @@ def _metadata(value: dict | str | None) -> dict:
     return dict(value or {})
 
 
-def _reference(shared: dict | None, base: str, kind: str, ident: str | None) -> dict:
-    """A server's image or flavor reference, built once per response when ``shared`` is given."""
-    key = (kind, ident)
-    if shared is not None and key in shared:
-        return shared[key]
+def _reference(base: str, kind: str, ident: str | None) -> dict:
+    """A server's image or flavor reference."""
     if kind == "images":
-        doc = {"id": ident, "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{ident}"}]}
-    else:
-        doc = {"id": ident, "links": [{"rel": "self", "href": f"{base}/compute/v2.1/flavors/{ident or ''}"},
-                                      {"rel": "bookmark", "href": f"{base}/compute/flavors/{ident or ''}"}]}
-    if shared is not None:
-        shared[key] = doc
-    return doc
+        return {"id": ident, "links": [{"rel": "bookmark", "href": f"{base}/compute/images/{ident}"}]}
+    return {"id": ident, "links": links(base, "flavors", ident or "")}
 
 
 def server_document(instance: Instance, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
-                    detail: bool = True, shared: dict | None = None) -> dict:
-    """A server as the clients read it. ``instance`` is a row or a model (each attribute read once:
-    listings render a thousand of these, so the document is built as one literal).
-
-    ``shared``, a dict kept for one response, lets the servers of a listing share their
-    image and flavor references (read-only sub-documents) instead of each building its own."""
+                    detail: bool = True) -> dict:
+    """A server as the clients read it. ``instance`` is a listing row (:data:`DOCUMENT_COLUMNS`)
+    or a model."""
     ident = instance.id
-    links_ = [{"rel": "self", "href": f"{base}/compute/v2.1/servers/{ident}"},
-              {"rel": "bookmark", "href": f"{base}/compute/servers/{ident}"}]
+    links_ = links(base, "servers", ident)
     if not detail:
         return {"id": ident, "name": instance.display_name, "links": links_}
-    image_id, flavor_id, project_id, host = instance.image_id, instance.flavor_id, instance.project_id, instance.host
-    vm_state, task_state, created = instance.vm_state, instance.task_state, instance.created_at
-    launched, terminated = instance.launched_at, instance.terminated_at
+    project_id, host, vm_state = instance.project_id, instance.host, instance.vm_state
     doc = {
         "id": ident, "name": instance.display_name, "links": links_,
         "accessIPv4": "", "accessIPv6": "", "OS-DCF:diskConfig": "MANUAL", "config_drive": "",
         "os-extended-volumes:volumes_attached": [], "security_groups": [{"name": "default"}],
-        "status": _TASK_STATUS.get(task_state, "UNKNOWN") if vm_state == "active" and task_state in _TASK_STATUS
-        else _VM_STATUS.get(vm_state, "UNKNOWN"),
+        "status": status_of(vm_state, instance.task_state),
         "tenant_id": project_id, "user_id": instance.user_id, "metadata": _metadata(instance.metadata_items),
         "hostId": host_id(project_id, host),
-        "image": _reference(shared, base, "images", image_id) if image_id else "",
-        "flavor": _reference(shared, base, "flavors", flavor_id),
-        # common.isotime, inlined: four per server.
-        "created": created.isoformat(timespec="seconds") + "Z" if created is not None else None,
-        "updated": common.isotime(instance.updated_at or created), "addresses": addresses,
+        "image": _reference(base, "images", instance.image_id) if instance.image_id else "",
+        "flavor": _reference(base, "flavors", instance.flavor_id),
+        "created": common.isotime(instance.created_at),
+        "updated": common.isotime(instance.updated_at or instance.created_at), "addresses": addresses,
         "progress": 100 if vm_state == "active" else 0,
         "OS-EXT-AZ:availability_zone": instance.availability_zone or "", "key_name": instance.key_name,
-        "OS-SRV-USG:launched_at": launched.isoformat(timespec="microseconds") + "Z" if launched is not None else None,
-        "OS-SRV-USG:terminated_at": terminated.isoformat(timespec="microseconds") + "Z"
-        if terminated is not None else None,
-        "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:task_state": task_state,
+        "OS-SRV-USG:launched_at": common.isotime(instance.launched_at, micro=True),
+        "OS-SRV-USG:terminated_at": common.isotime(instance.terminated_at, micro=True),
+        "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:task_state": instance.task_state,
         "OS-EXT-STS:power_state": instance.power_state,
     }
     if is_admin:
@@ -217,31 +201,27 @@ def server_document(instance: Instance, base: str, is_admin: bool, addresses: di
 
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-#: (row values, base URL, admin?) -> a server document's JSON up to its addresses. A listing's
-#: documents are a pure function of those, and re-encoding a thousand unchanged servers on
-#: every poll was half of GET /servers/detail; any changed column makes a new key.
+#: (row, base URL, admin?) -> a server document's JSON up to its addresses. Without a fault the
+#: document is a pure function of these (any changed column makes a new key), and re-encoding a
+#: thousand unchanged servers on every poll was half of GET /servers/detail. Rows hold only
+#: scalars and text (DOCUMENT_COLUMNS casts the JSON columns), so they hash.
 _HEADS: dict[tuple, str] = {}
 _HEADS_MAX = 8192
 
 
-def server_json(row, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
-                shared: dict | None = None) -> str:
+def server_json(row, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None) -> str:
     """:func:`server_document` of a listing row as compact JSON (its "addresses" last)."""
-    if fault is None:
-        try:
-            key = (tuple(row), base, is_admin)
-            head = _HEADS.get(key)
-        except TypeError:  # an unhashable column value: encode it afresh
-            key, head = None, None
-        if head is None:
-            doc = server_document(row, base, is_admin, addresses, None, True, shared)
-            del doc["addresses"]
-            head = _ENCODE(doc)[:-1] + ',"addresses":'
-            if key is not None:
-                if len(_HEADS) >= _HEADS_MAX:
-                    _HEADS.clear()
-                _HEADS[key] = head
-        return head + _ENCODE(addresses) + "}"
-    doc = server_document(row, base, is_admin, addresses, fault, True, shared)
-    doc["addresses"] = doc.pop("addresses")
-    return _ENCODE(doc)
+    if fault is not None:
+        doc = server_document(row, base, is_admin, addresses, fault)
+        doc["addresses"] = doc.pop("addresses")
+        return _ENCODE(doc)
+    key = (tuple(row), base, is_admin)
+    head = _HEADS.get(key)
+    if head is None:
+        doc = server_document(row, base, is_admin, addresses, None)
+        del doc["addresses"]
+        head = _ENCODE(doc)[:-1] + ',"addresses":'
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[key] = head
+    return head + _ENCODE(addresses) + "}"

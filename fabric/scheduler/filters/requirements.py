@@ -102,12 +102,21 @@ class ExtraSpecsFilter(HostFilter):
                 found.append((name, value))
         return found
 
+    @staticmethod
+    def _meets(host: HostState, requirements: list[tuple[str, Any]]) -> bool:
+        properties = host.properties()
+        return all(name in properties and match_requirement(properties[name], requirement)
+                   for name, requirement in requirements)
+
     def applies(self, spec: RequestSpec) -> bool:
         return bool(self._requirements(spec))
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
-        properties = host.properties()
-        for name, requirement in self._requirements(spec):
-            if name not in properties or not match_requirement(properties[name], requirement):
-                return False
-        return True
+        return self._meets(host, self._requirements(spec))
+
+    def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
+        # The flavor's requirements are picked out once per decision, not once per host.
+        requirements = self._requirements(spec)
+        if not requirements:
+            return hosts
+        return [host for host in hosts if self._meets(host, requirements)]

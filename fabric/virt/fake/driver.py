@@ -69,7 +69,7 @@ class FakeDriver(ComputeDriver):
 
     def kill(self, uuid: str) -> None:
         """The guest stops behind fabric's back (its QEMU died)."""
-        self._guest(uuid, "kill").state = PowerState.SHUTDOWN
+        self._guest(uuid).state = PowerState.SHUTDOWN
 
     # --- helpers -------------------------------------------------------
 
@@ -79,7 +79,7 @@ class FakeDriver(ComputeDriver):
         if pending:
             raise pending.pop(0)
 
-    def _guest(self, uuid: str, action: str) -> _FakeGuest:
+    def _guest(self, uuid: str) -> _FakeGuest:
         guest = self._guests.get(uuid)
         if guest is None:
             raise GuestNotFound(instance=uuid, host=self.hostname)
@@ -93,7 +93,7 @@ class FakeDriver(ComputeDriver):
     def _transition(self, uuid: str, action: str, accepted: tuple[PowerState, ...], target: PowerState) -> None:
         with self._lock:
             self._enter(action)
-            guest = self._guest(uuid, action)
+            guest = self._guest(uuid)
             if guest.state == target and action in ("power_off", "power_on"):
                 return
             self._require(guest, action, *accepted)
@@ -145,7 +145,7 @@ class FakeDriver(ComputeDriver):
     # --- inspection ----------------------------------------------------
 
     def get_info(self, uuid: str) -> GuestInfo:
-        guest = self._guest(uuid, "get_info")
+        guest = self._guest(uuid)
         return GuestInfo(uuid, guest.state, guest.spec.vcpus, guest.spec.memory_mb, None)
 
     def list_instances(self) -> list[str]:
@@ -158,7 +158,7 @@ class FakeDriver(ComputeDriver):
         return {uuid: guest.state for uuid, guest in list(self._guests.items())}
 
     def get_console_output(self, uuid: str, max_bytes: int = 65536) -> str:
-        return "".join(self._guest(uuid, "console").console)[-max_bytes:]
+        return "".join(self._guest(uuid).console)[-max_bytes:]
 
     def get_available_resource(self) -> HostResources:
         guests = list(self._guests.values())
@@ -178,13 +178,13 @@ class FakeDriver(ComputeDriver):
         interface.validate(uuid)
         with self._lock:
             self._enter("attach_interface")
-            self._guest(uuid, "attach_interface").interfaces[interface.mac] = interface
+            self._guest(uuid).interfaces[interface.mac] = interface
 
     def detach_interface(self, uuid: str, interface: NetworkInterface) -> None:
         with self._lock:
             self._enter("detach_interface")
-            self._guest(uuid, "detach_interface").interfaces.pop(interface.mac, None)
+            self._guest(uuid).interfaces.pop(interface.mac, None)
 
     def interfaces(self, uuid: str) -> list[NetworkInterface]:
         """The guest's NICs (a test helper)."""
-        return list(self._guest(uuid, "interfaces").interfaces.values())
+        return list(self._guest(uuid).interfaces.values())

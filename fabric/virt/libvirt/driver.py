@@ -369,25 +369,22 @@ class LibvirtDriver(ComputeDriver):
 
     def detach_interface(self, uuid: str, interface: NetworkInterface) -> None:
         def detach(dom):
-            desc = dom.XMLDesc(0)
-            if interface.mac.lower() not in config.interface_macs(desc):
+            found = _interfaces_with_mac(ET.fromstring(dom.XMLDesc(0)), interface.mac)
+            if not found:
                 return
             if dom.isActive():
-                dom.detachDeviceFlags(_interface_xml_by_mac(desc, interface.mac),
+                # libvirt matches the device to detach on the domain's own <interface> element.
+                dom.detachDeviceFlags(ET.tostring(found[0], encoding="unicode"),
                                       libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE)
             else:
                 _redefine_interfaces(dom, remove_mac=interface.mac)
         self._on_domain(uuid, "detach an interface from", detach)
 
 
-def _interface_xml_by_mac(domain_xml: str, mac: str) -> str:
-    """The domain's own <interface> element with ``mac`` (libvirt matches on it)."""
-    root = ET.fromstring(domain_xml)
-    for iface in root.findall("./devices/interface"):
-        node = iface.find("mac")
-        if node is not None and node.get("address", "").lower() == mac.lower():
-            return ET.tostring(iface, encoding="unicode")
-    raise KeyError(mac)
+def _interfaces_with_mac(domain: ET.Element, mac: str) -> list[ET.Element]:
+    """The domain's <interface> elements whose MAC is ``mac`` (compared case-insensitively)."""
+    return [iface for iface in domain.findall("./devices/interface")
+            if (node := iface.find("mac")) is not None and node.get("address", "").lower() == mac.lower()]
 
 
 def _redefine_interfaces(dom: libvirt.virDomain, add: str | None = None, remove_mac: str | None = None) -> None:
@@ -395,10 +392,8 @@ def _redefine_interfaces(dom: libvirt.virDomain, add: str | None = None, remove_
     root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     devices = root.find("devices")
     if remove_mac:
-        for iface in devices.findall("interface"):
-            node = iface.find("mac")
-            if node is not None and node.get("address", "").lower() == remove_mac.lower():
-                devices.remove(iface)
+        for iface in _interfaces_with_mac(root, remove_mac):
+            devices.remove(iface)
     if add:
         devices.append(ET.fromstring(add))
     dom.connect().defineXML(ET.tostring(root, encoding="unicode"))

@@ -114,10 +114,10 @@ def main() -> None:
     ipam_server = rpc.RPCServer(transport, topic="ipam", host=HOST, endpoint=IpamManager(settings, HOST, db))
     ipam_server.start()
     dhcp = DhcpServers(Kernel(None), str(work / "net"))
+    # rescheduler=None: one host, so a failed build ends in error.
     manager = ComputeManager(settings, HOST, db, transport, addresses=IpamAddresses(transport, db),
                              network=BridgeWithDhcp(dhcp, bridge, gateway_cidr), rescheduler=None,
                              claims=NoClaims(), images=DirectKernel(image))
-    manager.rescheduler = None  # one host: a failed build ends in error
     manager.init_host()
     ctx = RequestContext.admin()
     print(json.dumps({"ok": True, "result": "ready", "virt_type": manager.driver.domain_type}), flush=True)

@@ -9,7 +9,6 @@ be running (no network), so it is not waited for to boot.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.databases import unavailable
 from tests.functional.compute.guest_host_client import GuestHost
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))
@@ -34,9 +34,7 @@ SOCKET = "/run/libvirt/libvirt-sock"
 
 def _require(condition: bool, reason: str) -> None:
     if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI requires it)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
 
 
 class PrivateLibvirtd:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import sys
 import time
-import uuid
 
 import eventlet
 import pytest
@@ -22,10 +21,11 @@ import sqlalchemy as sa
 from fabric import config, rpc
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import AddressAllocation, AddressPool, Base, FreeAddress, Network, Subnet
+from fabric.db.models import AddressAllocation, AddressPool, Base, FreeAddress
 from fabric.exception import AddressInUse
 from fabric.ipam.rpcapi import IpamAPI
 from tests.fixtures.processes import REPO
+from tests.unit.ipam.conftest import make_subnet
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -34,17 +34,6 @@ CLIENTS = 16
 ALLOCATIONS = 5000
 HELD_PER_CLIENT = 4
 CTX = RequestContext(user_id="functional", project_id="tenant-a")
-
-
-def make_subnet(db: Database, cidr: str) -> str:
-    network_id, subnet_id = str(uuid.uuid4()), str(uuid.uuid4())
-    with db.begin() as session:
-        session.add(Network(id=network_id, project_id="tenant-a", network_type="vxlan"))
-        session.flush()
-        session.add(Subnet(id=subnet_id, network_id=network_id, project_id="tenant-a", ip_version=4,
-                           cidr=cidr, gateway_ip=cidr.replace(".0/24", ".1"), allocation_pools=[],
-                           reserved=[]))
-    return subnet_id
 
 
 @pytest.fixture
@@ -71,7 +60,7 @@ def test_four_workers_sixteen_clients_never_share_an_address(workers_db, rabbit_
     try:
         _wait_for_workers(transport, workers)
         api = IpamAPI(transport)
-        subnet = make_subnet(db, "10.77.0.0/24")  # 253 allocatable addresses
+        subnet = make_subnet(db, "10.77.0.0/24", project_id="tenant-a")  # 253 allocatable addresses
         api.configure_datacenter(CTX, "fd00:77::/48", 16, 8, 8, 48)
         api.add_host(CTX, "compute-1")
         segment = api.add_segment(CTX, "tenant-a", "routed")

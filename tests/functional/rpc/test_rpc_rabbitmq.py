@@ -14,7 +14,7 @@ from fabric import config, rpc
 from fabric.context import RequestContext
 from fabric.exception import MessagingError, MessagingTimeout, NotFound, RemoteError, Unroutable
 from fabric.rpc.transport import ATTEMPT_HEADER, DEAD_REASON_HEADER
-from tests.unit.rpc.conftest import wait_for
+from tests.fixtures.rpc import serving, wait_for
 
 pytestmark = pytest.mark.functional
 
@@ -82,11 +82,8 @@ def manager():
 
 @pytest.fixture
 def server(transport, manager):
-    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
-    server.start()
-    yield server
-    server.stop()
-    server.wait(2)
+    with serving(transport, manager, drain=2) as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,34 +9,19 @@ from __future__ import annotations
 import secrets
 import signal
 import sys
-import time
 
 import kombu
 import pytest
 import sqlalchemy as sa
 
 import fabric
-from fabric import config, rpc, servicegroup
+from fabric import rpc, servicegroup
 from fabric.cmd import manage
 from fabric.context import RequestContext
-from tests.fixtures.processes import REPO, python_module
+from tests.fixtures.processes import REPO, python_module, wait_until
 from tests.fixtures.recorder import ATTEMPTS, EFFECTS, TOPIC, create_effect_tables
 
 pytestmark = pytest.mark.functional
-
-
-def wait_until(condition, timeout=30.0, what="condition", workers=()):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        for worker in workers:
-            assert worker.popen.poll() is None, f"{worker.name} exited early:\n{worker.log()}"
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {w.name}\n{w.log()}" for w in workers)
-            pytest.fail(f"{what} not met within {timeout}s\n{logs}")
-        time.sleep(0.02)
 
 
 def rows(engine, table):
@@ -52,14 +37,6 @@ def env(rabbit_vhost, sqlite_db):
             "FABRIC_SERVICE_REPORT_INTERVAL": "0.2",
             "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
             "FABRIC_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT": "20"}
-
-
-@pytest.fixture
-def client_transport(rabbit_vhost):
-    transport = rpc.get_transport(config.Settings().replace(
-        rpc={"transport_url": rabbit_vhost, "call_timeout": 20}).rpc)
-    yield transport
-    transport.cleanup()
 
 
 def manage_queues(capsys, monkeypatch, rabbit_vhost, *argv):
@@ -81,7 +58,7 @@ def queue_table(out):
 
 
 def test_sigkill_inside_a_handler_redelivers_to_another_worker_once_in_effect(
-        spawn, env, tmp_path, client_transport, capsys, monkeypatch, rabbit_vhost):
+        spawn, env, tmp_path, rabbit_transport, capsys, monkeypatch, rabbit_vhost):
     effects_url = f"sqlite:///{tmp_path / 'effects.sqlite'}"
     effects = create_effect_tables(effects_url)
     release = tmp_path / "release"
@@ -92,7 +69,7 @@ def test_sigkill_inside_a_handler_redelivers_to_another_worker_once_in_effect(
         worker.wait_for_log(f"Started fabric-recorder on host {host}")
 
     # The work is applied, then the handler waits: killed there, the message is unacked.
-    rpc.RPCClient(client_transport, rpc.Target(topic=TOPIC)).cast(
+    rpc.RPCClient(rabbit_transport, rpc.Target(topic=TOPIC)).cast(
         RequestContext(), "record", key="job-1", release=str(release), effect_first=True)
     wait_until(lambda: rows(effects, EFFECTS), what="the effect applied", workers=workers.values())
     [(_, _, victim_host, victim_pid)] = rows(effects, ATTEMPTS)
@@ -123,11 +100,11 @@ def test_sigkill_inside_a_handler_redelivers_to_another_worker_once_in_effect(
 
 
 def test_launcher_answers_describe_and_queues_shows_its_consumers(
-        spawn, env, sqlite_db, client_transport, capsys, monkeypatch, rabbit_vhost):
+        spawn, env, sqlite_db, rabbit_transport, capsys, monkeypatch, rabbit_vhost):
     worker = spawn([sys.executable, str(REPO / "bin/fabric-ipam")],
                    env=env | {"FABRIC_DEFAULT_HOST": "ipam1"}, name="fabric-ipam")
     worker.wait_for_log("Started fabric-ipam on host ipam1")
-    client = rpc.RPCClient(client_transport, rpc.Target(topic="ipam"))
+    client = rpc.RPCClient(rabbit_transport, rpc.Target(topic="ipam"))
     answer = client.prepare(server="ipam1").call(RequestContext(), "describe")
     assert answer["binary"] == "fabric-ipam" and answer["host"] == "ipam1"
     assert answer["address"] == "127.0.0.1"
@@ -168,7 +145,7 @@ def peek(url, queue):
 
 
 def test_requeue_dead_moves_dead_letters_back_to_their_queue(
-        spawn, env, tmp_path, client_transport, capsys, monkeypatch, rabbit_vhost):
+        spawn, env, tmp_path, rabbit_transport, capsys, monkeypatch, rabbit_vhost):
     effects_url = f"sqlite:///{tmp_path / 'effects.sqlite'}"
     effects = create_effect_tables(effects_url)
     fail = tmp_path / "fail"
@@ -177,7 +154,7 @@ def test_requeue_dead_moves_dead_letters_back_to_their_queue(
     worker_env = env | {"FABRIC_DEFAULT_HOST": "w1", "FABRIC_RPC_MAX_DELIVERIES": "2"}
     worker = spawn(worker_argv, env=worker_env, name="recorder")
     worker.wait_for_log("Started fabric-recorder on host w1")
-    client = rpc.RPCClient(client_transport, rpc.Target(topic=TOPIC))
+    client = rpc.RPCClient(rabbit_transport, rpc.Target(topic=TOPIC))
     keys = [f"job-{secrets.token_hex(2)}-{i}" for i in range(3)]
     for key in keys:
         client.cast(RequestContext(), "record", key=key, fail_while=str(fail))

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable
 
-import eventlet
 import pytest
 
 from fabric import config, rpc
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    """Yield to the hub until ``condition()`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        eventlet.sleep(0.001)
+from tests.fixtures.rpc import wait_for  # noqa: F401 - other test packages import it from here
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from fabric.exception import (
 )
 from fabric.rpc import envelope
 from fabric.rpc.transport import ATTEMPT_HEADER, DEAD_REASON_HEADER, QueueSpec
-from tests.unit.rpc.conftest import wait_for
+from tests.fixtures.rpc import serving, wait_for
 
 LOG = logging.getLogger("tests.rpc.manager")
 
@@ -77,11 +77,8 @@ def manager():
 
 @pytest.fixture
 def server(transport, manager):
-    server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=manager)
-    server.start()
-    yield server
-    server.stop()
-    server.wait(1)
+    with serving(transport, manager) as server:
+        yield server
 
 
 @pytest.fixture
@@ -110,16 +107,11 @@ def test_call_returns_the_result(server, client, ctx):
 
 def test_call_to_a_host_queue_and_fanout_cast(transport, manager, server, client, ctx):
     other = Manager()
-    second = rpc.RPCServer(transport, topic="widgets", host="h2", endpoint=other)
-    second.start()
-    try:
+    with serving(transport, other, host="h2"):
         assert client.prepare(server="h2").call(ctx, "echo", value=2) == 2
         client.prepare(fanout=True).cast(ctx, "record", token="all")
         wait_for(lambda: manager.handled and other.handled, what="fanout to both workers")
         assert manager.handled == other.handled == [("record", "all")]
-    finally:
-        second.stop()
-        second.wait(1)
 
 
 def test_registered_remote_error_arrives_as_itself(server, client, ctx):

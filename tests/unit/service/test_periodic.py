@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import eventlet
 import pytest
 
 from fabric import context
 from fabric.periodic import PeriodicRunner, periodic_task, periodic_tasks
-
-
-def wait_until(condition, timeout=10.0):
-    """Yield to the hub until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        eventlet.sleep(0.005)
+from tests.fixtures.processes import wait_until
 
 
 class Ticker:

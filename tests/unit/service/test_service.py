@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import secrets
-import time
 
-import eventlet
 import pytest
 
 import fabric
@@ -16,18 +14,7 @@ from fabric.db.types import utcnow
 from fabric.manager import Manager
 from fabric.periodic import periodic_task
 from fabric.service import Service
-
-
-def wait_until(condition, timeout=10.0, what="condition"):
-    """Yield to the hub until ``condition()`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout}s")
-        eventlet.sleep(0.01)
+from tests.fixtures.processes import wait_until
 
 
 class EchoManager(Manager):

@@ -98,6 +98,7 @@ def test_is_up_edges():
     assert servicegroup.is_up(row, now, down_time=60)
     assert not servicegroup.is_up(row, now + datetime.timedelta(microseconds=1), down_time=60)
     assert not servicegroup.is_up(Service(host="h", binary="b", topic="t"), now)
+    assert not servicegroup.is_up(None, now)  # no registry row at all
 
 
 def test_list_filters_by_topic_and_binary(sqlite_db):

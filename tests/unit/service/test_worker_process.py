@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 
 import sqlalchemy as sa
 
 from fabric import servicegroup
 from fabric.cmd import workers
 from fabric.db import Database
-from tests.fixtures.processes import REPO, python_module
+from tests.fixtures.processes import REPO, python_module, wait_until
 from tests.fixtures.recorder import ATTEMPTS, EFFECTS, create_effect_tables
 
 
-def wait_for_rows(engine, table, count, worker, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_for_rows(engine, table, count, worker):
+    def enough():
         with engine.connect() as conn:
             rows = conn.execute(sa.select(table)).all()
-        if len(rows) >= count:
-            return rows
-        assert worker.popen.poll() is None, f"{worker.name} exited early:\n{worker.log()}"
-        assert time.monotonic() < deadline, f"no {count} {table.name} rows in {timeout}s:\n{worker.log()}"
-        time.sleep(0.02)
+        return rows if len(rows) >= count else None
+
+    return wait_until(enough, what=f"{count} {table.name} row(s)", workers=[worker])
 
 
 def test_sigterm_finishes_the_handler_in_flight_and_exits_0(spawn, sqlite_db, tmp_path):
