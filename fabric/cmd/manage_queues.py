@@ -167,8 +167,14 @@ def requeue_dead(url: str, queue: str, *, limit: int | None = None) -> int:
             properties["delivery_mode"] = 2
             # Straight to the queue through the default exchange: it reaches
             # `queue` whatever the topic bindings are.
-            channel.basic_publish(amqp.Message(message.body, **properties), exchange="",
-                                  routing_key=queue, mandatory=True)
+            try:
+                channel.basic_publish(amqp.Message(message.body, **properties), exchange="",
+                                      routing_key=queue, mandatory=True)
+            except (amqp.exceptions.MessageNacked, *connection.connection_errors,
+                    *connection.channel_errors) as exc:
+                # Unacked, the dead letter goes back to QUEUE.dead when the channel closes.
+                raise MessagingError(reason=f"the broker did not take a copy for {queue} ({exc}); "
+                                            f"{moved} message(s) moved, the rest are still in {dead_queue}") from None
             channel.basic_ack(message.delivery_tag)
             moved += 1
         channel.close()

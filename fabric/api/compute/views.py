@@ -68,7 +68,7 @@ def addresses_for(session, instances: list, scope: sa.Select | None = None) -> d
     if pending:
         wanted = {vif.get("network_id") for _, vifs in pending.values() for vif in vifs if isinstance(vif, dict)}
         names = dict(session.execute(sa.select(Network.id, Network.name)
-                                     .where(Network.id.in_(wanted - {None}))).tuples().all())
+                                     .where(Network.id.in_(wanted - {None}))).all())
         names_key = tuple(sorted(names.items()))
         for ident, (raw, network_info) in pending.items():
             result[ident] = _cached_addresses(raw, names_key) if isinstance(raw, str) else \
