@@ -7,6 +7,22 @@ from fabric.db.models import AddressAllocation, AddressPool, Port
 N = "/networking/v2.0"
 
 
+def _hold_address(api, member, network_id, subnet_id, address, *, mac, device_id, owner) -> str:
+    """A port of ``owner`` holding ``address`` of the subnet's pool, as IPAM leaves it; its id."""
+    with api.db.begin() as session:
+        port = Port(network_id=network_id, project_id=member.project_id, mac_address=mac,
+                    device_id=device_id, device_owner=owner, status="ACTIVE")
+        session.add(port)
+        session.flush()
+        if session.get(AddressPool, subnet_id) is None:
+            session.add(AddressPool(id=subnet_id, kind="subnet", subnet_id=subnet_id, definition={},
+                                    size_limit=253))
+            session.flush()
+        session.add(AddressAllocation(pool_id=subnet_id, address=address, request_token=f"t-{port.id}",
+                                      port_id=port.id))
+        return port.id
+
+
 def test_member_network_gets_a_vni_and_workers_are_told(api):
     member = api.make_member()
     net = api.app.post_json(f"{N}/networks", {"network": {"name": "n1"}}, headers=member.headers,
@@ -54,15 +70,8 @@ def test_subnets_validate_and_ports_list(api):
             resp.json["NeutronError"]["message"]
     shown = api.app.get(f"{N}/networks/{net['id']}", headers=member.headers).json["network"]
     assert shown["subnets"] == [sub["id"]]
-    with api.db.begin() as session:
-        port = Port(network_id=net["id"], project_id=member.project_id, mac_address="fa:16:3e:00:00:01",
-                    device_id="vm-1", device_owner="compute:nova", status="ACTIVE")
-        session.add(port)
-        session.flush()
-        session.add(AddressPool(id=sub["id"], kind="subnet", subnet_id=sub["id"], definition={}, size_limit=253))
-        session.flush()
-        session.add(AddressAllocation(pool_id=sub["id"], address="10.1.0.5", request_token="t1", port_id=port.id))
-        port_id = port.id
+    port_id = _hold_address(api, member, net["id"], sub["id"], "10.1.0.5", mac="fa:16:3e:00:00:01",
+                            device_id="vm-1", owner="compute:nova")
     ports = api.app.get(f"{N}/ports?device_id=vm-1", headers=member.headers).json["ports"]
     assert ports[0]["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "10.1.0.5"}]
     assert api.app.get(f"{N}/ports/{port_id}", headers=member.headers).json["port"]["mac_address"] == \
@@ -78,14 +87,8 @@ def test_a_subnet_whose_only_addresses_are_dhcp_ports_can_be_deleted(api):
     net = api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers).json["network"]
     sub = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.4.0.0/24",
                                                         "ip_version": 4}}, headers=member.headers).json["subnet"]
-    with api.db.begin() as session:
-        port = Port(network_id=net["id"], project_id=member.project_id, mac_address="fa:16:3e:00:00:09",
-                    device_id="dhcp-h1", device_owner="network:dhcp", status="ACTIVE")
-        session.add(port)
-        session.flush()
-        session.add(AddressPool(id=sub["id"], kind="subnet", subnet_id=sub["id"], definition={}, size_limit=253))
-        session.flush()
-        session.add(AddressAllocation(pool_id=sub["id"], address="10.4.0.2", request_token="dhcp", port_id=port.id))
+    _hold_address(api, member, net["id"], sub["id"], "10.4.0.2", mac="fa:16:3e:00:00:09",
+                  device_id="dhcp-h1", owner="network:dhcp")
 
     api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=204)
 
