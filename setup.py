@@ -25,6 +25,8 @@ setup(
     long_description_content_type="text/x-rst",
     python_requires=">=3.11",
     packages=find_packages(include=["fabric", "fabric.*"]),
+    # The dashboard's templates and its CSS/JavaScript ship inside the package.
+    package_data={"fabric.dashboard": ["templates/*.html", "static/*.js", "static/*.css"]},
     data_files=schema_files(),
     install_requires=[
         "kombu>=5.3",
@@ -38,6 +40,13 @@ setup(
         "PyMySQL>=1.1",
         "falcon>=4.0",
         "cryptography>=42",
+        # The objectstore verifies the CRC32C and CRC64NVME checksums boto3 sends; botocore
+        # itself computes them with awscrt (its [crt] extra), a maintained C implementation.
+        "awscrt>=0.23",
+        # The dashboard renders its pages with Jinja2 (autoescaping every value from the API) and
+        # talks to the API over HTTP with urllib3 (a thread-safe keep-alive pool, streamed uploads).
+        "Jinja2>=3.1",
+        "urllib3>=2.0",
     ],
     extras_require={
         # Needs libvirt's C headers (Debian: libvirt-dev pkg-config) to build.
@@ -45,6 +54,10 @@ setup(
         "test": [
             "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "ruff>=0.5",
             "WebTest>=3.0", "openstacksdk>=4.0", "python-openstackclient>=7.0", "schemathesis>=4.0",
+            # The objectstore's functional tests drive it with the AWS SDK and CLI.
+            "boto3>=1.36", "awscli>=1.37",
+            # The dashboard's browser tests drive Debian's chromium with it (never `playwright install`).
+            "playwright>=1.45",
         ],
     },
     scripts=[str(p) for p in sorted((HERE / "bin").glob("fabric-*"))],

@@ -56,7 +56,7 @@ class DatabaseSection:
 class RpcSection:
     """[rpc]: the message bus."""
 
-    transport_url: str = option("memory://", "kombu URL: amqp://user:pass@host:5672/vhost or memory:// (in-process).")
+    transport_url: str = option("memory://", "kombu URL: amqp://user:pass@host:5672/vhost or memory:// (in-process). A RabbitMQ cluster: every node's URL separated by ';' (amqp://u:p@h1:5672/v;amqp://u:p@h2:5672/v) or its hosts by ',' (amqp://u:p@h1:5672,h2:5672/v); a connection that breaks moves to the next node.")
     exchange: str = option("fabric", "Topic exchange all fabric traffic goes through.")
     call_timeout: float = option(60.0, "Default deadline of a call, in seconds.", minimum=0.001)
     executor_size: int = option(64, "Green threads handling messages concurrently per worker.", minimum=1)
@@ -64,6 +64,16 @@ class RpcSection:
     max_deliveries: int = option(5, "Deliveries of a failing message before it is dead-lettered.", minimum=1)
     quorum_queues: bool = option(False, "Declare durable queues as quorum queues (RabbitMQ clusters).")
     heartbeat: int = option(30, "AMQP heartbeat, seconds (0 disables).", minimum=0)
+    failover_strategy: Literal["round-robin", "shuffle"] = option("round-robin", "Order in which each connection tries the brokers of transport_url: round-robin (as listed) or shuffle (random, spreads connections over a cluster's nodes).")
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningSection:
+    """[signing]: every RPC message is signed per role (fabric.rpc.signing; keys from `fabric-manage keys`)."""
+
+    enabled: bool = option(True, "Sign every RPC message and refuse (dead-letter) unsigned, forged, stale or wrong-role ones. Turn off only where every process on the broker is trusted.")
+    key_dir: str = option("", "Directory of the role key files (<role>.key to sign, <role>.verify to check; mode 0600, owned by the worker's user). A host gets only the files of the roles it runs. Empty: data_dir/keys.")
+    max_age: float = option(600.0, "Seconds a signed message stays valid (either side of the receiver's clock); older ones are dead-lettered as stale, so a backlog older than this needs requeuing.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,16 +160,52 @@ class IpamSection:
                              "transaction (group commit); 1 turns batching off.", minimum=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class MetadataSection:
+    """[metadata]: the metadata service guests reach at 169.254.169.254 (linux network driver)."""
+
+    enabled: bool = option(True, "Serve guests their metadata (OpenStack and EC2 formats) at http://169.254.169.254 on every tenant network this host's network worker carries. Needs the database.")
+    client_timeout: float = option(10.0, "Seconds a guest's connection may stay idle before the metadata server closes it.", minimum=0.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectstoreSection:
+    """[objectstore]: the S3-compatible object store (fabric-objectstore)."""
+
+    listen: str = option("127.0.0.1", "Address the objectstore listens on.")
+    port: int = option(3333, "Port the objectstore listens on.", minimum=0)
+    public_url: str = option("", "Base URL advertised in the service catalog (type s3). Empty: http://listen:port.")
+    region: str = option("us-east-1", "Region clients sign their requests for (SigV4 credential scope); other regions are refused.")
+    storage_dir: str = option("", "Directory holding object bytes (one file per object or part). Empty: data_dir/objects.")
+    max_object_size: int = option(5 * 1024**3, "Largest single PUT (and multipart part), bytes (S3: 5 GiB).", minimum=1)
+    credential_cache_seconds: float = option(5.0, "Seconds a verified access key's secret, user and project are reused before the database is asked again (a deleted credential works this long).", minimum=0)
+    virtual_host_suffix: str = option("", "DNS suffix for virtual-host style requests: Host bucket.<suffix> names a bucket. Empty: the host of public_url (or listen).")
+
+
+@dataclasses.dataclass(frozen=True)
+class DashboardSection:
+    """[dashboard]: the web dashboard (fabric-dashboard, and inside fabric-all), a client of the API."""
+
+    listen: str = option("127.0.0.1", "Address the dashboard listens on.")
+    port: int = option(8780, "Port the dashboard listens on.", minimum=0)
+    api_url: str = option("", "Identity v3 endpoint of the API the dashboard talks to (http://host:8774/v3); the rest is found in its service catalog. Empty: the [api] section's public_url or listen:port.")
+    secure_cookies: bool = option(False, "Mark the session cookie Secure (set when users reach the dashboard over HTTPS).")
+
+
 SECTIONS: dict[str, type] = {
     "DEFAULT": DefaultSection,
     "database": DatabaseSection,
     "rpc": RpcSection,
+    "signing": SigningSection,
     "service": ServiceSection,
     "api": ApiSection,
     "scheduler": SchedulerSection,
     "compute": ComputeSection,
     "network": NetworkSection,
     "ipam": IpamSection,
+    "metadata": MetadataSection,
+    "objectstore": ObjectstoreSection,
+    "dashboard": DashboardSection,
 }
 
 
@@ -170,17 +216,41 @@ class Settings:
     default: DefaultSection = dataclasses.field(default_factory=DefaultSection)
     database: DatabaseSection = dataclasses.field(default_factory=DatabaseSection)
     rpc: RpcSection = dataclasses.field(default_factory=RpcSection)
+    signing: SigningSection = dataclasses.field(default_factory=SigningSection)
     service: ServiceSection = dataclasses.field(default_factory=ServiceSection)
     api: ApiSection = dataclasses.field(default_factory=ApiSection)
     scheduler: SchedulerSection = dataclasses.field(default_factory=SchedulerSection)
     compute: ComputeSection = dataclasses.field(default_factory=ComputeSection)
     network: NetworkSection = dataclasses.field(default_factory=NetworkSection)
     ipam: IpamSection = dataclasses.field(default_factory=IpamSection)
+    metadata: MetadataSection = dataclasses.field(default_factory=MetadataSection)
+    objectstore: ObjectstoreSection = dataclasses.field(default_factory=ObjectstoreSection)
+    dashboard: DashboardSection = dataclasses.field(default_factory=DashboardSection)
 
     @property
     def database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under ``data_dir``."""
         return self.database.url or f"sqlite:///{Path(self.default.data_dir) / 'fabric.sqlite'}"
+
+    @property
+    def signing_key_dir(self) -> str:
+        """Where the RPC signing keys live: ``[signing] key_dir``, else ``data_dir/keys``."""
+        return self.signing.key_dir or str(Path(self.default.data_dir) / "keys")
+
+    @property
+    def objectstore_url(self) -> str:
+        """The objectstore's base URL as clients reach it (``[objectstore] public_url``, else listen:port)."""
+        if self.objectstore.public_url:
+            return self.objectstore.public_url.rstrip("/")
+        listen = self.objectstore.listen
+        host = "127.0.0.1" if listen in ("0.0.0.0", "") else ("[::1]" if listen == "::" else listen)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{self.objectstore.port}"
+
+    @property
+    def objectstore_dir(self) -> str:
+        """Where object bytes live: ``[objectstore] storage_dir``, else ``data_dir/objects``."""
+        return self.objectstore.storage_dir or str(Path(self.default.data_dir) / "objects")
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some options changed: ``s.replace(rpc={"call_timeout": 5})``."""

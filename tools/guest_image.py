@@ -4,7 +4,12 @@
 The guest boots straight from kernel + initrd (no disk), loads the virtio
 network modules, takes its address by DHCP with ``udhcpc``, answers ping
 (the kernel does that) and powers off on an ACPI power-button press
-(``acpid``), so a graceful shutdown works.
+(``acpid``), so a graceful shutdown works. Once it is ready it fetches its
+metadata from http://169.254.169.254 (OpenStack's ``meta_data.json`` and
+``user_data``, with busybox ``wget``), takes its hostname from it, and runs a
+user-data shell script (one starting with ``#!``), its output going to the
+serial console between :data:`USER_DATA_BEGIN` and :data:`USER_DATA_END` lines,
+so ``openstack console log show`` returns it.
 
 Everything comes from Debian's apt repositories: ``apt-get download`` fetches
 the ``linux-image-*-amd64`` package (``dpkg-deb -x`` unpacks it; installing it
@@ -74,11 +79,16 @@ KERNEL_CMDLINE = ("console=ttyS0 panic=-1 quiet loglevel=3 i8042.noaux i8042.nok
 
 #: Bump when the build changes in a way the scripts below do not show (forces a rebuild).
 #: 3: trimmed vmlinux, applet links made at build time, modules in three groups.
-BUILDER_VERSION = "3"
+#: 4: metadata fetched at boot, user-data script run with its output on the console.
+BUILDER_VERSION = "4"
 
 #: Printed on the serial console once the guest has its address and acpid runs
 #: (virtio_blk, which nothing waits for, loads after it).
 READY_MARKER = "fabric-guest: ready"
+
+#: Console lines around a user-data script's output; the end line carries its exit status.
+USER_DATA_BEGIN = "fabric-guest: user-data begin"
+USER_DATA_END = "fabric-guest: user-data end, exit"
 
 # Applet links are made at build time (one step less at boot; no measurable gain alone).
 INIT_SCRIPT = r"""#!/bin/busybox sh
@@ -113,7 +123,35 @@ read up idle < /proc/uptime; echo "__READY__ at ${up}s"
 for m in __LATE_MODULES__; do
     insmod /lib/modules/$m.ko
 done
+/bin/fabric-metadata &
 while true; do sleep 3600; done
+"""
+
+# Metadata at boot. No wget -T: Debian 12's static busybox wget crashes with it;
+# busybox timeout bounds each try instead. The service may not be wired the
+# instant the guest has its address, so meta_data.json is retried for ~30 s;
+# once it has answered, a failing user_data fetch means there is none.
+METADATA_SCRIPT = r"""#!/bin/sh
+URL=http://169.254.169.254/openstack/latest
+mkdir -p /run/metadata && cd /run/metadata || exit 1
+fetch() { timeout 10 wget -q -O "$1.part" "$URL/$1" && mv "$1.part" "$1"; }
+tries=0
+until fetch meta_data.json; do
+    tries=$((tries + 1))
+    if [ $tries -ge 30 ]; then echo "fabric-guest: no metadata" > /dev/console; exit 0; fi
+    sleep 1
+done
+field() { sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" meta_data.json; }
+name=$(field hostname)
+[ -n "$name" ] && hostname "$name"
+echo "fabric-guest: metadata uuid=$(field uuid) hostname=$name" > /dev/console
+fetch user_data || exit 0
+if [ "$(head -c 2 user_data)" = "#!" ]; then
+    chmod +x user_data
+    echo "__BEGIN__" > /dev/console
+    ./user_data > /dev/console 2>&1
+    echo "__END__ $?" > /dev/console
+fi
 """
 
 # After binding, one gratuitous ARP: a host already pinging the address (its
@@ -125,6 +163,10 @@ case "$1" in
     ip addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    # The metadata service answers on the DHCP server's host (the bridge's address);
+    # on-link where the server is not a neighbour (a routed network).
+    ip route replace 169.254.169.254/32 via "$serverid" dev "$interface" 2>/dev/null \
+        || ip route replace 169.254.169.254/32 dev "$interface"
     arping -U -c 1 -I "$interface" "$ip" >/dev/null 2>&1 &
     read up idle < /proc/uptime
     echo "fabric-guest: $interface $ip/${mask:-24} at ${up}s" > /dev/console
@@ -269,9 +311,14 @@ def strip_module_signature(module: bytes) -> bytes:
     return module[:info_end - 12 - sig_len]
 
 
+def render_metadata_script() -> str:
+    """The guest's /bin/fabric-metadata with its console markers filled in."""
+    return METADATA_SCRIPT.replace("__BEGIN__", USER_DATA_BEGIN).replace("__END__", USER_DATA_END)
+
+
 def _builder_digest() -> str:
-    text = (BUILDER_VERSION + render_init() + UDHCPC_SCRIPT + POWER_BUTTON_SCRIPT + " ".join(MODULES)
-            + KERNEL_CMDLINE)
+    text = (BUILDER_VERSION + render_init() + UDHCPC_SCRIPT + render_metadata_script() + POWER_BUTTON_SCRIPT
+            + " ".join(MODULES) + KERNEL_CMDLINE)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -299,7 +346,7 @@ def _busybox(work: Path) -> Path:
 
 def _build_initramfs(work: Path, kroot: Path, busybox: Path, out: Path) -> None:
     root = work / "initramfs"
-    for sub in ("bin", "dev", "proc", "sys", "etc/acpi/PWRF", "lib/modules", "tmp"):
+    for sub in ("bin", "dev", "proc", "sys", "etc/acpi/PWRF", "lib/modules", "tmp", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy2(busybox, root / "bin/busybox")
     for applet in _run([str(busybox), "--list"]).split():
@@ -318,6 +365,7 @@ def _build_initramfs(work: Path, kroot: Path, busybox: Path, out: Path) -> None:
     files = {
         "init": render_init(),
         "etc/udhcpc.script": UDHCPC_SCRIPT,
+        "bin/fabric-metadata": render_metadata_script(),
         "etc/acpi/PWRF/00000080": POWER_BUTTON_SCRIPT,
     }
     for rel, text in files.items():

@@ -16,7 +16,7 @@ import json
 import falcon
 
 from fabric import config
-from fabric.api import admin, errors, identity, image, network, openapi, versions
+from fabric.api import admin, ec2_credentials, errors, identity, image, network, openapi, versions
 from fabric.api.clients import Clients
 from fabric.api.common import ApiDeps
 from fabric.api.compute import register as register_compute
@@ -45,6 +45,7 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     errors.install(app)
     versions.register(app)
     identity.register(app)
+    ec2_credentials.register(app)
     register_compute(app)
     image.register(app)
     network.register(app)

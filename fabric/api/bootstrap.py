@@ -1,18 +1,17 @@
-"""The first admin: ``fabric-manage bootstrap --admin-password ...``.
+"""The first admin, made by ``fabric-manage bootstrap`` (:mod:`fabric.cmd.manage_bootstrap`)
+and by the API worker on an empty database.
 
-Creates (or brings up to date) the admin and member roles, the admin project
+Creates (or brings up to date) the admin, member and reader roles, the admin project
 and the admin user with the admin role on it. Running it again changes
 nothing but the password, if a new one is given.
 """
 
 from __future__ import annotations
 
-import argparse
-
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from fabric import config, exception
+from fabric import exception
 from fabric.api import passwords
 from fabric.db import Database
 from fabric.db.models import Project, Role, RoleAssignment, User
@@ -57,20 +56,3 @@ def bootstrap(db: Database, admin_password: str, admin_user: str = "admin", admi
                        {})
     return {"user_id": user.id, "project_id": project.id, "roles": roles}
 
-
-def _run(settings: config.Settings, args: argparse.Namespace) -> int:
-    from fabric.cmd.manage import _database
-
-    ids = bootstrap(_database(settings), args.admin_password, args.admin_user, args.admin_project)
-    print(f"Admin user {args.admin_user} ({ids['user_id']}) has the admin role on project "
-          f"{args.admin_project} ({ids['project_id']}).")
-    return 0
-
-
-def register(groups) -> None:
-    """Add ``fabric-manage bootstrap`` to the operator's tool."""
-    parser = groups.add_parser("bootstrap", help="create the first admin user, project and roles (idempotent)")
-    parser.add_argument("--admin-password", required=True, help="password of the admin user")
-    parser.add_argument("--admin-user", default="admin", help="name of the admin user (default: admin)")
-    parser.add_argument("--admin-project", default="admin", help="name of the admin project (default: admin)")
-    parser.set_defaults(func=_run)

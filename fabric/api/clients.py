@@ -1,9 +1,10 @@
 """The API's view of the workers: small client interfaces, injectable.
 
-The API only ever casts (or, for console output, calls) through these. In a
+The API only ever casts (or, for console output and topology changes,
+calls) through these. In a
 deployment they are backed by the workers' ``rpcapi`` modules over fabric.rpc
-(:func:`rpc_clients`); tests inject :class:`RecordingClients`, which keeps
-every cast so a test can assert what the API asked for.
+(:func:`rpc_clients`); tests inject recording ones
+(``tests/fixtures/recording_clients.py``).
 
 Method names and keyword arguments here are the contract with the workers'
 managers (same names there).
@@ -12,8 +13,9 @@ managers (same names there).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Protocol
 
+from fabric.compute.api import ComputeCaster
 from fabric.compute.rpcapi import ComputeAPI
 from fabric.context import RequestContext
 from fabric.ipam.rpcapi import IpamAPI
@@ -26,13 +28,8 @@ class SchedulerClient(Protocol):
         """Cast: place and build these committed instance rows."""
 
 
-class ComputeClient(Protocol):
-    def instance_action(self, ctx: RequestContext, host: str, action: str, instance_id: str, **kwargs: Any) -> None:
-        """Cast ``action`` (reboot_instance with ``hard``, stop_instance, start_instance, pause_instance,
-        unpause_instance, suspend_instance, resume_instance, terminate_instance) to ``host``."""
-
-    def get_console_output(self, ctx: RequestContext, host: str, instance_id: str, length: int | None) -> str:
-        """Call: the last ``length`` lines of the guest's console (all of it for None)."""
+#: How the API reaches a compute host: one definition, in compute's api.
+ComputeClient = ComputeCaster
 
 
 class NetworkClient(Protocol):
@@ -47,43 +44,22 @@ class NetworkClient(Protocol):
         """Cast: the subnet's pool may be prepared by IPAM."""
 
 
+class TopologyClient(Protocol):
+    def add_host(self, ctx: RequestContext, name: str, tunnel_address: str | None, agent_address: str | None,
+                 number: int | None, datacenter: str) -> dict:
+        """Call IPAM: number the host (idempotent by name); it announces the host to every network
+        worker. Returns the host with its number, block and gateway."""
+
+    def remove_host(self, ctx: RequestContext, name: str, datacenter: str) -> dict:
+        """Call IPAM: remove the host (``{"removed": bool}``); it announces that the host left."""
+
+
 @dataclasses.dataclass
 class Clients:
     scheduler: SchedulerClient
     compute: ComputeClient
     network: NetworkClient
-
-
-class RecordingClients:
-    """Clients that record every request instead of sending it (tests, API-only runs).
-
-    ``casts`` is a list of (client, method, kwargs); ``console`` is what
-    get_console_output answers.
-    """
-
-    def __init__(self) -> None:
-        self.casts: list[tuple[str, str, dict]] = []
-        self.console = "fabric console\n"
-        self.clients = Clients(scheduler=_Recorder(self, "scheduler"), compute=_Recorder(self, "compute"),
-                               network=_Recorder(self, "network"))
-
-    def named(self, method: str) -> list[dict]:
-        return [kwargs for _, name, kwargs in self.casts if name == method]
-
-
-class _Recorder:
-    def __init__(self, owner: RecordingClients, client: str) -> None:
-        self._owner = owner
-        self._client = client
-
-    def __getattr__(self, method: str):
-        def record(ctx: RequestContext, **kwargs: Any) -> Any:
-            kwargs["request_id"] = ctx.request_id
-            self._owner.casts.append((self._client, method, kwargs))
-            if method == "get_console_output":
-                return self._owner.console
-            return None
-        return record
+    topology: TopologyClient
 
 
 class _SchedulerAdapter:
@@ -130,7 +106,21 @@ class _NetworkAdapter:
         self._ipam.subnet_created(ctx, subnet_id)
 
 
+class _TopologyAdapter:
+    """Topology changes through IPAM's rpcapi (IPAM owns the topology and announces changes)."""
+
+    def __init__(self, transport, call_timeout: float) -> None:
+        self._ipam = IpamAPI(transport, timeout=call_timeout)
+
+    def add_host(self, ctx, name, tunnel_address, agent_address, number, datacenter):
+        return self._ipam.add_host(ctx, name, datacenter=datacenter, number=number, tunnel_address=tunnel_address,
+                                   agent_address=agent_address)
+
+    def remove_host(self, ctx, name, datacenter):
+        return self._ipam.remove_host(ctx, name, datacenter=datacenter)
+
+
 def rpc_clients(transport, call_timeout: float = 30.0) -> Clients:
     """The clients over fabric.rpc, through each worker's ``rpcapi`` module."""
     return Clients(scheduler=_SchedulerAdapter(transport), compute=_ComputeAdapter(transport, call_timeout),
-                   network=_NetworkAdapter(transport))
+                   network=_NetworkAdapter(transport), topology=_TopologyAdapter(transport, call_timeout))

@@ -5,6 +5,12 @@ Identity: ``{"error": {"code", "title", "message"}}``; Compute:
 Network: ``{"NeutronError": {"type", "message", "detail"}}``; Image and fabric's
 admin API: ``{"code", "title", "message"}``. Every message comes from a
 :class:`~fabric.exception.FabricError`, which names the bad field or value.
+
+A request that failed because the database could not be reached (refused,
+lost mid-request, restarting: :func:`fabric.db.retry.is_connection_error`),
+however the error reached here, is answered 503 with ``Retry-After``, never
+500: nothing it wrote was committed unless the answer says so, and the same
+request can be sent again. Every 503 carries ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ import logging
 import falcon
 
 from fabric import exception
+from fabric.db.retry import describe, is_connection_error
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait before sending a request again after a 503.
+RETRY_AFTER_SECONDS = 2
 
 #: Compute's fault key per status (as nova's wsgi layer names them).
 _COMPUTE_KEYS = {
@@ -65,11 +75,16 @@ def _render(req: falcon.Request, resp: falcon.Response, status: int, message: st
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body_for(api, status, message, type_name))
+    if status == 503:
+        resp.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
     if status == 401 and api == "identity":
         resp.set_header("WWW-Authenticate", f'Keystone uri="{req.prefix}/v3"')
 
 
 def handle_fabric_error(req, resp, ex: exception.FabricError, params) -> None:
+    if ex.code >= 500 and is_connection_error(ex):
+        _database_unreachable(req, resp, ex)
+        return
     status = status_for(api_of(req.path), ex)
     if status >= 500:
         LOG.error("%s %s failed: %s", req.method, req.path, ex.message)
@@ -83,7 +98,17 @@ def handle_http_error(req, resp, ex: falcon.HTTPError, params) -> None:
         resp.set_header(name, value)
 
 
+def _database_unreachable(req: falcon.Request, resp: falcon.Response, ex: BaseException) -> None:
+    reason = describe(ex)
+    LOG.warning("%s %s: the database is unreachable (%s); answered 503", req.method, req.path, reason)
+    _render(req, resp, 503, f"The database is unreachable right now ({reason}); "
+                            f"try again in {RETRY_AFTER_SECONDS} seconds.", "DatabaseUnavailable")
+
+
 def handle_unexpected(req, resp, ex: Exception, params) -> None:
+    if is_connection_error(ex):
+        _database_unreachable(req, resp, ex)
+        return
     LOG.exception("Unexpected error in %s %s", req.method, req.path)
     _render(req, resp, 500, "An unexpected error occurred; the request id names it in the API log.")
 

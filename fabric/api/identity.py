@@ -74,10 +74,13 @@ def _domain(domain_id: str | None) -> dict:
     return {"id": domain_id, "name": domain_id}
 
 
-def catalog(base: str, region: str) -> list[dict]:
-    """The service catalog: one public endpoint per service, in one region."""
+def catalog(base: str, region: str, s3_url: str | None = None) -> list[dict]:
+    """The service catalog: one public endpoint per service, in one region (the
+    objectstore, type ``s3``, at ``s3_url`` when given)."""
     services = (("identity", "keystone", f"{base}/v3"), ("compute", "nova", f"{base}/compute/v2.1"),
                 ("image", "glance", f"{base}/image"), ("network", "neutron", f"{base}/networking"))
+    if s3_url:
+        services += (("s3", "fabric-objectstore", s3_url),)
     return [{"id": f"{kind}-service", "type": kind, "name": name,
              "endpoints": [{"id": f"{kind}-public", "interface": "public", "region": region,
                             "region_id": region, "url": url}]}
@@ -98,7 +101,7 @@ def token_document(info: tokens.TokenInfo, deps: ApiDeps, req: falcon.Request) -
                           "domain": _domain(info.project_domain_id)}
         doc["is_domain"] = False
         doc["roles"] = [{"id": rid, "name": name} for rid, name in info.roles]
-        doc["catalog"] = catalog(deps.base_url(req), deps.settings.api.region)
+        doc["catalog"] = catalog(deps.base_url(req), deps.settings.api.region, deps.settings.objectstore_url)
     return {"token": doc}
 
 

@@ -1,5 +1,10 @@
 """Image v2 subset, mounted at ``/image/v2``: create, upload, download, list
-(name and id filters), show, update (JSON patch) and delete."""
+(name and id filters), show, update (JSON patch) and delete.
+
+Who may see an image, what an image id is and where its bytes live are
+:mod:`fabric.images`' rules; the image references ``kernel_id`` and
+``ramdisk_id`` are checked there whenever they are set (create or patch).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ import falcon
 import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from fabric import exception
+from fabric import exception, images
 from fabric.api import common, image_store
 from fabric.db.models import Image
+from fabric.db.types import new_uuid
 
 PREFIX = "/image/v2"
 _VISIBILITIES = ("public", "private", "shared", "community")
@@ -27,7 +33,7 @@ class ImageCreateSchema(Schema):
     class Meta:
         unknown = INCLUDE  # extra keys are the image's custom properties
 
-    id = fields.UUID()
+    id = fields.String()  # an image id (fabric.images.parse_image_id), checked in Images.on_post
     name = fields.String(allow_none=True, load_default="", validate=validate.Length(max=255))
     visibility = fields.String(load_default="shared", validate=validate.OneOf(_VISIBILITIES))
     disk_format = fields.String(allow_none=True, load_default=None, validate=validate.OneOf(_DISK_FORMATS))
@@ -40,14 +46,10 @@ class ImageCreateSchema(Schema):
     os_hidden = fields.Boolean(load_default=False)
 
 
-def may_see(context, image: Image) -> bool:
-    return context.is_admin or image.owner == context.project_id or image.visibility in ("public", "community")
-
-
 def find_image(session, context, image_id: str) -> Image:
     """The image ``image_id`` visible to the caller; NotFound otherwise."""
     image = session.get(Image, image_id)
-    if image is None or not may_see(context, image):
+    if image is None or not images.may_see(context, image):
         raise exception.NotFound(kind="Image", ident=image_id)
     return image
 
@@ -104,14 +106,15 @@ class Images:
             if not isinstance(value, str):
                 raise exception.Invalid(reason=f"image property {key!r} must be a string, got {value!r}")
         props.update({"__tags": data["tags"], "__protected": data["protected"], "__os_hidden": data["os_hidden"]})
+        image_id = images.parse_image_id(data["id"], "id") if "id" in data else new_uuid()
         with deps.db.begin() as session:
-            if data.get("id") and session.get(Image, str(data["id"])):
-                raise exception.Conflict(reason=f"an image with id {data['id']} already exists")
-            image = Image(name=data["name"] or "", owner=owner, status="queued", visibility=data["visibility"],
-                          disk_format=data["disk_format"], container_format=data["container_format"],
-                          min_disk=data["min_disk"], min_ram=data["min_ram"], properties=props)
-            if data.get("id"):
-                image.id = str(data["id"])
+            if session.get(Image, image_id):
+                raise exception.Conflict(reason=f"an image with id {image_id} already exists")
+            props = images.check_references(session, owner, image_id, props)
+            image = Image(id=image_id, name=data["name"] or "", owner=owner, status="queued",
+                          visibility=data["visibility"], disk_format=data["disk_format"],
+                          container_format=data["container_format"], min_disk=data["min_disk"],
+                          min_ram=data["min_ram"], properties=props)
             session.add(image)
             session.flush()
             doc = image_document(image)
@@ -183,6 +186,11 @@ class ImageItem:
                     if not isinstance(value, str):
                         raise exception.Invalid(reason=f"image property {path!r} must be a string, got {value!r}")
                     props[path] = value
+            # Only references this patch sets are checked: an image whose kernel was since made
+            # private can still be renamed (server create refuses to boot it).
+            before = image.properties or {}
+            props.update(images.check_references(session, image.owner, image.id, {
+                k: v for k, v in props.items() if k in images.REFERENCE_FORMATS and before.get(k) != v}))
             image.properties = props
             session.flush()
             common.respond(resp, image_document(image))
@@ -231,10 +239,9 @@ class ImageFile:
         if image.status != "active":
             resp.status = falcon.HTTP_204
             return
-        path = image_store.image_path(deps.settings, image_id)
         try:
-            handle = open(path, "rb")
-        except FileNotFoundError:
+            handle = open(images.ImageStore.from_settings(deps.settings).existing_file(image.id), "rb")
+        except (FileNotFoundError, exception.NotFound, exception.Invalid):  # no file it may serve
             raise exception.NotFound(kind="Image data of", ident=image_id) from None
         resp.content_type = "application/octet-stream"
         resp.set_header("Content-MD5", image.checksum or "")

@@ -1,9 +1,11 @@
-"""The image store: one file per image id in ``[api] image_dir`` (default
-``data_dir/images``). Uploads stream to a temporary file that is renamed into
-place only once complete, so a reader never sees a partial image.
+"""The Image API's writes to the image store (:class:`fabric.images.ImageStore`, one file per
+image id in ``[api] image_dir``, default ``data_dir/images``). Uploads stream to a temporary
+file that is renamed into place only once complete, so a reader never sees a partial image.
 
-The compute worker reads images from here with :func:`image_path` (same
-host) or downloads them through ``GET /image/v2/images/{id}/file``.
+The compute worker on the same host reads the store through
+:class:`fabric.compute.collaborators.LocalImageStore`, which resolves what an instance
+boots with :func:`fabric.images.resolve_boot` and opens only
+:meth:`fabric.images.ImageStore.existing_file`.
 """
 
 from __future__ import annotations
@@ -11,33 +13,21 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from fabric import config, exception
+from fabric.images import ImageStore
 
 CHUNK = 1024 * 1024
-
-
-def store_dir(settings: config.Settings) -> Path:
-    path = Path(settings.api.image_dir or Path(settings.default.data_dir) / "images")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def image_path(settings: config.Settings, image_id: str) -> Path:
-    """Where an image's bytes live (the file exists only once uploaded)."""
-    if "/" in image_id or image_id in ("", ".", ".."):
-        raise exception.Invalid(reason=f"image id {image_id!r} is not a valid image id")
-    return store_dir(settings) / image_id
 
 
 def write(settings: config.Settings, image_id: str, read: Callable[[int], bytes], max_size: int) -> dict:
     """Stream ``read`` into the store; returns size, md5 checksum and sha512 hash.
 
-    Raises Invalid (413) past ``max_size``; leaves nothing behind on failure.
+    Raises Invalid when ``image_id`` is not an image id, ImageTooLarge (413) past
+    ``max_size``; leaves nothing behind on failure.
     """
-    final = image_path(settings, image_id)
-    partial = final.with_name(f".{image_id}.partial-{os.getpid()}")
+    final = ImageStore.from_settings(settings).path(image_id)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
     md5, sha512, size = hashlib.md5(usedforsecurity=False), hashlib.sha512(), 0
     try:
         with open(partial, "wb") as handle:
@@ -61,5 +51,9 @@ def write(settings: config.Settings, image_id: str, read: Callable[[int], bytes]
 
 
 def remove(settings: config.Settings, image_id: str) -> None:
-    image_path(settings, image_id).unlink(missing_ok=True)
-
+    """Delete the image's bytes, if any (idempotent; a row whose id is no image id has no file)."""
+    try:
+        path = ImageStore.from_settings(settings).path(image_id)
+    except exception.Invalid:
+        return
+    path.unlink(missing_ok=True)

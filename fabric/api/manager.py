@@ -20,13 +20,15 @@ from fabric.api.bootstrap import bootstrap
 from fabric.api.clients import rpc_clients
 from fabric.api.server import ApiServer
 from fabric.db.models import User
-from fabric.manager import Manager
+from fabric.manager import Manager, callers_table
 
 LOG = logging.getLogger(__name__)
 
 
 class ApiManager(Manager):
     topic = "api"
+    #: Who may call each handler: describe only (every role), the base's.
+    rpc_callers = callers_table()
 
     def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
                  transport: Any = None) -> None:

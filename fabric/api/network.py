@@ -1,9 +1,12 @@
 """Network v2.0 subset, mounted at ``/networking/v2.0``: networks (admins may
 set the provider type and segmentation id), subnets, ports (list, show).
 
-A network row is committed first (its segmentation id made unique by the
-database's constraint), then the network workers are told by fanout; a
-subnet is committed, then IPAM is told to prepare its pool.
+A network row is committed first (its segmentation id, from the ranges of
+:mod:`fabric.network.model`, made unique by the database's constraint), then
+the network workers are told by fanout. A subnet is checked by IPAM's own rule
+(:func:`fabric.ipam.api.validate_subnet`, run in-process) and stored as IPAM
+normalised it, then IPAM is told to prepare its pool: a subnet IPAM would
+refuse is a 400 with nothing written.
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from sqlalchemy import exc as sa_exc
 from fabric import exception
 from fabric.api import common
 from fabric.db.models import AddressAllocation, AddressPool, Network, Port, Subnet
+from fabric.ipam.api import validate_subnet
+from fabric.network.model import (
+    COMPUTE_PORT_OWNER_PREFIX,
+    DHCP_PORT_OWNER,
+    NETWORK_TYPES,
+    SEGMENT_RANGES,
+    default_mtu,
+)
 
 LOG = logging.getLogger(__name__)
 PREFIX = "/networking/v2.0"
 
-#: network type -> (lowest, highest) segmentation id; None: the type has none.
-SEGMENT_RANGES: dict[str, tuple[int, int] | None] = {
-    "vxlan": (1, 2**24 - 1), "vlan": (1, 4094), "flat": None, "routed": None,
-}
 DEFAULT_NETWORK_TYPE = "vxlan"
 #: Tenant networks take VXLAN ids from here up, leaving the low range to admins.
 TENANT_VNI_START = 1000
@@ -43,7 +50,7 @@ class NetworkCreateSchema(_Loose):
     shared = fields.Boolean(load_default=False)
     mtu = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=68, max=9000))
     network_type = fields.String(data_key="provider:network_type", load_default=None,
-                                 validate=validate.OneOf(list(SEGMENT_RANGES)))
+                                 validate=validate.OneOf(NETWORK_TYPES))
     segmentation_id = fields.Integer(data_key="provider:segmentation_id", load_default=None, allow_none=True)
     physical_network = fields.String(data_key="provider:physical_network", load_default=None, allow_none=True)
     external = fields.Boolean(data_key="router:external", load_default=False)
@@ -52,8 +59,9 @@ class NetworkCreateSchema(_Loose):
 
 
 class PoolSchema(Schema):
-    start = fields.IP(required=True)
-    end = fields.IP(required=True)
+    # Text, checked by IPAM's validate_subnet (inside the CIDR, ordered, no overlap).
+    start = fields.String(required=True)
+    end = fields.String(required=True)
 
 
 class SubnetCreateSchema(_Loose):
@@ -192,7 +200,7 @@ class Networks:
         network_type = data["network_type"] or DEFAULT_NETWORK_TYPE
         if network_type == "flat" and not data["physical_network"]:
             raise exception.Invalid(reason="a flat network needs provider:physical_network (the bridge it uses)")
-        mtu = data["mtu"] or (1450 if network_type == "vxlan" else 1500)
+        mtu = data["mtu"] or default_mtu(network_type)
         for _ in range(deps.settings.database.max_retries):
             segment = _allocate_segment(deps.db, network_type, data["segmentation_id"])
             try:
@@ -245,7 +253,7 @@ class NetworkItem:
             if not common.visible(context, network.project_id):
                 raise exception.Forbidden(reason=f"network {network_id} belongs to another project")
             in_use = session.scalar(sa.select(sa.func.count()).select_from(Port).where(
-                Port.network_id == network_id, Port.device_owner.like("compute:%")))
+                Port.network_id == network_id, Port.device_owner.startswith(COMPUTE_PORT_OWNER_PREFIX)))
             if in_use:
                 raise exception.Conflict(reason=f"network {network_id} has {in_use} server port(s) in use; "
                                                 "delete those servers first")
@@ -255,26 +263,6 @@ class NetworkItem:
         except exception.FabricError as err:
             LOG.warning("Network %s deleted, but the network workers were not told: %s", network_id, err.message)
         resp.status = falcon.HTTP_204
-
-
-def _pools(net: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway, requested) -> list[dict]:
-    if requested:
-        pools = []
-        for pool in requested:
-            start, end = ipaddress.ip_address(str(pool["start"])), ipaddress.ip_address(str(pool["end"]))
-            if start not in net or end not in net or start > end:
-                raise exception.Invalid(reason=f"allocation pool {start}-{end} is not an ordered range in {net}")
-            if gateway is not None and start <= gateway <= end:
-                raise exception.Invalid(reason=f"allocation pool {start}-{end} contains the gateway {gateway}")
-            pools.append({"start": str(start), "end": str(end)})
-        return pools
-    first = net.network_address + 1
-    last = net.broadcast_address - (1 if net.version == 4 else 0)
-    if gateway == first:
-        first += 1
-    if first > last:
-        raise exception.Invalid(reason=f"subnet {net} has no room for addresses besides the gateway")
-    return [{"start": str(first), "end": str(last)}]
 
 
 class Subnets:
@@ -290,27 +278,12 @@ class Subnets:
         deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, SUBNET_CREATE)["subnet"]
         owner = _owner(context, data)
-        try:
-            net = ipaddress.ip_network(data["cidr"], strict=True)
-        except ValueError as err:
-            raise exception.Invalid(reason=f"subnet.cidr {data['cidr']!r} is not a network address with a prefix "
-                                           f"length (e.g. 10.0.0.0/24): {err}") from None
-        if net.version != data["ip_version"]:
-            raise exception.Invalid(reason=f"subnet.cidr {net} is not IPv{data['ip_version']}")
-        if net.num_addresses < 4:
-            raise exception.Invalid(reason=f"subnet.cidr {net} is too small; use a /30 or larger")
-        gateway = None
-        if data["gateway_ip"] == "auto":
-            gateway = net.network_address + 1
-        elif data["gateway_ip"]:
-            try:
-                gateway = ipaddress.ip_address(data["gateway_ip"])
-            except ValueError:
-                raise exception.Invalid(reason=f"subnet.gateway_ip {data['gateway_ip']!r} is not an address") \
-                    from None
-            if gateway not in net or gateway in (net.network_address, net.broadcast_address):
-                raise exception.Invalid(reason=f"subnet.gateway_ip {gateway} is not a host address of {net}")
-        pools = _pools(net, gateway, data["allocation_pools"])
+        # IPAM's rule, in-process (it is pure): the subnet stored is exactly the
+        # one IPAM will build its pool from, so a subnet IPAM would refuse later
+        # is refused here with nothing written.
+        spec = validate_subnet(data["cidr"], gateway_ip=data["gateway_ip"],
+                               allocation_pools=data["allocation_pools"], ip_version=data["ip_version"])
+        net = ipaddress.ip_network(spec.cidr)
         with deps.db.begin() as session:
             network = find_network(session, context, data["network_id"])
             if network.project_id != owner and not context.is_admin:
@@ -319,9 +292,9 @@ class Subnets:
                 if ipaddress.ip_network(other.cidr).overlaps(net):
                     raise exception.Invalid(reason=f"subnet.cidr {net} overlaps subnet {other.id} ({other.cidr}) "
                                                    f"of network {network.id}")
-            subnet = Subnet(network_id=network.id, project_id=owner, name=data["name"], ip_version=net.version,
-                            cidr=str(net), gateway_ip=str(gateway) if gateway else None, allocation_pools=pools,
-                            reserved=[], enable_dhcp=data["enable_dhcp"])
+            subnet = Subnet(network_id=network.id, project_id=owner, name=data["name"], ip_version=spec.ip_version,
+                            cidr=spec.cidr, gateway_ip=spec.gateway_ip, allocation_pools=spec.allocation_pools,
+                            reserved=spec.reserved, enable_dhcp=data["enable_dhcp"])
             session.add(subnet)
             session.flush()
             doc = subnet_document(subnet)
@@ -358,7 +331,7 @@ class SubnetItem:
                 .join(AddressPool, AddressPool.id == AddressAllocation.pool_id)
                 .outerjoin(Port, Port.id == AddressAllocation.port_id)
                 .where(AddressPool.subnet_id == subnet_id,
-                       sa.or_(Port.id.is_(None), Port.device_owner != "network:dhcp")))
+                       sa.or_(Port.id.is_(None), Port.device_owner != DHCP_PORT_OWNER)))
             if held:
                 raise exception.Conflict(reason=f"subnet {subnet_id} still has {held} allocated address(es); "
                                                 "delete the servers and ports using them first")

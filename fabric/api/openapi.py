@@ -9,7 +9,7 @@ from __future__ import annotations
 import falcon
 from marshmallow import Schema, fields, validate
 
-from fabric.api import common, identity, image, network
+from fabric.api import admin, common, identity, image, network
 from fabric.api.compute import flavors, keypairs, quotas, servers
 
 _C = "/compute/v2.1"
@@ -77,8 +77,15 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", f"{_N}/ports", "List ports", None, 200, True),
     ("get", f"{_N}/ports/{{port_id}}", "Show a port", None, 200, True),
     ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
+    ("post", "/fabric/v1/topology/hosts", "Add a host to the topology (admin; announced to the network workers)",
+     admin.HOST_CREATE, 201, True),
+    ("delete", "/fabric/v1/topology/hosts/{name}", "Remove a host from the topology (admin)", None, 204, True),
     ("get", "/fabric/v1/tenants", "Tenants and their segments (admin)", None, 200, True),
     ("get", "/fabric/v1/services", "The services registry (admin)", None, 200, True),
+    ("get", "/fabric/v1/queues", "The broker's queues: depth, consumers, dead letters (admin; RabbitMQ)",
+     None, 200, True),
+    ("post", "/fabric/v1/queues/{name}/requeue-dead", "Move a queue's dead letters back onto it (admin; "
+     "?limit=N)", None, 200, True),
 ]
 
 

@@ -1,4 +1,4 @@
-"""``fabric-all``: every worker in one process (the embedded default).
+"""``fabric-all``: every worker in one process (the embedded default), and the dashboard.
 
 On the embedded defaults (memory:// transport, SQLite under data_dir, fake
 drivers) it needs nothing else running, and creates the schema itself when the
@@ -10,12 +10,14 @@ import fabric.cmd.eventlet_entry  # noqa: F401, I001 - first: monkey patches bef
 import sys
 
 from fabric.cmd import common, launcher, workers
+from fabric.dashboard import server as dashboard
 
 
 @common.clean_errors
 def main(argv: list[str] | None = None) -> int:
     return launcher.launch(workers.ALL_IN_ONE, argv, prog="fabric-all",
-                           description="Run every fabric worker in one process.", embedded=True)
+                           description="Run every fabric worker (and the dashboard) in one process.",
+                           embedded=True, beside=(dashboard.start,))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Sequence
 
 from kombu.utils.url import maybe_sanitize_url
 
@@ -16,6 +17,7 @@ from fabric.cmd import common, workers
 from fabric.db import Database, migration
 from fabric.db.engine import redacted
 from fabric.exception import DatabaseNotSynced
+from fabric.rpc import signing
 from fabric.service import Service, serve
 
 LOG = logging.getLogger(__name__)
@@ -46,17 +48,26 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def launch(binaries: tuple[str, ...], argv: list[str] | None, *, prog: str, description: str,
-           embedded: bool = False) -> int:
+           embedded: bool = False, beside: Sequence[Callable[[config.Settings], Callable[[], None]]] = ()) -> int:
     """Run the workers ``binaries`` in this process until SIGTERM/SIGINT; exit status.
 
-    ``embedded`` (fabric-all) creates the schema in an empty SQLite database.
-    Raises FabricError for a bad setting or an unreachable database (the
+    ``beside`` are servers that are no workers (no queues, no registry: the
+    dashboard): each is started with the settings and returns its stop function.
+
+    ``embedded`` (fabric-all) creates the schema in an empty SQLite database and
+    generates the RPC signing keys when the key directory holds none.
+    Raises FabricError for a bad setting, missing signing keys or an unreachable database (the
     launcher's ``clean_errors`` turns it into one line).
     """
     args = build_parser(prog, description).parse_args(argv)
     settings = common.load_settings(args)
+    # Only the keys of the roles run here; fabric-all makes every role's on its first start.
+    roles = [workers.worker(binary).topic for binary in binaries]
+    signing.install(signing.from_settings(settings, roles, default_role="api" if "api" in roles else None,
+                                          generate_missing=embedded))
     db = open_database(settings, sync_if_empty=embedded)
     transport = rpc.get_transport(settings.rpc)
+    stops: list[Callable[[], None]] = []
     try:
         if settings.rpc.transport_url.startswith("memory://") and len(binaries) == 1:
             LOG.warning("%s uses the in-process memory:// transport: only workers in this "
@@ -70,7 +81,10 @@ def launch(binaries: tuple[str, ...], argv: list[str] | None, *, prog: str, desc
                                     transport=transport, db=db))
         LOG.info("%s starting %s on host %s (transport %s, database %s)", prog,
                  ", ".join(binaries), host, maybe_sanitize_url(settings.rpc.transport_url), redacted(db.url))
+        stops.extend(start(settings) for start in beside)
         return serve(services, settings)
     finally:
+        for stop in reversed(stops):
+            stop()
         transport.cleanup()
         db.dispose()

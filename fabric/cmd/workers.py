@@ -33,11 +33,13 @@ WORKERS: dict[str, Worker] = {
         Worker("fabric-compute", "compute", "fabric.compute.manager:ComputeManager"),
         Worker("fabric-network", "network", "fabric.network.manager:NetworkManager"),
         Worker("fabric-ipam", "ipam", "fabric.ipam.manager:IpamManager"),
+        Worker("fabric-objectstore", "objectstore", "fabric.objectstore.manager:ObjectstoreManager"),
     )
 }
 
 #: The workers ``fabric-all`` runs in one process, in start order.
-ALL_IN_ONE = ("fabric-ipam", "fabric-network", "fabric-compute", "fabric-scheduler", "fabric-api")
+ALL_IN_ONE = ("fabric-ipam", "fabric-network", "fabric-compute", "fabric-scheduler", "fabric-objectstore",
+              "fabric-api")
 
 
 def worker(binary: str) -> Worker:

@@ -17,8 +17,10 @@ import sqlalchemy as sa
 
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import AddressAllocation, Image, Network, Port, Subnet
+from fabric.db.models import AddressAllocation, Network, Port, Subnet
 from fabric.exception import Conflict, Invalid, NotFound
+from fabric.images import ImageStore, resolve_boot
+from fabric.network.model import COMPUTE_PORT_OWNER_PREFIX
 from fabric.virt.driver import BootImage
 
 LOG = logging.getLogger(__name__)
@@ -96,9 +98,6 @@ class ImageSource(Protocol):
 # --- real implementations -------------------------------------------------------
 
 
-#: ``Port.device_owner`` of the ports compute binds (the API counts these as servers' ports).
-COMPUTE_OWNER_PREFIX = "compute:"
-
 
 class IpamAddresses:
     """Addresses from the IPAM workers (``fabric.ipam.rpcapi``), one request token per NIC.
@@ -166,7 +165,7 @@ class IpamAddresses:
 
         Raises Conflict when the named port is bound to another instance.
         """
-        owner = COMPUTE_OWNER_PREFIX + (instance.get("availability_zone") or "nova")
+        owner = COMPUTE_PORT_OWNER_PREFIX + (instance.get("availability_zone") or "nova")
         bound = {"device_id": instance["id"], "device_owner": owner, "host": instance.get("host"),
                  "binding": {"kind": "tap"}}
         with self.db.begin() as session:
@@ -193,7 +192,7 @@ class IpamAddresses:
 
     def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str, host: str) -> None:
         """``host``'s DHCP port on the network, with its address, when the subnet serves DHCP. Idempotent."""
-        from fabric.network.dbstate import DHCP_OWNER
+        from fabric.network.model import DHCP_PORT_OWNER
 
         port_id = dhcp_port_id(network_id, host)
         with self.db.begin() as session:
@@ -210,7 +209,7 @@ class IpamAddresses:
                 with self.db.begin() as session:
                     session.add(Port(id=port_id, network_id=network_id, project_id=project_id,
                                      mac_address=dhcp_mac(network_id, host),
-                                     device_owner=DHCP_OWNER, host=host, status="ACTIVE", binding={}))
+                                     device_owner=DHCP_PORT_OWNER, host=host, status="ACTIVE", binding={}))
             except sa.exc.IntegrityError:
                 pass  # another build on this host made it first
         self.api.allocate(ctx, dhcp_request_token(network_id, host), subnet_id=subnet_id, port_id=port_id)
@@ -304,40 +303,40 @@ class SchedulerClaims:
 
 
 class LocalImageStore:
-    """Images as files under ``<data_dir>/images/<image id>``.
+    """What an instance boots, from the image store on this host (:class:`fabric.images.ImageStore`).
 
-    An image whose properties name ``kernel_id`` (and ``ramdisk_id``,
-    ``os_command_line``) boots that kernel directly, as in Glance.
+    The images come from :func:`fabric.images.resolve_boot` for the instance's
+    project, whatever the database holds: ids that are not image ids, images the
+    project may not see, inactive images and images of the wrong kind are refused
+    (Invalid, or NotFound for the boot image). Every file handed to the driver is
+    :meth:`~fabric.images.ImageStore.existing_file`'s real path, a regular file
+    directly inside the store directory; nothing is opened on the way.
     """
 
-    def __init__(self, root: str | Path, db: Database) -> None:
-        self.root = Path(root)
+    def __init__(self, store: ImageStore | str | Path, db: Database) -> None:
+        """``store``: the image store, or its directory."""
+        self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         self.db = db
 
-    def _file(self, image_id: str) -> str:
-        path = self.root / image_id
-        if not path.is_file():
-            raise NotFound(kind="Image file", ident=str(path))
-        return str(path)
+    @classmethod
+    def from_settings(cls, settings: Any, db: Database) -> LocalImageStore:
+        """The store in ``[api] image_dir`` (default ``data_dir/images``), the one the API writes."""
+        return cls(ImageStore.from_settings(settings), db)
 
     def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
-        image_id = instance.get("image_id")
-        if not image_id:
+        if not instance.get("image_id"):
             raise Invalid(reason=f"instance {instance['id']} has no image_id; an image is required to boot")
         with self.db.begin() as session:
-            image = session.get(Image, image_id)
-            if image is None:
-                raise NotFound(kind="Image", ident=image_id)
-            props, disk_format = dict(image.properties or {}), image.disk_format
-        kernel_id = props.get("kernel_id")
-        if kernel_id:
-            return BootImage(kernel=self._file(kernel_id),
-                             initrd=self._file(props["ramdisk_id"]) if props.get("ramdisk_id") else None,
-                             cmdline=props.get("os_command_line", ""))
-        if disk_format not in ("qcow2", "raw"):
-            raise Invalid(reason=f"image {image_id} disk_format {disk_format!r}: accepted qcow2, raw "
-                                 "(or a kernel_id property for direct kernel boot)")
-        return BootImage(disk_path=self._file(image_id), disk_format=disk_format)
+            boot = resolve_boot(session, instance.get("project_id"), instance["image_id"])
+            image_id, disk_format = boot.image.id, boot.image.disk_format
+            kernel_id = boot.kernel.id if boot.kernel is not None else None
+            ramdisk_id = boot.ramdisk.id if boot.ramdisk is not None else None
+            cmdline = boot.cmdline
+        if kernel_id is not None:
+            return BootImage(kernel=str(self.store.existing_file(kernel_id)),
+                             initrd=str(self.store.existing_file(ramdisk_id)) if ramdisk_id else None,
+                             cmdline=cmdline)
+        return BootImage(disk_path=str(self.store.existing_file(image_id)), disk_format=disk_format)
 
 
 def default_collaborators(settings, db: Database, transport: Any) -> dict[str, Any]:
@@ -347,6 +346,5 @@ def default_collaborators(settings, db: Database, transport: Any) -> dict[str, A
         "network": RpcNetworkPlugger(transport, db, settings),
         "rescheduler": SchedulerRescheduler(transport),
         "claims": SchedulerClaims(db),
-        # The same directory the API's image store writes (fabric.api.image_store.store_dir).
-        "images": LocalImageStore(Path(settings.api.image_dir or Path(settings.default.data_dir) / "images"), db),
+        "images": LocalImageStore.from_settings(settings, db),
     }

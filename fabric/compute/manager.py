@@ -7,12 +7,19 @@ state: a failed build is handed back to the scheduler (or ends in error), a
 failed action ends in error, a delete that fails ends in error and can be
 repeated. Nothing stays in a transient task state; the reaper
 (:mod:`fabric.compute.housekeeping`) catches what a dead worker left.
+
+A build or delete that fails because the database cannot be reached is not a
+failure of the guest: the handler raises, leaving the instance in its task,
+and the RPC server runs it again once the database answers
+(:mod:`fabric.rpc.server`); the run again resumes it from its task state.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+from eventlet.semaphore import Semaphore
 
 from fabric import periodic
 from fabric.compute import housekeeping, states
@@ -21,51 +28,30 @@ from fabric.compute.faults import record_fault
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
+from fabric.db.retry import is_connection_error
 from fabric.db.types import utcnow
 from fabric.exception import FabricError, InstanceStateConflict, Invalid, NotFound
-from fabric.manager import Manager
+from fabric.manager import Manager, callers_table
 from fabric.virt import load_driver
 from fabric.virt.driver import ComputeDriver, GuestSpec, NetworkInterface, PowerState
 
 LOG = logging.getLogger(__name__)
 
-#: vm_state a guest in each power state rests in (after an action or a sync).
-VM_STATE_FOR_POWER = {
-    PowerState.RUNNING: states.ACTIVE, PowerState.PAUSED: states.PAUSED,
-    PowerState.SUSPENDED: states.SUSPENDED, PowerState.SHUTDOWN: states.STOPPED,
-    PowerState.CRASHED: states.STOPPED,
-}
-
-#: action -> (task_state, vm_states it may start from, driver method)
-ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "reboot_instance": (states.REBOOTING, (states.ACTIVE, states.STOPPED), "reboot"),
-    "stop_instance": (states.POWERING_OFF, (states.ACTIVE, states.PAUSED, states.ERROR), "power_off"),
-    "start_instance": (states.POWERING_ON, (states.STOPPED,), "power_on"),
-    "pause_instance": (states.PAUSING, (states.ACTIVE,), "pause"),
-    "unpause_instance": (states.UNPAUSING, (states.PAUSED,), "unpause"),
-    "suspend_instance": (states.SUSPENDING, (states.ACTIVE,), "suspend"),
-    "resume_instance": (states.RESUMING, (states.SUSPENDED,), "resume"),
-}
-#: A hard reboot is the way out of any resting state (the API offers it from these), under its own task.
-HARD_REBOOT: tuple[str, tuple[str, ...], str] = (
-    states.REBOOTING_HARD, (states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED, states.ERROR), "reboot")
-
-
 #: A collaborator argument of ComputeManager left to :func:`default_collaborators`.
 DEFAULT: Any = object()
-
-
-def action_states(action: str, **kwargs: Any) -> tuple[str, tuple[str, ...], str]:
-    """(task_state, vm_states it may start from, driver method) of ``action`` with its arguments."""
-    if action == "reboot_instance" and kwargs.get("hard"):
-        return HARD_REBOOT
-    return ACTIONS[action]
 
 
 class ComputeManager(Manager):
     """Server side of :mod:`fabric.compute.rpcapi`; same method names."""
 
     topic = "compute"
+    #: Who may call each handler (checked on the message's signature before dispatch).
+    rpc_callers = callers_table(
+        build_instance=("scheduler",),
+        terminate_instance=("api",), reboot_instance=("api",), stop_instance=("api",),
+        start_instance=("api",), pause_instance=("api",), unpause_instance=("api",),
+        suspend_instance=("api",), resume_instance=("api",), get_console_output=("api",),
+        get_available_resource=("api", "scheduler"))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, driver: ComputeDriver | None = None, addresses=DEFAULT,
@@ -87,6 +73,8 @@ class ComputeManager(Manager):
         self.claims = given["claims"]
         self.images = given["images"]
         self.compute_settings = settings.compute
+        #: instance id -> the lock its build holds while it runs in this process.
+        self._builds: dict[str, Semaphore] = {}
 
     def capabilities(self) -> dict[str, Any]:
         return {"hypervisor_type": self.driver.hypervisor_type,
@@ -98,8 +86,9 @@ class ComputeManager(Manager):
         """Connect the driver, report resources, and settle what a previous run left mid-way."""
         self.driver.init_host(self.host)
         ctx = RequestContext.admin()
-        housekeeping.report_resources(self)
-        housekeeping.recover_after_restart(self, ctx)
+        self.report_resources(ctx)
+        housekeeping.recover_after_restart(self.db, self.driver, self.host,
+                                           lambda instance_id: self.terminate_instance(ctx, instance_id))
 
     def cleanup_host(self) -> None:
         self.driver.cleanup_host()
@@ -111,8 +100,24 @@ class ComputeManager(Manager):
 
         Runs again harmlessly on a redelivered message (allocation and plugging
         are idempotent, an existing guest is kept). On failure: a fault, the
-        partial work undone, then rescheduled or error.
+        partial work undone, then rescheduled or error. Raises what the database
+        raised when it could not be reached (the RPC server runs the build again
+        once it answers: from ``networking`` or ``spawning`` on this host, the
+        build resumes). Two deliveries of one build run one after the other.
         """
+        # A redelivered build (its first delivery's broker connection broke) can arrive
+        # while the first still runs here: run it after, so it finds the build finished
+        # (and stops) or interrupted (and resumes it), never half-way (which it would
+        # take for a failure and undo under the running build).
+        lock = self._builds.setdefault(instance_id, Semaphore())
+        try:
+            with lock:
+                self._build_instance(ctx, instance_id)
+        finally:
+            if lock.balance == 1:  # nobody holds or waits for it
+                self._builds.pop(instance_id, None)
+
+    def _build_instance(self, ctx: RequestContext, instance_id: str) -> None:
         try:
             instance = states.compare_and_swap(
                 self.db, instance_id, {"vm_state": states.BUILDING, "task_state": states.BUILD_TASKS,
@@ -133,6 +138,8 @@ class ComputeManager(Manager):
                 vm_state=states.ACTIVE, task_state=None, power_state=int(power), launched_at=utcnow())
             LOG.info("instance %s is active on %s", instance_id, self.host)
         except Exception as exc:  # noqa: BLE001 - every failure must end in a resting state
+            if is_connection_error(exc):
+                raise  # not the guest's failure: resumed when the database is back
             self._build_failed(ctx, instance, exc)
 
     def _allocate_and_plug(self, ctx: RequestContext, instance: dict) -> list[dict]:
@@ -213,7 +220,9 @@ class ComputeManager(Manager):
         """Destroy the guest, unplug its NICs, release its addresses and claim; mark it deleted.
 
         Safe to repeat, from any state (a repeat on a deleted instance only
-        makes sure its claim is released). A failure ends in error with a fault.
+        makes sure its claim is released). A failure ends in error with a fault;
+        an unreachable database is no failure: it raises, and the RPC server
+        runs the delete again once the database answers.
         """
         try:
             instance = states.compare_and_swap(self.db, instance_id, {"host": self.host},
@@ -228,74 +237,64 @@ class ComputeManager(Manager):
                                     vm_state=states.DELETED, task_state=None, deleted=True,
                                     power_state=int(PowerState.NOSTATE), terminated_at=utcnow())
         except Exception as exc:  # noqa: BLE001
+            if is_connection_error(exc):
+                raise
             LOG.warning("delete of instance %s failed: %s", instance_id, exc)
             record_fault(self.db, instance_id, exc, self.host)
-            self._settle(instance_id, states.DELETING, states.ERROR)
+            states.settle(self.db, self.driver, instance_id, states.DELETING, states.ERROR)
             return
         self.claims.release(instance_id, self.host)
         LOG.info("instance %s deleted", instance_id)
 
     # --- actions -----------------------------------------------------------------
 
-    def _act(self, ctx: RequestContext, name: str, instance_id: str, **driver_kwargs: Any) -> None:
-        """Run one action: task set by CAS, the driver call, then a resting state.
+    def _act(self, ctx: RequestContext, action: states.Action, instance_id: str, **driver_kwargs: Any) -> None:
+        """Run one action of :data:`states.ACTIONS`: task set by CAS, the driver call, then a resting state.
 
-        An instance not in a state the action starts from is left alone (logged).
-        A driver failure ends in error with a fault. Never raises: actions are
-        casts, and their outcome is on the instance row.
+        The instance must be in one of the action's (vm_state, task_state)
+        pairs, or in its task (set by the API before the cast); otherwise it is
+        left alone (logged). A driver failure ends in error with a fault. Never
+        raises: actions are casts, and their outcome is on the instance row.
         """
-        task, from_states, method = action_states(name, **driver_kwargs)
         try:
-            # task_state is None (direct call) or already ours (set by compute.api before the cast).
-            states.compare_and_swap(self.db, instance_id, {"vm_state": from_states, "task_state": (None, task),
-                                                           "host": self.host}, task_state=task)
+            states.compare_and_swap(self.db, instance_id, {"vm_state": action.vm_states,
+                                                           "task_state": (*action.task_states, action.task),
+                                                           "host": self.host}, task_state=action.task)
         except (NotFound, InstanceStateConflict) as exc:
-            LOG.info("not running %s on instance %s: %s", name, instance_id, exc)
+            LOG.info("not running %s on instance %s: %s", action.name, instance_id, exc)
             return
         try:
-            getattr(self.driver, method)(instance_id, **driver_kwargs)
+            getattr(self.driver, action.driver_method)(instance_id, **driver_kwargs)
         except Exception as exc:  # noqa: BLE001
-            LOG.warning("%s of instance %s failed: %s", name, instance_id, exc)
+            LOG.warning("%s of instance %s failed: %s", action.name, instance_id, exc)
             record_fault(self.db, instance_id, exc, self.host)
-            self._settle(instance_id, task, states.ERROR)
+            states.settle(self.db, self.driver, instance_id, action.task, states.ERROR)
             return  # the outcome is on the instance (error + fault): a retried cast would only conflict
-        self._settle(instance_id, task, None)
-
-    def _settle(self, instance_id: str, task: str, vm_state: str | None) -> None:
-        """End ``task``: vm_state from the guest's power state (or ``vm_state`` if given)."""
-        try:
-            power = self.driver.get_info(instance_id).power_state
-        except Exception:  # noqa: BLE001 - a guest we cannot read rests in error
-            power, vm_state = PowerState.NOSTATE, vm_state or states.ERROR
-        try:
-            states.compare_and_swap(self.db, instance_id, {"task_state": task},
-                                    vm_state=vm_state or VM_STATE_FOR_POWER.get(power, states.ERROR),
-                                    task_state=None, power_state=int(power))
-        except (NotFound, InstanceStateConflict) as exc:
-            LOG.info("instance %s changed during %s: %s", instance_id, task, exc)
+        states.settle(self.db, self.driver, instance_id, action.task)
 
     def reboot_instance(self, ctx: RequestContext, instance_id: str, hard: bool = False) -> None:
         """Soft (ACPI, then hard after compute.guest_shutdown_timeout) or hard reboot."""
-        self._act(ctx, "reboot_instance", instance_id, hard=hard,
+        self._act(ctx, states.reboot_action(hard), instance_id, hard=hard,
                   timeout=self.compute_settings.guest_shutdown_timeout)
 
     def stop_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        self._act(ctx, "stop_instance", instance_id, timeout=self.compute_settings.guest_shutdown_timeout)
+        """Shut the guest off (ACPI first, for up to compute.guest_shutdown_timeout)."""
+        self._act(ctx, states.ACTIONS["os-stop"], instance_id, timeout=self.compute_settings.guest_shutdown_timeout)
 
     def start_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        self._act(ctx, "start_instance", instance_id)
+        self._act(ctx, states.ACTIONS["os-start"], instance_id)
 
     def pause_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        self._act(ctx, "pause_instance", instance_id)
+        self._act(ctx, states.ACTIONS["pause"], instance_id)
 
     def unpause_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        self._act(ctx, "unpause_instance", instance_id)
+        self._act(ctx, states.ACTIONS["unpause"], instance_id)
 
     def suspend_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        self._act(ctx, "suspend_instance", instance_id)
+        self._act(ctx, states.ACTIONS["suspend"], instance_id)
 
     def resume_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        self._act(ctx, "resume_instance", instance_id)
+        self._act(ctx, states.ACTIONS["resume"], instance_id)
 
     def get_console_output(self, ctx: RequestContext, instance_id: str, max_bytes: int = 65536) -> str:
         """The tail of the guest's serial console. Raises GuestNotFound."""
@@ -307,16 +306,20 @@ class ComputeManager(Manager):
     # --- periodic tasks ------------------------------------------------------------
 
     @periodic.periodic_task(lambda self: self.settings.compute.resource_report_interval, run_immediately=True)
-    def report_resources(self, ctx: RequestContext) -> None:
-        housekeeping.report_resources(self)
+    def report_resources(self, ctx: RequestContext) -> dict:
+        """This host's capacity into compute_nodes; returns what was written."""
+        return housekeeping.report_resources(self.db, self.driver, self.host,
+                                             self.compute_settings.availability_zone)
 
     @periodic.periodic_task(lambda self: self.settings.compute.power_sync_interval)
-    def sync_power_states(self, ctx: RequestContext) -> None:
-        housekeeping.sync_power_states(self)
+    def sync_power_states(self, ctx: RequestContext) -> int:
+        """Power states from the hypervisor; returns the number of instances changed."""
+        return housekeeping.sync_power_states(self.db, self.driver, self.host)
 
     @periodic.periodic_task(lambda self: self.settings.compute.reap_interval)
-    def reap_stuck_instances(self, ctx: RequestContext) -> None:
-        housekeeping.reap_stuck_instances(self)
+    def reap_stuck_instances(self, ctx: RequestContext) -> list[str]:
+        """Stalled tasks to error; returns the instances reaped."""
+        return housekeeping.reap_stuck_instances(self.db, self.host, self.compute_settings.transient_timeout)
 
 
 def _instance_gone_or_deleting(db: Database, instance_id: str) -> bool:

@@ -1,4 +1,8 @@
-"""Instance states and the compare-and-swap update every transition goes through.
+"""The server state machine: instance states, the actions between them, and the
+compare-and-swap update every transition goes through.
+
+This is the one home of these rules: the HTTP API, compute's api, the compute
+worker, its housekeeping and the scheduler import them from here.
 
 ``vm_state`` is where an instance rests; ``task_state`` what is being done to
 it now. A transition is one ``UPDATE instances SET ... WHERE id = :id AND
@@ -10,17 +14,24 @@ also stamps ``task_started_at`` so the reaper can find work that stalled.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from fabric.db import Database
 from fabric.db.models import Instance
 from fabric.db.types import utcnow
 from fabric.exception import InstanceStateConflict, NotFound
+from fabric.virt.driver import ComputeDriver, PowerState
 
-# vm_state
+LOG = logging.getLogger(__name__)
+
+# vm_state: where an instance rests.
 BUILDING = "building"
 ACTIVE = "active"
 STOPPED = "stopped"
@@ -29,7 +40,10 @@ SUSPENDED = "suspended"
 ERROR = "error"
 DELETED = "deleted"
 
-# task_state
+#: Every vm_state fabric sets.
+VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED)
+
+# task_state: what is being done to it now (None: nothing).
 SCHEDULING = "scheduling"
 NETWORKING = "networking"
 SPAWNING = "spawning"
@@ -43,8 +57,70 @@ SUSPENDING = "suspending"
 RESUMING = "resuming"
 DELETING = "deleting"
 
+#: Every task_state fabric sets.
+TASK_STATES = (SCHEDULING, NETWORKING, SPAWNING, REBOOTING, REBOOTING_HARD, POWERING_OFF, POWERING_ON,
+               PAUSING, UNPAUSING, SUSPENDING, RESUMING, DELETING)
+
 #: Tasks of a build in progress on a compute host.
 BUILD_TASKS = (None, SCHEDULING, NETWORKING, SPAWNING)
+
+#: vm_state a guest in each power state rests in (after an action or a power-state sync).
+VM_STATE_FOR_POWER: Mapping[PowerState, str] = MappingProxyType({
+    PowerState.RUNNING: ACTIVE, PowerState.PAUSED: PAUSED, PowerState.SUSPENDED: SUSPENDED,
+    PowerState.SHUTDOWN: STOPPED, PowerState.CRASHED: STOPPED,
+})
+
+#: vm_states whose power the power-state sync keeps in line with the hypervisor.
+SYNCED_VM_STATES = (ACTIVE, STOPPED, PAUSED, SUSPENDED)
+
+#: vm_state a server must be in for its console to be read.
+CONSOLE_VM_STATES = (ACTIVE,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One server action: where it may start, what it is called on each layer.
+
+    The API moves the instance from (``vm_states``, ``task_states``) to
+    ``task`` by compare-and-swap and casts ``rpc_method`` with ``rpc_kwargs``
+    to its host; the compute worker runs it from the same states (or from
+    ``task``, which the API set) through the driver's ``driver_method``, then
+    rests the instance in the vm_state of the guest's power state.
+    """
+
+    name: str
+    rpc_method: str
+    vm_states: tuple[str, ...]
+    task_states: tuple[str | None, ...]
+    task: str
+    driver_method: str
+    rpc_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# The allowed vm_states follow the drivers' preconditions (fabric.virt.driver: a
+# driver raises GuestStateInvalid from any other power state), so the API never
+# accepts what the hypervisor will refuse: reboot needs a running or shut-off
+# guest (not paused, not suspended), power_off anything but a suspended one.
+# From error the guest's power is unknown: stop and hard reboot are offered as
+# the ways out, and a driver that refuses leaves the server in error with a fault.
+# A soft reboot asks the guest's OS, so it needs a running one; a hard reboot may
+# override a soft reboot in progress (a guest that ignores ACPI).
+ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in (
+    Action("reboot:SOFT", "reboot_instance", (ACTIVE,), (None,), REBOOTING, "reboot", {"hard": False}),
+    Action("reboot:HARD", "reboot_instance", (ACTIVE, STOPPED, ERROR), (None, REBOOTING), REBOOTING_HARD,
+           "reboot", {"hard": True}),
+    Action("os-stop", "stop_instance", (ACTIVE, PAUSED, ERROR), (None,), POWERING_OFF, "power_off"),
+    Action("os-start", "start_instance", (STOPPED,), (None,), POWERING_ON, "power_on"),
+    Action("pause", "pause_instance", (ACTIVE,), (None,), PAUSING, "pause"),
+    Action("unpause", "unpause_instance", (PAUSED,), (None,), UNPAUSING, "unpause"),
+    Action("suspend", "suspend_instance", (ACTIVE,), (None,), SUSPENDING, "suspend"),
+    Action("resume", "resume_instance", (SUSPENDED,), (None,), RESUMING, "resume"),
+)})
+
+
+def reboot_action(hard: bool) -> Action:
+    """The hard or the soft reboot."""
+    return ACTIONS["reboot:HARD" if hard else "reboot:SOFT"]
 
 
 def _condition(column: sa.ColumnElement, expected: Any) -> sa.ColumnElement:
@@ -60,6 +136,22 @@ def _condition(column: sa.ColumnElement, expected: Any) -> sa.ColumnElement:
     return column.is_(None) if expected is None else column == expected
 
 
+def swap(session: orm.Session, instance_id: str, expected: Mapping[str, Any], **values: Any) -> bool:
+    """:func:`compare_and_swap` inside the caller's transaction: whether the row moved.
+
+    For a transition that must commit together with other writes (a quota
+    given back on delete). Nothing is changed when it returns False.
+    """
+    if values.get("task_state") is not None and "task_started_at" not in values:
+        values["task_started_at"] = utcnow()
+    where = [Instance.id == instance_id, Instance.deleted.is_(False)]
+    for name, accepted in expected.items():
+        where.append(_condition(getattr(Instance, name), accepted))
+    result = session.execute(sa.update(Instance).where(*where).values(**values)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
 def compare_and_swap(db: Database, instance_id: str, expected: Mapping[str, Any], **values: Any) -> dict[str, Any]:
     """Apply ``values`` to the instance only if it is in the ``expected`` states.
 
@@ -67,32 +159,50 @@ def compare_and_swap(db: Database, instance_id: str, expected: Mapping[str, Any]
     expected, or a collection of accepted values (None means NULL). The instance must not
     be deleted. Setting ``task_state`` to a task stamps ``task_started_at``.
     Returns the row as it is after the update. Raises NotFound when no such
-    instance exists, InstanceStateConflict (naming the actual and expected
-    state) when it is not in an expected state; nothing is changed then.
+    instance exists, InstanceStateConflict (see :func:`require`) otherwise;
+    nothing is changed then.
     """
-    if values.get("task_state") is not None and "task_started_at" not in values:
-        values["task_started_at"] = utcnow()
-    where = [Instance.id == instance_id, Instance.deleted.is_(False)]
-    for name, accepted in expected.items():
-        where.append(_condition(getattr(Instance, name), accepted))
     with db.begin() as session:
-        result = session.execute(sa.update(Instance).where(*where).values(**values)
-                                 .execution_options(synchronize_session=False))
+        moved = swap(session, instance_id, expected, **values)
         row = session.get(Instance, instance_id, populate_existing=True)
-        if result.rowcount == 1:
+        if moved:
             return as_dict(row)
     if row is None or row.deleted:
         raise NotFound(kind="Instance", ident=instance_id)
-    for name, accepted in expected.items():
-        actual = getattr(row, name)
-        allowed = list(accepted) if isinstance(accepted, (tuple, list, set, frozenset)) else [accepted]
-        if actual not in allowed:
-            raise InstanceStateConflict(instance=instance_id, attr=name, actual=actual, expected=allowed)
-    raise InstanceStateConflict(instance=instance_id, attr="state", actual="changed concurrently",
+    require(as_dict(row), expected)
+    raise InstanceStateConflict(instance=row.id, attr="state", actual="changed concurrently",
                                 expected=[f"{k}={v}" for k, v in expected.items()])
 
 
+def require(instance: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    """Raise InstanceStateConflict (naming the first column of ``expected`` the instance
+    is not in, its value and the values expected) unless the instance row ``instance``
+    is in the ``expected`` states (as for :func:`compare_and_swap`)."""
+    for name, accepted in expected.items():
+        actual = instance[name]
+        allowed = list(accepted) if isinstance(accepted, (tuple, list, set, frozenset)) else [accepted]
+        if actual not in allowed:
+            raise InstanceStateConflict(instance=instance["id"], attr=name, actual=actual, expected=allowed)
+
+
+def settle(db: Database, driver: ComputeDriver, instance_id: str, task: str, vm_state: str | None = None) -> None:
+    """End ``task`` on the instance: it rests in the vm_state of its guest's power state
+    (:data:`VM_STATE_FOR_POWER`), or in ``vm_state`` when given; a guest the driver
+    cannot read rests in error. An instance no longer in ``task`` is left alone."""
+    try:
+        power = driver.get_info(instance_id).power_state
+    except Exception:  # noqa: BLE001 - a guest we cannot read rests in error
+        power, vm_state = PowerState.NOSTATE, vm_state or ERROR
+    try:
+        compare_and_swap(db, instance_id, {"task_state": task},
+                         vm_state=vm_state or VM_STATE_FOR_POWER.get(power, ERROR),
+                         task_state=None, power_state=int(power))
+    except (NotFound, InstanceStateConflict) as exc:
+        LOG.info("instance %s changed during %s: %s", instance_id, task, exc)
+
+
 def as_dict(row: Instance) -> dict[str, Any]:
+    """The instance row's columns as a dict."""
     return {c.key: getattr(row, c.key) for c in sa.inspect(Instance).mapper.column_attrs}
 
 

@@ -4,6 +4,13 @@ One :class:`Database` per process: it owns the engine and hands out short
 transactions (``with db.begin() as session``). URLs are normalised to the
 drivers fabric ships with (psycopg 3 for PostgreSQL, PyMySQL for MariaDB and
 MySQL); a SQLite file's directory is created if missing.
+
+A server database may restart under a running process: every pooled
+connection is pinged when it is checked out (a dead one is replaced), an error
+:func:`fabric.db.retry.is_connection_error` recognises counts as a disconnect
+(SQLAlchemy then drops every connection older than it, not just the one that
+failed), and PostgreSQL connections send TCP keepalives so a peer that vanished
+without closing them is noticed within about a minute.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import event, orm
 
+from fabric.db.retry import is_connection_error
 from fabric.exception import DatabaseUnavailable, InvalidSetting
 
 if TYPE_CHECKING:
@@ -58,6 +66,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _mark_disconnects(context: sa.engine.ExceptionContext) -> None:
+    # SQLAlchemy's own test misses some (PostgreSQL's "the database system is
+    # shutting down" on a live connection, MariaDB's "server shutdown in progress").
+    if not context.is_disconnect and is_connection_error(context.original_exception):
+        context.is_disconnect = True
+
+
+#: libpq keepalives: idle seconds before the first probe, seconds between probes, probes.
+_PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
 def redacted(url: sa.URL | str) -> str:
     """A URL with its password hidden, for messages and logs."""
     if isinstance(url, str):
@@ -81,12 +100,16 @@ class Database:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
+            connect_args: dict = {"connect_timeout": connect_timeout}
+            if backend == "postgresql":
+                connect_args.update(_PG_KEEPALIVES)
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
-                          pool_recycle=3600, isolation_level="READ COMMITTED",
-                          connect_args={"connect_timeout": connect_timeout})
+                          pool_recycle=3600, isolation_level="READ COMMITTED", connect_args=connect_args)
         self.engine = sa.create_engine(self.url, **kwargs)
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(self.engine, "handle_error", _mark_disconnects)
         self.sessionmaker = orm.sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod

@@ -47,6 +47,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, AddressPool, FreeAddress, Port
+from fabric.db.retry import is_connection_error
 from fabric.db.types import utcnow
 from fabric.exception import (
     AddressExhausted,
@@ -278,6 +279,8 @@ class Allocator:
                 self._drop_stale(pool_id, ordinal, source)
                 LOG.debug("ordinal %s of pool %s was taken (%s); retrying", ordinal, pool_id, source)
             except sa.exc.OperationalError as exc:
+                if is_connection_error(exc):
+                    raise  # an outage, not a race: the handler is run again once the database answers
                 # Deadlock or lock timeout (MariaDB), serialization or busy (SQLite): retry.
                 failures += 1
                 LOG.debug("allocation in pool %s retried after %s", pool_id, exc.orig)

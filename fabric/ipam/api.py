@@ -1,8 +1,9 @@
 """What other services import from ipam (no RPC needed for these).
 
-* :func:`validate_subnet`: the API checks a subnet before it writes the row,
-  so a bad CIDR, gateway or range is refused with nothing stored; it then
-  casts ``subnet_created`` through :class:`fabric.ipam.rpcapi.IpamAPI`.
+* :func:`validate_subnet`: the subnet rules, pure. The Network API calls it
+  in-process (``fabric.api.network``) and stores the normalised result, so a
+  bad CIDR, gateway or range is a 400 with nothing stored; it then casts
+  ``subnet_created`` through :class:`fabric.ipam.rpcapi.IpamAPI`.
 * :class:`Layout`: the pure bit arithmetic of the L3 layout (host blocks,
   segment gateways), e.g. for the network worker's nftables rules on tenant
   and segment bits.

@@ -6,6 +6,11 @@ request token, releases and removals of what is already gone succeed, and
 adding what exists returns it. Errors are FabricErrors that cross RPC as
 themselves (AddressExhausted, AddressInUse, NumberExhausted,
 NumberOutOfRange, LayoutInvalid, InvalidAddress, NotFound, Conflict).
+
+IPAM owns the topology, so it is the one that announces a host added or
+removed to every network worker (``host_joined``/``host_left`` fanout casts
+through :class:`fabric.network.rpcapi.NetworkAPI`), after the change is
+committed.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from fabric import config
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import Subnet
-from fabric.exception import Invalid, NotFound
+from fabric.exception import FabricError, Invalid, NotFound
 from fabric.ipam import pools
 from fabric.ipam.allocator import Allocator
 from fabric.ipam.layout import Layout
 from fabric.ipam.topology import DEFAULT_DATACENTER, Topology
-from fabric.manager import Manager
+from fabric.manager import Manager, callers_table
+from fabric.network.model import HostSpec
+from fabric.network.rpcapi import NetworkAPI
 from fabric.rpc import idempotent
 
 LOG = logging.getLogger(__name__)
@@ -41,6 +48,15 @@ class IpamManager(Manager):
     """Owns every address fabric hands out."""
 
     topic = "ipam"
+    #: Who may call each handler (checked on the message's signature before dispatch):
+    #: the topology and subnets are the API's; addresses are asked for by compute hosts.
+    rpc_callers = callers_table(
+        configure_datacenter=("api",), describe_datacenter=("api",), add_host=("api",),
+        remove_host=("api",), list_hosts=("api",), add_tenant=("api",), remove_tenant=("api",),
+        list_tenants=("api",), add_segment=("api",), remove_segment=("api",), list_segments=("api",),
+        describe_segment=("api", "compute", "network"), subnet_created=("api",), subnet_deleted=("api",),
+        allocate=("compute",), release=("compute",), lookup=("api", "compute"),
+        list_allocations=("api", "compute"), pool_usage=("api",))
 
     def __init__(self, settings: config.Settings, host: str | None = None,
                  db: Database | None = None, transport: Any = None) -> None:
@@ -51,13 +67,14 @@ class IpamManager(Manager):
         self.topology = Topology(self.db, settings.database.max_retries)
         #: (segment id, host name) -> pool id; pools never change, hosts may be re-added.
         self._segment_pools: dict[tuple[int, str], str] = {}
+        self._network: NetworkAPI | None = None
 
     def cleanup_host(self) -> None:
         """Close the allocator's own connections when the service stops."""
         self.allocator.close()
 
     def capabilities(self) -> dict[str, Any]:
-        return {"pools": ["subnet", "segment"], "ip_versions": [4, 6]}
+        return {"pools": [pools.SUBNET_POOL, pools.SEGMENT_POOL], "ip_versions": [4, 6]}
 
     # --- topology -------------------------------------------------------------------
 
@@ -76,13 +93,42 @@ class IpamManager(Manager):
     def add_host(self, ctx: RequestContext, name: str, datacenter: str = DEFAULT_DATACENTER,
                  number: int | None = None, tunnel_address: str | None = None,
                  agent_address: str | None = None) -> dict[str, Any]:
-        """Number a host; returns its number, block (one aggregatable route) and gateway."""
-        return self.topology.add_host(name, datacenter, number, tunnel_address, agent_address)
+        """Number a host; returns its number, block (one aggregatable route) and gateway.
+
+        Once the row is committed, every network worker is told (``host_joined``
+        fanout) when the host has a tunnel address, so each adds its tunnel
+        peer and its route to the host's block.
+        """
+        host = self.topology.add_host(name, datacenter, number, tunnel_address, agent_address)
+        if host["tunnel_address"]:
+            spec = HostSpec(host["name"], host["tunnel_address"], host["block"])
+            self._announce("host_joined", ctx, host=spec.to_dict())
+        return host
 
     def remove_host(self, ctx: RequestContext, name: str, datacenter: str = DEFAULT_DATACENTER) -> dict[str, Any]:
+        """Remove a host that holds no addresses; every network worker is told (``host_left``).
+
+        Told again when the host was already gone, so repeating a removal whose
+        announcement was lost still converges the network workers.
+        """
         removed = self.topology.remove_host(name, datacenter)
         self._segment_pools = {k: v for k, v in self._segment_pools.items() if k[1] != name}
+        self._announce("host_left", ctx, name=name)
         return {"removed": removed}
+
+    def _announce(self, method: str, ctx: RequestContext, **kwargs: Any) -> None:
+        """Fanout ``method`` to every network worker (through their rpcapi)."""
+        if self.transport is None:  # a bare manager (tests, tools): nobody to tell
+            return
+        if self._network is None:
+            self._network = NetworkAPI(self.transport)
+        try:
+            getattr(self._network, method)(ctx, **kwargs)
+        except FabricError as exc:
+            # The topology row stands either way: a network worker reads the whole
+            # topology from the database when it starts.
+            LOG.warning("ipam: %s %s committed, but the network workers were not told: %s", method, kwargs,
+                        exc.message)
 
     @idempotent
     def list_hosts(self, ctx: RequestContext, datacenter: str = DEFAULT_DATACENTER) -> list[dict[str, Any]]:
@@ -126,7 +172,7 @@ class IpamManager(Manager):
     def _segment_info(layout: Layout, host: int, tenant: int, segment: int) -> dict[str, Any]:
         block = layout.segment_block(host, tenant, segment)
         first, last = layout.endpoint_range(host, tenant, segment)
-        return {"kind": "segment", "ip_version": layout.version, "cidr": str(block), "prefixlen": block.prefixlen,
+        return {"kind": pools.SEGMENT_POOL, "ip_version": layout.version, "cidr": str(block), "prefixlen": block.prefixlen,
                 "gateway": str(layout.gateway(host, tenant, segment)),
                 "service_address": str(layout.service_address(host, tenant, segment)),
                 "host_block": str(layout.host_block(host)),
@@ -134,13 +180,6 @@ class IpamManager(Manager):
                 "last_endpoint": pools.address_text(last, layout.version)}
 
     # --- subnet pools ----------------------------------------------------------------
-
-    @idempotent
-    def validate_subnet(self, ctx: RequestContext, cidr: str, gateway_ip: Any = "auto",
-                        allocation_pools: Any = None, reserved: Any = None,
-                        ip_version: int | None = None) -> dict[str, Any]:
-        """The subnet normalised, or Invalid naming what is wrong (nothing is stored)."""
-        return pools.validate_subnet(cidr, gateway_ip, allocation_pools, reserved, ip_version).to_dict()
 
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> dict[str, Any]:
         """Prepare the pool of a committed subnet row (idempotent)."""
@@ -161,7 +200,7 @@ class IpamManager(Manager):
                 raise NotFound(kind="subnet", ident=subnet_id)
             definition = pools.subnet_pool(subnet.id, subnet.cidr, subnet.gateway_ip,
                                            subnet.allocation_pools, subnet.reserved)
-        return self.allocator.ensure_pool(definition, "subnet", subnet_id=subnet_id)
+        return self.allocator.ensure_pool(definition, pools.SUBNET_POOL, subnet_id=subnet_id)
 
     def _segment_pool(self, segment_id: int, host: str) -> str:
         key = (segment_id, host)
@@ -176,7 +215,7 @@ class IpamManager(Manager):
         info = self._segment_info(layout, host_row.number, tenant.number, segment.number) | {
             "segment_id": segment_id, "host": host}
         definition = pools.segment_pool(pool_id, layout.version, first, last, info)
-        self.allocator.ensure_pool(definition, "segment", segment_id=segment_id, host_id=host_row.id)
+        self.allocator.ensure_pool(definition, pools.SEGMENT_POOL, segment_id=segment_id, host_id=host_row.id)
         self._segment_pools[key] = pool_id
         return pool_id
 

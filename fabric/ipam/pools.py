@@ -7,11 +7,14 @@ ordinal". A classic subnet pool's ranges are its allocation ranges minus its
 gateway and reserved addresses; a routed segment's pool is the endpoint part
 of its block on one host (offsets 2 and up).
 
-:func:`validate_subnet` checks a subnet's CIDR, gateway, allocation ranges
-and reserved addresses and returns them normalised; the API calls it before
-it writes a subnet, so a bad subnet is refused before anything is stored.
-Overlapping CIDRs in different subnets are allowed: every subnet is a pool of
-its own.
+:func:`validate_subnet` is the one home of the subnet rules: it checks a
+subnet's CIDR, gateway, allocation ranges and reserved addresses and returns
+them normalised. The Network API (:mod:`fabric.api.network`) imports it
+through :mod:`fabric.ipam.api` and runs it in-process before it writes a
+subnet row, so a subnet this module would refuse is answered 400 with nothing
+stored; :func:`subnet_pool` runs it again on the stored row. Overlapping CIDRs
+in different subnets are allowed here: every subnet is a pool of its own (the
+API refuses overlapping subnets on one network).
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from fabric.exception import Invalid, InvalidAddress
 ORDINAL_LIMIT = 1 << 62
 
 _AUTO = "auto"
+
+#: ``AddressPool.kind`` and the ``kind`` of a pool's info: a classic subnet's pool,
+#: or a routed segment's block on one host.
+SUBNET_POOL = "subnet"
+SEGMENT_POOL = "segment"
 
 
 def address_text(value: int, version: int) -> str:
@@ -171,15 +179,19 @@ class SubnetSpec:
 
 
 def validate_subnet(cidr: Any, gateway_ip: Any = _AUTO, allocation_pools: Any = None,
-                    reserved: Any = None, ip_version: Any = None) -> SubnetSpec:
+                    reserved: Any = None, ip_version: Any = None, *,
+                    gateway_in_pools: bool = False) -> SubnetSpec:
     """Check a subnet and return it normalised.
 
     ``gateway_ip``: an address inside the CIDR, ``None`` for no gateway, or
     ``"auto"`` (default: the first host address). ``allocation_pools``: a list
-    of ``{"start": a, "end": b}`` (or ``[a, b]``) inside the CIDR, not
-    overlapping; default: every host address. The gateway and reserved
-    addresses are never handed out, even inside a range. Raises Invalid naming
-    the bad value and what is accepted.
+    of ``{"start": a, "end": b}`` (or ``[a, b]``) of host addresses of the CIDR
+    (never its network or IPv4 broadcast address, never the gateway), not
+    overlapping; default: every host address but the gateway. ``gateway_in_pools``
+    accepts ranges that hold the gateway (stored rows from before that rule). The gateway and reserved addresses are
+    never handed out, even inside a range. Raises Invalid naming the bad value
+    and what is accepted; pure (no database, no RPC), so the API runs it
+    in-process before it writes a subnet.
     """
     if not isinstance(cidr, str):
         raise Invalid(reason=f"cidr {cidr!r} is not a string; expected e.g. 10.0.0.0/24 or 2001:db8::/64")
@@ -227,6 +239,10 @@ def validate_subnet(cidr: Any, gateway_ip: Any = _AUTO, allocation_pools: Any = 
             if first < host_first or final > host_last:
                 raise Invalid(reason=(f"allocation pool {start}-{end} includes the network or broadcast address; "
                                       f"accepted: {address_text(host_first, network.version)} to {address_text(host_last, network.version)}"))
+            if gateway is not None and first <= gateway <= final and not gateway_in_pools:
+                # Neutron refuses this too: the pool would promise an address it never hands out.
+                raise Invalid(reason=(f"allocation pool {start}-{end} contains the gateway_ip "
+                                      f"{address_text(gateway, network.version)}; move the pool or the gateway"))
             ranges.append((first, final))
         ranges.sort()
         for (a_first, a_last), (b_first, b_last) in zip(ranges, ranges[1:], strict=False):
@@ -234,7 +250,9 @@ def validate_subnet(cidr: Any, gateway_ip: Any = _AUTO, allocation_pools: Any = 
                 raise Invalid(reason=(f"allocation pools {address_text(a_first, network.version)}-{address_text(a_last, network.version)} and "
                                       f"{address_text(b_first, network.version)}-{address_text(b_last, network.version)} overlap"))
     else:
-        ranges = [(host_first, host_last)]
+        # The gateway is cut out of the default ranges so that the subnet shows the
+        # addresses it hands out (as Neutron does); the pool is the same either way.
+        ranges = _subtract([(host_first, host_last)], {gateway} if gateway is not None else set())
 
     reserved_values = []
     if reserved:
@@ -257,7 +275,8 @@ def validate_subnet(cidr: Any, gateway_ip: Any = _AUTO, allocation_pools: Any = 
 def subnet_pool(subnet_id: str, cidr: str, gateway_ip: str | None, allocation_pools: Any,
                 reserved: Any) -> PoolDefinition:
     """The pool of a stored subnet (validated again: the row may predate a rule)."""
-    spec = validate_subnet(cidr, gateway_ip, allocation_pools or None, reserved or None)
+    # Rows stored before the gateway rule hold it in their default ranges; it is cut out below.
+    spec = validate_subnet(cidr, gateway_ip, allocation_pools or None, reserved or None, gateway_in_pools=True)
     version = spec.ip_version
     network = ipaddress.ip_network(spec.cidr)
     num = _address_value
@@ -267,7 +286,7 @@ def subnet_pool(subnet_id: str, cidr: str, gateway_ip: str | None, allocation_po
     ranges = _subtract([(num(p["start"]), num(p["end"])) for p in spec.allocation_pools], excluded)
     base, last = int(network.network_address), int(network.broadcast_address)
     span = (base + 1, last - 1 if version == 4 else last)
-    info = {"kind": "subnet", "subnet_id": subnet_id, "cidr": spec.cidr, "prefixlen": network.prefixlen,
+    info = {"kind": SUBNET_POOL, "subnet_id": subnet_id, "cidr": spec.cidr, "prefixlen": network.prefixlen,
             "gateway": spec.gateway_ip, "ip_version": version}
     return PoolDefinition(subnet_id, version, tuple(ranges), span, frozenset(excluded), info)
 

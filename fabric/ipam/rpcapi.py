@@ -53,12 +53,6 @@ class IpamAPI:
 
     # --- subnets ------------------------------------------------------------------------
 
-    def validate_subnet(self, ctx: RequestContext, cidr: str, *, gateway_ip: Any = "auto",
-                        allocation_pools: Any = None, reserved: Any = None,
-                        ip_version: int | None = None) -> dict[str, Any]:
-        return self._call(ctx, "validate_subnet", cidr=cidr, gateway_ip=gateway_ip,
-                          allocation_pools=allocation_pools, reserved=reserved, ip_version=ip_version)
-
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> None:
         """Cast: prepare the pool of a committed subnet."""
         self.client.cast(ctx, "subnet_created", subnet_id=subnet_id)
@@ -117,7 +111,3 @@ class IpamAPI:
     def describe_segment(self, ctx: RequestContext, segment_id: int, host: str) -> dict[str, Any]:
         return self._call(ctx, "describe_segment", segment_id=segment_id, host=host)
 
-
-def api_client(transport: Any) -> IpamAPI:
-    """The client the API builds (``fabric.api.clients.rpc_clients`` convention)."""
-    return IpamAPI(transport)

@@ -18,6 +18,8 @@ from fabric.db import Database
 from fabric.db.models import AddressAllocation, AddressPool, Datacenter, Segment, Tenant, TopologyHost
 from fabric.exception import Conflict, NotFound, NumberExhausted
 from fabric.ipam.layout import Layout
+from fabric.network.model import HostSpec
+from fabric.rpc.target import check_name
 
 DEFAULT_DATACENTER = "default"
 
@@ -164,8 +166,13 @@ class Topology:
                  tunnel_address: str | None = None, agent_address: str | None = None) -> dict[str, Any]:
         """Number a host (lowest free, or ``number``) and return it with its block.
 
-        Idempotent by name. Raises NumberOutOfRange, NumberExhausted or Conflict.
+        Idempotent by name. Raises Invalid (nothing written) when ``name`` is not a
+        usable host name or ``tunnel_address`` not one the network workers can
+        use, NumberOutOfRange, NumberExhausted or Conflict.
         """
+        check_name("host", name)  # it names the host's queues (network.<host>, compute.<host>)
+        if tunnel_address is not None:
+            HostSpec(name, tunnel_address)  # the network workers' rule for a peer's address
         dc, layout = self.datacenter(datacenter)
         row = self._assign(
             kind="host", scope=f"datacenter {datacenter}", layout=layout, model=TopologyHost,

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
 from fabric import exception
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import FloatingIp, Network, Port, TopologyHost
+from fabric.db.models import FloatingIp, Network, Port
 from fabric.network import dbstate
-from fabric.network.model import HostSpec
 from fabric.network.rpcapi import NetworkAPI
 
 
 class NetworkService:
-    """Port plugging, floating addresses and topology fanout, driven from database rows."""
+    """Port plugging and floating addresses, driven from database rows.
+
+    Topology changes are not sent from here: IPAM, which owns the topology,
+    announces hosts joining and leaving (:meth:`fabric.ipam.manager.IpamManager.add_host`).
+    """
 
     def __init__(self, db: Database, transport: Any, timeout: float | None = None) -> None:
         self.db = db
@@ -63,22 +64,6 @@ class NetworkService:
 
     def disassociate_floating(self, ctx: RequestContext, host: str, address: str) -> None:
         self.rpcapi.disassociate_floating(ctx, host, address)
-
-    def host_joined(self, ctx: RequestContext, name: str) -> None:
-        """Tell every network worker about a host added to the topology."""
-        with self.db.begin() as session:
-            row = session.scalars(sa.select(TopologyHost).where(TopologyHost.name == name)).first()
-            if row is None:
-                raise exception.NotFound(kind="topology host", ident=name)
-            _, layout = dbstate.datacenter_layout(session)
-            block = str(layout.host_block(row.number)) if layout is not None else None
-            if not row.tunnel_address:
-                raise exception.Invalid(reason=f"host {name} has no tunnel_address in the topology")
-            spec = HostSpec(name, row.tunnel_address, block)
-        self.rpcapi.host_joined(ctx, spec.to_dict())
-
-    def host_left(self, ctx: RequestContext, name: str) -> None:
-        self.rpcapi.host_left(ctx, name)
 
     def describe_host(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return self.rpcapi.describe_host_networking(ctx, host)

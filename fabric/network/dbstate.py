@@ -8,7 +8,8 @@ layout, and the floating addresses associated on it.
 Conventions read here (the api and compute sides write them):
 ``Port.host`` is the host the port is plugged on; ``Port.binding`` may hold
 ``kind`` ("tap"|"veth"), ``netns`` and ``ifname``; a port whose
-``device_owner`` is ``network:dhcp`` carries this host's DHCP server address.
+``device_owner`` is :data:`~fabric.network.model.DHCP_PORT_OWNER` carries this
+host's DHCP server address.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fabric.db.models import (
     TopologyHost,
 )
 from fabric.network.model import (
+    DHCP_PORT_OWNER,
     EndpointSpec,
     FloatingSpec,
     HostSpec,
@@ -43,7 +45,6 @@ from fabric.network.model import (
     segment_match,
 )
 
-DHCP_OWNER = "network:dhcp"
 LOG = logging.getLogger(__name__)
 
 
@@ -73,7 +74,7 @@ def network_spec(session: sa.orm.Session, network: Network, host: str, layout: A
     subnet = session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id,
                                                      Subnet.ip_version == 4)).first()
     dhcp_port = session.scalars(sa.select(Port).where(Port.network_id == network.id, Port.host == host,
-                                                      Port.device_owner == DHCP_OWNER)).first()
+                                                      Port.device_owner == DHCP_PORT_OWNER)).first()
     if subnet is not None and dhcp_port is not None:
         address = ipv4_addresses(session, [dhcp_port.id]).get(dhcp_port.id)
         if address is not None:
@@ -112,7 +113,7 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
                 LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
         addresses = ipv4_addresses(session, [p.id for p in ports])
         for port in ports:
-            if port.device_owner != DHCP_OWNER and port.network_id in state.networks:
+            if port.device_owner != DHCP_PORT_OWNER and port.network_id in state.networks:
                 try:
                     state.endpoints[port.id] = endpoint_spec(port, addresses.get(port.id))
                 except exception.Invalid as exc:

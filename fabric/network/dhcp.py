@@ -1,4 +1,5 @@
-"""One dnsmasq per network on a host, serving static MAC -> address entries.
+"""One dnsmasq per network on a host (per endpoint on a routed network), serving static
+MAC -> address entries.
 
 Each server's files live in ``<state_dir>/dhcp/<network id>/``: the hosts file
 (rewritten atomically; the server is told with SIGHUP), its pid file and its
@@ -87,9 +88,12 @@ class DhcpServers:
             return []
 
     def ensure(self, network_id: str, interface: str, host_address: str,
-               entries: list[tuple[str, str]]) -> int:
+               entries: list[tuple[str, str]], router: str | None = None) -> int:
         """The network's dnsmasq runs on ``interface`` and serves exactly ``entries``
-        (MAC, address). Returns its pid. Raises KernelError when dnsmasq fails to start.
+        (MAC, address), with ``host_address``'s prefix length as their netmask and
+        ``router`` as their default gateway (none when None). ``network_id`` names the
+        server: a routed network has one per endpoint, named by the endpoint's id.
+        Returns its pid. Raises KernelError when dnsmasq fails to start.
         """
         directory = self._dir(network_id)
         os.makedirs(directory, exist_ok=True)
@@ -108,7 +112,7 @@ class DhcpServers:
             f"--dhcp-range={subnet.network_address},static,{subnet.netmask},12h",
             f"--dhcp-hostsfile={hosts}", f"--pid-file={self._pid_file(network_id)}",
             f"--dhcp-leasefile={os.path.join(directory, 'leases')}",
-            "--dhcp-authoritative", "--dhcp-option=option:router",
+            "--dhcp-authoritative", f"--dhcp-option=option:router{',' + router if router else ''}",
             f"--log-facility={os.path.join(directory, 'log')}",
         ])
         pid = self.pid(network_id)

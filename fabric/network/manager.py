@@ -3,9 +3,12 @@
 Handlers take and return JSON (specs as dicts, see :mod:`fabric.network.model`)
 and are idempotent: a redelivered message converges to the same kernel state.
 One driver operation runs at a time (a green semaphore), so two messages never
-interleave their kernel steps. Topology changes arrive by fanout cast
-(``host_joined``, ``host_left``, ``network_created``, ``network_deleted``) and are
-applied at once; on start the worker reconciles the kernel with the database.
+interleave their kernel steps. Changes every host must see arrive by fanout
+cast and are applied at once: ``host_joined``/``host_left`` from IPAM when a
+host is added to or removed from the topology (a new tunnel peer, a route to
+its block), ``network_created``/``network_deleted`` from the API. On start the
+worker reconciles the kernel with the database, topology included, so a worker
+that was down when a fanout went out catches up.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from eventlet.semaphore import Semaphore
 
 from fabric import config, exception
 from fabric.context import RequestContext
-from fabric.manager import Manager
+from fabric.manager import Manager, callers_table
 from fabric.network import dbstate, drivers
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.model import NETWORK_TYPES, EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec
@@ -32,6 +35,14 @@ class NetworkManager(Manager):
     """Owns this host's bridges, tunnels, routes, DHCP servers and NAT rules."""
 
     topic = "network"
+    #: Who may call each handler (checked on the message's signature before dispatch).
+    rpc_callers = callers_table(
+        setup_network=("api", "compute"), teardown_network=("api", "compute"),
+        plug=("compute",), unplug=("compute",), set_routed=("compute",),
+        associate_floating=("api",), disassociate_floating=("api",),
+        sync=("api",), describe_host_networking=("api",),
+        host_joined=("ipam",), host_left=("ipam",),
+        network_created=("api",), network_deleted=("api",))
 
     def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
                  transport: Any = None, driver: NetworkDriver | None = None) -> None:
@@ -51,10 +62,14 @@ class NetworkManager(Manager):
     # --- lifecycle --------------------------------------------------------------------
 
     def init_host(self) -> None:
-        """Reconcile the kernel with the database (when there is one) before consuming."""
+        """Reconcile the kernel with the database (when there is one) before consuming,
+        and serve guests their metadata from it (``[metadata] enabled``).
+        """
         if self.db is None:
             LOG.info("network: no database; not reconciling %s", self.host)
             return
+        if self.settings.metadata.enabled:
+            self._serialised(self.driver.serve_metadata, self.db)
         state = dbstate.host_state(self.db, self.host, self.settings)
         summary = self._serialised(self.driver.sync, state)
         LOG.info("network: reconciled %s: created %s, removed %s", self.host,

@@ -13,8 +13,32 @@ from typing import Any
 
 from fabric import exception
 
-NETWORK_TYPES = ("flat", "vlan", "vxlan", "routed")
+#: Network type -> (lowest, highest) segmentation id it takes; None: the type takes none.
+#: The one home of these ranges: the API allocates ids from them, specs are checked against them.
+SEGMENT_RANGES: dict[str, tuple[int, int] | None] = {
+    "flat": None,
+    "vlan": (1, 4094),  # 802.1Q: 0 and 4095 are reserved
+    "vxlan": (1, 2**24 - 1),  # a 24-bit VNI; 0 is not used
+    "routed": None,
+}
+NETWORK_TYPES = tuple(SEGMENT_RANGES)
 ENDPOINT_KINDS = ("tap", "veth")
+
+#: MTU of a network on a 1500-byte underlay: VXLAN's outer headers take 50 bytes.
+ETHERNET_MTU = 1500
+VXLAN_MTU = ETHERNET_MTU - 50
+
+#: ``Port.device_owner`` of a network's DHCP server port on one host (compute makes
+#: it with the host's first guest port; the network worker serves DHCP from its address).
+DHCP_PORT_OWNER = "network:dhcp"
+#: ``Port.device_owner`` of a guest's port: this prefix and the availability zone
+#: (``compute:nova``). A network with such ports is in use by servers.
+COMPUTE_PORT_OWNER_PREFIX = "compute:"
+
+
+def default_mtu(network_type: str) -> int:
+    """The MTU a network of ``network_type`` gets when none is asked for."""
+    return VXLAN_MTU if network_type == "vxlan" else ETHERNET_MTU
 
 
 def _check_cidr(value: str | None, what: str) -> None:
@@ -64,7 +88,7 @@ class NetworkSpec(_Spec):
     project_id: str = ""
     segmentation_id: int | None = None
     physical_bridge: str | None = None
-    mtu: int = 1450
+    mtu: int = VXLAN_MTU
     host_address: str | None = None
     dhcp: bool = False
     match_mask: str | None = None
@@ -74,12 +98,11 @@ class NetworkSpec(_Spec):
         if self.network_type not in NETWORK_TYPES:
             raise exception.Invalid(reason=f"network type {self.network_type!r} of network {self.id}; "
                                            f"accepted: {', '.join(NETWORK_TYPES)}")
-        if self.network_type == "vxlan" and not (self.segmentation_id and 0 < self.segmentation_id < 2**24):
-            raise exception.Invalid(reason=f"VXLAN network {self.id} has VNI {self.segmentation_id!r}; "
-                                           "accepted: 1-16777215")
-        if self.network_type == "vlan" and not (self.segmentation_id and 0 < self.segmentation_id < 4095):
-            raise exception.Invalid(reason=f"VLAN network {self.id} has VLAN id {self.segmentation_id!r}; "
-                                           "accepted: 1-4094")
+        bounds = SEGMENT_RANGES[self.network_type]
+        if bounds is not None and not (isinstance(self.segmentation_id, int)
+                                       and bounds[0] <= self.segmentation_id <= bounds[1]):
+            raise exception.Invalid(reason=f"{self.network_type} network {self.id} has segmentation id "
+                                           f"{self.segmentation_id!r}; accepted: {bounds[0]}-{bounds[1]}")
         if self.network_type == "flat" and not self.physical_bridge:
             raise exception.Invalid(reason=f"flat network {self.id} names no physical_bridge; "
                                            "accepted: the name of an existing bridge")

@@ -57,9 +57,11 @@ class NetworkAPI:
     # --- every host (fanout casts) ------------------------------------------------------------
 
     def host_joined(self, ctx: RequestContext, host: dict[str, Any]) -> None:
+        """A host joined the topology (a HostSpec dict); sent by IPAM after it committed the host."""
         self.client.fanout_cast(ctx, "host_joined", host=host)
 
     def host_left(self, ctx: RequestContext, name: str) -> None:
+        """A host left the topology; sent by IPAM after it removed the host."""
         self.client.fanout_cast(ctx, "host_left", name=name)
 
     def network_created(self, ctx: RequestContext, network: dict[str, Any]) -> None:

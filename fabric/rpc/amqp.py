@@ -41,15 +41,32 @@ the connection the message came from.
 
 Flow control: at most ``CONFIRM_WINDOW`` persistent messages wait for confirms; a
 publisher beyond that waits for the broker to catch up.
+
+Clusters: ``transport_url`` may name every node of a RabbitMQ cluster
+(:func:`~fabric.rpc.amqp_link.broker_urls`); each link fails over to the next node on
+its own, re-declares what it declared there and re-sends its unconfirmed casts. With
+``quorum_queues`` the durable queues are replicated, so a node going down loses no
+cast: the publisher's unconfirmed ones are re-sent, a consumer's unacked ones are
+redelivered (handlers are idempotent). Calls in flight on a connection that broke fail
+clearly (or are re-sent when idempotent), as on one broker.
+
+Queues, and RabbitMQ 4.x: every queue is declared through :func:`queue_declarations`
+(or :func:`reply_queue_declaration`), which keep to what RabbitMQ 4.3 still permits by
+default: durable queues (shared, per-host, dead-letter; quorum with ``quorum_queues``)
+and transient queues only when exclusive (fanout, per-process reply queue), never a
+transient non-exclusive queue (``transient_nonexcl_queues``, refused from 4.3), no
+``x-queue-master-locator``, ``x-queue-mode`` or ``x-queue-version``, no global QoS
+(``basic.qos`` per consumer). tests/unit/rpc/test_queue_rules.py holds them to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import amqp
@@ -59,7 +76,7 @@ from eventlet.event import Event
 
 from fabric.exception import MessagingError
 from fabric.rpc import transport as base
-from fabric.rpc.amqp_link import Link
+from fabric.rpc.amqp_link import Link, broker_urls
 from fabric.rpc.transport import ConnectionLost, Delivery, QueueSpec, Returned
 
 LOG = logging.getLogger(__name__)
@@ -69,6 +86,50 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 #: waits for confirms: enough to pipeline, small enough to bound memory and re-sends.
 CONFIRM_WINDOW = 1000
 _PUBLISH_SIG = amqp_spec.Basic.Publish
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueDeclaration:
+    """One ``queue.declare`` as fabric sends it, and the binding that follows (if any)."""
+
+    name: str
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: dict[str, Any]
+    exchange: str | None = None
+    routing_key: str | None = None
+
+    def declare(self, channel: amqp.Channel) -> None:
+        channel.queue_declare(self.name, durable=self.durable, exclusive=self.exclusive,
+                              auto_delete=self.auto_delete, arguments=self.arguments)
+        if self.exchange is not None:
+            channel.queue_bind(self.name, self.exchange, self.routing_key)
+
+
+def queue_declarations(settings: Any, specs: Sequence[QueueSpec]) -> list[QueueDeclaration]:
+    """What a consumer of ``specs`` declares, in order: for each durable queue its
+    ``<name>.dead`` queue (bound to the dead-letter exchange) and then the queue; for
+    each other one an exclusive, auto-deleted queue. See the module docstring for the
+    RabbitMQ 4.x rules these keep."""
+    declarations = []
+    for spec in specs:
+        if spec.durable:
+            dead_arguments = {"x-queue-type": "quorum"} if settings.quorum_queues else {}
+            declarations.append(QueueDeclaration(
+                spec.dead_letter_queue, durable=True, exclusive=False, auto_delete=False,
+                arguments=dead_arguments, exchange=base.DEAD_LETTER_EXCHANGE, routing_key=spec.name))
+        # A transient queue must be exclusive: RabbitMQ 4.3 refuses transient shared ones.
+        declarations.append(QueueDeclaration(
+            spec.name, durable=spec.durable, exclusive=not spec.durable, auto_delete=not spec.durable,
+            arguments=base.queue_arguments(settings, spec), exchange=spec.exchange,
+            routing_key=spec.routing_key))
+    return declarations
+
+
+def reply_queue_declaration(name: str) -> QueueDeclaration:
+    """The per-process reply queue of ``reply_mode="queue"``: exclusive, transient."""
+    return QueueDeclaration(name, durable=False, exclusive=True, auto_delete=True, arguments={})
 
 
 class _Outgoing:
@@ -166,7 +227,8 @@ class AmqpTransport(base.Transport):
         super().__init__(settings)
         if reply_mode not in ("direct", "queue"):
             raise ValueError(f"reply_mode {reply_mode!r}: accepted are 'direct' and 'queue'")
-        self.url = settings.transport_url.replace("pyamqp://", "amqp://", 1)
+        #: One URL per broker node; links fail over between them.
+        self.urls = broker_urls(settings.transport_url)
         self.reply_mode = reply_mode
         self._confirm_channel: amqp.Channel | None = None
         self._call_channel: amqp.Channel | None = None
@@ -178,7 +240,8 @@ class AmqpTransport(base.Transport):
         self._exchanges: dict[str, str] = {self.exchange: "topic", base.DEAD_LETTER_EXCHANGE: "direct"}
         self._reply_queue = DIRECT_REPLY_TO if reply_mode == "direct" else f"reply_{uuid.uuid4().hex}"
         self._consumers: list[AmqpConsumer] = []
-        self._link = Link(self.url, settings.heartbeat, "rpc publisher", self._connected, self._lost)
+        self._link = Link(self.urls, settings.heartbeat, "rpc publisher", self._connected, self._lost,
+                          settings.failover_strategy)
 
     # -- connection life ------------------------------------------------------
     def _connected(self, raw: amqp.Connection) -> None:
@@ -210,7 +273,7 @@ class AmqpTransport(base.Transport):
         # Done at connect time, before the reader starts: a synchronous method later
         # would read the socket beside the reader (which a monkey-patched socket forbids).
         if self.reply_mode == "queue":
-            channel.queue_declare(self._reply_queue, exclusive=True, auto_delete=True)
+            reply_queue_declaration(self._reply_queue).declare(channel)
         channel.basic_consume(self._reply_queue, no_ack=True, callback=self._on_reply_message)
 
     @property
@@ -389,26 +452,18 @@ class AmqpConsumer(base.Consumer):
         self.cancelled = False
         self._tags: list[str] = []
         names = ", ".join(q.name for q in queues)
-        self.link = Link(transport.url, transport.settings.heartbeat, f"consumer of {names}",
-                         self._connected, lambda error: None)
+        self.link = Link(transport.urls, transport.settings.heartbeat, f"consumer of {names}",
+                         self._connected, lambda error: None, transport.settings.failover_strategy)
 
     def _connected(self, raw: amqp.Connection) -> None:
         channel = raw.channel()
-        channel.basic_qos(0, self.prefetch, False)
-        settings = self.transport.settings
+        channel.basic_qos(0, self.prefetch, False)  # per consumer: global QoS is deprecated
         channel.exchange_declare(base.DEAD_LETTER_EXCHANGE, "direct", durable=True, auto_delete=False)
         for spec in self.specs:
-            if spec.durable:
-                dead_arguments = {"x-queue-type": "quorum"} if settings.quorum_queues else {}
-                channel.queue_declare(spec.dead_letter_queue, durable=True, auto_delete=False,
-                                      arguments=dead_arguments)
-                channel.queue_bind(spec.dead_letter_queue, base.DEAD_LETTER_EXCHANGE, spec.name)
             channel.exchange_declare(spec.exchange, spec.exchange_type,
                                      durable=spec.exchange_type != "fanout", auto_delete=False)
-            channel.queue_declare(spec.name, durable=spec.durable, exclusive=not spec.durable,
-                                  auto_delete=not spec.durable,
-                                  arguments=base.queue_arguments(settings, spec))
-            channel.queue_bind(spec.name, spec.exchange, spec.routing_key)
+        for declaration in queue_declarations(self.transport.settings, self.specs):
+            declaration.declare(channel)
         self.channel = channel
         self._tags = []
         if not self.cancelled:

@@ -1,4 +1,4 @@
-"""One AMQP connection driven from the eventlet hub, with reconnect.
+"""One AMQP connection driven from the eventlet hub, with reconnect and failover.
 
 A :class:`Link` owns a kombu connection (py-amqp underneath), a reader green thread
 and a write lock. The reader waits for the socket to become readable on the hub
@@ -9,10 +9,17 @@ for the broker while holding it, except declarations at (re)connect time.
 
 Promises: when the connection breaks (socket error, forced close, missed
 heartbeats, channel error) the link calls ``on_lost(error)`` once, then reconnects
-with exponential backoff (0.05 s doubling to 5 s) and calls ``on_connected(raw)``
-under the lock before anything else may use the new connection; ``generation``
-changes with every connection, so a delivery tag from an old one is never acked on
-a new one.
+and calls ``on_connected(raw)`` under the lock before anything else may use the new
+connection; ``generation`` changes with every connection, so a delivery tag from an
+old one is never acked on a new one.
+
+Failover: a link has one or more broker URLs (the nodes of a RabbitMQ cluster, see
+:func:`broker_urls`) and takes them in the order of kombu's ``failover_strategy``
+(``round-robin``: as listed; ``shuffle``: a random order per link, which spreads a
+fleet's connections over the nodes). Every new attempt, including the first after a
+lost connection, goes to the next URL: a node that dropped its clients is usually
+going down. Backoff (0.05 s doubling to 5 s) starts only once every URL has failed in
+a row.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 
 import amqp
 import eventlet
@@ -28,19 +36,75 @@ import kombu
 from eventlet.event import Event
 from eventlet.hubs import trampoline
 from eventlet.semaphore import Semaphore
+from kombu.connection import failover_strategies
+from kombu.utils.url import maybe_sanitize_url
+
+from fabric.exception import Invalid
 
 LOG = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
+#: kombu's names for the orders in which a link tries its broker URLs.
+FAILOVER_STRATEGIES = tuple(failover_strategies)
+
+
+def broker_urls(transport_url: str) -> list[str]:
+    """The broker URLs in an ``[rpc] transport_url``, one per node, each ``amqp://``.
+
+    Accepted: one URL; kombu's failover list, URLs separated by ``;``
+    (``amqp://u:p@h1:5672/v;amqp://u:p@h2:5673/v``); and oslo.messaging's host list,
+    hosts separated by ``,`` in one URL (``amqp://u:p@h1:5672,h2:5673/v``), where a host
+    without credentials uses those of the host before it and all share the vhost.
+    ``pyamqp://`` means ``amqp://``. Raises :class:`~fabric.exception.Invalid` naming
+    the part that is not an ``amqp://`` URL with a host.
+    """
+    urls: list[str] = []
+    for part in (p.strip() for p in transport_url.split(";")):
+        if not part:
+            continue
+        scheme, sep, rest = part.partition("://")
+        if not sep or scheme.lower() not in ("amqp", "pyamqp"):
+            raise Invalid(reason=f"transport_url part {maybe_sanitize_url(part)!r}: accepted are "
+                                 "amqp://user:pass@host:port/vhost URLs, separated by ';' (or hosts by ',')")
+        netloc, slash, path = rest.partition("/")
+        credentials = ""
+        for host in netloc.split(","):
+            userinfo, at, hostport = host.rpartition("@")
+            if at:
+                credentials = userinfo + "@"
+            if not hostport.strip():
+                raise Invalid(reason=f"transport_url part {maybe_sanitize_url(part)!r}: a host is "
+                                     "empty; accepted is host[:port] between the commas")
+            urls.append(f"amqp://{credentials}{hostport.strip()}{slash}{path}")
+    if not urls:
+        raise Invalid(reason=f"transport_url {transport_url!r}: names no broker")
+    return urls
+
+
+def describe(url: str) -> str:
+    """``host:port/vhost`` of a broker URL, without credentials (for logs and errors)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5672}{parts.path or '/'}"
 
 
 class Link:
     """An AMQP connection with a reader on the hub; see the module docstring."""
 
-    def __init__(self, url: str, heartbeat: int, name: str,
+    def __init__(self, urls: Sequence[str], heartbeat: int, name: str,
                  on_connected: Callable[[amqp.Connection], None],
-                 on_lost: Callable[[Exception], None]) -> None:
-        self.url = url
+                 on_lost: Callable[[Exception], None],
+                 failover_strategy: str = "round-robin") -> None:
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            raise ValueError(f"{name}: no broker URL")
+        if failover_strategy not in failover_strategies:
+            raise ValueError(f"failover_strategy {failover_strategy!r}: accepted are "
+                             f"{', '.join(FAILOVER_STRATEGIES)}")
+        self.urls = list(urls)
+        self._next_url = failover_strategies[failover_strategy](self.urls)
+        #: The URL of the current connection (or of the last attempt).
+        self.url = self.urls[0]
         self.heartbeat = heartbeat
         self.name = name
         self.on_connected = on_connected
@@ -78,11 +142,15 @@ class Link:
     # -- the reader -----------------------------------------------------------
     def _run(self) -> None:
         delay = 0.05
+        failures = 0
         while not self._closing:
+            self.url = next(self._next_url)
             conn = kombu.Connection(self.url, heartbeat=self.heartbeat, connect_timeout=5,
                                     transport_options={"confirm_publish": False})
             try:
-                conn.connect()
+                # One attempt: kombu's connect() would sleep 2 s (time.sleep, blocking an
+                # unpatched hub) and try the same broker again; the loop here fails over.
+                conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
                 raw = conn.connection
                 with self.lock:
                     self.on_connected(raw)
@@ -94,12 +162,19 @@ class Link:
                     pass
                 if self._closing:
                     return
-                LOG.warning("%s: cannot set up the broker connection (%s); retrying in %.2fs",
-                            self.name, exc, delay)
+                failures += 1
+                if failures % len(self.urls):
+                    LOG.warning("%s: cannot set up a connection to %s (%s); trying the next broker",
+                                self.name, describe(self.url), exc)
+                    continue
+                LOG.warning("%s: cannot set up a connection to %s (%s); retrying in %.2fs",
+                            self.name, describe(self.url), exc, delay)
                 eventlet.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
-            delay = 0.05
+            if self.generation or len(self.urls) > 1:
+                LOG.info("%s: connected to %s", self.name, describe(self.url))
+            delay, failures = 0.05, 0
             up, self._up = self._up, Event()
             up.send(True)
             error: Exception = ConnectionError("connection closed")
@@ -116,8 +191,8 @@ class Link:
                 pass
             if self._closing:
                 return
-            LOG.warning("%s: lost the broker connection (%s: %s); reconnecting",
-                        self.name, type(error).__name__, error)
+            LOG.warning("%s: lost the broker connection to %s (%s: %s); reconnecting",
+                        self.name, describe(self.url), type(error).__name__, error)
             try:
                 self.on_lost(error)
             except Exception:  # noqa: BLE001

@@ -16,6 +16,10 @@ Promises:
   :class:`~fabric.exception.MessagingTimeout` names target, method and message id.
   A call to an unroutable target fails at once with ``Unroutable``. A remote
   registered ``FabricError`` is raised as itself, anything else as ``RemoteError``.
+* every request is signed (:mod:`fabric.rpc.signing`) as a role the callee accepts,
+  and a reply is taken only with a valid signature of the same pair of roles: a reply
+  that fails the check is dropped (logged, counted in ``ReplyRouter.refused``) and the
+  call goes on waiting for the real one;
 * if the broker connection breaks while a call waits, the call fails with
   :class:`~fabric.exception.MessagingError` saying it may or may not have run, unless
   it was made inside an :func:`idempotent` function (or with
@@ -33,6 +37,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,7 +47,7 @@ from eventlet import hubs
 from fabric import context as fabric_context
 from fabric.context import RequestContext
 from fabric.exception import Invalid, MessagingError, MessagingTimeout, Unroutable
-from fabric.rpc import envelope, errors
+from fabric.rpc import envelope, errors, signing
 from fabric.rpc.deferred import Deferred
 from fabric.rpc.target import Target
 from fabric.rpc.transport import ConnectionLost, Returned, Transport
@@ -91,11 +96,20 @@ def _context_dict(ctx: RequestContext | None) -> dict[str, Any]:
             "roles": list(ctx.roles), "is_admin": ctx.is_admin}
 
 
+def _signed(transport: Transport, target: Target, method: str, body: bytes) -> tuple[str, bytes]:
+    """(signer role, wire bytes) of an encoded request to ``target``."""
+    keyring = signing.keyring_of(transport)
+    if not keyring.enabled:
+        return "", body
+    signer = keyring.signing_role(target.topic, method)
+    return signer, keyring.sign(signing.REQUEST, body, signer, target.topic)
+
+
 class _PendingCall:
-    __slots__ = ("deferred", "target", "method", "timeout", "timer", "idempotent", "resend")
+    __slots__ = ("deferred", "target", "method", "timeout", "timer", "idempotent", "resend", "signer")
 
     def __init__(self, deferred: Deferred, target: Target, method: str, timeout: float,
-                 idempotent: bool, resend: Callable[[], None]) -> None:
+                 idempotent: bool, resend: Callable[[], None], signer: str) -> None:
         self.deferred = deferred
         self.target = target
         self.method = method
@@ -103,6 +117,8 @@ class _PendingCall:
         self.timer: Any = None
         self.idempotent = idempotent
         self.resend = resend
+        #: The role the request was signed as: its reply must be signed for the same pair.
+        self.signer = signer
 
 
 class ReplyRouter:
@@ -111,6 +127,8 @@ class ReplyRouter:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.pending: dict[str, _PendingCall] = {}
+        #: Replies dropped for a bad signature, by reason code.
+        self.refused: Counter[str] = Counter()
         transport.on_reply = self.on_reply
         transport.on_returned = self.on_returned
         transport.on_connection_lost = self.on_connection_lost
@@ -139,6 +157,16 @@ class ReplyRouter:
                                                 method=call.method, msg_id=msg_id))
 
     def on_reply(self, body: bytes, correlation_id: str | None) -> None:
+        try:
+            signer, verifier, _, body = signing.keyring_of(self.transport).check(signing.REPLY, body)
+            call = self.pending.get(correlation_id) if correlation_id else None
+            if call is not None and signer and (signer, verifier) != (call.signer, call.target.topic):
+                raise signing.Refused("wrong-role", f"a reply signed for {signer}>{verifier} to a call "
+                                      f"from {call.signer} to {call.target.topic}")
+        except signing.Refused as refused:
+            self.refused[refused.code] += 1
+            LOG.error("Dropped a reply (correlation id %s): %s", correlation_id, signing.refusal_reason(refused))
+            return
         try:
             reply = envelope.decode_reply(body)
         except envelope.MalformedMessage as exc:
@@ -226,9 +254,9 @@ class RPCClient:
         """
         target = self.target
         msg_id = new_message_id()
-        body = envelope.encode_request("cast", msg_id, method, kwargs, _context_dict(ctx), None,
-                                       None, str(target))
         transport = self.transport
+        body = _signed(transport, target, method, envelope.encode_request(
+            "cast", msg_id, method, kwargs, _context_dict(ctx), None, None, str(target)))[1]
         if target.fanout:
             exchange, routing_key, kind = target.fanout_exchange, target.topic, "fanout"
         else:
@@ -264,8 +292,8 @@ class RPCClient:
         reply_to = transport.reply_address
         msg_id = new_message_id()
         deadline = time.time() + timeout
-        body = envelope.encode_request("call", msg_id, method, kwargs, _context_dict(ctx),
-                                       deadline, reply_to, str(target))
+        signer, body = _signed(transport, target, method, envelope.encode_request(
+            "call", msg_id, method, kwargs, _context_dict(ctx), deadline, reply_to, str(target)))
         deferred = Deferred(f"call {method} to {target}")
         exchange, routing_key = target.exchange or transport.exchange, target.routing_key
 
@@ -278,7 +306,7 @@ class RPCClient:
                               timeout=remaining)
 
         idem = self._options.idempotent or _IDEMPOTENT.get()
-        router.register(msg_id, _PendingCall(deferred, target, method, timeout, idem, send))
+        router.register(msg_id, _PendingCall(deferred, target, method, timeout, idem, send, signer))
         try:
             send()
         except ConnectionLost as exc:

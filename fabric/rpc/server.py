@@ -11,6 +11,21 @@ Promises:
 * the request context travels in the message and is the current context while the
   handler runs, so every log line it causes carries the request id;
 * a call whose caller's deadline has passed is dropped (acked, logged) unhandled;
+* every message is checked before anything else (:mod:`fabric.rpc.signing`): unsigned,
+  forged, stale, signed for another role, or signed by a role the endpoint's
+  ``rpc_callers`` table does not name for the method, it is dead-lettered with the
+  reason ("refused (<code>): ...") and counted in ``refused`` by code, and nothing
+  runs; a refused call gets no reply, except an authentic caller of the wrong role,
+  which gets :class:`NotPermitted`. An endpoint without a table (not a Manager)
+  takes any role. Replies are signed for the request's pair of roles;
+* a handler that fails because the database cannot be reached
+  (:func:`fabric.db.retry.is_connection_error`) is run again, after a pause
+  growing to two seconds, while its message stays unacknowledged: handlers are
+  safe to run again, exactly as for a redelivery. So a database restart costs
+  only time: the work resumes within seconds of the database answering again,
+  and such failures never count towards ``rpc.max_deliveries``. A call stops
+  trying at its caller's deadline (replying DatabaseUnavailable); on ``stop()``
+  the waiting handlers give up and leave their messages to the broker;
 * a cast whose handler raises is tried again (re-published to its queue with an
   attempt count) up to ``rpc.max_deliveries`` times, then dead-lettered to
   ``<queue>.dead`` with the reason; a message that cannot be decoded, names an unknown
@@ -30,6 +45,7 @@ import inspect
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -38,8 +54,9 @@ from eventlet.semaphore import Semaphore
 
 from fabric import context as fabric_context
 from fabric.context import RequestContext
-from fabric.exception import FabricError, Invalid, MessagingError
-from fabric.rpc import envelope, errors
+from fabric.db.retry import retry_on_disconnect
+from fabric.exception import DatabaseUnavailable, FabricError, Invalid, MessagingError
+from fabric.rpc import envelope, errors, signing
 from fabric.rpc.client import new_message_id
 from fabric.rpc.target import Target, check_name
 from fabric.rpc.transport import (
@@ -56,9 +73,18 @@ from fabric.rpc.transport import (
 LOG = logging.getLogger(__name__)
 
 
+class _LeftForRedelivery(Exception):
+    """The server stopped while the handler waited for the database: do not ack."""
+
+
 class UnknownMethod(FabricError):
     code = 400
     msg_fmt = "{topic} has no RPC method {method!r}; it has: {known}."
+
+
+class NotPermitted(FabricError):
+    code = 403
+    msg_fmt = "{topic}.{method} may not be called by role {role}; it takes: {allowed}."
 
 
 def public_methods(endpoint: object) -> dict[str, Callable[..., Any]]:
@@ -89,6 +115,12 @@ class RPCServer:
         self.target = Target(topic=topic, server=host, exchange=transport.exchange)
         self.endpoint = endpoint
         self.methods = public_methods(endpoint)
+        #: The role messages to this server are signed for (the topic).
+        self.role = topic
+        #: Method -> roles that may call it; None: any role (an endpoint that is not a Manager).
+        self.callers: dict[str, frozenset[str]] | None = getattr(endpoint, "rpc_callers", None)
+        #: Messages refused before dispatch, by reason code (unsigned, forged, stale, ...).
+        self.refused: Counter[str] = Counter()
         self.max_deliveries = settings.max_deliveries
         self.queues = [
             QueueSpec(topic, transport.exchange, "topic", topic),
@@ -102,15 +134,25 @@ class RPCServer:
         self._running = 0
         self._idle = eventlet.event.Event()
         self._idle.send(True)
+        self._stopping = eventlet.event.Event()
 
     # -- life ---------------------------------------------------------------
     def start(self) -> None:
-        """Declare the queues and start consuming (idempotent)."""
+        """Declare the queues and start consuming (idempotent).
+
+        Raises SigningError when this process has no signing keys to check messages with.
+        """
         if self._consumer is None:
+            signing.keyring_of(self.transport)
+            if self._stopping.ready():
+                self._stopping = eventlet.event.Event()
             self._consumer = self.transport.consume(self.queues, self._received, self._prefetch)
 
     def stop(self) -> None:
-        """Stop taking new messages; those being handled go on."""
+        """Stop taking new messages; those being handled go on, except handlers
+        waiting for the database, which give up and leave their messages unacknowledged."""
+        if not self._stopping.ready():
+            self._stopping.send(True)
         if self._consumer is not None:
             self._consumer.cancel()
 
@@ -148,17 +190,45 @@ class RPCServer:
 
     def _handle(self, delivery: Delivery) -> None:
         try:
-            request = envelope.decode_request(delivery.body)
+            signer, _, kid, body = signing.keyring_of(self.transport).check(signing.REQUEST, delivery.body,
+                                                                            self.role)
+        except signing.Refused as refused:
+            self._refuse(delivery, refused)
+            return
+        try:
+            request = envelope.decode_request(body)
         except envelope.MalformedMessage as exc:
             LOG.error("Malformed message on %s: %s", delivery.queue.name, exc.message)
             self._dead_letter(delivery, exc.message)
             return
+        request["signed"] = (signer, kid)
         ctx = RequestContext.from_dict(request["context"])
         token = ctx.activate()
         try:
             self._dispatch(delivery, request, ctx)
         finally:
             fabric_context.reset(token)
+
+    def _refuse(self, delivery: Delivery, refused: signing.Refused) -> None:
+        self.refused[refused.code] += 1
+        reason = signing.refusal_reason(refused)
+        LOG.error("Refused a message on %s: %s", delivery.queue.name, reason)
+        self._dead_letter(delivery, reason)
+
+    def _permitted(self, delivery: Delivery, request: dict[str, Any]) -> bool:
+        """Whether the request's signer may call its method; refuses it if not."""
+        signer = request["signed"][0]
+        if self.callers is None or not signer:
+            return True
+        allowed = self.callers.get(request["method"], frozenset())
+        if signer in allowed:
+            return True
+        error = NotPermitted(topic=self.target.topic, method=request["method"], role=signer,
+                             allowed=", ".join(sorted(allowed)) or "no role")
+        self._refuse(delivery, signing.Refused("wrong-role", error.message))
+        if request["kind"] == "call":
+            self._send_reply(delivery, request, error=error)
+        return False
 
     def _dispatch(self, delivery: Delivery, request: dict[str, Any], ctx: RequestContext) -> None:
         method_name = request["method"]
@@ -170,6 +240,8 @@ class RPCServer:
             delivery.ack()
             return
         method = self.methods.get(method_name)
+        if method is not None and not self._permitted(delivery, request):
+            return
         if method is None:
             error: Exception = UnknownMethod(topic=self.target.topic, method=method_name,
                                              known=", ".join(sorted(self.methods)) or "none")
@@ -179,7 +251,11 @@ class RPCServer:
                 self._dead_letter(delivery, error.message)
             return
         try:
-            result = method(ctx, **request["args"])
+            result = self._run(method, ctx, request)
+        except _LeftForRedelivery:
+            LOG.info("Left %s of %s (message %s) unacknowledged for redelivery: stopping while "
+                     "the database was unreachable", request["kind"], method_name, request["msg_id"])
+            return
         except Exception as exc:  # noqa: BLE001 - goes back to the caller or is retried
             if isinstance(exc, TypeError):
                 exc = self._argument_error(method, method_name, request["args"], exc, ctx)
@@ -195,6 +271,23 @@ class RPCServer:
         else:
             delivery.ack()
 
+    def _run(self, method: Callable[..., Any], ctx: RequestContext, request: dict[str, Any]) -> Any:
+        """The handler's result, run again while the database is unreachable (see the module docstring)."""
+        deadline = request["deadline"]
+
+        def pause(seconds: float) -> bool:
+            return self._stopping.wait(seconds) is True
+
+        try:
+            return retry_on_disconnect(
+                lambda: method(ctx, **request["args"]), pause=pause,
+                give_up_after=None if deadline is None else max(0.0, deadline - time.time()),
+                what=f"{request['kind']} {request['method']} (message {request['msg_id']})")
+        except DatabaseUnavailable:
+            if self._stopping.ready() and request["kind"] != "call":
+                raise _LeftForRedelivery() from None
+            raise
+
     def _argument_error(self, method: Callable[..., Any], name: str, args: dict[str, Any],
                         exc: TypeError, ctx: RequestContext) -> Exception:
         """An Invalid naming the arguments if ``args`` do not fit ``method``; else ``exc``."""
@@ -209,6 +302,11 @@ class RPCServer:
     # -- answering -------------------------------------------------------------------
     def _reply(self, delivery: Delivery, request: dict[str, Any], result: Any = None,
                error: Exception | None = None) -> None:
+        self._send_reply(delivery, request, result, error)
+        delivery.ack()
+
+    def _send_reply(self, delivery: Delivery, request: dict[str, Any], result: Any = None,
+                    error: Exception | None = None) -> None:
         reply_to = delivery.reply_to or request["reply_to"]
         msg_id = request["msg_id"]
         if error is None:
@@ -216,6 +314,9 @@ class RPCServer:
         else:
             data, trace = errors.to_wire(error)
             body = envelope.encode_reply(msg_id, error=data, traceback=trace)
+        signer, kid = request["signed"]
+        if signer:  # the reply goes back signed for the request's pair, with its key
+            body = signing.keyring_of(self.transport).sign(signing.REPLY, body, signer, self.role, kid)
         if reply_to:
             try:
                 self.transport.publish("", reply_to, body, message_id=new_message_id(),
@@ -223,7 +324,6 @@ class RPCServer:
             except MessagingError as exc:
                 # The reply cannot go to this caller's connection any more: it failed there.
                 LOG.warning("Reply to %s (message %s) not sent: %s", request["method"], msg_id, exc)
-        delivery.ack()
 
     def _failed_cast(self, delivery: Delivery, request: dict[str, Any], exc: Exception) -> None:
         attempt = int(delivery.headers.get(ATTEMPT_HEADER, 1) or 1)

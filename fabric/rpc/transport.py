@@ -1,11 +1,12 @@
-"""The transport: what the RPC layer needs from a message broker, and how to get one.
+"""The transport: what the RPC layer needs from a message broker.
 
-``get_transport(settings.rpc)`` returns :class:`~fabric.rpc.amqp.AmqpTransport` for
-``amqp://`` URLs (RabbitMQ through kombu/py-amqp) and
-:class:`~fabric.rpc.memory.MemoryTransport` for ``memory://`` (an in-process broker
-with RabbitMQ's semantics). Both move the same bytes: envelopes are encoded before
-they reach a transport and decoded after, so the in-process path serialises payloads
-and errors exactly as the wire does.
+Implemented by :class:`~fabric.rpc.amqp.AmqpTransport` (RabbitMQ through
+kombu/py-amqp) and :class:`~fabric.rpc.memory.MemoryTransport` (an in-process
+broker with RabbitMQ's semantics), which import this module and never the other
+way round; :func:`fabric.rpc.factory.get_transport` picks one by URL. Both move
+the same bytes: envelopes are encoded before they reach a transport and decoded
+after, so the in-process path serialises payloads and errors exactly as the wire
+does.
 
 The contract every transport keeps (see :class:`Transport`):
 
@@ -27,7 +28,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from fabric.exception import Invalid, MessagingError
+from fabric.exception import MessagingError
 
 #: Dead letters go through this exchange to ``<queue>.dead``.
 DEAD_LETTER_EXCHANGE = "fabric.dlx"
@@ -184,21 +185,3 @@ class Transport:
         """Close every connection; consumers stop, unacked messages go back to the broker."""
         raise NotImplementedError
 
-
-def get_transport(rpc_settings: Any) -> Transport:
-    """The transport for ``rpc_settings.transport_url`` (one per process).
-
-    Raises :class:`~fabric.exception.Invalid` for a URL scheme other than ``amqp://``
-    or ``memory://``.
-    """
-    url = rpc_settings.transport_url
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("amqp", "pyamqp"):
-        from fabric.rpc.amqp import AmqpTransport
-
-        return AmqpTransport(rpc_settings)
-    if scheme == "memory":
-        from fabric.rpc.memory import MemoryTransport
-
-        return MemoryTransport(rpc_settings)
-    raise Invalid(reason=f"transport_url {url!r}: accepted schemes are amqp:// and memory://")

@@ -27,14 +27,14 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from fabric import exception
+from fabric.compute import states
+from fabric.compute.faults import add_fault
 from fabric.db import Database
-from fabric.db.models import ComputeNode, Instance, InstanceFault, ServerGroupHost
+from fabric.db.models import ComputeNode, Instance, ServerGroupHost
 from fabric.db.types import utcnow
 from fabric.scheduler.host_state import NODE_COLUMNS, HostState, node_select
 from fabric.scheduler.request import AFFINITY, AFFINITY_SLOT, ANTI_AFFINITY, RequestSpec
 
-#: States an instance waiting for a host is in.
-WAITING_VM_STATE = "building"
 #: Why a claim on resources was lost (the host no longer fits).
 RESOURCES_LOST = "resources no longer fit"
 #: Backends whose UPDATE can return the updated row (saves a round trip per claim).
@@ -67,7 +67,7 @@ _instances, _nodes = Instance.__table__, ComputeNode.__table__
 _PLACE_INSTANCE = (
     sa.update(_instances)
     .where(_instances.c.id == sa.bindparam("want_instance_id"), _instances.c.host.is_(None),
-           _instances.c.vm_state == WAITING_VM_STATE, _instances.c.deleted.is_(False))
+           _instances.c.vm_state == states.BUILDING, _instances.c.deleted.is_(False))
     .values(host=sa.bindparam("want_host"), scheduling_attempts=_instances.c.scheduling_attempts + 1)
 )
 _GROW_NODE = (
@@ -114,7 +114,7 @@ def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ra
         if placed.rowcount != 1:
             raise exception.InstanceStateConflict(
                 instance=spec.instance_id, attr="host/vm_state", actual="placed, deleted or not building",
-                expected=f"no host and vm_state {WAITING_VM_STATE!r}")
+                expected=f"no host and vm_state {states.BUILDING!r}")
         if spec.group_id is not None:
             _claim_group_slot(conn, spec, host.host)
         if conn.dialect.name in _RETURNING_BACKENDS:
@@ -221,12 +221,10 @@ def fail_instance(db: Database, instance_id: str, error: exception.FabricError,
         moved = session.execute(
             sa.update(Instance)
             .where(Instance.id == instance_id, Instance.host.is_(None),
-                   Instance.vm_state == WAITING_VM_STATE, Instance.deleted.is_(False))
-            .values(vm_state="error", task_state=None)
+                   Instance.vm_state == states.BUILDING, Instance.deleted.is_(False))
+            .values(vm_state=states.ERROR, task_state=None)
             .execution_options(synchronize_session=False))
         if moved.rowcount != 1:
             return False
-        session.add(InstanceFault(instance_id=instance_id, code=error.code,
-                                  message=error.message[:255], details=details or error.message,
-                                  host=host, created_at=utcnow()))
+        add_fault(session, instance_id, error, host, details=details or error.message)
         return True

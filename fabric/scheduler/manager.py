@@ -18,19 +18,17 @@ import time
 from typing import Any, Protocol
 
 from fabric import exception
+from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.manager import Manager
+from fabric.manager import Manager, callers_table
 from fabric.scheduler import claims
 from fabric.scheduler.request import RequestSpec, load_instance_request
 from fabric.scheduler.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
 
-#: The task state of an instance waiting for (or placed by) the scheduler, before its
-#: compute host takes it up.
-SCHEDULING = "scheduling"
 #: Decision latencies kept for ``decision_stats`` (the most recent ones).
 _LATENCIES_KEPT = 100_000
 
@@ -46,6 +44,9 @@ class SchedulerManager(Manager):
     """Server side of :mod:`fabric.scheduler.rpcapi`; same method names."""
 
     topic = "scheduler"
+    #: Who may call each handler (checked on the message's signature before dispatch).
+    rpc_callers = callers_table(schedule_and_build=("api", "compute"), select_destinations=("api",),
+                                decision_stats=("api",))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, compute: ComputeBuildClient | None = None) -> None:
@@ -144,13 +145,13 @@ class SchedulerManager(Manager):
                 LOG.info("instance %s is gone; nothing to schedule", instance_id)
                 self.outcomes["gone"] += 1
                 return None
-            if (request.host is not None and not request.deleted and request.task_state == SCHEDULING
-                    and request.vm_state == claims.WAITING_VM_STATE):
+            if (request.host is not None and not request.deleted and request.task_state == states.SCHEDULING
+                    and request.vm_state == states.BUILDING):
                 LOG.info("instance %s already holds a claim on %s; asking that host to build it again",
                          instance_id, request.host)
                 self.outcomes["build_resent"] += 1
                 return request.host
-            if request.deleted or request.vm_state != claims.WAITING_VM_STATE or request.host is not None:
+            if request.deleted or request.vm_state != states.BUILDING or request.host is not None:
                 LOG.info("instance %s needs no host (vm_state %s, host %s); ignoring a repeated request",
                          instance_id, request.vm_state, request.host)
                 self.outcomes["not_waiting"] += 1

@@ -24,9 +24,6 @@ import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import secrets  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -38,13 +35,21 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
+from _common import (  # noqa: E402
+    create_postgres_database,
+    drop_postgres_database,
+    percentile,
+    rabbit_vhost,
+    stop_processes,
+)
 
 from fabric import config  # noqa: E402
 from fabric.api.bootstrap import bootstrap  # noqa: E402
-from fabric.api.clients import RecordingClients  # noqa: E402
 from fabric.api.server import ApiServer  # noqa: E402
 from fabric.db import Database  # noqa: E402
 from fabric.db.models import Base, Flavor, Image, Instance  # noqa: E402
+from tests.fixtures.processes import free_port  # noqa: E402
+from tests.fixtures.recording_clients import RecordingClients  # noqa: E402
 
 PASSWORD = "bench-pw"
 
@@ -80,33 +85,14 @@ class Http:
         return doc["token"]["project"]["id"]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-POSTGRES_ADMIN_URL = os.environ.get("FABRIC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _postgres_database(create: bool, name: str) -> str:
-    """Create (or drop) a throwaway database on the local PostgreSQL; returns its URL."""
-    admin = Database(POSTGRES_ADMIN_URL)
-    try:
-        with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}" if create else f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        return sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin.dispose()
-
-
 def bench_list(workdir: Path, servers: int, requests: int, backend: str) -> None:
-    pg_name = f"fabric_bench_{secrets.token_hex(4)}"
-    url = _postgres_database(True, pg_name) if backend == "postgresql" else f"sqlite:///{workdir / 'list.sqlite'}"
+    pg_name, url = (create_postgres_database("fabric_bench") if backend == "postgresql"
+                    else (None, f"sqlite:///{workdir / 'list.sqlite'}"))
     try:
         _bench_list(workdir, Database(url), servers, requests)
     finally:
-        if backend == "postgresql":
-            _postgres_database(False, pg_name)
+        if pg_name:
+            drop_postgres_database(pg_name)
 
 
 def _bench_list(workdir: Path, db: Database, servers: int, requests: int) -> None:
@@ -140,7 +126,7 @@ def _bench_list(workdir: Path, db: Database, servers: int, requests: int) -> Non
         # Client and server share this process: its CPU time per request is a figure that a
         # busy machine distorts far less than wall-clock latency.
         print(f"GET /servers/detail with {servers} servers on {db.backend}, {requests} requests: "
-              f"p50 {statistics.median(timings):.1f} ms, p99 {percentile(timings, 99):.1f} ms, "
+              f"p50 {statistics.median(timings):.1f} ms, p99 {percentile(timings, 0.99):.1f} ms, "
               f"max {max(timings):.1f} ms; CPU {cpu_ms:.1f} ms per request (server, and client without parsing); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         # The worst case: every server changed since the last poll, so none of their
@@ -161,20 +147,12 @@ def _bench_list(workdir: Path, db: Database, servers: int, requests: int) -> Non
         db.dispose()
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bench_boot(workdir: Path, boots: int) -> None:
-    vhost = f"fabric_bench_{secrets.token_hex(4)}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    with rabbit_vhost() as (_, amqp_url):
+        _bench_boot(workdir, boots, amqp_url)
+
+
+def _bench_boot(workdir: Path, boots: int, amqp_url: str) -> None:
     db_path = workdir / "boot.sqlite"
     db = Database(f"sqlite:///{db_path}")
     Base.metadata.create_all(db.engine)
@@ -183,8 +161,8 @@ def bench_boot(workdir: Path, boots: int) -> None:
     conf = workdir / "fabric.conf"
     conf.write_text(f"[DEFAULT]\nhost = bench1\ndata_dir = {workdir / 'data'}\nlog_level = WARNING\n"
                     f"[database]\nurl = sqlite:///{db_path}\n"
-                    f"[rpc]\ntransport_url = amqp://guest:guest@127.0.0.1:5672/{vhost}\n"
-                    f"[api]\nlisten = 127.0.0.1\nport = {port}\n")
+                    f"[rpc]\ntransport_url = {amqp_url}\n"
+                    f"[api]\nlisten = 127.0.0.1\nport = {port}\n[objectstore]\nport = 0\n")
     log = open(workdir / "fabric-all.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "fabric.cmd.all", "--config-file", str(conf)], cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -232,15 +210,9 @@ def bench_boot(workdir: Path, boots: int) -> None:
               f"({accepted * 1000 / boots:.1f} ms each); all ACTIVE after {total:.2f} s = {boots / total:.1f} "
               "servers/s end to end")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_processes([proc], timeout=30)
         log.close()
         db.dispose()
-        rabbitmqctl("delete_vhost", vhost)
 
 
 def main() -> int:

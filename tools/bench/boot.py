@@ -162,8 +162,9 @@ def inner(args) -> int:
     from fabric.config import Settings
     from fabric.context import RequestContext
     from fabric.db import Database
-    from fabric.db.models import Base, Instance
+    from fabric.db.models import Base
     from fabric.virt.driver import BootImage
+    from tests.fixtures.instances import add_instance
 
     image = json.loads(args.image)
     work = Path(args.work)
@@ -212,10 +213,8 @@ def inner(args) -> int:
     boots, spawns, memory, anon, cpus, seen_all = [], [], [], [], [], []
     for slot in range(args.boots):
         instance_id = str(uuid.uuid4())
-        with db.begin() as session:
-            session.add(Instance(id=instance_id, project_id="bench", user_id="bench", host="bench", vcpus=1,
-                                 memory_mb=128, disk_gb=0, image_id="kernel", vm_state="building",
-                                 task_state="scheduling", requested_networks=[{"network_id": "bench", "slot": slot}]))
+        add_instance(db, id=instance_id, project_id="bench", user_id="bench", host="bench", image_id="kernel",
+                     requested_networks=[{"network_id": "bench", "slot": slot}])
         started = time.monotonic()
         manager.build_instance(ctx, instance_id)
         spawned = time.monotonic() - started

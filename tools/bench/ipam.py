@@ -31,12 +31,9 @@ if not IN_PROCESS_CHILD:
 
 import argparse  # noqa: E402
 import os  # noqa: E402
-import secrets  # noqa: E402
-import signal  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import eventlet  # noqa: E402
@@ -45,27 +42,17 @@ import sqlalchemy as sa  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from _common import AMQP, create_postgres_database, drop_postgres_database, rabbitmqctl  # noqa: E402
+from _common import create_postgres_database, drop_postgres_database, rabbit_vhost, stop_processes  # noqa: E402
 
 from fabric import config, rpc  # noqa: E402
 from fabric.context import RequestContext  # noqa: E402
 from fabric.db import Database  # noqa: E402
-from fabric.db.models import AddressAllocation, Network, Subnet  # noqa: E402
+from fabric.db.models import AddressAllocation  # noqa: E402
 from fabric.ipam.manager import IpamManager  # noqa: E402
 from fabric.ipam.rpcapi import IpamAPI  # noqa: E402
+from tests.fixtures.subnets import make_subnet  # noqa: E402
 
 CTX = RequestContext.admin()
-
-
-def make_subnet(db: Database, cidr: str) -> str:
-    network_id, subnet_id = str(uuid.uuid4()), str(uuid.uuid4())
-    with db.begin() as session:
-        session.add(Network(id=network_id, project_id="bench", network_type="vxlan"))
-        session.flush()
-        session.add(Subnet(id=subnet_id, network_id=network_id, project_id="bench", ip_version=4,
-                           cidr=cidr, gateway_ip=str(cidr.split("/")[0][:-1] + "1"),
-                           allocation_pools=[], reserved=[]))
-    return subnet_id
 
 
 def check_unique(db: Database, pool: str, expected: int) -> None:
@@ -97,7 +84,7 @@ def in_process(url: str, allocations: int, threads: int) -> None:
     settings = config.load(None, environ={})
     db = Database(url, pool_size=threads + 2)
     manager = IpamManager(settings, host="bench", db=db)
-    subnet = make_subnet(db, "10.64.0.0/16")
+    subnet = make_subnet(db, "10.64.0.0/16", project_id="bench")
     manager.allocate(CTX, "warm-up", subnet_id=subnet)
     per_thread = allocations // threads
 
@@ -143,30 +130,35 @@ def start_workers(count: int, url: str, amqp: str) -> list[subprocess.Popen]:
     return procs
 
 
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _in_flight(in_flight: int, total: int, request) -> float:
+    """Seconds to make ``request(i)`` for i in 0..total-1 with ``in_flight`` green threads at once."""
+    numbers = iter(range(total))
+
+    def requester() -> None:
+        for i in numbers:
+            request(i)
+
+    pool = eventlet.GreenPool(in_flight)
+    started = time.perf_counter()
+    for _ in range(in_flight):
+        pool.spawn(requester)
+    pool.waitall()
+    return time.perf_counter() - started
 
 
 def over_rpc(url: str, workers: int, allocations: int, in_flight: int) -> None:
-    vhost = f"fabric_bench_ipam_{secrets.token_hex(4)}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    amqp = AMQP + vhost
+    with rabbit_vhost("fabric_bench_ipam") as (_, amqp):
+        _over_rpc(url, amqp, workers, allocations, in_flight)
+
+
+def _over_rpc(url: str, amqp: str, workers: int, allocations: int, in_flight: int) -> None:
     settings = config.load(None, environ={}).replace(rpc={"transport_url": amqp, "call_timeout": 60.0})
     transport = rpc.get_transport(settings.rpc)
     db = Database(url)
     procs = start_workers(workers, url, amqp)
     try:
         api = IpamAPI(transport)
-        subnet = make_subnet(db, "10.65.0.0/16")
+        subnet = make_subnet(db, "10.65.0.0/16", project_id="bench")
         deadline = time.monotonic() + 60
         while True:  # until every worker consumes (describe answers from each host queue)
             try:
@@ -180,40 +172,17 @@ def over_rpc(url: str, workers: int, allocations: int, in_flight: int) -> None:
                 eventlet.sleep(0.2)
         api.allocate(CTX, "warm-up", subnet_id=subnet)
         describe = rpc.RPCClient(transport, rpc.Target(topic="ipam"))
-        calls = iter(range(allocations))
-
-        def describer(_: int) -> None:
-            for _ in calls:
-                describe.call(CTX, "describe")
-
-        pool = eventlet.GreenPool(in_flight)
-        started = time.perf_counter()
-        for n in range(in_flight):
-            pool.spawn(describer, n)
-        pool.waitall()
-        elapsed = time.perf_counter() - started
+        elapsed = _in_flight(in_flight, allocations, lambda i: describe.call(CTX, "describe"))
         print(f"reference: RPC describe calls (no database), {workers} worker(s), {in_flight} in flight: "
               f"{allocations / elapsed:,.0f} calls/s", flush=True)
-        counter = iter(range(allocations))
-
-        def client(_: int) -> None:
-            for i in counter:
-                api.allocate(CTX, f"r{i}", subnet_id=subnet)
-
-        pool = eventlet.GreenPool(in_flight)
-        started = time.perf_counter()
-        for n in range(in_flight):
-            pool.spawn(client, n)
-        pool.waitall()
-        elapsed = time.perf_counter() - started
+        elapsed = _in_flight(in_flight, allocations, lambda i: api.allocate(CTX, f"r{i}", subnet_id=subnet))
         check_unique(db, subnet, allocations + 1)
         print(f"over RPC, {workers} worker(s), {in_flight} calls in flight: {allocations} allocations in "
               f"{elapsed:.2f} s = {allocations / elapsed:,.0f} allocations/s", flush=True)
     finally:
-        stop_workers(procs)
+        stop_processes(procs)
         transport.cleanup()
         db.dispose()
-        rabbitmqctl("delete_vhost", vhost)
 
 
 def main() -> int:

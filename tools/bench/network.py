@@ -19,16 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from _common import percentile  # noqa: E402 - this folder is first on sys.path
+
 from fabric.config import Settings  # noqa: E402
 from fabric.ipam.layout import Layout  # noqa: E402
 from fabric.network.drivers.linux import LinuxDriver  # noqa: E402
 from fabric.network.kernel import offhub  # noqa: E402
 from fabric.network.model import EndpointSpec, HostSpec, NetworkSpec, RoutedSpec, segment_match  # noqa: E402
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -80,7 +77,7 @@ def main() -> None:
                 unplug.append((time.perf_counter() - start) * 1000)
             print(f"network bench: {args.endpoints} {args.kind} endpoints on one {args.type} network")
             for name, values in (("plug", plug), ("unplug", unplug)):
-                print(f"  {name:7s} p50 {statistics.median(values):6.1f} ms   p99 {percentile(values, 99):6.1f} ms"
+                print(f"  {name:7s} p50 {statistics.median(values):6.1f} ms   p99 {percentile(values, 0.99):6.1f} ms"
                       f"   max {max(values):6.1f} ms")
     finally:
         if driver is not None:

@@ -24,6 +24,18 @@ durable queue, acked after the work: the same guarantees as fabric's casts, with
 pipelining. A fourth column runs fabric with a per-process reply queue instead of
 direct reply-to. The table gives fabric's ratios
 to oslo.messaging. The machine may be shared: compare ratios within one run.
+
+fabric runs as deployed, every message signed (keys made for the run in a temporary
+directory); a fifth system, fabric with ``[signing] enabled = false``, gives signing's
+cost per call and per cast in microseconds, beside the in-process cost of signing and
+checking a request and its reply.
+
+``--cluster`` measures fabric alone (oslo.messaging not needed) on the local node with
+classic queues, on the local node with quorum queues, and on a 3-node RabbitMQ cluster
+started on loopback for the run (tools/rabbitmq_cluster.py, removed afterwards) with
+quorum queues: every process connecting to the first node (round-robin, where the
+queues' leaders are), and with ``failover_strategy = shuffle`` (client and server on
+whichever nodes they drew, so messages may cross between nodes).
 """
 
 from __future__ import annotations
@@ -31,15 +43,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from _common import percentile, rabbit_vhost  # this folder is first on sys.path
+
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+
 TARGETS = {"call1": 2.5, "call50": 3.0, "p50": 0.5, "cast": 1.5}
 
 
@@ -129,11 +143,6 @@ def serve_kombu(url: str) -> None:
 
 
 # ----------------------------------------------------------------------------- clients
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def measure_calls(call, n: int, callers: int) -> dict:
     import eventlet
 
@@ -282,14 +291,13 @@ def kombu_confirmed_casts(url: str, n: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- orchestration
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-def run_system(system: str, url: str, args: argparse.Namespace) -> dict:
+def run_system(system: str, url: str, args: argparse.Namespace,
+               settings_env: dict[str, str] | None = None) -> dict:
+    """One server and one client process of ``system``; ``settings_env`` adds
+    ``FABRIC_<SECTION>_<OPTION>`` settings to both."""
     me = [sys.executable, HERE]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONWARNINGS="ignore")
+               PYTHONWARNINGS="ignore", **(settings_env or {}))
     server_log = tempfile.TemporaryFile("w+")
     server = subprocess.Popen([*me, "--role", "server", "--system", system, "--url", url],
                               stdout=subprocess.PIPE, stderr=server_log, text=True, env=env)
@@ -348,6 +356,89 @@ def print_table(results: dict) -> bool:
     return all_met
 
 
+#: Signing costs the same per message on one node and on a cluster; it is off here so
+#: the figures compare broker topologies only (the signing run measures signing).
+_UNSIGNED = {"FABRIC_SIGNING_ENABLED": "false"}
+_QUORUM = {**_UNSIGNED, "FABRIC_RPC_QUORUM_QUEUES": "true"}
+CLUSTER_SETUPS = {
+    "single node": ("single", _UNSIGNED),
+    "single, quorum": ("single_quorum", _QUORUM),
+    "3 nodes, quorum": ("cluster", _QUORUM),
+    "3 nodes, q, shuffle": ("cluster", {**_QUORUM, "FABRIC_RPC_FAILOVER_STRATEGY": "shuffle"}),
+}
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """fabric on one node beside fabric on a 3-node cluster with quorum queues."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from rabbitmq_cluster import RabbitCluster
+
+    rounds: dict[str, list[dict]] = {}
+    with rabbit_vhost(broker=args.broker) as (_, single), \
+            rabbit_vhost("fabric_bench_quorum", broker=args.broker) as (_, single_quorum), \
+            RabbitCluster(3) as cluster:
+        cluster.add_vhost("fabric_bench")
+        urls = {"single": single, "single_quorum": single_quorum,
+                "cluster": cluster.transport_url("fabric_bench")}
+        print(f"3-node cluster up in {cluster.startup_seconds:.1f}s: {', '.join(urls['cluster'].split(';'))}",
+              file=sys.stderr, flush=True)
+        setups = list(CLUSTER_SETUPS)
+        for number in range(args.rounds):
+            order = setups[number % len(setups):] + setups[:number % len(setups)]
+            for setup in order:
+                where, settings_env = CLUSTER_SETUPS[setup]
+                print(f"round {number + 1}/{args.rounds}: fabric, {setup} ...", file=sys.stderr, flush=True)
+                rounds.setdefault(setup, []).append(run_system("fabric", urls[where], args, settings_env))
+    results = {setup: medians(runs) for setup, runs in rounds.items()}
+    print(f"\nRPC benchmark, fabric on one RabbitMQ node and on a 3-node cluster (loopback, removed); "
+          f"median of {args.rounds} interleaved rounds, each {args.calls} calls with 1 caller, "
+          f"{args.calls * 2} with 50 callers, {args.casts} casts; {args.payload}-byte payload\n")
+    rows = [("call rate, 1 caller (calls/s)", "call1", "rate", "{:.0f}"),
+            ("call p50, 1 caller (ms)", "call1", "p50", "{:.2f}"),
+            ("call rate, 50 callers (calls/s)", "call50", "rate", "{:.0f}"),
+            ("call p50, 50 callers (ms)", "call50", "p50", "{:.2f}"),
+            ("cast rate end-to-end (msg/s)", "cast", "rate", "{:.0f}")]
+    header = f"{'measure':34}" + "".join(f" {setup:>20}" for setup in setups) + f" {'cluster/single':>15}"
+    print(header)
+    print("-" * len(header))
+    for label, group, key, fmt in rows:
+        values = [results[setup][group][key] for setup in setups]
+        ratio = results["3 nodes, quorum"][group][key] / results["single node"][group][key]
+        print(f"{label:34}" + "".join(f" {fmt.format(v):>20}" for v in values) + f" {ratio:>14.2f}x")
+    print("\nsingle: classic durable queues; quorum: quorum queues (replicated on the cluster, "
+          "one member on one node);\n3 nodes: every connection to node 1, which holds the "
+          "leaders; shuffle: each connection on a node drawn at random.")
+    return 0
+
+
+def signing_micro_cost(payload: int, n: int = 20000) -> float:
+    """µs to sign and check one call's request and reply in-process (HMAC-SHA256)."""
+    sys.path.insert(0, ROOT)
+    from fabric.rpc import signing
+
+    keyring = signing.Keyring({"api": [signing.new_master()]}, {})
+    body = b'{"v":1,"args":{"value":"' + b"x" * payload + b'"}}'
+    started = time.perf_counter()
+    for _ in range(n):
+        keyring.check(signing.REQUEST, keyring.sign(signing.REQUEST, body, "api", "bench"), "bench")
+        keyring.check(signing.REPLY, keyring.sign(signing.REPLY, body, "api", "bench"))
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def print_signing(results: dict, payload: int) -> None:
+    on, off = results["fabric"], results["fabric_unsigned"]
+    print("\nSigning (HMAC-SHA256 per role pair): fabric signed vs fabric with [signing] enabled = false\n"
+          f"{'measure':34} {'signed':>9} {'unsigned':>9} {'cost/op (us)':>13}")
+    for label, group in (("call rate, 1 caller (calls/s)", "call1"), ("call rate, 50 callers (calls/s)", "call50"),
+                         ("cast rate end-to-end (msg/s)", "cast")):
+        cost = (1 / on[group]["rate"] - 1 / off[group]["rate"]) * 1e6
+        print(f"{label:34} {on[group]['rate']:>9.0f} {off[group]['rate']:>9.0f} {cost:>13.1f}")
+    print(f"{'call p50, 1 caller (ms)':34} {on['call1']['p50']:>9.2f} {off['call1']['p50']:>9.2f} "
+          f"{(on['call1']['p50'] - off['call1']['p50']) * 1e3:>13.1f}")
+    print(f"in-process: sign + check a request and its reply ({payload}-byte payload): "
+          f"{signing_micro_cost(payload):.1f} us per call")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=["orchestrate", "server", "client"], default="orchestrate")
@@ -359,6 +450,9 @@ def main() -> int:
                         help="interleaved rounds; the table shows each figure's median")
     parser.add_argument("--payload", type=int, default=1024)
     parser.add_argument("--broker", default="guest:guest@127.0.0.1:5672")
+    parser.add_argument("--cluster", action="store_true",
+                        help="fabric on the local node beside a 3-node cluster with quorum queues "
+                             "(started on loopback for the run); oslo.messaging is not needed")
     args = parser.parse_args()
 
     if args.role != "orchestrate":
@@ -376,6 +470,8 @@ def main() -> int:
         print(json.dumps(client(args.url, args.calls, args.casts, "x" * args.payload)), flush=True)
         return 0
 
+    if args.cluster:
+        return run_cluster(args)
     try:
         import oslo_messaging  # noqa: F401
     except ImportError:
@@ -383,21 +479,24 @@ def main() -> int:
               "fabric itself); install it into the virtualenv with:\n\n"
               "    /work/venv/bin/pip install oslo.messaging\n", file=sys.stderr)
         return 2
-    vhost = f"fabric_bench_{secrets.token_hex(4)}"
-    url = f"amqp://{args.broker}/{vhost}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, args.broker.split(":")[0], ".*", ".*", ".*")
+    sys.path.insert(0, ROOT)
+    from fabric.rpc import signing
+
+    key_dir = tempfile.TemporaryDirectory(prefix="fabric-bench-keys-")
+    signing.generate(key_dir.name)
+    os.environ["FABRIC_SIGNING_KEY_DIR"] = key_dir.name  # every fabric process signs with these
+    with key_dir, rabbit_vhost(broker=args.broker) as (vhost, url):
         rounds: dict[str, list[dict]] = {}
-        systems = ["kombu", "oslo", "fabric", "fabric_queue"]
+        systems = ["kombu", "oslo", "fabric", "fabric_queue", "fabric_unsigned"]
         for number in range(args.rounds):
             # Rotate the order so no system always runs at the same point of the load.
             order = systems[number % len(systems):] + systems[:number % len(systems)]
             for system in order:
                 print(f"round {number + 1}/{args.rounds}: {system} ...", file=sys.stderr, flush=True)
-                rounds.setdefault(system, []).append(run_system(system, url, args))
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+                if system == "fabric_unsigned":
+                    rounds.setdefault(system, []).append(run_system("fabric", url, args, _UNSIGNED))
+                else:
+                    rounds.setdefault(system, []).append(run_system(system, url, args))
     results = {system: medians(runs) for system, runs in rounds.items()}
     print(f"\nRPC benchmark, RabbitMQ vhost {vhost} (deleted); median of {args.rounds} interleaved "
           f"rounds, each {args.calls} calls with 1 caller, {args.calls * 2} with 50 callers, "
@@ -407,6 +506,7 @@ def main() -> int:
           "queue.\nkombu: bare request/reply (1 and 50 requests in flight); its casts are kombu's "
           "confirmed publishing\n(each confirm waited for inside publish), persistent, durable queue, "
           "acked after the work.")
+    print_signing(results, args.payload)
     print("\nall targets met" if met else "\nSOME TARGETS NOT MET")
     return 0 if met else 1
 

@@ -23,8 +23,6 @@ import fabric.cmd.eventlet_entry  # noqa: F401, I001 - the RPC client runs on th
 import argparse
 import os
 import random
-import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +35,13 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from _common import AMQP, create_postgres_database, drop_postgres_database, rabbitmqctl  # noqa: E402
+from _common import (  # noqa: E402
+    create_postgres_database,
+    drop_postgres_database,
+    percentile,
+    rabbit_vhost,
+    stop_processes,
+)
 
 from fabric import config, exception, rpc  # noqa: E402
 from fabric.context import RequestContext  # noqa: E402
@@ -122,11 +126,6 @@ def decided(db: Database) -> int:
             sa.or_(Instance.host.is_not(None), Instance.vm_state == "error"))).scalar_one()
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1000)
@@ -138,13 +137,14 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=1,
                         help="[scheduler] max_concurrent_decisions of each worker")
     args = parser.parse_args()
+    with rabbit_vhost() as (vhost, amqp_url):
+        return run(args, vhost, amqp_url)
+
+
+def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
     rng = random.Random(7)
-    vhost = f"fabric_bench_{secrets.token_hex(4)}"
     db_name, db_url = create_postgres_database("fabric_bench")
     db = Database(db_url)
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    amqp_url = AMQP + vhost
     logdir = Path(os.environ.get("TMPDIR", "/tmp")) / vhost
     logdir.mkdir(parents=True, exist_ok=True)
     workers: list[subprocess.Popen] = []
@@ -207,20 +207,11 @@ def main() -> int:
         print(f"over-commit count: {len(over)}")
         return 1 if over else 0
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        stop_processes(workers, timeout=30)
         if transport is not None:
             transport.cleanup()
         db.dispose()
         drop_postgres_database(db_name)
-        rabbitmqctl("delete_vhost", vhost)
 
 
 if __name__ == "__main__":

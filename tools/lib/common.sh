@@ -44,6 +44,17 @@ ensure_venv() {
     fi
 }
 
+# ensure_real_guest_packages: what real guests and the linux network driver need (libvirt,
+# QEMU, dnsmasq, busybox, nftables; headers to build libvirt-python), and the libvirt-qemu
+# user that libvirt's QEMU driver looks up before it reads qemu.conf (HOSTNOTES.md).
+ensure_real_guest_packages() {
+    ensure_debs python3-venv libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
+        dnsmasq-base busybox-static libvirt-dev pkg-config iproute2 nftables gcc python3-dev "$@"
+    getent passwd libvirt-qemu >/dev/null || as_root useradd --system --no-create-home --user-group \
+        --shell /usr/sbin/nologin libvirt-qemu
+    mkdir -p /var/log/libvirt 2>/dev/null || as_root mkdir -p /var/log/libvirt
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # wait_port PORT SECONDS: true once something listens on 127.0.0.1:PORT.

@@ -3,6 +3,8 @@ list, detail, show and delete."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -12,13 +14,15 @@ import falcon
 import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from fabric import exception
+from fabric import exception, images
 from fabric.api import common, quota
 from fabric.api.compute import views
 from fabric.api.compute.flavors import find_flavor, links
-from fabric.api.image import find_image
 from fabric.api.network import find_network
-from fabric.db.models import Instance, InstanceFault, Keypair, Port, ServerGroup
+from fabric.compute import states
+from fabric.compute.api import ComputeService
+from fabric.compute.faults import add_fault
+from fabric.db.models import Instance, Keypair, Port, ServerGroup
 from fabric.db.types import utcnow
 
 LOG = logging.getLogger(__name__)
@@ -44,16 +48,37 @@ class ServerCreateSchema(Schema):
                            values=fields.String(validate=validate.Length(max=255)), load_default=dict)
     min_count = fields.Integer(strict=False, load_default=1, validate=validate.Range(min=1))
     max_count = fields.Integer(strict=False, load_default=None, validate=validate.Range(min=1))
+    # Nova's limit: 65535 characters of base64.
+    user_data = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=65535))
 
 
 SERVER_CREATE = Schema.from_dict({
     "server": fields.Nested(ServerCreateSchema, required=True),
     "os:scheduler_hints": fields.Dict(load_default=dict),
+    # The name Nova documents and python-openstackclient sends (`server create --hint`).
+    "OS-SCH-HNT:scheduler_hints": fields.Dict(load_default=dict),
 })()
 
 #: Sort keys a client may ask for.
 _SORT_KEYS = {"created_at": Instance.created_at, "display_name": Instance.display_name,
               "updated_at": Instance.updated_at, "vm_state": Instance.vm_state, "uuid": Instance.id}
+
+
+def _check_user_data(user_data: str | None) -> None:
+    """Raise Invalid unless ``user_data`` is None or base64 (what the metadata service decodes)."""
+    if user_data is None:
+        return
+    try:
+        base64.b64decode(user_data, validate=True)
+    except (binascii.Error, ValueError):
+        raise exception.Invalid(reason=f"server.user_data {user_data[:40]!r}{'...' if len(user_data) > 40 else ''} "
+                                       "is not base64 (RFC 4648, padded); encode the data first") from None
+
+
+def compute_service(deps) -> ComputeService:
+    """Compute's api over this API's database and compute client: how every request that moves
+    a server (action, delete) or reads its console reaches the compute worker."""
+    return ComputeService(deps.db, deps.clients.compute, max_retries=deps.settings.database.max_retries)
 
 
 def get_instance(session, context, server_id: str) -> Instance:
@@ -89,15 +114,16 @@ class Servers:
         deps, context = common.deps(req), common.ctx(req)
         project_id = common.require_project(context)
         data = common.body(req, SERVER_CREATE)
-        spec, hints = data["server"], data["os:scheduler_hints"]
+        spec, hints = data["server"], data["os:scheduler_hints"] | data["OS-SCH-HNT:scheduler_hints"]
         count = spec["max_count"] or spec["min_count"]
+        _check_user_data(spec["user_data"])
         if count < spec["min_count"]:
             raise exception.Invalid(reason=f"server.max_count {count} is below min_count {spec['min_count']}")
         with deps.db.begin() as session:
             flavor = find_flavor(session, context, spec["flavorRef"])
-            image = find_image(session, context, spec["imageRef"].rstrip("/").rsplit("/", 1)[-1])
-            if image.status != "active":
-                raise exception.Invalid(reason=f"image {image.id} is {image.status}; only an active image can boot")
+            # The images the compute worker will boot, resolved by the same rule it uses, for the
+            # instance's project: a bad kernel_id/ramdisk_id is refused here, before any write.
+            image = images.resolve_boot(session, project_id, spec["imageRef"].rstrip("/").rsplit("/", 1)[-1]).image
             if image.min_ram > flavor.memory_mb or (flavor.disk_gb and image.min_disk > flavor.disk_gb):
                 raise exception.Invalid(reason=f"flavor {flavor.id} is too small for image {image.id} "
                                                f"(needs {image.min_ram} MiB RAM, {image.min_disk} GiB disk)")
@@ -107,9 +133,12 @@ class Servers:
                 group = session.get(ServerGroup, str(group_id))
                 if group is None or not common.visible(context, group.project_id):
                     raise exception.NotFound(kind="Server group", ident=str(group_id))
-            if spec["key_name"] and not session.scalar(sa.select(Keypair.id).where(
-                    Keypair.user_id == context.user_id, Keypair.name == spec["key_name"])):
-                raise exception.Invalid(reason=f"keypair {spec['key_name']!r} does not exist for this user")
+            key_data = None
+            if spec["key_name"]:
+                key_data = session.scalar(sa.select(Keypair.public_key).where(
+                    Keypair.user_id == context.user_id, Keypair.name == spec["key_name"]))
+                if key_data is None:
+                    raise exception.Invalid(reason=f"keypair {spec['key_name']!r} does not exist for this user")
             snapshot = {"id": flavor.id, "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
                         "disk_gb": flavor.disk_gb, "extra_specs": dict(flavor.extra_specs or {})}
             image_props = {"id": image.id, "min_ram": image.min_ram, "min_disk": image.min_disk,
@@ -126,9 +155,10 @@ class Servers:
                     project_id=project_id, user_id=context.user_id, flavor_id=flavor.id, vcpus=flavor.vcpus,
                     memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, image_id=image.id,
                     key_name=spec["key_name"], availability_zone=spec["availability_zone"],
-                    vm_state="building", task_state="scheduling", power_state=0, task_started_at=now,
+                    vm_state=states.BUILDING, task_state=states.SCHEDULING, power_state=0, task_started_at=now,
                     requested_networks=networks, metadata_items=spec["metadata"], network_info=[],
-                    failed_hosts=[], server_group_id=str(group_id) if group_id is not None else None)
+                    failed_hosts=[], server_group_id=str(group_id) if group_id is not None else None,
+                    user_data=spec["user_data"] or None, key_data=key_data, launch_index=n)
                 session.add(instance)
                 instances.append(instance)
             session.flush()
@@ -229,14 +259,12 @@ class Servers:
 
 def _fail_build(db, ids: list[str], project_id: str, deltas: dict, err: exception.FabricError) -> None:
     """Put unbuildable servers into ERROR with a fault and give their quota back."""
-    now = utcnow()
     with db.begin() as session:
         failed = session.execute(sa.update(Instance).where(
-            Instance.id.in_(ids), Instance.vm_state == "building", Instance.task_state == "scheduling")
-            .values(vm_state="error", task_state=None)).rowcount
+            Instance.id.in_(ids), Instance.vm_state == states.BUILDING, Instance.task_state == states.SCHEDULING)
+            .values(vm_state=states.ERROR, task_state=None)).rowcount
         for ident in ids:
-            session.add(InstanceFault(instance_id=ident, code=err.code if err.code >= 500 else 500,
-                                      message=err.message[:255], details="", created_at=now))
+            add_fault(session, ident, err, None, code=max(err.code, 500), details="")
         if failed:
             per = {k: v // len(ids) * failed for k, v in deltas.items()}
             quota.release(session, project_id, per)
@@ -253,36 +281,18 @@ class ServerItem:
                 instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault)})
 
     def on_delete(self, req, resp, server_id):
-        """Accept the delete once (compare-and-swap to task_state deleting) and give the
-        quota back then; a server never placed on a host is deleted right here."""
+        """Accept the delete once (compute's api: task deleting, or deleted at once for a server
+        never placed on a host) and give the quota back in the same transaction."""
         deps, context = common.deps(req), common.ctx(req)
-        now = utcnow()
-        for _ in range(deps.settings.database.max_retries):
-            with deps.db.begin() as session:
-                instance = get_instance(session, context, server_id)
-                if instance.task_state == "deleting":
-                    resp.status = falcon.HTTP_204
-                    return
-                expected = [Instance.id == server_id, Instance.deleted.is_(False),
-                            Instance.vm_state == instance.vm_state,
-                            (Instance.task_state.is_(None) if instance.task_state is None
-                             else Instance.task_state == instance.task_state)]
-                local = instance.host is None
-                values: dict = {"task_state": "deleting", "task_started_at": now}
-                if local:
-                    expected.append(Instance.host.is_(None))
-                    values = {"task_state": None, "vm_state": "deleted", "deleted": True, "terminated_at": now}
-                if session.execute(sa.update(Instance).where(*expected).values(**values)).rowcount != 1:
-                    continue  # it moved under us: look again
-                quota.release(session, instance.project_id, {"instances": 1, "cores": instance.vcpus,
-                                                             "ram": instance.memory_mb})
-                host = instance.host
-            if not local:
-                deps.clients.compute.instance_action(context, host=host, action="terminate_instance",
-                                                     instance_id=server_id)
-            resp.status = falcon.HTTP_204
-            return
-        raise exception.Conflict(reason=f"server {server_id} kept changing state; try the delete again")
+        with deps.db.begin() as session:
+            get_instance(session, context, server_id)  # NotFound unless the caller may see it
+
+        def release_quota(session, instance: Instance) -> None:
+            quota.release(session, instance.project_id, {"instances": 1, "cores": instance.vcpus,
+                                                         "ram": instance.memory_mb})
+
+        compute_service(deps).delete(context, server_id, on_accepted=release_quota)
+        resp.status = falcon.HTTP_204
 
 
 def register(app: falcon.App, prefix: str) -> None:

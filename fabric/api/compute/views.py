@@ -10,18 +10,15 @@ import sqlalchemy as sa
 
 from fabric.api import common
 from fabric.api.compute.flavors import links
+from fabric.compute import states
 from fabric.db.models import AddressAllocation, Instance, InstanceFault, Network, Port
 
-#: (vm_state, task_state) -> status, as nova shows it; task_state None is the default of a vm_state.
-_TASK_STATUS = {
-    "rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
-    "rebooting_hard": "HARD_REBOOT", "reboot_pending_hard": "HARD_REBOOT", "reboot_started_hard": "HARD_REBOOT",
-    "rebuilding": "REBUILD", "migrating": "MIGRATING", "resize_prep": "RESIZE",
-}
+#: task_state -> status while active, as nova shows it; other tasks show the vm_state's status.
+_TASK_STATUS = {states.REBOOTING: "REBOOT", states.REBOOTING_HARD: "HARD_REBOOT"}
+#: vm_state -> status, as nova shows it.
 _VM_STATUS = {
-    "building": "BUILD", "active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
-    "error": "ERROR", "deleted": "DELETED", "soft-delete": "SOFT_DELETED", "rescued": "RESCUE",
-    "resized": "VERIFY_RESIZE", "shelved": "SHELVED", "shelved_offloaded": "SHELVED_OFFLOADED",
+    states.BUILDING: "BUILD", states.ACTIVE: "ACTIVE", states.STOPPED: "SHUTOFF", states.PAUSED: "PAUSED",
+    states.SUSPENDED: "SUSPENDED", states.ERROR: "ERROR", states.DELETED: "DELETED",
 }
 
 #: API status -> vm_states, for ``?status=`` filters.
@@ -29,7 +26,7 @@ STATUS_FILTER = {status: vm for vm, status in _VM_STATUS.items()}
 
 
 def status_of(vm_state: str, task_state: str | None) -> str:
-    if vm_state == "active" and task_state in _TASK_STATUS:
+    if vm_state == states.ACTIVE and task_state in _TASK_STATUS:
         return _TASK_STATUS[task_state]
     return _VM_STATUS.get(vm_state, "UNKNOWN")
 
@@ -121,7 +118,7 @@ def _addresses_from_network_info(network_info: list, names: dict[str, str]) -> d
 
 
 def faults_for(session, instances: list[Instance]) -> dict[str, InstanceFault]:
-    ids = [i.id for i in instances if i.vm_state == "error"]
+    ids = [i.id for i in instances if i.vm_state == states.ERROR]
     if not ids:
         return {}
     latest: dict[str, InstanceFault] = {}
@@ -183,7 +180,7 @@ def server_document(instance: Instance, base: str, is_admin: bool, addresses: di
         "flavor": _reference(base, "flavors", instance.flavor_id),
         "created": common.isotime(instance.created_at),
         "updated": common.isotime(instance.updated_at or instance.created_at), "addresses": addresses,
-        "progress": 100 if vm_state == "active" else 0,
+        "progress": 100 if vm_state == states.ACTIVE else 0,
         "OS-EXT-AZ:availability_zone": instance.availability_zone or "", "key_name": instance.key_name,
         "OS-SRV-USG:launched_at": common.isotime(instance.launched_at, micro=True),
         "OS-SRV-USG:terminated_at": common.isotime(instance.terminated_at, micro=True),

@@ -92,6 +92,13 @@ class Instance(Timestamps, Base):
     server_group_id: Mapped[str | None] = mapped_column(
         sa.String(36), sa.ForeignKey("server_groups.id", ondelete="SET NULL"))
     metadata_items: Mapped[dict] = mapped_column(Json, default=dict)
+    # What the metadata service gives the guest: user data as the API received it
+    # (base64), the keypair's public key as it was at create time (a keypair deleted
+    # or replaced later does not change a running server's keys), and the server's
+    # position in a multi-create.
+    user_data: Mapped[str | None] = mapped_column(sa.Text)
+    key_data: Mapped[str | None] = mapped_column(sa.Text)
+    launch_index: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class InstanceFault(Base):

@@ -100,6 +100,11 @@ class NetworkDriver(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """This host's networking as the driver sees it (JSON-able)."""
 
+    def serve_metadata(self, db: Any) -> None:  # noqa: B027 - a driver with no kernel serves nothing
+        """From now on, guests on this host's networks get their metadata (looked up in
+        ``db``) at 169.254.169.254; see :mod:`fabric.metadata`.
+        """
+
     def stop(self) -> None:  # noqa: B027 - most drivers run nothing to release
         """Release what the driver runs (DHCP servers, threads); kernel objects stay."""
 

@@ -12,21 +12,39 @@ Per network type:
   multicast.
 - ``routed`` (Romana's L3 mode): a gateway device holding this host's gateway
   address, proxy ARP on every endpoint device, a /32 route per local endpoint and
-  exactly one route per remote host (its block via its tunnel address).
+  exactly one route per remote host (its block via its tunnel address). A guest
+  takes its address by DHCP as on an L2 network: each endpoint's device also holds
+  the gateway address (/32) and has a dnsmasq of its own bound to it, handing out
+  the endpoint's address with the datacenter's prefix length and the gateway as
+  router. (One server for all of a host's endpoints would have to listen unbound to
+  any device, which would take the DHCP port from the L2 networks' servers.)
+
+The metadata service (once :meth:`LinuxDriver.serve_metadata` is called): the
+address 169.254.169.254/32 is put on the namespace's loopback, so it is local
+and the host answers ARP for it on every device (as nova-network did), and
+:class:`~fabric.metadata.server.MetadataServer` listens on it on each L2
+network's bridge and each routed endpoint's device. Guests reach it on-link
+or through their DHCP server's address (the bridge's address).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from typing import Any
 
 from fabric import exception
 from fabric.config import Settings
+from fabric.metadata import METADATA_ADDRESS
+from fabric.metadata.server import MetadataServer
 from fabric.network import nat
 from fabric.network.dhcp import DhcpServers
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.kernel import Kernel
 from fabric.network.model import EndpointSpec, NetworkSpec
+
+LOG = logging.getLogger(__name__)
 
 
 class LinuxDriver(NetworkDriver):
@@ -37,6 +55,7 @@ class LinuxDriver(NetworkDriver):
         self.state_dir = state_dir or os.path.join(settings.default.data_dir, "network", self.host)
         self.dhcp = DhcpServers(self.kernel, self.state_dir, settings.network.dnsmasq)
         self._applied_ruleset: str | None = None
+        self.metadata: MetadataServer | None = None
 
     # --- names -----------------------------------------------------------------------
 
@@ -86,6 +105,7 @@ class LinuxDriver(NetworkDriver):
             self.kernel.ensure_address(bridge, network.host_address)
         self._apply_dhcp(network.id)
         self._apply_nat()
+        self._apply_metadata()
 
     def _apply_vxlan(self, network: NetworkSpec, bridge: str) -> None:
         local = self.settings.network.tunnel_address
@@ -132,6 +152,7 @@ class LinuxDriver(NetworkDriver):
                 self.kernel.delete_link(name)
         self._apply_routes()
         self._apply_nat()
+        self._apply_metadata()
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -153,11 +174,22 @@ class LinuxDriver(NetworkDriver):
             self.kernel.set_sysctl(f"net/ipv4/neigh/{device}/proxy_delay", "0")
             if endpoint.address:
                 self.kernel.ensure_route(f"{endpoint.address}/32", dev=device)
+                self._apply_routed_dhcp(endpoint, device)
         if network.dhcp:
             self._apply_dhcp(network.id)
         self._apply_nat()
+        if network.network_type == "routed":
+            self._apply_metadata()
+
+    def _apply_routed_dhcp(self, endpoint: EndpointSpec, device: str) -> None:
+        routed = self.state.routed
+        prefixlen = ipaddress.ip_network(routed.datacenter).prefixlen
+        self.kernel.ensure_address(device, f"{routed.gateway}/32")
+        self.dhcp.ensure(endpoint.id, device, f"{routed.gateway}/{prefixlen}", [(endpoint.mac, endpoint.address)],
+                         router=routed.gateway)
 
     def _remove_endpoint(self, endpoint_id: str, endpoint: EndpointSpec | None) -> None:
+        self.dhcp.stop(endpoint_id)  # a routed endpoint's own server (nothing when there is none)
         # Deleting the device takes its /32 route and (for a veth) its peer with it.
         self.kernel.delete_link(self.names.endpoint(endpoint_id))
         if endpoint is not None:
@@ -167,6 +199,7 @@ class LinuxDriver(NetworkDriver):
             if network is not None and network.dhcp:
                 self._apply_dhcp(network.id)
         self._apply_nat()
+        self._apply_metadata()
 
     # --- routed mode and topology -------------------------------------------------------------
 
@@ -232,6 +265,39 @@ class LinuxDriver(NetworkDriver):
             nat.apply(self.kernel, self.names, self.state)
             self._applied_ruleset = ruleset
 
+    # --- metadata ----------------------------------------------------------------------------
+
+    def serve_metadata(self, db: Any) -> None:
+        if self.metadata is not None:  # called again (a second init_host): one server, not two
+            self.metadata.stop()
+        self.metadata = MetadataServer.from_database(db, self.netns, self.settings.metadata.client_timeout)
+        self.kernel.set_up("lo")
+        self._apply_metadata()
+
+    def _metadata_devices(self) -> dict[str, tuple[str, ...]]:
+        """Device -> networks whose guests' requests arrive on it."""
+        devices: dict[str, list[str]] = {}
+        for network in sorted(self.state.networks.values(), key=lambda n: n.id):
+            bridge = self.bridge_of(network)
+            if bridge is not None:
+                devices.setdefault(bridge, []).append(network.id)
+        for endpoint in self.state.endpoints.values():
+            network = self.state.networks.get(endpoint.network_id)
+            # A routed network has no bridge: each guest's packets arrive on its own device.
+            if network is not None and network.network_type == "routed":
+                devices.setdefault(self.names.endpoint(endpoint.id), []).append(network.id)
+        return {device: tuple(networks) for device, networks in devices.items()}
+
+    def _apply_metadata(self) -> None:
+        if self.metadata is None:
+            return
+        try:
+            self.kernel.ensure_address("lo", f"{METADATA_ADDRESS}/32")  # in case it was removed under us
+            self.metadata.serve_exactly(self._metadata_devices())
+        except exception.KernelError as exc:
+            # A guest without metadata still has its network: never fail a plug for it.
+            LOG.error("metadata: cannot serve on %s: %s", self.host, exc.message)
+
     # --- reconcile ------------------------------------------------------------------------------
 
     def _sync(self) -> dict[str, Any]:
@@ -245,6 +311,8 @@ class LinuxDriver(NetworkDriver):
                 removed.append(name)
         for network_id in self.dhcp.networks():
             network = self.state.networks.get(network_id)
+            if network_id in self._routed_dhcp_endpoints():
+                continue
             if network is None or not network.dhcp:
                 self.dhcp.stop(network_id)
                 removed.append(f"dhcp:{network_id}")
@@ -256,8 +324,14 @@ class LinuxDriver(NetworkDriver):
             self._apply_endpoint(endpoint)
         self._apply_routes()
         self._apply_nat(force=True)
+        self._apply_metadata()
         created = sorted(wanted - present)
         return {"created": created, "removed": removed}
+
+    def _routed_dhcp_endpoints(self) -> set[str]:
+        """Endpoints with a DHCP server of their own (addressed endpoints of routed networks)."""
+        routed = {n.id for n in self.state.networks.values() if n.network_type == "routed"}
+        return {e.id for e in self.state.endpoints.values() if e.network_id in routed and e.address}
 
     # --- describe and stop ------------------------------------------------------------------------
 
@@ -281,11 +355,14 @@ class LinuxDriver(NetworkDriver):
             "remote_hosts": sorted(self.state.remote_hosts),
             "routes": {r["dst"]: r["via"] or r["dev"] for r in self.kernel.routes()},
             "nat_rules": nat.rules(self.kernel, self.names),
+            "metadata": self.metadata.listening() if self.metadata is not None else None,
         }
 
     def stop(self) -> None:
-        """Stop this host's DHCP servers; bridges, devices, routes and rules stay."""
+        """Stop this host's DHCP servers and metadata listeners; bridges, devices, routes and rules stay."""
         self.dhcp.stop_all()
+        if self.metadata is not None:
+            self.metadata.stop()
 
     def remove_all(self) -> None:
         """Remove every kernel object and process fabric made on this host (decommission)."""
@@ -294,3 +371,6 @@ class LinuxDriver(NetworkDriver):
         self.dhcp.stop_all()
         nat.remove(self.kernel, self.names)
         self._applied_ruleset = None
+        if self.metadata is not None:
+            self.metadata.stop()
+            self.kernel.remove_address("lo", f"{METADATA_ADDRESS}/32")

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from fabric.api.bootstrap import bootstrap
-from tests.functional.api.test_openstack_clients import PASSWORD, free_port
+from tests.fixtures.cli import openstack_env
+from tests.fixtures.processes import fabric_conf, free_port
+from tests.functional.api.test_openstack_clients import PASSWORD
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -19,30 +21,15 @@ WORKERS = ("ipam", "network", "compute", "scheduler", "api")
 
 def test_server_lifecycle_through_every_worker(postgres_db, rabbit_vhost, spawn, osc, tmp_path):
     port = free_port()
-    conf = tmp_path / "fabric.conf"
-    conf.write_text(f"""[DEFAULT]
-host = e2e1
-data_dir = {tmp_path / 'data'}
-[database]
-url = {postgres_db.url.render_as_string(hide_password=False)}
-[rpc]
-transport_url = {rabbit_vhost}
-[api]
-listen = 127.0.0.1
-port = {port}
-[compute]
-driver = fake
-[network]
-driver = fake
-""")
+    conf = fabric_conf(tmp_path / "fabric.conf", host="e2e1", api_port=port, transport_url=rabbit_vhost,
+                       database_url=postgres_db.url.render_as_string(hide_password=False),
+                       compute={"driver": "fake"}, network={"driver": "fake"})
     bootstrap(postgres_db, PASSWORD)
     started = {name: spawn([sys.executable, "-m", f"fabric.cmd.{name}", "--config-file", str(conf)],
                            name=f"fabric-{name}") for name in WORKERS}
     for name, worker in started.items():
         worker.wait_for_log(f"Started fabric-{name} on host e2e1", timeout=90)
-    env = {"OS_AUTH_URL": f"http://127.0.0.1:{port}/v3", "OS_USERNAME": "admin", "OS_PASSWORD": PASSWORD,
-           "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
-           "OS_IDENTITY_API_VERSION": "3"}
+    env = openstack_env(f"http://127.0.0.1:{port}/v3", "admin", PASSWORD, "admin")
     osc(env, "flavor", "create", "--ram", "128", "--vcpus", "1", "--disk", "1", "m1.nano")
     (tmp_path / "disk.raw").write_bytes(b"\0" * 65536)
     osc(env, "image", "create", "--file", str(tmp_path / "disk.raw"), "--disk-format", "raw",

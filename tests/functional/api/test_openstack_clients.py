@@ -11,8 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +24,8 @@ from fabric.db import Database
 from fabric.db.models import ComputeNode, Instance, Service
 from fabric.db.types import utcnow
 from tests.fixtures.api import add_user, make_schema_database
-from tests.fixtures.processes import REPO, Worker
+from tests.fixtures.cli import openstack_env
+from tests.fixtures.processes import REPO, Worker, fabric_conf, free_port, stop_process
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem, unavailable
 from tests.unit.rpc.conftest import wait_for
 
@@ -57,12 +56,6 @@ class RecordingEndpoint:
         self._record("terminate_instance", ctx, kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclasses.dataclass
 class Cloud:
     """A running fabric-api process shared by this module's tests (each works in its own project)."""
@@ -75,9 +68,7 @@ class Cloud:
     def admin_env(self, name: str) -> dict[str, str]:
         """OS_* variables of a new user with the admin role on a new project ``name``."""
         add_user(self.db, name, "admin", PASSWORD)
-        return {"OS_AUTH_URL": self.auth_url, "OS_USERNAME": f"{name}-user", "OS_PASSWORD": PASSWORD,
-                "OS_PROJECT_NAME": name, "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
-                "OS_IDENTITY_API_VERSION": "3", "OS_REGION_NAME": "RegionOne"}
+        return openstack_env(self.auth_url, f"{name}-user", PASSWORD, name)
 
     def calls_for(self, endpoint: RecordingEndpoint, instance_id: str) -> list[tuple[str, dict]]:
         """What ``endpoint`` was asked about one server (other tests' servers share the workers)."""
@@ -85,7 +76,7 @@ class Cloud:
 
 
 @pytest.fixture(scope="module")
-def cloud(database_servers, tmp_path_factory):
+def cloud(database_servers, tmp_path_factory, signing_keys):
     """One fabric-api process (on its own PostgreSQL database and RabbitMQ vhost) with recording
     scheduler and compute RPC servers, for the whole module; stopped by its own PID after."""
     problem = broker_problem()
@@ -96,18 +87,8 @@ def cloud(database_servers, tmp_path_factory):
     vhost = RabbitVhost()
     vhost.create()
     port = free_port()
-    conf = tmp_path / "fabric.conf"
-    conf.write_text(f"""[DEFAULT]
-host = apitest
-data_dir = {tmp_path / 'data'}
-[database]
-url = {db.url.render_as_string(hide_password=False)}
-[rpc]
-transport_url = {vhost.url}
-[api]
-listen = 127.0.0.1
-port = {port}
-""")
+    conf = fabric_conf(tmp_path / "fabric.conf", host="apitest", api_port=port, transport_url=vhost.url,
+                       database_url=db.url.render_as_string(hide_password=False))
     bootstrap(db, PASSWORD)
     settings = config.load(conf)
     transport = rpc.get_transport(settings.rpc)
@@ -120,19 +101,13 @@ port = {port}
     with open(log_path, "wb") as out:
         popen = subprocess.Popen([sys.executable, "-m", "fabric.cmd.api", "--config-file", str(conf)], cwd=REPO,
                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=dict(os.environ, PYTHONPATH=str(REPO)))
+                                 env=dict(os.environ, PYTHONPATH=str(REPO), FABRIC_SIGNING_KEY_DIR=str(signing_keys)))
     worker = Worker(popen, log_path, "fabric-api")
     try:
         worker.wait_for_log("fabric API listening on", timeout=60)
         yield Cloud(db, f"http://127.0.0.1:{port}/v3", scheduler, compute)
     finally:
-        if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
-            try:
-                popen.wait(15)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(15)
+        stop_process(popen)
         for server in servers:
             server.stop()
             server.wait(10)
@@ -218,26 +193,42 @@ def test_tenant_isolation_through_the_cli(cloud, osc, osc_fails, tmp_path):
     demo = dict(env, OS_USERNAME="demo", OS_PASSWORD="demo-pw", OS_PROJECT_NAME="demo")
 
     osc(env, "flavor", "create", "--ram", "256", "--vcpus", "1", "m1.owner")
-    osc(env, "network", "create", "admin-net")
+    network = osc(env, "network", "create", "admin-net")
     (tmp_path / "admin.img").write_bytes(b"admin image")
-    osc(env, "image", "create", "--file", str(tmp_path / "admin.img"), "--disk-format", "raw",
-        "--container-format", "bare", "admin-image")
-    admin_server = osc(env, "server", "create", "--flavor", "m1.owner", "--image", "admin-image", "--network",
-                       "admin-net", "admin-vm")
+    image = osc(env, "image", "create", "--file", str(tmp_path / "admin.img"), "--disk-format", "raw",
+                "--container-format", "bare", "admin-image")
+    server = osc(env, "server", "create", "--flavor", "m1.owner", "--image", "admin-image", "--network",
+                 "admin-net", "admin-vm")
 
+    def owners_view() -> dict:
+        """Each resource as its owner sees it through the CLI."""
+        return {"server": osc(env, "server", "show", server["id"]), "image": osc(env, "image", "show", image["id"]),
+                "network": osc(env, "network", "show", network["id"]),
+                "flavors": sorted(f["Name"] for f in osc(env, "flavor", "list"))}
+
+    before = owners_view()
     assert osc(env, "server", "list", user_env=demo) == []
     assert osc(env, "network", "list", user_env=demo) == []
     assert osc(env, "image", "list", user_env=demo) == []
-    assert f"No Server found for {admin_server['id']}" in osc_fails(demo, "server", "show", admin_server["id"])
-    osc_fails(demo, "server", "delete", admin_server["id"])
-    osc_fails(demo, "server", "stop", admin_server["id"])
-    osc_fails(demo, "image", "delete", "admin-image")
-    osc_fails(demo, "network", "delete", "admin-net")
+    gone = f"Instance {server['id']} could not be found"
+    assert f"No Server found for {server['id']}" in osc_fails(demo, 404, gone, "server", "show", server["id"])
+    osc_fails(demo, 404, gone, "server", "delete", server["id"])
+    osc_fails(demo, 404, gone, "server", "stop", server["id"])
+    osc_fails(demo, 404, f"Image {image['id']} could not be found", "image", "delete", image["id"])
+    osc_fails(demo, 404, f"Network {network['id']} could not be found", "network", "delete", network["id"])
     # Members cannot create flavors or see hypervisors.
-    assert "admin role" in osc_fails(demo, "flavor", "create", "--ram", "1", "--vcpus", "1", "x")
-    osc_fails(demo, "hypervisor", "list")
+    osc_fails(demo, 403, "creating flavors requires the admin role",
+              "flavor", "create", "--ram", "1", "--vcpus", "1", "x")
+    osc_fails(demo, 403, "listing hypervisors requires the admin role", "hypervisor", "list")
+
+    # Every resource is still there and unchanged for its owner; nothing was cast to a worker.
+    after = owners_view()
+    assert after == before
+    assert after["server"]["status"] == "BUILD" and "x" not in after["flavors"]
     with cloud.db.begin() as session:
-        assert session.get(Instance, admin_server["id"]).deleted is False
+        row = session.get(Instance, server["id"])
+        assert (row.deleted, row.vm_state, row.task_state) == (False, "building", "scheduling")
+    assert cloud.calls_for(cloud.compute, server["id"]) == []
 
 
 def test_openstacksdk(cloud):

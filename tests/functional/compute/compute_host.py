@@ -2,18 +2,31 @@
 
 ``ip netns exec NS python -m tests.functional.compute.compute_host WORKDIR BRIDGE GATEWAY_CIDR IMAGE [URI]``
 
-In one eventlet process: an IPAM worker (the real IpamManager behind an
-RPCServer on the ``memory://`` transport), and a ComputeManager on the libvirt
-driver (``qemu:///embed`` under WORKDIR unless URI is given, so QEMU and
-its taps live in this namespace) that gets its addresses from that IPAM through the real
-``IpamAddresses`` RPC client. Plugging a NIC does what the network worker
-does on an L2 network: a DHCP entry (the network worker's ``DhcpServers``
-dnsmasq on BRIDGE) and the guest's NIC on BRIDGE.
+One eventlet process runs the product's own workers for one host, on the
+``memory://`` transport and a SQLite database under WORKDIR:
+
+* an IPAM worker (the real IpamManager behind an RPCServer);
+* a network worker (the real NetworkManager on the linux driver, in this
+  namespace): BRIDGE, which the test made and gave GATEWAY_CIDR, is a flat
+  network's provider bridge, so the worker puts each NIC's tap on it and serves
+  the NIC's IPAM address from its own dnsmasq;
+* a ComputeManager on the libvirt driver (``qemu:///embed`` under WORKDIR unless
+  URI is given, so QEMU and its taps live in this namespace) with its default
+  collaborators (:func:`fabric.compute.collaborators.default_collaborators`):
+  addresses from IPAM and the network worker over RPC, the boot image from the
+  image store, and the scheduler's claims on this host's compute_nodes row.
+  Only rescheduling is off (one host: a failed build ends in error).
+
+IMAGE (JSON: kernel, initrd, cmdline) is registered as the Image API stores it:
+the kernel and initrd as ``aki``/``ari`` images whose bytes are written into
+the image store, and a boot image naming them by ``kernel_id``/``ramdisk_id``.
 
 Reads one JSON request per line on stdin, ``{"method": ..., "args": {...}}``,
 calls the compute manager's method of that name (``driver.<name>`` calls the
-driver; ``instance`` reads the row; ``create_instance`` inserts one) and
-answers one JSON line. End of input: everything is torn down.
+driver; ``instance`` reads the row; ``node`` this host's compute_nodes row;
+``network.<name>`` the network worker; ``create_instance`` adds an instance
+and claims it on this host as the scheduler does) and answers one JSON line.
+End of input: everything is torn down.
 """
 
 import fabric.cmd.eventlet_entry  # noqa: F401, I001 - green before anything else
@@ -23,60 +36,75 @@ import enum  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import sqlalchemy as sa  # noqa: E402
 from eventlet import tpool  # noqa: E402
 
 from fabric import rpc  # noqa: E402
+from fabric.api import image_store  # noqa: E402
 from fabric.compute import states  # noqa: E402
-from fabric.compute.collaborators import IpamAddresses  # noqa: E402
 from fabric.compute.faults import latest_fault  # noqa: E402
 from fabric.compute.manager import ComputeManager  # noqa: E402
 from fabric.config import Settings  # noqa: E402
 from fabric.context import RequestContext  # noqa: E402
 from fabric.db import Database  # noqa: E402
-from fabric.db.models import Base, Instance, Network, Subnet  # noqa: E402
+from fabric.db.models import Base, ComputeNode, Image, Network, Subnet  # noqa: E402
+from fabric.db.types import new_uuid  # noqa: E402
 from fabric.exception import FabricError  # noqa: E402
 from fabric.ipam.manager import IpamManager  # noqa: E402
-from fabric.network.dhcp import DhcpServers  # noqa: E402
-from fabric.network.kernel import Kernel  # noqa: E402
-from fabric.virt.driver import BootImage  # noqa: E402
+from fabric.network.manager import NetworkManager  # noqa: E402
+from fabric.rpc import signing  # noqa: E402
+from fabric.scheduler import claims  # noqa: E402
+from fabric.scheduler.host_state import HostState  # noqa: E402
+from fabric.scheduler.request import RequestSpec  # noqa: E402
+from tests.fixtures.instances import add_instance  # noqa: E402
 
 HOST = "guest-host"
+PROJECT = "p1"
+NETWORK = "net1"
 
 
-class BridgeWithDhcp:
-    """Plug = a static DHCP entry for the NIC's MAC and address, and the NIC on the bridge."""
-
-    def __init__(self, dhcp: DhcpServers, bridge: str, gateway_cidr: str) -> None:
-        self.dhcp, self.bridge, self.gateway_cidr = dhcp, bridge, gateway_cidr
-        self.entries: dict[str, tuple[str, str]] = {}
-
-    def _apply(self) -> None:
-        self.dhcp.ensure("net1", self.bridge, self.gateway_cidr, list(self.entries.values()))
-
-    def plug(self, ctx, host, vif):
-        self.entries[vif["id"]] = (vif["mac"], vif["address"])
-        self._apply()
-        return {"bridge": self.bridge}
-
-    def unplug(self, ctx, host, vif):
-        if self.entries.pop(vif["id"], None):
-            self._apply()
-
-
-class DirectKernel:
-    def __init__(self, image: dict) -> None:
-        self.image = image
-
-    def boot_image(self, ctx, instance):
-        return BootImage(kernel=self.image["kernel"], initrd=self.image["initrd"], cmdline=self.image["cmdline"])
+def register_boot_image(settings: Settings, db: Database, image: dict) -> str:
+    """The guest's kernel and initrd as images of PROJECT (bytes written by the Image API's own
+    store writer) and a boot image naming them; returns the boot image's id."""
+    ids = {}
+    for kind, disk_format in (("kernel", "aki"), ("initrd", "ari")):
+        ids[kind] = new_uuid()
+        with open(image[kind], "rb") as handle:
+            stored = image_store.write(settings, ids[kind], handle.read, settings.api.max_image_size)
+        with db.begin() as session:
+            session.add(Image(id=ids[kind], name=f"guest-{kind}", owner=PROJECT, status="active",
+                              disk_format=disk_format, container_format=disk_format, **stored))
+    boot_id = new_uuid()
+    with db.begin() as session:
+        session.add(Image(id=boot_id, name="guest", owner=PROJECT, status="active", disk_format="ami",
+                          container_format="ami", properties={"kernel_id": ids["kernel"], "ramdisk_id": ids["initrd"],
+                                                              "os_command_line": image["cmdline"]}))
+    return boot_id
 
 
-class NoClaims:
-    def release(self, instance_id, host):
-        return True
+def create_instance(db: Database, image_id: str, settings: Settings, **values) -> str:
+    """An instance as the API writes it, then claimed on this host as the scheduler claims it
+    (its host set, its vCPUs, memory and disk added to this host's compute_nodes row)."""
+    values.setdefault("requested_networks", [{"network_id": NETWORK}])
+    instance_id = add_instance(db, project_id=PROJECT, image_id=image_id, **values)
+    with db.begin() as session:
+        node_id = session.scalar(sa.select(ComputeNode.id).where(ComputeNode.host == HOST))
+    scheduler = settings.scheduler
+    claims.claim(db, RequestSpec(vcpus=values["vcpus"], memory_mb=values["memory_mb"], disk_gb=values["disk_gb"],
+                                 instance_id=instance_id, project_id=PROJECT),
+                 HostState(host=HOST, node_id=node_id),
+                 claims.Ratios(scheduler.ram_allocation_ratio, scheduler.cpu_allocation_ratio,
+                               scheduler.disk_allocation_ratio))
+    return instance_id
+
+
+def compute_node(db: Database) -> dict:
+    with db.begin() as session:
+        node = session.scalars(sa.select(ComputeNode).where(ComputeNode.host == HOST)).one()
+        return {"vcpus_used": node.vcpus_used, "memory_mb_used": node.memory_mb_used,
+                "disk_gb_used": node.disk_gb_used, "running_vms": node.running_vms}
 
 
 def _plain(value):
@@ -102,43 +130,51 @@ def main() -> None:
         compute={"driver": "libvirt", "libvirt_uri": uri,
                  "instances_path": str(work / "instances"), "virt_type": "auto",
                  "guest_shutdown_timeout": 20.0},
+        network={"driver": "linux"},
+        # The guest's metadata fetch is not what these tests are about.
+        metadata={"enabled": False},
     )
     db = Database(f"sqlite:///{work / 'fabric.sqlite'}")
     Base.metadata.create_all(db.engine)
     network = ipaddress.ip_interface(gateway_cidr)
     with db.begin() as session:
-        session.add(Network(id="net1", project_id="p1", network_type="flat", physical_bridge=bridge))
-        session.add(Subnet(id="subnet1", network_id="net1", project_id="p1", ip_version=4,
-                           cidr=str(network.network), gateway_ip=str(network.ip)))
+        session.add(Network(id=NETWORK, project_id=PROJECT, network_type="flat", physical_bridge=bridge))
+        session.add(Subnet(id="subnet1", network_id=NETWORK, project_id=PROJECT, ip_version=4,
+                           cidr=str(network.network), gateway_ip=str(network.ip), enable_dhcp=True))
+    boot_image = register_boot_image(settings, db, image)
+    # As fabric-all starts: the keys of the roles run here, made under WORKDIR on first start.
+    signing.install(signing.from_settings(settings, ["compute", "network", "ipam"], generate_missing=True))
     transport = rpc.get_transport(settings.rpc)
-    ipam_server = rpc.RPCServer(transport, topic="ipam", host=HOST, endpoint=IpamManager(settings, HOST, db))
-    ipam_server.start()
-    dhcp = DhcpServers(Kernel(None), str(work / "net"))
+    network_worker = NetworkManager(settings, HOST, db, transport)
+    network_worker.init_host()
+    servers = [rpc.RPCServer(transport, topic="ipam", host=HOST, endpoint=IpamManager(settings, HOST, db)),
+               rpc.RPCServer(transport, topic="network", host=HOST, endpoint=network_worker)]
+    for server in servers:
+        server.start()
     # rescheduler=None: one host, so a failed build ends in error.
-    manager = ComputeManager(settings, HOST, db, transport, addresses=IpamAddresses(transport, db),
-                             network=BridgeWithDhcp(dhcp, bridge, gateway_cidr), rescheduler=None,
-                             claims=NoClaims(), images=DirectKernel(image))
+    manager = ComputeManager(settings, HOST, db, transport, rescheduler=None)
     manager.init_host()
     ctx = RequestContext.admin()
-    print(json.dumps({"ok": True, "result": "ready", "virt_type": manager.driver.domain_type}), flush=True)
+    # The network worker's dnsmasq files: <state_dir>/dhcp/<network id>/ (fabric.network.dhcp).
+    dhcp_hosts = Path(network_worker.driver.state_dir) / "dhcp" / NETWORK / "hosts"
+    print(json.dumps({"ok": True, "result": "ready", "virt_type": manager.driver.domain_type,
+                      "dhcp_hosts": str(dhcp_hosts)}), flush=True)
     try:
         while line := tpool.execute(sys.stdin.readline):
             request = json.loads(line)
             method, args = request["method"], request.get("args", {})
             try:
                 if method == "create_instance":
-                    instance_id = str(uuid.uuid4())
-                    args.setdefault("requested_networks", [{"network_id": "net1"}])
-                    with db.begin() as session:
-                        session.add(Instance(id=instance_id, project_id="p1", user_id="u1", host=HOST,
-                                             vm_state="building", task_state="scheduling", image_id="kernel",
-                                             **args))
-                    result = instance_id
+                    result = create_instance(db, boot_image, settings, **args)
                 elif method == "instance":
                     result = states.get_instance(db, args["instance_id"], include_deleted=True)
                     result["fault"] = latest_fault(db, args["instance_id"])
+                elif method == "node":
+                    result = compute_node(db)
                 elif method.startswith("driver."):
                     result = getattr(manager.driver, method.split(".", 1)[1])(**args)
+                elif method.startswith("network."):
+                    result = getattr(network_worker, method.split(".", 1)[1])(ctx, **args)
                 else:
                     result = getattr(manager, method)(ctx, **args)
                 reply = {"ok": True, "result": _plain(result)}
@@ -149,9 +185,11 @@ def main() -> None:
         for instance_id in manager.driver.list_instances():
             manager.driver.destroy(instance_id)
         manager.cleanup_host()
-        dhcp.stop_all()
-        ipam_server.stop()
-        ipam_server.wait(5)
+        for server in servers:
+            server.stop()
+            server.wait(5)
+        network_worker.driver.remove_all()
+        network_worker.cleanup_host()
         transport.cleanup()
 
 

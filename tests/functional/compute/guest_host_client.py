@@ -33,6 +33,8 @@ class GuestHost:
             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
         hello = self._read()
         self.virt_type = hello["virt_type"]
+        #: The hosts file of the network worker's dnsmasq for the host's network.
+        self.dhcp_hosts = Path(hello["dhcp_hosts"])
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()

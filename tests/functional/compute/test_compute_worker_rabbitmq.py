@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
-import uuid
 
 import pytest
 
@@ -19,33 +17,25 @@ from fabric.compute import states
 from fabric.compute.faults import latest_fault
 from fabric.compute.rpcapi import ComputeAPI
 from fabric.context import RequestContext
-from fabric.db.models import ComputeNode, Image, Instance
-from tests.fixtures.processes import REPO
+from fabric.db.models import ComputeNode, Image
+from tests.fixtures.instances import add_instance
+from tests.fixtures.processes import REPO, wait_until
 
 pytestmark = pytest.mark.functional
 
 HOST = "cmpk"
-
-
-def wait_for(condition, what: str, worker=None, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if worker is not None:
-            assert worker.popen.poll() is None, f"{worker.name} exited early:\n{worker.log()}"
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout}s\n{worker.log() if worker else ''}")
-        time.sleep(0.05)
+# Image ids are UUIDs (fabric.images); the image and its kernel belong to the instance's project "p".
+IMAGE_ID, KERNEL_ID = "0b7f5a52-8a3e-4c1e-9f57-3d4c2b1a0e01", "0b7f5a52-8a3e-4c1e-9f57-3d4c2b1a0e02"
 
 
 @pytest.fixture
 def env(rabbit_vhost, sqlite_db, tmp_path):
     (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "kernel-1").write_bytes(b"not really a kernel")
+    (tmp_path / "images" / KERNEL_ID).write_bytes(b"not really a kernel")
     with sqlite_db.begin() as session:
-        session.add(Image(id="img-1", name="direct-boot", status="active", properties={"kernel_id": "kernel-1"}))
+        session.add(Image(id=KERNEL_ID, name="kernel", owner="p", status="active", disk_format="aki"))
+        session.add(Image(id=IMAGE_ID, name="direct-boot", owner="p", status="active", disk_format="ami",
+                          properties={"kernel_id": KERNEL_ID}))
     return {"FABRIC_RPC_TRANSPORT_URL": rabbit_vhost,
             "FABRIC_DATABASE_URL": sqlite_db.url.render_as_string(hide_password=False),
             "FABRIC_DEFAULT_HOST": HOST, "FABRIC_DEFAULT_DATA_DIR": str(tmp_path),
@@ -59,27 +49,24 @@ def test_a_build_interrupted_by_sigkill_ends_active_after_restart(spawn, env, sq
                  env=env | {"FABRIC_COMPUTE_FAKE_SPAWN_SECONDS": "60"}, name="compute-slow")
     slow.wait_for_log(f"Started fabric-compute on host {HOST}", timeout=60)
     # The first resource report made this host known with the fake capacity.
-    wait_for(lambda: _node(sqlite_db), "first resource report", slow)
+    wait_until(lambda: _node(sqlite_db), 60, "the first resource report", workers=[slow])
     assert _node(sqlite_db).vcpus == 16
 
-    instance_id = str(uuid.uuid4())
-    with sqlite_db.begin() as session:
-        session.add(Instance(id=instance_id, project_id="p", user_id="u", host=HOST, vcpus=1, memory_mb=64,
-                             disk_gb=0, image_id="img-1", vm_state="building", task_state="scheduling"))
+    instance_id = add_instance(sqlite_db, project_id="p", host=HOST, memory_mb=64, image_id=IMAGE_ID)
     transport = rpc.get_transport(config.Settings().replace(rpc={"transport_url": rabbit_vhost}).rpc)
     try:
         ComputeAPI(transport).build_instance(RequestContext(), HOST, instance_id)
     finally:
         transport.cleanup()
-    wait_for(lambda: states.get_instance(sqlite_db, instance_id)["task_state"] == "spawning",
-             "the build reaching spawning", slow)
+    wait_until(lambda: states.get_instance(sqlite_db, instance_id)["task_state"] == "spawning", 60,
+               "the build reaching spawning", workers=[slow])
     slow.signal(signal.SIGKILL)
     assert slow.wait(10) == -signal.SIGKILL
     assert states.get_instance(sqlite_db, instance_id)["task_state"] == "spawning"  # left mid-way
 
     fast = spawn([sys.executable, str(REPO / "bin/fabric-compute")], env=env, name="compute-restarted")
-    row = wait_for(lambda: (r := states.get_instance(sqlite_db, instance_id))["vm_state"] != "building" and r,
-                   "the redelivered build finishing", fast)
+    row = wait_until(lambda: (r := states.get_instance(sqlite_db, instance_id))["vm_state"] != "building" and r,
+                     60, "the redelivered build finishing", workers=[fast])
     assert (row["vm_state"], row["task_state"], row["power_state"]) == ("active", None, 1)
     assert latest_fault(sqlite_db, instance_id) is None
     fast.signal(signal.SIGTERM)

@@ -10,16 +10,15 @@ be running (no network), so it is not waited for to boot.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.databases import unavailable
+from tests.fixtures.processes import Worker, stop_process, wait_until
 from tests.functional.compute.guest_host_client import GuestHost
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))
@@ -63,23 +62,17 @@ class PrivateLibvirtd:
     def start(self, timeout: float = 60.0) -> None:
         """Start libvirtd and wait until its socket accepts connections."""
         self.starts += 1
-        log = open(self.work / f"libvirtd-{self.starts}.log", "wb")
-        self.daemon = subprocess.Popen([*self.enter, "libvirtd"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
+        log_path = self.work / f"libvirtd-{self.starts}.log"
+        with open(log_path, "wb") as log:
+            self.daemon = subprocess.Popen([*self.enter, "libvirtd"], stdout=log, stderr=subprocess.STDOUT)
         probe = "import libvirt; libvirt.registerErrorHandler(lambda *a: None, None); libvirt.open('qemu:///system')"
-        while subprocess.run([*self.enter, sys.executable, "-c", probe], capture_output=True).returncode != 0:
-            assert self.daemon.poll() is None, (self.work / f"libvirtd-{self.starts}.log").read_text()
-            assert time.monotonic() < deadline, "libvirtd did not answer"
-            time.sleep(0.2)
+        wait_until(lambda: subprocess.run([*self.enter, sys.executable, "-c", probe],
+                                          capture_output=True).returncode == 0,
+                   timeout, "libvirtd to answer", workers=[Worker(self.daemon, log_path, "libvirtd")], interval=0.2)
 
     def stop(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait(10)
+        if self.daemon is not None:
+            stop_process(self.daemon, timeout=30)
 
     def close(self) -> None:
         self.stop()
@@ -128,6 +121,7 @@ def test_a_running_guest_is_found_again_after_libvirtd_restarts(libvirtd, tmp_pa
         host.call("terminate_instance", instance_id=instance_id)
         assert host.call("driver.list_instances") == []
         assert host.qemu_pids() == []
+        assert host.call("node")["running_vms"] == 0  # its claim was given back
     finally:
         host.close()
         shutil.rmtree(root, ignore_errors=True)

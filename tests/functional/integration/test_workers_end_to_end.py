@@ -1,4 +1,4 @@
-"""The workers together, without the HTTP API: scheduling -> build -> actions -> delete.
+"""The workers together, without the HTTP API's HTTP layer: scheduling -> build -> actions -> delete.
 
 (a) In one process, as ``fabric-all`` runs them: ipam, scheduler, and a
 network and a compute worker for each of two hosts, all Services on one
@@ -11,7 +11,9 @@ The instance row is written as the API writes it; from there on only the
 workers act: the scheduler claims a host and casts ``build_instance``; the
 compute worker binds a port per NIC, takes its address from IPAM (a classic
 subnet and a routed segment), has the host's network worker plug it, and
-spawns the guest; deleting unplugs, releases and destroys.
+spawns the guest; deleting unplugs, releases and destroys. Actions and
+deletes go the way the HTTP API sends them: ``fabric.compute.api`` over the
+API's RPC clients.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import ipaddress
 import json
 import secrets
 import signal
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ import eventlet
 import pytest
 
 from fabric import config, rpc
+from fabric.api.clients import rpc_clients
 from fabric.compute import states
 from fabric.compute.api import ComputeService
 from fabric.compute.manager import ComputeManager
@@ -44,7 +46,7 @@ from fabric.scheduler.rpcapi import SchedulerAPI
 from fabric.service import Service
 from fabric.virt.driver import PowerState
 from fabric.virt.fake.driver import FakeDriver
-from tests.fixtures.processes import REPO
+from tests.fixtures.processes import REPO, free_port
 from tests.functional.integration.workers import (
     DATACENTER_PREFIX,
     L2_CIDR,
@@ -113,7 +115,8 @@ class InProcessFabric:
         for service in self.services:
             service.start()
         self.scheduler = SchedulerAPI(self.transport)
-        self.compute_api = ComputeService(self.db, self.transport)
+        # The path the HTTP API takes to the workers: compute's api over the API's RPC clients.
+        self.compute_api = ComputeService(self.db, rpc_clients(self.transport, call_timeout=10).compute)
 
     def wait(self, instance_id: str, condition, what: str) -> dict:
         # The workers run on green threads of this (unpatched) process: yield to them while polling.
@@ -197,21 +200,21 @@ def test_in_process_build_act_and_delete_with_ipam_and_network(fabric_all):
     assert restart_state.routed is not None
 
     # Actions through compute's api (task set by compare-and-swap, then a cast to the host).
-    cluster.compute_api.stop(CTX, instance_id)
+    cluster.compute_api.act(CTX, instance_id, "os-stop")
     row = cluster.wait(instance_id, _resting(states.STOPPED), "stopped")
     assert row["power_state"] == int(PowerState.SHUTDOWN)
     assert guest.get_info(instance_id).power_state is PowerState.SHUTDOWN
-    cluster.compute_api.start(CTX, instance_id)
+    cluster.compute_api.act(CTX, instance_id, "os-start")
     row = cluster.wait(instance_id, _active, "started")
     assert guest.get_info(instance_id).power_state is PowerState.RUNNING
     reboots = guest.calls["reboot"]
-    cluster.compute_api.reboot(CTX, instance_id)
+    cluster.compute_api.act(CTX, instance_id, "reboot:SOFT")
     assert instance(cluster.db, instance_id)["task_state"] == states.REBOOTING
     cluster.wait(instance_id, _active, "rebooted")
-    # A hard reboot runs under the task the API sets for it (rebooting_hard), from stopped too.
-    cluster.compute_api.stop(CTX, instance_id)
+    # A hard reboot runs under its own task (rebooting_hard), from stopped too.
+    cluster.compute_api.act(CTX, instance_id, "os-stop")
     cluster.wait(instance_id, _resting(states.STOPPED), "stopped again")
-    cluster.compute_api.reboot(CTX, instance_id, hard=True)
+    cluster.compute_api.act(CTX, instance_id, "reboot:HARD")
     assert instance(cluster.db, instance_id)["task_state"] == states.REBOOTING_HARD
     row = cluster.wait(instance_id, _active, "hard rebooted")
     assert row["power_state"] == int(PowerState.RUNNING) and guest.calls["reboot"] == reboots + 2
@@ -332,10 +335,10 @@ def test_separate_worker_processes_over_rabbitmq_and_postgresql(spawn, tmp_path,
         assert set(described["endpoints"]) == {l2_vif["id"], routed_vif["id"]}
         assert described["routes"][f"{routed_vif['address']}/32"] == routed_vif["tap"]
 
-        compute = ComputeService(db, transport)
-        compute.stop(CTX, instance_id)
+        compute = ComputeService(db, rpc_clients(transport, call_timeout=20).compute)
+        compute.act(CTX, instance_id, "os-stop")
         wait_for_instance(db, instance_id, _resting(states.STOPPED), "stopped", workers=workers)
-        compute.start(CTX, instance_id)
+        compute.act(CTX, instance_id, "os-start")
         wait_for_instance(db, instance_id, _active, "started", workers=workers)
 
         compute.delete(CTX, instance_id)
@@ -354,12 +357,6 @@ def test_separate_worker_processes_over_rabbitmq_and_postgresql(spawn, tmp_path,
 
 
 # --- (c) fabric-all on its embedded defaults ---------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class HttpClient:
@@ -395,13 +392,13 @@ class HttpClient:
 @pytest.mark.functional
 @pytest.mark.slow
 def test_fabric_all_on_embedded_defaults_brings_a_server_to_active(spawn, tmp_path):
-    data_dir, port, password = tmp_path / "data", _free_port(), secrets.token_urlsafe(8)
+    data_dir, port, password = tmp_path / "data", free_port(), secrets.token_urlsafe(8)
     # Nothing but a data directory, a free port and a known admin password: memory://, SQLite
     # (fabric-all creates the schema in the empty database), fake virt and fake (recording,
     # no kernel changes) network drivers are the defaults.
     worker = spawn([sys.executable, str(REPO / "bin/fabric-all")], name="fabric-all", env={
         "FABRIC_DEFAULT_DATA_DIR": str(data_dir), "FABRIC_DEFAULT_HOST": "allinone",
-        "FABRIC_API_PORT": str(port), "FABRIC_API_ADMIN_PASSWORD": password})
+        "FABRIC_API_PORT": str(port), "FABRIC_API_ADMIN_PASSWORD": password, "FABRIC_OBJECTSTORE_PORT": "0"})
     worker.wait_for_log("Started fabric-api on host allinone", timeout=60)
     assert "Created the schema" in worker.log()
     for binary in ("fabric-ipam", "fabric-network", "fabric-compute", "fabric-scheduler"):

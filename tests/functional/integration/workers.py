@@ -3,9 +3,9 @@
 :func:`seed` writes what an operator and the API would have written before a
 server is created (a flavor, an image with its file, a classic L2 network
 with a subnet, a routed datacenter layout with a segment and its network);
-:func:`create_instance` writes the instance row exactly as
+:func:`create_instance` writes the instance row as
 ``fabric.api.compute.servers.Servers.on_post`` does, before it casts
-``schedule_and_build``.
+``schedule_and_build`` (through :mod:`tests.fixtures.instances`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import sqlalchemy as sa
 
 from fabric.compute import states
 from fabric.db import Database
-from fabric.db.models import AddressAllocation, Flavor, Image, Instance, InstanceFault, Network, Port, Subnet
+from fabric.db.models import AddressAllocation, Flavor, Image, InstanceFault, Network, Port, Subnet
 from fabric.db.types import utcnow
 from fabric.ipam.topology import DEFAULT_DATACENTER, Topology
+from tests.fixtures.instances import add_instance
 
 PROJECT = "p-e2e"
 USER = "u-e2e"
@@ -75,20 +76,16 @@ def seed(db: Database, data_dir: Path, hosts: tuple[str, ...]) -> Seeded:
 
 def create_instance(db: Database, seeded: Seeded, *, networks: list[str], big: bool = False,
                     name: str = "e2e") -> str:
-    """An instance row as the API writes it (building/scheduling, no host); its id."""
-    flavor_id = seeded.big_flavor_id if big else seeded.flavor_id
+    """An instance row as the API writes it (:func:`tests.fixtures.instances.add_instance`:
+    building/scheduling, no host) of a seeded flavor and image on ``networks``; its id."""
     with db.begin() as session:
-        flavor = session.get(Flavor, flavor_id)
-        instance = Instance(
-            display_name=name, project_id=PROJECT, user_id=USER, flavor_id=flavor.id, vcpus=flavor.vcpus,
-            memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, image_id=seeded.image_id, key_name=None,
-            availability_zone=None, vm_state="building", task_state="scheduling", power_state=0,
-            task_started_at=utcnow(),
-            requested_networks=[{"network_id": n, "port_id": None, "fixed_ip": None} for n in networks],
-            metadata_items={}, network_info=[], failed_hosts=[], server_group_id=None)
-        session.add(instance)
-        session.flush()
-        return instance.id
+        flavor = session.get(Flavor, seeded.big_flavor_id if big else seeded.flavor_id)
+        sizes = {"flavor_id": flavor.id, "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
+                 "disk_gb": flavor.disk_gb}
+    return add_instance(db, display_name=name, project_id=PROJECT, user_id=USER, image_id=seeded.image_id,
+                        task_started_at=utcnow(),
+                        requested_networks=[{"network_id": n, "port_id": None, "fixed_ip": None} for n in networks],
+                        **sizes)
 
 
 def instance(db: Database, instance_id: str) -> dict[str, Any]:

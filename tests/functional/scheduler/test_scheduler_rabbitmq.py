@@ -11,7 +11,6 @@ concurrently.
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -20,7 +19,7 @@ from fabric.context import RequestContext
 from fabric.scheduler.request import AFFINITY, ANTI_AFFINITY
 from fabric.scheduler.rpcapi import SchedulerAPI
 from tests.fixtures import scheduler as build
-from tests.fixtures.processes import python_module
+from tests.fixtures.processes import python_module, wait_until
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -28,20 +27,6 @@ WORKERS = 4
 HOSTS = 6
 FAILING_HOST = "host0005"
 RATIOS = {"ram_ratio": 1.0, "cpu_ratio": 1.0, "disk_ratio": 1.0}
-
-
-def wait_until(condition, *, timeout, what, workers):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        for worker in workers:
-            assert worker.popen.poll() is None, f"{worker.name} exited early:\n{worker.log()}"
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in workers)
-            pytest.fail(f"{what} not met within {timeout}s\n{logs}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -90,7 +75,8 @@ def test_four_workers_place_concurrently_without_overcommit(postgres_db, rabbit,
         rows = build.instances(db, all_ids)
         return rows if all(r.vm_state in ("active", "error") for r in rows.values()) else None
 
-    rows = wait_until(settled, timeout=180, what="every instance active or in error", workers=workers)
+    rows = wait_until(settled, timeout=180, what="every instance active or in error", workers=workers,
+                      interval=0.1)
     faults = build.faults(db)
 
     # No host over capacity, and usage equals what the instances on it hold.

@@ -6,6 +6,7 @@ started by the ``spawn`` fixture and stopped by their own PID.
 
 from __future__ import annotations
 
+import collections
 import secrets
 import signal
 import sys
@@ -18,8 +19,12 @@ import fabric
 from fabric import rpc, servicegroup
 from fabric.cmd import manage
 from fabric.context import RequestContext
+from fabric.rpc import envelope, signing
 from tests.fixtures.processes import REPO, python_module, wait_until
 from tests.fixtures.recorder import ATTEMPTS, EFFECTS, TOPIC, create_effect_tables
+from tests.fixtures.rpc import serving
+from tests.fixtures.signing import keyring_at
+from tests.functional.rpc.test_rpc_rabbitmq import take_dead_letters
 
 pytestmark = pytest.mark.functional
 
@@ -37,6 +42,12 @@ def env(rabbit_vhost, sqlite_db):
             "FABRIC_SERVICE_REPORT_INTERVAL": "0.2",
             "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
             "FABRIC_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT": "20"}
+
+
+@pytest.fixture(autouse=True)
+def key_host(monkeypatch, signing_keys):
+    """``fabric-manage`` here runs on the key host: it holds every role's keys (the session's)."""
+    monkeypatch.setenv("FABRIC_SIGNING_KEY_DIR", str(signing_keys))
 
 
 def manage_queues(capsys, monkeypatch, rabbit_vhost, *argv):
@@ -171,17 +182,19 @@ def test_requeue_dead_moves_dead_letters_back_to_their_queue(
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.log()
 
-    # One first: it is back in its queue with its body, its dead past cleared.
+    # One first: it is back in its queue with its envelope (freshly signed), its dead past cleared.
     out = manage_queues(capsys, monkeypatch, rabbit_vhost, "requeue-dead", TOPIC, "--limit", "1")
-    assert out == f"Moved 1 dead-lettered message(s) from {TOPIC}.dead back to {TOPIC}.\n"
+    assert out == (f"Moved 1 dead-lettered message(s) from {TOPIC}.dead back to {TOPIC} "
+                   "(1 re-signed with a fresh timestamp).\n")
     table = queue_table(manage_queues(capsys, monkeypatch, rabbit_vhost))
     assert (table[TOPIC][1], table[TOPIC][4]) == (1, "2")
     moved_body, moved_headers = peek(rabbit_vhost, TOPIC)
-    assert moved_body == body
+    assert signing.strip(moved_body) == signing.strip(body) and moved_body != body
     assert not {"x-fabric-dead-reason", "x-fabric-attempt", "x-fabric-queue"} & set(moved_headers)
 
     out = manage_queues(capsys, monkeypatch, rabbit_vhost, "requeue-dead", f"{TOPIC}.dead")
-    assert out == f"Moved 2 dead-lettered message(s) from {TOPIC}.dead back to {TOPIC}.\n"
+    assert out == (f"Moved 2 dead-lettered message(s) from {TOPIC}.dead back to {TOPIC} "
+                   "(2 re-signed with a fresh timestamp).\n")
 
     fail.unlink()  # the cause is fixed: a worker can handle them now
     worker = spawn(worker_argv, env=worker_env, name="recorder-again")
@@ -192,6 +205,61 @@ def test_requeue_dead_moves_dead_letters_back_to_their_queue(
     assert table[TOPIC][4] == "0"
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.log()
+
+
+class Applier:
+    def __init__(self) -> None:
+        #: How many times ``apply`` ran for each token.
+        self.runs: collections.Counter[str] = collections.Counter()
+
+    def apply(self, ctx, token):
+        self.runs[token] += 1
+
+    def echo(self, ctx, value):
+        return value
+
+
+def test_requeue_dead_re_signs_a_stale_dead_letter_and_leaves_forged_and_unsigned_ones(
+        rabbit, rabbit_transport, signing_keys, capsys, monkeypatch):
+    """A cast dead-lettered as stale (signed longer ago than max_age, as a backlog would be)
+    is requeued freshly signed and handled once; a forged and an unsigned one stay dead."""
+
+    def cast(token):
+        return envelope.encode_request("cast", rpc.new_message_id(), "apply", {"token": token},
+                                       RequestContext().to_dict(), None, None, "widgets")
+
+    max_age = signing.keyring_of(rabbit_transport).max_age
+    stale = keyring_at(signing_keys, ["api"], seconds_ago=max_age + 60).sign(
+        signing.REQUEST, cast("old"), "api", "widgets")
+    genuine = keyring_at(signing_keys, ["api"]).sign(signing.REQUEST, cast("genuine"), "api", "widgets")
+    forged = genuine.replace(b'"token":"genuine"', b'"token":"changed"')
+    unsigned = cast("unsigned")
+    assert forged != genuine
+    applier = Applier()
+    with serving(rabbit_transport, applier) as server:
+        for body in (stale, forged, unsigned):
+            rabbit_transport.publish("fabric", "widgets", body, message_id=rpc.new_message_id(),
+                                     persistent=True, wait_confirm=True, timeout=10)
+        wait_until(lambda: server.refused == {"stale": 1, "forged": 1, "unsigned": 1}, what="three refusals")
+        wait_until(lambda: rabbit.queues("messages")["widgets.dead"]["messages"] == "3", what="three dead letters")
+
+        out = manage_queues(capsys, monkeypatch, rabbit.url, "requeue-dead", "widgets")
+        lines = out.splitlines()
+        assert lines[:2] == [
+            "Moved 1 dead-lettered message(s) from widgets.dead back to widgets (1 re-signed with a fresh timestamp).",
+            f"Left 2 in widgets.dead (signatures checked with the keys in {signing_keys}):"]
+        assert lines[2].startswith("  1 forged: the signature of api>widgets key ")
+        assert lines[3] == "  1 unsigned: the message carries no signature"
+
+        wait_until(lambda: applier.runs, what="the requeued cast handled")
+        client = rpc.RPCClient(rabbit_transport, rpc.Target("widgets"))
+        assert client.call(RequestContext(), "echo", value="after") == "after"  # nothing else queued before it
+        assert applier.runs == {"old": 1}
+        assert server.refused == {"stale": 1, "forged": 1, "unsigned": 1}  # not refused again
+    queues = rabbit.queues("messages")
+    assert (queues["widgets"]["messages"], queues["widgets.dead"]["messages"]) == ("0", "2")
+    left = {body for body, _ in take_dead_letters(rabbit.url, "widgets")}
+    assert left == {forged, unsigned}  # exactly as they were: never re-signed
 
 
 def test_requeue_dead_of_an_unknown_queue_is_one_clear_line(rabbit_vhost, monkeypatch, capsys):

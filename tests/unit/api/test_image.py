@@ -1,10 +1,15 @@
-"""Image v2: create, upload (streamed, checksums), download, list filters, patch, delete, isolation."""
+"""Image v2: create, upload (streamed, checksums), download, list filters, patch, delete, isolation,
+and the image references kernel_id/ramdisk_id checked wherever they are set."""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 
-from fabric.api import image_store
+import sqlalchemy as sa
+
+from fabric.db.models import Image
+from fabric.images import ImageStore
 
 IMG = "/image/v2"
 
@@ -31,7 +36,7 @@ def test_upload_streams_with_checksums_and_downloads(api):
     assert shown["status"] == "active" and shown["size"] == len(data)
     assert shown["checksum"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert (shown["os_hash_algo"], shown["os_hash_value"]) == ("sha512", hashlib.sha512(data).hexdigest())
-    stored = image_store.image_path(api.settings, image["id"])
+    stored = ImageStore.from_settings(api.settings).path(image["id"])
     assert stored.read_bytes() == data
     assert [p.name for p in stored.parent.iterdir()] == [image["id"]]  # no partial file left
     got = api.app.get(f"{IMG}/images/{image['id']}/file", headers=member.headers)
@@ -47,7 +52,7 @@ def test_too_large_upload_leaves_the_image_queued(api):
     resp = upload(api, member, image["id"], b"x" * 11, status=413)
     assert "larger than the 10 bytes" in resp.json["message"]
     assert api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers).json["status"] == "queued"
-    assert not image_store.image_path(api.settings, image["id"]).exists()
+    assert not ImageStore.from_settings(api.settings).path(image["id"]).exists()
 
 
 def test_list_filters_and_isolation(api):
@@ -94,4 +99,63 @@ def test_patch_and_delete(api):
     upload(api, member, image["id"], b"data")
     api.app.delete(f"{IMG}/images/{image['id']}", headers=member.headers, status=204)
     api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers, status=404)
-    assert not image_store.image_path(api.settings, image["id"]).exists()
+    assert not ImageStore.from_settings(api.settings).path(image["id"]).exists()
+
+
+def _image_rows(api) -> int:
+    with api.db.begin() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(Image))
+
+
+def test_references_are_image_ids_of_images_the_owner_may_use(api):
+    owner, other = api.make_member(), api.make_member()
+    kernel = create(api, owner, name="vmlinuz", disk_format="aki", container_format="aki")
+    ramdisk = create(api, owner, name="initrd", disk_format="ari", container_format="ari")
+    others_private = create(api, other, name="theirs", disk_format="aki", container_format="aki",
+                            visibility="private")
+    others_community = create(api, other, name="community", disk_format="aki", container_format="aki",
+                              visibility="community")
+    others_public = create(api, other, name="public", disk_format="aki", container_format="aki")
+    api.app.patch_json(f"{IMG}/images/{others_public['id']}", [{"op": "replace", "path": "/visibility",
+                                                                  "value": "public"}],
+                       headers={"X-Auth-Token": api.admin.token})
+    unknown = str(uuid.uuid4())
+
+    # Good references are stored in their canonical (lower-case) form.
+    ami = create(api, owner, name="ami", disk_format="ami", container_format="ami",
+                 kernel_id=kernel["id"].upper(), ramdisk_id=ramdisk["id"])
+    assert (ami["kernel_id"], ami["ramdisk_id"]) == (kernel["id"], ramdisk["id"])
+    for allowed in (others_public, others_community):
+        assert create(api, owner, kernel_id=allowed["id"])["kernel_id"] == allowed["id"]
+
+    before = _image_rows(api)
+    refused = {
+        "../../etc/passwd": "is not an image id", "/etc/passwd": "is not an image id",
+        f"{kernel['id']}/../x": "is not an image id", "": "is not an image id",
+        unknown: "names no image that project", others_private["id"]: "names no image that project",
+    }
+    for value, why in refused.items():
+        resp = api.app.post_json(f"{IMG}/images", {"name": "bad", "kernel_id": value}, headers=owner.headers,
+                                 status=400)
+        assert f"kernel_id {value!r}" in resp.json["message"] and why in resp.json["message"], resp.json
+    # Unknown and invisible read the same: the answer does not tell that the private image exists.
+    resp = api.app.post_json(f"{IMG}/images", {"name": "bad", "ramdisk_id": kernel["id"]}, headers=owner.headers,
+                             status=400)
+    assert "disk_format 'aki'; accepted: ari" in resp.json["message"]
+    resp = api.app.post_json(f"{IMG}/images", {"name": "bad", "id": "../escape"}, headers=owner.headers,
+                             status=400)
+    assert "id '../escape' is not an image id" in resp.json["message"]
+    assert _image_rows(api) == before  # nothing written by a refused create
+
+    # PATCH (what `openstack image set --property` sends): refused, and the image is unchanged.
+    for value in ("../../etc/passwd", unknown, others_private["id"]):
+        resp = api.app.patch_json(f"{IMG}/images/{ami['id']}", [
+            {"op": "replace", "path": "/name", "value": "renamed"},
+            {"op": "replace", "path": "/kernel_id", "value": value}], headers=owner.headers, status=400)
+        assert f"kernel_id {value!r}" in resp.json["message"]
+    shown = api.app.get(f"{IMG}/images/{ami['id']}", headers=owner.headers).json
+    assert (shown["name"], shown["kernel_id"]) == ("ami", kernel["id"])
+    patched = api.app.patch_json(f"{IMG}/images/{ami['id']}", [
+        {"op": "replace", "path": "/kernel_id", "value": others_public["id"]},
+        {"op": "remove", "path": "/ramdisk_id"}], headers=owner.headers).json
+    assert patched["kernel_id"] == others_public["id"] and "ramdisk_id" not in patched

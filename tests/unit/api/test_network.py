@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fabric.db.models import AddressAllocation, AddressPool, Port
+import pytest
+
+from fabric.db.models import AddressAllocation, AddressPool, Port, Subnet
+from fabric.ipam.api import validate_subnet
 
 N = "/networking/v2.0"
 
@@ -62,7 +65,7 @@ def test_subnets_validate_and_ports_list(api):
     assert sub["gateway_ip"] == "10.1.0.1"
     assert sub["allocation_pools"] == [{"start": "10.1.0.2", "end": "10.1.0.254"}]
     assert api.recorder.named("subnet_created")[-1]["subnet_id"] == sub["id"]
-    for cidr, words in (("10.1.0.0/25", "overlaps subnet"), ("10.2.0.1/24", "not a network address"),
+    for cidr, words in (("10.1.0.0/25", "overlaps subnet"), ("10.2.0.1/24", "has host bits set"),
                         ("10.3.0.0/31", "too small")):
         resp = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": cidr}},
                                  headers=member.headers, status=400)
@@ -80,6 +83,55 @@ def test_subnets_validate_and_ports_list(api):
     assert "server port(s) in use" in resp.json["NeutronError"]["message"]
     resp = api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=409)
     assert "still has 1 allocated address(es)" in resp.json["NeutronError"]["message"]
+
+
+def _subnet_rows(api) -> list:
+    with api.db.begin() as session:
+        return [(s.id, s.cidr) for s in session.query(Subnet)]
+
+
+@pytest.mark.parametrize("extra, bad_value", [
+    # IPAM refuses a pool holding the network address (it could never build the
+    # pool); the API used to store such a subnet and answer 201.
+    ({"gateway_ip": "10.5.0.254", "allocation_pools": [{"start": "10.5.0.0", "end": "10.5.0.10"}]},
+     "10.5.0.0-10.5.0.10"),
+    ({"allocation_pools": [{"start": "10.5.0.200", "end": "10.5.0.255"}]}, "10.5.0.200-10.5.0.255"),
+    ({"allocation_pools": [{"start": "10.5.0.2", "end": "10.5.0.9"}, {"start": "10.5.0.5", "end": "10.5.0.20"}]},
+     "10.5.0.5-10.5.0.20"),
+    ({"allocation_pools": [{"start": "10.5.0.x", "end": "10.5.0.9"}]}, "10.5.0.x"),
+    ({"gateway_ip": "10.5.0.255"}, "10.5.0.255"),
+    ({"gateway_ip": "10.6.0.1"}, "10.6.0.1"),
+    ({"cidr": "10.5.0.0/24", "ip_version": 6}, "ip_version 6"),
+    ({"cidr": "10.5.0.0/24", "gateway_ip": "10.5.0.9", "allocation_pools": [{"start": "10.5.0.5", "end": "10.5.0.20"}]},
+     "contains the gateway_ip 10.5.0.9"),
+])
+def test_a_subnet_ipam_would_refuse_is_400_with_nothing_committed(api, extra, bad_value):
+    member = api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers).json["network"]
+    before = _subnet_rows(api)
+    body = {"network_id": net["id"], "cidr": "10.5.0.0/24", "ip_version": 4} | extra
+    resp = api.app.post_json(f"{N}/subnets", {"subnet": body}, headers=member.headers, status=400)
+    assert bad_value in resp.json["NeutronError"]["message"]
+    assert _subnet_rows(api) == before
+    assert api.recorder.named("subnet_created") == []
+
+
+def test_the_api_stores_the_subnet_ipam_normalises(api):
+    member = api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers).json["network"]
+    body = {"network_id": net["id"], "cidr": "10.7.0.0/24", "ip_version": 4, "gateway_ip": "10.7.0.1",
+            "allocation_pools": [{"start": "10.7.0.100", "end": "10.7.0.120"},
+                                 {"start": "10.7.0.5", "end": "10.7.0.10"}]}
+    sub = api.app.post_json(f"{N}/subnets", {"subnet": body}, headers=member.headers, status=201).json["subnet"]
+    expected = validate_subnet("10.7.0.0/24", "10.7.0.1", body["allocation_pools"], ip_version=4)
+    assert (sub["cidr"], sub["gateway_ip"], sub["allocation_pools"]) == \
+        (expected.cidr, expected.gateway_ip, expected.allocation_pools)
+    assert sub["allocation_pools"][0] == {"start": "10.7.0.5", "end": "10.7.0.10"}  # sorted, as IPAM keeps them
+    no_gateway = api.app.post_json(f"{N}/subnets", {"subnet": {
+        "network_id": net["id"], "cidr": "10.8.0.0/30", "ip_version": 4, "gateway_ip": None}},
+        headers=member.headers, status=201).json["subnet"]
+    assert (no_gateway["gateway_ip"], no_gateway["allocation_pools"]) == \
+        (None, [{"start": "10.8.0.1", "end": "10.8.0.2"}])
 
 
 def test_a_subnet_whose_only_addresses_are_dhcp_ports_can_be_deleted(api):

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from fabric.compute.manager import ComputeManager
 from fabric.config import Settings
 from fabric.context import RequestContext
-from fabric.db.models import Instance
 from fabric.exception import Invalid
 from fabric.virt.driver import BootImage
 from fabric.virt.fake import FakeDriver
+from tests.fixtures import instances
 
 HOST = "cmp1"
 
@@ -106,11 +104,9 @@ def manager(make_manager):
     return make_manager()
 
 
-def add_instance(db, *, host=HOST, vm_state="building", task_state="scheduling", networks=1, image_id="img",
-                 **values) -> str:
-    instance_id = str(uuid.uuid4())
-    with db.begin() as session:
-        session.add(Instance(id=instance_id, project_id="p1", user_id="u1", host=host, vcpus=1, memory_mb=128,
-                             disk_gb=1, image_id=image_id, vm_state=vm_state, task_state=task_state,
-                             requested_networks=[{"network_id": f"net{i}"} for i in range(networks)], **values))
-    return instance_id
+def add_instance(db, *, host=HOST, networks=1, image_id="img", **values) -> str:
+    """An instance row on ``host`` (:func:`tests.fixtures.instances.add_instance`, building/scheduling)
+    asking for ``networks`` networks (net0, net1 ...) and booting ``image_id``; ``values`` override
+    any other column. Returns its id."""
+    return instances.add_instance(db, host=host, image_id=image_id, disk_gb=1,
+                                  requested_networks=[{"network_id": f"net{i}"} for i in range(networks)], **values)

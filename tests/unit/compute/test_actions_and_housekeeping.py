@@ -7,7 +7,7 @@ import datetime
 import pytest
 import sqlalchemy as sa
 
-from fabric.compute import housekeeping, states
+from fabric.compute import states
 from fabric.compute.faults import latest_fault
 from fabric.db.models import ComputeNode
 from fabric.db.types import utcnow
@@ -59,14 +59,14 @@ def test_a_failed_action_ends_in_error_with_a_fault(manager, ctx, active):
 
 def test_sync_shows_a_guest_killed_behind_our_back_as_stopped(manager, ctx, active):
     manager.driver.kill(active)
-    assert housekeeping.sync_power_states(manager) == 1
+    assert manager.sync_power_states(ctx) == 1
     assert _state(manager, active) == ("stopped", None, PowerState.SHUTDOWN)
-    assert housekeeping.sync_power_states(manager) == 0  # nothing left to change
+    assert manager.sync_power_states(ctx) == 0  # nothing left to change
 
 
 def test_sync_errors_an_instance_whose_guest_vanished(manager, ctx, active):
     manager.driver.destroy(active)
-    housekeeping.sync_power_states(manager)
+    manager.sync_power_states(ctx)
     assert _state(manager, active)[0] == "error"
     assert "vanished" in latest_fault(manager.db, active)["message"]
 
@@ -74,7 +74,7 @@ def test_sync_errors_an_instance_whose_guest_vanished(manager, ctx, active):
 def test_sync_leaves_instances_with_a_task_alone(manager, ctx, active):
     states.compare_and_swap(manager.db, active, {}, task_state="rebooting")
     manager.driver.kill(active)
-    assert housekeeping.sync_power_states(manager) == 0
+    assert manager.sync_power_states(ctx) == 0
     assert _state(manager, active) == ("active", "rebooting", PowerState.RUNNING)
 
 
@@ -84,7 +84,7 @@ def test_the_reaper_errors_instances_stuck_past_the_timeout(make_manager, ctx):
     stuck = add_instance(manager.db, task_state="spawning", task_started_at=old)
     recent = add_instance(manager.db, task_state="spawning", task_started_at=utcnow())
     resting = add_instance(manager.db, vm_state="active", task_state=None, task_started_at=old)
-    assert housekeeping.reap_stuck_instances(manager) == [stuck]
+    assert manager.reap_stuck_instances(ctx) == [stuck]
     assert _state(manager, stuck)[:2] == ("error", None)
     fault = latest_fault(manager.db, stuck)
     assert "stuck in task spawning for more than 60s" in fault["message"]
@@ -95,7 +95,7 @@ def test_the_reaper_errors_instances_stuck_past_the_timeout(make_manager, ctx):
 def test_resource_report_writes_capacity_and_never_touches_claimed_usage(manager, ctx, active):
     with manager.db.begin() as session:
         session.add(ComputeNode(host=HOST, vcpus_used=5, memory_mb_used=640, running_vms=3))
-    housekeeping.report_resources(manager)
+    manager.report_resources(ctx)
     with manager.db.begin() as session:
         node = session.scalars(sa.select(ComputeNode).where(ComputeNode.host == HOST)).one()
         assert (node.vcpus, node.memory_mb, node.disk_gb, node.hypervisor_type) == (8, 4096, 100, "fake")
@@ -104,9 +104,9 @@ def test_resource_report_writes_capacity_and_never_touches_claimed_usage(manager
         assert node.last_report is not None
 
 
-def test_first_report_creates_the_node(manager):
-    housekeeping.report_resources(manager)
-    housekeeping.report_resources(manager)
+def test_first_report_creates_the_node(manager, ctx):
+    manager.report_resources(ctx)
+    manager.report_resources(ctx)
     with manager.db.begin() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(ComputeNode)) == 1
 

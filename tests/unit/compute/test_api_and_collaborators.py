@@ -8,73 +8,101 @@ from fabric.compute import states
 from fabric.compute.api import ComputeService
 from fabric.compute.collaborators import (
     IpamAddresses,
-    LocalImageStore,
     dhcp_port_id,
     mac_for,
     port_id_for,
     request_token,
 )
 from fabric.context import RequestContext
-from fabric.db.models import Image, Network, Port, Subnet
+from fabric.db.models import Network, Port, Subnet
 from fabric.exception import Conflict, InstanceStateConflict, Invalid, NotFound, Unroutable
 from tests.unit.compute.conftest import add_instance
 
 
-class RecordingComputeAPI:
+class RecordingCaster:
+    """The compute caster (fabric.compute.api.ComputeCaster) keeping what it was asked to send."""
+
     def __init__(self) -> None:
         self.casts: list[tuple] = []
         self.fail_with: Exception | None = None
 
-    def __getattr__(self, method):
-        def cast(ctx, host, instance_id, **kwargs):
-            if self.fail_with:
-                raise self.fail_with
-            self.casts.append((method, host, instance_id, kwargs))
-        return cast
+    def instance_action(self, ctx, host, action, instance_id, **kwargs):
+        if self.fail_with:
+            raise self.fail_with
+        self.casts.append((action, host, instance_id, kwargs))
+
+    def get_console_output(self, ctx, host, instance_id, length):
+        self.casts.append(("get_console_output", host, instance_id, {"length": length}))
+        return "console\n"
 
 
 @pytest.fixture
 def service(sqlite_db):
-    svc = ComputeService.__new__(ComputeService)
-    svc.db, svc.rpcapi = sqlite_db, RecordingComputeAPI()
-    return svc
+    return ComputeService(sqlite_db, RecordingCaster())
 
 
 def test_an_action_sets_its_task_then_casts_to_the_host(service):
     instance_id = add_instance(service.db, vm_state="active", task_state=None)
-    service.reboot(RequestContext(), instance_id, hard=True)
-    assert service.rpcapi.casts == [("reboot_instance", "cmp1", instance_id, {"hard": True})]
-    # A hard reboot has its own task, the one the HTTP API sets for it too.
+    service.act(RequestContext(), instance_id, "reboot:HARD")
+    assert service.compute.casts == [("reboot_instance", "cmp1", instance_id, {"hard": True})]
+    # A hard reboot has its own task, the one the worker runs it under.
     assert states.get_instance(service.db, instance_id)["task_state"] == "rebooting_hard"
     with pytest.raises(InstanceStateConflict, match="task_state 'rebooting_hard'"):
-        service.stop(RequestContext(), instance_id)  # one task at a time
+        service.act(RequestContext(), instance_id, "os-stop")  # one task at a time
+
+
+def test_a_hard_reboot_may_override_a_soft_one_in_progress(service):
+    instance_id = add_instance(service.db, vm_state="active", task_state=None)
+    service.act(RequestContext(), instance_id, "reboot:SOFT")
+    with pytest.raises(InstanceStateConflict, match="task_state 'rebooting'"):
+        service.act(RequestContext(), instance_id, "reboot:SOFT")
+    service.act(RequestContext(), instance_id, "reboot:HARD")
+    assert [c[3] for c in service.compute.casts] == [{"hard": False}, {"hard": True}]
+    assert states.get_instance(service.db, instance_id)["task_state"] == "rebooting_hard"
 
 
 def test_an_action_from_the_wrong_state_is_refused_at_once(service):
     instance_id = add_instance(service.db, vm_state="stopped", task_state=None)
     with pytest.raises(InstanceStateConflict, match="vm_state 'stopped'"):
-        service.pause(RequestContext(), instance_id)
-    assert service.rpcapi.casts == []
+        service.act(RequestContext(), instance_id, "pause")
+    unplaced = add_instance(service.db, host=None, vm_state="error", task_state=None)
+    with pytest.raises(Conflict, match="not placed on a host"):
+        service.act(RequestContext(), unplaced, "os-stop")
+    assert service.compute.casts == []
+    assert states.get_instance(service.db, unplaced)["task_state"] is None
 
 
-def test_an_unroutable_cast_rolls_the_task_back(service):
-    instance_id = add_instance(service.db, vm_state="active", task_state=None)
-    service.rpcapi.fail_with = Unroutable(target="compute.cmp1", method="stop_instance")
+def test_an_unroutable_cast_puts_the_task_back(service):
+    instance_id = add_instance(service.db, vm_state="active", task_state="rebooting")
+    service.compute.fail_with = Unroutable(target="compute.cmp1", method="reboot_instance")
     with pytest.raises(Unroutable):
-        service.stop(RequestContext(), instance_id)
-    assert states.get_instance(service.db, instance_id)["task_state"] is None
+        service.act(RequestContext(), instance_id, "reboot:HARD")
+    assert states.get_instance(service.db, instance_id)["task_state"] == "rebooting"
 
 
-def test_delete_without_host_is_immediate_and_with_host_casts(service):
+def test_delete_without_host_is_immediate_and_with_host_casts_once(service):
+    accepted = []
     unplaced = add_instance(service.db, host=None)
-    service.delete(RequestContext(), unplaced)
+    service.delete(RequestContext(), unplaced, on_accepted=lambda session, row: accepted.append(row.id))
     assert states.get_instance(service.db, unplaced, include_deleted=True)["deleted"] is True
     placed = add_instance(service.db, vm_state="active", task_state=None)
-    service.delete(RequestContext(), placed)
+    service.delete(RequestContext(), placed, on_accepted=lambda session, row: accepted.append(row.id))
+    service.delete(RequestContext(), placed, on_accepted=lambda session, row: accepted.append(row.id))
     assert states.get_instance(service.db, placed)["task_state"] == "deleting"
-    assert service.rpcapi.casts == [("terminate_instance", "cmp1", placed, {})]
-    with pytest.raises(Conflict, match="no host"):
-        service.get_console_output(RequestContext(), add_instance(service.db, host=None))
+    assert service.compute.casts == [("terminate_instance", "cmp1", placed, {})]
+    assert accepted == [unplaced, placed]  # the repeat was not accepted again
+    with pytest.raises(NotFound):
+        service.delete(RequestContext(), unplaced)
+
+
+def test_console_needs_an_active_server_on_a_host(service):
+    with pytest.raises(Conflict, match="no console"):
+        service.get_console_output(RequestContext(), add_instance(service.db, host=None, vm_state="active"))
+    with pytest.raises(InstanceStateConflict, match="vm_state 'stopped'"):
+        service.get_console_output(RequestContext(), add_instance(service.db, vm_state="stopped", task_state=None))
+    active = add_instance(service.db, vm_state="active", task_state=None)
+    assert service.get_console_output(RequestContext(), active, 5) == "console\n"
+    assert service.compute.casts == [("get_console_output", "cmp1", active, {"length": 5})]
 
 
 def test_nic_identities_are_stable_and_valid():
@@ -132,24 +160,3 @@ def test_ipam_addresses_take_the_network_s_ipv4_subnet_and_release_by_token(sqli
         addresses.allocate(RequestContext(), instance, 1, {"network_id": "empty"})
     with pytest.raises(NotFound, match="Network missing"):
         addresses.allocate(RequestContext(), instance, 1, {"network_id": "missing"})
-
-
-def test_local_image_store_boots_disks_and_kernels(sqlite_db, tmp_path):
-    for name in ("disk-img", "kern", "ramdisk"):
-        (tmp_path / name).write_bytes(b"x")
-    with sqlite_db.begin() as session:
-        session.add(Image(id="disk-img", disk_format="qcow2"))
-        session.add(Image(id="direct", disk_format="aki", properties={
-            "kernel_id": "kern", "ramdisk_id": "ramdisk", "os_command_line": "console=ttyS0"}))
-        session.add(Image(id="iso", disk_format="iso"))
-    store = LocalImageStore(tmp_path, sqlite_db)
-    ctx = RequestContext()
-    disk = store.boot_image(ctx, {"id": "i", "image_id": "disk-img"})
-    assert (disk.disk_path, disk.disk_format, disk.kernel) == (str(tmp_path / "disk-img"), "qcow2", None)
-    kernel = store.boot_image(ctx, {"id": "i", "image_id": "direct"})
-    assert (kernel.kernel, kernel.initrd, kernel.cmdline) == (str(tmp_path / "kern"), str(tmp_path / "ramdisk"),
-                                                              "console=ttyS0")
-    with pytest.raises(Invalid, match="'iso'"):
-        store.boot_image(ctx, {"id": "i", "image_id": "iso"})
-    with pytest.raises(NotFound):
-        store.boot_image(ctx, {"id": "i", "image_id": "unknown"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import eventlet
+
 from fabric.compute import states
 from fabric.compute.faults import latest_fault
 from fabric.exception import AddressExhausted, HypervisorError, Unroutable
@@ -39,6 +41,27 @@ def test_a_build_interrupted_after_spawn_resumes_without_a_second_guest(manager,
     assert manager.driver.calls["spawn"] == 1
     row = states.get_instance(manager.db, instance_id)
     assert (row["vm_state"], row["task_state"]) == ("active", None)
+
+
+def test_a_duplicate_delivery_during_the_build_waits_and_undoes_nothing(manager, ctx):
+    # RabbitMQ redelivers a build whose consumer connection broke while the first delivery
+    # still runs in this process: the duplicate must not take the build half-way for a failure.
+    instance_id = add_instance(manager.db)
+    duplicates = []
+
+    def deliver_again(vif):
+        if not duplicates:
+            duplicates.append(eventlet.spawn(manager.build_instance, ctx, instance_id))
+            eventlet.sleep(0)  # the duplicate runs as far as it can before the first goes on
+
+    manager.network.on_plug = deliver_again
+    manager.build_instance(ctx, instance_id)
+    duplicates[0].wait()
+    row = states.get_instance(manager.db, instance_id)
+    assert (row["vm_state"], row["task_state"]) == ("active", None)
+    assert latest_fault(manager.db, instance_id) is None
+    assert manager.driver.calls["spawn"] == 1 and manager.driver.instance_exists(instance_id)
+    assert (manager.addresses.released, manager.network.unplugged) == ([], [])
 
 
 def test_build_for_another_host_or_a_deleted_instance_does_nothing(manager, ctx):

@@ -1,8 +1,7 @@
-"""IPAM test helpers: a manager on the test database, subnets, and table snapshots."""
+"""IPAM test helpers: a manager on the test database, subnets (:mod:`tests.fixtures.subnets`,
+imported from here by the IPAM tests), and table snapshots."""
 
 from __future__ import annotations
-
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +19,7 @@ from fabric.db.models import (
     TopologyHost,
 )
 from fabric.ipam.manager import IpamManager
+from tests.fixtures.subnets import make_subnet  # noqa: F401 - the IPAM tests import it from here
 
 IPAM_TABLES = (Datacenter, TopologyHost, Tenant, Segment, Network, Subnet, AddressPool, FreeAddress,
                AddressAllocation)
@@ -34,22 +34,6 @@ def snapshot(db) -> dict[str, list]:
             columns = [c for c in table.c if c.name not in ("created_at", "updated_at")]
             rows[table.name] = sorted(tuple(map(str, row)) for row in conn.execute(sa.select(*columns)))
     return rows
-
-
-def make_subnet(db, cidr: str, project_id: str = "p1", gateway_ip: str | None = "auto",
-                allocation_pools=None, reserved=None) -> str:
-    """A network and one subnet row, as the API writes them (validated first)."""
-    from fabric.ipam.pools import validate_subnet
-
-    spec = validate_subnet(cidr, gateway_ip, allocation_pools, reserved)
-    network_id, subnet_id = str(uuid.uuid4()), str(uuid.uuid4())
-    with db.begin() as session:
-        session.add(Network(id=network_id, project_id=project_id, network_type="vxlan"))
-        session.flush()
-        session.add(Subnet(id=subnet_id, network_id=network_id, project_id=project_id,
-                           ip_version=spec.ip_version, cidr=spec.cidr, gateway_ip=spec.gateway_ip,
-                           allocation_pools=spec.allocation_pools, reserved=spec.reserved))
-    return subnet_id
 
 
 @pytest.fixture

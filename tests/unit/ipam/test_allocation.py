@@ -226,3 +226,21 @@ def test_allocations_survive_the_server_closing_connections(ipam, db):
     assert ipam.allocate(CTX, "after", subnet_id=subnet)["address"] == "10.8.0.3"
     assert addresses(ipam.release(CTX, pool=subnet, request_token="before")) == ["10.8.0.2"]
     assert ipam.allocate(CTX, "again", subnet_id=subnet)["address"] == "10.8.0.2"
+
+
+def test_default_ranges_leave_out_the_gateway_and_build_the_same_pool():
+    from fabric.ipam.pools import subnet_pool, validate_subnet
+
+    spec = validate_subnet("10.0.0.0/24")
+    assert (spec.gateway_ip, spec.allocation_pools) == ("10.0.0.1", [{"start": "10.0.0.2", "end": "10.0.0.254"}])
+    middle = validate_subnet("10.0.0.0/29", gateway_ip="10.0.0.3")
+    assert middle.allocation_pools == [{"start": "10.0.0.1", "end": "10.0.0.2"},
+                                       {"start": "10.0.0.4", "end": "10.0.0.6"}]
+    assert validate_subnet("10.0.0.0/30", gateway_ip=None).allocation_pools == [
+        {"start": "10.0.0.1", "end": "10.0.0.2"}]
+    # A row stored with ranges that hold the gateway (or with none) builds the very
+    # same pool: the gateway was never handed out, and the ordinals do not move.
+    stored_before = subnet_pool("s1", "10.0.0.0/24", "10.0.0.1", [{"start": "10.0.0.1", "end": "10.0.0.254"}], [])
+    assert subnet_pool("s1", "10.0.0.0/24", "10.0.0.1", spec.allocation_pools, []) == stored_before
+    assert subnet_pool("s1", "10.0.0.0/24", "10.0.0.1", [], []) == stored_before
+    assert stored_before.address(0) == "10.0.0.2"

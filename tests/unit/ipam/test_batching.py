@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -11,17 +10,10 @@ from fabric.context import RequestContext
 from fabric.exception import AddressExhausted
 from fabric.ipam.allocator import EXTEND_BY
 from fabric.ipam.batching import FALLBACK, GroupCommit
+from tests.fixtures.processes import wait_until
 from tests.unit.ipam.conftest import make_subnet, snapshot
 
 CTX = RequestContext.admin()
-
-
-def _until(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 class HeldBatches:
@@ -55,7 +47,7 @@ def _submit_all(combiner: GroupCommit, batches: HeldBatches, key: str, requests:
     for request in requests[1:]:
         threads.append(threading.Thread(target=submit, args=(request,)))
         threads[-1].start()
-    _until(lambda: combiner.waiting(key) == len(requests) - 1, "the requests to queue")
+    wait_until(lambda: combiner.waiting(key) == len(requests) - 1, 10, "the requests to queue", interval=0.002)
     batches.go.set()
     for t in threads:
         t.join(10)
@@ -100,7 +92,7 @@ def test_keys_do_not_wait_for_each_other():
 
     other = threading.Thread(target=other_key)
     other.start()
-    _until(lambda: ["b0"] in batches.calls, "pool-b's batch to start while pool-a's runs")
+    wait_until(lambda: ["b0"] in batches.calls, 10, "pool-b's batch to start while pool-a's runs", interval=0.002)
     batches.go.set()
     held.join(10)
     other.join(10)

@@ -24,18 +24,18 @@ from fabric.network.drivers import load
 from fabric.network.drivers.fake import FakeDriver
 from fabric.network.manager import NetworkManager
 from fabric.network.rpcapi import NetworkAPI
-from tests.unit.rpc.conftest import rpc_settings, transport, wait_for  # noqa: F401 - fixtures
+from tests.unit.rpc.conftest import settings, wait_for  # noqa: F401 - fixtures
 
 VXLAN = {"id": "net-1", "network_type": "vxlan", "segmentation_id": 10}
 ROUTED = {"id": "net-r", "network_type": "routed", "match_mask": "0.0.15.240", "match_value": "0.0.1.16"}
 
 
 @pytest.fixture
-def workers(rpc_settings, transport):  # noqa: F811
+def workers(settings, transport):  # noqa: F811
     made = {}
     for host, tunnel in (("h1", "192.168.0.1"), ("h2", "192.168.0.2")):
-        settings = rpc_settings.replace(default={"host": host}, network={"tunnel_address": tunnel})
-        manager = NetworkManager(settings)
+        host_settings = settings.replace(default={"host": host}, network={"tunnel_address": tunnel})
+        manager = NetworkManager(host_settings)
         server = rpc.RPCServer(transport, topic="network", host=host, endpoint=manager)
         server.start()
         made[host] = (manager, server)
@@ -98,7 +98,7 @@ def test_floating_addresses_are_tracked_per_host(workers, transport):  # noqa: F
     assert api.describe_host_networking(ctx, "h2")["floating"] == {}
 
 
-def test_host_state_from_the_database_and_reconcile_on_start(sqlite_db, rpc_settings):  # noqa: F811
+def test_host_state_from_the_database_and_reconcile_on_start(sqlite_db, settings):  # noqa: F811
     with sqlite_db.begin() as session:
         session.add(Datacenter(id=1, name="default", prefix="10.64.0.0/16", host_bits=4, tenant_bits=4,
                                segment_bits=4, endpoint_bits=4))
@@ -135,7 +135,7 @@ def test_host_state_from_the_database_and_reconcile_on_start(sqlite_db, rpc_sett
             FloatingIp(id="f1", address="172.31.0.1", project_id="proj", floating_network_id="net-x",
                        port_id="p-r", fixed_address="10.64.17.18", host="h1"),
         ])
-    settings = rpc_settings.replace(default={"host": "h1"})
+    settings = settings.replace(default={"host": "h1"})
     state = dbstate.host_state(sqlite_db, "h1", settings)
     assert sorted(state.networks) == ["net-r", "net-x"]
     assert state.networks["net-x"].host_address == "10.30.0.2/24" and state.networks["net-x"].dhcp

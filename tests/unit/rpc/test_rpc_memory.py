@@ -20,7 +20,7 @@ from fabric.exception import (
     RemoteError,
     Unroutable,
 )
-from fabric.rpc import envelope
+from fabric.rpc import envelope, signing
 from fabric.rpc.transport import ATTEMPT_HEADER, DEAD_REASON_HEADER, QueueSpec
 from tests.fixtures.rpc import serving, wait_for
 
@@ -203,10 +203,12 @@ def test_context_is_active_in_the_handler_and_its_log_lines(server, client, ctx,
 
 
 def test_malformed_message_is_dead_lettered_and_worker_keeps_running(transport, server, client, ctx):
-    transport.publish("fabric", "widgets", b'{"v": 1, "kind": "cast"', message_id="bad-1",
-                      persistent=True)
-    transport.publish("fabric", "widgets", json.dumps({"v": 9}).encode(), message_id="bad-2",
-                      persistent=True)
+    # Signed, so it is the envelope that is refused (unsigned ones: test_signing.py).
+    keyring = signing.keyring_of(transport)
+    transport.publish("fabric", "widgets", keyring.sign(signing.REQUEST, b'{"v": 1, "kind": "cast"', "api", "widgets"),
+                      message_id="bad-1", persistent=True)
+    transport.publish("fabric", "widgets", keyring.sign(signing.REQUEST, json.dumps({"v": 9}).encode(), "api",
+                                                        "widgets"), message_id="bad-2", persistent=True)
     assert client.call(ctx, "echo", value="still here") == "still here"
     wait_for(lambda: transport.queue_depth("widgets.dead") == 2, what="two dead letters")
     reasons = [headers[DEAD_REASON_HEADER] for _, headers in dead_letters(transport, "widgets")]
@@ -222,7 +224,7 @@ def test_failing_cast_is_dead_lettered_after_max_deliveries(transport, server, m
     assert "always_fails failed 3 time(s)" in headers[DEAD_REASON_HEADER]
     assert "disk on fire for t-1" in headers[DEAD_REASON_HEADER]
     assert headers[ATTEMPT_HEADER] == 3
-    assert envelope.decode_request(body)["args"] == {"token": "t-1"}
+    assert envelope.decode_request(signing.strip(body))["args"] == {"token": "t-1"}
     assert client.call(ctx, "echo", value=1) == 1
 
 
@@ -278,8 +280,8 @@ def test_idempotent_calls_are_resent_after_a_lost_connection(transport, server, 
     assert client.prepare(idempotent=True)._options.idempotent
 
 
-def test_quorum_delivery_limit_dead_letters_a_message_that_keeps_coming_back(rpc_settings, ctx):
-    settings = rpc_settings.replace(rpc={"quorum_queues": True, "max_deliveries": 2})
+def test_quorum_delivery_limit_dead_letters_a_message_that_keeps_coming_back(settings, ctx):
+    settings = settings.replace(rpc={"quorum_queues": True, "max_deliveries": 2})
     transport = rpc.get_transport(settings.rpc)
     manager = Manager()
     manager.gate = Event()
@@ -305,8 +307,8 @@ def test_arguments_must_be_json(server, client, ctx):
         client.cast(ctx, "record", token={1, 2})
 
 
-def test_a_configured_exchange_is_used_by_both_sides(rpc_settings, ctx):
-    settings = rpc_settings.replace(rpc={"exchange": "fabric_blue"})
+def test_a_configured_exchange_is_used_by_both_sides(settings, ctx):
+    settings = settings.replace(rpc={"exchange": "fabric_blue"})
     transport = rpc.get_transport(settings.rpc)
     server = rpc.RPCServer(transport, topic="widgets", host="h1", endpoint=Manager())
     server.start()

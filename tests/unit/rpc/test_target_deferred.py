@@ -77,9 +77,9 @@ def test_wait_with_timeout_raises_when_nothing_came():
     assert deferred.wait() == "late"
 
 
-def test_get_transport_refuses_unknown_schemes(rpc_settings):
+def test_get_transport_refuses_unknown_schemes(settings):
     from fabric import rpc
 
-    settings = rpc_settings.replace(rpc={"transport_url": "kafka://broker:9092"})
+    settings = settings.replace(rpc={"transport_url": "kafka://broker:9092"})
     with pytest.raises(Invalid, match="'kafka://broker:9092': accepted schemes are amqp:// and memory://"):
         rpc.get_transport(settings.rpc)

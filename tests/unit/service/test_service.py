@@ -49,13 +49,6 @@ def settings():
 
 
 @pytest.fixture
-def transport(settings):
-    transport = rpc.get_transport(settings.rpc)
-    yield transport
-    transport.cleanup()
-
-
-@pytest.fixture
 def running(settings, transport, sqlite_db):
     """Start services on the shared memory transport; stop and wait for them after."""
     started = []
@@ -139,7 +132,8 @@ def test_a_manager_without_describe_still_answers_it(running, settings, transpor
 
 
 def test_workers_registry():
-    assert {w.topic for w in workers.WORKERS.values()} == {"api", "scheduler", "compute", "network", "ipam"}
+    assert {w.topic for w in workers.WORKERS.values()} == {"api", "scheduler", "compute", "network", "ipam",
+                                                           "objectstore"}
     assert set(workers.ALL_IN_ONE) == set(workers.WORKERS)
     with pytest.raises(KeyError, match="unknown worker 'fabric-nope'; known: fabric-api"):
         workers.worker("fabric-nope")

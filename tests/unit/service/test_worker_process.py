@@ -23,17 +23,23 @@ def wait_for_rows(engine, table, count, worker):
     return wait_until(enough, what=f"{count} {table.name} row(s)", workers=[worker])
 
 
+def spawn_recorder(spawn, db, effects_url: str, key: str, release, graceful_timeout: float):
+    """A recorder worker (host w1, memory://) that casts ``record(key)`` to itself at start; its
+    handler waits for the file ``release``."""
+    return spawn(python_module("tests.fixtures.recorder_worker", "--effects", effects_url,
+                               "--cast-to-self", key, "--release", str(release)),
+                 env={"FABRIC_DATABASE_URL": db.url.render_as_string(hide_password=False),
+                      "FABRIC_DEFAULT_HOST": "w1", "FABRIC_RPC_TRANSPORT_URL": "memory://",
+                      "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
+                      "FABRIC_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT": str(graceful_timeout)},
+                 name="recorder")
+
+
 def test_sigterm_finishes_the_handler_in_flight_and_exits_0(spawn, sqlite_db, tmp_path):
     effects_url = f"sqlite:///{tmp_path / 'effects.sqlite'}"
     effects = create_effect_tables(effects_url)
     release = tmp_path / "release"
-    worker = spawn(python_module("tests.fixtures.recorder_worker", "--effects", effects_url,
-                                 "--cast-to-self", "in-flight", "--release", str(release)),
-                   env={"FABRIC_DATABASE_URL": sqlite_db.url.render_as_string(hide_password=False),
-                        "FABRIC_DEFAULT_HOST": "w1", "FABRIC_RPC_TRANSPORT_URL": "memory://",
-                        "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
-                        "FABRIC_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT": "30"},
-                   name="recorder")
+    worker = spawn_recorder(spawn, sqlite_db, effects_url, "in-flight", release, graceful_timeout=30)
     wait_for_rows(effects, ATTEMPTS, 1, worker)          # the handler is running
     worker.signal(signal.SIGTERM)
     worker.wait_for_log("stopped consuming")             # no new messages are taken
@@ -53,7 +59,7 @@ def test_fabric_all_syncs_an_empty_database_runs_every_worker_and_stops(spawn, t
     worker = spawn([sys.executable, str(REPO / "bin/fabric-all")],
                    env={"FABRIC_DEFAULT_DATA_DIR": str(data_dir), "FABRIC_DEFAULT_HOST": "allinone",
                         "FABRIC_SERVICE_ADVERTISE_ADDRESS": "192.0.2.7",
-                        "FABRIC_API_PORT": "0"},  # any free port: tests run side by side
+                        "FABRIC_API_PORT": "0", "FABRIC_OBJECTSTORE_PORT": "0"},  # any free port: tests run side by side
                    name="fabric-all")
     for binary in workers.ALL_IN_ONE:
         worker.wait_for_log(f"Started {binary} on host allinone")
@@ -83,12 +89,7 @@ def test_sigterm_waits_for_in_flight_work_no_longer_than_the_graceful_timeout(sp
     effects_url = f"sqlite:///{tmp_path / 'effects.sqlite'}"
     effects = create_effect_tables(effects_url)
     never = tmp_path / "never-created"
-    worker = spawn(python_module("tests.fixtures.recorder_worker", "--effects", effects_url,
-                                 "--cast-to-self", "stuck", "--release", str(never)),
-                   env={"FABRIC_DATABASE_URL": sqlite_db.url.render_as_string(hide_password=False),
-                        "FABRIC_DEFAULT_HOST": "w1", "FABRIC_SERVICE_GRACEFUL_SHUTDOWN_TIMEOUT": "0.5",
-                        "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1"},
-                   name="recorder")
+    worker = spawn_recorder(spawn, sqlite_db, effects_url, "stuck", never, graceful_timeout=0.5)
     wait_for_rows(effects, ATTEMPTS, 1, worker)
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.log()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -57,3 +58,16 @@ def driver(request, tmp_path):
     drv.init_host("virt-test")
     yield drv
     drv.cleanup_host()
+
+
+def nic_macs(driver, uuid: str) -> list[str]:
+    """The MACs of the guest's NICs as its hypervisor holds them, in order (lower case): the
+    fake's own record, or the libvirt domain's definition read back from libvirt."""
+    from fabric.virt.fake import FakeDriver
+
+    if isinstance(driver, FakeDriver):
+        return [nic.mac.lower() for nic in driver.interfaces(uuid)]
+    import libvirt
+
+    xml = driver.host.call(lambda conn: conn.lookupByUUIDString(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return [mac.get("address").lower() for mac in ET.fromstring(xml).findall("./devices/interface/mac")]

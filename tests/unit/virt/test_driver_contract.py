@@ -6,7 +6,7 @@ import pytest
 
 from fabric.exception import GuestExists, GuestNotFound, GuestStateInvalid, InvalidGuestSpec
 from fabric.virt.driver import BootImage, NetworkInterface, PowerState
-from tests.unit.virt.conftest import make_spec
+from tests.unit.virt.conftest import make_spec, nic_macs
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -129,12 +129,21 @@ def test_available_resource_counts_the_guests(driver):
 
 def test_detach_interface_on_a_stopped_guest(driver):
     spec = make_spec(1)
+    (own,) = [nic.mac for nic in spec.interfaces]
     driver.spawn(spec)
     driver.power_off(spec.uuid)
     extra = NetworkInterface(id="extra", mac="52:54:00:aa:bb:cc", tap="fabtap1")
     driver.attach_interface(spec.uuid, extra)
+    assert nic_macs(driver, spec.uuid) == [own, extra.mac]
     driver.attach_interface(spec.uuid, extra)  # same MAC again: no error, no second NIC
+    assert nic_macs(driver, spec.uuid) == [own, extra.mac]
     driver.detach_interface(spec.uuid, extra)
+    assert nic_macs(driver, spec.uuid) == [own]  # only that NIC went
     driver.detach_interface(spec.uuid, extra)  # not attached: no error
+    assert nic_macs(driver, spec.uuid) == [own]
     with pytest.raises(InvalidGuestSpec):
         driver.attach_interface(spec.uuid, NetworkInterface(id="bad", mac="nope", bridge="br"))
+    assert nic_macs(driver, spec.uuid) == [own]
+    driver.power_on(spec.uuid)  # the definition it starts from has the one NIC
+    assert driver.get_info(spec.uuid).power_state == PowerState.RUNNING
+    assert nic_macs(driver, spec.uuid) == [own]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fabric.virt.libvirt import config
+from tests.fixtures.databases import unavailable
 from tests.unit.virt.conftest import make_spec
 
 TOOLS = Path(__file__).resolve().parents[3] / "tools"
@@ -151,7 +152,7 @@ def test_bench_icmp_checksum_matches_the_rfc_1071_example():
 def test_bench_pinger_gets_an_answer_from_loopback():
     bench = _load_bench()
     if os.geteuid() != 0:
-        pytest.skip("raw ICMP sockets need root")
+        unavailable("raw ICMP sockets need root")
     ticks = []
     assert bench.ping_until_answer("127.0.0.1", time.monotonic() + 5, on_tick=lambda: ticks.append(1))
     assert ticks

@@ -1,0 +1,16 @@
+"""``fabric-objectstore``: the S3-compatible object store (buckets and objects over HTTP)."""
+
+import fabric.cmd.eventlet_entry  # noqa: F401, I001 - first: monkey patches before anything else loads
+
+import sys
+
+from fabric.cmd import common, launcher
+
+
+@common.clean_errors
+def main(argv: list[str] | None = None) -> int:
+    return launcher.launch(("fabric-objectstore",), argv, prog="fabric-objectstore", description=__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The objectstore's rows in the shared database: credentials, buckets, objects, uploads, parts.
+
+Each function is one short transaction. Switching which blob a key names is a
+compare-and-swap (``UPDATE ... WHERE blob = <the one read>``, retried when it
+lost a race), never a lock, so it holds on every backend (DESIGN.md §4).
+Functions that unlink nothing themselves return the blob ids the caller must
+remove from storage once the transaction committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import secrets
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from fabric.db import Database
+from fabric.db.models import (
+    Bucket,
+    Ec2Credential,
+    MultipartUpload,
+    Project,
+    RoleAssignment,
+    StoredObject,
+    UploadPart,
+    User,
+)
+from fabric.db.types import utcnow
+from fabric.objectstore.errors import S3Error, no_such_bucket, no_such_upload
+
+#: Compare-and-swap attempts before a write gives up (only ever reached under a storm of writers).
+MAX_ATTEMPTS = 20
+
+_OBJECTS = StoredObject.__table__
+_PARTS = UploadPart.__table__
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Whom an access key speaks for."""
+
+    access_key: str
+    secret: str
+    user_id: str
+    project_id: str
+    project_name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketInfo:
+    id: str
+    name: str
+    project_id: str
+    acl: str
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    key: bytes
+    blob: str
+    size: int
+    etag: str
+    content_type: str
+    meta: dict
+    checksum_algorithm: str | None
+    checksum_value: str | None
+    checksum_type: str | None
+    last_modified: datetime.datetime
+
+
+_OBJECT_COLUMNS = [getattr(StoredObject, f.name) for f in dataclasses.fields(ObjectInfo)]
+
+
+def autocommit(db: Database) -> sa.engine.Engine:
+    """``db``'s engine in autocommit mode, for single statements: a read or a lone INSERT is
+    atomic by itself, and skipping BEGIN and COMMIT/ROLLBACK saves two of its three round
+    trips (on PostgreSQL, most of a small request's time). Shares ``db``'s pool."""
+    engine = getattr(db, "_objectstore_autocommit", None)
+    if engine is None:
+        engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        db._objectstore_autocommit = engine
+    return engine
+
+
+def principal(db: Database, access_key: str) -> Principal | None:
+    """The live credential ``access_key`` names: its user and project enabled and the user still
+    holding a role on the project; None otherwise."""
+    query = (sa.select(Ec2Credential.access, Ec2Credential.secret, Ec2Credential.user_id,
+                       Ec2Credential.project_id, Project.name)
+             .join(User, User.id == Ec2Credential.user_id)
+             .join(Project, Project.id == Ec2Credential.project_id)
+             .where(Ec2Credential.access == access_key, User.enabled.is_(True), Project.enabled.is_(True))
+             .where(sa.exists().where(RoleAssignment.user_id == Ec2Credential.user_id,
+                                      RoleAssignment.project_id == Ec2Credential.project_id)))
+    with autocommit(db).connect() as connection:
+        row = connection.execute(query).first()
+    return Principal(*row) if row else None
+
+
+# --- buckets -----------------------------------------------------------------------
+
+
+def _bucket_info(row: Any) -> BucketInfo:
+    return BucketInfo(row.id, row.name, row.project_id, row.acl, row.created_at)
+
+
+_BUCKETS = Bucket.__table__
+_BUCKET_COLUMNS = [_BUCKETS.c.id, _BUCKETS.c.name, _BUCKETS.c.project_id, _BUCKETS.c.acl, _BUCKETS.c.created_at]
+# Built once: the hot paths (every request reads its bucket; GET and HEAD read bucket and object in
+# one round trip) run on Core connections, not ORM sessions, which cost more than the query itself.
+_BUCKET_BY_NAME = sa.select(*_BUCKET_COLUMNS).where(_BUCKETS.c.name == sa.bindparam("name"))
+_BUCKET_AND_OBJECT = (
+    sa.select(*_BUCKET_COLUMNS, *[_OBJECTS.c[f.name].label(f"o_{f.name}") for f in dataclasses.fields(ObjectInfo)])
+    .select_from(_BUCKETS.outerjoin(_OBJECTS, sa.and_(_OBJECTS.c.bucket_id == _BUCKETS.c.id,
+                                                      _OBJECTS.c.key == sa.bindparam("key"))))
+    .where(_BUCKETS.c.name == sa.bindparam("name")))
+
+
+def get_bucket(db: Database, name: str) -> BucketInfo:
+    """The bucket called ``name``; NoSuchBucket when there is none."""
+    with autocommit(db).connect() as connection:
+        row = connection.execute(_BUCKET_BY_NAME, {"name": name}).first()
+    if row is None:
+        raise no_such_bucket(name)
+    return _bucket_info(row)
+
+
+def get_bucket_and_object(db: Database, name: str, key: bytes) -> tuple[BucketInfo, ObjectInfo | None]:
+    """The bucket called ``name`` and its object ``key`` (None when absent), in one query; NoSuchBucket."""
+    with autocommit(db).connect() as connection:
+        row = connection.execute(_BUCKET_AND_OBJECT, {"name": name, "key": key}).first()
+    if row is None:
+        raise no_such_bucket(name)
+    if row.o_blob is None:
+        return _bucket_info(row), None
+    return _bucket_info(row), ObjectInfo(*(row._mapping[f"o_{f.name}"] for f in dataclasses.fields(ObjectInfo)))
+
+
+def list_buckets(db: Database, project_id: str) -> list[BucketInfo]:
+    with db.begin() as session:
+        rows = session.execute(sa.select(Bucket.id, Bucket.name, Bucket.project_id, Bucket.acl, Bucket.created_at)
+                               .where(Bucket.project_id == project_id).order_by(Bucket.name)).all()
+    return [_bucket_info(row) for row in rows]
+
+
+def create_bucket(db: Database, name: str, project_id: str, owner_id: str, acl: str) -> None:
+    """Create the bucket; BucketAlreadyOwnedByYou or BucketAlreadyExists when the name is taken."""
+    try:
+        with db.begin() as session:
+            session.add(Bucket(id=str(uuid.uuid4()), name=name, project_id=project_id, owner_id=owner_id, acl=acl))
+    except sa.exc.IntegrityError:
+        existing = get_bucket(db, name)
+        if existing.project_id == project_id:
+            raise S3Error("BucketAlreadyOwnedByYou", BucketName=name) from None
+        raise S3Error("BucketAlreadyExists", BucketName=name) from None
+
+
+def delete_bucket(db: Database, bucket: BucketInfo) -> None:
+    """Delete an empty bucket; BucketNotEmpty while it holds an object or an upload in progress."""
+    empty = ~sa.exists().where(StoredObject.bucket_id == bucket.id) & \
+        ~sa.exists().where(MultipartUpload.bucket_id == bucket.id)
+    with db.begin() as session:
+        gone = session.execute(sa.delete(Bucket).where(Bucket.id == bucket.id, empty)).rowcount
+        if gone:
+            return
+        still_there = session.scalar(sa.select(Bucket.id).where(Bucket.id == bucket.id))
+    if still_there:
+        raise S3Error("BucketNotEmpty", BucketName=bucket.name)
+    raise no_such_bucket(bucket.name)
+
+
+def set_bucket_acl(db: Database, bucket: BucketInfo, acl: str) -> None:
+    with db.begin() as session:
+        session.execute(sa.update(Bucket).where(Bucket.id == bucket.id).values(acl=acl))
+
+
+# --- objects -------------------------------------------------------------------------
+
+
+_INSERT_OBJECT = sa.insert(_OBJECTS)
+_OBJECT_BY_KEY = sa.select(*_OBJECT_COLUMNS).where(StoredObject.bucket_id == sa.bindparam("bucket_id"),
+                                                   StoredObject.key == sa.bindparam("key"))
+
+
+def get_object(db: Database, bucket_id: str, key: bytes) -> ObjectInfo | None:
+    with autocommit(db).connect() as connection:
+        row = connection.execute(_OBJECT_BY_KEY, {"bucket_id": bucket_id, "key": key}).first()
+    return ObjectInfo(*row) if row else None
+
+
+def _bucket_gone(error: sa.exc.IntegrityError, db: Database, bucket: BucketInfo) -> None:
+    """Raise NoSuchBucket when an insert failed because the bucket was deleted meanwhile."""
+    with db.begin() as session:
+        if session.scalar(sa.select(Bucket.id).where(Bucket.id == bucket.id)) is None:
+            raise no_such_bucket(bucket.name) from None
+
+
+def put_object(db: Database, bucket: BucketInfo, key: bytes, values: dict[str, Any]) -> str | None:
+    """Make ``key`` name the blob and attributes in ``values``; returns the blob it named before.
+
+    NoSuchBucket when the bucket was deleted meanwhile.
+    """
+    values = dict(values, last_modified=values.get("last_modified") or utcnow())
+    try:
+        # A new key (the common case) is one INSERT; only an existing key needs the swap below.
+        with autocommit(db).connect() as connection:
+            connection.execute(_INSERT_OBJECT, dict(values, bucket_id=bucket.id, key=key))
+        return None
+    except sa.exc.IntegrityError as exc:
+        _bucket_gone(exc, db, bucket)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            with db.begin() as session:
+                old = session.execute(sa.select(_OBJECTS.c.id, _OBJECTS.c.blob).where(
+                    _OBJECTS.c.bucket_id == bucket.id, _OBJECTS.c.key == key)).first()
+                if old is None:
+                    session.execute(sa.insert(_OBJECTS).values(bucket_id=bucket.id, key=key, **values))
+                    return None
+                swapped = session.execute(sa.update(_OBJECTS).where(
+                    _OBJECTS.c.id == old.id, _OBJECTS.c.blob == old.blob).values(**values)).rowcount
+                if swapped == 1:
+                    return old.blob
+        except sa.exc.IntegrityError as exc:
+            _bucket_gone(exc, db, bucket)
+    raise S3Error("InternalError", f"too many concurrent writers of this key; retry (after {MAX_ATTEMPTS} tries)")
+
+
+def delete_object(db: Database, bucket_id: str, key: bytes) -> str | None:
+    """Remove ``key``; returns the blob it named (None when there was no such key)."""
+    for _ in range(MAX_ATTEMPTS):
+        with db.begin() as session:
+            old = session.execute(sa.select(_OBJECTS.c.id, _OBJECTS.c.blob).where(
+                _OBJECTS.c.bucket_id == bucket_id, _OBJECTS.c.key == key)).first()
+            if old is None:
+                return None
+            if session.execute(sa.delete(_OBJECTS).where(_OBJECTS.c.id == old.id,
+                                                         _OBJECTS.c.blob == old.blob)).rowcount == 1:
+                return old.blob
+    raise S3Error("InternalError", f"too many concurrent writers of this key; retry (after {MAX_ATTEMPTS} tries)")
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix`` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def list_keys(db: Database, bucket_id: str, prefix: bytes, after: bytes | None, limit: int,
+              *, from_key: bytes | None = None) -> list[ObjectInfo]:
+    """Up to ``limit`` objects whose keys start with ``prefix``, in byte order, after ``after``
+    (exclusive) or from ``from_key`` (inclusive)."""
+    query = sa.select(*_OBJECT_COLUMNS).where(StoredObject.bucket_id == bucket_id)
+    if prefix:
+        query = query.where(StoredObject.key >= prefix)
+        end = prefix_end(prefix)
+        if end is not None:
+            query = query.where(StoredObject.key < end)
+    if after is not None:
+        query = query.where(StoredObject.key > after)
+    if from_key is not None:
+        query = query.where(StoredObject.key >= from_key)
+    with db.begin() as session:
+        rows = session.execute(query.order_by(StoredObject.key).limit(limit)).all()
+    return [ObjectInfo(*row) for row in rows]
+
+
+# --- multipart uploads ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadInfo:
+    id: str
+    bucket_id: str
+    key: bytes
+    owner_id: str
+    content_type: str
+    meta: dict
+    checksum_algorithm: str | None
+    checksum_type: str | None
+    initiated: datetime.datetime
+
+
+_UPLOAD_COLUMNS = [getattr(MultipartUpload, f.name) for f in dataclasses.fields(UploadInfo)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PartInfo:
+    part_number: int
+    blob: str
+    size: int
+    etag: str
+    checksum_value: str | None
+    last_modified: datetime.datetime
+
+
+_PART_COLUMNS = [getattr(UploadPart, f.name) for f in dataclasses.fields(PartInfo)]
+
+
+def create_upload(db: Database, bucket: BucketInfo, key: bytes, owner_id: str, content_type: str, meta: dict,
+                  checksum_algorithm: str | None, checksum_type: str | None) -> str:
+    upload_id = secrets.token_urlsafe(32)
+    try:
+        with db.begin() as session:
+            session.add(MultipartUpload(id=upload_id, bucket_id=bucket.id, key=key, owner_id=owner_id,
+                                        content_type=content_type, meta=meta, checksum_algorithm=checksum_algorithm,
+                                        checksum_type=checksum_type))
+    except sa.exc.IntegrityError as exc:
+        _bucket_gone(exc, db, bucket)
+        raise
+    return upload_id
+
+
+def get_upload(db: Database, bucket_id: str, key: bytes, upload_id: str) -> UploadInfo:
+    """The upload ``upload_id`` of this bucket and key; NoSuchUpload otherwise."""
+    with db.begin() as session:
+        row = session.execute(sa.select(*_UPLOAD_COLUMNS).where(MultipartUpload.id == upload_id)).first()
+    if row is None or row.bucket_id != bucket_id or row.key != key:
+        raise no_such_upload(upload_id)
+    return UploadInfo(*row)
+
+
+def put_part(db: Database, upload_id: str, part_number: int, values: dict[str, Any]) -> str | None:
+    """Record a part (replacing an earlier one of that number); returns the blob replaced.
+    NoSuchUpload when the upload was completed or aborted meanwhile."""
+    values = dict(values, last_modified=utcnow())
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            with db.begin() as session:
+                where = (_PARTS.c.upload_id == upload_id, _PARTS.c.part_number == part_number)
+                old = session.execute(sa.select(_PARTS.c.blob).where(*where)).first()
+                if old is None:
+                    session.execute(sa.insert(_PARTS).values(upload_id=upload_id, part_number=part_number, **values))
+                    return None
+                if session.execute(sa.update(_PARTS).where(*where, _PARTS.c.blob == old.blob)
+                                   .values(**values)).rowcount == 1:
+                    return old.blob
+        except sa.exc.IntegrityError:
+            with db.begin() as session:
+                if session.get(MultipartUpload, upload_id) is None:
+                    raise no_such_upload(upload_id) from None
+    raise S3Error("InternalError", f"too many concurrent uploads of this part; retry (after {MAX_ATTEMPTS} tries)")
+
+
+def list_parts(db: Database, upload_id: str, after: int = 0, limit: int = 10000) -> list[PartInfo]:
+    with db.begin() as session:
+        rows = session.execute(sa.select(*_PART_COLUMNS).where(UploadPart.upload_id == upload_id,
+                                                               UploadPart.part_number > after)
+                               .order_by(UploadPart.part_number).limit(limit)).all()
+    return [PartInfo(*row) for row in rows]
+
+
+def end_upload(db: Database, upload_id: str, bucket: BucketInfo | None = None, key: bytes | None = None,
+               values: dict[str, Any] | None = None) -> tuple[list[str], str | None]:
+    """Remove the upload and its parts; with ``values``, in the same transaction make ``key``
+    name the assembled blob (CompleteMultipartUpload). Returns (the parts' blobs, the blob
+    ``key`` named before). NoSuchUpload when another request ended it first."""
+    for _ in range(MAX_ATTEMPTS):
+        with db.begin() as session:
+            blobs = list(session.scalars(sa.select(UploadPart.blob).where(UploadPart.upload_id == upload_id)))
+            session.execute(sa.delete(UploadPart).where(UploadPart.upload_id == upload_id))
+            if session.execute(sa.delete(MultipartUpload).where(MultipartUpload.id == upload_id)).rowcount != 1:
+                raise no_such_upload(upload_id)
+            if values is None:
+                return blobs, None
+            now = dict(values, last_modified=utcnow())
+            old = session.execute(sa.select(_OBJECTS.c.id, _OBJECTS.c.blob).where(
+                _OBJECTS.c.bucket_id == bucket.id, _OBJECTS.c.key == key)).first()
+            if old is None:
+                session.execute(sa.insert(_OBJECTS).values(bucket_id=bucket.id, key=key, **now))
+                return blobs, None
+            if session.execute(sa.update(_OBJECTS).where(_OBJECTS.c.id == old.id, _OBJECTS.c.blob == old.blob)
+                               .values(**now)).rowcount == 1:
+                return blobs, old.blob
+            # Lost the race for the key: undo the upload's removal too, and try again.
+            session.rollback()
+            session.begin()
+    raise S3Error("InternalError", f"too many concurrent writers of this key; retry (after {MAX_ATTEMPTS} tries)")
+
+
+def list_uploads(db: Database, bucket_id: str, prefix: bytes, key_marker: bytes | None,
+                 upload_id_marker: str | None, limit: int) -> list[UploadInfo]:
+    query = sa.select(*_UPLOAD_COLUMNS).where(MultipartUpload.bucket_id == bucket_id)
+    if prefix:
+        query = query.where(MultipartUpload.key >= prefix)
+        end = prefix_end(prefix)
+        if end is not None:
+            query = query.where(MultipartUpload.key < end)
+    if key_marker is not None:
+        if upload_id_marker:
+            query = query.where(sa.or_(MultipartUpload.key > key_marker,
+                                       sa.and_(MultipartUpload.key == key_marker,
+                                               MultipartUpload.id > upload_id_marker)))
+        else:
+            query = query.where(MultipartUpload.key > key_marker)
+    with db.begin() as session:
+        rows = session.execute(query.order_by(MultipartUpload.key, MultipartUpload.id).limit(limit)).all()
+    return [UploadInfo(*row) for row in rows]
+
+
+def referenced_blobs(db: Database) -> set[str]:
+    """Every blob an object or a part names (for the start-up sweep; one pass over both tables)."""
+    with db.begin() as session:
+        named = set(session.scalars(sa.select(StoredObject.blob)))
+        named.update(session.scalars(sa.select(UploadPart.blob)))
+    return named

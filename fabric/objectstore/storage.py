@@ -1,0 +1,186 @@
+"""Object bytes in files: written whole or not at all, never changed in place.
+
+Layout under the objectstore's directory::
+
+    tmp/<random>          an upload being written (removed at start: a crash left it)
+    blobs/<xx>/<blob id>  the bytes of one object version or one multipart part
+
+A blob is written to ``tmp/``, fsynced, renamed into ``blobs/`` and the
+directory fsynced; only then does a database row name it, so a row always has
+its bytes. Blobs are immutable: an overwrite writes a new blob, switches the
+row, then unlinks the old one, so a reader that opened the old file reads it
+whole (POSIX keeps an open file's bytes). Bytes without a row (a crash between
+rename and commit, or between commit and unlink) are found by :meth:`BlobStore.recover`
+at start and removed.
+
+fsync goes through eventlet's native thread pool when the process is green,
+so one upload waiting for the disk does not stall every other request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import eventlet.patcher
+import eventlet.tpool
+
+LOG = logging.getLogger(__name__)
+
+#: Bytes per read when streaming a blob out.
+READ_SIZE = 1024 * 1024
+
+
+def _off_hub(function, *args):
+    """Run a call that waits for the disk in a native thread when the process is green."""
+    if eventlet.patcher.is_monkey_patched("thread"):
+        return eventlet.tpool.execute(function, *args)
+    return function(*args)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durable_rename(fd: int, source: Path, target: Path) -> None:
+    """fsync and close ``fd``, rename ``source`` to ``target``, fsync the directory: one trip to
+    the native thread pool for all of it."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(source, target)
+    _sync_dir(target.parent)
+
+
+def new_blob_id() -> str:
+    return uuid.uuid4().hex
+
+
+class BlobWriter:
+    """One blob being written: ``write`` bytes, then ``commit`` (durable, named) or ``discard``."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self.blob_id = new_blob_id()
+        self.tmp_path = store.tmp_dir / f"{self.blob_id}.{secrets.token_hex(4)}"
+        self._fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    def fileno(self) -> int:
+        """The temporary file's descriptor (for kernel-side copies; add what they wrote to ``size``)."""
+        return self._fd
+
+    def commit(self) -> str:
+        """Make the bytes durable under their blob id; returns the id."""
+        fd, self._fd = self._fd, None
+        _off_hub(_durable_rename, fd, self.tmp_path, self._store.path(self.blob_id))
+        return self.blob_id
+
+    def discard(self) -> None:
+        """Forget the bytes written (idempotent; nothing was ever visible)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._fd is not None or exc_type is not None:
+            self.discard()
+
+
+class BlobStore:
+    """The directory of blobs (created, with its 256 fan-out directories, if missing)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.blob_dir = self.root / "blobs"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(256):
+            (self.blob_dir / f"{index:02x}").mkdir(parents=True, exist_ok=True)
+
+    def path(self, blob_id: str) -> Path:
+        return self.blob_dir / blob_id[:2] / blob_id
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self)
+
+    def open(self, blob_id: str):
+        """The blob opened for reading; FileNotFoundError when it is gone."""
+        return open(self.path(blob_id), "rb", buffering=0)
+
+    def link(self, blob_id: str) -> str:
+        """A new blob with the same bytes (a hard link: blobs never change); FileNotFoundError if gone."""
+        new_id = new_blob_id()
+        target = self.path(new_id)
+        os.link(self.path(blob_id), target)
+        _off_hub(_sync_dir, target.parent)
+        return new_id
+
+    def remove(self, blob_ids: Iterable[str | None]) -> None:
+        """Unlink blobs no row names any more (missing ones are fine)."""
+        for blob_id in blob_ids:
+            if not blob_id:
+                continue
+            try:
+                os.unlink(self.path(blob_id))
+            except FileNotFoundError:
+                pass
+
+    def stream(self, handle, start: int, length: int) -> Iterator[bytes]:
+        """``length`` bytes of an open blob from ``start``, in pieces; closes the handle at the end."""
+        try:
+            offset, left = start, length
+            while left > 0:
+                data = os.pread(handle.fileno(), min(READ_SIZE, left), offset)
+                if not data:
+                    break
+                offset += len(data)
+                left -= len(data)
+                yield data
+        finally:
+            handle.close()
+
+    def recover(self, referenced: Callable[[], set[str]]) -> tuple[int, int]:
+        """Remove what a crash left: every temporary file, and every blob no row names.
+
+        ``referenced()`` returns the blob ids rows name. Call it before serving
+        (nothing may write meanwhile). Returns (temporary files, orphan blobs) removed.
+        """
+        temporary = 0
+        for entry in os.scandir(self.tmp_dir):
+            os.unlink(entry.path)
+            temporary += 1
+        known = referenced()
+        orphans = 0
+        for index in range(256):
+            for entry in os.scandir(self.blob_dir / f"{index:02x}"):
+                if entry.name not in known:
+                    os.unlink(entry.path)
+                    orphans += 1
+        if temporary or orphans:
+            LOG.warning("Removed %d unfinished upload file(s) and %d blob(s) no object or part names "
+                        "(left by a crash)", temporary, orphans)
+        return temporary, orphans

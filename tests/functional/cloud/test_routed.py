@@ -1,0 +1,176 @@
+"""Romana's routed L3 mode across two simulated hosts, real guests, through the real `openstack` CLI.
+
+A routed network has no subnet: its addresses come from the project's segment
+(fabric.ipam's layout: prefix | host | tenant | segment | endpoint), so each
+server's address is known before it boots: the first endpoint of a fresh
+segment on host H is ``layout.encode(H, tenant, segment, first offset)``. The
+API has no call to make a segment or a routed network yet: the test writes the
+rows as an operator's tooling would (:class:`fabric.ipam.topology.Topology`).
+
+Guests take their addresses by DHCP from their host (a server per endpoint
+device) and run a user-data probe (:func:`tests.fixtures.cloud.probe_script`);
+each host holds exactly one fabric route per remote host (proto 176) and a /32
+per local guest.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+import sqlalchemy as sa
+
+from fabric.db.models import Network, ServerGroup, TopologyHost
+from fabric.ipam.layout import FIRST_ENDPOINT_OFFSET
+from fabric.ipam.topology import Topology
+from fabric.network.kernel import RTPROT_FABRIC
+from fabric.sim import hosts as sim
+from fabric.sim.netns import in_ns, sh
+from tests.fixtures.cloud import BEGIN, END, FLAVOR, address_of, nft_rules, probe_results, probe_script
+from tests.fixtures.netns import ping, ping_eventually
+
+pytestmark = [pytest.mark.functional, pytest.mark.slow]
+
+
+def fabric_routes(ns: str) -> dict[str, str]:
+    """Destination -> gateway (or device) of fabric's routes (proto 176) in ``ns``."""
+    routes = json.loads(in_ns(ns, "ip", "-j", "route", "show", "proto", str(RTPROT_FABRIC)).stdout)
+    return {r["dst"] if "/" in r["dst"] else r["dst"] + "/32": r.get("gateway") or r["dev"] for r in routes}
+
+
+def _host_numbers(cloud) -> dict[str, int]:
+    with cloud.db.begin() as session:
+        return {row.name: row.number for row in session.execute(sa.select(TopologyHost.name, TopologyHost.number))}
+
+
+def _routed_network(cloud, project, name: str) -> tuple[str, dict[str, str]]:
+    """A routed network on a new segment of ``project``; (its id, host name -> its first address there)."""
+    topology = Topology(cloud.db)
+    segment = topology.add_segment(project.project_id, name)
+    _, layout = topology.datacenter()
+    with cloud.db.begin() as session:
+        network = Network(name=name, project_id=project.project_id, network_type="routed",
+                          segment_id=segment["id"], mtu=1500, status="ACTIVE")
+        session.add(network)
+        session.flush()
+        network_id = network.id
+    numbers = _host_numbers(cloud)
+    return network_id, {host.name: str(layout.encode(numbers[host.name], segment["tenant_number"], segment["number"],
+                                                      FIRST_ENDPOINT_OFFSET)) for host in cloud.hosts.hosts}
+
+
+def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud, projects, tmp_path):
+    hosts = {h.name: h for h in cloud.hosts.hosts}
+    erin, frank = projects("erin"), projects("frank")
+    net_e, erin_at = _routed_network(cloud, erin, "web")
+    net_f, frank_at = _routed_network(cloud, frank, "db")
+    with cloud.db.begin() as session:
+        group = ServerGroup(name="apart", project_id=erin.project_id, user_id=erin.user_id, policy="anti-affinity")
+        session.add(group)
+        session.flush()
+        group_id = group.id
+
+    # Frank's one server probes both of Erin's addresses; wherever it lands, one of his two
+    # candidate addresses is its own, and each of Erin's probes both.
+    (tmp_path / "frank.sh").write_text(probe_script(sorted(erin_at.values()), 55))
+    cloud.osc(frank.env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
+              f"net-id={net_f}", "--user-data", str(tmp_path / "frank.sh"), "vm-f")
+    cloud.wait_status(frank.env, "vm-f")
+    cloud.wait_console(frank.env, "vm-f", BEGIN)
+    (tmp_path / "erin.sh").write_text(probe_script(sorted(erin_at.values()) + sorted(frank_at.values()), 20))
+    for name in ("vm-e1", "vm-e2"):
+        cloud.osc(erin.env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
+                  f"net-id={net_e}", "--user-data", str(tmp_path / "erin.sh"), "--hint", f"group={group_id}", name)
+        cloud.wait_status(erin.env, name)
+    for name in ("vm-e1", "vm-e2"):
+        cloud.wait_console(erin.env, name, BEGIN)
+    assert END not in cloud.console(frank.env, "vm-f"), "Frank's probe ended before Erin's guests were up"
+
+    shown = {name: cloud.osc(env, "server", "show", name)
+             for name, env in (("vm-e1", erin.env), ("vm-e2", erin.env), ("vm-f", frank.env))}
+    placed = {name: s["OS-EXT-SRV-ATTR:host"] for name, s in shown.items()}
+    assert {placed["vm-e1"], placed["vm-e2"]} == set(hosts), placed  # one on each host
+    # Addresses as the layout predicts (the probes were written with them), taken by DHCP.
+    for name, at in (("vm-e1", erin_at), ("vm-e2", erin_at), ("vm-f", frank_at)):
+        assert address_of(shown[name]) == at[placed[name]], (name, shown[name]["addresses"], at)
+    e1, e2, f = (address_of(shown[n]) for n in ("vm-e1", "vm-e2", "vm-f"))
+    consoles = {name: cloud.wait_console(env, name, rf"{END}, exit \d+").string
+                for name, env in (("vm-e1", erin.env), ("vm-e2", erin.env), ("vm-f", frank.env))}
+    for name, address in (("vm-e1", e1), ("vm-e2", e2), ("vm-f", f)):
+        assert f"fabric-guest: eth0 {address}/" in consoles[name], consoles[name][-2000:]
+    results = {name: probe_results(console) for name, console in consoles.items()}
+    # Across hosts, routed: each of Erin's reaches the other; neither reaches Frank's, nor he them.
+    assert results["vm-e1"][e2][0] > 0 and results["vm-e2"][e1][0] > 0, results
+    assert results["vm-e1"][f][0] == results["vm-e2"][f][0] == 0, results
+    assert results["vm-f"][e1][0] == results["vm-f"][e2][0] == 0, results
+
+    # Exactly one route per remote host (its block via its tunnel address), a /32 per local guest.
+    _, layout = Topology(cloud.db).datacenter()
+    numbers = _host_numbers(cloud)
+    for name, host in hosts.items():
+        routes = fabric_routes(host.namespace)
+        others = [h for h in hosts.values() if h.name != name]
+        assert {dst: via for dst, via in routes.items() if not dst.endswith("/32")} == {
+            str(layout.host_block(numbers[h.name])): h.address for h in others}, routes
+        local = {address_of(s) for n, s in shown.items() if placed[n] == name}
+        assert {dst.removesuffix("/32") for dst in routes if dst.endswith("/32")} == local, routes
+
+
+FLOATING = "203.0.113.10"  # TEST-NET-3: stands for a public address
+OUTSIDE = "198.18.0.250"  # on the underlay, as the hosts' upstream router would be
+
+
+def test_a_floating_ip_reaches_a_routed_guest_from_outside_until_disassociated(cloud, projects, netns):
+    """There is no floating IP API yet (another issue adds ``floating ip create``): the row is
+    written as it would be, and the network service's own path (``NetworkService.associate_floating``,
+    a call to the guest's host's network worker over RabbitMQ) applies it."""
+    from fabric import rpc
+    from fabric.context import RequestContext
+    from fabric.db.models import FloatingIp, Port
+    from fabric.network.api import NetworkService
+
+    gina = projects("gina")
+    network_id, _ = _routed_network(cloud, gina, "pub")
+    external = cloud.osc(gina.env, "network", "create", "--external", "ext")
+    cloud.osc(gina.env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
+              f"net-id={network_id}", "vm-g")
+    shown = cloud.wait_status(gina.env, "vm-g")
+    fixed, host = address_of(shown), cloud.hosts.host(shown["OS-EXT-SRV-ATTR:host"])
+    cloud.wait_console(gina.env, "vm-g", f"fabric-guest: eth0 {fixed}/")
+
+    # The outside: a namespace on the underlay that routes the floating address to the guest's host.
+    outside = netns("outside")
+    underlay = cloud.hosts.underlay_namespace
+    port = f"o{secrets.token_hex(3)}"
+    sh("ip", "-n", underlay, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", outside)
+    sh("ip", "-n", underlay, "link", "set", port, "master", sim.UNDERLAY_BRIDGE, "up")
+    netns.configure_endpoint(outside, f"{OUTSIDE}/{host.prefixlen}")
+    in_ns(outside, "ip", "route", "add", f"{FLOATING}/32", "via", host.address)
+    assert not ping(outside, FLOATING, count=2)  # nothing answers before it is associated
+
+    with cloud.db.begin() as session:
+        port_id = session.scalars(sa.select(Port.id).where(Port.device_id == shown["id"])).one()
+        floating = FloatingIp(address=FLOATING, project_id=gina.project_id, floating_network_id=external["id"],
+                              port_id=port_id, fixed_address=fixed, host=host.name)
+        session.add(floating)
+        session.flush()
+        floating_id = floating.id
+    transport = rpc.get_transport(cloud.hosts.settings.rpc)
+    try:
+        service = NetworkService(cloud.db, transport)
+        service.associate_floating(RequestContext.admin(), floating_id)
+        assert ping_eventually(outside, FLOATING, 30), cloud.logs()
+        table = cloud.hosts.settings.network.prefix + "fabric"
+        assert [r for r in nft_rules(host.namespace, table) if FLOATING in r]
+
+        with cloud.db.begin() as session:
+            session.execute(sa.update(FloatingIp).where(FloatingIp.id == floating_id)
+                            .values(port_id=None, fixed_address=None, host=None))
+        service.disassociate_floating(RequestContext.admin(), host.name, FLOATING)
+    finally:
+        transport.cleanup()
+    assert not ping(outside, FLOATING, count=3)
+    assert not [r for r in nft_rules(host.namespace, table) if FLOATING in r]
+    with cloud.db.begin() as session:
+        session.execute(sa.delete(FloatingIp).where(FloatingIp.id == floating_id))

@@ -1,0 +1,86 @@
+"""Blob storage is atomic: nothing is visible until commit, an overwrite is whole-old or whole-new
+to a reader, and what a crash leaves (temporary files, blobs without rows) goes at restart."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fabric.objectstore.storage import BlobStore
+
+
+@pytest.fixture
+def store(tmp_path) -> BlobStore:
+    return BlobStore(tmp_path / "objects")
+
+
+def blob_files(store: BlobStore) -> set[str]:
+    return {p.name for p in store.blob_dir.rglob("*") if p.is_file()}
+
+
+def test_bytes_are_invisible_until_commit_and_discard_leaves_nothing(store):
+    writer = store.writer()
+    writer.write(b"half an upload")
+    assert blob_files(store) == set() and len(list(store.tmp_dir.iterdir())) == 1
+    writer.discard()
+    assert blob_files(store) == set() and list(store.tmp_dir.iterdir()) == []
+
+
+def test_an_error_inside_the_writer_block_discards(store):
+    with pytest.raises(RuntimeError), store.writer() as writer:
+        writer.write(b"x" * 100)
+        raise RuntimeError("client went away")
+    assert list(store.tmp_dir.iterdir()) == [] and blob_files(store) == set()
+
+
+def test_commit_names_the_whole_bytes(store):
+    with store.writer() as writer:
+        writer.write(b"hello ")
+        writer.write(memoryview(b"world"))
+        blob = writer.commit()
+    assert writer.size == 11 and blob_files(store) == {blob}
+    with store.open(blob) as handle:
+        assert b"".join(store.stream(handle, 0, 11)) == b"hello world"
+    with store.open(blob) as handle:
+        assert b"".join(store.stream(handle, 6, 3)) == b"wor"
+
+
+def test_a_reader_of_the_old_blob_reads_it_whole_after_an_overwrite(store):
+    with store.writer() as writer:
+        writer.write(b"old" * 1000)
+        old = writer.commit()
+    handle = store.open(old)
+    stream = store.stream(handle, 0, 3000)
+    first = next(stream)
+    with store.writer() as writer:
+        writer.write(b"new" * 1000)
+        writer.commit()
+    store.remove([old])  # what an overwrite does once the row names the new blob
+    assert first + b"".join(stream) == b"old" * 1000
+    with pytest.raises(FileNotFoundError):
+        store.open(old)
+
+
+def test_a_link_is_an_independent_copy(store):
+    with store.writer() as writer:
+        writer.write(b"shared bytes")
+        original = writer.commit()
+    copy = store.link(original)
+    store.remove([original])
+    with store.open(copy) as handle:
+        assert handle.read() == b"shared bytes"
+
+
+def test_recover_removes_temporary_files_and_unnamed_blobs_only(store):
+    kept, orphan = [], []
+    for target in (kept, orphan):
+        with store.writer() as writer:
+            writer.write(os.urandom(100))
+            target.append(writer.commit())
+    crashed = store.writer()
+    crashed.write(b"interrupted")  # never committed nor discarded: the process died here
+    removed = store.recover(lambda: set(kept))
+    assert removed == (1, 1)
+    assert blob_files(store) == set(kept) and list(store.tmp_dir.iterdir()) == []
+    assert BlobStore(store.root).recover(lambda: set(kept)) == (0, 0)  # idempotent

@@ -1,0 +1,347 @@
+"""Objectstore benchmark: fabric-objectstore beside moto_server and nginx, in one run.
+
+For each server: PUT then GET of 1,000 objects of 64 KiB by 16 concurrent clients
+(ops/s, p50, p99), then a GET of one 1 GiB object by curl (MB/s, to /dev/null).
+
+- fabric-objectstore: its own process (``python -m fabric.cmd.objectstore``) on a throwaway
+  PostgreSQL database, bytes under a temporary directory (fsynced, as always).
+- moto_server (PyPI ``moto[server]``, what Python users reach for): bench-only, installed on
+  first use into its own virtualenv (``$XDG_CACHE_HOME/fabric-bench/moto-venv``, default
+  ``~/.cache``) so the project's venv stays as setup.py says.
+- nginx (Debian ``nginx-light`` or ``nginx``; installed with apt-get when missing and run as
+  root) serving the same bytes as static files from a temporary directory, WebDAV PUT for
+  the uploads, on a loopback port with its own configuration, stopped by its PID.
+
+The clients are the same for all three: threads with one keep-alive ``http.client``
+connection each, requests signed with SigV4 (botocore's signer, UNSIGNED-PAYLOAD) before the
+clock starts, so signing costs the servers nothing and the clients no time; nginx gets the
+same requests unsigned. The 1 GiB GET goes through a presigned URL for the S3 servers.
+
+Run from the repository root: ``python tools/bench/objectstore.py [--objects 1000]
+[--clients 16] [--size 65536] [--big-mib 1024] [--skip moto,nginx]``. Prints a table; removes
+every process, database and file it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from _common import create_postgres_database, drop_postgres_database, percentile, stop_processes  # noqa: E402
+
+from tests.fixtures.processes import free_port  # noqa: E402
+
+REGION = "us-east-1"
+ACCESS, SECRET = "benchaccesskey0000000000000000", "benchsecret0000000000000000000000000000"
+#: Database connections the objectstore keeps: one per concurrent request, or it opens and closes
+#: overflow connections all the time (each a PostgreSQL backend start).
+POOL_SIZE = 32
+MOTO_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fabric-bench" / "moto-venv"
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited ({proc.returncode}) before listening")
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
+
+
+# --- the three servers ---------------------------------------------------------------------------
+
+
+class Server:
+    name = ""
+    signed = True
+    port = 0
+    procs: list[subprocess.Popen]
+
+    def path(self, bucket: str, key: str) -> str:
+        return f"/{bucket}/{key}"
+
+    def stop(self) -> None:
+        stop_processes(self.procs)
+
+
+class Fabric(Server):
+    name = "fabric-objectstore"
+
+    def __init__(self, workdir: Path) -> None:
+        from fabric.api.bootstrap import bootstrap
+        from fabric.db import Database
+        from fabric.db.models import Ec2Credential
+
+        self.pg_name, url = create_postgres_database("fabric_bench_s3")
+        db = Database(url)
+        ids = bootstrap(db, "bench-pw")
+        with db.begin() as session:
+            session.add(Ec2Credential(access=ACCESS, secret=SECRET, user_id=ids["user_id"],
+                                      project_id=ids["project_id"]))
+        db.dispose()
+        self.port = free_port()
+        conf = workdir / "fabric.conf"
+        conf.write_text(f"[DEFAULT]\nhost = bench\ndata_dir = {workdir / 'fabric'}\nlog_level = WARNING\n"
+                        f"[database]\nurl = {url}\npool_size = {POOL_SIZE}\n[objectstore]\nlisten = 127.0.0.1\nport = {self.port}\n"
+                        f"[signing]\nenabled = false\n")
+        self.log = open(workdir / "fabric-objectstore.log", "wb")
+        # BENCH_OBJECTSTORE_PROFILE=<file>: run the server under cProfile, its statistics written there at stop.
+        entry = ["-m", "fabric.cmd.objectstore", "--config-file", str(conf)]
+        if os.environ.get("BENCH_OBJECTSTORE_PROFILE"):
+            entry = ["-c", "import fabric.cmd.eventlet_entry, cProfile, sys; from fabric.cmd.objectstore import main; "
+                           f"cProfile.run('main([\"--config-file\", \"{conf}\"])', "
+                           f"{os.environ['BENCH_OBJECTSTORE_PROFILE']!r})"]
+        self.procs = [subprocess.Popen([sys.executable, *entry],
+                                       cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+                                       env=dict(os.environ, PYTHONPATH=str(REPO)))]
+        wait_port(self.port, self.procs[0], self.name)
+
+    def stop(self) -> None:
+        super().stop()
+        drop_postgres_database(self.pg_name)
+
+
+class Moto(Server):
+    name = "moto_server"
+
+    def __init__(self, workdir: Path) -> None:
+        binary = MOTO_VENV / "bin" / "moto_server"
+        if not binary.exists():
+            print(f"(installing moto[server] into {MOTO_VENV})", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", str(MOTO_VENV)], check=True)
+            subprocess.run([str(MOTO_VENV / "bin" / "pip"), "install", "-q", "moto[server]"], check=True)
+        self.port = free_port()
+        self.log = open(workdir / "moto.log", "wb")
+        self.procs = [subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)], stdout=self.log,
+                                       stderr=subprocess.STDOUT)]
+        wait_port(self.port, self.procs[0], self.name)
+
+
+class Nginx(Server):
+    name = "nginx (static files)"
+    signed = False
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            print("(installing Debian's nginx-light)", flush=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx-light"], check=True,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), stdout=subprocess.DEVNULL)
+        self.root = workdir / "nginx-root"
+        (self.root / "bench").mkdir(parents=True)
+        self.port = free_port()
+        conf = workdir / "nginx.conf"
+        conf.write_text(f"""daemon off;
+user root;
+worker_processes auto;
+pid {workdir / 'nginx.pid'};
+error_log {workdir / 'nginx-error.log'} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {workdir / 'nginx-body'};
+    proxy_temp_path {workdir / 'nginx-proxy'};
+    fastcgi_temp_path {workdir / 'nginx-fastcgi'};
+    uwsgi_temp_path {workdir / 'nginx-uwsgi'};
+    scgi_temp_path {workdir / 'nginx-scgi'};
+    client_max_body_size 2g;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+        location / {{ dav_methods PUT; create_full_put_path on; }}
+    }}
+}}
+""")
+        self.procs = [subprocess.Popen([binary, "-c", str(conf), "-p", str(workdir)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.STDOUT)]
+        wait_port(self.port, self.procs[0], self.name)
+
+
+def cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """User+system CPU seconds used so far by ``procs`` and their children (nginx's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    roots = {p.pid for p in procs}
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) in roots or int(fields[1]) in roots:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+# --- the clients -------------------------------------------------------------------------------------
+
+
+def signed_headers(server: Server, method: str, path: str, length: int | None) -> dict[str, str]:
+    headers = {"Content-Length": str(length)} if length is not None else {}
+    if not server.signed:
+        return headers
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    class Unsigned(S3SigV4Auth):
+        def payload(self, request):
+            return "UNSIGNED-PAYLOAD"
+
+    request = AWSRequest(method, f"http://127.0.0.1:{server.port}{path}", headers=headers)
+    Unsigned(Credentials(ACCESS, SECRET), "s3", REGION).add_auth(request)
+    return dict(request.headers.items())
+
+
+def run_phase(server: Server, requests: list[tuple[str, str, dict, bytes]], clients: int) -> tuple[float, list[float]]:
+    """Send ``requests`` (method, path, headers, body) over ``clients`` connections: (ops/s, latencies)."""
+    local = threading.local()
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def one(request) -> None:
+        method, path, headers, body = request
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        started = time.perf_counter()
+        conn.request(method, path, body or None, headers)
+        answer = conn.getresponse()
+        data = answer.read()
+        latencies.append(time.perf_counter() - started)
+        if answer.status >= 300:
+            failures.append(f"{method} {path} -> {answer.status} {data[:200]!r}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, requests))
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{server.name}: {len(failures)} request(s) failed, e.g. {failures[0]}")
+    return len(requests) / elapsed, latencies
+
+
+def create_bucket(server: Server) -> None:
+    if not server.signed:
+        return
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("PUT", "/bench", None, signed_headers(server, "PUT", "/bench", 0))
+    answer = conn.getresponse()
+    answer.read()
+    if answer.status != 200:
+        raise SystemExit(f"{server.name}: CreateBucket answered {answer.status}")
+
+
+def big_get(server: Server, workdir: Path, mib: int) -> float:
+    """PUT (untimed) then GET one object of ``mib`` MiB with curl; the GET's MB/s."""
+    source = workdir / "big.bin"
+    if not source.exists():
+        with open(source, "wb") as out:
+            block = os.urandom(1024 * 1024)
+            for _ in range(mib):
+                out.write(block)
+    path = server.path("bench", "big.bin")
+    url = f"http://127.0.0.1:{server.port}{path}"
+    if server.signed:
+        import boto3
+        import botocore.config
+
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server.port}", region_name=REGION,
+                              aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
+                              config=botocore.config.Config(signature_version="s3v4"))
+        put_url = client.generate_presigned_url("put_object", Params={"Bucket": "bench", "Key": "big.bin"})
+        get_url = client.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": "big.bin"})
+    else:
+        put_url = get_url = url
+    subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-T", str(source), put_url], check=True, timeout=600)
+    done = subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
+                           get_url], check=True, timeout=600, capture_output=True, text=True)
+    speed, size = done.stdout.split()
+    if int(float(size)) != mib * 1024 * 1024:
+        raise SystemExit(f"{server.name}: the big GET returned {size} bytes")
+    return float(speed) / 1e6
+
+
+def bench(server: Server, workdir: Path, args) -> dict:
+    create_bucket(server)
+    body = os.urandom(args.size)
+    puts = [("PUT", server.path("bench", f"obj{n:05d}"), None, body) for n in range(args.objects)]
+    puts = [(m, p, signed_headers(server, m, p, len(b)), b) for m, p, _, b in puts]
+    cpu = cpu_seconds(server.procs)
+    put_rate, put_lat = run_phase(server, puts, args.clients)
+    put_cpu, cpu = (cpu_seconds(server.procs) - cpu) / len(puts), cpu_seconds(server.procs)
+    gets = [("GET", p, signed_headers(server, "GET", p, None), b"") for _, p, _, _ in puts]
+    get_rate, get_lat = run_phase(server, gets, args.clients)
+    get_cpu = (cpu_seconds(server.procs) - cpu) / len(gets)
+    big = big_get(server, workdir, args.big_mib) if args.big_mib else 0.0
+    return {"put": (put_rate, statistics.median(put_lat), percentile(put_lat, 0.99), put_cpu),
+            "get": (get_rate, statistics.median(get_lat), percentile(get_lat, 0.99), get_cpu), "big": big}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64 * 1024)
+    parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--skip", default="", help="comma-separated: fabric, moto, nginx")
+    args = parser.parse_args()
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="fabric-bench-s3-") as tmp:
+        workdir = Path(tmp)
+        for kind in (Fabric, Moto, Nginx):
+            if any({"moto": Moto, "nginx": Nginx, "fabric": Fabric}.get(s) is kind for s in skip):
+                continue
+            sub = workdir / kind.__name__.lower()
+            sub.mkdir()
+            server = kind(sub)
+            try:
+                results[server.name] = bench(server, workdir, args)
+            finally:
+                server.stop()
+            print(f"done: {server.name}", flush=True)
+    print(f"\n{args.objects} x {args.size // 1024} KiB, {args.clients} clients; GET of {args.big_mib} MiB by curl")
+    print("(CPU ms/op: the server process's own CPU time per request, which the machine's other load "
+          "does not inflate)")
+    print(f"{'server':<22} {'PUT ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9} {'GET ops/s':>10} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9} {'big GET MB/s':>13}")
+    for name, r in results.items():
+        (pr, p50, p99, pc), (gr, g50, g99, gc) = r["put"], r["get"]
+        print(f"{name:<22} {pr:>10.0f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {pc * 1000:>9.2f} {gr:>10.0f} "
+              f"{g50 * 1000:>8.1f} {g99 * 1000:>8.1f} {gc * 1000:>9.2f} {r['big']:>13.0f}")
+    fabric, moto, nginx = (results.get(n) for n in ("fabric-objectstore", "moto_server", "nginx (static files)"))
+    if fabric and moto:
+        print(f"fabric / moto: PUT {fabric['put'][0] / moto['put'][0]:.1f}x, GET {fabric['get'][0] / moto['get'][0]:.1f}x"
+              " ops/s (goal: at least 5x); server CPU per op: PUT "
+              f"{moto['put'][3] / fabric['put'][3]:.1f}x less, GET {moto['get'][3] / fabric['get'][3]:.1f}x less")
+    if fabric and nginx and nginx["big"]:
+        print(f"fabric / nginx, 1 GiB GET: {fabric['big'] / nginx['big']:.2f} (goal: at least 0.5)")
+    print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
