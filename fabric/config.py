@@ -313,7 +313,10 @@ def load(path: str | os.PathLike | None = None, environ: Mapping[str, str] | Non
 
     if path is not None:
         source = str(path)
-        parser = configparser.ConfigParser(interpolation=None, default_section="DEFAULT")
+        # [DEFAULT] is read as a section of its own: configparser would otherwise copy its
+        # options into every section, and a section's own option of the same name (an
+        # [objectstore] data_dir beside [DEFAULT] data_dir) could not be told apart.
+        parser = configparser.ConfigParser(interpolation=None, default_section="\0no default section")
         try:
             with open(path, encoding="utf-8") as handle:
                 parser.read_file(handle)
@@ -324,18 +327,14 @@ def load(path: str | os.PathLike | None = None, environ: Mapping[str, str] | Non
             raise InvalidSetting(source=source, section="-", option="-", value=source,
                                  reason=f"not an INI file: {exc.message.splitlines()[0]}") from None
         known_defaults = {f.name for f in dataclasses.fields(DefaultSection)}
-        for key, raw in parser.defaults().items():
-            if key not in known_defaults:
-                raise InvalidSetting(source=source, section="DEFAULT", option=key, value=raw,
-                                     reason="unknown option")
-            values["DEFAULT"][key] = (raw, source)
         for section in parser.sections():
             if section not in SECTIONS:
                 raise InvalidSetting(source=source, section=section, option="-", value=section,
                                      reason=f"unknown section; known: {', '.join(SECTIONS)}")
             for key, raw in parser.items(section, raw=True):
-                if key in parser.defaults():
-                    continue
+                if section == "DEFAULT" and key not in known_defaults:
+                    raise InvalidSetting(source=source, section="DEFAULT", option=key, value=raw,
+                                         reason="unknown option")
                 values[section][key] = (raw, source)
 
     for key, raw in environ.items():

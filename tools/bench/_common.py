@@ -1,5 +1,6 @@
 """Helpers the benchmarks share: throwaway PostgreSQL databases and RabbitMQ vhosts,
-percentiles, and stopping worker processes.
+percentiles, stopping worker processes, a database seeded with servers to list, and
+pinging a guest from a namespace.
 
 A benchmark script imports this as ``_common`` (its own folder is first on
 ``sys.path`` when run as ``python tools/bench/<name>.py``), after putting the
@@ -13,9 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 import signal
+import socket
+import struct
 import subprocess
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 POSTGRES_ADMIN_URL = os.environ.get("FABRIC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -95,3 +101,71 @@ def _as_admin(statement: str) -> None:
             conn.execute(sa.text(statement))
     finally:
         admin.dispose()
+
+
+def seed_active_servers(db, count: int, password: str) -> None:
+    """Give ``db`` fabric's schema, the bootstrap admin (``password``) and ``count`` active servers
+    of the admin project on host1, each with one address (what a server list shows)."""
+    from fabric.api.bootstrap import bootstrap
+    from fabric.db.models import Base, Flavor, Image, Instance
+
+    Base.metadata.create_all(db.engine)
+    ids = bootstrap(db, password)
+    with db.begin() as session:
+        flavor = Flavor(name="bench", vcpus=1, memory_mb=64, disk_gb=1)
+        image = Image(name="bench", owner=ids["project_id"], status="active", properties={})
+        session.add_all([flavor, image])
+        session.flush()
+        session.add_all([Instance(display_name=f"vm-{n}", project_id=ids["project_id"], user_id=ids["user_id"],
+                                  flavor_id=flavor.id, image_id=image.id, host="host1", vm_state="active",
+                                  power_state=1, network_info=[{"network_id": "n1", "mac": "fa:16:3e:00:00:01",
+                                                                "address": f"10.{n // 250}.{n % 250}.2"}])
+                         for n in range(count)])
+
+
+def _icmp_checksum(data: bytes) -> int:
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def ping_from(namespace: str, address: str, deadline: float, interval: float = 0.02,
+              on_tick: Callable[[], None] | None = None) -> float | None:
+    """Echo requests to ``address`` every ``interval`` s from network namespace ``namespace``
+    (a raw ICMP socket, so a figure is not rounded up to a ping tool's one-second timeout),
+    calling ``on_tick()`` before each; the time.monotonic() of the first reply, or None when
+    ``deadline`` (a time.monotonic() value) passes first."""
+    result: list[float | None] = [None]
+
+    def run() -> None:
+        from fabric.sim import netns
+
+        netns.enter(namespace)  # this thread only: setns is per thread for network namespaces
+        ident = threading.get_native_id() & 0xFFFF
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+            seq = 0
+            while time.monotonic() < deadline:
+                seq = (seq + 1) & 0xFFFF
+                header = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"fabric-bench"
+                packet = header[:2] + struct.pack("!H", _icmp_checksum(header)) + header[4:]
+                if on_tick is not None:
+                    on_tick()
+                try:
+                    sock.sendto(packet, (address, 0))
+                except OSError:
+                    pass  # no route or neighbour yet: the next tick tries again
+                until = time.monotonic() + interval
+                while (left := until - time.monotonic()) > 0:
+                    if not select.select([sock], [], [], left)[0]:
+                        break
+                    data, (source, _port) = sock.recvfrom(2048)
+                    icmp = data[(data[0] & 0x0F) * 4:]
+                    if source == address and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                        result[0] = time.monotonic()
+                        return
+
+    thread = threading.Thread(target=run, name=f"ping-{address}")
+    thread.start()
+    thread.join()
+    return result[0]

@@ -40,6 +40,7 @@ from _common import (  # noqa: E402
     drop_postgres_database,
     percentile,
     rabbit_vhost,
+    seed_active_servers,
     stop_processes,
 )
 
@@ -47,7 +48,7 @@ from fabric import config  # noqa: E402
 from fabric.api.bootstrap import bootstrap  # noqa: E402
 from fabric.api.server import ApiServer  # noqa: E402
 from fabric.db import Database  # noqa: E402
-from fabric.db.models import Base, Flavor, Image, Instance  # noqa: E402
+from fabric.db.models import Base, Instance  # noqa: E402
 from tests.fixtures.processes import free_port  # noqa: E402
 from tests.fixtures.recording_clients import RecordingClients  # noqa: E402
 
@@ -96,18 +97,7 @@ def bench_list(workdir: Path, servers: int, requests: int, backend: str) -> None
 
 
 def _bench_list(workdir: Path, db: Database, servers: int, requests: int) -> None:
-    Base.metadata.create_all(db.engine)
-    ids = bootstrap(db, PASSWORD)
-    with db.begin() as session:
-        flavor = Flavor(name="bench", vcpus=1, memory_mb=64, disk_gb=1)
-        image = Image(name="bench", owner=ids["project_id"], status="active", properties={})
-        session.add_all([flavor, image])
-        session.flush()
-        session.add_all([Instance(display_name=f"vm-{n}", project_id=ids["project_id"], user_id=ids["user_id"],
-                                  flavor_id=flavor.id, image_id=image.id, host="host1", vm_state="active",
-                                  power_state=1, network_info=[{"network_id": "n1", "mac": "fa:16:3e:00:00:01",
-                                                                "address": f"10.{n // 250}.{n % 250}.2"}])
-                         for n in range(servers)])
+    seed_active_servers(db, servers, PASSWORD)
     settings = config.Settings().replace(default={"data_dir": str(workdir / "data")},
                                          api={"listen": "127.0.0.1", "port": 0})
     server = ApiServer(settings, db, RecordingClients().clients).start()

@@ -13,9 +13,10 @@ Goals (issue 12): p50 under 5 s; the M all answering within 1.5x (QEMU CPU time 
 
 Each server gets a fixed address (``networks: [{"uuid", "fixed_ip"}]``), so its address is
 known before it boots; once the scheduler has placed it, the benchmark pings it from its
-host's namespace every 20 ms from a raw ICMP socket (a thread per probe, entered into the
-namespace), so figures are not rounded up to a ping tool's one-second timeout. One untimed
-server per host first absorbs libvirt's one-time QEMU capability probe on each host.
+host's namespace every 20 ms from a raw ICMP socket (``_common.ping_from``: a thread per
+probe, entered into the namespace), so figures are not rounded up to a ping tool's one-second
+timeout. One untimed server per host first absorbs libvirt's one-time QEMU capability probe
+on each host.
 
 Run from the repository root as root, with RabbitMQ and PostgreSQL up (``tools/test``
 installs them): ``.venv/bin/python tools/bench/cloud.py [--sequential 5] [--concurrent 10]``.
@@ -30,13 +31,9 @@ import itertools
 import json
 import os
 import secrets
-import select
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +42,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tools")]
 
-from _common import create_postgres_database, drop_postgres_database, percentile, rabbit_vhost  # noqa: E402
+from _common import (  # noqa: E402
+    create_postgres_database,
+    drop_postgres_database,
+    percentile,
+    ping_from,
+    rabbit_vhost,
+)
 
 PASSWORD = "bench-cloud-pw"
 CIDR_PREFIX = "10.77.0."
@@ -76,48 +79,6 @@ class Api:
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{method} {path}: HTTP {exc.code} {exc.read()[:300]!r}") from None
         return json.loads(data) if data else {}
-
-
-def _checksum(data: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
-
-
-def ping_from(namespace: str, address: str, deadline: float, interval: float = 0.02) -> float | None:
-    """In a thread of its own entered into ``namespace``: echo requests to ``address`` every
-    ``interval`` s; the time.monotonic() of the first reply, or None when ``deadline`` passes."""
-    result: list[float | None] = [None]
-
-    def run() -> None:
-        from fabric.sim import netns
-
-        netns.enter(namespace)  # this thread only: setns is per thread for network namespaces
-        ident = threading.get_native_id() & 0xFFFF
-        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-            seq = 0
-            while time.monotonic() < deadline:
-                seq = (seq + 1) & 0xFFFF
-                header = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"fabric-cloud-bench"
-                packet = header[:2] + struct.pack("!H", _checksum(header)) + header[4:]
-                try:
-                    sock.sendto(packet, (address, 0))
-                except OSError:
-                    pass  # no route or neighbour yet: the next tick tries again
-                until = time.monotonic() + interval
-                while (left := until - time.monotonic()) > 0:
-                    if not select.select([sock], [], [], left)[0]:
-                        break
-                    data, (source, _port) = sock.recvfrom(2048)
-                    icmp = data[(data[0] & 0x0F) * 4:]
-                    if source == address and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
-                        result[0] = time.monotonic()
-                        return
-
-    thread = threading.Thread(target=run, name=f"ping-{address}")
-    thread.start()
-    thread.join()
-    return result[0]
 
 
 class Bench:

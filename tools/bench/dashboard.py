@@ -36,14 +36,12 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from _common import percentile  # noqa: E402
+from _common import percentile, seed_active_servers  # noqa: E402
 
 from fabric import config  # noqa: E402
-from fabric.api.bootstrap import bootstrap  # noqa: E402
 from fabric.api.server import ApiServer  # noqa: E402
 from fabric.dashboard.server import DashboardServer  # noqa: E402
 from fabric.db import Database  # noqa: E402
-from fabric.db.models import Base, Flavor, Image, Instance  # noqa: E402
 from tests.fixtures.recording_clients import RecordingClients  # noqa: E402
 
 PASSWORD = "bench-pw"
@@ -76,21 +74,6 @@ with sync_playwright() as p:
     ctx.close()
 print(json.dumps(out))
 """
-
-
-def seed(db: Database, servers: int) -> None:
-    Base.metadata.create_all(db.engine)
-    ids = bootstrap(db, PASSWORD)
-    with db.begin() as session:
-        flavor = Flavor(name="bench", vcpus=1, memory_mb=64, disk_gb=1)
-        image = Image(name="bench", owner=ids["project_id"], status="active", properties={})
-        session.add_all([flavor, image])
-        session.flush()
-        session.add_all([Instance(display_name=f"vm-{n}", project_id=ids["project_id"], user_id=ids["user_id"],
-                                  flavor_id=flavor.id, image_id=image.id, host="host1", vm_state="active",
-                                  power_state=1, network_info=[{"network_id": "n1", "mac": "fa:16:3e:00:00:01",
-                                                                "address": f"10.{n // 250}.{n % 250}.2"}])
-                         for n in range(servers)])
 
 
 def logged_in_cookie(port: int) -> str:
@@ -158,7 +141,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fabric-bench-dashboard-") as tmp:
         db = Database(f"sqlite:///{Path(tmp) / 'bench.sqlite'}")
-        seed(db, args.servers)
+        seed_active_servers(db, args.servers, PASSWORD)
         settings = config.Settings().replace(default={"data_dir": str(Path(tmp) / "data")},
                                              api={"listen": "127.0.0.1", "port": 0},
                                              dashboard={"listen": "127.0.0.1", "port": 0})

@@ -12,20 +12,18 @@ downloaded. ``shot(page, name)`` saves a screenshot under
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.databases import unavailable
+from tests.fixtures.http import Api
 from tests.fixtures.processes import REPO, Worker, free_port, stop_process
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem
 
@@ -34,37 +32,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: Seconds the fake driver takes to boot a server: long enough to see BUILD turn ACTIVE.
 SPAWN_SECONDS = 3
-
-
-class Api:
-    """Just enough of the API over HTTP (standard library) to set the stage for a test."""
-
-    def __init__(self, base: str) -> None:
-        self.base, self.token = base, None
-
-    def __call__(self, method: str, path: str, body=None, *, raw: bytes | None = None, ok=(200, 201, 202, 204)):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
-        if self.token:
-            request.add_header("X-Auth-Token", self.token)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                status, text, headers = response.status, response.read(), dict(response.headers)
-        except urllib.error.HTTPError as exc:
-            status, text, headers = exc.code, exc.read(), dict(exc.headers)
-        assert status in ok, f"{method} {path}: HTTP {status} {text[:500]!r}"
-        return headers, (json.loads(text) if text and headers.get("Content-Type", "").startswith("application/json")
-                         else None)
-
-    def login(self, user: str, password: str, project: str) -> Api:
-        headers, _ = self("POST", "/v3/auth/tokens", {"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": user, "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}})
-        self.token = headers["X-Subject-Token"]
-        return self
 
 
 @dataclasses.dataclass

@@ -19,12 +19,9 @@ API's RPC clients.
 from __future__ import annotations
 
 import ipaddress
-import json
 import secrets
 import signal
 import sys
-import urllib.error
-import urllib.request
 
 import eventlet
 import pytest
@@ -46,6 +43,7 @@ from fabric.scheduler.rpcapi import SchedulerAPI
 from fabric.service import Service
 from fabric.virt.driver import PowerState
 from fabric.virt.fake.driver import FakeDriver
+from tests.fixtures.http import Api
 from tests.fixtures.processes import REPO, free_port
 from tests.functional.integration.workers import (
     DATACENTER_PREFIX,
@@ -359,36 +357,6 @@ def test_separate_worker_processes_over_rabbitmq_and_postgresql(spawn, tmp_path,
 # --- (c) fabric-all on its embedded defaults ---------------------------------------------------
 
 
-class HttpClient:
-    """Just enough of the OpenStack APIs, over the standard library, to create a server."""
-
-    def __init__(self, base: str) -> None:
-        self.base, self.token = base, None
-
-    def __call__(self, method: str, path: str, body=None, *, raw: bytes | None = None):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
-        if self.token:
-            request.add_header("X-Auth-Token", self.token)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                text = response.read()
-                headers = dict(response.headers)
-        except urllib.error.HTTPError as exc:
-            pytest.fail(f"{method} {path}: HTTP {exc.code} {exc.read()[:500]!r}")
-        return headers, json.loads(text) if text and headers.get("Content-Type", "").startswith(
-            "application/json") else None
-
-    def login(self, password: str) -> None:
-        headers, _ = self("POST", "/v3/auth/tokens", {"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
-        self.token = headers["X-Subject-Token"]
-
-
 @pytest.mark.functional
 @pytest.mark.slow
 def test_fabric_all_on_embedded_defaults_brings_a_server_to_active(spawn, tmp_path):
@@ -405,8 +373,7 @@ def test_fabric_all_on_embedded_defaults_brings_a_server_to_active(spawn, tmp_pa
         assert f"Started {binary} on host allinone" in worker.log()
     assert config.Settings().network.driver == "fake" and config.Settings().compute.driver == "fake"
 
-    api = HttpClient(f"http://127.0.0.1:{port}")
-    api.login(password)
+    api = Api(f"http://127.0.0.1:{port}").login("admin", password, "admin")
     _, flavor = api("POST", "/compute/v2.1/flavors", {"flavor": {"name": "nano", "ram": 128, "vcpus": 1, "disk": 1}})
     _, image = api("POST", "/image/v2/images", {"name": "img", "disk_format": "raw", "container_format": "bare"})
     api("PUT", f"/image/v2/images/{image['id']}/file", raw=b"\0" * 4096)

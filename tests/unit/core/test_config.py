@@ -102,3 +102,16 @@ def test_deployment_sample_switches_to_the_real_services():
     assert settings.database_url.startswith("postgresql://")
     assert settings.compute.driver == "libvirt"
     assert settings.network.driver == "linux"
+
+
+def test_a_section_option_named_like_a_default_option_is_its_own(tmp_path):
+    # configparser copies [DEFAULT] into every section; a section's own option of the same
+    # name must still be read as that section's (here: refused, [api] has no host option).
+    path = tmp_path / "fabric.conf"
+    path.write_text("[DEFAULT]\nhost = h1\n[api]\nhost = h2\n")
+    with pytest.raises(InvalidSetting) as caught:
+        config.load(path, {})
+    assert (caught.value.fields["section"], caught.value.fields["option"]) == ("api", "host")
+    path.write_text("[DEFAULT]\nhost = h1\n[api]\nport = 9999\n")
+    loaded = config.load(path, {})
+    assert (loaded.default.host, loaded.api.port) == ("h1", 9999)

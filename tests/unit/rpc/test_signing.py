@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import secrets
 
-import eventlet
 import pytest
 
 from fabric.rpc import signing
 from fabric.rpc.client import ReplyRouter, _PendingCall
 from fabric.rpc.deferred import Deferred
 from fabric.rpc.target import Target
-from fabric.rpc.transport import QueueSpec
 from tests.fixtures import signing as cases
 from tests.fixtures.rpc import wait_for
-
-
-def memory_dead_letters(transport):
-    def take(queue):
-        got = []
-        consumer = transport.consume([QueueSpec(f"{queue}.dead", "", "direct", "", durable=False)],
-                                     lambda d: (got.append((d.body, d.headers)), d.ack()), prefetch=100)
-        eventlet.sleep(0.01)
-        consumer.stop()
-        return got
-    return take
+from tests.unit.rpc.test_rpc_memory import dead_letters
 
 
 @pytest.fixture
@@ -38,7 +26,7 @@ def key_dir(tmp_path):
 @pytest.fixture
 def ipam(key_dir, sqlite_db):
     url = f"memory://signing-{secrets.token_hex(4)}"
-    signed = cases.SignedIpam(url, key_dir, sqlite_db, lambda q: memory_dead_letters(signed.server_transport)(q),
+    signed = cases.SignedIpam(url, key_dir, sqlite_db, lambda q: dead_letters(signed.server_transport, q),
                               wait_for)
     yield signed
     signed.close()
