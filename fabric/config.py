@@ -95,7 +95,6 @@ class ApiSection:
     public_url: str = option("", "Base URL advertised in the service catalog. Empty: http://listen:port.")
     token_ttl: int = option(3600, "Token lifetime, seconds.", minimum=1)
     region: str = option("RegionOne", "Region name in the service catalog.")
-    image_dir: str = option("", "Image store directory (one file per image id). Empty: data_dir/images.")
     max_image_size: int = option(20 * 1024**3, "Largest image upload accepted, bytes.", minimum=1)
     admin_password: str = option("", "Password of the admin created when the API starts on a database with no users. Empty: a random one, printed once.")
 
@@ -136,6 +135,7 @@ class ComputeSection:
     guest_shutdown_timeout: float = option(10.0, "Seconds a guest gets to shut down by ACPI before it is powered off.", minimum=0)
     resource_report_interval: float = option(60.0, "Seconds between resource reports into compute_nodes.", minimum=0.01)
     reap_interval: float = option(60.0, "Seconds between sweeps for instances stuck in a transient state.", minimum=0.01)
+    drift_report_interval: float = option(600.0, "Seconds between logged reports of this host's server drift (see fabric-manage reconcile).", minimum=0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,7 @@ class NetworkSection:
     dnsmasq: str = option("dnsmasq", "dnsmasq binary.")
     namespace: str = option("", "Network namespace (a name under /run/netns) this host's data plane lives in. Empty: the worker's own.")
     vxlan_port: int = option(4789, "UDP port of VXLAN tunnels.", minimum=1)
+    drift_report_interval: float = option(600.0, "Seconds between logged reports of this host's network drift (see fabric-manage reconcile).", minimum=0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +181,7 @@ class ObjectstoreSection:
     max_object_size: int = option(5 * 1024**3, "Largest single PUT (and multipart part), bytes (S3: 5 GiB).", minimum=1)
     credential_cache_seconds: float = option(5.0, "Seconds a verified access key's secret, user and project are reused before the database is asked again (a deleted credential works this long).", minimum=0)
     virtual_host_suffix: str = option("", "DNS suffix for virtual-host style requests: Host bucket.<suffix> names a bucket. Empty: the host of public_url (or listen).")
+    workers: int = option(0, "Processes serving S3 requests on the one port (SO_REUSEPORT: the kernel spreads connections over them), each with its own database connections (up to [database] pool_size each). 0: one per CPU core (one on SQLite). Always one on port 0.", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)

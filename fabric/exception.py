@@ -217,6 +217,20 @@ class HypervisorUnavailable(FabricError):
     msg_fmt = "Hypervisor at {uri} is unreachable: {reason}"
 
 
+class ObjectstoreError(FabricError):
+    """The objectstore refused a request of fabric's own, or could not be reached."""
+
+    code = 502
+    msg_fmt = "Objectstore {url} answered {request} with {status} {code}: {reason}"
+
+
+class ImageDataCorrupt(FabricError):
+    """An image's bytes as downloaded are not the bytes the Image API recorded."""
+
+    code = 502
+    msg_fmt = "image {image}: {reason}"
+
+
 class MessagingError(FabricError):
     code = 503
     msg_fmt = "Messaging failure: {reason}"

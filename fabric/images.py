@@ -3,9 +3,16 @@ and where an image's bytes live. The one home of each of these rules.
 
 The Image API (:mod:`fabric.api.image`, :mod:`fabric.api.image_store`), server
 create (:mod:`fabric.api.compute.servers`) and the compute worker
-(:class:`fabric.compute.collaborators.LocalImageStore`) all come here: none of
+(:class:`fabric.compute.collaborators.ObjectstoreImages`) all come here: none of
 them decides on its own that a text is an image id, that a project may use an
-image, or where an image's file is.
+image, or where an image's bytes are.
+
+An image's bytes are one object in the objectstore, key = image id, in the
+bucket :data:`BUCKET` of the image service's own project; the Image API and the
+compute hosts reach it with the image service's EC2 credential
+(:func:`service_credential`). A compute host keeps what it downloaded in its
+:class:`ImageCache`, one file per image id and checksum, each file proven to be
+the bytes the Image API recorded (size, MD5, SHA-512) before it is named.
 
 An image id is the canonical text of a UUID (what the Image API generates and
 accepts), so a valid id never reads as a path. An image boots its own disk
@@ -18,15 +25,23 @@ of the instance that boots them: a tenant can name only images it may see.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import http.client
 import os
 import re
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
 
 from fabric import config
-from fabric.db.models import Image
-from fabric.exception import Invalid, NotFound
+from fabric.db import Database
+from fabric.db.models import Ec2Credential, Image, Project, User
+from fabric.exception import ImageDataCorrupt, Invalid, NotFound
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 #: What an error shows as an example of a valid image id.
@@ -148,53 +163,147 @@ def _require_active(image: Image, what: str) -> None:
         raise Invalid(reason=f"{what} {image.id} is {image.status}; only an active image can boot")
 
 
-# --- the image store --------------------------------------------------------------
+# --- where the bytes live ------------------------------------------------------------
+
+#: The objectstore bucket of image data (one object per image id), private to SERVICE_PROJECT.
+BUCKET = "fabric-images"
+#: The project and user whose EC2 credential the image service signs its requests with
+#: (made by :func:`fabric.api.bootstrap.ensure_image_service`).
+SERVICE_PROJECT = "service"
+SERVICE_USER = "fabric-image-service"
+#: Bytes read at a time while an image streams.
+CHUNK = 1024 * 1024
+_SHA512 = re.compile(r"[0-9a-f]{128}")
 
 
-def store_dir(settings: config.Settings) -> Path:
-    """The image store directory, ``[api] image_dir`` (default ``data_dir/images``); made if missing."""
-    path = Path(settings.api.image_dir or Path(settings.default.data_dir) / "images")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def object_key(image_id: str) -> str:
+    """The objectstore key of image ``image_id``'s bytes. Raises Invalid for a text that is no image id."""
+    return parse_image_id(image_id)
 
 
-class ImageStore:
-    """One file per image id, directly inside ``root``; nothing else is ever read from there.
+def service_credential(db: Database) -> tuple[str, str] | None:
+    """(access key, secret) of the image service's EC2 credential, or None when there is none yet."""
+    query = (sa.select(Ec2Credential.access, Ec2Credential.secret)
+             .join(User, User.id == Ec2Credential.user_id).join(Project, Project.id == Ec2Credential.project_id)
+             .where(User.name == SERVICE_USER, User.domain_id == "default", Project.name == SERVICE_PROJECT,
+                    Project.domain_id == "default")
+             .order_by(Ec2Credential.created_at, Ec2Credential.access).limit(1))
+    with db.begin() as session:
+        row = session.execute(query).first()
+    return (row.access, row.secret) if row else None
 
-    :meth:`path` is the one place an image id becomes a path; :meth:`existing_file`
-    adds the proof a reader needs before it opens anything.
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """What the Image API recorded of an active image's bytes: the facts a download is checked against."""
+
+    id: str
+    size: int
+    md5: str
+    sha512: str
+
+    @classmethod
+    def of(cls, image: Image) -> ImageRecord:
+        """The record of an active image row; Invalid when the row lacks its size or checksums."""
+        sha512 = (image.os_hash_value or "").lower() if image.os_hash_algo == "sha512" else ""
+        if image.size is None or not image.checksum or not _SHA512.fullmatch(sha512):
+            raise Invalid(reason=f"image {image.id} has no recorded size, MD5 and SHA-512; its data cannot be "
+                                 "verified (upload it again)")
+        return cls(parse_image_id(image.id), int(image.size), image.checksum.lower(), sha512)
+
+
+class ImageCache:
+    """A compute host's downloaded images: one file per image id and SHA-512, directly inside ``root``.
+
+    :meth:`path` is the one place a record becomes a path; :meth:`existing_file`
+    adds the proof a reader needs before it opens anything; :meth:`fetch` is the
+    only writer: a download lands in a temporary file, is checked against the
+    record, and only then renamed into place.
     """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     @classmethod
-    def from_settings(cls, settings: config.Settings) -> ImageStore:
-        """The store the API writes and the compute worker reads (:func:`store_dir`)."""
-        return cls(store_dir(settings))
+    def from_settings(cls, settings: config.Settings) -> ImageCache:
+        """The cache in this host's own ``data_dir/image-cache``."""
+        return cls(Path(settings.default.data_dir) / "image-cache")
 
-    def path(self, image_id: str) -> Path:
-        """Where image ``image_id``'s bytes live (the file exists once uploaded).
-        Raises Invalid when ``image_id`` is not an image id."""
-        return self.root / parse_image_id(image_id)
+    def path(self, record: ImageRecord) -> Path:
+        """Where the verified bytes of ``record`` live once fetched. Raises Invalid when its id is no
+        image id or its SHA-512 no hex digest."""
+        sha512 = record.sha512 if _SHA512.fullmatch(record.sha512) else ""
+        if not sha512:
+            raise Invalid(reason=f"image {record.id}: SHA-512 {record.sha512!r} is not 128 hex digits")
+        return self.root / f"{parse_image_id(record.id)}.{sha512}"
 
-    def existing_file(self, image_id: str) -> Path:
-        """The real path of image ``image_id``'s bytes, proven to be a regular file directly
-        inside the store directory once symlinks are resolved.
+    def existing_file(self, record: ImageRecord) -> Path:
+        """The real path of ``record``'s cached bytes, proven to be a regular file of the recorded
+        size directly inside the cache once symlinks are resolved.
 
-        Raises Invalid when ``image_id`` is not an image id or its file leads anywhere else
-        (a symlink, even to another image: the API only ever renames regular files into
-        place), NotFound when there is no file.
+        Raises Invalid when the file leads anywhere else (only :meth:`fetch` renames regular
+        files into place) or has another size, NotFound when it is not cached.
         """
-        candidate = self.path(image_id)
+        candidate = self.path(record)
         real = Path(os.path.realpath(candidate))
         if real != Path(os.path.realpath(self.root)) / candidate.name:
-            raise Invalid(reason=f"image {image_id}'s file leads outside the image store {str(self.root)!r}, "
-                                 f"to {str(real)!r}; refusing to read it")
+            raise Invalid(reason=f"image {record.id}'s cached file leads outside the image cache "
+                                 f"{str(self.root)!r}, to {str(real)!r}; refusing to read it")
         try:
-            mode = os.lstat(real).st_mode
+            info = os.lstat(real)
         except FileNotFoundError:
-            raise NotFound(kind="Image file of", ident=image_id) from None
-        if not stat.S_ISREG(mode):
-            raise Invalid(reason=f"image {image_id}'s file {str(real)!r} is not a regular file; refusing to read it")
+            raise NotFound(kind="Cached image", ident=record.id) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise Invalid(reason=f"image {record.id}'s cached file {str(real)!r} is not a regular file; "
+                                 "refusing to read it")
+        if info.st_size != record.size:
+            raise Invalid(reason=f"image {record.id}'s cached file {str(real)!r} has {info.st_size} bytes, "
+                                 f"the image {record.size}; refusing to read it")
         return real
+
+    def fetch(self, record: ImageRecord, download: Callable[[str], BinaryIO]) -> Path:
+        """The cached file of ``record``, downloaded first if missing: ``download(image_id)`` opens the
+        bytes (a readable stream, closed here).
+
+        Raises ImageDataCorrupt ("image <id>: downloaded N bytes, expected M", or a checksum
+        mismatch) when the download is not the recorded bytes; nothing is cached then.
+        """
+        try:
+            return self.existing_file(record)
+        except NotFound:
+            pass
+        final = self.path(record)
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=self.root, prefix=f".{record.id}.", suffix=".partial")
+        try:
+            md5, sha512, size = hashlib.md5(usedforsecurity=False), hashlib.sha512(), 0
+            with os.fdopen(handle, "wb") as out, download(record.id) as source:
+                # One byte past the record is enough to know the download is too long.
+                while size <= record.size and (data := _read(source, min(CHUNK, record.size + 1 - size))):
+                    size += len(data)
+                    md5.update(data)
+                    sha512.update(data)
+                    out.write(data)
+                if size != record.size:
+                    longer = "+" if size > record.size else ""
+                    raise ImageDataCorrupt(image=record.id,
+                                           reason=f"downloaded {size}{longer} bytes, expected {record.size}")
+                for name, got, want in (("MD5", md5.hexdigest(), record.md5),
+                                        ("SHA-512", sha512.hexdigest(), record.sha512)):
+                    if not hmac.compare_digest(got, want):
+                        raise ImageDataCorrupt(image=record.id, reason=f"checksum mismatch: {name} of the "
+                                                                       f"download is {got}, expected {want}")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, final)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+        return self.existing_file(record)
+
+
+def _read(source: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes; b"" (a short download) when the connection breaks instead."""
+    try:
+        return source.read(size)
+    except (http.client.HTTPException, OSError):
+        return b""

@@ -4,8 +4,8 @@ A :class:`Service` binds a manager to an :class:`~fabric.rpc.RPCServer`
 consuming the topic's three queues (``<topic>``, ``<topic>.<host>`` and the
 fanout queue), registers itself in the services registry
 (:mod:`fabric.servicegroup`) with its host, address, version and
-capabilities, heartbeats every ``service.report_interval`` seconds, and runs
-the manager's periodic tasks. :meth:`Service.stop` stops consuming;
+capabilities, heartbeats every ``service.report_interval`` seconds, runs
+the manager's periodic tasks and the relay of its cast outbox, if it has one. :meth:`Service.stop` stops consuming;
 :meth:`Service.wait` lets in-flight handlers finish (bounded) and releases
 what the service opened. :func:`serve` runs services until SIGTERM or SIGINT.
 """
@@ -64,6 +64,7 @@ class Service:
         self.db = db
         self._owns_db = db is None
         self.server: Any = None
+        self.outbox: Any = None
         self.periodic = PeriodicRunner(manager)
         self._stopping = eventlet.event.Event()
         self._heartbeat_thread: eventlet.greenthread.GreenThread | None = None
@@ -108,6 +109,11 @@ class Service:
         init_host = getattr(self.manager, "init_host", None)
         if callable(init_host):
             init_host()
+        # A manager that stages casts (fabric.rpc.outbox) has its relay run by the service:
+        # it first sends what a killed predecessor of its kind committed and never had confirmed.
+        self.outbox = getattr(self.manager, "outbox", None)
+        if self.outbox is not None:
+            self.outbox.start()
         self._reported_capabilities = self.capabilities()
         servicegroup.register(self.db, host=self.host, binary=self.binary, topic=self.topic,
                               version=fabric.__version__, address=self.address,
@@ -153,6 +159,8 @@ class Service:
         if not finished:
             LOG.warning("%s on host %s: in-flight work did not finish within %.3gs; "
                         "its messages will be redelivered", self.binary, self.host, timeout)
+        if self.outbox is not None:
+            self.outbox.stop(remaining())
         cleanup_host = getattr(self.manager, "cleanup_host", None)
         if callable(cleanup_host):
             try:

@@ -16,12 +16,13 @@ import json
 import falcon
 
 from fabric import config
-from fabric.api import admin, ec2_credentials, errors, identity, image, network, openapi, versions
+from fabric.api import admin, ec2_credentials, errors, floating_ips, identity, image, network, openapi, versions
 from fabric.api.clients import Clients
 from fabric.api.common import ApiDeps
 from fabric.api.compute import register as register_compute
 from fabric.api.middleware import RequestContextMiddleware
 from fabric.db import Database
+from fabric.rpc.outbox import Outbox
 
 
 class FabricApp(falcon.App):
@@ -33,7 +34,8 @@ class FabricApp(falcon.App):
 def build_app(settings: config.Settings, db: Database, clients: Clients, *,
               bound_port: int | None = None) -> FabricApp:
     """The API as a WSGI callable, talking to ``db`` and the workers through ``clients``."""
-    deps = ApiDeps(settings=settings, db=db, clients=clients, bound_port=bound_port)
+    deps = ApiDeps(settings=settings, db=db, clients=clients, bound_port=bound_port,
+                   outbox=Outbox(db, "api", clients, host=settings.default.host))
     app = FabricApp(middleware=[RequestContextMiddleware(deps)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
@@ -49,6 +51,7 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     register_compute(app)
     image.register(app)
     network.register(app)
+    floating_ips.register(app)
     admin.register(app)
     openapi.register(app)
     app.deps = deps

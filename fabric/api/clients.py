@@ -1,7 +1,7 @@
 """The API's view of the workers: small client interfaces, injectable.
 
-The API only ever casts (or, for console output and topology changes,
-calls) through these. In a
+The API only ever casts (or, for console output, topology changes, routed
+segments and floating addresses, calls) through these. In a
 deployment they are backed by the workers' ``rpcapi`` modules over fabric.rpc
 (:func:`rpc_clients`); tests inject recording ones
 (``tests/fixtures/recording_clients.py``).
@@ -43,6 +43,23 @@ class NetworkClient(Protocol):
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> None:
         """Cast: the subnet's pool may be prepared by IPAM."""
 
+    def security_groups_changed(self, ctx: RequestContext) -> None:
+        """Cast (fanout): security groups, rules or memberships were committed; hosts re-apply."""
+
+    def allocate_floating_address(self, ctx: RequestContext, subnet_id: str, request_token: str,
+                                  address: str | None) -> dict:
+        """Call IPAM: an address of the (external) subnet for a floating IP, ``address`` or the
+        lowest free one; idempotent by ``request_token``. Returns the allocation (``address``)."""
+
+    def release_floating_address(self, ctx: RequestContext, subnet_id: str, request_token: str) -> None:
+        """Call IPAM: give a floating IP's address back (nothing when it is not held)."""
+
+    def associate_floating(self, ctx: RequestContext, host: str, address: str, fixed_address: str) -> None:
+        """Call ``host``'s network worker: translate ``address`` to ``fixed_address`` there."""
+
+    def disassociate_floating(self, ctx: RequestContext, host: str, address: str) -> None:
+        """Call ``host``'s network worker: stop translating ``address``."""
+
 
 class TopologyClient(Protocol):
     def add_host(self, ctx: RequestContext, name: str, tunnel_address: str | None, agent_address: str | None,
@@ -52,6 +69,12 @@ class TopologyClient(Protocol):
 
     def remove_host(self, ctx: RequestContext, name: str, datacenter: str) -> dict:
         """Call IPAM: remove the host (``{"removed": bool}``); it announces that the host left."""
+
+    def add_segment(self, ctx: RequestContext, project_id: str, name: str) -> dict:
+        """Call IPAM: the project's segment ``name`` (numbered if new; the tenant too), with its ``id``."""
+
+    def remove_segment(self, ctx: RequestContext, project_id: str, name: str) -> dict:
+        """Call IPAM: remove the segment (``{"removed": bool}``); Conflict while it holds addresses."""
 
 
 @dataclasses.dataclass
@@ -90,11 +113,12 @@ class _ComputeAdapter:
 
 
 class _NetworkAdapter:
-    """Network fanouts through the network workers' rpcapi; subnet pools through IPAM's."""
+    """Network fanouts and floating-address calls through the network workers' rpcapi; subnet pools
+    and floating addresses through IPAM's."""
 
-    def __init__(self, transport) -> None:
-        self._network = NetworkAPI(transport)
-        self._ipam = IpamAPI(transport)
+    def __init__(self, transport, call_timeout: float) -> None:
+        self._network = NetworkAPI(transport, timeout=call_timeout)
+        self._ipam = IpamAPI(transport, timeout=call_timeout)
 
     def network_created(self, ctx, network):
         self._network.network_created(ctx, network)
@@ -104,6 +128,21 @@ class _NetworkAdapter:
 
     def subnet_created(self, ctx, subnet_id):
         self._ipam.subnet_created(ctx, subnet_id)
+
+    def security_groups_changed(self, ctx):
+        self._network.security_groups_changed(ctx)
+
+    def allocate_floating_address(self, ctx, subnet_id, request_token, address):
+        return self._ipam.allocate(ctx, request_token, subnet_id=subnet_id, address=address)
+
+    def release_floating_address(self, ctx, subnet_id, request_token):
+        self._ipam.release(ctx, pool=subnet_id, request_token=request_token)
+
+    def associate_floating(self, ctx, host, address, fixed_address):
+        self._network.associate_floating(ctx, host, address, fixed_address)
+
+    def disassociate_floating(self, ctx, host, address):
+        self._network.disassociate_floating(ctx, host, address)
 
 
 class _TopologyAdapter:
@@ -119,8 +158,14 @@ class _TopologyAdapter:
     def remove_host(self, ctx, name, datacenter):
         return self._ipam.remove_host(ctx, name, datacenter=datacenter)
 
+    def add_segment(self, ctx, project_id, name):
+        return self._ipam.add_segment(ctx, project_id, name)
+
+    def remove_segment(self, ctx, project_id, name):
+        return self._ipam.remove_segment(ctx, project_id, name)
+
 
 def rpc_clients(transport, call_timeout: float = 30.0) -> Clients:
     """The clients over fabric.rpc, through each worker's ``rpcapi`` module."""
     return Clients(scheduler=_SchedulerAdapter(transport), compute=_ComputeAdapter(transport, call_timeout),
-                   network=_NetworkAdapter(transport), topology=_TopologyAdapter(transport, call_timeout))
+                   network=_NetworkAdapter(transport, call_timeout), topology=_TopologyAdapter(transport, call_timeout))

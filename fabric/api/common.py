@@ -27,6 +27,8 @@ class ApiDeps:
     clients: Clients
     #: The port actually bound (differs from settings when it was 0).
     bound_port: int | None = None
+    #: The API's cast outbox (:mod:`fabric.rpc.outbox`) over ``clients``; build_app makes it.
+    outbox: Any = None
 
     def base_url(self, req: falcon.Request | None = None) -> str:
         """The public base URL: ``[api] public_url``, else http://listen:port."""

@@ -38,6 +38,8 @@ class ApiManager(Manager):
     def init_host(self) -> None:
         password = self._first_admin()
         self.server = ApiServer(self.settings, self.db, rpc_clients(self.transport, self.settings.rpc.call_timeout))
+        #: The service starts its relay (fabric.rpc.outbox): the casts a killed API left are sent.
+        self.outbox = self.server.app.deps.outbox
         self.server.start()
         print(f"fabric API listening on {self.server.url} - point the openstack CLI at it with:\n"
               f"  export OS_AUTH_URL={self.server.url}/v3 OS_USERNAME=admin OS_PROJECT_NAME=admin "

@@ -20,8 +20,9 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common
-from fabric.db.models import AddressAllocation, AddressPool, Network, Port, Subnet
+from fabric.api import common, routed_networks, security_groups
+from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, Subnet
+from fabric.db.types import new_uuid
 from fabric.ipam.api import validate_subnet
 from fabric.network.model import (
     COMPUTE_PORT_OWNER_PREFIX,
@@ -122,11 +123,11 @@ def subnet_document(subnet: Subnet) -> dict:
             "updated_at": common.isotime(subnet.updated_at or subnet.created_at)}
 
 
-def port_document(port: Port, fixed_ips: list[dict], is_admin: bool) -> dict:
+def port_document(port: Port, fixed_ips: list[dict], is_admin: bool, groups: list[str] | None = None) -> dict:
     doc = {"id": port.id, "name": port.name, "network_id": port.network_id, "tenant_id": port.project_id,
            "project_id": port.project_id, "mac_address": port.mac_address, "fixed_ips": fixed_ips,
            "device_id": port.device_id or "", "device_owner": port.device_owner or "", "status": port.status,
-           "admin_state_up": True, "security_groups": [], "allowed_address_pairs": [], "description": "",
+           "admin_state_up": True, "security_groups": groups or [], "allowed_address_pairs": [], "description": "",
            "tags": [], "revision_number": 1, "port_security_enabled": True,
            "created_at": common.isotime(port.created_at), "updated_at": common.isotime(
                port.updated_at or port.created_at)}
@@ -194,20 +195,30 @@ class Networks:
         deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, NETWORK_CREATE)["network"]
         owner = _owner(context, data)
-        provider = [k for k in ("network_type", "segmentation_id", "physical_network") if data.get(k) is not None]
-        if (provider or data["shared"] or data["external"]) and not context.is_admin:
-            raise exception.Forbidden(reason="only an admin may set provider:*, shared or router:external")
         network_type = data["network_type"] or DEFAULT_NETWORK_TYPE
+        # A routed network's segment is its project's own (fabric.api.routed_networks): members may ask for one.
+        provider = [k for k in ("network_type", "segmentation_id", "physical_network") if data.get(k) is not None
+                    and not (k == "network_type" and network_type == "routed")]
+        if (provider or data["shared"] or data["external"]) and not context.is_admin:
+            raise exception.Forbidden(reason="only an admin may set provider:* (but provider:network_type routed), "
+                                             "shared or router:external")
         if network_type == "flat" and not data["physical_network"]:
             raise exception.Invalid(reason="a flat network needs provider:physical_network (the bridge it uses)")
         mtu = data["mtu"] or default_mtu(network_type)
+        network_id = new_uuid()
+        routed = network_type == "routed"
+        segment_name = routed_networks.segment_name(data["name"], network_id) if routed else None
         for _ in range(deps.settings.database.max_retries):
             segment = _allocate_segment(deps.db, network_type, data["segmentation_id"])
+            # Inside the loop: a segment freed by a concurrent delete fails the insert, and is numbered again.
+            routed_segment = routed_networks.allocate_segment(deps.clients, context, owner, segment_name) \
+                if routed else None
             try:
                 with deps.db.begin() as session:
-                    network = Network(name=data["name"], project_id=owner, network_type=network_type,
+                    network = Network(id=network_id, name=data["name"], project_id=owner, network_type=network_type,
                                       segmentation_id=segment, physical_bridge=data["physical_network"],
-                                      shared=data["shared"], external=data["external"], mtu=mtu, status="ACTIVE")
+                                      shared=data["shared"], external=data["external"], mtu=mtu, status="ACTIVE",
+                                      segment_id=routed_segment)
                     session.add(network)
                     session.flush()
                     doc = network_document(network, [], context.is_admin)
@@ -222,7 +233,8 @@ class Networks:
         else:
             raise exception.Conflict(reason=f"could not find a free {network_type} segmentation id; try again")
         try:
-            deps.clients.network.network_created(context, network=spec)
+            if not routed:  # a host sets a routed network up when it plugs its first guest on it
+                deps.clients.network.network_created(context, network=spec)
         except exception.FabricError as err:
             # The row stands: workers pick networks up from the database when they start.
             LOG.warning("Network %s created, but the network workers were not told: %s", doc["id"], err.message)
@@ -257,11 +269,20 @@ class NetworkItem:
             if in_use:
                 raise exception.Conflict(reason=f"network {network_id} has {in_use} server port(s) in use; "
                                                 "delete those servers first")
+            floating = session.scalar(sa.select(sa.func.count()).select_from(FloatingIp).where(
+                FloatingIp.floating_network_id == network_id))
+            if floating:
+                raise exception.Conflict(reason=f"network {network_id} has {floating} floating IP(s); "
+                                                "delete those first")
+            segment_id = network.segment_id
+            segment = routed_networks.segment_of(session, segment_id)
             session.delete(network)
         try:
             deps.clients.network.network_deleted(context, network_id=network_id)
         except exception.FabricError as err:
             LOG.warning("Network %s deleted, but the network workers were not told: %s", network_id, err.message)
+        if segment is not None:
+            routed_networks.release_segment(deps.db, deps.clients, context, segment_id, segment)
         resp.status = falcon.HTTP_204
 
 
@@ -360,7 +381,9 @@ class Ports:
         with common.deps(req).db.begin() as session:
             rows = list(session.scalars(query))
             ips = _fixed_ips(session, rows)
-            common.respond(resp, {"ports": [port_document(p, ips[p.id], context.is_admin) for p in rows]})
+            groups = security_groups.port_groups(session, [p.id for p in rows])
+            common.respond(resp, {"ports": [port_document(p, ips[p.id], context.is_admin, groups[p.id])
+                                            for p in rows]})
 
 
 class PortItem:
@@ -371,12 +394,18 @@ class PortItem:
             if port is None or not common.visible(context, port.project_id):
                 raise exception.NotFound(kind="Port", ident=port_id)
             common.respond(resp, {"port": port_document(port, _fixed_ips(session, [port])[port.id],
-                                                        context.is_admin)})
+                                                        context.is_admin,
+                                                        security_groups.port_groups(session, [port.id])[port.id])})
+
+    def on_put(self, req, resp, port_id):
+        """Only a port's ``security_groups`` may change (``openstack port set --security-group``)."""
+        security_groups.update_port(req, resp, port_id)
+        self.on_get(req, resp, port_id)
 
 
 class Extensions:
     EXTENSIONS = (("provider", "Provider Network"), ("external-net", "Neutron external network"),
-                  ("binding", "Port Binding"))
+                  ("binding", "Port Binding"), ("security-group", "security-group"))
 
     def on_get(self, req, resp):
         common.respond(resp, {"extensions": [
@@ -409,6 +438,7 @@ def register(app: falcon.App) -> None:
     app.add_route(f"{PREFIX}/ports", Ports())
     app.add_route(f"{PREFIX}/ports/{{port_id}}", PortItem())
     app.add_route(f"{PREFIX}/extensions", Extensions())
+    security_groups.register(app, PREFIX)
     quotas = Quotas()
     app.add_route(f"{PREFIX}/quotas/{{project_id}}", quotas)
     app.add_route(f"{PREFIX}/quotas/{{project_id}}/details", quotas, suffix="details")

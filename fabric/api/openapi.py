@@ -9,8 +9,8 @@ from __future__ import annotations
 import falcon
 from marshmallow import Schema, fields, validate
 
-from fabric.api import admin, common, identity, image, network
-from fabric.api.compute import flavors, keypairs, quotas, servers
+from fabric.api import admin, common, floating_ips, identity, image, network, security_groups
+from fabric.api.compute import flavors, keypairs, quotas, server_groups, servers
 
 _C = "/compute/v2.1"
 _N = "/networking/v2.0"
@@ -56,6 +56,11 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     # The action body is a one-key object per action, so the summary documents it.
     ("post", f"{_C}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
      "unpause, suspend, resume, os-getConsoleOutput)", None, 202, True),
+    ("get", f"{_C}/os-server-groups", "List server groups (admins: ?all_projects=true)", None, 200, True),
+    ("post", f"{_C}/os-server-groups", "Create a server group (policy affinity or anti-affinity)",
+     server_groups.SERVER_GROUP_CREATE, 200, True),
+    ("get", f"{_C}/os-server-groups/{{group_id}}", "Show a server group and its members", None, 200, True),
+    ("delete", f"{_C}/os-server-groups/{{group_id}}", "Delete a server group (its servers stay)", None, 204, True),
     ("get", f"{_C}/os-hypervisors", "List hypervisors (admin)", None, 200, True),
     ("get", f"{_C}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200, True),
     ("get", f"{_C}/os-services", "List services (admin)", None, 200, True),
@@ -68,7 +73,8 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", f"{_I}/images/{{image_id}}/file", "Download image data", None, 200, True),
     ("get", "/networking", "Network versions", None, 200, False),
     ("get", f"{_N}/networks", "List networks", None, 200, True),
-    ("post", f"{_N}/networks", "Create a network", network.NETWORK_CREATE, 201, True),
+    ("post", f"{_N}/networks", "Create a network (members: provider:network_type routed, on a segment of "
+     "their own project)", network.NETWORK_CREATE, 201, True),
     ("get", f"{_N}/networks/{{network_id}}", "Show a network", None, 200, True),
     ("delete", f"{_N}/networks/{{network_id}}", "Delete a network", None, 204, True),
     ("get", f"{_N}/subnets", "List subnets", None, 200, True),
@@ -76,6 +82,25 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", f"{_N}/subnets/{{subnet_id}}", "Show a subnet", None, 200, True),
     ("get", f"{_N}/ports", "List ports", None, 200, True),
     ("get", f"{_N}/ports/{{port_id}}", "Show a port", None, 200, True),
+    ("put", f"{_N}/ports/{{port_id}}", "Set a port's security groups", security_groups.PORT_UPDATE, 200, True),
+    ("get", f"{_N}/security-groups", "List security groups (makes the project's default group)", None, 200, True),
+    ("post", f"{_N}/security-groups", "Create a security group", security_groups.GROUP_CREATE, 201, True),
+    ("get", f"{_N}/security-groups/{{group_id}}", "Show a security group", None, 200, True),
+    ("put", f"{_N}/security-groups/{{group_id}}", "Rename a security group", security_groups.GROUP_UPDATE, 200,
+     True),
+    ("delete", f"{_N}/security-groups/{{group_id}}", "Delete a security group", None, 204, True),
+    ("get", f"{_N}/security-group-rules", "List security group rules", None, 200, True),
+    ("post", f"{_N}/security-group-rules", "Create a security group rule", security_groups.RULE_CREATE, 201, True),
+    ("get", f"{_N}/security-group-rules/{{rule_id}}", "Show a security group rule", None, 200, True),
+    ("delete", f"{_N}/security-group-rules/{{rule_id}}", "Delete a security group rule", None, 204, True),
+    ("get", f"{_N}/floatingips", "List floating IPs", None, 200, True),
+    ("post", f"{_N}/floatingips", "Create a floating IP from an external network (optionally associated)",
+     floating_ips.FLOATING_IP_CREATE, 201, True),
+    ("get", f"{_N}/floatingips/{{floating_id}}", "Show a floating IP", None, 200, True),
+    ("put", f"{_N}/floatingips/{{floating_id}}", "Associate (port_id) or disassociate (port_id null) a floating IP",
+     floating_ips.FLOATING_IP_UPDATE, 200, True),
+    ("delete", f"{_N}/floatingips/{{floating_id}}", "Delete a floating IP (its address goes back to the pool)",
+     None, 204, True),
     ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
     ("post", "/fabric/v1/topology/hosts", "Add a host to the topology (admin; announced to the network workers)",
      admin.HOST_CREATE, 201, True),
@@ -99,6 +124,9 @@ _QUERY = {
                          ("limit", "integer"), ("marker", "string")],
     "/networking/v2.0/networks": [("name", "string"), ("id", "string"), ("shared", "boolean")],
     "/networking/v2.0/ports": [("network_id", "string"), ("device_id", "string")],
+    "/networking/v2.0/floatingips": [("floating_ip_address", "string"), ("port_id", "string"),
+                                     ("floating_network_id", "string"), ("status", "string")],
+    "/compute/v2.1/os-server-groups": [("all_projects", "boolean"), ("limit", "integer"), ("offset", "integer")],
 }
 _QUERY["/compute/v2.1/servers/detail"] = _QUERY["/compute/v2.1/servers"]
 _QUERY["/compute/v2.1/flavors/detail"] = _QUERY["/compute/v2.1/flavors"]

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from fabric import config
-from fabric.cmd import common, manage_bootstrap, manage_keys, manage_queues, manage_service
+from fabric.cmd import common, manage_bootstrap, manage_keys, manage_queues, manage_reconcile, manage_service
 from fabric.db import Database, migration
 from fabric.db.engine import redacted
 
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: ``register(subparsers)`` functions of the subcommand groups that live in
 #: their own modules (services, queues, topology ...).
 EXTRA_GROUPS: list = [manage_service.register, manage_queues.register, manage_bootstrap.register,
-                      manage_keys.register]
+                      manage_keys.register, manage_reconcile.register]
 
 
 @common.clean_errors

@@ -60,7 +60,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     queues.add_argument("--node", help="RabbitMQ node name passed to rabbitmqctl -n")
     queues.set_defaults(func=queues_list)
     actions = queues.add_subparsers(dest="action", metavar="ACTION")
-    requeue = actions.add_parser("requeue-dead", help="move QUEUE's dead letters (QUEUE.dead) back to QUEUE")
+    requeue = actions.add_parser("requeue-dead", help="move QUEUE's dead letters (QUEUE.dead) back to QUEUE, "
+                                 "re-signed where their signature checks with this host's keys")
     requeue.add_argument("queue", help="the live queue, e.g. compute or compute.host1")
     requeue.add_argument("--vhost", default=argparse.SUPPRESS,
                          help="RabbitMQ vhost (default: the one in [rpc] transport_url)")

@@ -12,5 +12,13 @@ def main(argv: list[str] | None = None) -> int:
     return launcher.launch(("fabric-objectstore",), argv, prog="fabric-objectstore", description=__doc__)
 
 
+def helper() -> int:
+    """A helper process serving the objectstore's listening socket beside the worker that started
+    it (``fabric.objectstore.processes``); not run by hand."""
+    from fabric.objectstore.processes import helper_main
+
+    return helper_main(sys.argv[1:])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,9 +5,10 @@ delete and console read; nothing else moves a server out of its resting
 state from outside the compute worker. Each action moves the instance's
 task_state by compare-and-swap from the states :data:`states.ACTIONS` allows
 (so two requests cannot both start, and the caller gets
-InstanceStateConflict at once), commits, then casts to the worker on the
-instance's host; if the cast cannot be sent, the task is put back and the
-error raised.
+InstanceStateConflict at once) and stages its cast to the worker on the
+instance's host in the same transaction (:mod:`fabric.rpc.outbox`: a crash
+after the commit cannot lose it), then sends it; if no worker consumes the
+host's queue, the task is put back and Unroutable raised.
 
 Callers check that the caller may see the server first (this module knows
 nothing of projects or tokens).
@@ -15,6 +16,7 @@ nothing of projects or tokens).
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -25,7 +27,8 @@ from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import Instance
 from fabric.db.types import utcnow
-from fabric.exception import Conflict, FabricError, InstanceStateConflict, NotFound
+from fabric.exception import Conflict, InstanceStateConflict, NotFound, Unroutable
+from fabric.rpc.outbox import Outbox
 
 #: The compute RPC method that tears a server down.
 TERMINATE = "terminate_instance"
@@ -50,9 +53,12 @@ OnDeleteAccepted = Callable[[orm.Session, Instance], None]
 class ComputeService:
     """Server actions, delete and console output over ``db`` and ``compute`` (see :class:`ComputeCaster`)."""
 
-    def __init__(self, db: Database, compute: ComputeCaster, *, max_retries: int = 5) -> None:
+    def __init__(self, db: Database, compute: ComputeCaster, *, outbox: Outbox | None = None,
+                 max_retries: int = 5) -> None:
+        """``outbox``: the API's, whose ``compute`` sender is ``compute`` (default: one of its own)."""
         self.db = db
         self.compute = compute
+        self.outbox = outbox or Outbox(db, "api", types.SimpleNamespace(compute=compute))
         self.max_retries = max_retries
 
     def act(self, ctx: RequestContext, instance_id: str, name: str) -> None:
@@ -60,8 +66,8 @@ class ComputeService:
 
         Raises NotFound; InstanceStateConflict naming the state the instance
         is in and the states the action needs; Conflict when it has no host
-        yet; the caster's error (e.g. Unroutable) when the cast cannot be
-        sent, with the instance as it was.
+        yet; Unroutable when no worker serves the host, with the instance as
+        it was. A cast the broker does not confirm yet is sent by the outbox's relay.
         """
         action = states.ACTIONS[name]
         row = states.get_instance(self.db, instance_id)
@@ -69,12 +75,19 @@ class ComputeService:
         if host is None and row["vm_state"] in action.vm_states and previous in action.task_states:
             raise Conflict(reason=f"server {instance_id} is not placed on a host yet; {name} needs a built server")
         # The expected host guards against a reschedule between the read and the swap.
-        states.compare_and_swap(self.db, instance_id, {"vm_state": action.vm_states, "task_state": action.task_states,
-                                                       "host": host}, task_state=action.task)
+        expected = {"vm_state": action.vm_states, "task_state": action.task_states, "host": host}
+        with self.db.begin() as session:
+            staged = None
+            if states.swap(session, instance_id, expected, task_state=action.task):
+                staged = self.outbox.stage(session, "api.instance_action", ctx, host=host, action=action.rpc_method,
+                                           instance_id=instance_id, **action.rpc_kwargs)
+        if staged is None:
+            states.require(states.get_instance(self.db, instance_id), expected)  # NotFound, InstanceStateConflict
+            raise InstanceStateConflict(instance=instance_id, attr="state", actual="changed concurrently",
+                                        expected=[f"{k}={v}" for k, v in expected.items()])
         try:
-            self.compute.instance_action(ctx, host=host, action=action.rpc_method, instance_id=instance_id,
-                                         **action.rpc_kwargs)
-        except FabricError:
+            self.outbox.send(staged)
+        except Unroutable:
             try:
                 states.compare_and_swap(self.db, instance_id, {"task_state": action.task}, task_state=previous)
             except (NotFound, InstanceStateConflict):
@@ -86,7 +99,8 @@ class ComputeService:
         worker tears it down; one never placed is marked deleted here. A repeat while deleting is
         accepted and does nothing. ``on_accepted`` runs in the accepting transaction.
 
-        Raises NotFound; Conflict if the server kept changing state.
+        Raises NotFound; Conflict if the server kept changing state; Unroutable
+        when no worker serves the host (the server stays deleting).
         """
         for _ in range(self.max_retries):
             with self.db.begin() as session:
@@ -105,9 +119,12 @@ class ComputeService:
                     continue  # it moved under us: look again
                 if on_accepted is not None:
                     on_accepted(session, row)
-                host = row.host
-            if host is not None:
-                self.compute.instance_action(ctx, host=host, action=TERMINATE, instance_id=instance_id)
+                staged = None
+                if row.host is not None:
+                    staged = self.outbox.stage(session, "api.instance_action", ctx, host=row.host, action=TERMINATE,
+                                               instance_id=instance_id)
+            if staged is not None:
+                self.outbox.send(staged)
             return
         raise Conflict(reason=f"server {instance_id} kept changing state; try the delete again")
 

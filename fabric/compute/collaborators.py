@@ -2,7 +2,7 @@
 
 The manager takes these as constructor arguments so unit tests can hand it
 fakes; :func:`default_collaborators` wires the real RPC clients (IPAM, the
-network worker on this host, the scheduler) and the local image store.
+network worker on this host, the scheduler) and the images downloaded from the objectstore.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import sqlalchemy as sa
 
+from fabric import images
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, Network, Port, Subnet
-from fabric.exception import Conflict, Invalid, NotFound
-from fabric.images import ImageStore, resolve_boot
+from fabric.exception import Conflict, Invalid, NotFound, ObjectstoreError
+from fabric.images import ImageCache, ImageRecord, resolve_boot
 from fabric.network.model import COMPUTE_PORT_OWNER_PREFIX
+from fabric.objectstore.client import S3Client
 from fabric.virt.driver import BootImage
 
 LOG = logging.getLogger(__name__)
@@ -187,6 +188,10 @@ class IpamAddresses:
                                      mac_address=mac, **bound))
                 else:
                     port.host, port.binding = bound["host"], bound["binding"]
+        if not request.get("port_id"):  # a user's own port keeps its groups
+            from fabric.network.secgroups_db import bind_port_groups
+
+            bind_port_groups(self.db, port_id, instance["project_id"], request.get("security_groups"))
         return {"id": port_id, "network_id": network_id, "subnet_id": subnet_id, "segment_id": segment_id,
                 "mac": mac}
 
@@ -283,13 +288,27 @@ class RpcNetworkPlugger:
 
 
 class SchedulerRescheduler:
-    def __init__(self, transport: Any) -> None:
+    """Failed builds back to the scheduler through this host's cast outbox (:mod:`fabric.rpc.outbox`).
+
+    The row is committed just after the build's swap back to ``scheduling``: a crash before
+    it is covered by the build message, which is redelivered (it is acked after the handler)
+    and builds again here; a crash after it, by the outbox.
+    """
+
+    def __init__(self, transport: Any, db: Database, host: str | None = None) -> None:
+        from fabric.rpc.outbox import Outbox
         from fabric.scheduler.rpcapi import SchedulerAPI
 
-        self.api = SchedulerAPI(transport)
+        self.scheduler = SchedulerAPI(transport)
+        #: The compute worker's outbox; its service runs the relay.
+        self.outbox = Outbox(db, "compute", self, host=host)
 
     def reschedule(self, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> None:
-        self.api.schedule_and_build(ctx, instance_id, failed_host=failed_host, reason=reason)
+        """Raises Unroutable when no scheduler consumes its queue."""
+        with self.outbox.db.begin() as session:
+            staged = self.outbox.stage(session, "compute.reschedule", ctx, instance_id=instance_id,
+                                       failed_host=failed_host, reason=reason)
+        self.outbox.send(staged)
 
 
 class SchedulerClaims:
@@ -302,41 +321,53 @@ class SchedulerClaims:
         return release_instance_claim(self.db, instance_id, host)
 
 
-class LocalImageStore:
-    """What an instance boots, from the image store on this host (:class:`fabric.images.ImageStore`).
+class ObjectstoreImages:
+    """What an instance boots, downloaded from the objectstore into this host's :class:`~fabric.images.ImageCache`.
 
     The images come from :func:`fabric.images.resolve_boot` for the instance's
     project, whatever the database holds: ids that are not image ids, images the
     project may not see, inactive images and images of the wrong kind are refused
-    (Invalid, or NotFound for the boot image). Every file handed to the driver is
-    :meth:`~fabric.images.ImageStore.existing_file`'s real path, a regular file
-    directly inside the store directory; nothing is opened on the way.
+    (Invalid, or NotFound for the boot image). Each one is fetched over HTTP with a
+    signed GET (the image service's credential), checked against the size, MD5 and
+    SHA-512 the Image API recorded, and cached by id and checksum; every file handed
+    to the driver is :meth:`~fabric.images.ImageCache.existing_file`'s real path. A
+    download that is not the recorded bytes raises ImageDataCorrupt and is not kept.
+    Nothing of the API's host is read: no directory is shared.
     """
 
-    def __init__(self, store: ImageStore | str | Path, db: Database) -> None:
-        """``store``: the image store, or its directory."""
-        self.store = store if isinstance(store, ImageStore) else ImageStore(store)
+    def __init__(self, cache: ImageCache, db: Database, settings: Any) -> None:
+        self.cache = cache
         self.db = db
+        self.settings = settings
 
     @classmethod
-    def from_settings(cls, settings: Any, db: Database) -> LocalImageStore:
-        """The store in ``[api] image_dir`` (default ``data_dir/images``), the one the API writes."""
-        return cls(ImageStore.from_settings(settings), db)
+    def from_settings(cls, settings: Any, db: Database) -> ObjectstoreImages:
+        """The cache under this host's ``data_dir``, fed from ``settings.objectstore_url``."""
+        return cls(ImageCache.from_settings(settings), db, settings)
+
+    def _download(self, image_id: str) -> BinaryIO:
+        credential = images.service_credential(self.db)
+        if credential is None:
+            raise ObjectstoreError(url=self.settings.objectstore_url, request=f"GET image {image_id}", status="-",
+                                   code="", reason="the image service has no EC2 credential yet (fabric-manage "
+                                                   "bootstrap, or the first image upload, makes it)")
+        client = S3Client(self.settings.objectstore_url, *credential, self.settings.objectstore.region)
+        return client.get_object(images.BUCKET, images.object_key(image_id))
+
+    def _file(self, image: Any) -> str:
+        return str(self.cache.fetch(ImageRecord.of(image), self._download))
 
     def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
         if not instance.get("image_id"):
             raise Invalid(reason=f"instance {instance['id']} has no image_id; an image is required to boot")
         with self.db.begin() as session:
             boot = resolve_boot(session, instance.get("project_id"), instance["image_id"])
-            image_id, disk_format = boot.image.id, boot.image.disk_format
-            kernel_id = boot.kernel.id if boot.kernel is not None else None
-            ramdisk_id = boot.ramdisk.id if boot.ramdisk is not None else None
-            cmdline = boot.cmdline
-        if kernel_id is not None:
-            return BootImage(kernel=str(self.store.existing_file(kernel_id)),
-                             initrd=str(self.store.existing_file(ramdisk_id)) if ramdisk_id else None,
-                             cmdline=cmdline)
-        return BootImage(disk_path=str(self.store.existing_file(image_id)), disk_format=disk_format)
+            session.expunge_all()  # the rows' loaded columns are read after the session ends
+        if boot.kernel is not None:
+            return BootImage(kernel=self._file(boot.kernel),
+                             initrd=self._file(boot.ramdisk) if boot.ramdisk is not None else None,
+                             cmdline=boot.cmdline)
+        return BootImage(disk_path=self._file(boot.image), disk_format=boot.image.disk_format)
 
 
 def default_collaborators(settings, db: Database, transport: Any) -> dict[str, Any]:
@@ -344,7 +375,7 @@ def default_collaborators(settings, db: Database, transport: Any) -> dict[str, A
     return {
         "addresses": IpamAddresses(transport, db),
         "network": RpcNetworkPlugger(transport, db, settings),
-        "rescheduler": SchedulerRescheduler(transport),
+        "rescheduler": SchedulerRescheduler(transport, db, getattr(settings.default, "host", None)),
         "claims": SchedulerClaims(db),
-        "images": LocalImageStore.from_settings(settings, db),
+        "images": ObjectstoreImages.from_settings(settings, db),
     }

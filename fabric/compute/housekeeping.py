@@ -68,28 +68,35 @@ def sync_power_states(db: Database, driver: ComputeDriver, host: str) -> int:
     A guest that vanished from the hypervisor puts its instance in error with a fault.
     """
     actual_states = driver.get_power_states()
-    changed = 0
-    for inst in states.instances_on_host(db, host):
-        if inst["task_state"] is not None or inst["vm_state"] not in states.SYNCED_VM_STATES:
-            continue
-        actual = actual_states.get(inst["id"])
-        expected = {"task_state": None, "vm_state": inst["vm_state"], "power_state": inst["power_state"]}
-        try:
-            if actual is None:
-                states.compare_and_swap(db, inst["id"], expected, vm_state=states.ERROR,
-                                        power_state=int(PowerState.NOSTATE))
-                record_fault(db, inst["id"], f"Guest vanished from the hypervisor on {host}", host)
-                changed += 1
-                continue
-            vm_state = states.VM_STATE_FOR_POWER.get(actual, inst["vm_state"])
-            if int(actual) == inst["power_state"] and vm_state == inst["vm_state"]:
-                continue
-            states.compare_and_swap(db, inst["id"], expected, power_state=int(actual), vm_state=vm_state)
-            LOG.info("instance %s: power state %s, now %s", inst["id"], actual.name, vm_state)
-            changed += 1
-        except (NotFound, InstanceStateConflict):
-            continue  # it moved on since we looked: the next sync sees the new state
-    return changed
+    return sum(sync_power_state(db, host, inst, actual_states.get(inst["id"]))
+               for inst in states.instances_on_host(db, host))
+
+
+def sync_power_state(db: Database, host: str, inst: dict, actual: PowerState | None) -> bool:
+    """Bring one instance (a row of :func:`states.instances_on_host`) in line with its guest's
+    power state ``actual`` (None: the guest is gone); whether its row changed.
+
+    The one path for this: the periodic sync and reconciliation's fixes both come here.
+    Left alone: an instance with a task running or not resting in a synced vm_state, and
+    one that moved on since it was read (compare-and-swap).
+    """
+    if inst["task_state"] is not None or inst["vm_state"] not in states.SYNCED_VM_STATES:
+        return False
+    expected = {"task_state": None, "vm_state": inst["vm_state"], "power_state": inst["power_state"]}
+    try:
+        if actual is None:
+            states.compare_and_swap(db, inst["id"], expected, vm_state=states.ERROR,
+                                    power_state=int(PowerState.NOSTATE))
+            record_fault(db, inst["id"], f"Guest vanished from the hypervisor on {host}", host)
+            return True
+        vm_state = states.VM_STATE_FOR_POWER.get(actual, inst["vm_state"])
+        if int(actual) == inst["power_state"] and vm_state == inst["vm_state"]:
+            return False
+        states.compare_and_swap(db, inst["id"], expected, power_state=int(actual), vm_state=vm_state)
+        LOG.info("instance %s: power state %s, now %s", inst["id"], actual.name, vm_state)
+        return True
+    except (NotFound, InstanceStateConflict):
+        return False  # it moved on since we looked: the next sync sees the new state
 
 
 def reap_stuck_instances(db: Database, host: str, timeout: float) -> list[str]:

@@ -32,6 +32,9 @@ from fabric.db.retry import is_connection_error
 from fabric.db.types import utcnow
 from fabric.exception import FabricError, InstanceStateConflict, Invalid, NotFound
 from fabric.manager import Manager, callers_table
+from fabric.reconcile import Fixes, log_findings
+from fabric.reconcile import report as drift_report
+from fabric.reconcile import servers as server_drift
 from fabric.virt import load_driver
 from fabric.virt.driver import ComputeDriver, GuestSpec, NetworkInterface, PowerState
 
@@ -51,7 +54,7 @@ class ComputeManager(Manager):
         terminate_instance=("api",), reboot_instance=("api",), stop_instance=("api",),
         start_instance=("api",), pause_instance=("api",), unpause_instance=("api",),
         suspend_instance=("api",), resume_instance=("api",), get_console_output=("api",),
-        get_available_resource=("api", "scheduler"))
+        get_available_resource=("api", "scheduler"), reconcile_servers=("api",))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, driver: ComputeDriver | None = None, addresses=DEFAULT,
@@ -70,6 +73,8 @@ class ComputeManager(Manager):
         self.addresses = given["addresses"]
         self.network = given["network"]
         self.rescheduler = given["rescheduler"]
+        #: The reschedule casts' outbox (fabric.rpc.outbox), whose relay the service runs.
+        self.outbox = getattr(self.rescheduler, "outbox", None)
         self.claims = given["claims"]
         self.images = given["images"]
         self.compute_settings = settings.compute
@@ -303,6 +308,17 @@ class ComputeManager(Manager):
     def get_available_resource(self, ctx: RequestContext) -> dict[str, Any]:
         return self.driver.get_available_resource().to_dict()
 
+    def reconcile_servers(self, ctx: RequestContext, fixes: dict[str, bool] | None = None) -> dict[str, Any]:
+        """This host's server drift (:mod:`fabric.reconcile.servers`), repairing the kinds
+        ``fixes`` names (a :class:`~fabric.reconcile.Fixes` dict; none: report only).
+        Returns ``{"host", "findings"}``. Raises Invalid for a bad ``fixes``."""
+        wanted = Fixes.from_dict(fixes)
+        findings = server_drift.find(self.db, self.driver, self.host)
+        if wanted:
+            server_drift.fix(self.db, self.driver, self.host, findings, wanted,
+                             self.compute_settings.guest_shutdown_timeout)
+        return drift_report(self.host, findings)
+
     # --- periodic tasks ------------------------------------------------------------
 
     @periodic.periodic_task(lambda self: self.settings.compute.resource_report_interval, run_immediately=True)
@@ -315,6 +331,13 @@ class ComputeManager(Manager):
     def sync_power_states(self, ctx: RequestContext) -> int:
         """Power states from the hypervisor; returns the number of instances changed."""
         return housekeeping.sync_power_states(self.db, self.driver, self.host)
+
+    @periodic.periodic_task(lambda self: self.settings.compute.drift_report_interval)
+    def report_server_drift(self, ctx: RequestContext) -> int:
+        """Log this host's server drift, one line per finding (fixes nothing); returns how many."""
+        findings = server_drift.find(self.db, self.driver, self.host)
+        log_findings(LOG, "servers", self.host, findings)
+        return len(findings)
 
     @periodic.periodic_task(lambda self: self.settings.compute.reap_interval)
     def reap_stuck_instances(self, ctx: RequestContext) -> list[str]:

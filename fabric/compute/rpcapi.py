@@ -59,3 +59,8 @@ class ComputeAPI:
 
     def get_available_resource(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return self._host(host).call(ctx, "get_available_resource")
+
+    def reconcile_servers(self, ctx: RequestContext, host: str, fixes: dict[str, bool] | None = None) -> dict[str, Any]:
+        """``host``'s server drift, repairing the kinds ``fixes`` names (call; see
+        :meth:`fabric.compute.manager.ComputeManager.reconcile_servers`)."""
+        return self._host(host).call(ctx, "reconcile_servers", fixes=fixes or {})

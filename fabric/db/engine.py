@@ -90,7 +90,9 @@ def redacted(url: sa.URL | str) -> str:
 class Database:
     """The shared database as one process sees it."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: int = 10, pre_ping: bool = True) -> None:
+        """``pre_ping=False`` skips the ping per checkout (a round trip): only for callers that
+        run every statement through :func:`fabric.db.retry.retry_on_disconnect` themselves."""
         self.url = normalize_url(url)
         backend = self.url.get_backend_name()
         kwargs: dict = {"future": True}
@@ -103,7 +105,7 @@ class Database:
             connect_args: dict = {"connect_timeout": connect_timeout}
             if backend == "postgresql":
                 connect_args.update(_PG_KEEPALIVES)
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=pre_ping,
                           pool_recycle=3600, isolation_level="READ COMMITTED", connect_args=connect_args)
         self.engine = sa.create_engine(self.url, **kwargs)
         if backend == "sqlite":

@@ -30,6 +30,8 @@ from fabric.ipam.topology import DEFAULT_DATACENTER, Topology
 from fabric.manager import Manager, callers_table
 from fabric.network.model import HostSpec
 from fabric.network.rpcapi import NetworkAPI
+from fabric.reconcile import Fixes, report
+from fabric.reconcile import addresses as address_drift
 from fabric.rpc import idempotent
 
 LOG = logging.getLogger(__name__)
@@ -49,14 +51,15 @@ class IpamManager(Manager):
 
     topic = "ipam"
     #: Who may call each handler (checked on the message's signature before dispatch):
-    #: the topology and subnets are the API's; addresses are asked for by compute hosts.
+    #: the topology and subnets are the API's; addresses are asked for by compute hosts (for
+    #: guests' ports) and by the API (for floating IPs).
     rpc_callers = callers_table(
         configure_datacenter=("api",), describe_datacenter=("api",), add_host=("api",),
         remove_host=("api",), list_hosts=("api",), add_tenant=("api",), remove_tenant=("api",),
         list_tenants=("api",), add_segment=("api",), remove_segment=("api",), list_segments=("api",),
         describe_segment=("api", "compute", "network"), subnet_created=("api",), subnet_deleted=("api",),
-        allocate=("compute",), release=("compute",), lookup=("api", "compute"),
-        list_allocations=("api", "compute"), pool_usage=("api",))
+        allocate=("api", "compute"), release=("api", "compute"), lookup=("api", "compute"),
+        list_allocations=("api", "compute"), pool_usage=("api",), reconcile_addresses=("api",))
 
     def __init__(self, settings: config.Settings, host: str | None = None,
                  db: Database | None = None, transport: Any = None) -> None:
@@ -301,6 +304,16 @@ class IpamManager(Manager):
                          port_id: str | None = None) -> list[dict[str, Any]]:
         """Allocations of a pool and/or a port (lowest first)."""
         return [self._with_info(r) for r in self.allocator.list(pool, port_id)]
+
+    def reconcile_addresses(self, ctx: RequestContext, fixes: dict[str, bool] | None = None) -> dict[str, Any]:
+        """Allocations without ports and ports without allocations (:mod:`fabric.reconcile.addresses`),
+        repairing the kinds ``fixes`` names through :meth:`allocate` and :meth:`release`.
+        Returns ``{"host": None, "findings"}``. Raises Invalid for a bad ``fixes``."""
+        wanted = Fixes.from_dict(fixes)
+        findings = address_drift.find(self.db)
+        if wanted:
+            address_drift.fix(self.db, ctx, findings, wanted, self.allocate, self.release)
+        return report(None, findings)
 
     @idempotent
     def pool_usage(self, ctx: RequestContext, pool: str) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class IpamAPI:
     def pool_usage(self, ctx: RequestContext, pool: str) -> dict[str, Any]:
         return self._call(ctx, "pool_usage", pool=pool)
 
+    def reconcile_addresses(self, ctx: RequestContext, fixes: dict[str, bool] | None = None) -> dict[str, Any]:
+        """Address drift, repairing the kinds ``fixes`` names; see IpamManager.reconcile_addresses."""
+        return self._call(ctx, "reconcile_addresses", fixes=fixes or {})
+
     # --- subnets ------------------------------------------------------------------------
 
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> None:

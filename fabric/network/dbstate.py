@@ -29,12 +29,15 @@ from fabric.db.models import (
     FloatingIp,
     Network,
     Port,
+    PortSecurityGroup,
+    SecurityGroupRule,
     Segment,
     Subnet,
     Tenant,
     TopologyHost,
 )
 from fabric.network.model import (
+    COMPUTE_PORT_OWNER_PREFIX,
     DHCP_PORT_OWNER,
     EndpointSpec,
     FloatingSpec,
@@ -44,6 +47,7 @@ from fabric.network.model import (
     RoutedSpec,
     segment_match,
 )
+from fabric.network.secgroups import RuleSpec, SecurityState
 
 LOG = logging.getLogger(__name__)
 
@@ -130,3 +134,55 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
                                                                     FloatingIp.fixed_address.is_not(None))):
             state.floating[floating.address] = FloatingSpec(floating.address, floating.fixed_address)
     return state
+
+
+def security_state(db: Database, host: str) -> SecurityState:
+    """What ``host`` enforces: its filtered ports and their groups, those groups' rules,
+    and the IPv4 members (on every host) of each group they name as remote.
+
+    A port is filtered when it is a guest's (``compute:*`` owner) or is in a group:
+    a guest port in no group gets nothing but DHCP and metadata through.
+    """
+    security = SecurityState()
+    with db.begin() as session:
+        ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
+        ids = [p.id for p in ports]
+        membership: dict[str, list[str]] = {}
+        if ids:
+            for port_id, group_id in session.execute(
+                    sa.select(PortSecurityGroup.port_id, PortSecurityGroup.security_group_id)
+                    .where(PortSecurityGroup.port_id.in_(ids)).order_by(PortSecurityGroup.security_group_id)):
+                membership.setdefault(port_id, []).append(group_id)
+        for port in ports:
+            if port.id in membership or (port.device_owner or "").startswith(COMPUTE_PORT_OWNER_PREFIX):
+                security.ports[port.id] = membership.get(port.id, [])
+        groups = sorted({g for gs in security.ports.values() for g in gs})
+        remotes: set[str] = set()
+        if groups:
+            for row in session.scalars(sa.select(SecurityGroupRule)
+                                       .where(SecurityGroupRule.security_group_id.in_(groups))
+                                       .order_by(SecurityGroupRule.created_at, SecurityGroupRule.id)):
+                security.groups.setdefault(row.security_group_id, []).append(rule_spec(row))
+                if row.remote_group_id is not None:
+                    remotes.add(row.remote_group_id)
+            for group in groups:
+                security.groups.setdefault(group, [])
+        if remotes:
+            members = list(session.execute(
+                sa.select(PortSecurityGroup.security_group_id, PortSecurityGroup.port_id)
+                .where(PortSecurityGroup.security_group_id.in_(sorted(remotes)))))
+            addresses = ipv4_addresses(session, sorted({port_id for _, port_id in members}))
+            for group in sorted(remotes):
+                security.members[group] = []
+            for group, port_id in members:
+                if port_id in addresses:
+                    security.members[group].append(addresses[port_id])
+            for group in security.members:
+                security.members[group].sort(key=ipaddress.IPv4Address)
+    return security
+
+
+def rule_spec(row: SecurityGroupRule) -> RuleSpec:
+    """The enforced form of a stored rule (stored rules were checked when written)."""
+    return RuleSpec(row.direction, row.ethertype, row.protocol, row.port_range_min, row.port_range_max,
+                    row.remote_ip_prefix, row.remote_group_id)

@@ -56,6 +56,26 @@ def _write_atomically(path: str, text: str) -> bool:
     return True
 
 
+def _read_entries(path: str) -> set[tuple[str, str]]:
+    """The (MAC, address) entries of a hosts file (none when it does not exist)."""
+    try:
+        with open(path) as handle:
+            return {tuple(line.strip().split(",", 1)) for line in handle if "," in line}  # type: ignore[misc]
+    except FileNotFoundError:
+        return set()
+
+
+def _read_leases(path: str) -> dict[tuple[str, str], str]:
+    """(MAC, address) -> client id ("*" when none) of dnsmasq's lease file
+    (``<expiry> <mac> <address> <hostname> <client id>`` per line)."""
+    try:
+        with open(path) as handle:
+            rows = [line.split() for line in handle]
+    except FileNotFoundError:
+        return {}
+    return {(row[1].lower(), row[2]): row[4] for row in rows if len(row) >= 5}
+
+
 class DhcpServers:
     """The dnsmasq servers of one host (one namespace, one state directory)."""
 
@@ -98,12 +118,14 @@ class DhcpServers:
         directory = self._dir(network_id)
         os.makedirs(directory, exist_ok=True)
         hosts = os.path.join(directory, "hosts")
-        text = "".join(f"{mac.lower()},{address}\n" for mac, address in sorted(entries))
-        changed = _write_atomically(hosts, text)
+        wanted = {(mac.lower(), address) for mac, address in entries}
+        gone = _read_entries(hosts) - wanted
+        changed = _write_atomically(hosts, "".join(f"{mac},{address}\n" for mac, address in sorted(wanted)))
         pid = self.pid(network_id)
         if pid is not None:
             if changed:
                 os.kill(pid, signal.SIGHUP)  # dnsmasq rereads --dhcp-hostsfile on SIGHUP
+                self._release(directory, interface, gone)
             return pid
         subnet = ipaddress.ip_interface(host_address).network
         self.kernel.execute([
@@ -120,6 +142,19 @@ class DhcpServers:
             raise exception.KernelError(op="start dnsmasq", target=f"network {network_id}",
                                         errno=0, reason="dnsmasq exited without a running server")
         return pid
+
+    def _release(self, directory: str, interface: str, gone: set[tuple[str, str]]) -> None:
+        """End the leases of entries no longer served. IPAM hands a released address out again
+        at once, and dnsmasq will not give an address that is still leased to another MAC (for
+        the lease's 12 hours); ``dhcp_release`` (dnsmasq-utils) asks the running server to drop
+        the lease, as Neutron's DHCP agent does."""
+        leases = _read_leases(os.path.join(directory, "leases"))
+        for mac, address in sorted(gone):
+            client_id = leases.get((mac, address))
+            if client_id is None:
+                continue  # never leased: nothing to end
+            argv = ["dhcp_release", interface, address, mac] + ([client_id] if client_id != "*" else [])
+            self.kernel.execute(argv)
 
     def stop(self, network_id: str, timeout: float = 5.0) -> None:
         """Stop the network's dnsmasq (if any) and remove its files."""

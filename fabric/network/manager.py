@@ -19,12 +19,16 @@ from typing import Any, TypeVar
 
 from eventlet.semaphore import Semaphore
 
-from fabric import config, exception
+from fabric import config, exception, periodic
 from fabric.context import RequestContext
 from fabric.manager import Manager, callers_table
 from fabric.network import dbstate, drivers
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.model import NETWORK_TYPES, EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec
+from fabric.network.rpcapi import NetworkAPI
+from fabric.reconcile import Finding, Fixes, log_findings
+from fabric.reconcile import networks as network_drift
+from fabric.reconcile import report as drift_report
 from fabric.rpc import idempotent
 
 LOG = logging.getLogger(__name__)
@@ -42,7 +46,8 @@ class NetworkManager(Manager):
         associate_floating=("api",), disassociate_floating=("api",),
         sync=("api",), describe_host_networking=("api",),
         host_joined=("ipam",), host_left=("ipam",),
-        network_created=("api",), network_deleted=("api",))
+        network_created=("api",), network_deleted=("api",), reconcile_networks=("api",),
+        security_groups_changed=("api", "network"))
 
     def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
                  transport: Any = None, driver: NetworkDriver | None = None) -> None:
@@ -71,6 +76,8 @@ class NetworkManager(Manager):
         if self.settings.metadata.enabled:
             self._serialised(self.driver.serve_metadata, self.db)
         state = dbstate.host_state(self.db, self.host, self.settings)
+        # Before the sync, so one rebuild applies both (and rules that no longer belong go).
+        self.driver.security = dbstate.security_state(self.db, self.host)
         summary = self._serialised(self.driver.sync, state)
         LOG.info("network: reconciled %s: created %s, removed %s", self.host,
                  summary.get("created"), summary.get("removed"))
@@ -101,13 +108,30 @@ class NetworkManager(Manager):
         def plug() -> dict[str, Any]:
             if network is not None:
                 self.driver.setup_network(NetworkSpec.from_dict(network))
+            if self.db is not None:  # the port is filtered from the moment its device exists
+                self.driver.security = dbstate.security_state(self.db, self.host)
             return self.driver.plug(spec)
 
-        return self._serialised(plug)
+        device = self._serialised(plug)
+        if spec.id in self.driver.security.ports:
+            self._announce_membership(ctx, spec.id)
+        return device
 
     @idempotent
     def unplug(self, ctx: RequestContext, endpoint_id: str) -> None:
+        filtered = endpoint_id in self.driver.security.ports
         self._serialised(self.driver.unplug, endpoint_id)
+        if filtered:
+            self._announce_membership(ctx, endpoint_id)
+
+    def _announce_membership(self, ctx: RequestContext, endpoint_id: str) -> None:
+        # Every host may hold this port's address in a remote group's set.
+        if self.transport is None:
+            return
+        try:
+            NetworkAPI(self.transport).security_groups_changed(ctx)
+        except exception.FabricError as exc:
+            LOG.error("network: could not announce the group membership of %s: %s", endpoint_id, exc.message)
 
     @idempotent
     def associate_floating(self, ctx: RequestContext, address: str, fixed_address: str) -> None:
@@ -130,6 +154,37 @@ class NetworkManager(Manager):
     def describe_host_networking(self, ctx: RequestContext) -> dict[str, Any]:
         return self._serialised(self.driver.describe)
 
+    # --- reconciliation ---------------------------------------------------------------------------
+
+    def _drift(self, fixes: Fixes) -> list[Finding]:
+        if self.db is None:
+            raise exception.Invalid(reason=f"network worker on {self.host} has no database to reconcile with")
+
+        def find_and_fix() -> list[Finding]:
+            # Under the worker's lock: a report taken mid-plug would show half a plug as drift.
+            state = dbstate.host_state(self.db, self.host, self.settings)
+            findings = network_drift.find(self.driver, state)
+            if fixes:
+                network_drift.fix(self.driver, state, findings, fixes)
+            return findings
+
+        return self._serialised(find_and_fix)
+
+    def reconcile_networks(self, ctx: RequestContext, fixes: dict[str, bool] | None = None) -> dict[str, Any]:
+        """This host's network drift (:mod:`fabric.reconcile.networks`), repairing the kinds
+        ``fixes`` names (a :class:`~fabric.reconcile.Fixes` dict; none: report only).
+        Returns ``{"host", "findings"}``. Raises Invalid for a bad ``fixes`` or no database."""
+        return drift_report(self.host, self._drift(Fixes.from_dict(fixes)))
+
+    @periodic.periodic_task(lambda self: self.settings.network.drift_report_interval)
+    def report_network_drift(self, ctx: RequestContext) -> int:
+        """Log this host's network drift, one line per finding (fixes nothing); returns how many."""
+        if self.db is None:
+            return 0
+        findings = self._drift(Fixes())
+        log_findings(LOG, "networks", self.host, findings)
+        return len(findings)
+
     # --- fanout: topology changes -------------------------------------------------------------
 
     def _converge(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -151,3 +206,10 @@ class NetworkManager(Manager):
 
     def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
         self._converge("network_deleted", self.driver.teardown_network, network_id)
+
+    def security_groups_changed(self, ctx: RequestContext) -> None:
+        """Groups, rules or memberships changed: enforce what the database now says."""
+        if self.db is None:
+            return
+        self._converge("security_groups_changed",
+                       lambda: self.driver.set_security(dbstate.security_state(self.db, self.host)))

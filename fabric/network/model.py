@@ -36,6 +36,11 @@ DHCP_PORT_OWNER = "network:dhcp"
 COMPUTE_PORT_OWNER_PREFIX = "compute:"
 
 
+def floating_request_token(floating_id: str) -> str:
+    """The IPAM request token a floating IP's address is held under (it has no port)."""
+    return f"floating:{floating_id}"
+
+
 def default_mtu(network_type: str) -> int:
     """The MTU a network of ``network_type`` gets when none is asked for."""
     return VXLAN_MTU if network_type == "vxlan" else ETHERNET_MTU

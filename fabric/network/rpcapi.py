@@ -54,6 +54,11 @@ class NetworkAPI:
     def describe_host_networking(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return self._host(host).call(ctx, "describe_host_networking")
 
+    def reconcile_networks(self, ctx: RequestContext, host: str, fixes: dict[str, bool] | None = None) -> dict[str, Any]:
+        """``host``'s network drift, repairing the kinds ``fixes`` names (see
+        :meth:`fabric.network.manager.NetworkManager.reconcile_networks`)."""
+        return self._host(host).call(ctx, "reconcile_networks", fixes=fixes or {})
+
     # --- every host (fanout casts) ------------------------------------------------------------
 
     def host_joined(self, ctx: RequestContext, host: dict[str, Any]) -> None:
@@ -69,3 +74,8 @@ class NetworkAPI:
 
     def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
         self.client.fanout_cast(ctx, "network_deleted", network_id=network_id)
+
+    def security_groups_changed(self, ctx: RequestContext) -> None:
+        """Security groups, rules or port memberships changed (committed): every host
+        re-reads what it enforces from the database and applies it at once."""
+        self.client.fanout_cast(ctx, "security_groups_changed")

@@ -40,6 +40,7 @@ def create_bucket(service: Objectstore, req: S3Request) -> Reply:
                               f"the location constraint {location!r} is not this endpoint's region "
                               f"{service.settings.objectstore.region!r}", LocationConstraint=location)
     metadata.create_bucket(service.db, req.bucket, caller.project_id, caller.user_id, acl)
+    service.forget_bucket(req.bucket)  # a row of a deleted bucket of that name may be cached
     return Reply(200, {"Location": f"/{req.bucket}"}, b"")
 
 

@@ -3,56 +3,25 @@
 ``init_host`` first clears what a crash may have left in the blob store
 (temporary files, blobs no row names), then listens on ``[objectstore]
 listen``/``port`` and serves the S3 application with ``eventlet.wsgi`` on a
-green thread; ``cleanup_host`` closes the socket.
+green thread, with ``[objectstore] workers`` - 1 helper processes serving the same
+socket (:mod:`fabric.objectstore.processes`); ``cleanup_host`` stops the helpers and
+closes the socket.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from typing import Any
-
-import eventlet
-import eventlet.wsgi
 
 from fabric import config
 from fabric.manager import Manager, callers_table
-from fabric.objectstore.app import build_app
+from fabric.objectstore import processes
 from fabric.objectstore.core import Objectstore
+from fabric.objectstore.server import ObjectstoreServer
+
+__all__ = ["ObjectstoreManager", "ObjectstoreServer"]
 
 LOG = logging.getLogger(__name__)
-
-
-class ObjectstoreServer:
-    """One listening objectstore: ``start()`` serves on a green thread, ``stop()`` ends it."""
-
-    def __init__(self, settings: config.Settings, service: Objectstore) -> None:
-        listen = settings.objectstore.listen
-        family = socket.AF_INET6 if ":" in listen else socket.AF_INET
-        self.sock = eventlet.listen((listen, settings.objectstore.port), family=family, backlog=512)
-        self.port = self.sock.getsockname()[1]
-        host = "127.0.0.1" if listen in ("0.0.0.0", "") else listen
-        self.url = settings.objectstore.public_url.rstrip("/") or \
-            f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
-        self.app = build_app(service)
-        self._thread = None
-
-    def serve(self) -> None:
-        eventlet.wsgi.server(self.sock, self.app, log=logging.getLogger("fabric.objectstore.wsgi"),
-                             log_output=False, max_size=1000, keepalive=True, socket_timeout=300,
-                             # S3 sends header names as set (x-amz-meta-* in lower case); SDKs keep
-                             # the case of user metadata names as they receive it.
-                             capitalize_response_headers=False)
-
-    def start(self) -> ObjectstoreServer:
-        self._thread = eventlet.spawn(self.serve)
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.kill()
-            self._thread = None
-        self.sock.close()
 
 
 class ObjectstoreManager(Manager):
@@ -64,17 +33,28 @@ class ObjectstoreManager(Manager):
                  transport: Any = None) -> None:
         super().__init__(settings, host=host, db=db, transport=transport)
         self.server: ObjectstoreServer | None = None
+        self.helpers: processes.Helpers | None = None
 
     def init_host(self) -> None:
         service = Objectstore.from_settings(self.settings, self.db)
         service.recover()
-        self.server = ObjectstoreServer(self.settings, service).start()
+        # Helpers first: once this process's port answers, every process serving it listens.
+        count = processes.process_count(self.settings, self.db.backend)
+        self.helpers = processes.Helpers(self.settings, self.settings.objectstore.port, count - 1).start()
+        try:
+            self.server = ObjectstoreServer(self.settings, service).start()
+        except BaseException:
+            self.helpers.stop()
+            raise
         LOG.info("Objectstore serving %s from %s", self.server.url, self.settings.objectstore_dir)
         print(f"fabric objectstore listening on {self.server.url} (S3, region "
               f"{self.settings.objectstore.region}) - create keys with `openstack ec2 credentials create`",
               flush=True)
 
     def cleanup_host(self) -> None:
+        if self.helpers is not None:
+            self.helpers.stop()
+            self.helpers = None
         if self.server is not None:
             self.server.stop()
             self.server = None

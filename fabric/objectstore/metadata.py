@@ -28,6 +28,7 @@ from fabric.db.models import (
     UploadPart,
     User,
 )
+from fabric.db.retry import is_connection_error, retry_on_disconnect
 from fabric.db.types import utcnow
 from fabric.objectstore.errors import S3Error, no_such_bucket, no_such_upload
 
@@ -76,14 +77,87 @@ _OBJECT_COLUMNS = [getattr(StoredObject, f.name) for f in dataclasses.fields(Obj
 
 
 def autocommit(db: Database) -> sa.engine.Engine:
-    """``db``'s engine in autocommit mode, for single statements: a read or a lone INSERT is
-    atomic by itself, and skipping BEGIN and COMMIT/ROLLBACK saves two of its three round
-    trips (on PostgreSQL, most of a small request's time). Shares ``db``'s pool."""
+    """An engine on ``db``'s database in autocommit mode, for the hot paths' single statements
+    (run them with :func:`single`): a read or a lone INSERT is atomic by itself, and skipping
+    BEGIN and COMMIT/ROLLBACK saves two of its three round trips (on PostgreSQL, most of a small
+    request's time). On a server database it has its own pool, of ``db``'s size, that does not
+    ping a connection at each checkout (another round trip per request): :func:`single` runs
+    the statement again when the connection turns out to be lost instead."""
     engine = getattr(db, "_objectstore_autocommit", None)
     if engine is None:
-        engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        base = db
+        if db.backend != "sqlite":
+            base = Database(db.url.render_as_string(hide_password=False), pool_size=db.engine.pool.size(),
+                            pre_ping=False)
+        engine = base.engine.execution_options(isolation_level="AUTOCOMMIT")
         db._objectstore_autocommit = engine
     return engine
+
+
+#: Seconds a hot-path statement keeps being retried while the database is unreachable.
+RETRY_SECONDS = 10.0
+
+
+class _Held:
+    """Autocommit connections kept open between statements (at most the pool's size), so a
+    statement skips the pool's checkout and check-in (an isolation switch and a reset each,
+    costing more CPU than the statement). Green threads take turns; none is shared."""
+
+    def __init__(self, engine: sa.engine.Engine, limit: int) -> None:
+        self.engine = engine
+        self.limit = limit
+        self.idle: list[sa.Connection] = []
+
+    def take(self) -> sa.Connection:
+        return self.idle.pop() if self.idle else self.engine.connect()
+
+    def give_back(self, connection: sa.Connection) -> None:
+        if len(self.idle) < self.limit:
+            self.idle.append(connection)
+        else:
+            connection.close()
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+def _held(db: Database) -> _Held:
+    held = getattr(db, "_objectstore_held", None)
+    if held is None:
+        # Not on SQLite: a file connection costs nothing to open, and one kept open would hold the file.
+        held = db._objectstore_held = _Held(autocommit(db), 0 if db.backend == "sqlite" else db.engine.pool.size())
+    return held
+
+
+def release(db: Database) -> None:
+    """Close the connections :func:`single` keeps open for ``db`` (before disposing of it)."""
+    held = getattr(db, "_objectstore_held", None)
+    if held is not None:
+        held.close()
+
+
+def single(db: Database, statement: sa.Executable, params: dict[str, Any], *, fetch: bool = True) -> Any:
+    """Run one statement in autocommit (:func:`autocommit`) on a connection kept open: its first
+    row (None when none or when not ``fetch``). Run again when the connection was lost (a stale
+    connection after a database restart), so it must be safe to run twice: a read, or an INSERT
+    whose caller recognises its own earlier success. DatabaseUnavailable after RETRY_SECONDS."""
+    held = _held(db)
+
+    def once() -> Any:
+        connection = held.take()
+        try:
+            result = connection.execute(statement, params)
+            row = result.first() if fetch else None
+        except BaseException as exc:
+            connection.close()  # back to the pool, which drops it if it was lost
+            if is_connection_error(exc):
+                held.close()  # opened before the loss too: the pool replaces them at checkout
+            raise
+        held.give_back(connection)
+        return row
+
+    return retry_on_disconnect(once, give_up_after=RETRY_SECONDS, what="an objectstore statement")
 
 
 def principal(db: Database, access_key: str) -> Principal | None:
@@ -96,8 +170,7 @@ def principal(db: Database, access_key: str) -> Principal | None:
              .where(Ec2Credential.access == access_key, User.enabled.is_(True), Project.enabled.is_(True))
              .where(sa.exists().where(RoleAssignment.user_id == Ec2Credential.user_id,
                                       RoleAssignment.project_id == Ec2Credential.project_id)))
-    with autocommit(db).connect() as connection:
-        row = connection.execute(query).first()
+    row = single(db, query, {})
     return Principal(*row) if row else None
 
 
@@ -122,8 +195,7 @@ _BUCKET_AND_OBJECT = (
 
 def get_bucket(db: Database, name: str) -> BucketInfo:
     """The bucket called ``name``; NoSuchBucket when there is none."""
-    with autocommit(db).connect() as connection:
-        row = connection.execute(_BUCKET_BY_NAME, {"name": name}).first()
+    row = single(db, _BUCKET_BY_NAME, {"name": name})
     if row is None:
         raise no_such_bucket(name)
     return _bucket_info(row)
@@ -131,8 +203,7 @@ def get_bucket(db: Database, name: str) -> BucketInfo:
 
 def get_bucket_and_object(db: Database, name: str, key: bytes) -> tuple[BucketInfo, ObjectInfo | None]:
     """The bucket called ``name`` and its object ``key`` (None when absent), in one query; NoSuchBucket."""
-    with autocommit(db).connect() as connection:
-        row = connection.execute(_BUCKET_AND_OBJECT, {"name": name, "key": key}).first()
+    row = single(db, _BUCKET_AND_OBJECT, {"name": name, "key": key})
     if row is None:
         raise no_such_bucket(name)
     if row.o_blob is None:
@@ -187,8 +258,7 @@ _OBJECT_BY_KEY = sa.select(*_OBJECT_COLUMNS).where(StoredObject.bucket_id == sa.
 
 
 def get_object(db: Database, bucket_id: str, key: bytes) -> ObjectInfo | None:
-    with autocommit(db).connect() as connection:
-        row = connection.execute(_OBJECT_BY_KEY, {"bucket_id": bucket_id, "key": key}).first()
+    row = single(db, _OBJECT_BY_KEY, {"bucket_id": bucket_id, "key": key})
     return ObjectInfo(*row) if row else None
 
 
@@ -207,8 +277,7 @@ def put_object(db: Database, bucket: BucketInfo, key: bytes, values: dict[str, A
     values = dict(values, last_modified=values.get("last_modified") or utcnow())
     try:
         # A new key (the common case) is one INSERT; only an existing key needs the swap below.
-        with autocommit(db).connect() as connection:
-            connection.execute(_INSERT_OBJECT, dict(values, bucket_id=bucket.id, key=key))
+        single(db, _INSERT_OBJECT, dict(values, bucket_id=bucket.id, key=key), fetch=False)
         return None
     except sa.exc.IntegrityError as exc:
         _bucket_gone(exc, db, bucket)
@@ -219,6 +288,10 @@ def put_object(db: Database, bucket: BucketInfo, key: bytes, values: dict[str, A
                     _OBJECTS.c.bucket_id == bucket.id, _OBJECTS.c.key == key)).first()
                 if old is None:
                     session.execute(sa.insert(_OBJECTS).values(bucket_id=bucket.id, key=key, **values))
+                    return None
+                if old.blob == values["blob"]:
+                    # Our own INSERT, committed although its connection was lost (single() ran it
+                    # again, which found the key taken): nothing was replaced.
                     return None
                 swapped = session.execute(sa.update(_OBJECTS).where(
                     _OBJECTS.c.id == old.id, _OBJECTS.c.blob == old.blob).values(**values)).rowcount

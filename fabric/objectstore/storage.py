@@ -4,6 +4,7 @@ Layout under the objectstore's directory::
 
     tmp/<random>          an upload being written (removed at start: a crash left it)
     blobs/<xx>/<blob id>  the bytes of one object version or one multipart part
+    bucket-changes        a stamp the serving processes share (fabric.objectstore.core.BucketChanges)
 
 A blob is written to ``tmp/``, fsynced, renamed into ``blobs/`` and the
 directory fsynced; only then does a database row name it, so a row always has
@@ -42,7 +43,7 @@ def _off_hub(function, *args):
     return function(*args)
 
 
-def _sync_dir(path: Path) -> None:
+def _sync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -50,7 +51,7 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _durable_rename(fd: int, source: Path, target: Path) -> None:
+def _durable_rename(fd: int, source: str, target: str) -> None:
     """fsync and close ``fd``, rename ``source`` to ``target``, fsync the directory: one trip to
     the native thread pool for all of it."""
     try:
@@ -58,7 +59,7 @@ def _durable_rename(fd: int, source: Path, target: Path) -> None:
     finally:
         os.close(fd)
     os.rename(source, target)
-    _sync_dir(target.parent)
+    _sync_dir(os.path.dirname(target))
 
 
 def new_blob_id() -> str:
@@ -71,7 +72,7 @@ class BlobWriter:
     def __init__(self, store: BlobStore) -> None:
         self._store = store
         self.blob_id = new_blob_id()
-        self.tmp_path = store.tmp_dir / f"{self.blob_id}.{secrets.token_hex(4)}"
+        self.tmp_path = f"{store.tmp_prefix}{self.blob_id}.{secrets.token_hex(4)}"
         self._fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
 
@@ -117,12 +118,15 @@ class BlobStore:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self.blob_dir = self.root / "blobs"
+        # Plain strings for the per-request paths: pathlib's joins cost more than the syscalls.
+        self.tmp_prefix = f"{self.tmp_dir}{os.sep}"
+        self._blob_prefix = f"{self.blob_dir}{os.sep}"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for index in range(256):
             (self.blob_dir / f"{index:02x}").mkdir(parents=True, exist_ok=True)
 
-    def path(self, blob_id: str) -> Path:
-        return self.blob_dir / blob_id[:2] / blob_id
+    def path(self, blob_id: str) -> str:
+        return f"{self._blob_prefix}{blob_id[:2]}{os.sep}{blob_id}"
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self)
@@ -136,7 +140,7 @@ class BlobStore:
         new_id = new_blob_id()
         target = self.path(new_id)
         os.link(self.path(blob_id), target)
-        _off_hub(_sync_dir, target.parent)
+        _off_hub(_sync_dir, os.path.dirname(target))
         return new_id
 
     def remove(self, blob_ids: Iterable[str | None]) -> None:

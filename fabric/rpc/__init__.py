@@ -13,12 +13,12 @@ See :mod:`fabric.rpc.client`, :mod:`fabric.rpc.server`, :mod:`fabric.rpc.transpo
 :mod:`fabric.rpc.factory`.
 """
 
-from fabric.rpc.client import RPCClient, idempotent, new_message_id
+from fabric.rpc.client import RPCClient, confirmed, idempotent, new_message_id
 from fabric.rpc.deferred import Deferred
 from fabric.rpc.factory import get_transport
 from fabric.rpc.server import RPCServer
 from fabric.rpc.target import Target
 from fabric.rpc.transport import Transport
 
-__all__ = ["Deferred", "RPCClient", "RPCServer", "Target", "Transport", "get_transport",
+__all__ = ["Deferred", "RPCClient", "confirmed", "RPCServer", "Target", "Transport", "get_transport",
            "idempotent", "new_message_id"]

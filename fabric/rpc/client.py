@@ -29,6 +29,7 @@ Promises:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -38,7 +39,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import eventlet
@@ -57,6 +58,8 @@ LOG = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _IDEMPOTENT: contextvars.ContextVar[bool] = contextvars.ContextVar("fabric_rpc_idempotent", default=False)
+#: Inside :func:`confirmed`: the seconds a cast waits for its broker confirm.
+_CONFIRMED: contextvars.ContextVar[float | None] = contextvars.ContextVar("fabric_rpc_confirmed", default=None)
 
 _ids = itertools.count(1)
 _ID_PREFIX = f"{uuid.uuid4().hex[:12]}-{os.getpid()}-"
@@ -85,6 +88,18 @@ def idempotent(fn: F) -> F:
 
     wrapper.fabric_idempotent = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def confirmed(timeout: float) -> Iterator[None]:
+    """Casts made inside wait for the broker's confirm (at most ``timeout`` seconds) before
+    returning, and raise MessagingError when it does not come (the outbox's relay needs it:
+    :mod:`fabric.rpc.outbox`)."""
+    token = _CONFIRMED.set(timeout)
+    try:
+        yield
+    finally:
+        _CONFIRMED.reset(token)
 
 
 def _context_dict(ctx: RequestContext | None) -> dict[str, Any]:
@@ -263,10 +278,12 @@ class RPCClient:
             exchange, routing_key, kind = target.exchange or transport.exchange, target.routing_key, None
         route = (exchange, routing_key)
         check = route not in transport.routable
+        confirm_timeout = _CONFIRMED.get()
         try:
             transport.publish(exchange, routing_key, body, message_id=msg_id, persistent=True,
-                              mandatory=True, wait_confirm=check, exchange_type=kind,
-                              timeout=self._options.timeout or transport.settings.call_timeout)
+                              mandatory=True, wait_confirm=check or confirm_timeout is not None,
+                              exchange_type=kind,
+                              timeout=confirm_timeout or self._options.timeout or transport.settings.call_timeout)
         except Returned:
             raise Unroutable(target=str(target), method=method) from None
         if check:

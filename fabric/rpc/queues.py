@@ -4,7 +4,9 @@ moving dead letters back onto their queue.
 Listing goes through ``rabbitmqctl`` (it sees every queue of a vhost, which
 AMQP cannot list); requeueing goes through AMQP with publisher confirms. Both
 ``fabric-manage queues`` and the admin API's ``/fabric/v1/queues`` use this
-module, so the two always show and do the same thing.
+module, so the two always show and do the same thing (but for re-signing: the
+command passes its host's keyring, the API none, so the API moves dead letters
+back unchanged).
 
 Requeueing and signatures: a dead letter keeps the signed bytes it arrived with, and
 a signature older than ``[signing] max_age`` is refused as stale, so a dead letter (or
@@ -179,9 +181,6 @@ class Requeued:
     def leave(self, refused: signing.Refused) -> None:
         self.left[refused.code] += 1
         self.why.setdefault(refused.code, refused.reason)
-
-    def as_dict(self) -> dict:
-        return {"moved": self.moved, "resigned": self.resigned, "left": dict(self.left), "why": dict(self.why)}
 
 
 def requeue_copy(keyring: signing.Keyring, queue: str, body: bytes) -> tuple[bytes, bool]:

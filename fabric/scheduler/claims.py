@@ -21,6 +21,7 @@ on ``SELECT ... FOR UPDATE``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -99,12 +100,14 @@ def claim(db: Database, spec: RequestSpec, host: HostState, ratios: Ratios) -> A
         return claim_on(conn, spec, host, ratios)
 
 
-def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ratios) -> Any:
+def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ratios,
+             also: Callable[[sa.Connection, str], None] | None = None) -> Any:
     """:func:`claim` on a connection the caller holds (it may have read in this transaction).
 
     The claim joins the connection's current transaction, if any, and ends
     it: committed on success, rolled back on any error. Holding one connection
     for the read and the claim spares a pool checkout (and its ping) per decision.
+    ``also(conn, host)`` writes more in the claim's transaction (the build cast's outbox row).
     """
     grow = {"want_node_id": host.node_id, "want_memory_mb": spec.memory_mb, "want_vcpus": spec.vcpus,
             "want_disk_gb": spec.disk_gb, "ram_ratio": float(ratios.ram), "cpu_ratio": float(ratios.cpu),
@@ -125,6 +128,8 @@ def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ra
                 row = conn.execute(_READ_NODE, {"want_node_id": host.node_id}).mappings().one()
         if row is None:
             raise ClaimLost(host.host, RESOURCES_LOST)
+        if also is not None:
+            also(conn, host.host)
         conn.commit()
         return row
     except BaseException as exc:

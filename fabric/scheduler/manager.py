@@ -23,6 +23,7 @@ from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.manager import Manager, callers_table
+from fabric.rpc.outbox import Outbox, StagedCast
 from fabric.scheduler import claims
 from fabric.scheduler.request import RequestSpec, load_instance_request
 from fabric.scheduler.scheduler import Scheduler
@@ -61,6 +62,8 @@ class SchedulerManager(Manager):
         self._decision_slots = threading.BoundedSemaphore(settings.scheduler.max_concurrent_decisions)
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES_KEPT)
         self.outcomes: collections.Counter[str] = collections.Counter()
+        #: The build casts, committed with their claims; its ``compute`` sender is :attr:`compute`.
+        self.outbox = Outbox(self.db, "scheduler", self, host=self.host)
 
     @property
     def compute(self) -> ComputeBuildClient:
@@ -91,15 +94,26 @@ class SchedulerManager(Manager):
         compute host (a worker died between its claim and its cast) asks that
         host again; any other repeat changes nothing.
         """
+        staged: list[StagedCast] = []
+
+        def stage_build(conn: Any, host: str) -> None:
+            # In the claim's transaction: a crash before the broker confirms the cast leaves
+            # it for the next scheduler to send (fabric.rpc.outbox), never a stranded claim.
+            staged.append(self.outbox.stage(conn, "scheduler.build", ctx, host=host, instance_id=instance_id))
+
         while True:
             if failed_host is not None:
                 claims.release(self.db, instance_id, failed_host, failed_build=True)
                 LOG.info("instance %s: build failed on %s (%s); rescheduling", instance_id, failed_host, reason)
-            host = self._decide(instance_id, reason=reason)
+            staged.clear()
+            host = self._decide(instance_id, reason=reason, also=stage_build)
             if host is None:
                 return
             try:
-                self.compute.build_instance(ctx, host, instance_id)
+                if staged:
+                    self.outbox.send(*staged)
+                else:  # an older claim: this redelivered request is its durable copy
+                    self.compute.build_instance(ctx, host, instance_id)
                 return
             except exception.MessagingError as exc:
                 # Nobody consumes compute.<host> (or the broker refused): a failed build like any other.
@@ -129,12 +143,13 @@ class SchedulerManager(Manager):
 
     # --- the decision -----------------------------------------------------------
 
-    def _decide(self, instance_id: str, *, reason: str | None) -> str | None:
-        """Claim a host for the instance, or put it in error; None when there is nothing to build."""
+    def _decide(self, instance_id: str, *, reason: str | None, also: Any = None) -> str | None:
+        """Claim a host for the instance (``also(conn, host)`` writes in the claim's transaction),
+        or put it in error; None when there is nothing to build."""
         with self._decision_slots:
-            return self._decide_now(instance_id, reason=reason)
+            return self._decide_now(instance_id, reason=reason, also=also)
 
-    def _decide_now(self, instance_id: str, *, reason: str | None) -> str | None:
+    def _decide_now(self, instance_id: str, *, reason: str | None, also: Any = None) -> str | None:
         # The latency recorded is the decision's own: from its turn to its outcome.
         started = time.perf_counter()
         # One connection for the read and the claim: one pool checkout per decision.
@@ -165,7 +180,7 @@ class SchedulerManager(Manager):
                     reason=reason or "unknown")
             else:
                 try:
-                    host = self.scheduler.place(spec, conn)
+                    host = self.scheduler.place(spec, conn, also)
                 except exception.NoValidHost as no_host:
                     error = no_host
                     if request.failed_hosts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -61,23 +62,25 @@ class Scheduler:
             raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
         return weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=limit)
 
-    def place(self, spec: RequestSpec, conn: sa.Connection | None = None) -> str:
+    def place(self, spec: RequestSpec, conn: sa.Connection | None = None,
+              also: Callable[[sa.Connection, str], None] | None = None) -> str:
         """Claim a host for ``spec.instance_id`` and return its name.
 
         ``conn``: a connection to claim on (its open transaction, if any, is
-        ended by the claim); one is checked out when not given. Raises
+        ended by the claim); one is checked out when not given. ``also(conn,
+        host)`` runs in the winning claim's transaction (:func:`claims.claim_on`). Raises
         NoValidHost (with per-filter removal counts) when no host fits, and
         InstanceStateConflict when the instance stopped waiting for a host.
         """
         if conn is None:
             with self.db.engine.connect() as own:
-                return self.place(spec, own)
+                return self.place(spec, own, also)
         lost_everywhere = 0
         for round_number in range(MAX_ROUNDS):
             group_changed = False
             for _weight, host in self._ranked(spec, CLAIM_TRIES_PER_ROUND):
                 try:
-                    row = claims.claim_on(conn, spec, host, self.ratios)
+                    row = claims.claim_on(conn, spec, host, self.ratios, also)
                 except claims.ClaimLost as lost:
                     self.claims_lost += 1
                     LOG.debug("instance %s: %s (round %d)", spec.instance_id, lost, round_number)

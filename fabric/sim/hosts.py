@@ -120,7 +120,10 @@ def control_paths(settings: config.Settings) -> tuple[list[int], str]:
     for url in settings.rpc.transport_url.split(";"):
         ports.add(_loopback_port(url.strip(), "rpc transport_url", 5672))
     if settings.api.listen in LOOPBACK_NAMES:
-        ports.add(settings.api.port)  # for whatever a host asks the API (images, metadata)
+        ports.add(settings.api.port)  # for whatever a host asks the API (metadata)
+    objectstore = urllib.parse.urlsplit(settings.objectstore_url)
+    if objectstore.hostname in LOOPBACK_NAMES:
+        ports.add(objectstore.port or 80)  # compute hosts download images from it
     url = sa.make_url(settings.database_url)
     database_url = settings.database_url
     if url.get_backend_name() != "sqlite":
@@ -360,8 +363,6 @@ class SimulatedHosts:
     def worker_environment(self, host: SimHost) -> dict[str, str]:
         """The environment of ``host``'s workers: the config file's settings, with what makes
         them this host's (name, data directory, drivers, libvirt URI, tunnel address)."""
-        from fabric.images import store_dir
-
         return self.environ | {
             "PYTHONPATH": str(REPO),
             "FABRIC_DEFAULT_HOST": host.name,
@@ -369,8 +370,6 @@ class SimulatedHosts:
             # The cloud's RPC signing keys, not the per-host data directory's default.
             "FABRIC_SIGNING_KEY_DIR": self.settings.signing_key_dir,
             "FABRIC_DATABASE_URL": self.host_database_url,
-            # The store the API writes, wherever this host's data directory is.
-            "FABRIC_API_IMAGE_DIR": str(store_dir(self.settings)),
             "FABRIC_COMPUTE_DRIVER": "libvirt",
             "FABRIC_COMPUTE_LIBVIRT_URI": host.libvirt_uri,
             "FABRIC_NETWORK_DRIVER": "linux",

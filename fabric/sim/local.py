@@ -9,7 +9,8 @@ machine's own network is untouched. A forwarder (:mod:`fabric.sim.forwarder`,
 namespace. Once the API answers, the cloud is made ready for a first server
 through the public API only: a flavor, the project's small guest image (kernel,
 ramdisk and a boot image naming them) uploaded through the Image API, a network
-and a subnet. Then it prints what to type.
+and a subnet, and ICMP let into the project's default security group (so the
+printed ping from the host reaches the guest). Then it prints what to type.
 
 Each run is a new cloud: its database, images and guests live in the run's
 state directory and go when it stops (SIGINT, SIGTERM); what a run that died
@@ -179,6 +180,11 @@ tunnel_address = 127.0.0.1
         network = api.post("/networking/v2.0/networks", {"network": {"name": NETWORK}})["network"]["id"]
         api.post("/networking/v2.0/subnets", {"subnet": {"name": SUBNET, "network_id": network, "cidr": CIDR,
                                                          "ip_version": 4}})
+        # The printed ping comes from the host, outside the servers' default security group.
+        [default] = [g["id"] for g in api.get("/networking/v2.0/security-groups?name=default")["security_groups"]
+                     if g["project_id"] == api.project_id]
+        api.post("/networking/v2.0/security-group-rules", {"security_group_rule": {
+            "security_group_id": default, "direction": "ingress", "ethertype": "IPv4", "protocol": "icmp"}})
         return {"flavor": flavor["flavor"]["id"], "image": boot, "network": network}
 
     def instructions(self) -> str:
@@ -221,6 +227,7 @@ class ApiClient:
         request = self._request("POST", "/v3/auth/tokens", json.dumps(body).encode(), "application/json")
         with self._open(request) as answer:
             self.token = answer.headers["X-Subject-Token"]
+            self.project_id = json.loads(answer.read())["token"]["project"]["id"]
 
     def _request(self, method: str, path: str, data: bytes | None, content_type: str | None) -> urllib.request.Request:
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
@@ -237,6 +244,10 @@ class ApiClient:
         except urllib.error.HTTPError as exc:
             raise SimulationError(reason=f"{request.get_method()} {request.full_url} answered {exc.code}: "
                                          f"{exc.read().decode(errors='replace')[:500]}") from None
+
+    def get(self, path: str) -> dict:
+        with self._open(self._request("GET", path, None, None)) as answer:
+            return json.loads(answer.read())
 
     def post(self, path: str, body: dict, method: str = "POST") -> dict:
         with self._open(self._request(method, path, json.dumps(body).encode(), "application/json")) as answer:

@@ -4,7 +4,7 @@ On the local RabbitMQ and PostgreSQL (``tools/run`` installs and starts them as
 ``tools/test`` does): a vhost and a database named ``fabric_run`` (made once,
 kept across runs, the schema brought up to date with the migrations), a
 configuration file under ``<data_dir>/run-hosts/``, ``fabric-ipam``,
-``fabric-scheduler`` and ``fabric-api`` in the root namespace, and N simulated
+``fabric-scheduler``, ``fabric-objectstore`` and ``fabric-api`` in the root namespace, and N simulated
 hosts (:mod:`fabric.sim.hosts`). Stays in the foreground; SIGINT or SIGTERM
 removes every process and namespace it made (the database and vhost stay).
 """
@@ -29,7 +29,7 @@ from fabric.sim import cli, hosts
 NAME = "fabric_run"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RABBIT = "guest:guest@127.0.0.1:5672"
-CONTROL_WORKERS = ("fabric-ipam", "fabric-scheduler", "fabric-api")
+CONTROL_WORKERS = ("fabric-ipam", "fabric-scheduler", "fabric-objectstore", "fabric-api")
 
 
 def ensure_database() -> str:

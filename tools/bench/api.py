@@ -152,7 +152,7 @@ def _bench_boot(workdir: Path, boots: int, amqp_url: str) -> None:
     conf.write_text(f"[DEFAULT]\nhost = bench1\ndata_dir = {workdir / 'data'}\nlog_level = WARNING\n"
                     f"[database]\nurl = sqlite:///{db_path}\n"
                     f"[rpc]\ntransport_url = {amqp_url}\n"
-                    f"[api]\nlisten = 127.0.0.1\nport = {port}\n[objectstore]\nport = 0\n")
+                    f"[api]\nlisten = 127.0.0.1\nport = {port}\n[objectstore]\nport = {free_port()}\n")
     log = open(workdir / "fabric-all.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "fabric.cmd.all", "--config-file", str(conf)], cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -18,7 +18,7 @@ clock starts, so signing costs the servers nothing and the clients no time; ngin
 same requests unsigned. The 1 GiB GET goes through a presigned URL for the S3 servers.
 
 Run from the repository root: ``python tools/bench/objectstore.py [--objects 1000]
-[--clients 16] [--size 65536] [--big-mib 1024] [--skip moto,nginx]``. Prints a table; removes
+[--clients 16] [--size 65536] [--big-mib 1024] [--skip moto,nginx] [--workers N]``. Prints a table; removes
 every process, database and file it made.
 """
 
@@ -46,9 +46,9 @@ from tests.fixtures.processes import free_port  # noqa: E402
 
 REGION = "us-east-1"
 ACCESS, SECRET = "benchaccesskey0000000000000000", "benchsecret0000000000000000000000000000"
-#: Database connections the objectstore keeps: one per concurrent request, or it opens and closes
-#: overflow connections all the time (each a PostgreSQL backend start).
-POOL_SIZE = 32
+#: Database connections each objectstore process keeps: one per concurrent request it may get, or
+#: it opens and closes overflow connections all the time (each a PostgreSQL backend start).
+POOL_SIZE = 16
 MOTO_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fabric-bench" / "moto-venv"
 
 
@@ -84,7 +84,7 @@ class Server:
 class Fabric(Server):
     name = "fabric-objectstore"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, workers: int = 0) -> None:
         from fabric.api.bootstrap import bootstrap
         from fabric.db import Database
         from fabric.db.models import Ec2Credential
@@ -99,10 +99,11 @@ class Fabric(Server):
         self.port = free_port()
         conf = workdir / "fabric.conf"
         conf.write_text(f"[DEFAULT]\nhost = bench\ndata_dir = {workdir / 'fabric'}\nlog_level = WARNING\n"
-                        f"[database]\nurl = {url}\npool_size = {POOL_SIZE}\n[objectstore]\nlisten = 127.0.0.1\nport = {self.port}\n"
+                        f"[database]\nurl = {url}\npool_size = {POOL_SIZE}\n[objectstore]\nlisten = 127.0.0.1\nport = {self.port}\nworkers = {workers}\n"
                         f"[signing]\nenabled = false\n")
         self.log = open(workdir / "fabric-objectstore.log", "wb")
         # BENCH_OBJECTSTORE_PROFILE=<file>: run the server under cProfile, its statistics written there at stop.
+        # Only the worker's own process is profiled: run it with --workers 1 to profile every request.
         entry = ["-m", "fabric.cmd.objectstore", "--config-file", str(conf)]
         if os.environ.get("BENCH_OBJECTSTORE_PROFILE"):
             entry = ["-c", "import fabric.cmd.eventlet_entry, cProfile, sys; from fabric.cmd.objectstore import main; "
@@ -306,6 +307,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64 * 1024)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--skip", default="", help="comma-separated: fabric, moto, nginx")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="fabric-objectstore's [objectstore] workers (0: its default, one per CPU core)")
     args = parser.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs", flush=True)
@@ -317,15 +320,15 @@ def main() -> int:
                 continue
             sub = workdir / kind.__name__.lower()
             sub.mkdir()
-            server = kind(sub)
+            server = Fabric(sub, args.workers) if kind is Fabric else kind(sub)
             try:
                 results[server.name] = bench(server, workdir, args)
             finally:
                 server.stop()
             print(f"done: {server.name}", flush=True)
     print(f"\n{args.objects} x {args.size // 1024} KiB, {args.clients} clients; GET of {args.big_mib} MiB by curl")
-    print("(CPU ms/op: the server process's own CPU time per request, which the machine's other load "
-          "does not inflate)")
+    print("(CPU ms/op: the server's own CPU time per request, all its processes, which the machine's other "
+          "load does not inflate)")
     print(f"{'server':<22} {'PUT ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9} {'GET ops/s':>10} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9} {'big GET MB/s':>13}")
     for name, r in results.items():

@@ -49,7 +49,7 @@ ensure_venv() {
 # user that libvirt's QEMU driver looks up before it reads qemu.conf (HOSTNOTES.md).
 ensure_real_guest_packages() {
     ensure_debs python3-venv libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-        dnsmasq-base busybox-static libvirt-dev pkg-config iproute2 nftables gcc python3-dev "$@"
+        dnsmasq-base dnsmasq-utils busybox-static libvirt-dev pkg-config iproute2 nftables gcc python3-dev "$@"
     getent passwd libvirt-qemu >/dev/null || as_root useradd --system --no-create-home --user-group \
         --shell /usr/sbin/nologin libvirt-qemu
     mkdir -p /var/log/libvirt 2>/dev/null || as_root mkdir -p /var/log/libvirt

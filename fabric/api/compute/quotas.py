@@ -8,12 +8,13 @@ from marshmallow import INCLUDE, Schema, fields
 
 from fabric import exception
 from fabric.api import common, quota
-from fabric.db.models import Project, Quota
+from fabric.db.models import Project, Quota, ServerGroup
 
-#: Nova quota names fabric does not enforce, shown with nova's defaults.
-_FIXED = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
-          "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10,
-          "fixed_ips": -1, "floating_ips": -1, "security_groups": -1, "security_group_rules": -1}
+#: Nova quota names whose limits are fixed in fabric, shown with nova's defaults. Only
+#: ``server_groups`` is enforced (by os-server-groups); the others are not.
+FIXED_LIMITS = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
+                "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10,
+                "fixed_ips": -1, "floating_ips": -1, "security_groups": -1, "security_group_rules": -1}
 _COMPUTE = ("instances", "cores", "ram", "key_pairs")
 
 
@@ -44,13 +45,15 @@ class Limits:
             common.require_project(context)
         with common.deps(req).db.begin() as session:
             lim, use = quota.limits(session, project_id), quota.usages(session, project_id)
+            groups = session.scalar(sa.select(sa.func.count()).select_from(ServerGroup)
+                                    .where(ServerGroup.project_id == project_id))
         absolute = {
             "maxTotalInstances": lim["instances"], "maxTotalCores": lim["cores"], "maxTotalRAMSize": lim["ram"],
             "maxTotalKeypairs": lim["key_pairs"], "maxServerMeta": 128, "maxImageMeta": 128,
-            "maxPersonality": 5, "maxPersonalitySize": 10240, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+            "maxPersonality": 5, "maxPersonalitySize": 10240, "maxServerGroups": FIXED_LIMITS["server_groups"], "maxServerGroupMembers": 10,
             "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
             "totalInstancesUsed": use["instances"], "totalCoresUsed": use["cores"], "totalRAMUsed": use["ram"],
-            "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": 0,
+            "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": groups,
         }
         common.respond(resp, {"limits": {"rate": [], "absolute": absolute}})
 
@@ -59,7 +62,7 @@ def quota_set(project_id: str, lim: dict, use: dict | None = None) -> dict:
     doc: dict = {"id": project_id}
     for name in _COMPUTE:
         doc[name] = lim[name] if use is None else {"limit": lim[name], "in_use": use[name], "reserved": 0}
-    for name, value in _FIXED.items():
+    for name, value in FIXED_LIMITS.items():
         doc[name] = value if use is None else {"limit": value, "in_use": 0, "reserved": 0}
     return doc
 
@@ -83,10 +86,10 @@ class QuotaSet:
         common.require_admin(req, "changing quotas")
         data = common.body(req, QUOTA_UPDATE)["quota_set"]
         data.pop("force", None)
-        unknown = sorted(set(data) - set(_COMPUTE) - set(_FIXED))
+        unknown = sorted(set(data) - set(_COMPUTE) - set(FIXED_LIMITS))
         if unknown:
             raise exception.Invalid(reason=f"quota_set has unknown quotas {unknown}; known: {', '.join(_COMPUTE)}")
-        fixed = sorted(set(data) & set(_FIXED))
+        fixed = sorted(set(data) & set(FIXED_LIMITS))
         if fixed:
             raise exception.Invalid(reason=f"quotas {fixed} are fixed in fabric; settable: {', '.join(_COMPUTE)}")
         deps = common.deps(req)

@@ -24,6 +24,7 @@ from fabric.compute.api import ComputeService
 from fabric.compute.faults import add_fault
 from fabric.db.models import Instance, Keypair, Port, ServerGroup
 from fabric.db.types import utcnow
+from fabric.network import secgroups_db
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ServerCreateSchema(Schema):
     max_count = fields.Integer(strict=False, load_default=None, validate=validate.Range(min=1))
     # Nova's limit: 65535 characters of base64.
     user_data = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=65535))
+    security_groups = fields.List(fields.Dict(), load_default=list)
 
 
 SERVER_CREATE = Schema.from_dict({
@@ -78,7 +80,8 @@ def _check_user_data(user_data: str | None) -> None:
 def compute_service(deps) -> ComputeService:
     """Compute's api over this API's database and compute client: how every request that moves
     a server (action, delete) or reads its console reaches the compute worker."""
-    return ComputeService(deps.db, deps.clients.compute, max_retries=deps.settings.database.max_retries)
+    return ComputeService(deps.db, deps.clients.compute, outbox=deps.outbox,
+                          max_retries=deps.settings.database.max_retries)
 
 
 def get_instance(session, context, server_id: str) -> Instance:
@@ -143,9 +146,16 @@ class Servers:
                         "disk_gb": flavor.disk_gb, "extra_specs": dict(flavor.extra_specs or {})}
             image_props = {"id": image.id, "min_ram": image.min_ram, "min_disk": image.min_disk,
                            "properties": dict(image.properties or {})}
+        # The groups the server's new ports start in (fabric.network.secgroups_db), checked before any write.
+        groups = secgroups_db.resolve_for_new_ports(deps.db, project_id, [
+            str(g.get("name", "")) for g in spec["security_groups"]])
+        networks = [dict(n, security_groups=groups) for n in networks]
         deltas = {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.memory_mb * count}
         quota.ensure_usage_rows(deps.db, project_id, deltas)
         now = utcnow()
+        request_spec = {"flavor": snapshot, "image": image_props, "availability_zone": spec["availability_zone"],
+                        "scheduler_hints": hints, "requested_networks": networks, "key_name": spec["key_name"],
+                        "project_id": project_id, "user_id": context.user_id, "num_instances": count}
         with deps.db.begin() as session:
             quota.reserve(session, project_id, deltas)
             instances = []
@@ -163,20 +173,19 @@ class Servers:
                 instances.append(instance)
             session.flush()
             ids = [i.id for i in instances]
-        # The rows are committed: a crash from here on leaves a visible BUILD
-        # server that the reaper errors, never a lost request.
-        request_spec = {"flavor": snapshot, "image": image_props, "availability_zone": spec["availability_zone"],
-                        "scheduler_hints": hints, "requested_networks": networks, "key_name": spec["key_name"],
-                        "project_id": project_id, "user_id": context.user_id, "num_instances": count}
+            # Committed with the rows: a crash before the broker confirms it leaves the cast for
+            # the next API start to send (fabric.rpc.outbox), never a server stuck in BUILD.
+            staged = deps.outbox.stage(session, "api.schedule", context, instance_ids=ids, request_spec=request_spec)
         try:
-            deps.clients.scheduler.build_instances(context, instance_ids=ids, request_spec=request_spec)
-        except exception.FabricError as err:
+            deps.outbox.send(staged)
+        except exception.Unroutable as err:
             LOG.error("Could not ask the scheduler to build %s: %s", ids, err.message)
             _fail_build(deps.db, ids, project_id, deltas, err)
         base = deps.base_url(req)
         resp.set_header("Location", f"{base}/compute/v2.1/servers/{ids[0]}")
         doc = {"id": ids[0], "links": links(base, "servers", ids[0]), "OS-DCF:diskConfig": "MANUAL",
-               "security_groups": [{"name": "default"}], "adminPass": secrets.token_urlsafe(12)}
+               "security_groups": [{"name": g.get("name")} for g in spec["security_groups"]] or [{"name": "default"}],
+               "adminPass": secrets.token_urlsafe(12)}
         if count > 1:
             doc["reservation_id"] = "r-" + ids[0][:8]
         common.respond(resp, {"server": doc}, falcon.HTTP_202)

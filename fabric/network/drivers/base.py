@@ -16,6 +16,7 @@ from fabric import exception
 from fabric.config import Settings
 from fabric.network.model import EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec
 from fabric.network.naming import Names
+from fabric.network.secgroups import SecurityState
 
 
 class NetworkDriver(abc.ABC):
@@ -26,6 +27,7 @@ class NetworkDriver(abc.ABC):
         self.host = settings.default.host
         self.names = Names(settings.network.prefix)
         self.state = HostState()
+        self.security = SecurityState()
 
     # --- the interface -----------------------------------------------------------
 
@@ -95,6 +97,17 @@ class NetworkDriver(abc.ABC):
         """No translation for ``address`` remains (no error when there was none)."""
         if self.state.floating.pop(address, None) is not None:
             self._apply_floating()
+
+    def set_security(self, security: SecurityState) -> None:
+        """Enforce exactly ``security`` on this host's endpoints (see :mod:`fabric.network.secgroups`).
+
+        Endpoints plugged later are filtered by it as soon as they are plugged.
+        """
+        self.security = security
+        self._apply_security()
+
+    def _apply_security(self) -> None:  # noqa: B027 - a driver with no kernel enforces nothing
+        """Make the host's filtering match ``self.security`` and ``self.state``."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -42,6 +42,9 @@ class FakeDriver(NetworkDriver):
     def _apply_floating(self) -> None:
         self._count("apply_floating")
 
+    def _apply_security(self) -> None:
+        self._count("apply_security")
+
     def describe(self) -> dict[str, Any]:
         routes = {f"{e.address}/32": self.names.endpoint(e.id) for e in self.state.endpoints.values()
                   if e.address and self.state.networks[e.network_id].network_type == "routed"}
@@ -57,4 +60,5 @@ class FakeDriver(NetworkDriver):
             "remote_hosts": sorted(self.state.remote_hosts),
             "routes": dict(sorted(routes.items())),
             "floating": {f.address: f.fixed_address for f in self.state.floating.values()},
+            "security": self.security.to_dict(),
         }

@@ -38,11 +38,11 @@ from fabric import exception
 from fabric.config import Settings
 from fabric.metadata import METADATA_ADDRESS
 from fabric.metadata.server import MetadataServer
-from fabric.network import nat
+from fabric.network import nat, secgroups
 from fabric.network.dhcp import DhcpServers
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.kernel import Kernel
-from fabric.network.model import EndpointSpec, NetworkSpec
+from fabric.network.model import EndpointSpec, HostState, NetworkSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class LinuxDriver(NetworkDriver):
         self.state_dir = state_dir or os.path.join(settings.default.data_dir, "network", self.host)
         self.dhcp = DhcpServers(self.kernel, self.state_dir, settings.network.dnsmasq)
         self._applied_ruleset: str | None = None
+        self._applied_security: secgroups.Plan | None = None
         self.metadata: MetadataServer | None = None
 
     # --- names -----------------------------------------------------------------------
@@ -74,11 +75,13 @@ class LinuxDriver(NetworkDriver):
             return [self.names.vlan(network.id), self.names.bridge(network.id)]
         return []
 
-    def _wanted_links(self) -> set[str]:
-        wanted = {self.names.endpoint(e) for e in self.state.endpoints}
-        for network in self.state.networks.values():
+    def _wanted_links(self, state: HostState | None = None) -> set[str]:
+        """Names of the links fabric should hold for ``state`` (default: the driver's)."""
+        state = self.state if state is None else state
+        wanted = {self.names.endpoint(e) for e in state.endpoints}
+        for network in state.networks.values():
             wanted.update(self._own_links(network))
-        if self.state.routed is not None:
+        if state.routed is not None:
             wanted.add(self.names.gateway)
         return wanted
 
@@ -219,16 +222,18 @@ class LinuxDriver(NetworkDriver):
                 self._apply_flood_list(device)
         self._apply_routes()
 
-    def _wanted_routes(self) -> dict[str, tuple[str | None, str | None]]:
-        """Destination -> (device, gateway) of every route fabric should hold."""
+    def _wanted_routes(self, state: HostState | None = None) -> dict[str, tuple[str | None, str | None]]:
+        """Destination -> (device, gateway) of every route fabric should hold for ``state``
+        (default: the driver's)."""
+        state = self.state if state is None else state
         wanted: dict[str, tuple[str | None, str | None]] = {}
-        if self.state.routed is None:
+        if state.routed is None:
             return wanted
-        for host in self.state.remote_hosts.values():
+        for host in state.remote_hosts.values():
             if host.block:
                 wanted[host.block] = (None, host.tunnel_address)
-        for endpoint in self.state.endpoints.values():
-            network = self.state.networks.get(endpoint.network_id)
+        for endpoint in state.endpoints.values():
+            network = state.networks.get(endpoint.network_id)
             if network is not None and network.network_type == "routed" and endpoint.address:
                 wanted[f"{endpoint.address}/32"] = (self.names.endpoint(endpoint.id), None)
         return wanted
@@ -264,6 +269,26 @@ class LinuxDriver(NetworkDriver):
         if force or ruleset != self._applied_ruleset:
             nat.apply(self.kernel, self.names, self.state)
             self._applied_ruleset = ruleset
+        # Filtering follows every change of endpoints and networks that moves NAT.
+        self._apply_security(force)
+
+    def _apply_security(self, force: bool = False) -> None:
+        wanted = secgroups.plan(self.names, self.state, self.security)
+        applied = self._applied_security
+        if not force and applied == wanted:
+            return
+        script = None if force or applied is None else secgroups.update(self.names, applied, wanted)
+        self.kernel.execute(["nft", "-f", "-"], stdin=wanted.full if script is None else script)
+        self._applied_security = wanted
+
+    def security_rules(self) -> str:
+        """fabric's security tables as nft lists them (empty when absent): a snapshot to compare."""
+        listed = []
+        for family in ("inet", "bridge"):
+            done = self.kernel.execute(["nft", "list", "table", family, secgroups.table_name(self.names)],
+                                       check=False)
+            listed.append(done.stdout if done.returncode == 0 else "")
+        return "".join(listed)
 
     # --- metadata ----------------------------------------------------------------------------
 
@@ -355,6 +380,7 @@ class LinuxDriver(NetworkDriver):
             "remote_hosts": sorted(self.state.remote_hosts),
             "routes": {r["dst"]: r["via"] or r["dev"] for r in self.kernel.routes()},
             "nat_rules": nat.rules(self.kernel, self.names),
+            "filtered_endpoints": sorted(e for e in self.security.ports if e in self.state.endpoints),
             "metadata": self.metadata.listening() if self.metadata is not None else None,
         }
 
@@ -371,6 +397,8 @@ class LinuxDriver(NetworkDriver):
         self.dhcp.stop_all()
         nat.remove(self.kernel, self.names)
         self._applied_ruleset = None
+        self.kernel.execute(["nft", "-f", "-"], stdin=secgroups.removal(self.names))
+        self._applied_security = None
         if self.metadata is not None:
             self.metadata.stop()
             self.kernel.remove_address("lo", f"{METADATA_ADDRESS}/32")

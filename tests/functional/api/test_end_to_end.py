@@ -16,14 +16,15 @@ from tests.functional.api.test_openstack_clients import PASSWORD
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
-WORKERS = ("ipam", "network", "compute", "scheduler", "api")
+WORKERS = ("ipam", "network", "compute", "scheduler", "objectstore", "api")
 
 
 def test_server_lifecycle_through_every_worker(postgres_db, rabbit_vhost, spawn, osc, tmp_path):
     port = free_port()
     conf = fabric_conf(tmp_path / "fabric.conf", host="e2e1", api_port=port, transport_url=rabbit_vhost,
                        database_url=postgres_db.url.render_as_string(hide_password=False),
-                       compute={"driver": "fake"}, network={"driver": "fake"})
+                       compute={"driver": "fake"}, network={"driver": "fake"},
+                       objectstore={"port": free_port()})
     bootstrap(postgres_db, PASSWORD)
     started = {name: spawn([sys.executable, "-m", f"fabric.cmd.{name}", "--config-file", str(conf)],
                            name=f"fabric-{name}") for name in WORKERS}

@@ -88,7 +88,8 @@ def cloud(database_servers, tmp_path_factory, signing_keys):
     vhost.create()
     port = free_port()
     conf = fabric_conf(tmp_path / "fabric.conf", host="apitest", api_port=port, transport_url=vhost.url,
-                       database_url=db.url.render_as_string(hide_password=False))
+                       database_url=db.url.render_as_string(hide_password=False),
+                       objectstore={"port": free_port(), "storage_dir": tmp_path / "objects"})
     bootstrap(db, PASSWORD)
     settings = config.load(conf)
     transport = rpc.get_transport(settings.rpc)
@@ -103,10 +104,19 @@ def cloud(database_servers, tmp_path_factory, signing_keys):
                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=dict(os.environ, PYTHONPATH=str(REPO), FABRIC_SIGNING_KEY_DIR=str(signing_keys)))
     worker = Worker(popen, log_path, "fabric-api")
+    # The Image API keeps image data in the objectstore.
+    with open(tmp_path / "fabric-objectstore.log", "wb") as out:
+        objectstore = subprocess.Popen([sys.executable, "-m", "fabric.cmd.objectstore", "--config-file", str(conf)],
+                                       cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=dict(os.environ, PYTHONPATH=str(REPO),
+                                                FABRIC_SIGNING_KEY_DIR=str(signing_keys)))
     try:
         worker.wait_for_log("fabric API listening on", timeout=60)
+        Worker(objectstore, tmp_path / "fabric-objectstore.log", "fabric-objectstore").wait_for_log(
+            "fabric objectstore listening on", timeout=60)
         yield Cloud(db, f"http://127.0.0.1:{port}/v3", scheduler, compute)
     finally:
+        stop_process(objectstore)
         stop_process(popen)
         for server in servers:
             server.stop()

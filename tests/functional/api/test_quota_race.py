@@ -25,7 +25,8 @@ def test_concurrent_creates_never_exceed_the_quota(server_api):
     flavor = api.app.post_json(f"{C}/flavors", {"flavor": {"name": "f", "ram": 64, "vcpus": 1}},
                                headers=admin).json["flavor"]
     with api.db.begin() as session:
-        image = Image(name="i", owner=member.project_id, status="active", visibility="private", properties={})
+        image = Image(name="i", owner=member.project_id, status="active", visibility="private", disk_format="raw",
+                      properties={})
         session.add(image)
         session.flush()
         image_id = image.id

@@ -3,9 +3,11 @@
 A routed network has no subnet: its addresses come from the project's segment
 (fabric.ipam's layout: prefix | host | tenant | segment | endpoint), so each
 server's address is known before it boots: the first endpoint of a fresh
-segment on host H is ``layout.encode(H, tenant, segment, first offset)``. The
-API has no call to make a segment or a routed network yet: the test writes the
-rows as an operator's tooling would (:class:`fabric.ipam.topology.Topology`).
+segment on host H is ``layout.encode(H, tenant, segment, first offset)``.
+Routed networks, server groups and floating IPs are made through the CLI like
+everything else (``network create --provider-network-type routed`` numbers the
+project's segment in IPAM); the test reads the numbers back from the database
+only to predict the addresses.
 
 Guests take their addresses by DHCP from their host (a server per endpoint
 device) and run a user-data probe (:func:`tests.fixtures.cloud.probe_script`);
@@ -21,7 +23,7 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
-from fabric.db.models import Network, ServerGroup, TopologyHost
+from fabric.db.models import Network, TopologyHost
 from fabric.ipam.layout import FIRST_ENDPOINT_OFFSET
 from fabric.ipam.topology import Topology
 from fabric.network.kernel import RTPROT_FABRIC
@@ -29,6 +31,7 @@ from fabric.sim import hosts as sim
 from fabric.sim.netns import in_ns, sh
 from tests.fixtures.cloud import BEGIN, END, FLAVOR, address_of, nft_rules, probe_results, probe_script
 from tests.fixtures.netns import ping, ping_eventually
+from tests.functional.cloud.test_two_hosts import allow_ping
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -45,19 +48,17 @@ def _host_numbers(cloud) -> dict[str, int]:
 
 
 def _routed_network(cloud, project, name: str) -> tuple[str, dict[str, str]]:
-    """A routed network on a new segment of ``project``; (its id, host name -> its first address there)."""
-    topology = Topology(cloud.db)
-    segment = topology.add_segment(project.project_id, name)
-    _, layout = topology.datacenter()
+    """A routed network made through the CLI (on a new segment of ``project``); (its id, host name ->
+    its first address there)."""
+    network = cloud.osc(project.env, "network", "create", "--provider-network-type", "routed", name)
+    assert network["provider:network_type"] == "routed", network
     with cloud.db.begin() as session:
-        network = Network(name=name, project_id=project.project_id, network_type="routed",
-                          segment_id=segment["id"], mtu=1500, status="ACTIVE")
-        session.add(network)
-        session.flush()
-        network_id = network.id
+        segment_id = session.get(Network, network["id"]).segment_id
+    segment, tenant, _, layout = Topology(cloud.db).segment(segment_id)
+    assert (tenant.project_id, segment.name) == (project.project_id, name)
     numbers = _host_numbers(cloud)
-    return network_id, {host.name: str(layout.encode(numbers[host.name], segment["tenant_number"], segment["number"],
-                                                      FIRST_ENDPOINT_OFFSET)) for host in cloud.hosts.hosts}
+    return network["id"], {host.name: str(layout.encode(numbers[host.name], tenant.number, segment.number,
+                                                         FIRST_ENDPOINT_OFFSET)) for host in cloud.hosts.hosts}
 
 
 def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud, projects, tmp_path):
@@ -65,11 +66,7 @@ def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud,
     erin, frank = projects("erin"), projects("frank")
     net_e, erin_at = _routed_network(cloud, erin, "web")
     net_f, frank_at = _routed_network(cloud, frank, "db")
-    with cloud.db.begin() as session:
-        group = ServerGroup(name="apart", project_id=erin.project_id, user_id=erin.user_id, policy="anti-affinity")
-        session.add(group)
-        session.flush()
-        group_id = group.id
+    group_id = cloud.osc(erin.env, "server", "group", "create", "--policy", "anti-affinity", "apart")["id"]
 
     # Frank's one server probes both of Erin's addresses; wherever it lands, one of his two
     # candidate addresses is its own, and each of Erin's probes both.
@@ -91,6 +88,8 @@ def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud,
              for name, env in (("vm-e1", erin.env), ("vm-e2", erin.env), ("vm-f", frank.env))}
     placed = {name: s["OS-EXT-SRV-ATTR:host"] for name, s in shown.items()}
     assert {placed["vm-e1"], placed["vm-e2"]} == set(hosts), placed  # one on each host
+    assert set(cloud.osc(erin.env, "server", "group", "show", "apart")["members"]) == \
+        {shown["vm-e1"]["id"], shown["vm-e2"]["id"]}
     # Addresses as the layout predicts (the probes were written with them), taken by DHCP.
     for name, at in (("vm-e1", erin_at), ("vm-e2", erin_at), ("vm-f", frank_at)):
         assert address_of(shown[name]) == at[placed[name]], (name, shown[name]["addresses"], at)
@@ -117,22 +116,21 @@ def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud,
         assert {dst.removesuffix("/32") for dst in routes if dst.endswith("/32")} == local, routes
 
 
-FLOATING = "203.0.113.10"  # TEST-NET-3: stands for a public address
+PUBLIC = "203.0.113.0/24"  # TEST-NET-3: stands for a public range
+FLOATING = "203.0.113.10"
 OUTSIDE = "198.18.0.250"  # on the underlay, as the hosts' upstream router would be
 
 
 def test_a_floating_ip_reaches_a_routed_guest_from_outside_until_disassociated(cloud, projects, netns):
-    """There is no floating IP API yet (another issue adds ``floating ip create``): the row is
-    written as it would be, and the network service's own path (``NetworkService.associate_floating``,
-    a call to the guest's host's network worker over RabbitMQ) applies it."""
-    from fabric import rpc
-    from fabric.context import RequestContext
-    from fabric.db.models import FloatingIp, Port
-    from fabric.network.api import NetworkService
-
+    """``floating ip create`` takes the address from the external network's subnet (IPAM),
+    ``server add floating ip`` associates it through the guest's port (the guest's host's network
+    worker translates it), ``floating ip unset --port`` disassociates, ``floating ip delete`` frees it."""
     gina = projects("gina")
+    allow_ping(cloud, gina)
     network_id, _ = _routed_network(cloud, gina, "pub")
     external = cloud.osc(gina.env, "network", "create", "--external", "ext")
+    cloud.osc(gina.env, "subnet", "create", "--network", external["id"], "--subnet-range", PUBLIC, "--no-dhcp",
+              "ext-sub")
     cloud.osc(gina.env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
               f"net-id={network_id}", "vm-g")
     shown = cloud.wait_status(gina.env, "vm-g")
@@ -147,30 +145,22 @@ def test_a_floating_ip_reaches_a_routed_guest_from_outside_until_disassociated(c
     sh("ip", "-n", underlay, "link", "set", port, "master", sim.UNDERLAY_BRIDGE, "up")
     netns.configure_endpoint(outside, f"{OUTSIDE}/{host.prefixlen}")
     in_ns(outside, "ip", "route", "add", f"{FLOATING}/32", "via", host.address)
-    assert not ping(outside, FLOATING, count=2)  # nothing answers before it is associated
 
-    with cloud.db.begin() as session:
-        port_id = session.scalars(sa.select(Port.id).where(Port.device_id == shown["id"])).one()
-        floating = FloatingIp(address=FLOATING, project_id=gina.project_id, floating_network_id=external["id"],
-                              port_id=port_id, fixed_address=fixed, host=host.name)
-        session.add(floating)
-        session.flush()
-        floating_id = floating.id
-    transport = rpc.get_transport(cloud.hosts.settings.rpc)
+    floating = cloud.osc(gina.env, "floating", "ip", "create", "--floating-ip-address", FLOATING, external["id"])
+    table = cloud.hosts.settings.network.prefix + "fabric"
     try:
-        service = NetworkService(cloud.db, transport)
-        service.associate_floating(RequestContext.admin(), floating_id)
+        assert (floating["floating_ip_address"], floating["port_id"]) == (FLOATING, None), floating
+        assert not ping(outside, FLOATING, count=2)  # nothing answers before it is associated
+        cloud.osc(gina.env, "server", "add", "floating", "ip", "vm-g", FLOATING, json_out=False)
+        associated = cloud.osc(gina.env, "floating", "ip", "show", FLOATING)
+        assert (associated["fixed_ip_address"], associated["status"]) == (fixed, "ACTIVE"), associated
         assert ping_eventually(outside, FLOATING, 30), cloud.logs()
-        table = cloud.hosts.settings.network.prefix + "fabric"
         assert [r for r in nft_rules(host.namespace, table) if FLOATING in r]
 
-        with cloud.db.begin() as session:
-            session.execute(sa.update(FloatingIp).where(FloatingIp.id == floating_id)
-                            .values(port_id=None, fixed_address=None, host=None))
-        service.disassociate_floating(RequestContext.admin(), host.name, FLOATING)
+        cloud.osc(gina.env, "floating", "ip", "unset", "--port", FLOATING, json_out=False)
+        assert cloud.osc(gina.env, "floating", "ip", "show", FLOATING)["port_id"] is None
+        assert not ping(outside, FLOATING, count=3)
+        assert not [r for r in nft_rules(host.namespace, table) if FLOATING in r]
     finally:
-        transport.cleanup()
-    assert not ping(outside, FLOATING, count=3)
-    assert not [r for r in nft_rules(host.namespace, table) if FLOATING in r]
-    with cloud.db.begin() as session:
-        session.execute(sa.delete(FloatingIp).where(FloatingIp.id == floating_id))
+        cloud.osc(gina.env, "floating", "ip", "delete", FLOATING, json_out=False)
+    assert cloud.osc(gina.env, "floating", "ip", "list") == []

@@ -16,7 +16,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from fabric.db.models import AddressAllocation, Instance, ServerGroup
+from fabric.db.models import AddressAllocation
 from tests.fixtures.cloud import (
     BEGIN,
     END,
@@ -46,6 +46,15 @@ def _network(cloud, env, name: str, vni: int) -> dict:
     return network
 
 
+def allow_ping(cloud, project) -> None:
+    """Let ICMP into the project's default security group (its servers' group), from anywhere:
+    the tests ping guests from outside the group (their host, a namespace standing for the outside).
+    The group is named by id: the tests' users are admins, who see every project's ``default``."""
+    groups = cloud.osc(project.env, "security", "group", "list", "--project", project.project_id)
+    [default] = [g["ID"] for g in groups if g["Name"] == "default"]
+    cloud.osc(project.env, "security", "group", "rule", "create", "--ingress", "--protocol", "icmp", default)
+
+
 def _boot(cloud, env, name: str, network_id: str, address: str, user_data, *extra: str, wait: bool = True) -> dict:
     created = cloud.osc(env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id,
                         "--nic", f"net-id={network_id},v4-fixed-ip={address}", "--user-data", str(user_data),
@@ -59,12 +68,9 @@ def test_anti_affine_servers_ping_each_other_across_vxlan_and_no_other_project(c
     net_a = _network(cloud, alice.env, "net-a", 4242)
     net_b = _network(cloud, bob.env, "net-b", 4243)  # the same CIDR, another project
     a1, a2, b1 = "10.9.0.11", "10.9.0.12", "10.9.0.13"
-    # The API has no server-group create yet: the row as it would write it.
-    with cloud.db.begin() as session:
-        group = ServerGroup(name="apart", project_id=alice.project_id, user_id=alice.user_id, policy="anti-affinity")
-        session.add(group)
-        session.flush()
-        group_id = group.id
+    group = cloud.osc(alice.env, "server", "group", "create", "--policy", "anti-affinity", "apart")
+    assert group["policies"] == ["anti-affinity"] and group["members"] == [], group
+    group_id = group["id"]
 
     # Bob's server first, probing Alice's addresses for long enough that her guests come up meanwhile.
     (tmp_path / "bob.sh").write_text(probe_script([a1, a2], 55))
@@ -92,9 +98,9 @@ def test_anti_affine_servers_ping_each_other_across_vxlan_and_no_other_project(c
     placed = {name: s["OS-EXT-SRV-ATTR:host"] for name, s in servers.items()}
     assert sorted(placed.values()) == sorted(hosts), placed  # one on each host
     # Spreading alone would also separate two servers: the group must be what placed them.
-    with cloud.db.begin() as session:
-        assert set(session.scalars(sa.select(Instance.server_group_id).where(
-            Instance.id.in_([s["id"] for s in servers.values()])))) == {group_id}
+    assert sorted(cloud.osc(alice.env, "server", "group", "show", group_id)["members"]) == \
+        sorted(s["id"] for s in servers.values())
+    assert [g["ID"] for g in cloud.osc(alice.env, "server", "group", "list")] == [group_id]
     # Each guest took the address IPAM allocated, by DHCP from its host's dnsmasq.
     for name, address in (("vm1", a1), ("vm2", a2), ("vm-b", b1)):
         assert f"fabric-guest: eth0 {address}/24" in consoles[name]
@@ -109,6 +115,8 @@ def test_anti_affine_servers_ping_each_other_across_vxlan_and_no_other_project(c
     # Delete: no QEMU, tap, DHCP entry or address allocation left on either host.
     cloud.osc(alice.env, "server", "delete", "--wait", "vm1", "vm2", json_out=False)
     cloud.osc(bob.env, "server", "delete", "--wait", "vm-b", json_out=False)
+    cloud.osc(alice.env, "server", "group", "delete", "apart", json_out=False)
+    assert cloud.osc(alice.env, "server", "group", "list") == []
     for host in hosts.values():
         assert qemu_pids(host.namespace) == []
         assert not [link for link in links(host.namespace) if TAP.fullmatch(link)]
@@ -138,6 +146,7 @@ def test_anti_affine_servers_ping_each_other_across_vxlan_and_no_other_project(c
 
 def test_reboot_and_stop_start_keep_the_address_and_delete_leaves_nothing(cloud, projects, tmp_path):
     carol = projects("carol")
+    allow_ping(cloud, carol)
     network = _network(cloud, carol.env, "net-c", 4244)
     (tmp_path / "hello.sh").write_text("#!/bin/sh\necho fabric-test: hello\n")
     _boot(cloud, carol.env, "vm-c", network["id"], "10.9.0.21", tmp_path / "hello.sh")

@@ -18,8 +18,10 @@ One eventlet process runs the product's own workers for one host, on the
   Only rescheduling is off (one host: a failed build ends in error).
 
 IMAGE (JSON: kernel, initrd, cmdline) is registered as the Image API stores it:
-the kernel and initrd as ``aki``/``ari`` images whose bytes are written into
-the image store, and a boot image naming them by ``kernel_id``/``ramdisk_id``.
+the kernel and initrd as ``aki``/``ari`` images whose bytes the Image API's own
+writer uploads to an objectstore served by this process (its blobs under
+WORKDIR/objects), and a boot image naming them by ``kernel_id``/``ramdisk_id``;
+the compute manager downloads them over HTTP into its image cache.
 
 Reads one JSON request per line on stdin, ``{"method": ..., "args": {...}}``,
 calls the compute manager's method of that name (``driver.<name>`` calls the
@@ -43,6 +45,7 @@ from eventlet import tpool  # noqa: E402
 
 from fabric import rpc  # noqa: E402
 from fabric.api import image_store  # noqa: E402
+from fabric.api.bootstrap import ensure_image_service  # noqa: E402
 from fabric.compute import states  # noqa: E402
 from fabric.compute.faults import latest_fault  # noqa: E402
 from fabric.compute.manager import ComputeManager  # noqa: E402
@@ -54,6 +57,8 @@ from fabric.db.types import new_uuid  # noqa: E402
 from fabric.exception import FabricError  # noqa: E402
 from fabric.ipam.manager import IpamManager  # noqa: E402
 from fabric.network.manager import NetworkManager  # noqa: E402
+from fabric.objectstore.core import Objectstore  # noqa: E402
+from fabric.objectstore.server import ObjectstoreServer  # noqa: E402
 from fabric.rpc import signing  # noqa: E402
 from fabric.scheduler import claims  # noqa: E402
 from fabric.scheduler.host_state import HostState  # noqa: E402
@@ -72,7 +77,7 @@ def register_boot_image(settings: Settings, db: Database, image: dict) -> str:
     for kind, disk_format in (("kernel", "aki"), ("initrd", "ari")):
         ids[kind] = new_uuid()
         with open(image[kind], "rb") as handle:
-            stored = image_store.write(settings, ids[kind], handle.read, settings.api.max_image_size)
+            stored = image_store.write(settings, db, ids[kind], handle.read, settings.api.max_image_size)
         with db.begin() as session:
             session.add(Image(id=ids[kind], name=f"guest-{kind}", owner=PROJECT, status="active",
                               disk_format=disk_format, container_format=disk_format, **stored))
@@ -141,6 +146,10 @@ def main() -> None:
         session.add(Network(id=NETWORK, project_id=PROJECT, network_type="flat", physical_bridge=bridge))
         session.add(Subnet(id="subnet1", network_id=NETWORK, project_id=PROJECT, ip_version=4,
                            cidr=str(network.network), gateway_ip=str(network.ip), enable_dhcp=True))
+    settings = settings.replace(objectstore={"port": 0, "storage_dir": str(work / "objects")})
+    objectstore = ObjectstoreServer(settings, Objectstore.from_settings(settings, db)).start()
+    settings = settings.replace(objectstore={"port": objectstore.port})
+    ensure_image_service(db)
     boot_image = register_boot_image(settings, db, image)
     # As fabric-all starts: the keys of the roles run here, made under WORKDIR on first start.
     signing.install(signing.from_settings(settings, ["compute", "network", "ipam"], generate_missing=True))
@@ -190,6 +199,7 @@ def main() -> None:
             server.wait(5)
         network_worker.driver.remove_all()
         network_worker.cleanup_host()
+        objectstore.stop()
         transport.cleanup()
 
 

@@ -8,16 +8,20 @@ finishes the build.
 
 from __future__ import annotations
 
+import io
 import signal
 import sys
 
 import pytest
 
+from fabric import config
+from fabric.api import image_store
 from fabric.compute import states
 from fabric.compute.faults import latest_fault
 from fabric.compute.rpcapi import ComputeAPI
 from fabric.context import RequestContext
 from fabric.db.models import ComputeNode, Image
+from tests.fixtures.image_objectstore import serving_objectstore
 from tests.fixtures.instances import add_instance
 from tests.fixtures.processes import REPO, wait_until
 
@@ -30,20 +34,25 @@ IMAGE_ID, KERNEL_ID = "0b7f5a52-8a3e-4c1e-9f57-3d4c2b1a0e01", "0b7f5a52-8a3e-4c1
 
 @pytest.fixture
 def env(rabbit_vhost, sqlite_db, tmp_path):
-    (tmp_path / "images").mkdir()
-    (tmp_path / "images" / KERNEL_ID).write_bytes(b"not really a kernel")
-    with sqlite_db.begin() as session:
-        session.add(Image(id=KERNEL_ID, name="kernel", owner="p", status="active", disk_format="aki"))
-        session.add(Image(id=IMAGE_ID, name="direct-boot", owner="p", status="active", disk_format="ami",
-                          properties={"kernel_id": KERNEL_ID}))
-    return {"FABRIC_RPC_TRANSPORT_URL": rabbit_vhost,
-            "FABRIC_DATABASE_URL": sqlite_db.url.render_as_string(hide_password=False),
-            "FABRIC_DEFAULT_HOST": HOST, "FABRIC_DEFAULT_DATA_DIR": str(tmp_path),
-            "FABRIC_SERVICE_REPORT_INTERVAL": "0.2", "FABRIC_COMPUTE_DRIVER": "fake"}
+    # The kernel's bytes in an objectstore of this test process, uploaded by the Image API's writer;
+    # the worker downloads them over HTTP into its own data directory.
+    settings = config.Settings().replace(default={"data_dir": str(tmp_path / "control")})
+    with serving_objectstore(settings, sqlite_db) as served:
+        kernel = b"not really a kernel"
+        facts = image_store.write(served.settings, sqlite_db, KERNEL_ID, io.BytesIO(kernel).read, 100, len(kernel))
+        with sqlite_db.begin() as session:
+            session.add(Image(id=KERNEL_ID, name="kernel", owner="p", status="active", disk_format="aki", **facts))
+            session.add(Image(id=IMAGE_ID, name="direct-boot", owner="p", status="active", disk_format="ami",
+                              properties={"kernel_id": KERNEL_ID}))
+        yield {"FABRIC_RPC_TRANSPORT_URL": rabbit_vhost,
+               "FABRIC_DATABASE_URL": sqlite_db.url.render_as_string(hide_password=False),
+               "FABRIC_DEFAULT_HOST": HOST, "FABRIC_DEFAULT_DATA_DIR": str(tmp_path / "compute"),
+               "FABRIC_SERVICE_REPORT_INTERVAL": "0.2", "FABRIC_COMPUTE_DRIVER": "fake",
+               "FABRIC_OBJECTSTORE_PORT": str(served.settings.objectstore.port)}
 
 
 def test_a_build_interrupted_by_sigkill_ends_active_after_restart(spawn, env, sqlite_db, rabbit_vhost):
-    from fabric import config, rpc
+    from fabric import rpc
 
     slow = spawn([sys.executable, str(REPO / "bin/fabric-compute")],
                  env=env | {"FABRIC_COMPUTE_FAKE_SPAWN_SECONDS": "60"}, name="compute-slow")

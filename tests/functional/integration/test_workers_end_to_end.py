@@ -366,7 +366,8 @@ def test_fabric_all_on_embedded_defaults_brings_a_server_to_active(spawn, tmp_pa
     # no kernel changes) network drivers are the defaults.
     worker = spawn([sys.executable, str(REPO / "bin/fabric-all")], name="fabric-all", env={
         "FABRIC_DEFAULT_DATA_DIR": str(data_dir), "FABRIC_DEFAULT_HOST": "allinone",
-        "FABRIC_API_PORT": str(port), "FABRIC_API_ADMIN_PASSWORD": password, "FABRIC_OBJECTSTORE_PORT": "0"})
+        "FABRIC_API_PORT": str(port), "FABRIC_API_ADMIN_PASSWORD": password,
+        "FABRIC_OBJECTSTORE_PORT": str(free_port())})
     worker.wait_for_log("Started fabric-api on host allinone", timeout=60)
     assert "Created the schema" in worker.log()
     for binary in ("fabric-ipam", "fabric-network", "fabric-compute", "fabric-scheduler"):

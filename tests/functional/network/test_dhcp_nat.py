@@ -74,3 +74,24 @@ def test_floating_address_reaches_its_endpoint_until_disassociated(netns, simula
     assert not [r for r in driver.describe()["nat_rules"] if "nat" in r.split(":", 1)[1]]
     in_ns(h1, "conntrack", "-F", check=False)  # conntrack may be absent; entries expire anyway
     assert not ping(outside, "172.31.5.10")
+
+
+def test_an_address_freed_by_one_port_is_served_to_the_next_one(netns, simulated_host, tmp_path):
+    # IPAM hands a released address out again at once (lowest free first); dnsmasq must not
+    # keep it leased to the MAC of the port that left.
+    script = tmp_path / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    h1 = netns("h1")
+    driver = simulated_host(h1, "h1", "192.168.79.1")
+    driver.setup_network(NetworkSpec(id="net-r", network_type="vxlan", segmentation_id=301,
+                                     host_address="10.21.0.1/24", dhcp=True))
+    first, second = netns("f1"), netns("f2")
+    driver.plug(EndpointSpec("ep-old", "net-r", "02:00:00:00:0e:01", address="10.21.0.21", kind="veth",
+                             netns=first))
+    assert "10.21.0.21/24" in dhcp_client(first, str(script))
+    driver.unplug("ep-old")
+    driver.plug(EndpointSpec("ep-new", "net-r", "02:00:00:00:0e:02", address="10.21.0.21", kind="veth",
+                             netns=second))
+    assert "10.21.0.21/24" in dhcp_client(second, str(script))
+    driver.teardown_network("net-r")

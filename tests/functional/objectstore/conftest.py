@@ -160,6 +160,7 @@ port = {s3_port}
 storage_dir = {data_dir}
 virtual_host_suffix = s3.fabric.test
 credential_cache_seconds = 0
+workers = 2
 """)
     bootstrap(db, PASSWORD)
     signing.generate(config.load(conf).signing_key_dir)

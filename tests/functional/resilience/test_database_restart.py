@@ -112,8 +112,10 @@ def _start_cloud(spawn, tmp_path, db_url: str, vhost: str) -> tuple[list, int]:
            "FABRIC_COMPUTE_RESOURCE_REPORT_INTERVAL": "2",
            # Seven processes under the server's connection limit (100 on a stock PostgreSQL).
            "FABRIC_DATABASE_POOL_SIZE": "3",
-           "FABRIC_API_LISTEN": "127.0.0.1", "FABRIC_API_PORT": str(port)}
-    started = [("fabric-ipam", "ctl"), ("fabric-scheduler", "ctl")]
+           "FABRIC_API_LISTEN": "127.0.0.1", "FABRIC_API_PORT": str(port),
+           # The Image API keeps image data in the objectstore; compute hosts download from it.
+           "FABRIC_OBJECTSTORE_LISTEN": "127.0.0.1", "FABRIC_OBJECTSTORE_PORT": str(_free_port())}
+    started = [("fabric-ipam", "ctl"), ("fabric-scheduler", "ctl"), ("fabric-objectstore", "ctl")]
     started += [(binary, host) for host in HOSTS for binary in ("fabric-network", "fabric-compute")]
     started += [("fabric-api", "ctl")]
     # The launchers refuse FABRIC_ variables they do not know, and ``spawn`` passes the

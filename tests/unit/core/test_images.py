@@ -1,15 +1,21 @@
-"""fabric.images: the image id rule, who may use an image, boot resolution and the store's path proof."""
+"""fabric.images: the image id rule, who may use an image, boot resolution, and the image cache:
+its path proof and the download checks (size, MD5, SHA-512) before anything is cached."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import http.client
+import io
 import os
+import re
 import uuid
 
 import pytest
 
 from fabric import images
 from fabric.db.models import Image
-from fabric.exception import Invalid, NotFound
+from fabric.exception import ImageDataCorrupt, Invalid, NotFound
 
 MINE, THEIRS = "project-mine", "project-theirs"
 
@@ -135,40 +141,124 @@ def test_check_references_canonicalises_and_leaves_other_properties(sqlite_db):
             images.check_references(session, MINE, "img", {"ramdisk_id": "../x"})
 
 
-def test_the_store_turns_only_image_ids_into_paths(tmp_path):
-    store = images.ImageStore(tmp_path)
-    ident = str(uuid.uuid4())
-    assert store.path(ident.upper()) == tmp_path / ident
+def record(data: bytes, ident: str | None = None) -> images.ImageRecord:
+    """What the Image API records for ``data``."""
+    return images.ImageRecord(ident or str(uuid.uuid4()), len(data), hashlib.md5(data).hexdigest(),
+                              hashlib.sha512(data).hexdigest())
+
+
+def test_the_cache_turns_only_image_ids_and_sha512s_into_paths(tmp_path):
+    cache = images.ImageCache(tmp_path)
+    good = record(b"image")
+    assert cache.path(dataclasses.replace(good, id=good.id.upper())) == tmp_path / f"{good.id}.{good.sha512}"
     for value in HOSTILE_IDS:
         with pytest.raises(Invalid, match="is not an image id"):
-            store.path(value)
+            cache.path(dataclasses.replace(good, id=value))
+    for sha512 in ("", "../x", good.sha512[:-1], good.sha512 + "/", good.sha512.upper()):
+        with pytest.raises(Invalid, match="is not 128 hex digits"):
+            cache.path(dataclasses.replace(good, sha512=sha512))
 
 
-def test_existing_file_is_a_regular_file_directly_in_the_store(tmp_path):
-    root, outside = tmp_path / "images", tmp_path / "secret"
+def test_existing_file_is_a_regular_file_of_the_right_size_directly_in_the_cache(tmp_path):
+    root, outside = tmp_path / "cache", tmp_path / "secret"
     root.mkdir()
-    outside.write_bytes(b"host secret")
-    store = images.ImageStore(root)
-    good, out_link, in_link, folder, missing, dangling = (str(uuid.uuid4()) for _ in range(6))
-    (root / good).write_bytes(b"image")
-    (root / out_link).symlink_to(outside)
-    (root / in_link).symlink_to(root / good)  # even another image: one file per id, never a link
-    (root / folder).mkdir()
-    (root / dangling).symlink_to(tmp_path / "nowhere")
-    assert store.existing_file(good) == root / good
-    for ident in (out_link, in_link, dangling):
-        with pytest.raises(Invalid, match=f"image {ident}.s file leads outside the image store"):
-            store.existing_file(ident)
+    outside.write_bytes(b"host!")
+    cache = images.ImageCache(root)
+    good, out_link, in_link, folder, missing, dangling, short = (record(b"image") for _ in range(7))
+    cache.path(good).write_bytes(b"image")
+    cache.path(out_link).symlink_to(outside)
+    cache.path(in_link).symlink_to(cache.path(good))  # even another image: one file per id, never a link
+    cache.path(folder).mkdir()
+    cache.path(dangling).symlink_to(tmp_path / "nowhere")
+    cache.path(short).write_bytes(b"imag")
+    assert cache.existing_file(good) == cache.path(good)
+    for bad in (out_link, in_link, dangling):
+        with pytest.raises(Invalid, match=f"image {bad.id}.s cached file leads outside the image cache"):
+            cache.existing_file(bad)
     with pytest.raises(Invalid, match="is not a regular file"):
-        store.existing_file(folder)
-    with pytest.raises(NotFound, match=missing):
-        store.existing_file(missing)
+        cache.existing_file(folder)
+    with pytest.raises(Invalid, match="has 4 bytes, the image 5"):
+        cache.existing_file(short)
+    with pytest.raises(NotFound, match=missing.id):
+        cache.existing_file(missing)
 
 
-def test_a_store_directory_reached_through_a_symlink_still_works(tmp_path):
+def test_a_cache_directory_reached_through_a_symlink_still_works(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    ident = str(uuid.uuid4())
-    (tmp_path / "real" / ident).write_bytes(b"image")
-    path = images.ImageStore(tmp_path / "link").existing_file(ident)
-    assert path == tmp_path / "real" / ident and os.path.realpath(path) == str(path)
+    good = record(b"image")
+    (tmp_path / "real" / f"{good.id}.{good.sha512}").write_bytes(b"image")
+    path = images.ImageCache(tmp_path / "link").existing_file(good)
+    assert path == tmp_path / "real" / f"{good.id}.{good.sha512}" and os.path.realpath(path) == str(path)
+
+
+class Downloads:
+    """``download`` for ImageCache.fetch: serves ``bodies[id]`` and counts the calls."""
+
+    def __init__(self, **bodies: bytes) -> None:
+        self.bodies = bodies
+        self.calls: list[str] = []
+
+    def __call__(self, image_id: str) -> io.BytesIO:
+        self.calls.append(image_id)
+        return io.BytesIO(self.bodies[image_id])
+
+
+def test_fetch_downloads_once_verifies_and_renames_into_place(tmp_path):
+    data = os.urandom(3 * images.CHUNK + 17)
+    good = record(data)
+    cache, downloads = images.ImageCache(tmp_path / "cache"), Downloads(**{good.id: data})
+    path = cache.fetch(good, downloads)
+    assert path.read_bytes() == data and path == cache.path(good)
+    assert cache.fetch(good, downloads) == path and downloads.calls == [good.id]  # the second is a hit
+    assert sorted(p.name for p in cache.root.iterdir()) == [path.name]  # no temporary file left
+
+
+@pytest.mark.parametrize(("served", "message"), [
+    (b"0123456789"[:6], "downloaded 6 bytes, expected 10"),
+    (b"", "downloaded 0 bytes, expected 10"),
+    (b"0123456789" + b"extra", "downloaded 11+ bytes, expected 10"),
+    (b"0123456780", "checksum mismatch: MD5 of the download is"),
+])
+def test_a_truncated_long_or_corrupt_download_is_refused_and_not_cached(tmp_path, served, message):
+    good = record(b"0123456789")
+    cache = images.ImageCache(tmp_path / "cache")
+    with pytest.raises(ImageDataCorrupt, match=f"image {good.id}: {re.escape(message)}"):
+        cache.fetch(good, Downloads(**{good.id: served}))
+    assert list(cache.root.iterdir()) == []  # neither the file nor its temporary copy
+    assert cache.fetch(good, Downloads(**{good.id: b"0123456789"})).read_bytes() == b"0123456789"
+
+
+def test_a_sha512_mismatch_alone_is_refused(tmp_path):
+    good = record(b"0123456789")
+    cache = images.ImageCache(tmp_path / "cache")
+    with pytest.raises(ImageDataCorrupt, match="checksum mismatch: SHA-512 of the download is"):
+        cache.fetch(dataclasses.replace(good, sha512="0" * 128), Downloads(**{good.id: b"0123456789"}))
+    assert list(cache.root.iterdir()) == []
+
+
+def test_a_broken_connection_is_a_truncated_download(tmp_path):
+    good = record(b"0123456789")
+
+    class Broken(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() >= 4:
+                raise http.client.IncompleteRead(b"", 6)
+            return super().read(min(size, 4))
+
+    cache = images.ImageCache(tmp_path / "cache")
+    with pytest.raises(ImageDataCorrupt, match=f"image {good.id}: downloaded 4 bytes, expected 10"):
+        cache.fetch(good, lambda _: Broken(b"0123456789"))
+    assert list(cache.root.iterdir()) == []
+
+
+def test_an_image_record_needs_size_and_both_checksums():
+    data = b"bytes"
+    row = Image(id=str(uuid.uuid4()).upper(), size=len(data), checksum=hashlib.md5(data).hexdigest(),
+                os_hash_algo="sha512", os_hash_value=hashlib.sha512(data).hexdigest())
+    assert images.ImageRecord.of(row) == record(data, row.id.lower())
+    for change in ({"size": None}, {"checksum": None}, {"os_hash_algo": "sha256"}, {"os_hash_value": "x"}):
+        bad = Image(**{"id": row.id, "size": row.size, "checksum": row.checksum, "os_hash_algo": "sha512",
+                       "os_hash_value": row.os_hash_value} | change)
+        with pytest.raises(Invalid, match="has no recorded size, MD5 and SHA-512"):
+            images.ImageRecord.of(bad)

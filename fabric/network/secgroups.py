@@ -1,0 +1,440 @@
+"""Security groups on one host: the rule values (their one home) and the nftables
+rulesets that enforce them, per port, statefully, with anti-spoofing.
+
+Measured on this kernel before choosing (a bridge, two veth ports, nft 1.0.6):
+
+- bridge-family chains cannot use ``ct`` at all (``ct state`` fails with
+  "Protocol error": no ``nf_conntrack_bridge``), so stateful filtering of
+  bridged frames cannot live in the bridge family;
+- with ``br_netfilter`` (``bridge-nf-call-iptables`` = 1) bridged IPv4 traverses
+  the inet family's prerouting and forward hooks, where ``ct`` works, but with
+  the *bridge* as both input and output device: the port is not visible there
+  (``iifname "<port>"`` matched 0 packets, ``iifname "<bridge>" oifname
+  "<bridge>"`` matched every forwarded one), and ``meta pkttype`` is always
+  ``host`` there, so it cannot tell bridged from routed frames either;
+- the bridge family does see the port (``iifname``) and the real packet type
+  (``meta pkttype != host``: the frame stays on the bridge), and a ``meta mark``
+  it sets before ``br_netfilter`` runs (priority -300 < 0) is seen by the inet
+  hooks, where ``ct zone set`` from it put bridged flows in their own zone.
+
+So the work is split. The bridge table (``bridge <prefix>sg``) does what needs
+the port: anti-spoofing (a filtered port sends only from its MAC and address,
+plus DHCP requests and ARP probes; ARP and IPv6 neighbour advertisements for
+other addresses are dropped) and marks frames that stay on a network's bridge
+with that network's conntrack zone. The inet table (``inet <prefix>sg``) does the
+stateful part: a port is identified by (device the inet hooks see, address)
+(the bridge for L2 networks, the endpoint's own device for routed ones), which
+anti-spoofing makes a faithful name for the port. Established and related
+traffic returns first; each filtered port has an egress chain (traffic it sends)
+and an ingress chain (traffic to it) that drop invalid packets, allow DHCP and
+the metadata service, jump to the chains of its groups (shared by every port of
+the group, so a rule change rewrites one chain whatever the number of ports)
+and drop the rest. Remote groups are nftables sets of their members' addresses.
+
+Conntrack zones (one per network on this host) are applied only to bridged
+flows; flows to, from or through the host (DHCP, metadata, floating-address NAT,
+routing) stay in zone 0, so NAT sees both directions of a connection.
+
+Established connections keep flowing when a rule that allowed them is removed
+(as in Neutron): removal stops new connections only.
+
+Both tables are rebuilt from the desired state in one ``nft -f`` transaction
+(declare, delete, recreate), so the same state gives exactly the same rules, a
+restart removes rules that no longer belong, and a failure leaves the previous
+rules in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from typing import Any
+
+from fabric import exception
+from fabric.metadata import METADATA_ADDRESS
+from fabric.network.model import EndpointSpec, HostState, NetworkSpec
+from fabric.network.naming import Names
+
+DIRECTIONS = ("ingress", "egress")
+ETHERTYPES = ("IPv4", "IPv6")
+#: Protocol names a rule takes (or a number 0-255); ``ipv6-icmp`` is Neutron's name for ICMPv6.
+PROTOCOL_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58}
+PORTED = ("tcp", "udp")
+
+#: Bits of ``meta mark`` that carry the conntrack zone of a bridged frame (the upper 16).
+ZONE_SHIFT = 16
+
+
+def _int_in(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise exception.Invalid(reason=f"{what} {value!r} is out of range; accepted: {low}-{high}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleSpec:
+    """One allow rule of a group, as stored and as enforced.
+
+    Build it with :meth:`checked`, which normalises (protocol names lower case,
+    prefixes as networks) and raises Invalid naming the bad value.
+    """
+
+    direction: str
+    ethertype: str = "IPv4"
+    protocol: str | None = None
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+
+    @classmethod
+    def checked(cls, direction: str, ethertype: str = "IPv4", protocol: str | int | None = None,
+                port_range_min: int | None = None, port_range_max: int | None = None,
+                remote_ip_prefix: str | None = None, remote_group_id: str | None = None) -> RuleSpec:
+        if direction not in DIRECTIONS:
+            raise exception.Invalid(reason=f"direction {direction!r}; accepted: {', '.join(DIRECTIONS)}")
+        if ethertype not in ETHERTYPES:
+            raise exception.Invalid(reason=f"ethertype {ethertype!r}; accepted: {', '.join(ETHERTYPES)}")
+        proto = None if protocol in (None, "", "any") else str(protocol).lower()
+        if proto is not None and proto not in PROTOCOL_NAMES:
+            if not proto.isdigit():
+                raise exception.Invalid(reason=f"protocol {protocol!r}; accepted: {', '.join(PROTOCOL_NAMES)}, "
+                                               "any, or a number 0-255")
+            proto = str(_int_in(int(proto), 0, 255, "protocol"))
+        if proto in ("icmp", "icmpv6", "ipv6-icmp"):
+            proto = "icmp" if ethertype == "IPv4" else "icmpv6"
+        low, high = port_range_min, port_range_max
+        if low is not None or high is not None:
+            if proto in PORTED:
+                if low is None:
+                    raise exception.Invalid(reason=f"port_range_max {high} needs a port_range_min")
+                high = low if high is None else high
+                _int_in(low, 1, 65535, "port_range_min")
+                _int_in(high, 1, 65535, "port_range_max")
+                if low > high:
+                    raise exception.Invalid(reason=f"port_range_min {low} is above port_range_max {high}")
+            elif proto in ("icmp", "icmpv6"):  # Neutron's convention: min is the type, max the code
+                if low is None:
+                    raise exception.Invalid(reason=f"an ICMP code ({high}) needs an ICMP type (port_range_min)")
+                _int_in(low, 0, 255, "ICMP type (port_range_min)")
+                if high is not None:
+                    _int_in(high, 0, 255, "ICMP code (port_range_max)")
+            else:
+                raise exception.Invalid(reason=f"a port range needs protocol tcp, udp, icmp or icmpv6, "
+                                               f"not {protocol!r}")
+        prefix = None
+        if remote_ip_prefix is not None:
+            if remote_group_id is not None:
+                raise exception.Invalid(reason="remote_ip_prefix and remote_group_id exclude each other; give one")
+            try:
+                net = ipaddress.ip_network(str(remote_ip_prefix), strict=False)
+            except ValueError:
+                raise exception.Invalid(reason=f"remote_ip_prefix {remote_ip_prefix!r} is not an address "
+                                               "or network (e.g. 10.0.0.0/24)") from None
+            if (net.version == 4) != (ethertype == "IPv4"):
+                raise exception.Invalid(reason=f"remote_ip_prefix {remote_ip_prefix!r} is not an {ethertype} "
+                                               "network")
+            prefix = str(net)
+        return cls(direction, ethertype, proto, low, high, prefix, remote_group_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class SecurityState:
+    """What one host enforces: the rules of each group its filtered ports are in
+    (and the groups those rules name as remote), each filtered port's groups, and
+    the IPv4 members of each group (ports on every host). An endpoint not in
+    ``ports`` is not filtered (a DHCP port, or an endpoint without port security).
+    """
+
+    groups: dict[str, list[RuleSpec]] = dataclasses.field(default_factory=dict)
+    ports: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    members: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"groups": {g: [r.to_dict() for r in rules] for g, rules in self.groups.items()},
+                "ports": {p: list(g) for p, g in self.ports.items()},
+                "members": {g: list(a) for g, a in self.members.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SecurityState:
+        return cls(groups={g: [RuleSpec(**r) for r in rules] for g, rules in data.get("groups", {}).items()},
+                   ports={p: list(g) for p, g in data.get("ports", {}).items()},
+                   members={g: list(a) for g, a in data.get("members", {}).items()})
+
+
+# --- names -------------------------------------------------------------------------------
+
+
+def table_name(names: Names) -> str:
+    """The name of fabric's security tables (family inet and family bridge)."""
+    return f"{names.prefix}sg"
+
+
+def short_hash(ident: str) -> str:
+    return hashlib.sha1(ident.encode()).hexdigest()[:10]
+
+
+def zones(networks: list[NetworkSpec]) -> dict[str, int]:
+    """A conntrack zone (1-65535) per L2 network: a hash of its id, collisions
+    settled in id order, so a network keeps its zone while the host's set of
+    networks changes (unless two ids collide)."""
+    taken: dict[str, int] = {}
+    used: set[int] = set()
+    for network in sorted(networks, key=lambda n: n.id):
+        zone = int(hashlib.sha1(network.id.encode()).hexdigest()[:4], 16) or 1
+        while zone in used:
+            zone = zone % 65535 + 1
+        used.add(zone)
+        taken[network.id] = zone
+    return taken
+
+
+def _lla(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address of ``mac``."""
+    octets = [int(p, 16) for p in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+def rule_text(rule: RuleSpec) -> str | None:
+    """The nft rule (in a group's chain) for ``rule``; None when it can match nothing here
+    (an IPv6 rule naming a remote group: members are known by IPv4 address only)."""
+    v4 = rule.ethertype == "IPv4"
+    fam, l3 = ("ipv4", "ip") if v4 else ("ipv6", "ip6")
+    # Ingress rules name where traffic comes from; egress rules where it goes.
+    side = "saddr" if rule.direction == "ingress" else "daddr"
+    parts = [f"meta nfproto {fam}"]
+    if rule.remote_ip_prefix is not None:
+        parts.append(f"{l3} {side} {rule.remote_ip_prefix}")
+    elif rule.remote_group_id is not None:
+        if not v4:
+            return None
+        parts.append(f"{l3} {side} @r{short_hash(rule.remote_group_id)}")
+    proto = rule.protocol
+    if proto in PORTED:
+        parts.append(f"meta l4proto {proto}")
+        if rule.port_range_min is not None:
+            ports = (str(rule.port_range_min) if rule.port_range_min == rule.port_range_max
+                     else f"{rule.port_range_min}-{rule.port_range_max}")
+            parts.append(f"{proto} dport {ports}")
+    elif proto in ("icmp", "icmpv6"):
+        parts.append(f"meta l4proto {'icmp' if proto == 'icmp' else 'ipv6-icmp'}")
+        if rule.port_range_min is not None:
+            parts.append(f"{proto} type {rule.port_range_min}")
+            if rule.port_range_max is not None:
+                parts.append(f"{proto} code {rule.port_range_max}")
+    elif proto is not None:
+        parts.append(f"meta l4proto {PROTOCOL_NAMES.get(proto, proto)}")
+    parts.append("accept")
+    return " ".join(parts)
+
+
+def _device_of(names: Names, network: NetworkSpec, endpoint: EndpointSpec) -> str:
+    """The device the inet hooks see for the endpoint's traffic."""
+    if network.network_type == "routed":
+        return names.endpoint(endpoint.id)
+    if network.network_type == "flat":
+        return network.physical_bridge or ""
+    return names.bridge(network.id)
+
+
+def _filtered(names: Names, state: HostState, security: SecurityState) -> list[tuple[EndpointSpec, NetworkSpec]]:
+    found = []
+    for endpoint_id in sorted(security.ports):
+        endpoint = state.endpoints.get(endpoint_id)
+        network = state.networks.get(endpoint.network_id) if endpoint is not None else None
+        if endpoint is not None and network is not None:
+            found.append((endpoint, network))
+    return found
+
+
+def _chain(name: str, rules: list[str], hook: str | None = None) -> list[str]:
+    head = [f"  chain {name} {{"]
+    if hook:
+        head.append(f"    {hook}")
+    return head + [f"    {r}" for r in rules] + ["  }"]
+
+
+def _elements(items: list[str]) -> str:
+    return f" elements = {{ {', '.join(items)} }}" if items else ""
+
+
+def build_inet(names: Names, state: HostState, security: SecurityState, parts: Plan | None = None) -> str:
+    """The nft script of the inet table: zones, per-port stateful chains, group chains, remote sets.
+
+    With ``parts``, the group chains' rules and the sets' elements go into it instead of the text.
+    """
+    table = f"inet {table_name(names)}"
+    ports = _filtered(names, state, security)
+    groups = sorted({g for e, _ in ports for g in security.ports[e.id]})
+    remotes = sorted({r.remote_group_id for g in groups for r in security.groups.get(g, [])
+                      if r.remote_group_id is not None and r.ethertype == "IPv4"})
+    lines = [f"table {table}", f"delete table {table}", f"table {table} {{"]
+    for group in remotes:
+        members = sorted(set(security.members.get(group, [])), key=ipaddress.IPv4Address)
+        name = f"r{short_hash(group)}"
+        if parts is not None:
+            parts.sets[name] = [str(m) for m in members]
+            members = []
+        lines.append(f"  set {name} {{ type ipv4_addr;{_elements(members)}; }}")
+    egress, ingress = [], []
+    for endpoint, network in ports:
+        if endpoint.address:
+            key = f'"{_device_of(names, network, endpoint)}" . {endpoint.address}'
+            egress.append(f"{key} : jump e{short_hash(endpoint.id)}")
+            ingress.append(f"{key} : jump i{short_hash(endpoint.id)}")
+    lines.append(f"  map eports {{ type ifname . ipv4_addr : verdict;{_elements(egress)}; }}")
+    lines.append(f"  map iports {{ type ifname . ipv4_addr : verdict;{_elements(ingress)}; }}")
+    l2 = [n for n in state.networks.values() if n.network_type != "routed"]
+    zone_rules = [f"meta mark & 0xffff0000 == {zone << ZONE_SHIFT:#010x} ct zone set {zone}"
+                  for _, zone in sorted(zones(l2).items(), key=lambda kv: kv[1])]
+    lines += _chain("zones", zone_rules, "type filter hook prerouting priority raw; policy accept;")
+    # Routed endpoints are no bridge's ports: their anti-spoofing is here, by device.
+    spoof = []
+    for endpoint, network in ports:
+        if network.network_type == "routed":
+            device = names.endpoint(endpoint.id)
+            spoof.append(f'iifname "{device}" ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept')
+            allowed = endpoint.address or "255.255.255.255"
+            spoof.append(f'iifname "{device}" meta nfproto ipv4 ip saddr != {allowed} drop')
+            spoof.append(f'iifname "{device}" meta nfproto ipv6 ip6 saddr != {{ {_lla(endpoint.mac)}, :: }} drop')
+    lines += _chain("spoofing", spoof, "type filter hook prerouting priority -350; policy accept;")
+    first = ["ct state established,related accept"]
+    for name, hook, priority, lookup in (
+            ("egress", "forward", "filter", "iifname . ip saddr vmap @eports"),
+            ("egress_local", "input", "filter", "iifname . ip saddr vmap @eports"),
+            # Ingress after egress: an accept ends only its own base chain.
+            ("ingress", "forward", "filter + 10", "oifname . ip daddr vmap @iports"),
+            ("ingress_local", "output", "filter", "oifname . ip daddr vmap @iports")):
+        lines += _chain(name, first + [lookup], f"type filter hook {hook} priority {priority}; policy accept;")
+    for endpoint, _ in ports:
+        member_of = security.ports[endpoint.id]
+        lines += _chain(f"e{short_hash(endpoint.id)}", [
+            "ct state invalid drop",
+            "udp sport 68 udp dport 67 accept",  # DHCP requests, to any server
+            f"ip daddr {METADATA_ADDRESS} tcp dport 80 accept",  # the metadata service
+            *(f"jump g{short_hash(g)}e" for g in member_of if g in security.groups), "drop"])
+        lines += _chain(f"i{short_hash(endpoint.id)}", [
+            "ct state invalid drop",
+            "udp sport 67 udp dport 68 accept",  # DHCP replies
+            *(f"jump g{short_hash(g)}i" for g in member_of if g in security.groups), "drop"])
+    for group in groups:
+        rules = security.groups.get(group)
+        if rules is None:
+            continue
+        for direction, suffix in (("ingress", "i"), ("egress", "e")):
+            texts = [t for r in rules if r.direction == direction and (t := rule_text(r)) is not None]
+            name = f"g{short_hash(group)}{suffix}"
+            if parts is not None:
+                parts.chains[name], texts = texts, []
+            lines += _chain(name, texts)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def build_bridge(names: Names, state: HostState, security: SecurityState) -> str:
+    """The nft script of the bridge table: anti-spoofing per port, zone marks per bridge."""
+    table = f"bridge {table_name(names)}"
+    ports = [(e, n) for e, n in _filtered(names, state, security) if n.network_type != "routed"]
+    lines = [f"table {table}", f"delete table {table}", f"table {table} {{"]
+    dispatch = [f'"{names.endpoint(e.id)}" : jump s{short_hash(e.id)}' for e, _ in ports]
+    pre = [f"iifname vmap {{ {', '.join(dispatch)} }}"] if dispatch else []
+    l2 = {n.id: n for n in state.networks.values() if n.network_type != "routed"}
+    for network_id, zone in sorted(zones(list(l2.values())).items(), key=lambda kv: kv[1]):
+        # Frames that stay on the bridge (not to the host's own MAC) get the network's zone.
+        # By input port: this kernel has no ``meta ibrname`` ("Operation not supported").
+        ports_of = sorted(f'"{names.endpoint(e.id)}"' for e in state.endpoints_of(network_id))
+        ports_of += [f'"{names.vxlan(network_id)}"' if l2[network_id].network_type == "vxlan"
+                     else f'"{names.vlan(network_id)}"'] if l2[network_id].network_type != "flat" else []
+        if ports_of:
+            pre.append(f"iifname {{ {', '.join(ports_of)} }} meta pkttype != host "
+                       f"meta mark set meta mark & 0x0000ffff | {zone << ZONE_SHIFT:#010x}")
+    lines += _chain("prerouting", pre, "type filter hook prerouting priority -300; policy accept;")
+    for endpoint, _ in ports:
+        address = endpoint.address
+        rules = [f"ether saddr != {endpoint.mac.lower()} drop",
+                 f"arp saddr ether != {endpoint.mac.lower()} drop",
+                 f"arp saddr ip != {{ {address + ', ' if address else ''}0.0.0.0 }} drop",
+                 "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
+                 f"ether type ip ip saddr != {address} drop" if address else "ether type ip drop",
+                 f"ether type ip6 ip6 saddr != {{ {_lla(endpoint.mac)}, :: }} drop",
+                 # The target address of a neighbour advertisement: 16 bytes at bit 64 of ICMPv6
+                 # (nft 1.0.6 has no ``icmpv6 taddr``).
+                 f"icmpv6 type nd-neighbor-advert @th,64,128 != "
+                 f"{int(ipaddress.IPv6Address(_lla(endpoint.mac))):#034x} drop",
+                 "ether type != { ip, arp, ip6 } drop"]
+        lines += _chain(f"s{short_hash(endpoint.id)}", rules)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def build_ruleset(names: Names, state: HostState, security: SecurityState) -> str:
+    """The whole nft script for ``state`` and ``security`` (deterministic: the same
+    input gives the same text, so the same rules)."""
+    return build_inet(names, state, security) + build_bridge(names, state, security)
+
+
+@dataclasses.dataclass
+class Plan:
+    """A ruleset split for updating in place: ``skeleton`` is everything but the group
+    chains' rules and the remote sets' elements, which are in ``chains`` and ``sets``."""
+
+    skeleton: str = ""
+    chains: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    sets: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def full(self) -> str:
+        """The whole script (exactly :func:`build_ruleset`'s text), the parts put back in place."""
+        text = self.skeleton
+        for name, members in self.sets.items():
+            text = text.replace(f"  set {name} {{ type ipv4_addr;; }}",
+                                f"  set {name} {{ type ipv4_addr;{_elements(members)}; }}", 1)
+        for name, rules in self.chains.items():
+            text = text.replace(f"  chain {name} {{\n  }}", "\n".join(_chain(name, rules)), 1)
+        return text
+
+
+def plan(names: Names, state: HostState, security: SecurityState) -> Plan:
+    """The ruleset for ``state`` and ``security``, split (see :class:`Plan`)."""
+    made = Plan()
+    made.skeleton = build_inet(names, state, security, made) + build_bridge(names, state, security)
+    return made
+
+
+def update(names: Names, old: Plan, new: Plan) -> str | None:
+    """An nft script turning ``old``'s rules into exactly ``new``'s by rewriting only the group
+    chains and remote sets that differ (one transaction; a rule change costs the size of its
+    group, not of the host's ports). None when the skeletons differ: rebuild with ``new.full``.
+
+    Measured here (200 ports, 20 groups of 20 rules): a whole rebuild takes ~210 ms p50,
+    ~280 ms p99; rewriting one group's chain stays far below the 100 ms goal.
+    """
+    if old.skeleton != new.skeleton:
+        return None
+    table = f"inet {table_name(names)}"
+    lines = []
+    for name, rules in sorted(new.chains.items()):
+        if old.chains.get(name) != rules:
+            lines.append(f"flush chain {table} {name}")
+            lines += [f"add rule {table} {name} {rule}" for rule in rules]
+    for name, members in sorted(new.sets.items()):
+        if old.sets.get(name) != members:
+            lines.append(f"flush set {table} {name}")
+            if members:
+                lines.append(f"add element {table} {name} {{ {', '.join(members)} }}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def removal(names: Names) -> str:
+    """The nft script that deletes both of fabric's security tables (no error when absent)."""
+    return "".join(f"table {family} {table_name(names)}\ndelete table {family} {table_name(names)}\n"
+                   for family in ("inet", "bridge"))

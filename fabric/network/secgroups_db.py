@@ -1,0 +1,103 @@
+"""Writes every service shares about security groups: a project's ``default``
+group (made on first use) and the groups a new port starts in.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from fabric import exception
+from fabric.db import Database
+from fabric.db.models import PortSecurityGroup, SecurityGroup, SecurityGroupRule
+
+DEFAULT_NAME = "default"
+DEFAULT_DESCRIPTION = "Default security group"
+
+
+def _default_rules(group_id: str, project_id: str) -> list[SecurityGroupRule]:
+    """Neutron's default group: ingress from members of the group itself, all egress."""
+    return [SecurityGroupRule(security_group_id=group_id, project_id=project_id, direction=direction,
+                              ethertype=ethertype, remote_group_id=group_id if direction == "ingress" else None,
+                              description="")
+            for direction in ("ingress", "egress") for ethertype in ("IPv4", "IPv6")]
+
+
+def new_group_rules(group_id: str, project_id: str) -> list[SecurityGroupRule]:
+    """The rules a newly created (non-default) group starts with: all egress, as in Neutron."""
+    return [SecurityGroupRule(security_group_id=group_id, project_id=project_id, direction="egress",
+                              ethertype=ethertype, description="") for ethertype in ("IPv4", "IPv6")]
+
+
+def ensure_default_group(db: Database, project_id: str) -> str:
+    """The id of ``project_id``'s ``default`` group, created (with its rules) if missing.
+
+    Safe under races: the unique ``default_for`` column lets one creator win; the
+    others read its row.
+    """
+    query = sa.select(SecurityGroup.id).where(SecurityGroup.default_for == project_id)
+    with db.begin() as session:
+        found = session.scalar(query)
+    if found is not None:
+        return found
+    try:
+        with db.begin() as session:
+            group = SecurityGroup(project_id=project_id, name=DEFAULT_NAME, description=DEFAULT_DESCRIPTION,
+                                  default_for=project_id)
+            session.add(group)
+            session.flush()
+            session.add_all(_default_rules(group.id, project_id))
+            return group.id
+    except sa_exc.IntegrityError:
+        with db.begin() as session:
+            return session.scalar(query)
+
+
+def resolve_groups(session, project_id: str, refs: list[str], default_id: str | None = None) -> list[str]:
+    """Ids of the project's groups named in ``refs`` (ids or names); NotFound naming the
+    first that is none of them, Conflict when a name is ambiguous."""
+    found = []
+    for ref in refs:
+        if ref == DEFAULT_NAME and default_id is not None:
+            found.append(default_id)
+            continue
+        row = session.get(SecurityGroup, ref)
+        if row is not None and row.project_id == project_id:
+            found.append(row.id)
+            continue
+        named = list(session.scalars(sa.select(SecurityGroup.id).where(SecurityGroup.project_id == project_id,
+                                                                       SecurityGroup.name == ref)))
+        if not named:
+            raise exception.NotFound(kind="Security group", ident=ref)
+        if len(named) > 1:
+            raise exception.Conflict(reason=f"security group name {ref!r} is ambiguous ({len(named)} groups); "
+                                            "use the id")
+        found.append(named[0])
+    return list(dict.fromkeys(found))
+
+
+def bind_port_groups(db: Database, port_id: str, project_id: str, refs: list[str] | None) -> None:
+    """A new port starts in the groups ``refs`` names (default: the project's ``default``
+    group). Idempotent: a port already in some group is left as it is."""
+    with db.begin() as session:
+        if session.scalar(sa.select(PortSecurityGroup.port_id).where(PortSecurityGroup.port_id == port_id)
+                          .limit(1)) is not None:
+            return
+    default_id = ensure_default_group(db, project_id) if not refs or DEFAULT_NAME in refs else None
+    with db.begin() as session:
+        ids = resolve_groups(session, project_id, refs or [DEFAULT_NAME], default_id)
+        try:
+            with session.begin_nested():
+                session.add_all([PortSecurityGroup(port_id=port_id, security_group_id=g) for g in ids])
+        except sa_exc.IntegrityError:
+            pass  # a redelivered build bound them first
+
+
+def resolve_for_new_ports(db: Database, project_id: str, refs: list[str]) -> list[str]:
+    """Ids of the groups ``refs`` names for a server's new ports (none given: the
+    project's ``default`` group); NotFound naming the first unknown one. Makes the
+    default group when it is needed and missing."""
+    refs = refs or [DEFAULT_NAME]
+    default_id = ensure_default_group(db, project_id) if DEFAULT_NAME in refs else None
+    with db.begin() as session:
+        return resolve_groups(session, project_id, refs, default_id)

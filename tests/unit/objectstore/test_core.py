@@ -1,0 +1,96 @@
+"""What the objectstore's processes share and how its hot-path statements survive: a bucket change
+made by one process is seen by every other at once, a PUT that finds its own row replaced
+nothing, and a pooled connection the database dropped costs a retry, not a failed request."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import sqlalchemy as sa
+
+from fabric import config
+from fabric.api.bootstrap import bootstrap
+from fabric.objectstore import metadata
+from fabric.objectstore.core import Objectstore
+from fabric.objectstore.errors import S3Error
+
+
+def _processes(db, tmp_path) -> tuple[Objectstore, Objectstore]:
+    """Two Objectstores on one storage directory: what two serving processes hold."""
+    settings = config.Settings().replace(objectstore={"storage_dir": str(tmp_path / "objects")})
+    return Objectstore.from_settings(settings, db), Objectstore.from_settings(settings, db)
+
+
+def _bucket(db, name: str = "shared-bucket") -> metadata.BucketInfo:
+    ids = bootstrap(db, "pw")
+    metadata.create_bucket(db, name, ids["project_id"], ids["user_id"], "private")
+    return metadata.get_bucket(db, name)
+
+
+def test_a_bucket_change_by_one_process_is_seen_by_another_at_once(sqlite_db, tmp_path):
+    first, second = _processes(sqlite_db, tmp_path)
+    bucket = _bucket(sqlite_db)
+    assert first.lookup_bucket(bucket.name).acl == "private"  # cached by the first process
+    metadata.set_bucket_acl(sqlite_db, bucket, "public-read")
+    second.forget_bucket(bucket.name)  # what the second process does after its change
+    assert first.lookup_bucket(bucket.name).acl == "public-read"
+    metadata.delete_bucket(sqlite_db, bucket)
+    second.forget_bucket(bucket.name)
+    with pytest.raises(S3Error) as raised:
+        first.lookup_bucket(bucket.name)
+    assert raised.value.code == "NoSuchBucket"
+
+
+def test_an_unchanged_bucket_is_read_from_the_cache(sqlite_db, tmp_path):
+    first, _ = _processes(sqlite_db, tmp_path)
+    bucket = _bucket(sqlite_db)
+    first.lookup_bucket(bucket.name)
+    with sqlite_db.begin() as session:  # behind the objectstore's back: no stamp written
+        session.execute(sa.text("UPDATE s3_buckets SET acl = 'public-read'"))
+    assert first.lookup_bucket(bucket.name).acl == "private"
+
+
+def _values(blob: str) -> dict:
+    return {"blob": blob, "size": 1, "etag": "e", "content_type": "binary/octet-stream", "meta": {},
+            "checksum_algorithm": None, "checksum_value": None, "checksum_type": None}
+
+
+@pytest.fixture
+def released(db):
+    """``db``, with the connections the objectstore's statements kept open closed after the test."""
+    yield db
+    metadata.release(db)
+
+
+def test_a_put_that_finds_its_own_row_replaced_nothing(released):
+    db = released
+    bucket = _bucket(db)
+    assert metadata.put_object(db, bucket, b"key", _values("blob-1")) is None
+    # The INSERT ran again after its connection was lost, and the first run had committed.
+    assert metadata.put_object(db, bucket, b"key", _values("blob-1")) is None
+    assert metadata.put_object(db, bucket, b"key", _values("blob-2")) == "blob-1"
+    assert metadata.get_object(db, bucket.id, b"key").blob == "blob-2"
+
+
+def test_connections_the_database_dropped_cost_one_retry_not_the_request(postgres_db, caplog):
+    bucket = _bucket(postgres_db)
+    held = metadata._held(postgres_db)
+    try:
+        # Three connections kept open between statements, as after three concurrent requests.
+        connections = [held.take() for _ in range(3)]
+        for connection in connections:
+            connection.execute(sa.text("SELECT 1"))
+            held.give_back(connection)
+        with postgres_db.engine.connect() as connection:
+            killed = connection.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+        assert killed >= 3
+        caplog.set_level(logging.INFO, logger="fabric.db.retry")
+        assert metadata.get_bucket(postgres_db, bucket.name) == bucket
+        # The first lost connection drops the other two as well: one retry, not three.
+        assert "after 1 failed attempt(s)" in caplog.text
+        assert metadata.put_object(postgres_db, bucket, b"after", _values("blob-3")) is None
+    finally:
+        metadata.release(postgres_db)
