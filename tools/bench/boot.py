@@ -9,14 +9,12 @@ address from its own dnsmasq, the boot image is the guest's kernel and initrd
 registered in the image store, and the ComputeManager (libvirt driver,
 ``qemu:///embed``, TCG here) runs with its default collaborators against a
 real claim on the host's compute_nodes row, and the network worker enforces
-security groups (a rule in the project's default group lets the bridge's
-address ping). For each of N boots it creates
+security groups (the harness lets ICMP into the project's default group, so
+the bridge's address may ping). For each of N boots it creates
 an instance claimed on the host, calls ``build_instance``, pings the guest's
 IPAM address until it answers, and reads the QEMU process's resident memory
 and CPU time and the guest's own timestamps from its serial console. The
-guests stay up (idle: ~0 CPU) until every boot is measured, then are deleted:
-deleting each before the next would have IPAM hand its address to the next
-guest's new MAC, which dnsmasq refuses while the old MAC's lease stands.
+guests stay up (idle: ~0 CPU) until every boot is measured, then are deleted.
 Prints the p50/max boot time and memory per guest. Removes the namespace, the
 host process (its dnsmasq and guests) and files it made.
 
@@ -83,25 +81,6 @@ def guest_marks(console: str) -> dict[str, float]:
     return marks
 
 
-def allow_ping(work: Path, project_id: str) -> None:
-    """Let the bridge's address ping the project's guests, as a user would (``openstack security
-    group rule create --protocol icmp default``): the default group admits only its own members.
-    Written into the host's database before any port is plugged, so the first ruleset has it."""
-    from fabric.db import Database
-    from fabric.db.models import SecurityGroupRule
-    from fabric.network.secgroups import RuleSpec
-    from fabric.network.secgroups_db import ensure_default_group
-
-    db = Database(f"sqlite:///{work / 'fabric.sqlite'}")
-    try:
-        group_id = ensure_default_group(db, project_id)
-        spec = RuleSpec.checked("ingress", "IPv4", "icmp")
-        with db.begin() as session:
-            session.add(SecurityGroupRule(security_group_id=group_id, project_id=project_id, **spec.to_dict()))
-    finally:
-        db.dispose()
-
-
 class Boot:
     """One instance built on the host and pinged until it answers."""
 
@@ -148,7 +127,6 @@ class Boot:
 def bench(host, ns: str, count: int) -> None:
     started = time.monotonic()
     warm_up = Boot(host, ns)
-    allow_ping(host.root, host.call("instance", instance_id=warm_up.instance_id)["project_id"])
     warm_up.run()
     print(f"first boot on a fresh libvirt root (with its one-time QEMU capability probe; not in the figures): "
           f"{time.monotonic() - started:.2f} s (virt_type {host.virt_type})", flush=True)

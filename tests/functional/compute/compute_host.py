@@ -52,10 +52,11 @@ from fabric.compute.manager import ComputeManager  # noqa: E402
 from fabric.config import Settings  # noqa: E402
 from fabric.context import RequestContext  # noqa: E402
 from fabric.db import Database  # noqa: E402
-from fabric.db.models import Base, ComputeNode, Image, Network, Subnet  # noqa: E402
+from fabric.db.models import Base, ComputeNode, Image, Network, SecurityGroupRule, Subnet  # noqa: E402
 from fabric.db.types import new_uuid  # noqa: E402
 from fabric.exception import FabricError  # noqa: E402
 from fabric.ipam.manager import IpamManager  # noqa: E402
+from fabric.network.secgroups_db import ensure_default_group  # noqa: E402
 from fabric.network.manager import NetworkManager  # noqa: E402
 from fabric.objectstore.core import Objectstore  # noqa: E402
 from fabric.objectstore.server import ObjectstoreServer  # noqa: E402
@@ -146,6 +147,12 @@ def main() -> None:
         session.add(Network(id=NETWORK, project_id=PROJECT, network_type="flat", physical_bridge=bridge))
         session.add(Subnet(id="subnet1", network_id=NETWORK, project_id=PROJECT, ip_version=4,
                            cidr=str(network.network), gateway_ip=str(network.ip), enable_dhcp=True))
+    # The test pings the guest from its host, outside the guest's default security group:
+    # let ICMP in, as a user would with `security group rule create --protocol icmp default`.
+    default_group = ensure_default_group(db, PROJECT)
+    with db.begin() as session:
+        session.add(SecurityGroupRule(security_group_id=default_group, project_id=PROJECT, direction="ingress",
+                                      ethertype="IPv4", protocol="icmp"))
     settings = settings.replace(objectstore={"port": 0, "storage_dir": str(work / "objects")})
     objectstore = ObjectstoreServer(settings, Objectstore.from_settings(settings, db)).start()
     settings = settings.replace(objectstore={"port": objectstore.port})
