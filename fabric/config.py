@@ -242,12 +242,7 @@ class Settings:
     @property
     def objectstore_url(self) -> str:
         """The objectstore's base URL as clients reach it (``[objectstore] public_url``, else listen:port)."""
-        if self.objectstore.public_url:
-            return self.objectstore.public_url.rstrip("/")
-        listen = self.objectstore.listen
-        host = "127.0.0.1" if listen in ("0.0.0.0", "") else ("[::1]" if listen == "::" else listen)
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"http://{host}:{self.objectstore.port}"
+        return reachable_url(self.objectstore.listen, self.objectstore.port, self.objectstore.public_url)
 
     @property
     def objectstore_dir(self) -> str:
@@ -301,6 +296,15 @@ def _convert(raw: str, field: dataclasses.Field, hint: Any, where: dict[str, str
     if minimum is not None and value < minimum:
         raise bad(f"must be at least {minimum:g}")
     return value
+
+
+def reachable_url(listen: str, port: int, public_url: str = "") -> str:
+    """The base URL clients reach a server listening on ``listen``:``port`` at: ``public_url``
+    when set, else http://listen:port with a wildcard address reached over loopback."""
+    if public_url:
+        return public_url.rstrip("/")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(listen, listen)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def load(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Settings:

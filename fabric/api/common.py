@@ -38,8 +38,7 @@ class ApiDeps:
         port = self.bound_port or self.settings.api.port
         if listen in ("0.0.0.0", "::", "") and req is not None:
             return req.prefix
-        host = f"[{listen}]" if ":" in listen else listen
-        return f"http://{host}:{port}"
+        return config.reachable_url(listen, port)
 
 
 def deps(req: falcon.Request) -> ApiDeps:

@@ -11,10 +11,7 @@ import gc
 import logging
 import socket
 
-import eventlet
-import eventlet.wsgi
-
-from fabric import config
+from fabric import config, wsgi
 from fabric.api.app import build_app
 from fabric.api.clients import Clients
 from fabric.db import Database
@@ -24,19 +21,18 @@ LOG = logging.getLogger(__name__)
 
 def listen(settings: config.Settings) -> socket.socket:
     """Bind the API socket (``[api] listen``/``port``; port 0 picks a free one)."""
-    family = socket.AF_INET6 if ":" in settings.api.listen else socket.AF_INET
-    return eventlet.listen((settings.api.listen, settings.api.port), family=family, backlog=512)
+    return wsgi.listen(settings.api.listen, settings.api.port)
 
 
-class ApiServer:
+class ApiServer(wsgi.GreenServer):
     """One listening API: ``start()`` serves on a green thread, ``stop()`` ends it."""
+
+    log_name = "fabric.api.wsgi"
 
     def __init__(self, settings: config.Settings, db: Database, clients: Clients,
                  sock: socket.socket | None = None) -> None:
-        self.sock = sock or listen(settings)
-        self.port = self.sock.getsockname()[1]
-        self.app = build_app(settings, db, clients, bound_port=self.port)
-        self._thread = None
+        sock = sock or listen(settings)
+        super().__init__(sock, build_app(settings, db, clients, bound_port=sock.getsockname()[1]))
 
     @property
     def url(self) -> str:
@@ -52,15 +48,4 @@ class ApiServer:
         # GET /servers/detail went to collections re-walking that heap.
         gc.collect()
         gc.freeze()
-        eventlet.wsgi.server(self.sock, self.app, log=logging.getLogger("fabric.api.wsgi"), log_output=False,
-                             max_size=1000, keepalive=True, socket_timeout=300)
-
-    def start(self) -> ApiServer:
-        self._thread = eventlet.spawn(self.serve)
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.kill()
-            self._thread = None
-        self.sock.close()
+        super().serve()

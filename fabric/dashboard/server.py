@@ -8,14 +8,10 @@ workers with :func:`start`.
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Callable
 
-import eventlet
-import eventlet.wsgi
-
-from fabric import config
+from fabric import config, wsgi
 from fabric.dashboard.app import build_app
 
 
@@ -24,44 +20,20 @@ def api_identity_url(settings: config.Settings) -> str:
     ``public_url`` or listen address (0.0.0.0 and :: reached over loopback) plus ``/v3``."""
     if settings.dashboard.api_url:
         return settings.dashboard.api_url.rstrip("/")
-    if settings.api.public_url:
-        return settings.api.public_url.rstrip("/") + "/v3"
-    listen = settings.api.listen
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(listen, listen)
-    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"http://{host}:{settings.api.port}/v3"
+    return config.reachable_url(settings.api.listen, settings.api.port, settings.api.public_url) + "/v3"
 
 
-class DashboardServer:
+class DashboardServer(wsgi.GreenServer):
     """One listening dashboard: ``start()`` serves on a green thread, ``stop()`` ends it."""
+
+    log_name = "fabric.dashboard.wsgi"
 
     def __init__(self, settings: config.Settings, identity_url: str | None = None,
                  sock: socket.socket | None = None) -> None:
-        family = socket.AF_INET6 if ":" in settings.dashboard.listen else socket.AF_INET
-        self.sock = sock or eventlet.listen((settings.dashboard.listen, settings.dashboard.port),
-                                            family=family, backlog=512)
-        self.port = self.sock.getsockname()[1]
         self.identity_url = identity_url or api_identity_url(settings)
-        self.app = build_app(self.identity_url, secure_cookies=settings.dashboard.secure_cookies)
-        listen = settings.dashboard.listen
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(listen, listen)
-        self.url = f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{self.port}/dashboard/"
-        self._thread = None
-
-    def serve(self) -> None:
-        """Serve until the socket closes (blocks this green thread)."""
-        eventlet.wsgi.server(self.sock, self.app, log=logging.getLogger("fabric.dashboard.wsgi"), log_output=False,
-                             max_size=1000, keepalive=True, socket_timeout=300)
-
-    def start(self) -> DashboardServer:
-        self._thread = eventlet.spawn(self.serve)
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.kill()
-            self._thread = None
-        self.sock.close()
+        super().__init__(sock or wsgi.listen(settings.dashboard.listen, settings.dashboard.port),
+                         build_app(self.identity_url, secure_cookies=settings.dashboard.secure_cookies))
+        self.url = config.reachable_url(settings.dashboard.listen, self.port) + "/dashboard/"
 
 
 def start(settings: config.Settings) -> Callable[[], None]:
