@@ -47,7 +47,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "tools")]
+sys.path[:0] = [str(REPO), str(REPO / "tools"), str(REPO / "tools" / "bench")]  # also when loaded by path (the tests)
 
 from _common import ping_from  # noqa: E402
 

@@ -31,7 +31,6 @@ from fabric.sim import hosts as sim
 from fabric.sim.netns import in_ns, sh
 from tests.fixtures.cloud import BEGIN, END, FLAVOR, address_of, nft_rules, probe_results, probe_script
 from tests.fixtures.netns import ping, ping_eventually
-from tests.functional.cloud.test_two_hosts import allow_ping
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -126,7 +125,7 @@ def test_a_floating_ip_reaches_a_routed_guest_from_outside_until_disassociated(c
     ``server add floating ip`` associates it through the guest's port (the guest's host's network
     worker translates it), ``floating ip unset --port`` disassociates, ``floating ip delete`` frees it."""
     gina = projects("gina")
-    allow_ping(cloud, gina)
+    cloud.allow_ping(gina)
     network_id, _ = _routed_network(cloud, gina, "pub")
     external = cloud.osc(gina.env, "network", "create", "--external", "ext")
     cloud.osc(gina.env, "subnet", "create", "--network", external["id"], "--subnet-range", PUBLIC, "--no-dhcp",

@@ -46,15 +46,6 @@ def _network(cloud, env, name: str, vni: int) -> dict:
     return network
 
 
-def allow_ping(cloud, project) -> None:
-    """Let ICMP into the project's default security group (its servers' group), from anywhere:
-    the tests ping guests from outside the group (their host, a namespace standing for the outside).
-    The group is named by id: the tests' users are admins, who see every project's ``default``."""
-    groups = cloud.osc(project.env, "security", "group", "list", "--project", project.project_id)
-    [default] = [g["ID"] for g in groups if g["Name"] == "default"]
-    cloud.osc(project.env, "security", "group", "rule", "create", "--ingress", "--protocol", "icmp", default)
-
-
 def _boot(cloud, env, name: str, network_id: str, address: str, user_data, *extra: str, wait: bool = True) -> dict:
     created = cloud.osc(env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id,
                         "--nic", f"net-id={network_id},v4-fixed-ip={address}", "--user-data", str(user_data),
@@ -146,7 +137,7 @@ def test_anti_affine_servers_ping_each_other_across_vxlan_and_no_other_project(c
 
 def test_reboot_and_stop_start_keep_the_address_and_delete_leaves_nothing(cloud, projects, tmp_path):
     carol = projects("carol")
-    allow_ping(cloud, carol)
+    cloud.allow_ping(carol)
     network = _network(cloud, carol.env, "net-c", 4244)
     (tmp_path / "hello.sh").write_text("#!/bin/sh\necho fabric-test: hello\n")
     _boot(cloud, carol.env, "vm-c", network["id"], "10.9.0.21", tmp_path / "hello.sh")

@@ -35,6 +35,7 @@ def _instance(cloud, server_id: str) -> Instance:
 def test_a_worker_killed_mid_boot_and_restarted_leaves_the_server_active_or_failed_never_stuck(
         cloud, projects, victim):
     dave = projects("dave")
+    cloud.allow_ping(dave)  # the test pings the guest from its host
     cloud.osc(dave.env, "network", "create", "--provider-network-type", "vxlan", "net-d")
     cloud.osc(dave.env, "subnet", "create", "--network", "net-d", "--subnet-range", "10.9.1.0/24", "net-d-sub")
     network_workers = {h.name: cloud.hosts.worker(h.name, "fabric-network") for h in cloud.hosts.hosts}

@@ -18,6 +18,7 @@ API's RPC clients.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets
 import signal
@@ -44,6 +45,7 @@ from fabric.service import Service
 from fabric.virt.driver import PowerState
 from fabric.virt.fake.driver import FakeDriver
 from tests.fixtures.http import Api
+from tests.fixtures.image_objectstore import serving_objectstore
 from tests.fixtures.processes import REPO, free_port
 from tests.functional.integration.workers import (
     DATACENTER_PREFIX,
@@ -90,6 +92,9 @@ class InProcessFabric:
             compute={"driver": "fake"}, network={"driver": "fake"})
         self.db = Database(self.settings.database_url)
         Base.metadata.create_all(self.db.engine)
+        # Compute fetches images from the objectstore, as on any host.
+        self._objectstore = contextlib.ExitStack()
+        self.settings = self._objectstore.enter_context(serving_objectstore(self.settings, self.db)).settings
         self.transport = rpc.get_transport(self.settings.rpc)
         self.compute: dict[str, ComputeManager] = {}
         self.network: dict[str, NetworkManager] = {}
@@ -109,7 +114,7 @@ class InProcessFabric:
             add("fabric-compute", "compute", self.compute[host], host)
         add("fabric-scheduler", "scheduler", SchedulerManager(self.settings, HOSTS[0], self.db, self.transport),
             HOSTS[0])
-        self.seeded = seed(self.db, tmp_path, HOSTS)
+        self.seeded = seed(self.db, self.settings, HOSTS)
         for service in self.services:
             service.start()
         self.scheduler = SchedulerAPI(self.transport)
@@ -126,6 +131,7 @@ class InProcessFabric:
         for service in self.services:
             service.wait(10)
         self.transport.cleanup()
+        self._objectstore.close()
         self.db.dispose()
 
 
@@ -299,16 +305,22 @@ def test_separate_worker_processes_over_rabbitmq_and_postgresql(spawn, tmp_path,
     env = {"FABRIC_RPC_TRANSPORT_URL": rabbit_vhost, "FABRIC_DATABASE_URL": url,
            "FABRIC_DEFAULT_DATA_DIR": str(tmp_path), "FABRIC_COMPUTE_DRIVER": "fake",
            "FABRIC_NETWORK_DRIVER": "fake", "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
-           "FABRIC_SERVICE_REPORT_INTERVAL": "1", "FABRIC_RPC_CALL_TIMEOUT": "20"}
+           "FABRIC_SERVICE_REPORT_INTERVAL": "1", "FABRIC_RPC_CALL_TIMEOUT": "20",
+           "FABRIC_OBJECTSTORE_PORT": str(free_port())}
     # The schema as an operator makes it: the migrations, not the models.
     sync = spawn([sys.executable, str(REPO / "bin/fabric-manage"), "db", "sync"], env=env, name="db-sync")
     assert sync.wait(120) == 0, sync.log()
     db = Database(url)
-    seeded = seed(db, tmp_path, HOSTS)
 
     def launch(binary: str, host: str):
         return spawn([sys.executable, str(REPO / "bin" / binary)], env=env | {"FABRIC_DEFAULT_HOST": host},
                      name=f"{binary}-{host}")
+
+    # The image is uploaded into the objectstore first, as the Image API stores it.
+    objectstore = launch("fabric-objectstore", "ctl")
+    objectstore.wait_for_log("Started fabric-objectstore on host ctl", timeout=60)
+    seeded = seed(db, config.Settings().replace(
+        database={"url": url}, objectstore={"port": int(env["FABRIC_OBJECTSTORE_PORT"])}), HOSTS)
 
     started = [("fabric-ipam", "ctl"), ("fabric-scheduler", "ctl")]
     started += [(binary, host) for host in HOSTS for binary in ("fabric-network", "fabric-compute")]

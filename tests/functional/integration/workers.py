@@ -11,15 +11,18 @@ with a subnet, a routed datacenter layout with a segment and its network);
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from fabric import config
+from fabric.api import image_store
+from fabric.api.bootstrap import ensure_image_service
 from fabric.compute import states
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, Flavor, Image, InstanceFault, Network, Port, Subnet
@@ -45,13 +48,14 @@ class Seeded:
     segment_id: int
 
 
-def seed(db: Database, data_dir: Path, hosts: tuple[str, ...]) -> Seeded:
-    """The rows (and image file) a server create needs; ``hosts`` are numbered in the L3 topology."""
+def seed(db: Database, settings: config.Settings, hosts: tuple[str, ...]) -> Seeded:
+    """The rows a server create needs, the image's bytes uploaded as the Image API stores them
+    (into the objectstore ``settings`` point at); ``hosts`` are numbered in the L3 topology."""
     flavor_id, big_flavor_id, image_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     l2_id, subnet_id, routed_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
-    images = data_dir / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    (images / image_id).write_bytes(b"\0" * 512)
+    ensure_image_service(db)
+    data = io.BytesIO(b"\0" * 512)
+    stored = image_store.write(settings, db, image_id, data.read, settings.api.max_image_size, length=512)
     topology = Topology(db)
     topology.configure_datacenter(DEFAULT_DATACENTER, DATACENTER_PREFIX, 8, 4, 4, 8)
     for host in hosts:
@@ -63,7 +67,7 @@ def seed(db: Database, data_dir: Path, hosts: tuple[str, ...]) -> Seeded:
         session.add(Flavor(id=big_flavor_id, name=f"e2e-huge-{big_flavor_id[:8]}", vcpus=1,
                            memory_mb=10_000_000, disk_gb=1))
         session.add(Image(id=image_id, name="e2e", status="active", visibility="public", disk_format="raw",
-                          container_format="bare", owner=PROJECT))
+                          container_format="bare", owner=PROJECT, **stored))
         session.add(Network(id=l2_id, name="e2e-l2", project_id=PROJECT, network_type="vxlan",
                             segmentation_id=4000 + int(l2_id[:3], 16) % 1000, mtu=1450))
         session.add(Network(id=routed_id, name="e2e-routed", project_id=PROJECT, network_type="routed",
