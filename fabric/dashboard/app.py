@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import falcon
 
-from fabric.dashboard import pages_admin, pages_resources, pages_servers, pages_tenant
+from fabric.dashboard import pages_admin, pages_resources, pages_security, pages_servers, pages_tenant
 from fabric.dashboard.client import ApiError, TokenExpired
 from fabric.dashboard.web import (
     HERE,
@@ -68,7 +68,7 @@ def build_app(identity_url: str, *, secure_cookies: bool = False) -> DashboardAp
     app.add_error_handler(CsrfRefused, handle_csrf)
     app.add_route(PREFIX, Root())
     app.add_route(f"{PREFIX}/static/{{name}}", Static())
-    for module in (pages_tenant, pages_servers, pages_resources, pages_admin):
+    for module in (pages_tenant, pages_servers, pages_resources, pages_security, pages_admin):
         module.register(app, PREFIX)
     app.dashboard = dash
     return app

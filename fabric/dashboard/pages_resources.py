@@ -1,5 +1,4 @@
-"""Images (streamed upload with progress, delete), networks and subnets, and
-floating IPs where the cloud offers them."""
+"""Images (streamed upload with progress, delete), networks and subnets."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from urllib.parse import quote
 import falcon
 
 from fabric.dashboard.client import ApiError
-from fabric.dashboard.pages_servers import features
 from fabric.dashboard.web import field, flash, redirect, render, session, wants_json
 
 #: Bytes moved per read while an upload streams through to the API.
@@ -140,34 +138,6 @@ class SubnetCreate:
         redirect("/dashboard/networks")
 
 
-class FloatingIps:
-    """Floating IPs where the Network API offers them; otherwise the page says so."""
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        offered = features(session(req))["floating_ips"]
-        ips, external = [], []
-        if offered:
-            api = session(req).client()
-            ips = api.get("network", "/floatingips").get("floatingips", [])
-            external = [n for n in api.get("network", "/networks")["networks"] if n.get("router:external")]
-        render(req, resp, "floating_ips.html", offered=offered, floating_ips=ips, external=external)
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not features(session(req))["floating_ips"]:
-            raise ApiError(404, "this cloud does not offer floating IPs")
-        session(req).client().call("POST", "network", "/floatingips", body={"floatingip": {
-            "floating_network_id": field(req, "network")}})
-        flash(req, "Allocated a floating IP.")
-        redirect("/dashboard/floating-ips")
-
-
-class FloatingIpRelease:
-    def on_post(self, req: falcon.Request, resp: falcon.Response, ip_id: str) -> None:
-        session(req).client().call("DELETE", "network", f"/floatingips/{quote(ip_id, safe='')}")
-        flash(req, "Released the floating IP.")
-        redirect("/dashboard/floating-ips")
-
-
 def register(app: falcon.App, prefix: str) -> None:
     app.add_route(f"{prefix}/images", Images())
     app.add_route(f"{prefix}/images/{{image_id}}/file", ImageFile())
@@ -175,5 +145,3 @@ def register(app: falcon.App, prefix: str) -> None:
     app.add_route(f"{prefix}/networks", Networks())
     app.add_route(f"{prefix}/networks/{{network_id}}/delete", NetworkDelete())
     app.add_route(f"{prefix}/networks/{{network_id}}/subnets", SubnetCreate())
-    app.add_route(f"{prefix}/floating-ips", FloatingIps())
-    app.add_route(f"{prefix}/floating-ips/{{ip_id}}/release", FloatingIpRelease())

@@ -149,7 +149,8 @@ def launch_body(values: dict[str, Any]) -> dict[str, Any]:
     if values["user_data"]:
         server["user_data"] = base64.b64encode(values["user_data"].encode()).decode()
     if values["security_groups"]:
-        server["security_groups"] = [{"name": name} for name in values["security_groups"]]
+        # Ids, not names: two groups may share a name, and the API takes an id where a name goes.
+        server["security_groups"] = [{"name": ident} for ident in values["security_groups"]]
     body: dict[str, Any] = {"server": server}
     if values["server_group"]:
         body["os:scheduler_hints"] = {"group": values["server_group"]}

@@ -38,6 +38,7 @@ def test_log_in_and_every_main_page(cloud, page, shot):
     for path, name, heading in [("/overview", "overview", "Project admin"), ("/servers", "servers", "Servers"),
                                 ("/servers/launch", "launch", "Launch a server"), ("/images", "images", "Images"),
                                 ("/networks", "networks", "Networks"), ("/floating-ips", "floating-ips", "Floating IPs"),
+                                ("/security-groups", "security-groups", "Security groups"),
                                 ("/keypairs", "keypairs", "Key pairs"),
                                 ("/admin/hypervisors", "hypervisors", "Hypervisors"),
                                 ("/admin/services", "services", "Services"), ("/admin/queues", "queues", "Queues"),
@@ -45,9 +46,9 @@ def test_log_in_and_every_main_page(cloud, page, shot):
         page.goto(cloud.dashboard_url + path)
         expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
         shot(page, name)
-    # What exists is shown, what the API lacks is said: no floating IP API yet.
+    # What the cloud lacks is said: floating IPs come from external networks, and it has none yet.
     page.goto(cloud.dashboard_url + "/floating-ips")
-    expect(page.locator("main")).to_contain_text("does not offer floating IPs")
+    expect(page.locator("main")).to_contain_text("No external network to allocate from")
     page.goto(cloud.dashboard_url + "/admin/hypervisors")
     expect(page.locator("main table")).to_contain_text("dashhost")
     page.goto(cloud.dashboard_url + "/admin/topology")
