@@ -242,18 +242,7 @@ def test_a_database_restart_during_a_boot_storm_costs_only_time(backend, databas
                    f"every accepted server ACTIVE or ERROR (outage {outage:.1f}s)", workers=workers,
                    interval=0.5)
         settle_seconds = time.monotonic() - storm_done
-        rows = _rows(db, project)
-        # One instance per accepted create: a create answered 503 left nothing behind.
-        assert set(rows) == accepted
-        errors = {i for i, r in rows.items() if r["vm_state"] == states.ERROR}
-        active = set(rows) - errors
-        faults = _faults(db, errors)
-        assert all(faults.get(i) for i in errors), {i: faults.get(i) for i in errors}
-        _assert_nothing_doubled(db, rows, active)
-        settled_report = utcnow()
-        wait_until(lambda: _hosts_reported(db, since=settled_report), 30, "a resource report after settling",
-                   workers=workers)
-        _assert_hypervisors_run_exactly(db, rows, active)
+        rows, active, errors, faults = check_storm_outcome(db, project, accepted, workers)
         # Handlers the outage interrupted were run again and went through (fabric.db.retry logs it).
         resumed = sum(w.log().count("went through after") for w in workers)
         assert resumed > 0, "no handler was interrupted by the outage"
@@ -279,6 +268,25 @@ def _faults(db: Database, instance_ids: set[str]) -> dict[str, list[str]]:
         for row in session.scalars(sa.select(InstanceFault).where(InstanceFault.instance_id.in_(instance_ids))):
             found.setdefault(row.instance_id, []).append(row.message)
     return found
+
+
+def check_storm_outcome(db, project: str, accepted: set[str], workers) -> tuple[dict, set, set, dict]:
+    """A settled storm's end state, whatever the outage was: one instance per accepted create
+    (a create answered 503 left nothing behind), every ERROR with a fault, nothing doubled, and
+    each fake hypervisor running exactly its ACTIVE servers. Returns (rows, active ids, error ids,
+    faults by id)."""
+    rows = _rows(db, project)
+    assert set(rows) == accepted
+    errors = {i for i, r in rows.items() if r["vm_state"] == states.ERROR}
+    active = set(rows) - errors
+    faults = _faults(db, errors)
+    assert all(faults.get(i) for i in errors), {i: faults.get(i) for i in errors}
+    _assert_nothing_doubled(db, rows, active)
+    settled_report = utcnow()
+    wait_until(lambda: _hosts_reported(db, since=settled_report), 30, "a resource report after settling",
+               workers=workers)
+    _assert_hypervisors_run_exactly(db, rows, active)
+    return rows, active, errors, faults
 
 
 def _assert_nothing_doubled(db: Database, rows: dict[str, dict], active: set[str]) -> None:

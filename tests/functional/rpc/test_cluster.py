@@ -14,10 +14,8 @@ from eventlet import tpool
 
 from fabric import config, rpc
 from fabric.api.bootstrap import bootstrap
-from fabric.compute import states
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.types import utcnow
 from fabric.exception import MessagingError
 from tests.fixtures.api import make_schema_database
 from tests.fixtures.processes import wait_until
@@ -29,15 +27,13 @@ from tests.functional.resilience.test_database_restart import (
     SETTLE_WITHIN,
     Api,
     Storm,
-    _assert_hypervisors_run_exactly,
-    _assert_nothing_doubled,
-    _faults,
     _hosts_reported,
     _in_flight,
     _prepare,
     _rows,
     _settled,
     _start_cloud,
+    check_storm_outcome,
 )
 from tests.functional.rpc.test_rpc_rabbitmq import Manager
 
@@ -214,17 +210,7 @@ def test_losing_the_leader_node_during_a_boot_storm_costs_only_time(cluster_vhos
         wait_until(lambda: _settled(_rows(db, project)), SETTLE_WITHIN,
                    "every accepted server ACTIVE or ERROR", workers=workers, interval=0.5)
         settle_seconds = time.monotonic() - storm_done
-        rows = _rows(db, project)
-        assert set(rows) == accepted  # one instance per accepted create
-        errors = {i for i, r in rows.items() if r["vm_state"] == states.ERROR}
-        active = set(rows) - errors
-        faults = _faults(db, errors)
-        assert all(faults.get(i) for i in errors), {i: faults.get(i) for i in errors}
-        _assert_nothing_doubled(db, rows, active)
-        settled_report = utcnow()
-        wait_until(lambda: _hosts_reported(db, since=settled_report), 30, "a resource report after settling",
-                   workers=workers)
-        _assert_hypervisors_run_exactly(db, rows, active)
+        rows, active, errors, faults = check_storm_outcome(db, project, accepted, workers)
         # Every worker really lost its connection and came back on another node.
         moved = cluster.leaders(vhost)
         assert leader.name not in (moved["scheduler"], moved["compute.h1"]), moved
