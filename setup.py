@@ -47,12 +47,15 @@ setup(
         # talks to the API over HTTP with urllib3 (a thread-safe keep-alive pool, streamed uploads).
         "Jinja2>=3.1",
         "urllib3>=2.0",
+        # Every worker exports Prometheus metrics with the official client library (metric
+        # types, the text exposition format, its HTTP endpoint).
+        "prometheus_client>=0.20",
     ],
     extras_require={
         # Needs libvirt's C headers (Debian: libvirt-dev pkg-config) to build.
         "libvirt": ["libvirt-python>=9.0"],
         "test": [
-            "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "ruff>=0.5",
+            "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",
             "WebTest>=3.0", "openstacksdk>=4.0", "python-openstackclient>=7.0", "schemathesis>=4.0",
             # The objectstore's functional tests drive it with the AWS SDK and CLI.
             "boto3>=1.36", "awscli>=1.37",

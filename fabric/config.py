@@ -64,6 +64,7 @@ class RpcSection:
     max_deliveries: int = option(5, "Deliveries of a failing message before it is dead-lettered.", minimum=1)
     quorum_queues: bool = option(False, "Declare durable queues as quorum queues (RabbitMQ clusters).")
     heartbeat: int = option(30, "AMQP heartbeat, seconds (0 disables).", minimum=0)
+    envelope_version: int = option(2, "Message envelope version this worker writes: this release writes 1 (the previous release's) or 2. During a rolling upgrade, set 1 on the upgraded workers until every worker is upgraded, then remove it (README: rolling upgrades).", minimum=1)
     failover_strategy: Literal["round-robin", "shuffle"] = option("round-robin", "Order in which each connection tries the brokers of transport_url: round-robin (as listed) or shuffle (random, spreads connections over a cluster's nodes).")
 
 
@@ -194,6 +195,14 @@ class DashboardSection:
     secure_cookies: bool = option(False, "Mark the session cookie Secure (set when users reach the dashboard over HTTPS).")
 
 
+@dataclasses.dataclass(frozen=True)
+class MetricsSection:
+    """[metrics]: each worker process's Prometheus endpoint (``/metrics``)."""
+
+    listen: str = option("127.0.0.1", "Address the metrics endpoint listens on.")
+    port: int = option(0, "Port of this process's metrics endpoint; 0 serves none. Workers on one host need a port each (the systemd units in conf/systemd set FABRIC_METRICS_PORT per worker).", minimum=0)
+
+
 SECTIONS: dict[str, type] = {
     "DEFAULT": DefaultSection,
     "database": DatabaseSection,
@@ -208,6 +217,7 @@ SECTIONS: dict[str, type] = {
     "metadata": MetadataSection,
     "objectstore": ObjectstoreSection,
     "dashboard": DashboardSection,
+    "metrics": MetricsSection,
 }
 
 
@@ -228,6 +238,7 @@ class Settings:
     metadata: MetadataSection = dataclasses.field(default_factory=MetadataSection)
     objectstore: ObjectstoreSection = dataclasses.field(default_factory=ObjectstoreSection)
     dashboard: DashboardSection = dataclasses.field(default_factory=DashboardSection)
+    metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
 
     @property
     def database_url(self) -> str:

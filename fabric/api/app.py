@@ -21,6 +21,7 @@ from fabric.api.clients import Clients
 from fabric.api.common import ApiDeps
 from fabric.api.compute import register as register_compute
 from fabric.api.middleware import RequestContextMiddleware
+from fabric.api.request_metrics import RequestMetricsMiddleware
 from fabric.db import Database
 from fabric.rpc.outbox import Outbox
 
@@ -36,7 +37,7 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     """The API as a WSGI callable, talking to ``db`` and the workers through ``clients``."""
     deps = ApiDeps(settings=settings, db=db, clients=clients, bound_port=bound_port,
                    outbox=Outbox(db, "api", clients, host=settings.default.host))
-    app = FabricApp(middleware=[RequestContextMiddleware(deps)])
+    app = FabricApp(middleware=[RequestMetricsMiddleware(), RequestContextMiddleware(deps)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.resp_options.secure_cookies_by_default = False

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from kombu.utils.url import maybe_sanitize_url
 
-from fabric import config, rpc
+from fabric import config, metrics, rpc
 from fabric.cmd import common, workers
 from fabric.db import Database, migration
 from fabric.db.engine import redacted
@@ -82,6 +82,9 @@ def launch(binaries: tuple[str, ...], argv: list[str] | None, *, prog: str, desc
         LOG.info("%s starting %s on host %s (transport %s, database %s)", prog,
                  ", ".join(binaries), host, maybe_sanitize_url(settings.rpc.transport_url), redacted(db.url))
         stops.extend(start(settings) for start in beside)
+        if "fabric-api" in binaries:
+            metrics.register_instance_states(db)
+        stops.append(metrics.start_exposition(settings))
         return serve(services, settings)
     finally:
         for stop in reversed(stops):

@@ -82,8 +82,13 @@ class NetworkPlugger(Protocol):
 
 
 class Rescheduler(Protocol):
-    def reschedule(self, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> None:
-        """Ask the scheduler to place a failed build elsewhere (it releases this host's claim)."""
+    def stage(self, session: Any, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> Any:
+        """Write, in the caller's transaction (the one that puts the instance back in scheduling),
+        the request that the scheduler place a failed build elsewhere (it releases this host's
+        claim); what :meth:`send` sends after the commit."""
+
+    def send(self, staged: Any) -> None:
+        """Send a committed :meth:`stage`. Raises Unroutable when no scheduler consumes its queue."""
 
 
 class ClaimReleaser(Protocol):
@@ -290,9 +295,9 @@ class RpcNetworkPlugger:
 class SchedulerRescheduler:
     """Failed builds back to the scheduler through this host's cast outbox (:mod:`fabric.rpc.outbox`).
 
-    The row is committed just after the build's swap back to ``scheduling``: a crash before
-    it is covered by the build message, which is redelivered (it is acked after the handler)
-    and builds again here; a crash after it, by the outbox.
+    The row is committed in the transaction of the build's swap back to ``scheduling``: a
+    crash before the commit leaves the build message, which is redelivered (it is acked after
+    the handler) and builds again here; a crash after it, the outbox row, which a relay sends.
     """
 
     def __init__(self, transport: Any, db: Database, host: str | None = None) -> None:
@@ -303,11 +308,12 @@ class SchedulerRescheduler:
         #: The compute worker's outbox; its service runs the relay.
         self.outbox = Outbox(db, "compute", self, host=host)
 
-    def reschedule(self, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> None:
+    def stage(self, session: Any, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> Any:
+        return self.outbox.stage(session, "compute.reschedule", ctx, instance_id=instance_id,
+                                 failed_host=failed_host, reason=reason)
+
+    def send(self, staged: Any) -> None:
         """Raises Unroutable when no scheduler consumes its queue."""
-        with self.outbox.db.begin() as session:
-            staged = self.outbox.stage(session, "compute.reschedule", ctx, instance_id=instance_id,
-                                       failed_host=failed_host, reason=reason)
         self.outbox.send(staged)
 
 

@@ -17,11 +17,12 @@ and the RPC server runs it again once the database answers
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from eventlet.semaphore import Semaphore
 
-from fabric import periodic
+from fabric import metrics, periodic
 from fabric.compute import housekeeping, states
 from fabric.compute.collaborators import default_collaborators
 from fabric.compute.faults import record_fault
@@ -123,6 +124,7 @@ class ComputeManager(Manager):
                 self._builds.pop(instance_id, None)
 
     def _build_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        started = time.perf_counter()
         try:
             instance = states.compare_and_swap(
                 self.db, instance_id, {"vm_state": states.BUILDING, "task_state": states.BUILD_TASKS,
@@ -141,6 +143,8 @@ class ComputeManager(Manager):
             states.compare_and_swap(
                 self.db, instance_id, {"task_state": states.SPAWNING, "host": self.host},
                 vm_state=states.ACTIVE, task_state=None, power_state=int(power), launched_at=utcnow())
+            metrics.COMPUTE_BUILDS.labels("active").inc()
+            metrics.COMPUTE_BUILD_SECONDS.observe(time.perf_counter() - started)
             LOG.info("instance %s is active on %s", instance_id, self.host)
         except Exception as exc:  # noqa: BLE001 - every failure must end in a resting state
             if is_connection_error(exc):
@@ -177,15 +181,22 @@ class ComputeManager(Manager):
             self.driver.destroy(instance_id)
             return
         record_fault(self.db, instance_id, exc, self.host)
+        metrics.COMPUTE_BUILDS.labels("error").inc()
         self._undo_build(ctx, instance_id)
         transient = (states.NETWORKING, states.SPAWNING)
         retry = not isinstance(exc, Invalid) and self.rescheduler is not None
         try:
             if retry:
-                states.compare_and_swap(self.db, instance_id, {"task_state": transient, "host": self.host},
-                                        task_state=states.SCHEDULING, network_info=[])
+                # The swap back to scheduling and the reschedule request commit together: neither
+                # is ever there without the other.
+                with self.db.begin() as session:
+                    if not states.swap(session, instance_id, {"task_state": transient, "host": self.host},
+                                       task_state=states.SCHEDULING, network_info=[]):
+                        raise InstanceStateConflict(instance=instance_id, attr="task_state/host",
+                                                    actual="moved on", expected=f"{transient} on {self.host}")
+                    staged = self.rescheduler.stage(session, ctx, instance_id, self.host, str(exc)[:255])
                 try:
-                    self.rescheduler.reschedule(ctx, instance_id, self.host, str(exc)[:255])
+                    self.rescheduler.send(staged)
                     return
                 except Exception as resched_exc:  # noqa: BLE001
                     record_fault(self.db, instance_id, resched_exc, self.host)
@@ -196,7 +207,14 @@ class ComputeManager(Manager):
             LOG.info("instance %s changed while its failed build was handled: %s", instance_id, cas_exc)
 
     def _undo_build(self, ctx: RequestContext, instance_id: str) -> None:
-        """Destroy the guest, unplug and release what the failed build set up (best effort)."""
+        """Destroy the guest, unplug and release what the failed build set up (best effort).
+
+        Addresses and ports are released only while the instance is still this host's.
+        Once another host holds it (it was rescheduled while a redelivered build ran here
+        again), the ports and addresses on its row are that host's build's: they keep their
+        ids from attempt to attempt, so releasing them here would take them from under a
+        server that is, or is about to be, ACTIVE there. Only this host's devices go then.
+        """
         try:
             self.driver.destroy(instance_id)
         except Exception:  # noqa: BLE001
@@ -205,12 +223,18 @@ class ComputeManager(Manager):
             instance = states.get_instance(self.db, instance_id)
         except NotFound:
             return
-        self._release_network(ctx, instance, strict=False)
+        ours = instance.get("host") == self.host
+        if not ours:
+            LOG.info("instance %s moved on to host %s: its addresses and ports stay with it",
+                     instance_id, instance.get("host"))
+        self._release_network(ctx, instance, strict=False, addresses=ours)
 
-    def _release_network(self, ctx: RequestContext, instance: dict, strict: bool) -> None:
+    def _release_network(self, ctx: RequestContext, instance: dict, strict: bool, *, addresses: bool = True) -> None:
+        """Unplug each NIC from this host and, with ``addresses``, release its address and port."""
         for vif in instance.get("network_info") or []:
-            steps = ((self.network.unplug, (ctx, self.host, vif)),
-                     (self.addresses.release, (ctx, instance, vif.get("index", 0), vif)))
+            steps = [(self.network.unplug, (ctx, self.host, vif))]
+            if addresses:
+                steps.append((self.addresses.release, (ctx, instance, vif.get("index", 0), vif)))
             for step, args in steps:
                 try:
                     step(*args)

@@ -1,4 +1,18 @@
-"""Schema migrations (Alembic scripts in the top-level ``schema/`` folder)."""
+"""Schema migrations (Alembic scripts in the top-level ``schema/`` folder), in two branches.
+
+Since revision 0005 the history has two branches, after Keystone's rolling upgrades:
+
+- ``expand``: what workers of the previous release keep working with: new tables, new
+  columns that are nullable or have a server default, new indexes, data copied into them.
+  Applied first (``fabric-manage db sync --expand``), while the old workers still run.
+- ``contract``: what only the previous release needed goes (columns dropped or renamed,
+  constraints tightened). Applied last (``fabric-manage db sync --contract``), once every
+  worker runs the new release; refused while a worker of another version is up.
+
+A contract migration names the expand migrations it needs in ``depends_on``.
+``fabric-manage db sync`` without a phase applies both (a new install, or an upgrade with
+every worker stopped). Revisions are shown as the sorted heads joined by ``", "``.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +46,48 @@ def _config() -> Config:
     return config
 
 
+#: Upgrade targets: every branch's head, the expand branch's, the contract branch's.
+HEADS, EXPAND, CONTRACT = "heads", "expand@head", "contract@head"
+
+
+def head_revisions() -> tuple[str, ...]:
+    """What the database's version table holds once every migration is applied, sorted: the
+    code's heads, less those another head depends on (Alembic records only the latter)."""
+    script = ScriptDirectory.from_config(_config())
+    heads = set(script.get_heads())
+    beneath = {r.revision for head in heads for r in script.iterate_revisions(head, "base") if r.revision != head}
+    return tuple(sorted(heads - beneath))
+
+
 def head_revision() -> str:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    """:func:`head_revisions` as one string (what :func:`current_revision` is once synced)."""
+    return ", ".join(head_revisions())
+
+
+def current_revisions(db: Database) -> tuple[str, ...]:
+    """The heads the database is at, sorted (empty: never synced)."""
+    with db.engine.connect() as connection:
+        return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
 
 
 def current_revision(db: Database) -> str | None:
-    """The revision the database is at (None: empty, never synced)."""
-    with db.engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The revisions the database is at as one string (None: empty, never synced)."""
+    return ", ".join(current_revisions(db)) or None
 
 
-def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the schema to ``revision``; returns (before, after) revisions."""
+def pending(db: Database, target: str = HEADS) -> list[str]:
+    """Revisions ``upgrade(db, target)`` would apply, oldest first."""
+    script = ScriptDirectory.from_config(_config())
+    current = current_revisions(db)
+    applied: set[str] = set()
+    for revision in current:
+        applied.update(r.revision for r in script.iterate_revisions(revision, "base"))
+    wanted = [r.revision for r in script.iterate_revisions(target, "base")]
+    return [r for r in reversed(wanted) if r not in applied]
+
+
+def upgrade(db: Database, revision: str = HEADS) -> tuple[str | None, str | None]:
+    """Bring the schema to ``revision`` (every head by default); returns (before, after) revisions."""
     before = current_revision(db)
     _run(db, command.upgrade, revision)
     return before, current_revision(db)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fabric import config
+from fabric import config, metrics
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import Subnet
-from fabric.exception import FabricError, Invalid, NotFound
+from fabric.exception import AddressExhausted, FabricError, Invalid, NotFound
 from fabric.ipam import pools
 from fabric.ipam.allocator import Allocator
 from fabric.ipam.layout import Layout
@@ -262,6 +262,9 @@ class IpamManager(Manager):
                 result = self.allocator.allocate(pool_id, request_token, port_id)
             else:
                 result = self.allocator.allocate_address(pool_id, address, request_token, port_id)
+        except AddressExhausted:
+            metrics.IPAM_ALLOCATIONS.labels("exhausted").inc()
+            raise
         except NotFound as exc:
             if exc.fields.get("kind") != "address pool":
                 raise
@@ -270,6 +273,7 @@ class IpamManager(Manager):
             # The host or segment was removed (and perhaps added again with a new id).
             self._segment_pools.pop((segment_id, host), None)
             raise
+        metrics.IPAM_ALLOCATIONS.labels("allocated").inc()
         return self._with_info(result)
 
     @idempotent
@@ -286,6 +290,7 @@ class IpamManager(Manager):
             released = [one] if one else []
         else:
             raise Invalid(reason="release takes pool with request_token or address, or port_id alone")
+        metrics.IPAM_RELEASES.inc(len(released))
         return [self._with_info(r) for r in released]
 
     @idempotent

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from eventlet.semaphore import Semaphore
 
-from fabric import config, exception, periodic
+from fabric import config, exception, metrics, periodic
 from fabric.context import RequestContext
 from fabric.manager import Manager, callers_table
 from fabric.network import dbstate, drivers
@@ -112,7 +112,8 @@ class NetworkManager(Manager):
                 self.driver.security = dbstate.security_state(self.db, self.host)
             return self.driver.plug(spec)
 
-        device = self._serialised(plug)
+        with metrics.Timer(metrics.NETWORK_PLUG_SECONDS):
+            device = self._serialised(plug)
         if spec.id in self.driver.security.ports:
             self._announce_membership(ctx, spec.id)
         return device

@@ -40,6 +40,7 @@ from kombu.connection import failover_strategies
 from kombu.utils.url import maybe_sanitize_url
 
 from fabric.exception import Invalid
+from fabric.rpc.metrics import RPC as METRICS
 
 LOG = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ class Link:
                 eventlet.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
+            if self.generation:
+                METRICS.reconnected()
             if self.generation or len(self.urls) > 1:
                 LOG.info("%s: connected to %s", self.name, describe(self.url))
             delay, failures = 0.05, 0

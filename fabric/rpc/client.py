@@ -50,6 +50,7 @@ from fabric.context import RequestContext
 from fabric.exception import Invalid, MessagingError, MessagingTimeout, Unroutable
 from fabric.rpc import envelope, errors, signing
 from fabric.rpc.deferred import Deferred
+from fabric.rpc.metrics import RPC as METRICS
 from fabric.rpc.target import Target
 from fabric.rpc.transport import ConnectionLost, Returned, Transport
 
@@ -121,7 +122,7 @@ def _signed(transport: Transport, target: Target, method: str, body: bytes) -> t
 
 
 class _PendingCall:
-    __slots__ = ("deferred", "target", "method", "timeout", "timer", "idempotent", "resend", "signer")
+    __slots__ = ("deferred", "target", "method", "timeout", "timer", "idempotent", "resend", "signer", "sent_at")
 
     def __init__(self, deferred: Deferred, target: Target, method: str, timeout: float,
                  idempotent: bool, resend: Callable[[], None], signer: str) -> None:
@@ -134,6 +135,7 @@ class _PendingCall:
         self.resend = resend
         #: The role the request was signed as: its reply must be signed for the same pair.
         self.signer = signer
+        self.sent_at = time.monotonic()
 
 
 class ReplyRouter:
@@ -194,7 +196,9 @@ class ReplyRouter:
         call = self._finish(reply["msg_id"])
         if call is None:
             LOG.debug("Reply to %s arrived after its caller gave up", reply["msg_id"])
-        elif reply["ok"]:
+            return
+        METRICS.call_answered(call.target.topic, call.method, time.monotonic() - call.sent_at)
+        if reply["ok"]:
             call.deferred.resolve(reply["result"])
         else:
             call.deferred.fail(errors.from_wire(reply["error"] or {}, reply["traceback"]))
@@ -271,7 +275,8 @@ class RPCClient:
         msg_id = new_message_id()
         transport = self.transport
         body = _signed(transport, target, method, envelope.encode_request(
-            "cast", msg_id, method, kwargs, _context_dict(ctx), None, None, str(target)))[1]
+            "cast", msg_id, method, kwargs, _context_dict(ctx), None, None, str(target),
+            transport.settings.envelope_version))[1]
         if target.fanout:
             exchange, routing_key, kind = target.fanout_exchange, target.topic, "fanout"
         else:
@@ -286,6 +291,7 @@ class RPCClient:
                               timeout=confirm_timeout or self._options.timeout or transport.settings.call_timeout)
         except Returned:
             raise Unroutable(target=str(target), method=method) from None
+        METRICS.sent_message("cast", target.topic, method)
         if check:
             transport.routable.add(route)
 
@@ -310,7 +316,8 @@ class RPCClient:
         msg_id = new_message_id()
         deadline = time.time() + timeout
         signer, body = _signed(transport, target, method, envelope.encode_request(
-            "call", msg_id, method, kwargs, _context_dict(ctx), deadline, reply_to, str(target)))
+            "call", msg_id, method, kwargs, _context_dict(ctx), deadline, reply_to, str(target),
+            transport.settings.envelope_version))
         deferred = Deferred(f"call {method} to {target}")
         exchange, routing_key = target.exchange or transport.exchange, target.routing_key
 
@@ -326,6 +333,7 @@ class RPCClient:
         router.register(msg_id, _PendingCall(deferred, target, method, timeout, idem, send, signer))
         try:
             send()
+            METRICS.sent_message("call", target.topic, method)
         except ConnectionLost as exc:
             if router._finish(msg_id) is not None:
                 deferred.fail(exc)

@@ -1,9 +1,25 @@
 """The versioned JSON envelope every fabric message travels in.
 
-A request is ``{"v": 1, "kind": "call"|"cast", "msg_id", "method", "args",
-"context", "deadline", "reply_to", "target"}``; a reply is ``{"v": 1, "msg_id",
-"ok", "result"}`` or ``{"v": 1, "msg_id", "ok": false, "error", "traceback"}``.
-``deadline`` is the caller's absolute give-up time (UNIX seconds) or null.
+A request is ``{"v": 2, "kind": "call"|"cast", "msg_id", "method", "args",
+"context", "deadline", "reply_to", "target", "sent_at"}``; a reply is ``{"v": 2, "msg_id",
+"ok", "result"}`` or ``{"v": 2, "msg_id", "ok": false, "error", "traceback"}``.
+``deadline`` is the caller's absolute give-up time (UNIX seconds) or null; ``sent_at``
+(version 2) the sender's clock when it sent the request, so a worker sees how long a
+message waited in its queue.
+
+The version rules, which make a rolling upgrade possible (workers of two releases on one
+broker):
+
+1. A release reads its own version and the one before (:data:`OLDEST_READ`), and writes
+   ``[rpc] envelope_version`` (its own by default). During an upgrade, the upgraded workers
+   are set to write the previous version until every worker is upgraded, then the setting
+   is removed (README: rolling upgrades).
+2. A reply is written in the version of the request it answers, so an old caller can read it.
+3. A message of a newer version than this release reads is not guessed at: it is refused
+   with a reason that says so (:class:`NewerEnvelope`, dead-lettered as ``newer-version``),
+   and moved back with ``fabric-manage queues requeue-dead`` once the worker is upgraded.
+4. A new version may only add fields (each with a default for messages of the version
+   before) or change what a field means in a way the reader can tell by ``v``.
 
 The marshmallow schemas below are the definition of a valid envelope. Because a
 full marshmallow load costs ~60 µs, received messages first go through
@@ -18,18 +34,37 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
 from fabric.exception import MessagingError
 
-VERSION = 1
+#: The version this release writes by default, and the newest it reads.
+VERSION = 2
+#: The oldest version this release reads (the previous release's).
+OLDEST_READ = 1
+_READ = frozenset(range(OLDEST_READ, VERSION + 1))
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class MalformedMessage(MessagingError):
     msg_fmt = "Malformed message: {reason}"
+
+
+class NewerEnvelope(MalformedMessage):
+    """A message of an envelope version this release does not read yet."""
+
+    msg_fmt = ("Envelope version {version} is newer than this worker reads ({oldest} to {newest}): "
+               "upgrade this worker, then move the message back with `fabric-manage queues requeue-dead`")
+
+
+def check_version(version: int) -> int:
+    """``version`` if this release can write it; ValueError naming the ones it can otherwise."""
+    if version not in _READ:
+        raise ValueError(f"envelope version {version!r}: this release writes {OLDEST_READ} to {VERSION}")
+    return version
 
 
 class StrictBoolean(fields.Field):
@@ -50,7 +85,7 @@ class ContextSchema(Schema):
 
 
 class RequestSchema(Schema):
-    v = fields.Integer(strict=True, required=True, validate=validate.Equal(VERSION))
+    v = fields.Integer(strict=True, required=True, validate=validate.OneOf(sorted(_READ)))
     kind = fields.String(required=True, validate=validate.OneOf(["call", "cast"]))
     msg_id = fields.String(required=True, validate=validate.Length(min=1))
     method = fields.String(required=True, validate=validate.Length(min=1))
@@ -59,6 +94,7 @@ class RequestSchema(Schema):
     deadline = fields.Float(allow_none=True, load_default=None, allow_nan=False)
     reply_to = fields.String(allow_none=True, load_default=None)
     target = fields.String(load_default="")
+    sent_at = fields.Float(allow_none=True, load_default=None, allow_nan=False)
 
 
 class ErrorSchema(Schema):
@@ -69,7 +105,7 @@ class ErrorSchema(Schema):
 
 
 class ReplySchema(Schema):
-    v = fields.Integer(strict=True, required=True, validate=validate.Equal(VERSION))
+    v = fields.Integer(strict=True, required=True, validate=validate.OneOf(sorted(_READ)))
     msg_id = fields.String(required=True, validate=validate.Length(min=1))
     ok = StrictBoolean(required=True)
     result = fields.Raw(allow_none=True, load_default=None)
@@ -83,18 +119,19 @@ _REPLY_SCHEMA = ReplySchema()
 
 def encode_request(
     kind: str, msg_id: str, method: str, args: dict[str, Any], context: dict[str, Any],
-    deadline: float | None, reply_to: str | None, target: str,
+    deadline: float | None, reply_to: str | None, target: str, version: int = VERSION,
 ) -> bytes:
-    """The request as wire bytes.
+    """The request as wire bytes, in envelope ``version`` (a version this release reads).
 
     Raises :class:`~fabric.exception.Invalid`-like :class:`MalformedMessage` naming the
     method when an argument is not JSON-serialisable (nothing is sent then).
     """
+    request = {"v": version, "kind": kind, "msg_id": msg_id, "method": method, "args": args,
+               "context": context, "deadline": deadline, "reply_to": reply_to, "target": target}
+    if version >= 2:
+        request["sent_at"] = time.time()
     try:
-        return _dumps({
-            "v": VERSION, "kind": kind, "msg_id": msg_id, "method": method, "args": args,
-            "context": context, "deadline": deadline, "reply_to": reply_to, "target": target,
-        }).encode()
+        return _dumps(request).encode()
     except (TypeError, ValueError) as exc:
         raise MalformedMessage(
             reason=f"arguments of {method} must be JSON-serialisable "
@@ -103,15 +140,16 @@ def encode_request(
 
 
 def encode_reply(msg_id: str, result: Any = None, error: dict[str, Any] | None = None,
-                 traceback: str = "") -> bytes:
-    """A reply as wire bytes; a result that cannot be serialised becomes an error reply."""
+                 traceback: str = "", version: int = VERSION) -> bytes:
+    """A reply as wire bytes, in the envelope ``version`` of its request (rule 2); a result that
+    cannot be serialised becomes an error reply."""
     if error is None:
         try:
-            return _dumps({"v": VERSION, "msg_id": msg_id, "ok": True, "result": result}).encode()
+            return _dumps({"v": version, "msg_id": msg_id, "ok": True, "result": result}).encode()
         except (TypeError, ValueError) as exc:
             error = {"type": "MalformedMessage", "code": 503, "fields": {},
                      "message": f"Malformed message: result is not JSON-serialisable: {exc}"}
-    return _dumps({"v": VERSION, "msg_id": msg_id, "ok": False, "error": error,
+    return _dumps({"v": version, "msg_id": msg_id, "ok": False, "error": error,
                    "traceback": traceback}).encode()
 
 
@@ -145,8 +183,17 @@ _REPLY_KEYS = frozenset(ReplySchema().fields)
 _ERROR_KEYS = frozenset({"type", "code", "message", "fields"})
 
 
+def _check_not_newer(data: Any) -> None:
+    """Rule 3: raise NewerEnvelope for a message of a version after this release's."""
+    if type(data) is dict and type(data.get("v")) is int and data["v"] > VERSION:
+        raise NewerEnvelope(version=data["v"], oldest=OLDEST_READ, newest=VERSION)
+
+
 def _precheck_request(data: Any) -> bool:
-    if type(data) is not dict or data.get("v") != VERSION or type(data.get("v")) is not int:
+    if type(data) is not dict or type(data.get("v")) is not int or data["v"] not in _READ:
+        return False
+    sent_at = data.get("sent_at")
+    if sent_at is not None and (type(sent_at) not in (int, float) or not math.isfinite(sent_at)):
         return False
     if data.get("kind") not in ("call", "cast"):
         return False
@@ -165,7 +212,7 @@ def _precheck_request(data: Any) -> bool:
 
 
 def _precheck_reply(data: Any) -> bool:
-    if type(data) is not dict or data.get("v") != VERSION or type(data.get("v")) is not int:
+    if type(data) is not dict or type(data.get("v")) is not int or data["v"] not in _READ:
         return False
     if type(data.get("msg_id")) is not str or not data["msg_id"] or type(data.get("ok")) is not bool:
         return False
@@ -201,6 +248,7 @@ def decode_request(body: bytes | str) -> dict[str, Any]:
     """
     data = _loads(body)
     if not _precheck_request(data):
+        _check_not_newer(data)
         error = _schema_error(_REQUEST_SCHEMA, data, "request")
         if error is not None:
             raise error
@@ -213,6 +261,7 @@ def decode_request(body: bytes | str) -> dict[str, Any]:
     data.setdefault("deadline", None)
     data.setdefault("reply_to", None)
     data.setdefault("target", "")
+    data.setdefault("sent_at", None)
     return data
 
 
@@ -220,6 +269,7 @@ def decode_reply(body: bytes | str) -> dict[str, Any]:
     """A received reply as a dict. Raises :class:`MalformedMessage` naming what is wrong."""
     data = _loads(body)
     if not _precheck_reply(data):
+        _check_not_newer(data)
         error = _schema_error(_REPLY_SCHEMA, data, "reply")
         if error is not None:
             raise error

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fabric.exception import Invalid
+from fabric.rpc import envelope
 from fabric.rpc.transport import Transport
 
 
@@ -20,8 +21,12 @@ def get_transport(rpc_settings: Any) -> Transport:
     in-process broker with RabbitMQ's semantics).
 
     Raises :class:`~fabric.exception.Invalid` for a URL scheme other than ``amqp://``
-    or ``memory://``.
+    or ``memory://``, or an envelope version this release does not write.
     """
+    try:
+        envelope.check_version(rpc_settings.envelope_version)
+    except ValueError as exc:
+        raise Invalid(reason=f"[rpc] envelope_version: {exc}") from None
     url = rpc_settings.transport_url
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("amqp", "pyamqp"):

@@ -58,6 +58,7 @@ from fabric.db.retry import retry_on_disconnect
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid, MessagingError
 from fabric.rpc import envelope, errors, signing
 from fabric.rpc.client import new_message_id
+from fabric.rpc.metrics import RPC as METRICS
 from fabric.rpc.target import Target, check_name
 from fabric.rpc.transport import (
     ATTEMPT_HEADER,
@@ -135,6 +136,7 @@ class RPCServer:
         self._idle = eventlet.event.Event()
         self._idle.send(True)
         self._stopping = eventlet.event.Event()
+        self._unwatch: Callable[[], None] | None = None
 
     # -- life ---------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +149,8 @@ class RPCServer:
             if self._stopping.ready():
                 self._stopping = eventlet.event.Event()
             self._consumer = self.transport.consume(self.queues, self._received, self._prefetch)
+            if self._unwatch is None:
+                self._unwatch = METRICS.watch_in_flight(self.target.topic, lambda: self._running)
 
     def stop(self) -> None:
         """Stop taking new messages; those being handled go on, except handlers
@@ -165,6 +169,9 @@ class RPCServer:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         return finished
 
     # -- receiving ---------------------------------------------------------------
@@ -199,8 +206,11 @@ class RPCServer:
             request = envelope.decode_request(body)
         except envelope.MalformedMessage as exc:
             LOG.error("Malformed message on %s: %s", delivery.queue.name, exc.message)
-            self._dead_letter(delivery, exc.message)
+            newer = isinstance(exc, envelope.NewerEnvelope)
+            self._dead_letter(delivery, exc.message, code="newer-version" if newer else "malformed")
             return
+        if request["sent_at"] is not None:
+            METRICS.waited(self.target.topic, time.time() - request["sent_at"])
         request["signed"] = (signer, kid)
         ctx = RequestContext.from_dict(request["context"])
         token = ctx.activate()
@@ -213,7 +223,7 @@ class RPCServer:
         self.refused[refused.code] += 1
         reason = signing.refusal_reason(refused)
         LOG.error("Refused a message on %s: %s", delivery.queue.name, reason)
-        self._dead_letter(delivery, reason)
+        self._dead_letter(delivery, reason, code=refused.code)
 
     def _permitted(self, delivery: Delivery, request: dict[str, Any]) -> bool:
         """Whether the request's signer may call its method; refuses it if not."""
@@ -248,8 +258,9 @@ class RPCServer:
             if is_call:
                 self._reply(delivery, request, error=error)
             else:
-                self._dead_letter(delivery, error.message)
+                self._dead_letter(delivery, error.message, code="unknown-method")
             return
+        started = time.perf_counter()
         try:
             result = self._run(method, ctx, request)
         except _LeftForRedelivery:
@@ -257,6 +268,8 @@ class RPCServer:
                      "the database was unreachable", request["kind"], method_name, request["msg_id"])
             return
         except Exception as exc:  # noqa: BLE001 - goes back to the caller or is retried
+            METRICS.handled_message(request["kind"], self.target.topic, method_name, False,
+                                    time.perf_counter() - started)
             if isinstance(exc, TypeError):
                 exc = self._argument_error(method, method_name, request["args"], exc, ctx)
             if is_call:
@@ -266,6 +279,7 @@ class RPCServer:
             else:
                 self._failed_cast(delivery, request, exc)
             return
+        METRICS.handled_message(request["kind"], self.target.topic, method_name, True, time.perf_counter() - started)
         if is_call:
             self._reply(delivery, request, result=result)
         else:
@@ -309,11 +323,12 @@ class RPCServer:
                     error: Exception | None = None) -> None:
         reply_to = delivery.reply_to or request["reply_to"]
         msg_id = request["msg_id"]
+        # In the request's envelope version: the caller may be of the previous release.
         if error is None:
-            body = envelope.encode_reply(msg_id, result=result)
+            body = envelope.encode_reply(msg_id, result=result, version=request["v"])
         else:
             data, trace = errors.to_wire(error)
-            body = envelope.encode_reply(msg_id, error=data, traceback=trace)
+            body = envelope.encode_reply(msg_id, error=data, traceback=trace, version=request["v"])
         signer, kid = request["signed"]
         if signer:  # the reply goes back signed for the request's pair, with its key
             body = signing.keyring_of(self.transport).sign(signing.REPLY, body, signer, self.role, kid)
@@ -332,7 +347,7 @@ class RPCServer:
         if deliveries >= self.max_deliveries or isinstance(exc, Invalid):
             LOG.error("Giving up on cast %s (message %s): %s", request["method"],
                       request["msg_id"], description)
-            self._dead_letter(delivery, description)
+            self._dead_letter(delivery, description, code="invalid" if isinstance(exc, Invalid) else "failed")
             return
         LOG.warning("Cast %s (message %s) will be retried: %s", request["method"], request["msg_id"],
                     description, exc_info=not isinstance(exc, FabricError))
@@ -350,8 +365,9 @@ class RPCServer:
             return
         delivery.ack()
 
-    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move the message to ``<queue>.dead`` with ``reason``, then ack it."""
+    def _dead_letter(self, delivery: Delivery, reason: str, *, code: str) -> None:
+        """Move the message to ``<queue>.dead`` with ``reason``, then ack it; counted by ``code``."""
+        METRICS.dead_lettered(self.target.topic, code)
         queue = delivery.queue
         if not queue.durable:
             LOG.error("Dropped a message from %s (fanout queues have no dead-letter queue): %s",

@@ -68,7 +68,8 @@ _instances, _nodes = Instance.__table__, ComputeNode.__table__
 _PLACE_INSTANCE = (
     sa.update(_instances)
     .where(_instances.c.id == sa.bindparam("want_instance_id"), _instances.c.host.is_(None),
-           _instances.c.vm_state == states.BUILDING, _instances.c.deleted.is_(False))
+           _instances.c.vm_state == states.BUILDING, _instances.c.task_state == states.SCHEDULING,
+           _instances.c.deleted.is_(False))
     .values(host=sa.bindparam("want_host"), scheduling_attempts=_instances.c.scheduling_attempts + 1)
 )
 _GROW_NODE = (
@@ -117,7 +118,7 @@ def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ra
         if placed.rowcount != 1:
             raise exception.InstanceStateConflict(
                 instance=spec.instance_id, attr="host/vm_state", actual="placed, deleted or not building",
-                expected=f"no host and vm_state {states.BUILDING!r}")
+                expected=f"no host, vm_state {states.BUILDING!r} and task_state {states.SCHEDULING!r}")
         if spec.group_id is not None:
             _claim_group_slot(conn, spec, host.host)
         if conn.dialect.name in _RETURNING_BACKENDS:
@@ -164,14 +165,20 @@ def release(db: Database, instance_id: str, host: str, *, failed_build: bool = F
 
     With ``failed_build`` the host is added to the instance's failed hosts and
     the host's failed-build count grows (the weigher then avoids it for a
-    while). Idempotent: returns False, changing nothing, when the instance is
-    not (or no longer) on ``host``.
+    while); and the instance must be back in ``scheduling`` on ``host`` (where
+    the failing host put it before asking for a reschedule): a host that took
+    the build up again meanwhile (a redelivered build message) keeps it, and
+    the reschedule changes nothing. Idempotent: returns False, changing
+    nothing, when the instance is not (or no longer) on ``host``.
     """
+    on_host = [Instance.id == instance_id, Instance.host == host]
+    if failed_build:
+        on_host.append(Instance.task_state == states.SCHEDULING)
     with db.begin() as session:
         row = session.execute(
             sa.select(Instance.vcpus, Instance.memory_mb, Instance.disk_gb, Instance.failed_hosts,
                       Instance.server_group_id)
-            .where(Instance.id == instance_id, Instance.host == host)).first()
+            .where(*on_host)).first()
         if row is None:
             return False
         values: dict[str, Any] = {"host": None}
@@ -179,7 +186,7 @@ def release(db: Database, instance_id: str, host: str, *, failed_build: bool = F
             values["failed_hosts"] = [*(row.failed_hosts or []), host]
         cleared = session.execute(
             sa.update(Instance)
-            .where(Instance.id == instance_id, Instance.host == host)
+            .where(*on_host)
             .values(**values)
             .execution_options(synchronize_session=False))
         if cleared.rowcount != 1:

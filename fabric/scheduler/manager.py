@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from fabric import exception
+from fabric import exception, metrics
 from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
@@ -182,6 +182,7 @@ class SchedulerManager(Manager):
                 try:
                     host = self.scheduler.place(spec, conn, also)
                 except exception.NoValidHost as no_host:
+                    metrics.SCHEDULER_DECISIONS.labels("no_valid_host").inc()
                     error = no_host
                     if request.failed_hosts:
                         error = exception.NoValidHost(
@@ -191,8 +192,11 @@ class SchedulerManager(Manager):
                     self.outcomes["not_waiting"] += 1
                     return None
                 else:
-                    self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+                    elapsed = time.perf_counter() - started
+                    self.latencies_ms.append(elapsed * 1000.0)
                     self.outcomes["placed"] += 1
+                    metrics.SCHEDULER_DECISIONS.labels("placed").inc()
+                    metrics.SCHEDULER_DECISION_SECONDS.observe(elapsed)
                     LOG.info("instance %s placed on %s (attempt %d)", instance_id, host, spec.attempts + 1)
                     return host
         self._fail(instance_id, error, started)

@@ -49,3 +49,15 @@ def test_upgrade_is_idempotent(empty_db):
     migration.upgrade(empty_db)
     before, after = migration.upgrade(empty_db)
     assert before == after == migration.head_revision()
+
+
+def test_expand_then_contract_is_a_full_sync(empty_db):
+    """A rolling upgrade's two phases, one after the other, end where ``db sync`` does."""
+    migration.upgrade(empty_db, "0005")
+    migration.upgrade(empty_db, migration.EXPAND)
+    assert migration.pending(empty_db, migration.EXPAND) == []
+    assert migration.pending(empty_db) and all(r in migration.pending(empty_db, migration.CONTRACT)
+                                               for r in migration.pending(empty_db))
+    migration.upgrade(empty_db, migration.CONTRACT)
+    assert migration.pending(empty_db) == []
+    assert migration.current_revision(empty_db) == migration.head_revision()

@@ -58,10 +58,13 @@ class FakeRescheduler:
         self.requests: list[tuple[str, str, str]] = []
         self.fail_with: Exception | None = None
 
-    def reschedule(self, ctx, instance_id, failed_host, reason):
+    def stage(self, session, ctx, instance_id, failed_host, reason):
+        return (instance_id, failed_host, reason)
+
+    def send(self, staged):
         if self.fail_with:
             raise self.fail_with
-        self.requests.append((instance_id, failed_host, reason))
+        self.requests.append(staged)
 
 
 class FakeClaims:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import eventlet
+import sqlalchemy as sa
 
 from fabric.compute import states
 from fabric.compute.faults import latest_fault
+from fabric.db.models import Instance
 from fabric.exception import AddressExhausted, HypervisorError, Unroutable
 from fabric.virt.driver import PowerState
 from tests.unit.compute.conftest import HOST, add_instance
@@ -156,3 +158,22 @@ def test_a_failed_delete_ends_in_error_and_can_be_repeated(manager, ctx):
     assert "injected failure" in latest_fault(manager.db, instance_id)["message"]
     manager.terminate_instance(ctx, instance_id)
     assert states.get_instance(manager.db, instance_id, include_deleted=True)["deleted"] is True
+
+
+def test_a_build_that_lost_its_instance_to_another_host_leaves_its_ports_and_addresses(manager, ctx):
+    # While this host builds, the instance is placed on another (a reschedule raced a redelivered
+    # build): the port and address ids are the same on both, so this host's undo must release
+    # nothing but its own devices, or the other host's server ends ACTIVE without its port.
+    instance_id = add_instance(manager.db)
+
+    def moved_elsewhere(vif):
+        with manager.db.begin() as session:
+            session.execute(sa.update(Instance).where(Instance.id == instance_id).values(host="cmp2"))
+
+    manager.network.on_plug = moved_elsewhere
+    manager.build_instance(ctx, instance_id)
+    row = states.get_instance(manager.db, instance_id)
+    assert row["host"] == "cmp2" and row["network_info"]
+    assert manager.addresses.released == []
+    assert manager.network.unplugged  # this host's own tap went
+    assert manager.driver.list_instances() == []

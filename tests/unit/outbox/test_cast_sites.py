@@ -74,10 +74,13 @@ class Scheduler:
 
 
 def test_a_reschedule_goes_through_the_compute_hosts_outbox(sqlite_db, transport):
+    """Staged in the caller's transaction (the compute's swap back to scheduling), sent after."""
     scheduler = Scheduler()
     rescheduler = SchedulerRescheduler(transport, sqlite_db, host="h1")
     with serving(transport, scheduler, host="sched1", topic="scheduler"):
-        rescheduler.reschedule(CTX, "i-1", "h1", "spawn failed")
+        with sqlite_db.begin() as session:
+            staged = rescheduler.stage(session, CTX, "i-1", "h1", "spawn failed")
+        rescheduler.send(staged)
         wait_for(lambda: scheduler.requests, what="the reschedule delivered")
         wait_for(lambda: outbox.pending(sqlite_db) == [], what="its row deleted")
     assert scheduler.requests == [{"instance_id": "i-1", "failed_host": "h1", "reason": "spawn failed"}]

@@ -35,6 +35,11 @@ def _variant(base, path, value):
 REQUEST_CASES = [
     GOOD_REQUEST,
     _variant(GOOD_REQUEST, ["v"], 2),
+    _variant(GOOD_REQUEST, ["v"], 0),
+    _variant(GOOD_REQUEST, ["v"], 3),
+    _variant(_variant(GOOD_REQUEST, ["v"], 2), ["sent_at"], 1700000000.25),
+    _variant(_variant(GOOD_REQUEST, ["v"], 2), ["sent_at"], "now"),
+    _variant(_variant(GOOD_REQUEST, ["v"], 2), ["sent_at"], None),
     _variant(GOOD_REQUEST, ["v"], "1"),
     _variant(GOOD_REQUEST, ["v"], 1.0),
     _variant(GOOD_REQUEST, ["v"], True),
@@ -64,6 +69,8 @@ REQUEST_CASES = [
 ]
 REPLY_CASES = [
     GOOD_REPLY,
+    _variant(GOOD_REPLY, ["v"], 2),
+    _variant(GOOD_REPLY, ["v"], 0),
     GOOD_ERROR_REPLY,
     _variant(GOOD_REPLY, ["ok"], 1),
     _variant(GOOD_REPLY, ["ok"], KeyError),
@@ -123,3 +130,34 @@ def test_unserialisable_result_becomes_an_error_reply():
     reply = envelope.decode_reply(envelope.encode_reply("m", result={1, 2}))
     assert reply["ok"] is False
     assert reply["error"]["type"] == "MalformedMessage"
+
+
+def test_this_release_reads_the_previous_envelope_version_and_answers_in_it():
+    old = json.dumps(GOOD_REQUEST).encode()  # version 1: no sent_at
+    request = envelope.decode_request(old)
+    assert request["v"] == 1 and request["sent_at"] is None
+    reply = envelope.decode_reply(envelope.encode_reply("m-1", result=7, version=request["v"]))
+    assert (reply["v"], reply["result"]) == (1, 7)
+
+
+def test_a_request_written_for_the_previous_release_has_none_of_the_new_fields():
+    body = envelope.encode_request("cast", "m-3", "build", {}, {"request_id": "r"}, None, None, "compute", version=1)
+    assert set(json.loads(body)) == set(GOOD_REQUEST)
+    current = json.loads(envelope.encode_request("cast", "m-4", "build", {}, {"request_id": "r"}, None, None, "c"))
+    assert current["v"] == envelope.VERSION and isinstance(current["sent_at"], float)
+
+
+def test_a_newer_envelope_is_refused_saying_so_never_guessed_at():
+    newer = dict(GOOD_REQUEST, v=envelope.VERSION + 1, something_new={"x": 1})
+    with pytest.raises(envelope.NewerEnvelope) as refused:
+        envelope.decode_request(json.dumps(newer).encode())
+    assert f"Envelope version {envelope.VERSION + 1} is newer than this worker reads" in refused.value.message
+    assert "requeue-dead" in refused.value.message
+    with pytest.raises(envelope.NewerEnvelope):
+        envelope.decode_reply(json.dumps(dict(GOOD_REPLY, v=envelope.VERSION + 1)).encode())
+
+
+def test_a_release_writes_only_versions_it_reads():
+    assert envelope.check_version(envelope.OLDEST_READ) == envelope.OLDEST_READ
+    with pytest.raises(ValueError, match="this release writes"):
+        envelope.check_version(envelope.VERSION + 1)

@@ -207,7 +207,7 @@ def test_malformed_message_is_dead_lettered_and_worker_keeps_running(transport, 
     keyring = signing.keyring_of(transport)
     transport.publish("fabric", "widgets", keyring.sign(signing.REQUEST, b'{"v": 1, "kind": "cast"', "api", "widgets"),
                       message_id="bad-1", persistent=True)
-    transport.publish("fabric", "widgets", keyring.sign(signing.REQUEST, json.dumps({"v": 9}).encode(), "api",
+    transport.publish("fabric", "widgets", keyring.sign(signing.REQUEST, json.dumps({"v": 0}).encode(), "api",
                                                         "widgets"), message_id="bad-2", persistent=True)
     assert client.call(ctx, "echo", value="still here") == "still here"
     wait_for(lambda: transport.queue_depth("widgets.dead") == 2, what="two dead letters")

@@ -6,9 +6,11 @@ import random
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from fabric import exception
 from fabric.config import Settings
+from fabric.db.models import Instance
 from fabric.scheduler import claims
 from fabric.scheduler.host_state import HostStateCache
 from fabric.scheduler.request import AFFINITY, ANTI_AFFINITY, RequestSpec, load_instance_request
@@ -197,3 +199,14 @@ def test_concurrent_affinity_puts_every_member_on_one_host(server_db):
     outcomes, _lost = run_schedulers(server_db, ids)
     assert len(set(outcomes.values())) == 1, outcomes
     assert next(iter(outcomes.values())).startswith("host")
+
+
+def test_an_instance_being_built_is_never_placed(sqlite_db):
+    build.add_hosts(sqlite_db, 1)
+    [iid] = build.add_instances(sqlite_db, 1)
+    with sqlite_db.begin() as session:
+        session.execute(sa.update(Instance).where(Instance.id == iid).values(task_state="spawning"))
+    with pytest.raises(exception.InstanceStateConflict):
+        claims.claim(sqlite_db, spec_for(iid), host_state(sqlite_db, "host0000"), RATIOS)
+    assert build.nodes(sqlite_db)["host0000"].memory_mb_used == 0
+    assert build.instances(sqlite_db)[iid].host is None

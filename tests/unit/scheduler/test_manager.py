@@ -183,3 +183,24 @@ def test_select_destinations_ranks_without_claiming(sqlite_db):
         manager.select_destinations(CTX, {"memory_mb": 1, "ignore_hosts": "host0000"})
     with pytest.raises(exception.Invalid, match="limit 0"):
         manager.select_destinations(CTX, {"memory_mb": 1}, limit=0)
+
+
+def test_a_reschedule_leaves_a_build_its_host_took_up_again(sqlite_db):
+    # The failing host put the instance back in scheduling and asked for a reschedule; before the
+    # scheduler got to it, a redelivered build message made that host build it again (networking).
+    # The reschedule must leave it there: clearing the host and placing it elsewhere made two hosts
+    # build one server, and the first one's undo took the port of the one that went ACTIVE.
+    build.add_hosts(sqlite_db, 2)
+    [iid] = build.add_instances(sqlite_db, 1)
+    compute = RecordingCompute()
+    manager = manager_for(sqlite_db, compute)
+    manager.schedule_and_build(CTX, instance_id=iid)
+    first = compute.builds[-1][0]
+    with sqlite_db.begin() as session:
+        session.execute(sa.update(Instance).where(Instance.id == iid).values(task_state="networking"))
+    manager.schedule_and_build(CTX, instance_id=iid, failed_host=first, reason="cut by the broker")
+    assert [host for host, _ in compute.builds] == [first]
+    instance = build.instances(sqlite_db)[iid]
+    assert (instance.host, instance.task_state, instance.failed_hosts) == (first, "networking", [])
+    assert build.nodes(sqlite_db)[first].memory_mb_used == 1024
+
