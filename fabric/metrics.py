@@ -25,7 +25,7 @@ import prometheus_client
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fabric import config
+from fabric import config, multiprocess_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ COMPUTE_BUILD_SECONDS = prometheus_client.Histogram(
     "fabric_compute_build_duration_seconds", "Time from a build's start on the host to ACTIVE.",
     buckets=LATENCY_BUCKETS)
 
+#: Counted in each objectstore process (the worker and its helpers), summed at scrape time
+#: (multiprocess mode: fabric.multiprocess_metrics).
 OBJECTSTORE_BYTES_RECEIVED = prometheus_client.Counter(
     "fabric_objectstore_received_bytes_total", "Object bytes uploaded into the objectstore.")
 OBJECTSTORE_BYTES_SENT = prometheus_client.Counter(
@@ -152,7 +154,18 @@ def start_exposition(settings: config.Settings) -> Callable[[], None]:
     """
     if not settings.metrics.port:
         return lambda: None
-    server, thread = prometheus_client.start_http_server(settings.metrics.port, addr=settings.metrics.listen)
+    registry = prometheus_client.REGISTRY
+    if multiprocess_metrics.shared():
+        # Counters live in files of every process of this worker (its helpers'); RPC's in here.
+        from prometheus_client import multiprocess
+
+        from fabric.rpc.metrics import RPC, RpcCollector
+
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(RpcCollector(RPC))
+    server, thread = prometheus_client.start_http_server(settings.metrics.port, addr=settings.metrics.listen,
+                                                         registry=registry)
     LOG.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics.listen, server.server_port)
 
     def stop() -> None:

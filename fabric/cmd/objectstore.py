@@ -4,7 +4,13 @@ import fabric.cmd.eventlet_entry  # noqa: F401, I001 - first: monkey patches bef
 
 import sys
 
-from fabric.cmd import common, launcher
+from fabric import multiprocess_metrics
+
+# Before prometheus_client loads: the helper processes serve most requests, and their counters
+# reach this worker's /metrics through files in a directory they share (fabric.metrics).
+multiprocess_metrics.share_with_helpers()
+
+from fabric.cmd import common, launcher  # noqa: E402
 
 
 @common.clean_errors

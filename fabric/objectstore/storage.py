@@ -30,6 +30,8 @@ from pathlib import Path
 import eventlet.patcher
 import eventlet.tpool
 
+from fabric import metrics
+
 LOG = logging.getLogger(__name__)
 
 #: Bytes per read when streaming a blob out.
@@ -166,6 +168,7 @@ class BlobStore:
                 yield data
         finally:
             handle.close()
+            metrics.OBJECTSTORE_BYTES_SENT.inc(offset - start)
 
     def recover(self, referenced: Callable[[], set[str]]) -> tuple[int, int]:
         """Remove what a crash left: every temporary file, and every blob no row names.

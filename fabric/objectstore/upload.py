@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import hmac
 
+from fabric import metrics
 from fabric.objectstore import checksums, documents, sigv4
 from fabric.objectstore.chunked import AwsChunkedReader, ChunkSigning
 from fabric.objectstore.errors import S3Error
@@ -118,11 +119,14 @@ def receive(req: S3Request, writer: BlobWriter | MemorySink, max_size: int, *, d
     reader, length = body_reader(req, max_size)
     md5 = hashlib.md5(usedforsecurity=False)
     hasher = checksums.new(algorithm) if algorithm else None
-    while data := reader.read(READ_SIZE):
-        writer.write(data)
-        md5.update(data)
-        if hasher is not None:
-            hasher.update(data)
+    try:
+        while data := reader.read(READ_SIZE):
+            writer.write(data)
+            md5.update(data)
+            if hasher is not None:
+                hasher.update(data)
+    finally:
+        metrics.OBJECTSTORE_BYTES_RECEIVED.inc(writer.size)
     if writer.size != length:
         raise S3Error("IncompleteBody", f"received {writer.size} bytes; {length} were announced")
     if expected_md5 is not None and md5.digest() != expected_md5:

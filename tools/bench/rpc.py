@@ -26,9 +26,11 @@ direct reply-to. The table gives fabric's ratios
 to oslo.messaging. The machine may be shared: compare ratios within one run.
 
 fabric runs as deployed, every message signed (keys made for the run in a temporary
-directory); a fifth system, fabric with ``[signing] enabled = false``, gives signing's
-cost per call and per cast in microseconds, beside the in-process cost of signing and
-checking a request and its reply.
+directory) and counted for Prometheus (fabric.rpc.metrics); a fifth system, fabric with
+``[signing] enabled = false``, gives signing's cost per call and per cast in microseconds,
+beside the in-process cost of signing and checking a request and its reply; a sixth,
+fabric with its RPC metrics switched off (their methods replaced by no-ops, in the bench
+only: fabric has no switch), gives the metrics' cost, which must stay under 5%.
 
 ``--cluster`` measures fabric alone (oslo.messaging not needed) on the local node with
 classic queues, on the local node with quorum queues, and on a 3-node RabbitMQ cluster
@@ -425,6 +427,32 @@ def signing_micro_cost(payload: int, n: int = 20000) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
+def disable_rpc_metrics() -> None:
+    """Make every RPC metrics update a no-op in this process (the metrics-off system)."""
+    from fabric.rpc import metrics
+
+    for name in ("sent_message", "call_answered", "handled_message", "dead_lettered", "waited", "reconnected"):
+        setattr(metrics.RPC, name, lambda *args, **kwargs: None)
+
+
+#: Largest cost of the RPC metrics, as a share of a rate, that the run accepts.
+METRICS_BUDGET = 0.05
+
+
+def print_metrics_cost(results: dict) -> bool:
+    on, off = results["fabric"], results["fabric_nometrics"]
+    print("\nMetrics (fabric.rpc.metrics): fabric as shipped vs the same with its RPC metrics off\n"
+          f"{'measure':34} {'metrics':>9} {'off':>9} {'cost':>7}  within {METRICS_BUDGET:.0%}")
+    within = True
+    for label, group in (("call rate, 1 caller (calls/s)", "call1"), ("call rate, 50 callers (calls/s)", "call50"),
+                         ("cast rate end-to-end (msg/s)", "cast")):
+        cost = 1 - on[group]["rate"] / off[group]["rate"]
+        ok = cost <= METRICS_BUDGET
+        within &= ok
+        print(f"{label:34} {on[group]['rate']:>9.0f} {off[group]['rate']:>9.0f} {cost:>7.1%}  {'yes' if ok else 'NO'}")
+    return within
+
+
 def print_signing(results: dict, payload: int) -> None:
     on, off = results["fabric"], results["fabric_unsigned"]
     print("\nSigning (HMAC-SHA256 per role pair): fabric signed vs fabric with [signing] enabled = false\n"
@@ -460,6 +488,8 @@ def main() -> int:
 
         if not os.environ.get("BENCH_NO_PATCH"):
             eventlet.monkey_patch()
+        if os.environ.get("BENCH_NO_METRICS"):
+            disable_rpc_metrics()
         if args.role == "server":
             servers = {"fabric": serve_fabric, "fabric_queue": serve_fabric, "oslo": serve_oslo,
                        "kombu": serve_kombu}
@@ -487,7 +517,7 @@ def main() -> int:
     os.environ["FABRIC_SIGNING_KEY_DIR"] = key_dir.name  # every fabric process signs with these
     with key_dir, rabbit_vhost(broker=args.broker) as (vhost, url):
         rounds: dict[str, list[dict]] = {}
-        systems = ["kombu", "oslo", "fabric", "fabric_queue", "fabric_unsigned"]
+        systems = ["kombu", "oslo", "fabric", "fabric_queue", "fabric_unsigned", "fabric_nometrics"]
         for number in range(args.rounds):
             # Rotate the order so no system always runs at the same point of the load.
             order = systems[number % len(systems):] + systems[:number % len(systems)]
@@ -495,6 +525,8 @@ def main() -> int:
                 print(f"round {number + 1}/{args.rounds}: {system} ...", file=sys.stderr, flush=True)
                 if system == "fabric_unsigned":
                     rounds.setdefault(system, []).append(run_system("fabric", url, args, _UNSIGNED))
+                elif system == "fabric_nometrics":
+                    rounds.setdefault(system, []).append(run_system("fabric", url, args, {"BENCH_NO_METRICS": "1"}))
                 else:
                     rounds.setdefault(system, []).append(run_system(system, url, args))
     results = {system: medians(runs) for system, runs in rounds.items()}
@@ -507,6 +539,7 @@ def main() -> int:
           "confirmed publishing\n(each confirm waited for inside publish), persistent, durable queue, "
           "acked after the work.")
     print_signing(results, args.payload)
+    met &= print_metrics_cost(results)
     print("\nall targets met" if met else "\nSOME TARGETS NOT MET")
     return 0 if met else 1
 

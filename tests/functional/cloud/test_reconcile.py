@@ -2,7 +2,7 @@
 
 One real guest on a VXLAN network of the shared cloud (tests/fixtures/cloud.py: namespaces,
 QEMU, every worker its own process). Each kind of drift is made the way an operator's
-mistake or a crash makes it (the guest's QEMU killed, a tap, a bridge or a DHCP hosts entry
+mistake or a crash makes it (the guest's QEMU killed, a guest whose row says deleted, a tap, a bridge or a DHCP hosts entry
 deleted, an nftables rule removed, a leftover bridge, an address row deleted, an
 allocation left without a port); the command run as an operator runs it reports it,
 repairs it only with the flag that names its kind, and the next report is clean.
@@ -119,6 +119,31 @@ def test_a_guest_killed_behind_fabrics_back_is_reported_unsynced_and_fixed(cloud
     assert cloud.osc(server["env"], "server", "show", "drift-vm")["status"] == "SHUTOFF"
     code, out = manage(cloud, "servers", "--host", host.name)
     assert code == 0 and lines_about(out, server["id"]) == [], out
+
+
+def test_a_guest_the_database_forgot_is_reported_orphan_and_destroyed_by_its_flag(cloud, server):
+    host, ns = server["host"], server["host"].namespace
+    qemu = _qemu_of(ns, server["id"])
+    # Behind fabric's back: the row says deleted while its guest still runs on the host.
+    with cloud.db.begin() as session:
+        session.execute(sa.update(Instance).where(Instance.id == server["id"]).values(deleted=True))
+    try:
+        code, out = manage(cloud, "servers", "--host", host.name)
+        [line] = lines_about(out, server["id"])
+        assert code == 1 and line == (f"{host.name}: orphan server {server['id']}: guest RUNNING: "
+                                      "the server is deleted in the database"), out
+        assert _qemu_of(ns, server["id"]) == qemu  # a report changes nothing
+        code, out = manage(cloud, "servers", "--host", host.name, "--fix-stale", "--fix-unsynced")
+        assert not lines_about(out, server["id"])[0].endswith("[fixed]"), out  # not its kind
+        code, out = manage(cloud, "servers", "--host", host.name, "--fix-orphans")
+        assert lines_about(out, server["id"])[0].endswith("[fixed]"), out
+        wait_until(lambda: not Path(f"/proc/{qemu}").exists(), timeout=60, what="the orphan's QEMU gone")
+        code, out = manage(cloud, "servers", "--host", host.name)
+        assert lines_about(out, server["id"]) == [], out
+    finally:
+        # Live again, its guest gone (a stale server now): the project's clean-up deletes it.
+        with cloud.db.begin() as session:
+            session.execute(sa.update(Instance).where(Instance.id == server["id"]).values(deleted=False))
 
 
 def test_kernel_objects_deleted_or_left_behind_are_reported_and_repaired_by_their_flag(cloud, server):

@@ -145,6 +145,12 @@ def test_prometheus_scrapes_every_worker_and_status_names_what_needs_a_person(
         wait_until(lambda: (prometheus.value(allocated) or 0) >= SERVERS + hosts_used, 30,
                    f"{allocated} >= servers + DHCP ports",
                    workers=cloud.workers, interval=0.5)
+        # The image went into the objectstore once and out to each host that built (the worker and
+        # its helper process count separately; the scrape sums them).
+        image_bytes = 4096
+        wait_until(lambda: (prometheus.value("sum(fabric_objectstore_received_bytes_total)") or 0) >= image_bytes
+                   and (prometheus.value("sum(fabric_objectstore_sent_bytes_total)") or 0) >= image_bytes * hosts_used,
+                   30, "the objectstore's bytes in and out", workers=cloud.workers, interval=0.5)
         # Latency quantiles (since the workers started) are real durations: above zero, below the storm's.
         for histogram in ('fabric_api_request_duration_seconds_bucket{route="/compute/v2.1/servers",method="POST"}',
                           'fabric_rpc_call_duration_seconds_bucket{topic="ipam",method="allocate"}',
