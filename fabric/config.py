@@ -203,6 +203,10 @@ class MetricsSection:
     port: int = option(0, "Port of this process's metrics endpoint; 0 serves none. Workers on one host need a port each (the systemd units in conf/systemd set FABRIC_METRICS_PORT per worker).", minimum=0)
 
 
+#: FABRIC_ environment variables that are no setting: the configuration file's path
+#: (read by the launchers' --config-file default).
+NOT_SETTINGS = frozenset({"FABRIC_CONFIG"})
+
 SECTIONS: dict[str, type] = {
     "DEFAULT": DefaultSection,
     "database": DatabaseSection,
@@ -355,7 +359,7 @@ def load(path: str | os.PathLike | None = None, environ: Mapping[str, str] | Non
                 values[section][key] = (raw, source)
 
     for key, raw in environ.items():
-        if not key.startswith("FABRIC_"):
+        if not key.startswith("FABRIC_") or key in NOT_SETTINGS:
             continue
         rest = key[len("FABRIC_"):].lower()
         for section in SECTIONS:

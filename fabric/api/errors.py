@@ -10,7 +10,8 @@ A request that failed because the database could not be reached (refused,
 lost mid-request, restarting: :func:`fabric.db.retry.is_connection_error`),
 however the error reached here, is answered 503 with ``Retry-After``, never
 500: nothing it wrote was committed unless the answer says so, and the same
-request can be sent again. Every 503 carries ``Retry-After``.
+request can be sent again. Every 503 carries ``Retry-After``. A write a unique or
+foreign-key constraint refused (a race the handler's own check lost) is answered 409.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import falcon
 
 from fabric import exception
+from fabric.db import constraints
 from fabric.db.retry import describe, is_connection_error
 
 LOG = logging.getLogger(__name__)
@@ -108,6 +110,15 @@ def _database_unreachable(req: falcon.Request, resp: falcon.Response, ex: BaseEx
 def handle_unexpected(req, resp, ex: Exception, params) -> None:
     if is_connection_error(ex):
         _database_unreachable(req, resp, ex)
+        return
+    broken = constraints.violation(ex)
+    if broken is not None:
+        # A race the handler's own check lost (two creates of one name at once; a delete
+        # under a create that refers to it): the database refused it, nothing was written.
+        LOG.info("%s %s: a %s constraint refused the write: %s", req.method, req.path, broken, ex.orig)
+        message = ("It already exists: a concurrent request created the same thing first." if broken == constraints.UNIQUE
+                   else "Something it refers to was deleted, or something still refers to it, meanwhile.")
+        _render(req, resp, 409, message, "Conflict")
         return
     LOG.exception("Unexpected error in %s %s", req.method, req.path)
     _render(req, resp, 500, "An unexpected error occurred; the request id names it in the API log.")

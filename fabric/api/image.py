@@ -148,7 +148,8 @@ class Images:
         doc: dict = {"first": "/v2/images", "schema": "/v2/schemas/images"}
         if limit is not None and len(rows) > limit:
             rows = rows[:limit]
-            doc["next"] = f"/v2/images?limit={limit}&marker={rows[-1].id}"
+            if rows:  # limit=0 asks for no image: there is no last one to continue after
+                doc["next"] = f"/v2/images?limit={limit}&marker={rows[-1].id}"
         doc["images"] = [image_document(r) for r in rows]
         common.respond(resp, doc)
 

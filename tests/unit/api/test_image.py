@@ -121,6 +121,16 @@ def test_list_filters_and_isolation(api):
     assert [i["name"] for i in api.app.get(f"{IMG}/images", headers=other.headers).json["images"]] == ["pub"]
 
 
+def test_limit_zero_and_blank_filters_answer_an_empty_page(api):
+    # schemathesis's coverage phase found this a 500: limit=0 with images present.
+    owner = api.make_member()
+    create(api, owner, name="alpha")
+    page = api.app.get(f"{IMG}/images?name=&id=&status=&limit=0&marker=", headers=owner.headers).json
+    assert page["images"] == [] and "next" not in page
+    page = api.app.get(f"{IMG}/images?limit=1", headers=owner.headers).json
+    assert len(page["images"]) == 1
+
+
 def test_bad_input_names_the_field(api):
     member = api.make_member()
     resp = api.app.post_json(f"{IMG}/images", {"name": "x", "disk_format": "floppy"}, headers=member.headers,
