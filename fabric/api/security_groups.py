@@ -289,6 +289,35 @@ def set_port_groups(deps, context, port_id: str, refs: list[str]) -> list[str]:
     return ids
 
 
+def change_server_groups(deps, context, instance, ref: str, add: bool) -> str:
+    """Put every port of ``instance`` in the group ``ref`` (an id or name of its project's
+    groups), or take them all out of it (Compute's addSecurityGroup and removeSecurityGroup);
+    returns the group's id. Invalid when it is already in (or not in) the group, as Nova says;
+    Conflict while the server has no port yet; NotFound for an unknown group."""
+    project = instance.project_id
+    with deps.db.begin() as session:
+        ports = list(session.scalars(sa.select(Port.id).where(Port.device_id == instance.id)))
+    if not ports:
+        raise exception.Conflict(reason=f"server {instance.id} has no port yet: change its security groups "
+                                        "once it is built")
+    default_id = secgroups_db.ensure_default_group(deps.db, project) if ref == secgroups_db.DEFAULT_NAME else None
+    with deps.db.begin() as session:
+        [group_id] = secgroups_db.resolve_groups(session, project, [ref], default_id)
+        members = set(session.scalars(sa.select(PortSecurityGroup.port_id).where(
+            PortSecurityGroup.port_id.in_(ports), PortSecurityGroup.security_group_id == group_id)))
+        if add:
+            if members == set(ports):
+                raise exception.Invalid(reason=f"security group {ref!r} is already associated with server {instance.id}")
+            session.add_all([PortSecurityGroup(port_id=p, security_group_id=group_id) for p in ports if p not in members])
+        else:
+            if not members:
+                raise exception.Invalid(reason=f"security group {ref!r} is not associated with server {instance.id}")
+            session.execute(sa.delete(PortSecurityGroup).where(PortSecurityGroup.port_id.in_(ports),
+                                                               PortSecurityGroup.security_group_id == group_id))
+    announce(deps, context, f"Server {instance.id} {'added to' if add else 'removed from'} security group {group_id}")
+    return group_id
+
+
 def update_port(req, resp, port_id: str) -> list[str]:
     """``PUT /ports/{id}``: only ``security_groups`` may change; returns the new group ids."""
     data = common.body(req, PORT_UPDATE)["port"]

@@ -1,5 +1,6 @@
 """Server actions: reboot (soft, hard), os-stop, os-start, pause/unpause,
-suspend/resume and os-getConsoleOutput.
+suspend/resume, os-getConsoleOutput, and addSecurityGroup/removeSecurityGroup (which
+change the groups of the server's ports: fabric.api.security_groups).
 
 The states each action may start from, and what it becomes on the compute
 worker, are :data:`fabric.compute.states.ACTIONS`; starting it (compare-and-swap
@@ -14,11 +15,13 @@ import falcon
 from marshmallow import Schema, fields, validate
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, security_groups
 from fabric.api.compute.servers import compute_service, get_instance
 from fabric.compute import states
 
 CONSOLE_ACTION = "os-getConsoleOutput"
+#: Actions on the server's ports' security groups: True adds, False removes.
+GROUP_ACTIONS = {"addSecurityGroup": True, "removeSecurityGroup": False}
 
 
 class RebootSchema(Schema):
@@ -29,6 +32,10 @@ class ConsoleSchema(Schema):
     length = fields.Integer(strict=False, allow_none=True, load_default=None, validate=validate.Range(min=-1))
 
 
+class GroupSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=255))
+
+
 class ServerAction:
     def on_post(self, req, resp, server_id):
         deps, context = common.deps(req), common.ctx(req)
@@ -36,7 +43,7 @@ class ServerAction:
         if not isinstance(data, dict) or len(data) != 1:
             raise exception.Invalid(reason="the action body must name exactly one action, e.g. {\"os-stop\": null}")
         (action, args), = data.items()
-        known = {a.split(":")[0] for a in states.ACTIONS} | {CONSOLE_ACTION}  # reboot:SOFT is "reboot"
+        known = {a.split(":")[0] for a in states.ACTIONS} | {CONSOLE_ACTION, *GROUP_ACTIONS}  # reboot:SOFT: "reboot"
         if action not in known:
             raise exception.Invalid(reason=f"action {action!r} is not supported; supported: "
                                            f"{', '.join(sorted(known))}")
@@ -46,7 +53,12 @@ class ServerAction:
         elif action == CONSOLE_ACTION:
             length = common.load(ConsoleSchema(), args or {})["length"]
         with deps.db.begin() as session:
-            get_instance(session, context, server_id)  # NotFound unless the caller may see it
+            instance = get_instance(session, context, server_id)  # NotFound unless the caller may see it
+        if action in GROUP_ACTIONS:
+            group = common.load(GroupSchema(), args)["name"]
+            security_groups.change_server_groups(deps, context, instance, group, add=GROUP_ACTIONS[action])
+            resp.status = falcon.HTTP_202
+            return
         service = compute_service(deps)
         if action == CONSOLE_ACTION:
             output = service.get_console_output(context, server_id, None if length in (None, -1) else length)

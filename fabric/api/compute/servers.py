@@ -238,12 +238,13 @@ class Servers:
                 rows = rows[:limit]
             scope = query.with_only_columns(Instance.id).order_by(None)
             addresses = views.addresses_for(session, rows, scope) if detail else {}
+            groups = views.groups_for(session, rows, scope) if detail else {}
             faults = views.faults_for(session, rows) if detail else {}
             base = deps.base_url(req)
             if detail:
                 # Encoded server by server (each cached while its row is unchanged), then joined.
-                docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id))
-                        for r in rows]
+                docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id),
+                                          groups.get(r.id)) for r in rows]
             else:
                 docs = [views.server_document(r, base, context.is_admin, {}, None, False) for r in rows]
         next_links = [{"rel": "next", "href": f"{base}/compute/v2.1/servers{'/detail' if detail else ''}"
@@ -285,9 +286,10 @@ class ServerItem:
         with deps.db.begin() as session:
             instance = get_instance(session, context, server_id)
             addresses = views.addresses_for(session, [instance])
+            groups = views.groups_for(session, [instance])[instance.id]
             fault = views.faults_for(session, [instance]).get(instance.id)
             common.respond(resp, {"server": views.server_document(
-                instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault)})
+                instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault, groups=groups)})
 
     def on_delete(self, req, resp, server_id):
         """Accept the delete once (compute's api: task deleting, or deleted at once for a server

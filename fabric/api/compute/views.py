@@ -12,6 +12,7 @@ from fabric.api import common
 from fabric.api.compute.flavors import links
 from fabric.compute import states
 from fabric.db.models import AddressAllocation, Instance, InstanceFault, Network, Port
+from fabric.db.models.secgroups import PortSecurityGroup, SecurityGroup
 
 #: task_state -> status while active, as nova shows it; other tasks show the vm_state's status.
 _TASK_STATUS = {states.REBOOTING: "REBOOT", states.REBOOTING_HARD: "HARD_REBOOT"}
@@ -98,6 +99,26 @@ def _parse_list(text: str) -> list:
     return json.loads(text)
 
 
+def groups_for(session, instances: list, scope: sa.Select | None = None) -> dict[str, list[dict]]:
+    """instance id -> its security groups as the server document lists them ([{"name"}], each
+    group once, by name): the groups of the ports bound to it. ``scope`` as for :func:`addresses_for`."""
+    ids = [i.id for i in instances]
+    result: dict[str, list[dict]] = {i: [] for i in ids}
+    if not ids:
+        return result
+    wanted_ports = Port.device_id.in_(scope) if scope is not None and len(ids) > _LITERAL_IDS else \
+        Port.device_id.in_(ids)
+    rows = session.execute(
+        sa.select(Port.device_id, SecurityGroup.name).distinct()
+        .join(PortSecurityGroup, PortSecurityGroup.port_id == Port.id)
+        .join(SecurityGroup, SecurityGroup.id == PortSecurityGroup.security_group_id)
+        .where(wanted_ports).order_by(Port.device_id, SecurityGroup.name)).all()
+    for device_id, name in rows:
+        if device_id in result:
+            result[device_id].append({"name": name})
+    return result
+
+
 def _addresses_from_network_info(network_info: list, names: dict[str, str]) -> dict[str, list]:
     """The compute worker's cached VIFs ({network_id, mac, address, ...}) as address documents."""
     out: dict[str, list] = {}
@@ -161,9 +182,9 @@ def _reference(base: str, kind: str, ident: str | None) -> dict:
 
 
 def server_document(instance: Instance, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
-                    detail: bool = True) -> dict:
+                    detail: bool = True, groups: list[dict] | None = None) -> dict:
     """A server as the clients read it. ``instance`` is a listing row (:data:`DOCUMENT_COLUMNS`)
-    or a model."""
+    or a model; ``groups`` its security groups (:func:`groups_for`)."""
     ident = instance.id
     links_ = links(base, "servers", ident)
     if not detail:
@@ -172,7 +193,7 @@ def server_document(instance: Instance, base: str, is_admin: bool, addresses: di
     doc = {
         "id": ident, "name": instance.display_name, "links": links_,
         "accessIPv4": "", "accessIPv6": "", "OS-DCF:diskConfig": "MANUAL", "config_drive": "",
-        "os-extended-volumes:volumes_attached": [], "security_groups": [{"name": "default"}],
+        "os-extended-volumes:volumes_attached": [], "security_groups": groups or [],
         "status": status_of(vm_state, instance.task_state),
         "tenant_id": project_id, "user_id": instance.user_id, "metadata": _metadata(instance.metadata_items),
         "hostId": host_id(project_id, host),
@@ -206,19 +227,22 @@ _HEADS: dict[tuple, str] = {}
 _HEADS_MAX = 8192
 
 
-def server_json(row, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None) -> str:
-    """:func:`server_document` of a listing row as compact JSON (its "addresses" last)."""
+def server_json(row, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
+                groups: list[dict] | None = None) -> str:
+    """:func:`server_document` of a listing row as compact JSON (its "security_groups" and
+    "addresses" last: they change without the row changing)."""
     if fault is not None:
-        doc = server_document(row, base, is_admin, addresses, fault)
+        doc = server_document(row, base, is_admin, addresses, fault, groups=groups)
+        doc["security_groups"] = doc.pop("security_groups")
         doc["addresses"] = doc.pop("addresses")
         return _ENCODE(doc)
     key = (tuple(row), base, is_admin)
     head = _HEADS.get(key)
     if head is None:
         doc = server_document(row, base, is_admin, addresses, None)
-        del doc["addresses"]
-        head = _ENCODE(doc)[:-1] + ',"addresses":'
+        del doc["addresses"], doc["security_groups"]
+        head = _ENCODE(doc)[:-1] + ',"security_groups":'
         if len(_HEADS) >= _HEADS_MAX:
             _HEADS.clear()
         _HEADS[key] = head
-    return head + _ENCODE(addresses) + "}"
+    return head + _ENCODE(groups or []) + ',"addresses":' + _ENCODE(addresses) + "}"

@@ -122,3 +122,20 @@ def test_server_create_security_group_reaches_the_ports_request(cloud, osc, osc_
     with cloud.db.begin() as session:
         assert session.scalars(sa.select(PortSecurityGroup.security_group_id)
                                .where(PortSecurityGroup.port_id == port_id)).all() == [db_group["id"]]
+
+    # The server's ports are its groups: shown by the server, changed by add/remove security group.
+    with cloud.db.begin() as session:
+        session.execute(sa.update(Port).where(Port.id == port_id).values(device_id=server["id"]))
+    shown = osc(admin, "server", "show", "sg-vm")
+    assert shown["security_groups"] == [{"name": "db"}]
+    osc(admin, "server", "add", "security", "group", "sg-vm", "default", json_out=False)
+    assert osc(admin, "server", "show", "sg-vm")["security_groups"] == [{"name": "db"}, {"name": "default"}]
+    osc_fails(admin, 400, "already associated", "server", "add", "security", "group", "sg-vm", "default")
+    osc(admin, "server", "remove", "security", "group", "sg-vm", "db", json_out=False)
+    assert osc(admin, "server", "show", "sg-vm")["security_groups"] == [{"name": "default"}]
+    osc_fails(admin, 400, "not associated", "server", "remove", "security", "group", "sg-vm", "db")
+    osc_fails(admin, 404, "nosuch could not be found", "server", "add", "security", "group", "sg-vm", "nosuch")
+    with cloud.db.begin() as session:
+        assert [g for g in session.scalars(sa.select(PortSecurityGroup.security_group_id)
+                                           .where(PortSecurityGroup.port_id == port_id))] == [
+            secgroups_db.ensure_default_group(cloud.db, row.project_id)]

@@ -433,3 +433,31 @@ def test_listing_matches_show_and_follows_every_change(api):
                                                                                   task_state="rebooting"))
     again = {s["id"]: s for s in api.app.get(f"{C}/servers/detail", headers=member.headers).json["servers"]}
     assert (again[ids[0]]["name"], again[ids[0]]["status"]) == ("renamed", "REBOOT")
+
+
+def test_a_server_shows_its_ports_groups_in_show_and_in_listings_as_they_change(api):
+    owner = api.make_member()
+    flavor = make_flavor(api)
+    server_id = boot(api, owner, flavor, make_image(api, owner.project_id)).json["server"]["id"]
+    place(api, server_id)
+    before = api.app.get(f"{C}/servers/detail", headers=owner.headers).json["servers"][0]
+    assert before["security_groups"] == []  # no port yet
+    with api.db.begin() as session:
+        network = Network(name="n", project_id=owner.project_id, network_type="vxlan", segmentation_id=4321)
+        session.add(network)
+        session.flush()
+        session.add(Port(id="p-sg", network_id=network.id, project_id=owner.project_id, mac_address="02:00:00:00:00:09",
+                         device_id=server_id))
+    headers = owner.headers
+    api.app.post_json(f"{C}/servers/{server_id}/action", {"addSecurityGroup": {"name": "default"}}, headers=headers,
+                      status=202)
+    # The listing caches each unchanged row's document: the groups must not be cached with it.
+    listed = api.app.get(f"{C}/servers/detail", headers=headers).json["servers"][0]
+    assert listed["security_groups"] == [{"name": "default"}] and listed["addresses"] == {"n": []}
+    assert api.app.get(f"{C}/servers/{server_id}", headers=headers).json["server"]["security_groups"] == [
+        {"name": "default"}]
+    api.app.post_json(f"{C}/servers/{server_id}/action", {"removeSecurityGroup": {"name": "default"}},
+                      headers=headers, status=202)
+    assert api.app.get(f"{C}/servers/detail", headers=headers).json["servers"][0]["security_groups"] == []
+    bad = api.app.post_json(f"{C}/servers/{server_id}/action", {"addSecurityGroup": {}}, headers=headers, status=400)
+    assert "name" in bad.json["badRequest"]["message"]
