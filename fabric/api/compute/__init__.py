@@ -8,7 +8,7 @@ PREFIX = "/compute/v2.1"
 
 
 def register(app: falcon.App) -> None:
-    from fabric.api.compute import actions, flavors, hosts, keypairs, quotas, server_groups, servers
+    from fabric.api.compute import actions, flavors, hosts, keypairs, quotas, server_groups, server_metadata, servers
 
-    for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups):
+    for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata):
         module.register(app, PREFIX)

@@ -1,5 +1,5 @@
 """Servers: create (validate, reserve quota, commit, then cast the scheduler),
-list, detail, show and delete."""
+list, detail, show, rename and delete."""
 
 from __future__ import annotations
 
@@ -91,6 +91,24 @@ def get_instance(session, context, server_id: str) -> Instance:
     if instance is None or instance.deleted or not common.visible(context, instance.project_id):
         raise exception.NotFound(kind="Instance", ident=server_id)
     return instance
+
+
+def get_instance_for_update(session, context, server_id: str) -> Instance:
+    """:func:`get_instance`, its row locked until the transaction ends (so two changes of one
+    server at once both land; SQLite's writers take turns anyway)."""
+    get_instance(session, context, server_id)
+    return session.scalars(sa.select(Instance).where(Instance.id == server_id).with_for_update()
+                           .execution_options(populate_existing=True)).one()
+
+
+class ServerUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(min=1, max=255))
+    # Accepted and ignored, as Nova does: fabric has no access addresses.
+    accessIPv4 = fields.String()
+    accessIPv6 = fields.String()
+
+
+SERVER_UPDATE = Schema.from_dict({"server": fields.Nested(ServerUpdateSchema, required=True)})()
 
 
 def _validate_networks(session, context, requested: list[dict]) -> list[dict]:
@@ -285,6 +303,21 @@ class ServerItem:
         deps, context = common.deps(req), common.ctx(req)
         with deps.db.begin() as session:
             instance = get_instance(session, context, server_id)
+            addresses = views.addresses_for(session, [instance])
+            groups = views.groups_for(session, [instance])[instance.id]
+            fault = views.faults_for(session, [instance]).get(instance.id)
+            common.respond(resp, {"server": views.server_document(
+                instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault, groups=groups)})
+
+    def on_put(self, req, resp, server_id):
+        """``server set --name``: the server's name; answers the server."""
+        deps, context = common.deps(req), common.ctx(req)
+        data = common.body(req, SERVER_UPDATE)["server"]
+        with deps.db.begin() as session:
+            instance = get_instance_for_update(session, context, server_id)
+            if "name" in data:
+                instance.display_name = data["name"]
+            session.flush()
             addresses = views.addresses_for(session, [instance])
             groups = views.groups_for(session, [instance])[instance.id]
             fault = views.faults_for(session, [instance]).get(instance.id)

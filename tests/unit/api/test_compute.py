@@ -461,3 +461,23 @@ def test_a_server_shows_its_ports_groups_in_show_and_in_listings_as_they_change(
     assert api.app.get(f"{C}/servers/detail", headers=headers).json["servers"][0]["security_groups"] == []
     bad = api.app.post_json(f"{C}/servers/{server_id}/action", {"addSecurityGroup": {}}, headers=headers, status=400)
     assert "name" in bad.json["badRequest"]["message"]
+
+
+def test_server_metadata_merge_replace_item_and_limits(api):
+    owner = api.make_member()
+    server_id = boot(api, owner, make_flavor(api), make_image(api, owner.project_id), metadata={"a": "1"}).json[
+        "server"]["id"]
+    url, h = f"{C}/servers/{server_id}/metadata", owner.headers
+    assert api.app.post_json(url, {"metadata": {"b": "2"}}, headers=h).json["metadata"] == {"a": "1", "b": "2"}
+    assert api.app.put_json(url, {"metadata": {"c": "3"}}, headers=h).json["metadata"] == {"c": "3"}
+    assert api.app.put_json(f"{url}/d", {"meta": {"d": "4"}}, headers=h).json == {"meta": {"d": "4"}}
+    assert api.app.get(f"{url}/d", headers=h).json == {"meta": {"d": "4"}}
+    bad = api.app.put_json(f"{url}/d", {"meta": {"e": "5"}}, headers=h, status=400)
+    assert "exactly the item 'd'" in bad.json["badRequest"]["message"]
+    too_many = {f"k{n}": "v" for n in range(129)}
+    bad = api.app.put_json(url, {"metadata": too_many}, headers=h, status=400)
+    assert "at most 128" in bad.json["badRequest"]["message"]
+    api.app.delete(f"{url}/d", headers=h, status=204)
+    api.app.delete(f"{url}/d", headers=h, status=404)
+    assert api.app.get(url, headers=h).json["metadata"] == {"c": "3"}
+    assert api.app.get(f"{C}/servers/{server_id}", headers=h).json["server"]["metadata"] == {"c": "3"}

@@ -1,0 +1,50 @@
+"""``openstack server set --name / --property`` and ``server unset --property`` through the real
+CLI against a running fabric-api: the changes are answered, shown and stored; bad values are
+refused naming them; another project's server is not found.
+
+Uses the ``cloud`` fixture of test_openstack_clients (one fabric-api process for this module).
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from fabric.db.models import Instance
+from tests.fixtures.api import add_user
+from tests.fixtures.cli import openstack_env
+from tests.functional.api.test_openstack_clients import PASSWORD, cloud  # noqa: F401 - the module's API process
+
+pytestmark = pytest.mark.functional
+
+
+def test_rename_and_properties_through_the_cli(cloud, osc, osc_fails, tmp_path):  # noqa: F811
+    admin = cloud.admin_env("upd-admin")
+    osc(admin, "flavor", "create", "--ram", "128", "--vcpus", "1", "--disk", "1", "upd.tiny")
+    (tmp_path / "disk.raw").write_bytes(b"\0" * 512)
+    osc(admin, "image", "create", "--file", str(tmp_path / "disk.raw"), "--disk-format", "raw",
+        "--container-format", "bare", "--public", "upd-image")
+    osc(admin, "network", "create", "upd-net")
+    osc(admin, "subnet", "create", "--network", "upd-net", "--subnet-range", "10.34.0.0/24", "upd-sub")
+    server = osc(admin, "server", "create", "--flavor", "upd.tiny", "--image", "upd-image", "--network", "upd-net",
+                 "--property", "tier=web", "upd-vm")
+
+    osc(admin, "server", "set", "--name", "upd-renamed", "--property", "owner=ops", "--property", "tier=db",
+        server["id"], json_out=False)
+    shown = osc(admin, "server", "show", server["id"])
+    assert shown["name"] == "upd-renamed"
+    assert shown["properties"] in ({"owner": "ops", "tier": "db"}, "owner='ops', tier='db'")
+    osc(admin, "server", "unset", "--property", "tier", server["id"], json_out=False)
+    with cloud.db.begin() as session:
+        row = session.get(Instance, server["id"])
+        assert (row.display_name, row.metadata_items) == ("upd-renamed", {"owner": "ops"})
+
+    osc_fails(admin, 400, "255", "server", "set", "--property", f"k={'v' * 256}", server["id"])
+    osc_fails(admin, 404, "Metadata item nosuch could not be found", "server", "unset", "--property", "nosuch",
+              server["id"])
+    # Another project's member finds nothing to change.
+    add_user(cloud.db, "upd-other", "member", PASSWORD)
+    other = openstack_env(cloud.auth_url, "upd-other-user", PASSWORD, "upd-other")
+    osc_fails(other, 404, "", "server", "set", "--name", "stolen", server["id"])
+    with cloud.db.begin() as session:
+        assert session.scalar(sa.select(Instance.display_name).where(Instance.id == server["id"])) == "upd-renamed"
