@@ -241,14 +241,11 @@ function init(args)
    for line in io.lines(REQUESTS) do
       if n % THREADS == id then
          local parts = {}
-         for part in string.gmatch(line, "[^	]+") do parts[#parts + 1] = part end
-         local head = parts[1] .. " " .. parts[2] .. " HTTP/1.1
-"
-         for i = 3, #parts do head = head .. parts[i] .. "
-" end
+         for part in string.gmatch(line, "[^\t]+") do parts[#parts + 1] = part end
+         local head = parts[1] .. " " .. parts[2] .. " HTTP/1.1\r\n"
+         for i = 3, #parts do head = head .. parts[i] .. "\r\n" end
          local payload = (parts[1] == "PUT") and body or ""
-         mine[#mine + 1] = head .. "
-" .. payload
+         mine[#mine + 1] = head .. "\r\n" .. payload
       end
       n = n + 1
    end
@@ -299,7 +296,7 @@ def run_phase(server: Server, workdir: Path, requests: list[tuple[str, str, dict
     script = workdir / "replay.lua"
     script.write_text(f"REQUESTS = {str(listing)!r}\nBODY = {str(body_file) if body else ''!r}\n"
                       f"THREADS = {WRK_THREADS}\nCOUNT = {count}\n" + WRK_SCRIPT)
-    done = subprocess.run([wrk_binary(), "-t", str(WRK_THREADS), "-c", str(clients), "-d", "600s", "--timeout", "120s",
+    done = subprocess.run([wrk_binary(), "-t", str(WRK_THREADS), "-c", str(clients), "-d", "300s", "--timeout", "60s",
                            "-s", str(script), f"http://127.0.0.1:{server.port}/"],
                           capture_output=True, text=True, timeout=700)
     line = next((out for out in done.stdout.splitlines() if out.startswith("WRK ")), None)

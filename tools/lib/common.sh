@@ -94,4 +94,19 @@ ensure_services() {
         say "not reachable: ${failed[*]}"
         return 1
     fi
+    ensure_postgres_connections
+}
+
+# The suite runs on parallel workers, each starting clouds of worker processes with
+# connection pools: PostgreSQL's stock limit of 100 connections is too few. Raised once
+# (ALTER SYSTEM, then a restart, only when the running server has less).
+POSTGRES_MAX_CONNECTIONS=400
+ensure_postgres_connections() {
+    local current
+    current=$(psql -h 127.0.0.1 -U postgres -Atc "show max_connections" 2>/dev/null) || return 0
+    [ "$current" -ge "$POSTGRES_MAX_CONNECTIONS" ] && return 0
+    say "raising PostgreSQL's max_connections from $current to $POSTGRES_MAX_CONNECTIONS (a restart)"
+    psql -h 127.0.0.1 -U postgres -qc "ALTER SYSTEM SET max_connections = $POSTGRES_MAX_CONNECTIONS" >/dev/null
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart >/dev/null 2>&1 || true
+    wait_port 5432 60
 }
