@@ -72,22 +72,6 @@ OBJECTSTORE_BYTES_SENT = prometheus_client.Counter(
     "fabric_objectstore_sent_bytes_total", "Object bytes downloaded from the objectstore.")
 
 
-class Timer:
-    """``with Timer(histogram):`` observes the block's duration in seconds."""
-
-    __slots__ = ("histogram", "started")
-
-    def __init__(self, histogram: Any) -> None:
-        self.histogram = histogram
-
-    def __enter__(self) -> Timer:
-        self.started = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.histogram.observe(time.perf_counter() - self.started)
-
-
 class InstanceStates(Collector):
     """``fabric_instances{vm_state, task_state}``: servers not deleted, counted at scrape time.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -26,7 +27,7 @@ def share_with_helpers() -> str:
     """
     if os.environ.get(VARIABLE):
         return os.environ[VARIABLE]
-    if "prometheus_client" in __import__("sys").modules:
+    if "prometheus_client" in sys.modules:
         raise RuntimeError("share_with_helpers() must run before prometheus_client is imported")
     directory = tempfile.mkdtemp(prefix="fabric-metrics-")
     os.environ[VARIABLE] = directory

@@ -112,7 +112,7 @@ class NetworkManager(Manager):
                 self.driver.security = dbstate.security_state(self.db, self.host)
             return self.driver.plug(spec)
 
-        with metrics.Timer(metrics.NETWORK_PLUG_SECONDS):
+        with metrics.NETWORK_PLUG_SECONDS.time():
             device = self._serialised(plug)
         if spec.id in self.driver.security.ports:
             self._announce_membership(ctx, spec.id)

@@ -299,15 +299,19 @@ def _fail_build(db, ids: list[str], project_id: str, deltas: dict, err: exceptio
 
 
 class ServerItem:
+    @staticmethod
+    def _respond(req, resp, session, context, instance: Instance) -> None:
+        """Answer the server's document, read in ``session``."""
+        addresses = views.addresses_for(session, [instance])[instance.id]
+        groups = views.groups_for(session, [instance])[instance.id]
+        fault = views.faults_for(session, [instance]).get(instance.id)
+        common.respond(resp, {"server": views.server_document(
+            instance, common.deps(req).base_url(req), context.is_admin, addresses, fault, groups=groups)})
+
     def on_get(self, req, resp, server_id):
         deps, context = common.deps(req), common.ctx(req)
         with deps.db.begin() as session:
-            instance = get_instance(session, context, server_id)
-            addresses = views.addresses_for(session, [instance])
-            groups = views.groups_for(session, [instance])[instance.id]
-            fault = views.faults_for(session, [instance]).get(instance.id)
-            common.respond(resp, {"server": views.server_document(
-                instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault, groups=groups)})
+            self._respond(req, resp, session, context, get_instance(session, context, server_id))
 
     def on_put(self, req, resp, server_id):
         """``server set --name``: the server's name; answers the server."""
@@ -318,11 +322,7 @@ class ServerItem:
             if "name" in data:
                 instance.display_name = data["name"]
             session.flush()
-            addresses = views.addresses_for(session, [instance])
-            groups = views.groups_for(session, [instance])[instance.id]
-            fault = views.faults_for(session, [instance]).get(instance.id)
-            common.respond(resp, {"server": views.server_document(
-                instance, deps.base_url(req), context.is_admin, addresses[instance.id], fault, groups=groups)})
+            self._respond(req, resp, session, context, instance)
 
     def on_delete(self, req, resp, server_id):
         """Accept the delete once (compute's api: task deleting, or deleted at once for a server

@@ -32,6 +32,12 @@ def status_of(vm_state: str, task_state: str | None) -> str:
     return _VM_STATUS.get(vm_state, "UNKNOWN")
 
 
+def _ports_of(ids: list[str], scope: sa.Select | None) -> sa.ColumnElement[bool]:
+    """Ports bound to ``ids``: through ``scope`` (a SELECT of instance ids) for a long listing,
+    instead of a thousand bound ids."""
+    return Port.device_id.in_(scope) if scope is not None and len(ids) > _LITERAL_IDS else Port.device_id.in_(ids)
+
+
 def addresses_for(session, instances: list, scope: sa.Select | None = None) -> dict[str, dict[str, list]]:
     """instance id -> {network name: [address documents]}, from the ports bound to each
     (else from the compute worker's cached network_info, a list or its JSON text).
@@ -42,8 +48,7 @@ def addresses_for(session, instances: list, scope: sa.Select | None = None) -> d
     result: dict[str, dict[str, list]] = {i: {} for i in ids}
     if not ids:
         return result
-    wanted_ports = Port.device_id.in_(scope) if scope is not None and len(ids) > _LITERAL_IDS else \
-        Port.device_id.in_(ids)
+    wanted_ports = _ports_of(ids, scope)
     rows = session.execute(
         sa.select(Port.device_id, Port.mac_address, Network.name, Network.id, AddressAllocation.address)
         .join(Network, Network.id == Port.network_id)
@@ -106,8 +111,7 @@ def groups_for(session, instances: list, scope: sa.Select | None = None) -> dict
     result: dict[str, list[dict]] = {i: [] for i in ids}
     if not ids:
         return result
-    wanted_ports = Port.device_id.in_(scope) if scope is not None and len(ids) > _LITERAL_IDS else \
-        Port.device_id.in_(ids)
+    wanted_ports = _ports_of(ids, scope)
     rows = session.execute(
         sa.select(Port.device_id, SecurityGroup.name).distinct()
         .join(PortSecurityGroup, PortSecurityGroup.port_id == Port.id)

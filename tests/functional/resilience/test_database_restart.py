@@ -20,11 +20,6 @@ answered 503 a few times (or a few seconds), and started again. Then:
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +33,8 @@ from fabric.db import Database
 from fabric.db.models import AddressAllocation, ComputeNode, Instance, InstanceFault, Port
 from fabric.db.types import utcnow
 from tests.fixtures.api import make_schema_database
-from tests.fixtures.processes import REPO, wait_until
+from tests.fixtures.process_cloud import COMPUTE, Api, prepare, start_cloud
+from tests.fixtures.processes import wait_until
 from tests.functional.resilience.database_server import DatabaseServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.disruptive]
@@ -54,101 +50,20 @@ MAX_OUTAGE = 5.0
 #: Seconds after the storm within which every accepted server must have settled.
 SETTLE_WITHIN = 60.0
 PASSWORD = "restart-admin-pw"
-COMPUTE = "/compute/v2.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Api:
-    """A JSON client on one connection per thread (http.client is not thread-safe)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.token = ""
-        self._local = threading.local()
-
-    def request(self, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict, dict]:
-        """(status, headers, parsed body) of one request; retried once on a dropped keep-alive."""
-        for attempt in (1, 2):
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                conn = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=90)
-            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            headers = {"X-Auth-Token": self.token,
-                       "Content-Type": "application/octet-stream" if raw is not None else "application/json"}
-            try:
-                conn.request(method, path, body=data, headers=headers)
-                resp = conn.getresponse()
-                text = resp.read()
-            except (ConnectionError, http.client.RemoteDisconnected):
-                conn.close()
-                self._local.conn = None
-                if attempt == 2:
-                    raise
-                continue
-            parsed = json.loads(text) if text and resp.getheader("Content-Type", "").startswith(
-                "application/json") else {}
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, parsed
-        raise AssertionError("unreachable")
-
-    def ok(self, method: str, path: str, body=None, raw: bytes | None = None, expect=(200, 201, 202, 204)) -> dict:
-        status, headers, parsed = self.request(method, path, body, raw)
-        assert status in expect, f"{method} {path} -> {status}: {parsed}"
-        return parsed | {"_headers": headers}
 
 
 def _start_cloud(spawn, tmp_path, db_url: str, vhost: str) -> tuple[list, int]:
-    port = _free_port()
-    env = {"FABRIC_RPC_TRANSPORT_URL": vhost, "FABRIC_DATABASE_URL": db_url,
-           "FABRIC_DEFAULT_DATA_DIR": str(tmp_path / "data"), "FABRIC_COMPUTE_DRIVER": "fake",
-           "FABRIC_NETWORK_DRIVER": "fake", "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
-           "FABRIC_SERVICE_REPORT_INTERVAL": "2", "FABRIC_RPC_CALL_TIMEOUT": "60",
-           # A boot takes a moment, so builds are in flight when the database goes.
-           "FABRIC_COMPUTE_FAKE_SPAWN_SECONDS": "0.3",
-           "FABRIC_COMPUTE_RESOURCE_REPORT_INTERVAL": "2",
-           # Seven processes under the server's connection limit (100 on a stock PostgreSQL).
-           "FABRIC_DATABASE_POOL_SIZE": "3",
-           "FABRIC_API_LISTEN": "127.0.0.1", "FABRIC_API_PORT": str(port),
-           # The Image API keeps image data in the objectstore; compute hosts download from it.
-           "FABRIC_OBJECTSTORE_LISTEN": "127.0.0.1", "FABRIC_OBJECTSTORE_PORT": str(_free_port())}
-    started = [("fabric-ipam", "ctl"), ("fabric-scheduler", "ctl"), ("fabric-objectstore", "ctl")]
-    started += [(binary, host) for host in HOSTS for binary in ("fabric-network", "fabric-compute")]
-    started += [("fabric-api", "ctl")]
-    # The launchers refuse FABRIC_ variables they do not know, and ``spawn`` passes the
-    # FABRIC_TEST_ ones on: ``env -u`` (which execs, keeping the PID) drops them.
-    unset = [arg for key in sorted(os.environ) if key.startswith("FABRIC_TEST_") for arg in ("-u", key)]
-    workers = [spawn(["env", *unset, sys.executable, str(REPO / "bin" / binary)],
-                     env=env | {"FABRIC_DEFAULT_HOST": host}, name=f"{binary}-{host}")
-               for binary, host in started]
-    for worker, (binary, host) in zip(workers, started, strict=True):
-        worker.wait_for_log(f"Started {binary} on host {host}", timeout=120)
-    return workers, port
+    """Every worker its own process (tests/fixtures/process_cloud.py), a boot taking a moment so
+    builds are in flight when the database goes: (workers, API port)."""
+    cloud = start_cloud(spawn, tmp_path, db_url, vhost, hosts=HOSTS,
+                        env={"FABRIC_COMPUTE_FAKE_SPAWN_SECONDS": "0.3"})
+    return cloud.workers, cloud.api_port
 
 
 def _prepare(api: Api) -> tuple[str, dict]:
-    """A flavor, an image with its file, a network with a subnet, room in the quota: (project, server body)."""
-    status, headers, doc = api.request("POST", "/v3/auth/tokens", {"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": PASSWORD}}},
-        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
-    assert status == 201, doc
-    api.token = headers["x-subject-token"]
-    project = doc["token"]["project"]["id"]
-    flavor = api.ok("POST", f"{COMPUTE}/flavors", {"flavor": {"name": "storm", "ram": 64, "vcpus": 1,
-                                                              "disk": 1}})["flavor"]["id"]
-    image = api.ok("POST", "/image/v2/images", {"name": "storm", "disk_format": "raw",
-                                                "container_format": "bare"})["id"]
-    api.ok("PUT", f"/image/v2/images/{image}/file", raw=b"\0" * 4096)
-    network = api.ok("POST", "/networking/v2.0/networks", {"network": {"name": "storm"}})["network"]["id"]
-    api.ok("POST", "/networking/v2.0/subnets", {"subnet": {"network_id": network, "ip_version": 4,
-                                                           "cidr": "10.40.0.0/16"}})
-    api.ok("PUT", f"{COMPUTE}/os-quota-sets/{project}", {"quota_set": {
-        "instances": SERVERS, "cores": SERVERS, "ram": 64 * SERVERS}})
-    return project, {"server": {"flavorRef": flavor, "imageRef": image, "networks": [{"uuid": network}]}}
+    """Logged in as the admin, with what a create needs and quota for the storm: (project, server body)."""
+    project = api.login(PASSWORD)
+    return project, prepare(api, project, SERVERS)
 
 
 class Storm:

@@ -18,6 +18,7 @@ from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.exception import MessagingError
 from tests.fixtures.api import make_schema_database
+from tests.fixtures.process_cloud import Api
 from tests.fixtures.processes import wait_until
 from tests.fixtures.rabbitmq_cluster import cluster_vhost, rabbit_cluster  # noqa: F401 - fixtures
 from tests.fixtures.rpc import serving, wait_for
@@ -25,7 +26,6 @@ from tests.functional.resilience.test_database_restart import (
     PASSWORD,
     SERVERS,
     SETTLE_WITHIN,
-    Api,
     Storm,
     _hosts_reported,
     _in_flight,
