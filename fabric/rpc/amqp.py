@@ -8,7 +8,11 @@ Publishing (one :class:`~fabric.rpc.amqp_link.Link` per process):
   and ``basic.ack``/``basic.nack`` (``multiple`` too) are matched to delivery tags by
   the link's reader. Many confirms are therefore in flight at once (pipelined), and a
   publisher waits only when it asked to (``wait_confirm``). Every unconfirmed message
-  is kept and re-sent, in order, after a reconnect.
+  is kept and re-sent, in order, after a reconnect. A ``basic.nack`` means the broker
+  could not enqueue the message (a quorum queue electing a new leader after its node
+  died refuses publishes for a moment), so a nacked message is published again after
+  a growing pause, for up to ``NACK_RETRY_SECONDS``, before its waiter is failed or it
+  is logged as lost.
 * channel 2 carries calls and replies, unconfirmed and transient, and consumes the
   replies to this process's calls.
 * both publish ``mandatory``: ``basic.return`` precedes the confirm of the same
@@ -85,6 +89,11 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 #: Unconfirmed persistent messages a publisher may have in flight before ``publish``
 #: waits for confirms: enough to pipeline, small enough to bound memory and re-sends.
 CONFIRM_WINDOW = 1000
+#: How long a message the broker refuses (``basic.nack``) is published again before
+#: it counts as lost: longer than a quorum queue's leader election takes.
+NACK_RETRY_SECONDS = 60.0
+#: The pauses between those publishes: from the first to the longest, doubling.
+NACK_PAUSE_FIRST, NACK_PAUSE_LONGEST = 0.05, 2.0
 _PUBLISH_SIG = amqp_spec.Basic.Publish
 
 
@@ -135,7 +144,8 @@ def reply_queue_declaration(name: str) -> QueueDeclaration:
 class _Outgoing:
     """A persistent message kept until the broker confirms it."""
 
-    __slots__ = ("exchange", "routing_key", "body", "properties", "message_id", "mandatory", "waiter")
+    __slots__ = ("exchange", "routing_key", "body", "properties", "message_id", "mandatory", "waiter",
+                 "first_nack", "nack_pause")
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any],
                  message_id: str, mandatory: bool, waiter: Event | None) -> None:
@@ -146,6 +156,9 @@ class _Outgoing:
         self.message_id = message_id
         self.mandatory = mandatory
         self.waiter = waiter
+        #: When the broker first refused it (monotonic), and the pause before the next try.
+        self.first_nack: float | None = None
+        self.nack_pause = NACK_PAUSE_FIRST
 
 
 _pack = struct.Struct(">BHI").pack
@@ -235,6 +248,8 @@ class AmqpTransport(base.Transport):
         self._next_tag = 1
         self._unconfirmed: dict[int, _Outgoing] = {}
         self._resend: list[_Outgoing] = []
+        #: Nacked messages waiting for their pause to end before they are published again.
+        self._nacked = 0
         self._returned: dict[str, str] = {}
         self._window_open = Event()
         self._exchanges: dict[str, str] = {self.exchange: "topic", base.DEAD_LETTER_EXCHANGE: "direct"}
@@ -309,12 +324,37 @@ class AmqpTransport(base.Transport):
 
     def _on_nack(self, delivery_tag: int, multiple: bool, requeue: bool = False) -> None:
         tags = [t for t in self._unconfirmed if t <= delivery_tag] if multiple else [delivery_tag]
+        now = time.monotonic()
         for tag in tags:
             outgoing = self._unconfirmed.pop(tag, None)
-            if outgoing is not None:
-                self._confirmed(outgoing, MessagingError(
-                    reason=f"the broker refused (nack) message {outgoing.message_id} "
-                    f"to {outgoing.exchange}/{outgoing.routing_key}"))
+            if outgoing is None:
+                continue
+            if outgoing.first_nack is None:
+                outgoing.first_nack = now
+            if now - outgoing.first_nack < NACK_RETRY_SECONDS:
+                # Not enqueued (no quorum for the moment): publish it again shortly. The
+                # reader must not write, so a green thread does it after the pause.
+                self._nacked += 1
+                eventlet.spawn_after(outgoing.nack_pause, self._publish_again, outgoing)
+                outgoing.nack_pause = min(outgoing.nack_pause * 2, NACK_PAUSE_LONGEST)
+                continue
+            self._confirmed(outgoing, MessagingError(
+                reason=f"the broker refused (nack) message {outgoing.message_id} to "
+                f"{outgoing.exchange}/{outgoing.routing_key} for {NACK_RETRY_SECONDS:.0f}s"))
+
+    def _publish_again(self, outgoing: _Outgoing) -> None:
+        """Publish a nacked message again (or keep it for the next connection)."""
+        link = self._link
+        with link.lock:
+            self._nacked -= 1
+            raw = link.raw
+            if raw is None:
+                self._resend.append(outgoing)
+                return
+            try:
+                self._send_tracked(outgoing)
+            except Exception as exc:  # noqa: BLE001 - in _unconfirmed: re-sent on reconnect
+                link.broken(raw, exc)
 
     def _confirmed(self, outgoing: _Outgoing, error: Exception | None) -> None:
         if len(self._unconfirmed) < CONFIRM_WINDOW // 2 and not self._window_open.ready():
@@ -411,9 +451,9 @@ class AmqpTransport(base.Transport):
 
     def flush(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._unconfirmed or self._resend:
+        while self._unconfirmed or self._resend or self._nacked:
             if deadline is not None and time.monotonic() >= deadline:
-                raise MessagingError(reason=f"{len(self._unconfirmed) + len(self._resend)} "
+                raise MessagingError(reason=f"{len(self._unconfirmed) + len(self._resend) + self._nacked} "
                                      f"messages still unconfirmed after {timeout}s")
             eventlet.sleep(0.005)
 

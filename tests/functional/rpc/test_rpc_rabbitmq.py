@@ -291,3 +291,36 @@ def test_quorum_queues_bound_redelivery(rabbit, settings, ctx):
     finally:
         transport.cleanup()
 
+
+
+def test_a_message_the_broker_refuses_is_published_again_until_it_is_taken(rabbit_vhost, transport):
+    """The broker nacks what it cannot enqueue (a quorum queue without a leader for a
+    moment; here, a full queue that rejects publishes): the transport publishes it again
+    after a pause instead of losing it, and each arrives once there is room."""
+    vhost = rabbit_vhost.rsplit("/", 1)[1]
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest", virtual_host=vhost)
+    conn.connect()
+    try:
+        channel = conn.channel()
+        channel.queue_declare("narrow", durable=True, auto_delete=False,
+                              arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+        for number in range(3):
+            transport.publish("", "narrow", json.dumps(number).encode(), message_id=f"narrow-{number}",
+                              persistent=True)
+        # One fits; the broker refuses the other two, which keep coming back.
+        with pytest.raises(MessagingError, match="still unconfirmed"):
+            transport.flush(timeout=0.5)
+        taken = []
+        for _ in range(200):
+            message = channel.basic_get("narrow", no_ack=True)
+            if message is not None:
+                taken.append(json.loads(message.body))
+                if len(taken) == 3:
+                    break
+            else:
+                eventlet.sleep(0.05)
+        transport.flush(timeout=10)
+        assert sorted(taken) == [0, 1, 2]
+        assert channel.basic_get("narrow", no_ack=True) is None  # each once
+    finally:
+        conn.close()
