@@ -318,7 +318,10 @@ class RabbitCluster:
             except subprocess.TimeoutExpired:
                 self._epmd.kill()
                 self._epmd.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("FABRIC_KEEP_CLUSTER_DIR"):
+            print(f"kept {self.dir} (FABRIC_KEEP_CLUSTER_DIR)", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RabbitCluster:
         return self.start()

@@ -18,8 +18,10 @@ Failover: a link has one or more broker URLs (the nodes of a RabbitMQ cluster, s
 (``round-robin``: as listed; ``shuffle``: a random order per link, which spreads a
 fleet's connections over the nodes). Every new attempt, including the first after a
 lost connection, goes to the next URL: a node that dropped its clients is usually
-going down. Backoff (0.05 s doubling to 5 s) starts only once every URL has failed in
-a row.
+going down. Backoff (0.05 s doubling to 5 s) starts once every URL has failed in a
+row, or when connections keep breaking within ``SHORT_LIVED`` seconds of being set up
+(RabbitMQ 3.10 closes a connection with INTERNAL_ERROR when a reply is published to a
+caller whose node has died: workers with such replies pending reconnected in a loop).
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ from fabric.rpc.metrics import RPC as METRICS
 LOG = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
+#: Bytes the reader asks the socket for at once. py-amqp asks for exactly what the next
+#: part of a frame needs (its 7-byte header, then its payload): two recv calls per frame,
+#: six per message. Measured on a 1-caller call loop: ten recv calls per call on the
+#: server, each a trip through eventlet's green socket.
+READ_AHEAD = 65536
+#: A connection lost sooner than this after it was set up does not reset the backoff.
+SHORT_LIVED = 1.0
 #: kombu's names for the orders in which a link tries its broker URLs.
 FAILOVER_STRATEGIES = tuple(failover_strategies)
 
@@ -80,6 +89,14 @@ def broker_urls(transport_url: str) -> list[str]:
     if not urls:
         raise Invalid(reason=f"transport_url {transport_url!r}: names no broker")
     return urls
+
+
+def read_ahead(transport: amqp.transport._AbstractTransport) -> None:
+    """Make py-amqp's plain TCP transport read up to ``READ_AHEAD`` bytes per recv; it
+    keeps what it read beyond the frame it wanted in its own buffer for the next."""
+    if isinstance(transport, amqp.transport.TCPTransport):
+        recv = transport.sock.recv
+        transport._quick_recv = lambda wanted: recv(max(wanted, READ_AHEAD))
 
 
 def describe(url: str) -> str:
@@ -153,6 +170,7 @@ class Link:
                 # unpatched hub) and try the same broker again; the loop here fails over.
                 conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
                 raw = conn.connection
+                read_ahead(raw.transport)
                 with self.lock:
                     self.on_connected(raw)
                     self._kombu, self.raw = conn, raw
@@ -177,7 +195,8 @@ class Link:
                 METRICS.reconnected()
             if self.generation or len(self.urls) > 1:
                 LOG.info("%s: connected to %s", self.name, describe(self.url))
-            delay, failures = 0.05, 0
+            failures = 0
+            connected_at = time.monotonic()
             up, self._up = self._up, Event()
             up.send(True)
             error: Exception = ConnectionError("connection closed")
@@ -200,6 +219,11 @@ class Link:
                 self.on_lost(error)
             except Exception:  # noqa: BLE001
                 LOG.exception("%s: connection-lost handler failed", self.name)
+            if time.monotonic() - connected_at >= SHORT_LIVED:
+                delay = 0.05
+            else:
+                eventlet.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     def _pump(self, raw: amqp.Connection) -> None:
         transport = raw.transport
@@ -207,10 +231,8 @@ class Link:
         interval = raw.heartbeat / 4 if raw.heartbeat else None
         next_tick = time.monotonic() + (interval or 0)
         while not self._closing:
-            try:
-                trampoline(sock, read=True, timeout=interval)
-            except eventlet.timeout.Timeout:
-                pass
+            # Frames first, then wait: what the set-up read ahead may already hold
+            # complete frames that no new byte on the socket would announce.
             with self.lock:
                 if self.raw is not raw:
                     return
@@ -224,6 +246,10 @@ class Link:
                 if interval is not None and time.monotonic() >= next_tick:
                     raw.heartbeat_tick(rate=4)
                     next_tick = time.monotonic() + interval
+            try:
+                trampoline(sock, read=True, timeout=interval)
+            except eventlet.timeout.Timeout:
+                pass
 
     def close(self) -> None:
         """Close the connection for good (no reconnect)."""

@@ -324,3 +324,40 @@ def test_a_message_the_broker_refuses_is_published_again_until_it_is_taken(rabbi
         assert channel.basic_get("narrow", no_ack=True) is None  # each once
     finally:
         conn.close()
+
+
+def test_a_connection_that_stops_confirming_is_replaced(rabbit_vhost, transport, monkeypatch):
+    """A connection on which the broker stops confirming (RabbitMQ 3.10 did, for a quorum
+    queue, after a leader change) is given up after CONFIRM_STALL: its unconfirmed messages
+    go again on a new connection, which confirms them."""
+    from fabric.rpc import amqp as amqp_transport
+
+    monkeypatch.setattr(amqp_transport, "CONFIRM_STALL", 0.5)
+    vhost = rabbit_vhost.rsplit("/", 1)[1]
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest", virtual_host=vhost)
+    conn.connect()
+    try:
+        channel = conn.channel()
+        channel.queue_declare("stalled", durable=True, auto_delete=False)
+        assert transport._link.wait_up(10)
+        first = transport._link.generation
+        deaf = transport._link.raw
+        on_ack = transport._on_ack
+
+        def deaf_on_the_first_connection(delivery_tag, multiple):
+            if transport._link.raw is not deaf:
+                on_ack(delivery_tag, multiple)
+
+        monkeypatch.setattr(transport, "_on_ack", deaf_on_the_first_connection)
+        # _connected binds the handler by name at connect time: bind it again on this one.
+        deaf.channels[1].events["basic_ack"].clear()
+        deaf.channels[1].events["basic_ack"].add(lambda tag, multiple: deaf_on_the_first_connection(tag, multiple))
+        transport.publish("", "stalled", b'"once"', message_id="stalled-1", persistent=True)
+        transport.flush(timeout=15)  # confirmed, on another connection
+        assert transport._link.generation > first
+        bodies = []
+        while (message := channel.basic_get("stalled", no_ack=True)) is not None:
+            bodies.append(message.body)
+        assert bodies and set(bodies) == {b'"once"'}  # sent on both: at least once, never lost
+    finally:
+        conn.close()
