@@ -114,6 +114,10 @@ class InstanceStateConflict(Conflict):
     )
 
 
+class InstanceLocked(Conflict):
+    msg_fmt = "Instance {instance} is locked (by {locked_by}{reason}); only an admin may change it until it is unlocked"
+
+
 class GuestNotFound(NotFound):
     """The hypervisor on this host has no guest for the instance."""
 

@@ -10,7 +10,7 @@ import falcon
 from marshmallow import Schema, fields, validate
 
 from fabric.api import admin, common, floating_ips, identity, image, network, security_groups
-from fabric.api.compute import flavors, keypairs, quotas, server_groups, servers
+from fabric.api.compute import flavors, keypairs, quotas, server_groups, server_metadata, servers
 
 _C = "/compute/v2.1"
 _N = "/networking/v2.0"
@@ -52,10 +52,22 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", f"{_C}/servers/detail", "List servers with details", None, 200, True),
     ("post", f"{_C}/servers", "Create servers", servers.SERVER_CREATE, 202, True),
     ("get", f"{_C}/servers/{{server_id}}", "Show a server", None, 200, True),
-    ("delete", f"{_C}/servers/{{server_id}}", "Delete a server", None, 204, True),
+    ("put", f"{_C}/servers/{{server_id}}", "Update a server (name)", servers.SERVER_UPDATE, 200, True),
+    ("delete", f"{_C}/servers/{{server_id}}", "Delete a server (refused while locked, but to admins)", None, 204,
+     True),
+    ("get", f"{_C}/servers/{{server_id}}/metadata", "Show a server's metadata", None, 200, True),
+    ("post", f"{_C}/servers/{{server_id}}/metadata", "Merge items into a server's metadata",
+     server_metadata.METADATA, 200, True),
+    ("put", f"{_C}/servers/{{server_id}}/metadata", "Replace a server's metadata", server_metadata.METADATA, 200,
+     True),
+    ("get", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Show one metadata item", None, 200, True),
+    ("put", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Set one metadata item", server_metadata.META, 200,
+     True),
+    ("delete", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Delete one metadata item", None, 204, True),
     # The action body is a one-key object per action, so the summary documents it.
     ("post", f"{_C}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
-     "unpause, suspend, resume, os-getConsoleOutput)", None, 202, True),
+     "unpause, suspend, resume, os-getConsoleOutput, lock, unlock, addSecurityGroup, removeSecurityGroup)",
+     None, 202, True),
     ("get", f"{_C}/os-server-groups", "List server groups (admins: ?all_projects=true)", None, 200, True),
     ("post", f"{_C}/os-server-groups", "Create a server group (policy affinity or anti-affinity)",
      server_groups.SERVER_GROUP_CREATE, 200, True),

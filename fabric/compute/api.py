@@ -11,7 +11,9 @@ after the commit cannot lose it), then sends it; if no worker consumes the
 host's queue, the task is put back and Unroutable raised.
 
 Callers check that the caller may see the server first (this module knows
-nothing of projects or tokens).
+nothing of tokens). A locked server (:meth:`ComputeService.lock`) refuses actions and
+delete from everyone but admins: the lock is part of each compare-and-swap, so a lock
+that lands between the read and the swap still stops the action.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import Instance
 from fabric.db.types import utcnow
-from fabric.exception import Conflict, InstanceStateConflict, NotFound, Unroutable
+from fabric.exception import Conflict, Forbidden, InstanceLocked, InstanceStateConflict, NotFound, Unroutable
 from fabric.rpc.outbox import Outbox
 
 #: The compute RPC method that tears a server down.
@@ -42,8 +44,46 @@ class ComputeCaster(Protocol):
                         **kwargs: Any) -> None:
         """Cast the compute RPC method ``action`` with ``kwargs`` to ``host``."""
 
+    def lock(self, ctx: RequestContext, instance_id: str, reason: str | None = None) -> None:
+        """Lock the instance: by "owner" when the caller is of its project, else by "admin".
+        Locking a locked server changes nothing (Nova's behaviour). Raises NotFound."""
+        with self.db.begin() as session:
+            row = session.get(Instance, instance_id, with_for_update=True)
+            if row is None or row.deleted:
+                raise NotFound(kind="Instance", ident=instance_id)
+            if not row.locked:
+                row.locked, row.locked_reason = True, reason
+                row.locked_by = "owner" if ctx.project_id == row.project_id else "admin"
+
+    def unlock(self, ctx: RequestContext, instance_id: str) -> None:
+        """Unlock the instance. A lock an admin set only an admin may lift (Forbidden
+        otherwise); unlocking an unlocked server changes nothing. Raises NotFound."""
+        with self.db.begin() as session:
+            row = session.get(Instance, instance_id, with_for_update=True)
+            if row is None or row.deleted:
+                raise NotFound(kind="Instance", ident=instance_id)
+            if row.locked and row.locked_by == "admin" and not ctx.is_admin:
+                raise Forbidden(reason=f"server {instance_id} was locked by an admin; only an admin may unlock it")
+            row.locked, row.locked_by, row.locked_reason = False, None, None
+
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str, length: int | None) -> str:
         """Call: the last ``length`` lines of the guest's console (all of it for None)."""
+
+
+def refuse_if_locked(ctx: RequestContext, instance: Any) -> None:
+    """Raise InstanceLocked if the instance (a row dict or model) is locked and the caller
+    is not an admin: what every change to a server other than lock and unlock checks."""
+    locked = instance["locked"] if isinstance(instance, dict) else instance.locked
+    if locked and not ctx.is_admin:
+        get = instance.get if isinstance(instance, dict) else lambda name: getattr(instance, name)
+        reason = get("locked_reason")
+        raise InstanceLocked(instance=get("id"), locked_by=get("locked_by") or "owner",
+                             reason=f": {reason}" if reason else "")
+
+
+def _unless_locked(ctx: RequestContext, expected: dict[str, Any]) -> dict[str, Any]:
+    """``expected`` for a compare-and-swap, requiring the instance unlocked unless the caller is an admin."""
+    return expected if ctx.is_admin else {**expected, "locked": False}
 
 
 #: Called in the transaction that accepts a delete, with the instance row (e.g. to give quota back).
@@ -71,18 +111,22 @@ class ComputeService:
         """
         action = states.ACTIONS[name]
         row = states.get_instance(self.db, instance_id)
+        refuse_if_locked(ctx, row)
         host, previous = row["host"], row["task_state"]
         if host is None and row["vm_state"] in action.vm_states and previous in action.task_states:
             raise Conflict(reason=f"server {instance_id} is not placed on a host yet; {name} needs a built server")
         # The expected host guards against a reschedule between the read and the swap.
-        expected = {"vm_state": action.vm_states, "task_state": action.task_states, "host": host}
+        expected = _unless_locked(ctx, {"vm_state": action.vm_states, "task_state": action.task_states,
+                                        "host": host})
         with self.db.begin() as session:
             staged = None
             if states.swap(session, instance_id, expected, task_state=action.task):
                 staged = self.outbox.stage(session, "api.instance_action", ctx, host=host, action=action.rpc_method,
                                            instance_id=instance_id, **action.rpc_kwargs)
         if staged is None:
-            states.require(states.get_instance(self.db, instance_id), expected)  # NotFound, InstanceStateConflict
+            now = states.get_instance(self.db, instance_id)  # NotFound
+            refuse_if_locked(ctx, now)
+            states.require(now, expected)  # InstanceStateConflict
             raise InstanceStateConflict(instance=instance_id, attr="state", actual="changed concurrently",
                                         expected=[f"{k}={v}" for k, v in expected.items()])
         try:
@@ -107,9 +151,11 @@ class ComputeService:
                 row = session.get(Instance, instance_id)
                 if row is None or row.deleted:
                     raise NotFound(kind="Instance", ident=instance_id)
+                refuse_if_locked(ctx, row)
                 if row.task_state == states.DELETING:
                     return
-                expected = {"vm_state": row.vm_state, "task_state": row.task_state, "host": row.host}
+                expected = _unless_locked(ctx, {"vm_state": row.vm_state, "task_state": row.task_state,
+                                                "host": row.host})
                 if row.host is None:
                     values: dict[str, Any] = {"vm_state": states.DELETED, "task_state": None, "deleted": True,
                                               "terminated_at": utcnow()}
@@ -127,6 +173,28 @@ class ComputeService:
                 self.outbox.send(staged)
             return
         raise Conflict(reason=f"server {instance_id} kept changing state; try the delete again")
+
+    def lock(self, ctx: RequestContext, instance_id: str, reason: str | None = None) -> None:
+        """Lock the instance: by "owner" when the caller is of its project, else by "admin".
+        Locking a locked server changes nothing (Nova's behaviour). Raises NotFound."""
+        with self.db.begin() as session:
+            row = session.get(Instance, instance_id, with_for_update=True)
+            if row is None or row.deleted:
+                raise NotFound(kind="Instance", ident=instance_id)
+            if not row.locked:
+                row.locked, row.locked_reason = True, reason
+                row.locked_by = "owner" if ctx.project_id == row.project_id else "admin"
+
+    def unlock(self, ctx: RequestContext, instance_id: str) -> None:
+        """Unlock the instance. A lock an admin set only an admin may lift (Forbidden
+        otherwise); unlocking an unlocked server changes nothing. Raises NotFound."""
+        with self.db.begin() as session:
+            row = session.get(Instance, instance_id, with_for_update=True)
+            if row is None or row.deleted:
+                raise NotFound(kind="Instance", ident=instance_id)
+            if row.locked and row.locked_by == "admin" and not ctx.is_admin:
+                raise Forbidden(reason=f"server {instance_id} was locked by an admin; only an admin may unlock it")
+            row.locked, row.locked_by, row.locked_reason = False, None, None
 
     def get_console_output(self, ctx: RequestContext, instance_id: str, length: int | None = None) -> str:
         """The last ``length`` lines of the server's console (all for None).

@@ -1,5 +1,6 @@
 """Server actions: reboot (soft, hard), os-stop, os-start, pause/unpause,
-suspend/resume, os-getConsoleOutput, and addSecurityGroup/removeSecurityGroup (which
+suspend/resume, os-getConsoleOutput, lock/unlock (the server's row only:
+:meth:`fabric.compute.api.ComputeService.lock`), and addSecurityGroup/removeSecurityGroup (which
 change the groups of the server's ports: fabric.api.security_groups).
 
 The states each action may start from, and what it becomes on the compute
@@ -20,6 +21,8 @@ from fabric.api.compute.servers import compute_service, get_instance
 from fabric.compute import states
 
 CONSOLE_ACTION = "os-getConsoleOutput"
+#: Actions that only mark the server's row: True locks, False unlocks.
+LOCK_ACTIONS = {"lock": True, "unlock": False}
 #: Actions on the server's ports' security groups: True adds, False removes.
 GROUP_ACTIONS = {"addSecurityGroup": True, "removeSecurityGroup": False}
 
@@ -30,6 +33,11 @@ class RebootSchema(Schema):
 
 class ConsoleSchema(Schema):
     length = fields.Integer(strict=False, allow_none=True, load_default=None, validate=validate.Range(min=-1))
+
+
+class LockSchema(Schema):
+    # Compute 2.73; older clients send {"lock": null}.
+    locked_reason = fields.String(load_default=None, validate=validate.Length(max=255))
 
 
 class GroupSchema(Schema):
@@ -43,7 +51,7 @@ class ServerAction:
         if not isinstance(data, dict) or len(data) != 1:
             raise exception.Invalid(reason="the action body must name exactly one action, e.g. {\"os-stop\": null}")
         (action, args), = data.items()
-        known = {a.split(":")[0] for a in states.ACTIONS} | {CONSOLE_ACTION, *GROUP_ACTIONS}  # reboot:SOFT: "reboot"
+        known = {a.split(":")[0] for a in states.ACTIONS} | {CONSOLE_ACTION, *GROUP_ACTIONS, *LOCK_ACTIONS}  # reboot:SOFT: "reboot"
         if action not in known:
             raise exception.Invalid(reason=f"action {action!r} is not supported; supported: "
                                            f"{', '.join(sorted(known))}")
@@ -52,6 +60,8 @@ class ServerAction:
             name = f"reboot:{common.load(RebootSchema(), args)['type'].upper()}"
         elif action == CONSOLE_ACTION:
             length = common.load(ConsoleSchema(), args or {})["length"]
+        elif action == "lock":
+            reason = common.load(LockSchema(), args or {})["locked_reason"]
         with deps.db.begin() as session:
             instance = get_instance(session, context, server_id)  # NotFound unless the caller may see it
         if action in GROUP_ACTIONS:
@@ -60,6 +70,13 @@ class ServerAction:
             resp.status = falcon.HTTP_202
             return
         service = compute_service(deps)
+        if action in LOCK_ACTIONS:
+            if LOCK_ACTIONS[action]:
+                service.lock(context, server_id, reason)
+            else:
+                service.unlock(context, server_id)
+            resp.status = falcon.HTTP_202
+            return
         if action == CONSOLE_ACTION:
             output = service.get_console_output(context, server_id, None if length in (None, -1) else length)
             common.respond(resp, {"output": output})

@@ -3,8 +3,9 @@
 
 Metadata is a map of strings kept on the instance row, limited as Nova limits it (keys and
 values of 1 to 255 characters, :data:`MAX_ITEMS` items). Each change reads the row for
-update, so two changes at once both land (on SQLite the writers take turns anyway).
-Neither touches the guest: the metadata service serves the new values from then on.
+update, so two changes at once both land (on SQLite the writers take turns anyway). A
+locked server's metadata is changed only by an admin. Neither touches the guest: the
+metadata service serves the new values from then on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from marshmallow import Schema, fields, validate
 from fabric import exception
 from fabric.api import common
 from fabric.api.compute.servers import get_instance, get_instance_for_update
+from fabric.compute.api import refuse_if_locked
 from fabric.db.models import Instance
 
 #: Items a server's metadata may hold (Nova's default metadata_items quota).
@@ -54,9 +56,17 @@ class Metadata:
         deps, context = common.deps(req), common.ctx(req)
         items = common.body(req, METADATA)["metadata"]
         with deps.db.begin() as session:
-            instance = get_instance_for_update(session, context, server_id)
+            instance = _for_change(session, context, server_id)
             merged = items if replace else {**(instance.metadata_items or {}), **items}
             common.respond(resp, {"metadata": _store(instance, merged)})
+
+
+def _for_change(session, context, server_id: str):
+    """The instance, locked for update; NotFound unless the caller may see it, InstanceLocked
+    if it is locked and the caller is not an admin (as Nova)."""
+    instance = get_instance_for_update(session, context, server_id)
+    refuse_if_locked(context, instance)
+    return instance
 
 
 class MetadataItem:
@@ -74,14 +84,14 @@ class MetadataItem:
         if list(item) != [key]:
             raise exception.Invalid(reason=f"meta must hold exactly the item {key!r} the URL names, got {sorted(item)}")
         with deps.db.begin() as session:
-            instance = get_instance_for_update(session, context, server_id)
+            instance = _for_change(session, context, server_id)
             _store(instance, {**(instance.metadata_items or {}), **item})
         common.respond(resp, {"meta": item})
 
     def on_delete(self, req, resp, server_id, key):
         deps, context = common.deps(req), common.ctx(req)
         with deps.db.begin() as session:
-            instance = get_instance_for_update(session, context, server_id)
+            instance = _for_change(session, context, server_id)
             items = dict(instance.metadata_items or {})
             if key not in items:
                 raise exception.NotFound(kind="Metadata item", ident=key)

@@ -158,6 +158,7 @@ DOCUMENT_COLUMNS = (Instance.id, Instance.display_name, Instance.project_id, Ins
                     Instance.image_id, Instance.key_name, Instance.host, Instance.availability_zone,
                     Instance.vm_state, Instance.task_state, Instance.power_state, Instance.created_at,
                     Instance.updated_at, Instance.launched_at, Instance.terminated_at,
+                    Instance.locked, Instance.locked_reason,
                     # Raw text: most servers have no metadata, and "{}" needs no JSON parse; network_info
                     # is parsed only for the servers whose addresses no port gives (half of a listing's
                     # CPU went to decoding it for every row).
@@ -211,6 +212,7 @@ def server_document(instance: Instance, base: str, is_admin: bool, addresses: di
         "OS-SRV-USG:terminated_at": common.isotime(instance.terminated_at, micro=True),
         "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:task_state": instance.task_state,
         "OS-EXT-STS:power_state": instance.power_state,
+        "locked": bool(instance.locked), "locked_reason": instance.locked_reason,
     }
     if is_admin:
         doc["OS-EXT-SRV-ATTR:host"] = doc["OS-EXT-SRV-ATTR:hypervisor_hostname"] = host

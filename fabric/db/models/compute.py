@@ -99,6 +99,11 @@ class Instance(Timestamps, Base):
     user_data: Mapped[str | None] = mapped_column(sa.Text)
     key_data: Mapped[str | None] = mapped_column(sa.Text)
     launch_index: Mapped[int] = mapped_column(default=0, server_default="0")
+    # server lock: a locked server refuses actions, delete and metadata changes from all
+    # but admins (fabric.compute.api); locked_by is "owner" or "admin", as in Nova.
+    locked: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    locked_by: Mapped[str | None] = mapped_column(sa.String(16))
+    locked_reason: Mapped[str | None] = mapped_column(sa.String(255))
 
 
 class InstanceFault(Base):

@@ -1,6 +1,7 @@
 """``openstack server set --name / --property`` and ``server unset --property`` through the real
 CLI against a running fabric-api: the changes are answered, shown and stored; bad values are
-refused naming them; another project's server is not found.
+refused naming them; another project's server is not found; a locked server refuses its owner's
+delete and changes until unlocked, and an admin's lock only an admin lifts.
 
 Uses the ``cloud`` fixture of test_openstack_clients (one fabric-api process for this module).
 """
@@ -48,3 +49,35 @@ def test_rename_and_properties_through_the_cli(cloud, osc, osc_fails, tmp_path):
     osc_fails(other, 404, "", "server", "set", "--name", "stolen", server["id"])
     with cloud.db.begin() as session:
         assert session.scalar(sa.select(Instance.display_name).where(Instance.id == server["id"])) == "upd-renamed"
+
+
+def test_lock_and_unlock_through_the_cli(cloud, osc, osc_fails, tmp_path):  # noqa: F811
+    admin = cloud.admin_env("lock-admin")
+    osc(admin, "flavor", "create", "--ram", "128", "--vcpus", "1", "--disk", "1", "lock.tiny")
+    (tmp_path / "disk.raw").write_bytes(b"\0" * 512)
+    osc(admin, "image", "create", "--file", str(tmp_path / "disk.raw"), "--disk-format", "raw",
+        "--container-format", "bare", "--public", "lock-image")
+    add_user(cloud.db, "lock-member", "member", PASSWORD)
+    member = openstack_env(cloud.auth_url, "lock-member-user", PASSWORD, "lock-member")
+    osc(member, "network", "create", "lock-net")
+    osc(member, "subnet", "create", "--network", "lock-net", "--subnet-range", "10.35.0.0/24", "lock-sub")
+    server = osc(member, "server", "create", "--flavor", "lock.tiny", "--image", "lock-image", "--network",
+                 "lock-net", "lock-vm")
+
+    osc(member, "server", "lock", server["id"], json_out=False)
+    assert osc(member, "server", "show", server["id"])["locked"] is True
+    osc_fails(member, 409, "is locked (by owner)", "server", "delete", server["id"])
+    osc_fails(member, 409, "is locked (by owner)", "server", "set", "--property", "a=1", server["id"])
+    osc(member, "server", "unlock", server["id"], json_out=False)
+    assert osc(member, "server", "show", server["id"])["locked"] is False
+    # The admin's lock: the member cannot lift it, the admin can.
+    osc(admin, "server", "lock", server["id"], json_out=False)
+    osc_fails(member, 403, "locked by an admin", "server", "unlock", server["id"])
+    with cloud.db.begin() as session:
+        row = session.get(Instance, server["id"])
+        assert (row.locked, row.locked_by, row.deleted) == (True, "admin", False)
+    osc(admin, "server", "unlock", server["id"], json_out=False)
+    osc(member, "server", "delete", server["id"], json_out=False)
+    with cloud.db.begin() as session:
+        row = session.get(Instance, server["id"])
+        assert row.deleted or row.task_state == "deleting"  # deleted here if never placed, else on its host

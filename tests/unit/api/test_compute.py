@@ -481,3 +481,62 @@ def test_server_metadata_merge_replace_item_and_limits(api):
     api.app.delete(f"{url}/d", headers=h, status=404)
     assert api.app.get(url, headers=h).json["metadata"] == {"c": "3"}
     assert api.app.get(f"{C}/servers/{server_id}", headers=h).json["server"]["metadata"] == {"c": "3"}
+
+
+def test_a_locked_server_refuses_changes_from_all_but_admins(api):
+    owner = api.make_member()
+    server_id = boot(api, owner, make_flavor(api), make_image(api, owner.project_id)).json["server"]["id"]
+    place(api, server_id)
+    url, show = f"{C}/servers/{server_id}/action", f"{C}/servers/{server_id}"
+    api.app.post_json(url, {"lock": {"locked_reason": "maintenance"}}, headers=owner.headers, status=202)
+    shown = api.app.get(show, headers=owner.headers).json["server"]
+    assert (shown["locked"], shown["locked_reason"]) == (True, "maintenance")
+    casts = len(api.recorder.named("instance_action"))
+    for action in ({"os-stop": None}, {"reboot": {"type": "SOFT"}}):
+        refused = api.app.post_json(url, action, headers=owner.headers, status=409)
+        assert "is locked (by owner: maintenance)" in refused.json["conflictingRequest"]["message"]
+    api.app.delete(show, headers=owner.headers, status=409)
+    api.app.post_json(f"{show}/metadata", {"metadata": {"a": "1"}}, headers=owner.headers, status=409)
+    assert len(api.recorder.named("instance_action")) == casts  # nothing was cast
+    with api.db.begin() as session:
+        row = session.get(Instance, server_id)
+        assert (row.vm_state, row.task_state, row.deleted, row.metadata_items) == ("active", None, False, {})
+    # An admin acts on it still; the owner's own lock the owner lifts.
+    api.app.post_json(url, {"os-stop": None}, headers=admin_h(api), status=202)
+    place(api, server_id, vm_state="stopped")
+    api.app.post_json(url, {"unlock": None}, headers=owner.headers, status=202)
+    assert api.app.get(show, headers=owner.headers).json["server"]["locked"] is False
+    api.app.post_json(url, {"os-start": None}, headers=owner.headers, status=202)
+    # An admin's lock only an admin lifts.
+    place(api, server_id)
+    api.app.post_json(url, {"lock": None}, headers=admin_h(api), status=202)
+    refused = api.app.post_json(url, {"unlock": None}, headers=owner.headers, status=403)
+    assert "locked by an admin" in refused.json["forbidden"]["message"]
+    api.app.post_json(url, {"unlock": None}, headers=admin_h(api), status=202)
+    api.app.delete(show, headers=owner.headers, status=204)
+    bad = api.app.post_json(url, {"lock": {"locked_reason": "x" * 256}}, headers=admin_h(api), status=400)
+    assert "locked_reason" in bad.json["badRequest"]["message"]
+
+
+def test_a_lock_taken_between_the_read_and_the_swap_still_stops_the_action(api, monkeypatch):
+    from fabric.compute import api as compute_api
+    from fabric.compute import states
+
+    owner = api.make_member()
+    server_id = boot(api, owner, make_flavor(api), make_image(api, owner.project_id)).json["server"]["id"]
+    place(api, server_id)
+    real_get = states.get_instance
+
+    def read_then_lock(db, instance_id, **kw):
+        row = real_get(db, instance_id, **kw)
+        with db.begin() as session:  # an admin's lock lands right after the action's read
+            session.execute(sa.update(Instance).where(Instance.id == instance_id)
+                            .values(locked=True, locked_by="admin"))
+        return row
+
+    monkeypatch.setattr(compute_api.states, "get_instance", read_then_lock)
+    refused = api.app.post_json(f"{C}/servers/{server_id}/action", {"os-stop": None}, headers=owner.headers,
+                                status=409)
+    assert "is locked (by admin)" in refused.json["conflictingRequest"]["message"]
+    with api.db.begin() as session:
+        assert session.get(Instance, server_id).task_state is None
