@@ -97,6 +97,8 @@ class ApiSection:
     token_ttl: int = option(3600, "Token lifetime, seconds.", minimum=1)
     region: str = option("RegionOne", "Region name in the service catalog.")
     max_image_size: int = option(20 * 1024**3, "Largest image upload accepted, bytes.", minimum=1)
+    max_request_body: int = option(114688, "Largest JSON request body accepted, bytes (Nova's default); "
+                                   "larger ones are answered 413.", minimum=1024)
     admin_password: str = option("", "Password of the admin created when the API starts on a database with no users. Empty: a random one, printed once.")
 
 

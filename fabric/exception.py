@@ -146,6 +146,11 @@ class QuotaExceeded(FabricError):
     )
 
 
+class RequestTooLarge(FabricError):
+    code = 413
+    msg_fmt = "The request body ({size} bytes) is larger than the {limit} bytes accepted ([api] max_request_body)."
+
+
 class ImageTooLarge(FabricError):
     code = 413
     msg_fmt = "Image {image} is larger than the {limit} bytes accepted ([api] max_image_size)."

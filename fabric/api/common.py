@@ -13,6 +13,7 @@ import marshmallow
 import sqlalchemy as sa
 
 from fabric import config, exception
+from fabric.api import input_limits
 from fabric.api.clients import Clients
 from fabric.context import RequestContext
 from fabric.db import Database
@@ -70,14 +71,12 @@ def require_project(context: RequestContext) -> str:
 
 
 def read_json(req: falcon.Request) -> Any:
-    """The request body as JSON; Invalid naming the problem otherwise."""
-    raw = req.bounded_stream.read()
+    """The request body as JSON, held to :mod:`fabric.api.input_limits`; Invalid naming
+    the problem otherwise, RequestTooLarge past ``[api] max_request_body``."""
+    raw = input_limits.read_body(req, deps(req).settings.api.max_request_body)
     if not raw:
         raise exception.Invalid(reason="the request body is empty; a JSON document is required")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise exception.Invalid(reason=f"the request body is not valid JSON: {exc}") from None
+    return input_limits.parse_json(raw)
 
 
 def _flatten(messages: Any, data: Any, prefix: str = "") -> list[str]:

@@ -9,7 +9,7 @@ import time
 import falcon
 
 from fabric import context, exception
-from fabric.api import errors, tokens, versions
+from fabric.api import errors, input_limits, tokens, versions
 from fabric.api.common import ApiDeps
 
 LOG = logging.getLogger("fabric.api.access")
@@ -52,6 +52,7 @@ class RequestContextMiddleware:
         req.context.fabric = anonymous
         req.context.token = None
         req.context.reset = anonymous.activate()
+        input_limits.check_query(req)
         if errors.api_of(req.path) == "compute":
             wanted = _requested_compute_version(req)
             if wanted not in (None, "latest", versions.COMPUTE_VERSION):
