@@ -2,7 +2,7 @@
 
 A :class:`Link` owns a kombu connection (py-amqp underneath), a reader green thread
 and a write lock. The reader waits for the socket to become readable on the hub
-(``trampoline``), then reads every complete frame under the lock, so it works in
+(:class:`_ReadableWaiter`), then reads every complete frame under the lock, so it works in
 processes that are not monkey-patched as well as in those that are, and no two green
 threads ever interleave frames. Writers take the same lock; nothing here ever waits
 for the broker while holding it, except declarations at (re)connect time.
@@ -31,12 +31,14 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import amqp
 import eventlet
+import greenlet
 import kombu
 from eventlet.event import Event
-from eventlet.hubs import trampoline
+from eventlet.hubs import get_hub
 from eventlet.semaphore import Semaphore
 from kombu.connection import failover_strategies
 from kombu.utils.url import maybe_sanitize_url
@@ -103,6 +105,69 @@ def describe(url: str) -> str:
     """``host:port/vhost`` of a broker URL, without credentials (for logs and errors)."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.hostname}:{parts.port or 5672}{parts.path or '/'}"
+
+
+class _ReadableWaiter:
+    """Waits, on the hub, for a socket to become readable, or ``interval`` to pass.
+
+    eventlet's ``trampoline`` registers the socket with the hub's epoll and removes it
+    again on every wait, and schedules and cancels a timer for the timeout: two
+    epoll_ctl calls and a timer per message read. This keeps the socket registered
+    between waits and one timer running per ``interval``. Measured with a one-byte
+    ping-pong over a socket pair to another process: 26 us of CPU per round trip with
+    trampoline, 13 us with this. The reader is resumed only while it
+    waits here; a readiness seen while it is elsewhere (waiting for the lock) removes
+    the registration until its next wait, so the hub never spins on unread data.
+    """
+
+    def __init__(self, fileno: int, interval: float | None) -> None:
+        self.hub = get_hub()
+        self.fileno = fileno
+        self.interval = interval
+        self.reader = greenlet.getcurrent()
+        self.waiting = False
+        self.listener: Any = None
+        self.timer: Any = None
+
+    def _resume(self, *_: Any) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.reader.switch()
+        elif self.listener is not None:  # not waiting: stop the hub reporting it until then
+            self.hub.remove(self.listener)
+            self.listener = None
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.waiting:
+            self.waiting = False
+            self.reader.switch()
+
+    def _closed(self, *_: Any) -> None:
+        self.listener = None
+        if self.waiting:
+            self.waiting = False
+            self.reader.switch()  # the next read finds the socket closed
+
+    def wait(self) -> None:
+        """Return when the socket is readable, or after ``interval``."""
+        if self.listener is None:
+            self.listener = self.hub.add(self.hub.READ, self.fileno, self._resume, self._closed, None)
+        if self.timer is None and self.interval is not None:
+            self.timer = self.hub.schedule_call_global(self.interval, self._tick)
+        self.waiting = True
+        try:
+            self.hub.switch()
+        finally:
+            self.waiting = False
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.hub.remove(self.listener)
+            self.listener = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class Link:
@@ -227,29 +292,29 @@ class Link:
 
     def _pump(self, raw: amqp.Connection) -> None:
         transport = raw.transport
-        sock = transport.sock
         interval = raw.heartbeat / 4 if raw.heartbeat else None
         next_tick = time.monotonic() + (interval or 0)
-        while not self._closing:
-            # Frames first, then wait: what the set-up read ahead may already hold
-            # complete frames that no new byte on the socket would announce.
-            with self.lock:
-                if self.raw is not raw:
-                    return
-                with transport.having_timeout(0):
-                    while True:
-                        try:
-                            frame = transport.read_frame()
-                        except TimeoutError:
-                            break
-                        raw.on_inbound_frame(frame)
-                if interval is not None and time.monotonic() >= next_tick:
-                    raw.heartbeat_tick(rate=4)
-                    next_tick = time.monotonic() + interval
-            try:
-                trampoline(sock, read=True, timeout=interval)
-            except eventlet.timeout.Timeout:
-                pass
+        readable = _ReadableWaiter(transport.sock.fileno(), interval)
+        try:
+            while not self._closing:
+                # Frames first, then wait: what the set-up read ahead may already hold
+                # complete frames that no new byte on the socket would announce.
+                with self.lock:
+                    if self.raw is not raw:
+                        return
+                    with transport.having_timeout(0):
+                        while True:
+                            try:
+                                frame = transport.read_frame()
+                            except TimeoutError:
+                                break
+                            raw.on_inbound_frame(frame)
+                    if interval is not None and time.monotonic() >= next_tick:
+                        raw.heartbeat_tick(rate=4)
+                        next_tick = time.monotonic() + interval
+                readable.wait()
+        finally:
+            readable.close()
 
     def close(self) -> None:
         """Close the connection for good (no reconnect)."""
