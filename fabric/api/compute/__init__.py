@@ -8,7 +8,18 @@ PREFIX = "/compute/v2.1"
 
 
 def register(app: falcon.App) -> None:
-    from fabric.api.compute import actions, flavors, hosts, keypairs, quotas, server_groups, server_metadata, servers
+    from fabric.api.compute import (
+        actions,
+        availability_zones,
+        flavors,
+        hosts,
+        keypairs,
+        quotas,
+        server_groups,
+        server_metadata,
+        servers,
+    )
 
-    for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata):
+    for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
+                   availability_zones):
         module.register(app, PREFIX)

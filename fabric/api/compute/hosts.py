@@ -83,9 +83,23 @@ class HypervisorItem:
                 node, service, deps.settings.service.service_down_time, True)})
 
 
-def service_document(service: Service, down_after: float) -> dict:
+#: Where Nova lists the services that are not compute hosts.
+INTERNAL_ZONE = "internal"
+
+
+def node_zones(session) -> dict[str, str]:
+    """{compute host: its availability zone}."""
+    return dict(session.execute(sa.select(ComputeNode.host, ComputeNode.availability_zone)).all())
+
+
+def zone_of(service: Service, zones: dict[str, str]) -> str:
+    """A service's availability zone: its compute node's, or the internal zone for the rest."""
+    return zones.get(service.host, "nova") if service.topic == "compute" else INTERNAL_ZONE
+
+
+def service_document(service: Service, down_after: float, zones: dict[str, str]) -> dict:
     return {"id": service.id, "binary": service.binary, "host": service.host,
-            "zone": "nova" if service.topic == "compute" else "internal",
+            "zone": zone_of(service, zones),
             "status": "disabled" if service.disabled else "enabled",
             "state": service_state(service, down_after),
             "updated_at": common.isotime(service.last_heartbeat, micro=True),
@@ -105,7 +119,9 @@ class Services:
         query = common.equal_filters(sa.select(Service).order_by(Service.id), req,
                                      {"host": Service.host, "binary": Service.binary})
         with deps.db.begin() as session:
-            docs = [service_document(s, deps.settings.service.service_down_time) for s in session.scalars(query)]
+            zones = node_zones(session)
+            docs = [service_document(s, deps.settings.service.service_down_time, zones)
+                    for s in session.scalars(query)]
         common.respond(resp, {"services": docs})
 
 

@@ -1,7 +1,8 @@
 """``openstack server set --name / --property`` and ``server unset --property`` through the real
 CLI against a running fabric-api: the changes are answered, shown and stored; bad values are
 refused naming them; another project's server is not found; a locked server refuses its owner's
-delete and changes until unlocked, and an admin's lock only an admin lifts.
+delete and changes until unlocked, and an admin's lock only an admin lifts; availability zones
+list as the compute hosts' services say.
 
 Uses the ``cloud`` fixture of test_openstack_clients (one fabric-api process for this module).
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from fabric.db.models import Instance
+from fabric.db.models import ComputeNode, Instance, Service
+from fabric.db.types import utcnow
 from tests.fixtures.api import add_user
 from tests.fixtures.cli import openstack_env
 from tests.functional.api.test_openstack_clients import PASSWORD, cloud  # noqa: F401 - the module's API process
@@ -81,3 +83,16 @@ def test_lock_and_unlock_through_the_cli(cloud, osc, osc_fails, tmp_path):  # no
     with cloud.db.begin() as session:
         row = session.get(Instance, server["id"])
         assert row.deleted or row.task_state == "deleting"  # deleted here if never placed, else on its host
+
+
+def test_availability_zone_list_through_the_cli(cloud, osc):  # noqa: F811
+    with cloud.db.begin() as session:
+        session.add(Service(host="cli-az-host", binary="fabric-compute", topic="compute", last_heartbeat=utcnow()))
+        session.add(ComputeNode(host="cli-az-host", availability_zone="cli-zone"))
+    admin = cloud.admin_env("az-admin")
+    zones = {z["Zone Name"]: z["Zone Status"] for z in osc(admin, "availability", "zone", "list", "--compute")}
+    assert zones["cli-zone"] == "available"
+    long = osc(admin, "availability", "zone", "list", "--compute", "--long")
+    mine = [z for z in long if z["Zone Name"] == "cli-zone"]
+    assert [(z["Host Name"], z["Service Name"]) for z in mine] == [("cli-az-host", "fabric-compute")]
+    assert mine[0]["Service Status"].startswith("enabled :-) "), mine  # active, up, then when it reported

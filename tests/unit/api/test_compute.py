@@ -540,3 +540,28 @@ def test_a_lock_taken_between_the_read_and_the_swap_still_stops_the_action(api, 
     assert "is locked (by admin)" in refused.json["conflictingRequest"]["message"]
     with api.db.begin() as session:
         assert session.get(Instance, server_id).task_state is None
+
+
+def test_availability_zones_follow_their_hosts_services(api):
+    with api.db.begin() as session:
+        for host, zone, up in (("az-a1", "zone-a", True), ("az-a2", "zone-a", False), ("az-b1", "zone-b", False)):
+            session.add(Service(host=host, binary="fabric-compute", topic="compute",
+                                last_heartbeat=utcnow() if up else None))
+            session.add(ComputeNode(host=host, availability_zone=zone))
+        session.add(Service(host="az-ctl", binary="fabric-scheduler", topic="scheduler", last_heartbeat=utcnow()))
+    member = api.make_member()
+    listed = api.app.get(f"{C}/os-availability-zone", headers=member.headers).json["availabilityZoneInfo"]
+    zones = {z["zoneName"]: z["zoneState"]["available"] for z in listed}
+    assert zones["zone-a"] is True and zones["zone-b"] is False and "internal" not in zones
+    # Disabling zone-a's one live host makes it unavailable.
+    api.app.put_json(f"{C}/os-services/disable", {"host": "az-a1", "binary": "fabric-compute"}, headers=admin_h(api))
+    listed = api.app.get(f"{C}/os-availability-zone", headers=member.headers).json["availabilityZoneInfo"]
+    assert {z["zoneName"]: z["zoneState"]["available"] for z in listed}["zone-a"] is False
+    api.app.get(f"{C}/os-availability-zone/detail", headers=member.headers, status=403)
+    detail = {z["zoneName"]: z for z in api.app.get(f"{C}/os-availability-zone/detail",
+                                                    headers=admin_h(api)).json["availabilityZoneInfo"]}
+    assert set(detail["zone-a"]["hosts"]) == {"az-a1", "az-a2"}
+    assert detail["zone-a"]["hosts"]["az-a1"]["fabric-compute"]["active"] is False
+    assert detail["internal"]["hosts"]["az-ctl"]["fabric-scheduler"]["available"] is True
+    services = {s["host"]: s for s in api.app.get(f"{C}/os-services", headers=admin_h(api)).json["services"]}
+    assert (services["az-b1"]["zone"], services["az-ctl"]["zone"]) == ("zone-b", "internal")
