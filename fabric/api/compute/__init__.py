@@ -18,8 +18,9 @@ def register(app: falcon.App) -> None:
         server_groups,
         server_metadata,
         servers,
+        usage,
     )
 
     for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
-                   availability_zones):
+                   availability_zones, usage):
         module.register(app, PREFIX)

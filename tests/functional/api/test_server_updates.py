@@ -2,12 +2,14 @@
 CLI against a running fabric-api: the changes are answered, shown and stored; bad values are
 refused naming them; another project's server is not found; a locked server refuses its owner's
 delete and changes until unlocked, and an admin's lock only an admin lifts; availability zones
-list as the compute hosts' services say.
+list as the compute hosts' services say; usage counts the hours servers ran.
 
 Uses the ``cloud`` fixture of test_openstack_clients (one fabric-api process for this module).
 """
 
 from __future__ import annotations
+
+import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -96,3 +98,18 @@ def test_availability_zone_list_through_the_cli(cloud, osc):  # noqa: F811
     mine = [z for z in long if z["Zone Name"] == "cli-zone"]
     assert [(z["Host Name"], z["Service Name"]) for z in mine] == [("cli-az-host", "fabric-compute")]
     assert mine[0]["Service Status"].startswith("enabled :-) "), mine  # active, up, then when it reported
+
+
+def test_usage_through_the_cli(cloud, osc):  # noqa: F811
+    admin = cloud.admin_env("usage-admin")
+    project = osc(admin, "project", "show", "usage-admin")["id"]
+    with cloud.db.begin() as session:
+        session.add(Instance(project_id=project, user_id="u", display_name="usage-vm", vcpus=2, memory_mb=256,
+                             disk_gb=3, vm_state="active", launched_at=datetime.datetime(2026, 11, 1, 6)))
+    period = ["--start", "2026-11-01", "--end", "2026-11-02"]
+    shown = osc(admin, "usage", "show", "--project", project, *period)
+    assert [(s["name"], s["hours"]) for s in shown["Servers"]] == [("usage-vm", 18.0)]
+    assert (float(shown["CPU Hours"]), float(shown["RAM MB-Hours"]),
+            float(shown["Disk GB-Hours"])) == (36.0, 4608.0, 54.0)  # 18 h x 2 vCPUs, 256 MiB, 3 GiB
+    listed = {row["Project"]: row for row in osc(admin, "usage", "list", *period)}
+    assert float(listed[project]["CPU Hours"]) == 36.0

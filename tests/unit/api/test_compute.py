@@ -565,3 +565,38 @@ def test_availability_zones_follow_their_hosts_services(api):
     assert detail["internal"]["hosts"]["az-ctl"]["fabric-scheduler"]["available"] is True
     services = {s["host"]: s for s in api.app.get(f"{C}/os-services", headers=admin_h(api)).json["services"]}
     assert (services["az-b1"]["zone"], services["az-ctl"]["zone"]) == ("zone-b", "internal")
+
+
+def test_usage_counts_the_hours_each_server_ran_in_the_period(api):
+    owner, other = api.make_member(), api.make_member()
+    day = datetime.datetime(2026, 11, 1)
+    with api.db.begin() as session:
+        rows = [  # (project, launched, terminated): hours inside 2026-11-01 00:00 .. 12:00
+            (owner.project_id, day - datetime.timedelta(hours=2), None),  # the whole period: 12 h
+            (owner.project_id, day + datetime.timedelta(hours=3), day + datetime.timedelta(hours=5)),  # 2 h, deleted
+            (owner.project_id, None, None),  # never launched: nothing
+            (owner.project_id, day - datetime.timedelta(hours=5), day - datetime.timedelta(hours=1)),  # before: none
+            (other.project_id, day + datetime.timedelta(hours=6), None),  # 6 h
+        ]
+        for project, launched, terminated in rows:
+            session.add(Instance(project_id=project, user_id="u", display_name="vm", vcpus=2, memory_mb=512,
+                                 disk_gb=10, vm_state="deleted" if terminated else "active",
+                                 deleted=terminated is not None, launched_at=launched, terminated_at=terminated))
+    period = "start=2026-11-01T00:00:00&end=2026-11-01T12:00:00"
+    mine = api.app.get(f"{C}/os-simple-tenant-usage/{owner.project_id}?{period}",
+                       headers=owner.headers).json["tenant_usage"]
+    assert mine["total_hours"] == pytest.approx(14.0)
+    assert mine["total_vcpus_usage"] == pytest.approx(28.0)
+    assert mine["total_memory_mb_usage"] == pytest.approx(14.0 * 512)
+    assert sorted(round(s["hours"], 6) for s in mine["server_usages"]) == [2.0, 12.0]
+    assert {s["state"] for s in mine["server_usages"]} == {"active", "terminated"}
+    api.app.get(f"{C}/os-simple-tenant-usage/{other.project_id}?{period}", headers=owner.headers, status=403)
+    api.app.get(f"{C}/os-simple-tenant-usage?{period}", headers=owner.headers, status=403)
+    every = api.app.get(f"{C}/os-simple-tenant-usage?{period}&detailed=1", headers=admin_h(api)).json
+    totals = {u["tenant_id"]: u["total_hours"] for u in every["tenant_usages"]}
+    assert totals[owner.project_id] == pytest.approx(14.0) and totals[other.project_id] == pytest.approx(6.0)
+    bad = api.app.get(f"{C}/os-simple-tenant-usage?start=yesterday", headers=admin_h(api), status=400)
+    assert "'yesterday' is not an ISO 8601 time" in bad.json["badRequest"]["message"]
+    bad = api.app.get(f"{C}/os-simple-tenant-usage?start=2026-11-02T00:00:00&end=2026-11-01T00:00:00",
+                      headers=admin_h(api), status=400)
+    assert "is before start" in bad.json["badRequest"]["message"]
