@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import orm
 
-from fabric.compute import states
+from fabric.compute import instance_actions, states
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import Instance
@@ -54,6 +54,7 @@ class ComputeCaster(Protocol):
             if not row.locked:
                 row.locked, row.locked_reason = True, reason
                 row.locked_by = "owner" if ctx.project_id == row.project_id else "admin"
+                instance_actions.start(session, ctx, instance_id, "lock", finished=instance_actions.SUCCESS)
 
     def unlock(self, ctx: RequestContext, instance_id: str) -> None:
         """Unlock the instance. A lock an admin set only an admin may lift (Forbidden
@@ -64,6 +65,8 @@ class ComputeCaster(Protocol):
                 raise NotFound(kind="Instance", ident=instance_id)
             if row.locked and row.locked_by == "admin" and not ctx.is_admin:
                 raise Forbidden(reason=f"server {instance_id} was locked by an admin; only an admin may unlock it")
+            if row.locked:
+                instance_actions.start(session, ctx, instance_id, "unlock", finished=instance_actions.SUCCESS)
             row.locked, row.locked_by, row.locked_reason = False, None, None
 
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str, length: int | None) -> str:
@@ -79,6 +82,12 @@ def refuse_if_locked(ctx: RequestContext, instance: Any) -> None:
         reason = get("locked_reason")
         raise InstanceLocked(instance=get("id"), locked_by=get("locked_by") or "owner",
                              reason=f": {reason}" if reason else "")
+
+
+def action_name(name: str) -> str:
+    """The instance action an entry of :data:`states.ACTIONS` records, in Nova's words:
+    ``os-stop`` is ``stop``, ``reboot:HARD`` is ``reboot``."""
+    return name.split(":")[0].removeprefix("os-")
 
 
 def _unless_locked(ctx: RequestContext, expected: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +130,7 @@ class ComputeService:
         with self.db.begin() as session:
             staged = None
             if states.swap(session, instance_id, expected, task_state=action.task):
+                instance_actions.start(session, ctx, instance_id, action_name(name))
                 staged = self.outbox.stage(session, "api.instance_action", ctx, host=host, action=action.rpc_method,
                                            instance_id=instance_id, **action.rpc_kwargs)
         if staged is None:
@@ -165,6 +175,9 @@ class ComputeService:
                     continue  # it moved under us: look again
                 if on_accepted is not None:
                     on_accepted(session, row)
+                # A server never placed is deleted here and now; one on a host, by its worker.
+                instance_actions.start(session, ctx, instance_id, instance_actions.DELETE,
+                                       finished=instance_actions.SUCCESS if row.host is None else None)
                 staged = None
                 if row.host is not None:
                     staged = self.outbox.stage(session, "api.instance_action", ctx, host=row.host, action=TERMINATE,
@@ -184,6 +197,7 @@ class ComputeService:
             if not row.locked:
                 row.locked, row.locked_reason = True, reason
                 row.locked_by = "owner" if ctx.project_id == row.project_id else "admin"
+                instance_actions.start(session, ctx, instance_id, "lock", finished=instance_actions.SUCCESS)
 
     def unlock(self, ctx: RequestContext, instance_id: str) -> None:
         """Unlock the instance. A lock an admin set only an admin may lift (Forbidden
@@ -194,6 +208,8 @@ class ComputeService:
                 raise NotFound(kind="Instance", ident=instance_id)
             if row.locked and row.locked_by == "admin" and not ctx.is_admin:
                 raise Forbidden(reason=f"server {instance_id} was locked by an admin; only an admin may unlock it")
+            if row.locked:
+                instance_actions.start(session, ctx, instance_id, "unlock", finished=instance_actions.SUCCESS)
             row.locked, row.locked_by, row.locked_reason = False, None, None
 
     def get_console_output(self, ctx: RequestContext, instance_id: str, length: int | None = None) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from eventlet.semaphore import Semaphore
 
 from fabric import metrics, periodic
-from fabric.compute import housekeeping, states
+from fabric.compute import housekeeping, instance_actions, states
 from fabric.compute.collaborators import default_collaborators
 from fabric.compute.faults import record_fault
 from fabric.config import Settings
@@ -145,6 +145,7 @@ class ComputeManager(Manager):
                 vm_state=states.ACTIVE, task_state=None, power_state=int(power), launched_at=utcnow())
             metrics.COMPUTE_BUILDS.labels("active").inc()
             metrics.COMPUTE_BUILD_SECONDS.observe(time.perf_counter() - started)
+            instance_actions.finish(self.db, ctx, instance_id, instance_actions.SUCCESS)
             LOG.info("instance %s is active on %s", instance_id, self.host)
         except Exception as exc:  # noqa: BLE001 - every failure must end in a resting state
             if is_connection_error(exc):
@@ -203,6 +204,7 @@ class ComputeManager(Manager):
                     transient = (states.SCHEDULING,)
             states.compare_and_swap(self.db, instance_id, {"task_state": transient},
                                     vm_state=states.ERROR, task_state=None, power_state=int(PowerState.NOSTATE))
+            instance_actions.finish(self.db, ctx, instance_id, instance_actions.ERROR, str(exc))
         except (NotFound, InstanceStateConflict) as cas_exc:
             LOG.info("instance %s changed while its failed build was handled: %s", instance_id, cas_exc)
 
@@ -271,7 +273,9 @@ class ComputeManager(Manager):
             LOG.warning("delete of instance %s failed: %s", instance_id, exc)
             record_fault(self.db, instance_id, exc, self.host)
             states.settle(self.db, self.driver, instance_id, states.DELETING, states.ERROR)
+            instance_actions.finish(self.db, ctx, instance_id, instance_actions.ERROR, str(exc))
             return
+        instance_actions.finish(self.db, ctx, instance_id, instance_actions.SUCCESS)
         self.claims.release(instance_id, self.host)
         LOG.info("instance %s deleted", instance_id)
 
@@ -298,8 +302,10 @@ class ComputeManager(Manager):
             LOG.warning("%s of instance %s failed: %s", action.name, instance_id, exc)
             record_fault(self.db, instance_id, exc, self.host)
             states.settle(self.db, self.driver, instance_id, action.task, states.ERROR)
+            instance_actions.finish(self.db, ctx, instance_id, instance_actions.ERROR, str(exc))
             return  # the outcome is on the instance (error + fault): a retried cast would only conflict
         states.settle(self.db, self.driver, instance_id, action.task)
+        instance_actions.finish(self.db, ctx, instance_id, instance_actions.SUCCESS)
 
     def reboot_instance(self, ctx: RequestContext, instance_id: str, hard: bool = False) -> None:
         """Soft (ACPI, then hard after compute.guest_shutdown_timeout) or hard reboot."""

@@ -15,6 +15,7 @@ def register(app: falcon.App) -> None:
         hosts,
         keypairs,
         quotas,
+        server_events,
         server_groups,
         server_metadata,
         servers,
@@ -22,5 +23,5 @@ def register(app: falcon.App) -> None:
     )
 
     for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
-                   availability_zones, usage):
+                   availability_zones, usage, server_events):
         module.register(app, PREFIX)

@@ -19,7 +19,7 @@ from fabric.api import common, quota
 from fabric.api.compute import views
 from fabric.api.compute.flavors import find_flavor, links
 from fabric.api.network import find_network
-from fabric.compute import states
+from fabric.compute import instance_actions, states
 from fabric.compute.api import ComputeService
 from fabric.compute.faults import add_fault
 from fabric.db.models import Instance, Keypair, Port, ServerGroup
@@ -191,6 +191,8 @@ class Servers:
                 instances.append(instance)
             session.flush()
             ids = [i.id for i in instances]
+            for ident in ids:
+                instance_actions.start(session, context, ident, instance_actions.CREATE)
             # Committed with the rows: a crash before the broker confirms it leaves the cast for
             # the next API start to send (fabric.rpc.outbox), never a server stuck in BUILD.
             staged = deps.outbox.stage(session, "api.schedule", context, instance_ids=ids, request_spec=request_spec)

@@ -1,7 +1,7 @@
 """Every table fabric has. Importing this package registers them all on ``Base``."""
 
 from fabric.db.models.base import Base
-from fabric.db.models.compute import Flavor, Image, Instance, InstanceFault, Keypair, ServerGroup
+from fabric.db.models.compute import Flavor, Image, Instance, InstanceAction, InstanceFault, Keypair, ServerGroup
 from fabric.db.models.identity import Project, Quota, QuotaUsage, Role, RoleAssignment, Token, User
 from fabric.db.models.network import AddressAllocation, AddressPool, FloatingIp, FreeAddress, Network, Port, Subnet
 from fabric.db.models.objectstore import Bucket, Ec2Credential, MultipartUpload, StoredObject, UploadPart
@@ -13,7 +13,7 @@ from fabric.db.models.topology import Datacenter, Segment, Tenant, TopologyHost
 __all__ = [
     "AddressAllocation", "AddressPool", "Base", "Bucket", "Ec2Credential", "MultipartUpload", "StoredObject",
     "UploadPart", "ComputeNode", "Datacenter", "Flavor", "FloatingIp", "FreeAddress", "Image",
-    "Instance", "InstanceFault", "Keypair", "Network", "OutboxCast", "Port", "PortSecurityGroup", "Project", "Quota", "QuotaUsage",
+    "Instance", "InstanceAction", "InstanceFault", "Keypair", "Network", "OutboxCast", "Port", "PortSecurityGroup", "Project", "Quota", "QuotaUsage",
     "Role", "RoleAssignment", "SecurityGroup", "SecurityGroupRule", "Segment", "ServerGroup", "ServerGroupHost", "Service", "Subnet", "Tenant", "Token",
     "TopologyHost", "User",
 ]

@@ -121,6 +121,28 @@ class InstanceFault(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(Timestamp)
 
 
+class InstanceAction(Base):
+    """One request's action on a server (``server event list``): started by the API in the
+    transaction that accepts it, finished by the worker that carries it out (or at once,
+    for what only the API does). Written by fabric.compute.instance_actions only."""
+
+    __tablename__ = "instance_actions"
+    __table_args__ = (sa.UniqueConstraint("instance_id", "request_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(sa.String(32))
+    request_id: Mapped[str] = mapped_column(sa.String(64))
+    user_id: Mapped[str | None] = mapped_column(sa.String(36))
+    project_id: Mapped[str | None] = mapped_column(sa.String(36))
+    start_time: Mapped[datetime.datetime] = mapped_column(Timestamp)
+    finish_time: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+    #: "Success" or "Error" once finished (Nova's words), None while it runs.
+    result: Mapped[str | None] = mapped_column(sa.String(16))
+    message: Mapped[str | None] = mapped_column(sa.String(255))
+
+
 class ServerGroup(Timestamps, Base):
     __tablename__ = "server_groups"
 

@@ -1,7 +1,8 @@
 """The whole flow with the real CLI: every worker in its own process
 (fabric-ipam, -network, -compute, -scheduler, -api) over the real RabbitMQ and
 PostgreSQL, fake virt and recording network drivers. ``server create --wait``
-reaches ACTIVE, reboot and delete wait for the workers."""
+reaches ACTIVE, reboot and delete wait for the workers, and ``server event list`` shows
+each request's action as the workers finished it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ def test_server_lifecycle_through_every_worker(postgres_db, rabbit_vhost, spawn,
     assert server["OS-EXT-SRV-ATTR:host"] == "e2e1"
     osc(env, "server", "reboot", "--wait", "vm", json_out=False)
     assert osc(env, "server", "show", "vm")["status"] == "ACTIVE"
+    # Each request's action, newest first, finished by the worker that carried it out.
+    events = osc(env, "server", "event", "list", server["id"])
+    assert [e["Action"] for e in events] == ["reboot", "create"]
+    for event in events:
+        shown = osc(env, "server", "event", "show", server["id"], event["Request ID"])
+        assert [(e["event"], e["result"]) for e in shown["events"]] == [(f"compute_{event['Action']}", "Success")]
+        assert shown["events"][0]["finish_time"] >= shown["events"][0]["start_time"]
     assert [h["Hypervisor Hostname"] for h in osc(env, "hypervisor", "list")] == ["e2e1"]
     osc(env, "server", "delete", "--wait", "vm", json_out=False)
     assert osc(env, "server", "list") == []

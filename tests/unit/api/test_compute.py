@@ -600,3 +600,26 @@ def test_usage_counts_the_hours_each_server_ran_in_the_period(api):
     bad = api.app.get(f"{C}/os-simple-tenant-usage?start=2026-11-02T00:00:00&end=2026-11-01T00:00:00",
                       headers=admin_h(api), status=400)
     assert "is before start" in bad.json["badRequest"]["message"]
+
+
+def test_each_accepted_request_records_its_action(api):
+    owner = api.make_member()
+    server_id = boot(api, owner, make_flavor(api), make_image(api, owner.project_id)).json["server"]["id"]
+    url = f"{C}/servers/{server_id}/os-instance-actions"
+    created = api.app.get(url, headers=owner.headers).json["instanceActions"]
+    assert [(a["action"], a["user_id"], a["project_id"]) for a in created] == [
+        ("create", owner.user_id, owner.project_id)]
+    create = api.app.get(f"{url}/{created[0]['request_id']}", headers=owner.headers).json["instanceAction"]
+    assert create["events"][0]["result"] is None and create["events"][0]["finish_time"] is None  # still building
+    place(api, server_id)
+    api.app.post_json(f"{C}/servers/{server_id}/action", {"os-stop": None}, headers=owner.headers, status=202)
+    api.app.post_json(f"{C}/servers/{server_id}/action", {"lock": None}, headers=owner.headers, status=202)
+    refused = api.app.post_json(f"{C}/servers/{server_id}/action", {"os-start": None}, headers=owner.headers,
+                                status=409)  # refused: no action recorded
+    assert "locked" in refused.json["conflictingRequest"]["message"]
+    actions = api.app.get(url, headers=owner.headers).json["instanceActions"]
+    assert [a["action"] for a in actions] == ["lock", "stop", "create"]
+    lock = api.app.get(f"{url}/{actions[0]['request_id']}", headers=owner.headers).json["instanceAction"]
+    assert lock["events"][0]["result"] == "Success"  # the API alone carries out a lock
+    api.app.get(f"{url}/req-nosuch", headers=owner.headers, status=404)
+    api.app.get(url, headers=api.make_member().headers, status=404)  # another project sees no server

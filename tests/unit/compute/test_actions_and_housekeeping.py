@@ -7,9 +7,9 @@ import datetime
 import pytest
 import sqlalchemy as sa
 
-from fabric.compute import states
+from fabric.compute import instance_actions, states
 from fabric.compute.faults import latest_fault
-from fabric.db.models import ComputeNode
+from fabric.db.models import ComputeNode, InstanceAction
 from fabric.db.types import utcnow
 from fabric.virt.driver import PowerState
 from tests.unit.compute.conftest import HOST, add_instance
@@ -55,6 +55,21 @@ def test_a_failed_action_ends_in_error_with_a_fault(manager, ctx, active):
     manager.pause_instance(ctx, active)
     assert _state(manager, active)[:2] == ("error", None)
     assert "pause" in latest_fault(manager.db, active)["message"]
+
+
+def test_the_worker_finishes_the_action_of_its_request(manager, ctx, active):
+    with manager.db.begin() as session:  # what the API records when it accepts a pause
+        instance_actions.start(session, ctx, active, "pause")
+    manager.driver.fail_next("pause")
+    manager.pause_instance(ctx, active)
+    with manager.db.begin() as session:
+        action = session.scalar(sa.select(InstanceAction).where(InstanceAction.instance_id == active))
+        assert (action.action, action.result) == ("pause", "Error")
+        assert "pause" in action.message and action.finish_time >= action.start_time
+        finished = action.finish_time
+    manager.pause_instance(ctx, active)  # a redelivery: the action stays as it ended
+    with manager.db.begin() as session:
+        assert session.scalar(sa.select(InstanceAction.finish_time)) == finished
 
 
 def test_sync_shows_a_guest_killed_behind_our_back_as_stopped(manager, ctx, active):
