@@ -13,7 +13,8 @@ Publishing (one :class:`~fabric.rpc.amqp_link.Link` per process):
   died refuses publishes for a moment), so a nacked message is published again after
   a growing pause, for up to ``NACK_RETRY_SECONDS``, before its waiter is failed or it
   is logged as lost. A connection that has left a message unconfirmed for
-  ``CONFIRM_STALL`` seconds is given up and replaced (see ``CONFIRM_STALL``).
+  ``CONFIRM_STALL`` seconds, or has kept refusing one for ``NACK_STALL`` seconds, is
+  given up and replaced (see both).
 * channel 2 carries calls, transient, and consumes the replies to this process's calls
   (direct reply-to wants both on one channel). It is in confirm mode too, the calls'
   confirms watched but never waited for: a call the broker refuses is published again (as a nacked cast is), and one it
@@ -115,6 +116,10 @@ ACK_DELAY = 0.01
 #: How long a message the broker refuses (``basic.nack``) is published again before
 #: it counts as lost: longer than a quorum queue's leader election takes.
 NACK_RETRY_SECONDS = 60.0
+#: How long one connection may keep refusing a message before it is replaced: seen with
+#: RabbitMQ 3.10 after a cluster node was killed, a channel nacked every publish to a
+#: quorum queue for a full minute while new connections published to it at once.
+NACK_STALL = 5.0
 #: The pauses between those publishes: from the first to the longest, doubling.
 NACK_PAUSE_FIRST, NACK_PAUSE_LONGEST = 0.05, 2.0
 _PUBLISH_SIG = amqp_spec.Basic.Publish
@@ -168,7 +173,7 @@ class _Outgoing:
     """A persistent message kept until the broker confirms it."""
 
     __slots__ = ("exchange", "routing_key", "body", "properties", "message_id", "mandatory", "waiter",
-                 "first_nack", "nack_pause", "sent_at", "call_of")
+                 "first_nack", "nack_pause", "sent_at", "call_of", "nacked_on", "nacked_since")
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any],
                  message_id: str, mandatory: bool, waiter: Event | None) -> None:
@@ -182,6 +187,9 @@ class _Outgoing:
         #: When the broker first refused it (monotonic), and the pause before the next try.
         self.first_nack: float | None = None
         self.nack_pause = NACK_PAUSE_FIRST
+        #: The connection generation refusing it lately, and since when (monotonic).
+        self.nacked_on = -1
+        self.nacked_since = 0.0
         #: When it was last written to a connection (monotonic).
         self.sent_at = 0.0
         #: For a call: the connection generation whose reply address it carries (it
@@ -283,6 +291,8 @@ class AmqpTransport(base.Transport):
         self._resend: list[_Outgoing] = []
         #: Nacked messages waiting for their pause to end before they are published again.
         self._nacked = 0
+        #: The connection generation already being replaced for refusing (see NACK_STALL).
+        self._replacing = -1
         self._returned: dict[str, str] = {}
         self._window_open = Event()
         self._exchanges: dict[str, str] = {self.exchange: "topic", base.DEAD_LETTER_EXCHANGE: "direct"}
@@ -399,6 +409,7 @@ class AmqpTransport(base.Transport):
                 continue
             if outgoing.first_nack is None:
                 outgoing.first_nack = now
+            self._replace_if_refusing(outgoing, now)
             if now - outgoing.first_nack < NACK_RETRY_SECONDS:
                 # Not enqueued (no quorum for the moment): publish it again shortly. The
                 # reader must not write, so a green thread does it after the pause.
@@ -409,6 +420,19 @@ class AmqpTransport(base.Transport):
             self._confirmed(outgoing, MessagingError(
                 reason=f"the broker refused (nack) message {outgoing.message_id} to "
                 f"{outgoing.exchange}/{outgoing.routing_key} for {NACK_RETRY_SECONDS:.0f}s"))
+
+    def _replace_if_refusing(self, outgoing: _Outgoing, now: float) -> None:
+        """Replace the connection once it has refused ``outgoing`` for NACK_STALL seconds."""
+        link = self._link
+        generation = link.generation
+        if outgoing.nacked_on != generation:
+            outgoing.nacked_on, outgoing.nacked_since = generation, now
+        elif now - outgoing.nacked_since >= NACK_STALL and self._replacing != generation and link.raw is not None:
+            self._replacing = generation
+            LOG.warning("rpc publisher: %s has refused message %s to %s/%s for %.1fs; replacing the "
+                        "connection", describe(link.url), outgoing.message_id, outgoing.exchange,
+                        outgoing.routing_key, now - outgoing.nacked_since)
+            link.broken(link.raw, MessagingError(reason="publishes refused"))
 
     def _publish_again(self, outgoing: _Outgoing) -> None:
         """Publish a nacked message again (or keep it for the next connection)."""

@@ -361,3 +361,38 @@ def test_a_connection_that_stops_confirming_is_replaced(rabbit_vhost, transport,
         assert bodies and set(bodies) == {b'"once"'}  # sent on both: at least once, never lost
     finally:
         conn.close()
+
+
+def test_a_connection_that_keeps_refusing_is_replaced(rabbit_vhost, transport, monkeypatch):
+    """A connection that has refused one message for NACK_STALL is replaced (RabbitMQ 3.10
+    left one channel refusing a quorum queue for a minute after a node died); the message is
+    still published again until it is taken."""
+    from fabric.rpc import amqp as amqp_transport
+
+    monkeypatch.setattr(amqp_transport, "NACK_STALL", 0.3)
+    vhost = rabbit_vhost.rsplit("/", 1)[1]
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest", virtual_host=vhost)
+    conn.connect()
+    try:
+        channel = conn.channel()
+        channel.queue_declare("full", durable=True, auto_delete=False,
+                              arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+        assert transport._link.wait_up(10)
+        first = transport._link.generation
+        for number in range(2):
+            transport.publish("", "full", json.dumps(number).encode(), message_id=f"full-{number}", persistent=True)
+        wait_for(lambda: transport._link.generation > first and transport._link.raw is not None, timeout=10,
+                 what="the refusing connection replaced")
+        taken = []
+        for _ in range(200):
+            message = channel.basic_get("full", no_ack=True)
+            if message is not None:
+                taken.append(json.loads(message.body))
+                if len(taken) == 2:
+                    break
+            else:
+                eventlet.sleep(0.05)
+        transport.flush(timeout=10)
+        assert sorted(taken) == [0, 1]
+    finally:
+        conn.close()
