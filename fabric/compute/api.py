@@ -44,31 +44,6 @@ class ComputeCaster(Protocol):
                         **kwargs: Any) -> None:
         """Cast the compute RPC method ``action`` with ``kwargs`` to ``host``."""
 
-    def lock(self, ctx: RequestContext, instance_id: str, reason: str | None = None) -> None:
-        """Lock the instance: by "owner" when the caller is of its project, else by "admin".
-        Locking a locked server changes nothing (Nova's behaviour). Raises NotFound."""
-        with self.db.begin() as session:
-            row = session.get(Instance, instance_id, with_for_update=True)
-            if row is None or row.deleted:
-                raise NotFound(kind="Instance", ident=instance_id)
-            if not row.locked:
-                row.locked, row.locked_reason = True, reason
-                row.locked_by = "owner" if ctx.project_id == row.project_id else "admin"
-                instance_actions.start(session, ctx, instance_id, "lock", finished=instance_actions.SUCCESS)
-
-    def unlock(self, ctx: RequestContext, instance_id: str) -> None:
-        """Unlock the instance. A lock an admin set only an admin may lift (Forbidden
-        otherwise); unlocking an unlocked server changes nothing. Raises NotFound."""
-        with self.db.begin() as session:
-            row = session.get(Instance, instance_id, with_for_update=True)
-            if row is None or row.deleted:
-                raise NotFound(kind="Instance", ident=instance_id)
-            if row.locked and row.locked_by == "admin" and not ctx.is_admin:
-                raise Forbidden(reason=f"server {instance_id} was locked by an admin; only an admin may unlock it")
-            if row.locked:
-                instance_actions.start(session, ctx, instance_id, "unlock", finished=instance_actions.SUCCESS)
-            row.locked, row.locked_by, row.locked_reason = False, None, None
-
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str, length: int | None) -> str:
         """Call: the last ``length`` lines of the guest's console (all of it for None)."""
 
