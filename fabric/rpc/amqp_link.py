@@ -115,9 +115,9 @@ class _ReadableWaiter:
     epoll_ctl calls and a timer per message read. This keeps the socket registered
     between waits and one timer running per ``interval``. Measured with a one-byte
     ping-pong over a socket pair to another process: 26 us of CPU per round trip with
-    trampoline, 13 us with this. The reader is resumed only while it
-    waits here; a readiness seen while it is elsewhere (waiting for the lock) removes
-    the registration until its next wait, so the hub never spins on unread data.
+    trampoline, 13 us with this. The reader is resumed only while it waits here; a
+    readiness seen while it is elsewhere (waiting for the lock) removes the
+    registration until its next wait, so the hub never spins on unread data.
     """
 
     def __init__(self, fileno: int, interval: float | None) -> None:
