@@ -62,7 +62,12 @@ from tests.functional.integration.workers import (
 )
 
 HOSTS = ("host1", "host2")
-CTX = RequestContext(user_id="u-e2e", project_id="p-e2e", roles=["admin"], is_admin=True)
+
+
+def ctx() -> RequestContext:
+    """A request's context: each request its own request id, as the API gives them (an
+    instance records one action per request)."""
+    return RequestContext(user_id="u-e2e", project_id="p-e2e", roles=["admin"], is_admin=True)
 
 
 class FailFirstSpawn(FakeDriver):
@@ -158,7 +163,7 @@ def _node_usage(db: Database) -> dict[str, int]:
 def test_in_process_build_act_and_delete_with_ipam_and_network(fabric_all):
     cluster, seeded = fabric_all, fabric_all.seeded
     instance_id = create_instance(cluster.db, seeded, networks=[seeded.l2_network_id, seeded.routed_network_id])
-    cluster.scheduler.schedule_and_build(CTX, instance_id)
+    cluster.scheduler.schedule_and_build(ctx(), instance_id)
     row = cluster.wait(instance_id, _active, "active")
     host, other = row["host"], next(h for h in HOSTS if h != row["host"])
     assert row["power_state"] == int(PowerState.RUNNING) and row["launched_at"] is not None
@@ -169,7 +174,7 @@ def test_in_process_build_act_and_delete_with_ipam_and_network(fabric_all):
     assert ipaddress.ip_address(l2_vif["address"]) in ipaddress.ip_network(L2_CIDR)
     assert l2_vif["address"] not in ("10.20.0.0", "10.20.0.1")  # neither the network nor its gateway
     host_block = ipaddress.ip_network(cluster.services[0].manager.describe_segment(
-        CTX, seeded.segment_id, host)["host_block"])
+        ctx(), seeded.segment_id, host)["host_block"])
     assert ipaddress.ip_address(routed_vif["address"]) in host_block
     assert host_block.subnet_of(ipaddress.ip_network(DATACENTER_PREFIX))
     assert allocations_of(cluster.db, [l2_vif["id"], routed_vif["id"]]) == {
@@ -204,27 +209,27 @@ def test_in_process_build_act_and_delete_with_ipam_and_network(fabric_all):
     assert restart_state.routed is not None
 
     # Actions through compute's api (task set by compare-and-swap, then a cast to the host).
-    cluster.compute_api.act(CTX, instance_id, "os-stop")
+    cluster.compute_api.act(ctx(), instance_id, "os-stop")
     row = cluster.wait(instance_id, _resting(states.STOPPED), "stopped")
     assert row["power_state"] == int(PowerState.SHUTDOWN)
     assert guest.get_info(instance_id).power_state is PowerState.SHUTDOWN
-    cluster.compute_api.act(CTX, instance_id, "os-start")
+    cluster.compute_api.act(ctx(), instance_id, "os-start")
     row = cluster.wait(instance_id, _active, "started")
     assert guest.get_info(instance_id).power_state is PowerState.RUNNING
     reboots = guest.calls["reboot"]
-    cluster.compute_api.act(CTX, instance_id, "reboot:SOFT")
+    cluster.compute_api.act(ctx(), instance_id, "reboot:SOFT")
     assert instance(cluster.db, instance_id)["task_state"] == states.REBOOTING
     cluster.wait(instance_id, _active, "rebooted")
     # A hard reboot runs under its own task (rebooting_hard), from stopped too.
-    cluster.compute_api.act(CTX, instance_id, "os-stop")
+    cluster.compute_api.act(ctx(), instance_id, "os-stop")
     cluster.wait(instance_id, _resting(states.STOPPED), "stopped again")
-    cluster.compute_api.act(CTX, instance_id, "reboot:HARD")
+    cluster.compute_api.act(ctx(), instance_id, "reboot:HARD")
     assert instance(cluster.db, instance_id)["task_state"] == states.REBOOTING_HARD
     row = cluster.wait(instance_id, _active, "hard rebooted")
     assert row["power_state"] == int(PowerState.RUNNING) and guest.calls["reboot"] == reboots + 2
 
     # Delete: unplugged, released, destroyed, claim given back.
-    cluster.compute_api.delete(CTX, instance_id)
+    cluster.compute_api.delete(ctx(), instance_id)
     row = cluster.wait(instance_id, lambda r: r["deleted"], "deleted")
     assert row["vm_state"] == states.DELETED and row["task_state"] is None
     assert allocation_count(cluster.db) == 0
@@ -242,7 +247,7 @@ def test_in_process_failed_build_is_rescheduled_to_the_other_host(tmp_path):
     try:
         seeded = cluster.seeded
         instance_id = create_instance(cluster.db, seeded, networks=[seeded.l2_network_id, seeded.routed_network_id])
-        cluster.scheduler.schedule_and_build(CTX, instance_id)
+        cluster.scheduler.schedule_and_build(ctx(), instance_id)
         row = cluster.wait(instance_id, _active, "active after a reschedule")
         [failed_host] = budget["failed_on"]
         assert row["host"] != failed_host and row["failed_hosts"] == [failed_host]
@@ -267,7 +272,7 @@ def test_in_process_build_failing_on_every_host_ends_in_error_with_nothing_held(
     try:
         seeded = cluster.seeded
         instance_id = create_instance(cluster.db, seeded, networks=[seeded.l2_network_id, seeded.routed_network_id])
-        cluster.scheduler.schedule_and_build(CTX, instance_id)
+        cluster.scheduler.schedule_and_build(ctx(), instance_id)
         row = cluster.wait(instance_id, _resting(states.ERROR), "in error")
         assert sorted(budget["failed_on"]) == sorted(HOSTS) and sorted(row["failed_hosts"]) == sorted(HOSTS)
         assert row["host"] is None and row["network_info"] == []
@@ -285,7 +290,7 @@ def test_in_process_build_failing_on_every_host_ends_in_error_with_nothing_held(
 def test_in_process_no_valid_host_ends_in_error_with_a_fault(fabric_all):
     cluster = fabric_all
     instance_id = create_instance(cluster.db, cluster.seeded, networks=[cluster.seeded.l2_network_id], big=True)
-    cluster.scheduler.schedule_and_build(CTX, instance_id)
+    cluster.scheduler.schedule_and_build(ctx(), instance_id)
     row = cluster.wait(instance_id, _resting(states.ERROR), "in error")
     assert row["host"] is None and row["network_info"] == []
     [(_host, code, message)] = faults(cluster.db, instance_id)
@@ -332,7 +337,7 @@ def test_separate_worker_processes_over_rabbitmq_and_postgresql(spawn, tmp_path,
         rpc={"transport_url": rabbit_vhost, "call_timeout": 20}).rpc)
     try:
         instance_id = create_instance(db, seeded, networks=[seeded.l2_network_id, seeded.routed_network_id])
-        SchedulerAPI(transport).schedule_and_build(CTX, instance_id)
+        SchedulerAPI(transport).schedule_and_build(ctx(), instance_id)
         row = wait_for_instance(db, instance_id, _active, "active", workers=workers, timeout=90)
         host = row["host"]
         l2_vif, routed_vif = row["network_info"]
@@ -341,22 +346,22 @@ def test_separate_worker_processes_over_rabbitmq_and_postgresql(spawn, tmp_path,
         assert allocations_of(db, [l2_vif["id"], routed_vif["id"]]) == {
             l2_vif["id"]: l2_vif["address"], routed_vif["id"]: routed_vif["address"]}
         # The network worker process of that host holds both endpoints.
-        described = NetworkAPI(transport, timeout=20).describe_host_networking(CTX, host)
+        described = NetworkAPI(transport, timeout=20).describe_host_networking(ctx(), host)
         assert set(described["endpoints"]) == {l2_vif["id"], routed_vif["id"]}
         assert described["routes"][f"{routed_vif['address']}/32"] == routed_vif["tap"]
 
         compute = ComputeService(db, rpc_clients(transport, call_timeout=20).compute)
-        compute.act(CTX, instance_id, "os-stop")
+        compute.act(ctx(), instance_id, "os-stop")
         wait_for_instance(db, instance_id, _resting(states.STOPPED), "stopped", workers=workers)
-        compute.act(CTX, instance_id, "os-start")
+        compute.act(ctx(), instance_id, "os-start")
         wait_for_instance(db, instance_id, _active, "started", workers=workers)
 
-        compute.delete(CTX, instance_id)
+        compute.delete(ctx(), instance_id)
         row = wait_for_instance(db, instance_id, lambda r: r["deleted"], "deleted", workers=workers)
         assert row["vm_state"] == states.DELETED
         assert allocations_of(db, [l2_vif["id"], routed_vif["id"]]) == {}
         assert ports_of(db, instance_id) == {}
-        assert NetworkAPI(transport, timeout=20).describe_host_networking(CTX, host)["endpoints"] == {}
+        assert NetworkAPI(transport, timeout=20).describe_host_networking(ctx(), host)["endpoints"] == {}
     finally:
         transport.cleanup()
         db.dispose()
