@@ -315,6 +315,10 @@ class AmqpTransport(base.Transport):
         calls.events["basic_nack"].add(self._on_call_nack)
         calls.events["basic_return"].add(self._on_call_return)
         self._reply_channel = raw.channel()
+        # The link's reader hands these confirms over directly (fabric.rpc.amqp_frames);
+        # the py-amqp events above serve frames read while connecting.
+        confirms = self._link.frames.confirms
+        confirms[confirm.channel_id], confirms[calls.channel_id] = self._on_ack, self._on_call_ack
         for name, kind in self._exchanges.items():
             confirm.exchange_declare(name, kind, durable=kind != "fanout", auto_delete=False)
         self._consume_replies(calls)
@@ -356,7 +360,8 @@ class AmqpTransport(base.Transport):
         # would read the socket beside the reader (which a monkey-patched socket forbids).
         if self.reply_mode == "queue":
             reply_queue_declaration(self._reply_queue).declare(channel)
-        channel.basic_consume(self._reply_queue, no_ack=True, callback=self._on_reply_message)
+        tag = channel.basic_consume(self._reply_queue, no_ack=True, callback=self._on_reply_message)
+        self._link.frames.deliveries[(channel.channel_id, tag)] = self._on_reply_frames
 
     @property
     def reply_address(self) -> str:
@@ -366,6 +371,11 @@ class AmqpTransport(base.Transport):
     def _on_reply_message(self, message: amqp.Message) -> None:
         if self.on_reply is not None:
             self.on_reply(message.body, message.properties.get("correlation_id"))
+
+    def _on_reply_frames(self, body: bytes, properties: dict[str, Any], delivery_tag: int,
+                         redelivered: bool) -> None:
+        if self.on_reply is not None:
+            self.on_reply(body, properties.get("correlation_id"))
 
     def _on_call_return(self, exc: Exception, exchange: str, routing_key: str,
                         message: amqp.Message) -> None:
@@ -626,23 +636,27 @@ class AmqpConsumer(base.Consumer):
         self._tags = []
         self._unacked, self._acks_due = {}, 0
         if not self.cancelled:
+            deliveries = self.link.frames.deliveries
             for spec in self.specs:
-                self._tags.append(channel.basic_consume(
-                    spec.name, callback=self._receiver(spec, self.link.generation)))
+                receive = self._receiver(spec, self.link.generation)
+                tag = channel.basic_consume(spec.name, callback=lambda message, receive=receive: receive(
+                    message.body, message.properties, message.delivery_info["delivery_tag"],
+                    message.delivery_info["redelivered"]))
+                # The link's reader hands deliveries over directly (fabric.rpc.amqp_frames);
+                # py-amqp's callback serves those read while connecting.
+                deliveries[(channel.channel_id, tag)] = receive
+                self._tags.append(tag)
 
-    def _receiver(self, spec: QueueSpec, generation: int) -> Callable[[amqp.Message], None]:
+    def _receiver(self, spec: QueueSpec, generation: int) -> Callable[[bytes, dict[str, Any], int, bool], None]:
         on_delivery = self.on_delivery
 
-        def receive(message: amqp.Message) -> None:
-            info = message.delivery_info
-            properties = message.properties
+        def receive(body: bytes, properties: dict[str, Any], tag: int, redelivered: bool) -> None:
             headers = properties.get("application_headers") or {}
-            tag = info["delivery_tag"]
             self._unacked[tag] = False
             delivery = Delivery(
-                message.body, headers, properties.get("reply_to"),
-                properties.get("correlation_id"), info["redelivered"], spec,
-                self._acker(tag, generation), int(headers.get("x-delivery-count", 0) or 0))
+                body, headers, properties.get("reply_to"), properties.get("correlation_id"),
+                redelivered, spec, self._acker(tag, generation),
+                int(headers.get("x-delivery-count", 0) or 0))
             on_delivery(delivery)
 
         return receive

@@ -4,7 +4,10 @@ A :class:`Link` owns a kombu connection (py-amqp underneath), a reader green thr
 and a write lock. The reader waits for the socket to become readable on the hub
 (:class:`_ReadableWaiter`), then reads every complete frame under the lock, so it works in
 processes that are not monkey-patched as well as in those that are, and no two green
-threads ever interleave frames. Writers take the same lock; nothing here ever waits
+threads ever interleave frames. On a plain TCP connection it reads the socket itself and
+parses with the link's :class:`~fabric.rpc.amqp_frames.FrameReader` (deliveries and
+confirms straight to the handlers ``on_connected`` registered there, every other frame
+through py-amqp). Writers take the same lock; nothing here ever waits
 for the broker while holding it, except declarations at (re)connect time.
 
 Promises: when the connection breaks (socket error, forced close, missed
@@ -44,6 +47,7 @@ from kombu.connection import failover_strategies
 from kombu.utils.url import maybe_sanitize_url
 
 from fabric.exception import Invalid
+from fabric.rpc.amqp_frames import FrameReader
 from fabric.rpc.metrics import RPC as METRICS
 
 LOG = logging.getLogger(__name__)
@@ -194,6 +198,9 @@ class Link:
         self.on_lost = on_lost
         self.lock = Semaphore(1)
         self.raw: amqp.Connection | None = None
+        #: The current connection's inbound frames: ``on_connected`` registers the
+        #: handlers of its consumers and confirm channels there (see amqp_frames).
+        self.frames = FrameReader(lambda frame: None)
         self.generation = 0
         self._kombu: kombu.Connection | None = None
         self._up = Event()
@@ -236,6 +243,7 @@ class Link:
                 conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
                 raw = conn.connection
                 read_ahead(raw.transport)
+                self.frames = FrameReader(raw.on_inbound_frame)
                 with self.lock:
                     self.on_connected(raw)
                     self._kombu, self.raw = conn, raw
@@ -295,6 +303,11 @@ class Link:
         interval = raw.heartbeat / 4 if raw.heartbeat else None
         next_tick = time.monotonic() + (interval or 0)
         readable = _ReadableWaiter(transport.sock.fileno(), interval)
+        # Plain TCP: read the socket here and parse with the link's FrameReader. The
+        # real socket under eventlet's green one (``fd``) with MSG_DONTWAIT never waits.
+        recv = None
+        if isinstance(transport, amqp.transport.TCPTransport):
+            recv = getattr(transport.sock, "fd", transport.sock).recv
         try:
             while not self._closing:
                 # Frames first, then wait: what the set-up read ahead may already hold
@@ -302,19 +315,43 @@ class Link:
                 with self.lock:
                     if self.raw is not raw:
                         return
-                    with transport.having_timeout(0):
-                        while True:
-                            try:
-                                frame = transport.read_frame()
-                            except TimeoutError:
-                                break
-                            raw.on_inbound_frame(frame)
+                    if recv is not None:
+                        self._read(raw, recv)
+                    else:
+                        with transport.having_timeout(0):
+                            while True:
+                                try:
+                                    frame = transport.read_frame()
+                                except TimeoutError:
+                                    break
+                                raw.on_inbound_frame(frame)
                     if interval is not None and time.monotonic() >= next_tick:
                         raw.heartbeat_tick(rate=4)
                         next_tick = time.monotonic() + interval
                 readable.wait()
         finally:
             readable.close()
+
+    def _read(self, raw: amqp.Connection, recv: Callable[[int, int], bytes]) -> None:
+        """Handle every frame the socket holds now (caller holds the lock). Bytes of an
+        incomplete frame stay in py-amqp's read buffer, where closing reads them from."""
+        transport = raw.transport
+        frames = self.frames
+        pending, transport._read_buffer = transport._read_buffer, b""
+        if pending:
+            pending = frames.feed(pending)
+        while True:
+            try:
+                data = recv(READ_AHEAD, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                raise ConnectionError("the broker closed the connection")
+            raw.bytes_recv += 1  # any byte received counts for the heartbeat check
+            pending = frames.feed(pending + data if pending else data)
+            if len(data) < READ_AHEAD:
+                break  # drained: a second recv would only say EAGAIN
+        transport._read_buffer = pending
 
     def close(self) -> None:
         """Close the connection for good (no reconnect)."""

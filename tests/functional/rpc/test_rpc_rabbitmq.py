@@ -349,7 +349,10 @@ def test_a_connection_that_stops_confirming_is_replaced(rabbit_vhost, transport,
                 on_ack(delivery_tag, multiple)
 
         monkeypatch.setattr(transport, "_on_ack", deaf_on_the_first_connection)
-        # _connected binds the handler by name at connect time: bind it again on this one.
+        # _connected binds the handler at connect time: bind it again on this one, where the
+        # link's frame reader hands confirms over (and py-amqp's events, which serve frames
+        # read while connecting).
+        transport._link.frames.confirms[deaf.channels[1].channel_id] = deaf_on_the_first_connection
         deaf.channels[1].events["basic_ack"].clear()
         deaf.channels[1].events["basic_ack"].add(lambda tag, multiple: deaf_on_the_first_connection(tag, multiple))
         transport.publish("", "stalled", b'"once"', message_id="stalled-1", persistent=True)

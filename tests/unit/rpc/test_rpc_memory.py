@@ -317,3 +317,34 @@ def test_a_configured_exchange_is_used_by_both_sides(settings, ctx):
         assert [b[2] for b in transport.broker.bindings["fabric_blue"]] == ["widgets", "widgets.h1"]
     finally:
         transport.cleanup()
+
+
+def test_handlers_share_at_most_executor_size_green_threads(settings, ctx):
+    """Messages wait for the server's handler green threads: never more than
+    ``executor_size`` handlers run at once, each green thread takes message after message,
+    and every message is handled once the blocked ones finish."""
+    transport = rpc.get_transport(settings.replace(rpc={"executor_size": 2}).rpc)
+    manager = Manager()
+    manager.gate = Event()
+    threads: set[int] = set()
+    blocked = manager.blocked
+
+    def blocked_on(ctx, token):
+        threads.add(id(eventlet.getcurrent()))
+        blocked(ctx, token)
+
+    manager.blocked = blocked_on
+    try:
+        with serving(transport, manager) as server:
+            client = rpc.RPCClient(transport, rpc.Target("widgets"))
+            for token in range(6):
+                client.cast(ctx, "blocked", token=token)
+            wait_for(lambda: server._running == 6 and len(threads) == 2, what="two handlers to block")
+            eventlet.sleep(0.05)  # a third green thread would have started by now
+            assert len(threads) == 2 and manager.handled == []
+            manager.gate.send()
+            wait_for(lambda: len(manager.handled) == 6, what="every cast to be handled")
+            assert sorted(token for _, token in manager.handled) == list(range(6))
+            assert len(threads) == 2
+    finally:
+        transport.cleanup()
