@@ -28,5 +28,18 @@ class ObjectstoreServer(wsgi.GreenServer):
     wsgi_options = {"capitalize_response_headers": False}
 
     def __init__(self, settings: config.Settings, service: Objectstore, sock: socket.socket | None = None) -> None:
-        super().__init__(sock if sock is not None else listen(settings), build_app(service))
+        super().__init__(sock if sock is not None else listen(settings), _one_content_length(build_app(service)))
         self.url = config.reachable_url(settings.objectstore.listen, self.port, settings.objectstore.public_url)
+
+
+def _one_content_length(app):
+    """``app`` with its ``content-length`` header spelt ``Content-Length``: eventlet.wsgi adds its
+    own ``Content-Length`` to a sized body unless one spelt so is there, and a second length
+    makes strict clients (wrk, http-parser) drop the connection."""
+
+    def wrapped(environ, start_response):
+        def respond(status, headers, exc_info=None):
+            headers = [("Content-Length", v) if n == "content-length" else (n, v) for n, v in headers]
+            return start_response(status, headers, exc_info)
+        return app(environ, respond)
+    return wrapped

@@ -166,3 +166,19 @@ def test_openstack_ec2_credentials_create_list_delete(stack, osc, keys):
     with pytest.raises(ClientError) as err:
         fresh.list_buckets()
     assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_every_answer_has_one_content_length_so_strict_parsers_keep_the_connection(stack, keys, bucket):
+    # http-parser (wrk, Node) drops a connection whose answer repeats Content-Length; eventlet's
+    # server used to add a second one next to the application's lower-case one.
+    connection = http.client.HTTPConnection(urlsplit(stack.s3_url).netloc, timeout=60)
+    for method, path, body, status in (("PUT", f"/{bucket}/one-length", b"x" * 1000, 200),
+                                       ("GET", f"/{bucket}/one-length", b"", 200),
+                                       ("GET", f"/{bucket}/no-such-key", b"", 404)):
+        request = AWSRequest(method, f"{stack.s3_url}{path}", data=body)
+        S3SigV4Auth(Credentials(keys.access, keys.secret), "s3", REGION).add_auth(request)
+        connection.request(method, path, body, dict(request.headers.items()))  # one keep-alive connection
+        answer = connection.getresponse()
+        content = answer.read()
+        assert answer.status == status, content
+        assert answer.msg.get_all("Content-Length") == [str(len(content))], (method, path, answer.getheaders())
