@@ -30,6 +30,8 @@ from fabric.db.models import (
     Network,
     Port,
     PortSecurityGroup,
+    Router,
+    RouterInterface,
     SecurityGroupRule,
     Segment,
     Subnet,
@@ -45,6 +47,7 @@ from fabric.network.model import (
     HostState,
     NetworkSpec,
     RoutedSpec,
+    RouterSpec,
     segment_match,
 )
 from fabric.network.secgroups import RuleSpec, SecurityState
@@ -96,6 +99,58 @@ def network_spec(session: sa.orm.Session, network: Network, host: str, layout: A
                        match_mask=mask, match_value=value)
 
 
+def external_placement(session: sa.orm.Session, network_id: str | None, address: str) -> tuple[str | None, int]:
+    """(provider:physical_network, prefix length) of ``address`` on external network
+    ``network_id``: where the edge (:mod:`fabric.network.edge`) puts it. (None, 32) when
+    the network names no physical network; 32 when no subnet of it holds the address."""
+    network = session.get(Network, network_id) if network_id else None
+    if network is None or not network.physical_bridge:
+        return None, 32
+    ip = ipaddress.ip_address(address)
+    for cidr in session.scalars(sa.select(Subnet.cidr).where(Subnet.network_id == network_id,
+                                                               Subnet.ip_version == 4)):
+        if ip in ipaddress.ip_network(cidr):
+            return network.physical_bridge, ipaddress.ip_network(cidr).prefixlen
+    return network.physical_bridge, 32
+
+
+def floating_spec(session: sa.orm.Session, address: str, fixed_address: str,
+                  network_id: str | None = None) -> FloatingSpec:
+    """The spec of floating ``address`` translated to ``fixed_address``, placed on its external
+    network (looked up by address when ``network_id`` is not given)."""
+    if network_id is None:
+        network_id = session.scalars(sa.select(FloatingIp.floating_network_id)
+                                     .where(FloatingIp.address == address)).first()
+    physical, prefixlen = external_placement(session, network_id, address)
+    return FloatingSpec(address, fixed_address, physical_network=physical, prefixlen=prefixlen)
+
+
+def router_specs(session: sa.orm.Session, network_ids: list[str]) -> dict[str, RouterSpec]:
+    """The routers (up) with a leg on one of ``network_ids`` (a host's networks), as that host
+    realises them: the legs it carries, every IPv4 subnet of the router, and the address of
+    its gateway when it translates (enable_snat)."""
+    if not network_ids:
+        return {}
+    here = (sa.select(RouterInterface.router_id).join(Subnet, Subnet.id == RouterInterface.subnet_id)
+            .where(Subnet.network_id.in_(network_ids)))
+    legs = session.execute(sa.select(RouterInterface.router_id, Subnet.network_id, Subnet.cidr, Subnet.ip_version)
+                           .join(Subnet, Subnet.id == RouterInterface.subnet_id)
+                           .where(RouterInterface.router_id.in_(here))).all()
+    specs: dict[str, RouterSpec] = {}
+    for router in session.scalars(sa.select(Router).where(Router.id.in_(here), Router.admin_state_up.is_(True))
+                                  .order_by(Router.id)):
+        snat = None
+        if router.enable_snat and router.gateway_port_id:
+            snat = ipv4_addresses(session, [router.gateway_port_id]).get(router.gateway_port_id)
+        mine = [(network, cidr) for r, network, cidr, version in legs if r == router.id and version == 4]
+        snat = snat.split("/")[0] if snat else None
+        physical, prefixlen = external_placement(session, router.external_network_id, snat) if snat else (None, 32)
+        specs[router.id] = RouterSpec(id=router.id, networks=sorted({n for n, _ in mine if n in network_ids}),
+                                      subnets=sorted({c for _, c in mine}), snat_address=snat,
+                                      physical_network=physical, snat_prefixlen=prefixlen)
+    return specs
+
+
 def endpoint_spec(port: Port, address: str | None) -> EndpointSpec:
     binding = port.binding or {}
     return EndpointSpec(id=port.id, network_id=port.network_id, mac=port.mac_address, address=address,
@@ -115,6 +170,7 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
                 state.networks[network.id] = network_spec(session, network, host, layout)
             except exception.Invalid as exc:  # one bad row must not stop the whole host
                 LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
+        state.routers = router_specs(session, sorted(state.networks))
         addresses = ipv4_addresses(session, [p.id for p in ports])
         for port in ports:
             if port.device_owner != DHCP_PORT_OWNER and port.network_id in state.networks:
@@ -132,7 +188,8 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
                 state.remote_hosts[row.name] = HostSpec(row.name, row.tunnel_address, block)
         for floating in session.scalars(sa.select(FloatingIp).where(FloatingIp.host == host,
                                                                     FloatingIp.fixed_address.is_not(None))):
-            state.floating[floating.address] = FloatingSpec(floating.address, floating.fixed_address)
+            state.floating[floating.address] = floating_spec(session, floating.address, floating.fixed_address,
+                                                             floating.floating_network_id)
     return state
 
 

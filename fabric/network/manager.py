@@ -47,7 +47,7 @@ class NetworkManager(Manager):
         sync=("api",), describe_host_networking=("api",),
         host_joined=("ipam",), host_left=("ipam",),
         network_created=("api",), network_deleted=("api",), reconcile_networks=("api",),
-        security_groups_changed=("api", "network"))
+        security_groups_changed=("api", "network"), routers_changed=("api",))
 
     def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
                  transport: Any = None, driver: NetworkDriver | None = None) -> None:
@@ -110,6 +110,10 @@ class NetworkManager(Manager):
                 self.driver.setup_network(NetworkSpec.from_dict(network))
             if self.db is not None:  # the port is filtered from the moment its device exists
                 self.driver.security = dbstate.security_state(self.db, self.host)
+                # ... and routed by the routers on its network from then on (plug applies the NAT table).
+                with self.db.begin() as session:
+                    self.driver.state.routers = dbstate.router_specs(
+                        session, sorted(set(self.driver.state.networks) | {spec.network_id}))
             return self.driver.plug(spec)
 
         with metrics.NETWORK_PLUG_SECONDS.time():
@@ -136,7 +140,11 @@ class NetworkManager(Manager):
 
     @idempotent
     def associate_floating(self, ctx: RequestContext, address: str, fixed_address: str) -> None:
-        self._serialised(self.driver.associate_floating, FloatingSpec(address, fixed_address))
+        spec = FloatingSpec(address, fixed_address)
+        if self.db is not None:  # where its external network puts it (see fabric.network.edge)
+            with self.db.begin() as session:
+                spec = dbstate.floating_spec(session, address, fixed_address)
+        self._serialised(self.driver.associate_floating, spec)
 
     @idempotent
     def disassociate_floating(self, ctx: RequestContext, address: str) -> None:
@@ -214,3 +222,17 @@ class NetworkManager(Manager):
             return
         self._converge("security_groups_changed",
                        lambda: self.driver.set_security(dbstate.security_state(self.db, self.host)))
+
+    def routers_changed(self, ctx: RequestContext) -> None:
+        """Routers, their legs or gateways changed: realise what the database now says for the
+        networks this host carries."""
+        if self.db is None:
+            return
+
+        def apply() -> None:
+            with self.db.begin() as session:
+                routers = dbstate.router_specs(session, sorted(self.driver.state.networks))
+            self.driver.set_routers(list(routers.values()))
+            LOG.info("network: %d router(s) realised on %s", len(routers), self.host)
+
+        self._converge("routers_changed", apply)

@@ -36,6 +36,18 @@ DHCP_PORT_OWNER = "network:dhcp"
 COMPUTE_PORT_OWNER_PREFIX = "compute:"
 
 
+#: ``Port.device_owner`` of a router's leg on one of its subnets (it holds the subnet's gateway
+#: address) and of its gateway port on an external network.
+ROUTER_INTERFACE_OWNER = "network:router_interface"
+ROUTER_GATEWAY_OWNER = "network:router_gateway"
+
+
+def port_request_token(port_id: str, subnet_id: str) -> str:
+    """The IPAM request token a port's address in one subnet is held under, when the Network
+    API made the port (``port create``, a router's gateway): one address per subnet."""
+    return f"port:{port_id}:{subnet_id}"
+
+
 def floating_request_token(floating_id: str) -> str:
     """The IPAM request token a floating IP's address is held under (it has no port)."""
     return f"floating:{floating_id}"
@@ -187,16 +199,52 @@ class RoutedSpec(_Spec):
                 raise exception.Invalid(reason=f"routed {what} {value!r} is not a network") from None
 
 
+def _check_prefixlen(value: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise exception.Invalid(reason=f"{what} {value!r}; accepted: 1-32")
+
+
 @dataclasses.dataclass(frozen=True)
 class FloatingSpec(_Spec):
-    """A floating address translated to an endpoint's fixed address."""
+    """A floating address translated to an endpoint's fixed address.
+
+    ``physical_network`` (its external network's ``provider:physical_network``) and
+    ``prefixlen`` (of the external subnet it is taken from) say where it lives: a host
+    whose ``[network] external_interfaces`` maps that physical network puts the address,
+    with that prefix length, on the mapped interface (see :mod:`fabric.network.edge`).
+    """
 
     address: str
     fixed_address: str
+    physical_network: str | None = None
+    prefixlen: int = 32
 
     def __post_init__(self) -> None:
         _check_ip(self.address, "floating address")
         _check_ip(self.fixed_address, "fixed address")
+        _check_prefixlen(self.prefixlen, f"prefix length of floating address {self.address}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterSpec(_Spec):
+    """A router as one host realises it with its own gateway and NAT: forwarding between the
+    bridges of ``networks`` (its legs this host carries), and, given ``snat_address`` (its
+    gateway's address), traffic from ``subnets`` leaving fabric's devices translated to it.
+    ``physical_network`` and ``snat_prefixlen`` place the gateway address on the host's
+    external interface as for :class:`FloatingSpec`."""
+
+    id: str
+    networks: list[str] = dataclasses.field(default_factory=list)
+    subnets: list[str] = dataclasses.field(default_factory=list)
+    snat_address: str | None = None
+    physical_network: str | None = None
+    snat_prefixlen: int = 32
+
+    def __post_init__(self) -> None:
+        for cidr in self.subnets:
+            _check_cidr(cidr, f"subnet of router {self.id}")
+        _check_ip(self.snat_address, f"SNAT address of router {self.id}")
+        _check_prefixlen(self.snat_prefixlen, f"prefix length of the SNAT address of router {self.id}")
 
 
 @dataclasses.dataclass
@@ -208,6 +256,7 @@ class HostState:
     remote_hosts: dict[str, HostSpec] = dataclasses.field(default_factory=dict)
     floating: dict[str, FloatingSpec] = dataclasses.field(default_factory=dict)
     routed: RoutedSpec | None = None
+    routers: dict[str, RouterSpec] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -216,6 +265,7 @@ class HostState:
             "remote_hosts": [h.to_dict() for h in self.remote_hosts.values()],
             "floating": [f.to_dict() for f in self.floating.values()],
             "routed": self.routed.to_dict() if self.routed else None,
+            "routers": [r.to_dict() for r in self.routers.values()],
         }
 
     @classmethod
@@ -235,6 +285,9 @@ class HostState:
             state.floating[spec.address] = spec
         if data.get("routed"):
             state.routed = RoutedSpec.from_dict(data["routed"])
+        for item in data.get("routers", []):
+            spec = RouterSpec.from_dict(item)
+            state.routers[spec.id] = spec
         return state
 
     def endpoints_of(self, network_id: str) -> list[EndpointSpec]:

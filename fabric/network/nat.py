@@ -37,6 +37,25 @@ def _routed_isolation_rules(state: HostState) -> list[str]:
     return rules
 
 
+def _router_rules(names: Names, state: HostState) -> tuple[list[str], list[str]]:
+    """(forward accepts, SNAT rules) of the routers this host realises.
+
+    A router joins its networks: forwarding between their bridges is accepted before the
+    isolation drops below. Its subnets' traffic leaving fabric's devices takes the router's
+    gateway address (after the floating addresses' own SNAT, which wins as in Neutron).
+    """
+    ours = f'"{names.prefix}*"'
+    accept, snat = [], []
+    for router in sorted(state.routers.values(), key=lambda r: r.id):
+        legs = sorted(n for n in set(router.networks) if n in state.networks)
+        accept += [f'iifname "{names.bridge(a)}" oifname "{names.bridge(b)}" accept'
+                   for a in legs for b in legs if a != b]
+        if router.snat_address:
+            snat += [f"ip saddr {cidr} oifname != {ours} snat to {router.snat_address}"
+                     for cidr in sorted(router.subnets)]
+    return accept, snat
+
+
 def build_ruleset(names: Names, state: HostState) -> str:
     """The nft script that makes fabric's table match ``state`` (deterministic)."""
     table = f"ip {names.table}"
@@ -47,12 +66,14 @@ def build_ruleset(names: Names, state: HostState) -> str:
         # Only traffic leaving fabric's own devices is translated: endpoint to
         # endpoint traffic keeps its fixed source.
         snat.append(f"ip saddr {floating.fixed_address} oifname != {ours} snat to {floating.address}")
-    # Routed traffic between two of fabric's bridges crosses networks: drop it. The
-    # per-bridge form leaves bridged frames alone, which br_netfilter shows to this
-    # hook with the same bridge as input and output.
-    forward = [f'iifname "{names.bridge(n.id)}" oifname "{names.prefix}b*" oifname != "{names.bridge(n.id)}" drop'
-               for n in sorted(state.networks.values(), key=lambda n: n.id)
-               if n.network_type in ("vxlan", "vlan")]
+    router_accepts, router_snat = _router_rules(names, state)
+    snat += router_snat
+    # Routed traffic between two of fabric's bridges crosses networks: drop it (unless a
+    # router joins them: accepted first). The per-bridge form leaves bridged frames alone,
+    # which br_netfilter shows to this hook with the same bridge as input and output.
+    forward = router_accepts + [
+        f'iifname "{names.bridge(n.id)}" oifname "{names.prefix}b*" oifname != "{names.bridge(n.id)}" drop'
+        for n in sorted(state.networks.values(), key=lambda n: n.id) if n.network_type in ("vxlan", "vlan")]
     forward += _routed_isolation_rules(state)
 
     def chain(name: str, hook: str, kind: str, priority: str, rules: list[str]) -> list[str]:

@@ -79,3 +79,8 @@ class NetworkAPI:
         """Security groups, rules or port memberships changed (committed): every host
         re-reads what it enforces from the database and applies it at once."""
         self.client.fanout_cast(ctx, "security_groups_changed")
+
+    def routers_changed(self, ctx: RequestContext) -> None:
+        """Routers, their interfaces or gateways changed (committed): every host re-reads the
+        routers of the networks it carries and realises them."""
+        self.client.fanout_cast(ctx, "routers_changed")

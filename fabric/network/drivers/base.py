@@ -14,7 +14,7 @@ from typing import Any
 
 from fabric import exception
 from fabric.config import Settings
-from fabric.network.model import EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec
+from fabric.network.model import EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec, RouterSpec
 from fabric.network.naming import Names
 from fabric.network.secgroups import SecurityState
 
@@ -37,7 +37,7 @@ class NetworkDriver(abc.ABC):
         """
         self.state = HostState(networks=dict(state.networks), endpoints=dict(state.endpoints),
                                remote_hosts={n: h for n, h in state.remote_hosts.items() if self._is_remote(h)},
-                               floating=dict(state.floating), routed=state.routed)
+                               floating=dict(state.floating), routed=state.routed, routers=dict(state.routers))
         for endpoint in self.state.endpoints.values():
             self._network_of(endpoint)
         return self._sync()
@@ -97,6 +97,11 @@ class NetworkDriver(abc.ABC):
         """No translation for ``address`` remains (no error when there was none)."""
         if self.state.floating.pop(address, None) is not None:
             self._apply_floating()
+
+    def set_routers(self, routers: list[RouterSpec]) -> None:
+        """Realise exactly ``routers`` on this host (forwarding between their legs, their SNAT)."""
+        self.state.routers = {r.id: r for r in routers}
+        self._apply_floating()  # the NAT and forward rules are one table
 
     def set_security(self, security: SecurityState) -> None:
         """Enforce exactly ``security`` on this host's endpoints (see :mod:`fabric.network.secgroups`).

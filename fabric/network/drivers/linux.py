@@ -19,6 +19,11 @@ Per network type:
   router. (One server for all of a host's endpoints would have to listen unbound to
   any device, which would take the DHCP port from the L2 networks' servers.)
 
+The edge (:mod:`fabric.network.edge`): with ``[network] external_interfaces``, the
+floating and router gateway addresses of a mapped external network are put on the
+host's interface to it (marked proto 176), so the outside reaches them on-link; fabric's
+nftables table translates them (:mod:`fabric.network.nat`).
+
 The metadata service (once :meth:`LinuxDriver.serve_metadata` is called): the
 address 169.254.169.254/32 is put on the namespace's loopback, so it is local
 and the host answers ARP for it on every device (as nova-network did), and
@@ -38,7 +43,7 @@ from fabric import exception
 from fabric.config import Settings
 from fabric.metadata import METADATA_ADDRESS
 from fabric.metadata.server import MetadataServer
-from fabric.network import nat, secgroups
+from fabric.network import edge, nat, secgroups
 from fabric.network.dhcp import DhcpServers
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.kernel import Kernel
@@ -57,6 +62,7 @@ class LinuxDriver(NetworkDriver):
         self._applied_ruleset: str | None = None
         self._applied_security: secgroups.Plan | None = None
         self.metadata: MetadataServer | None = None
+        self.external_interfaces = edge.interface_map(settings.network.external_interfaces)
 
     # --- names -----------------------------------------------------------------------
 
@@ -265,12 +271,39 @@ class LinuxDriver(NetworkDriver):
         self._apply_nat()
 
     def _apply_nat(self, force: bool = False) -> None:
+        if self.state.routers or self.state.floating:
+            # A router forwards between bridges and out, a floating address to its endpoint; like
+            # routed mode, it never turns this off (others may still need it).
+            self.kernel.set_sysctl("net/ipv4/ip_forward", "1")
         ruleset = nat.build_ruleset(self.names, self.state)
         if force or ruleset != self._applied_ruleset:
             nat.apply(self.kernel, self.names, self.state)
             self._applied_ruleset = ruleset
+        self._apply_edge()
         # Filtering follows every change of endpoints and networks that moves NAT.
         self._apply_security(force)
+
+    def _apply_edge(self) -> None:
+        """Each mapped external interface holds exactly fabric's wanted addresses (see
+        :mod:`fabric.network.edge`); the administrator's own addresses there stay."""
+        for interface, wanted in sorted(edge.wanted_addresses(self.external_interfaces, self.state).items()):
+            try:
+                if wanted:
+                    # Removing an interface's primary address would take its secondaries with it.
+                    self.kernel.set_sysctl(f"net/ipv4/conf/{interface}/promote_secondaries", "1")
+                present = set(self.kernel.addresses(interface, fabric_only=True))
+                for cidr in sorted(wanted - present):
+                    self.kernel.ensure_address(interface, cidr, marked=True)
+                for cidr in sorted(present - wanted):
+                    self.kernel.remove_address(interface, cidr)
+            except exception.KernelError as exc:
+                # NAT still works for an outside that routes to this host: never fail the rest for it.
+                LOG.error("external interface %s on %s: %s", interface, self.host, exc.message)
+
+    def edge_addresses(self) -> dict[str, list[str]]:
+        """Mapped external interface -> the addresses fabric holds on it."""
+        return {interface: sorted(self.kernel.addresses(interface, fabric_only=True))
+                for interface in sorted(set(self.external_interfaces.values()))}
 
     def _apply_security(self, force: bool = False) -> None:
         wanted = secgroups.plan(self.names, self.state, self.security)
@@ -380,6 +413,7 @@ class LinuxDriver(NetworkDriver):
             "remote_hosts": sorted(self.state.remote_hosts),
             "routes": {r["dst"]: r["via"] or r["dev"] for r in self.kernel.routes()},
             "nat_rules": nat.rules(self.kernel, self.names),
+            "edge_addresses": self.edge_addresses(),
             "filtered_endpoints": sorted(e for e in self.security.ports if e in self.state.endpoints),
             "metadata": self.metadata.listening() if self.metadata is not None else None,
         }

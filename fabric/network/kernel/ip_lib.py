@@ -239,27 +239,34 @@ class Kernel:
 
     # --- addresses -----------------------------------------------------------------
 
-    def addresses(self, name: str) -> list[str]:
-        """IPv4 addresses on ``name`` as CIDR strings (empty when the link is missing)."""
+    def addresses(self, name: str, fabric_only: bool = False) -> list[str]:
+        """IPv4 addresses on ``name`` as CIDR strings (empty when the link is missing); with
+        ``fabric_only``, only those added with ``marked`` (proto :data:`RTPROT_FABRIC`)."""
         def dump(ipr: IPRoute) -> list[str]:
             idx = _index(ipr, name)
             if idx is None:
                 return []
             return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                    for a in ipr.get_addr(index=idx, family=2)]
+                    for a in ipr.get_addr(index=idx, family=2)
+                    if not fabric_only or a.get_attr("IFA_PROTO") == RTPROT_FABRIC]
 
         return self._run("dump addresses", name, dump)
 
-    def ensure_address(self, name: str, cidr: str) -> None:
-        """``cidr`` (e.g. ``10.0.0.1/24``) is on ``name``; other IPv4 addresses are left alone."""
+    def ensure_address(self, name: str, cidr: str, marked: bool = False) -> None:
+        """``cidr`` (e.g. ``10.0.0.1/24``) is on ``name``; other IPv4 addresses are left alone.
+
+        ``marked``: the address carries proto :data:`RTPROT_FABRIC`, so fabric can tell it
+        from the administrator's on an interface it does not own.
+        """
         iface = ipaddress.ip_interface(cidr)
 
         def add(ipr: IPRoute) -> None:
             idx = _index(ipr, name)
             if idx is None:
                 raise NetlinkError(errnos.ENODEV)
+            extra = {"proto": RTPROT_FABRIC} if marked else {}
             try:
-                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **extra)
             except NetlinkError as exc:
                 if exc.code != errnos.EEXIST:
                     raise

@@ -159,10 +159,14 @@ def test_spoofed_source_address_or_mac_reaches_no_one(lan):
     in_ns(e[3], "busybox", "ping", "-c", "3", "-W", "1", "-I", "10.30.0.99", "10.30.0.11", check=False)
     assert arrivals(e[1], "10.30.0.99") == 0
 
-    # e3 sends from a MAC that is not its own: nothing arrives.
+    # e3 sends from a MAC that is not its own: nothing arrives. Changing the MAC flushes every
+    # neighbour entry of the device, permanent ones too (measured): without pinning e1's again,
+    # e3 would ARP with the new MAC and the ARP rule, not the MAC rule, would stop it.
     seen = arrivals(e[1], "10.30.0.13")
     in_ns(e[3], "ip", "link", "set", "eth0", "address", "02:00:00:00:1e:99")
+    in_ns(e[3], "ip", "neigh", "replace", "10.30.0.11", "lladdr", mac_of(e[1]), "dev", "eth0", "nud", "permanent")
     in_ns(e[3], "busybox", "ping", "-c", "3", "-W", "1", "10.30.0.11", check=False)
+    assert "PERMANENT" in in_ns(e[3], "ip", "neigh", "show", "10.30.0.11").stdout  # no ARP was involved
     assert arrivals(e[1], "10.30.0.13") == seen
 
 

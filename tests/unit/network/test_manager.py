@@ -14,6 +14,8 @@ from fabric.db.models import (
     FloatingIp,
     Network,
     Port,
+    Router,
+    RouterInterface,
     Segment,
     Subnet,
     Tenant,
@@ -153,3 +155,46 @@ def test_host_state_from_the_database_and_reconcile_on_start(sqlite_db, settings
         session.execute(sa.delete(Port).where(Port.id == "p-x"))
     manager.init_host()
     assert "p-x" not in manager.driver.describe()["endpoints"]
+
+
+def test_external_addresses_are_placed_on_their_physical_network(sqlite_db, settings):  # noqa: F811
+    with sqlite_db.begin() as session:
+        session.add_all([
+            Network(id="ext", project_id="admin", network_type="flat", physical_bridge="public", external=True),
+            Network(id="ext-nophys", project_id="admin", network_type="vxlan", segmentation_id=90, external=True),
+            Network(id="net-x", project_id="proj", network_type="vxlan", segmentation_id=77),
+        ])
+        session.add_all([
+            Subnet(id="sub-ext", network_id="ext", project_id="admin", ip_version=4, cidr="203.0.113.0/24"),
+            Subnet(id="sub-x", network_id="net-x", project_id="proj", ip_version=4, cidr="10.30.0.0/24"),
+        ])
+        session.flush()
+        session.add_all([
+            Port(id="p-x", network_id="net-x", project_id="proj", mac_address="02:00:00:00:00:02", host="h1"),
+            Port(id="p-leg", network_id="net-x", project_id="proj", mac_address="02:00:00:00:00:05",
+                 device_owner="network:router_interface"),
+            Port(id="p-gw", network_id="ext", project_id="proj", mac_address="02:00:00:00:00:06",
+                 device_owner="network:router_gateway"),
+        ])
+        session.add_all([AddressPool(id="sub-ext", kind="subnet", subnet_id="sub-ext", definition={}, size_limit=253)])
+        session.flush()
+        session.add(Router(id="r1", project_id="proj", external_network_id="ext", gateway_port_id="p-gw"))
+        session.flush()
+        session.add_all([
+            RouterInterface(port_id="p-leg", router_id="r1", subnet_id="sub-x", ip_address="10.30.0.1"),
+            AddressAllocation(pool_id="sub-ext", address="203.0.113.5", request_token="g", port_id="p-gw"),
+            FloatingIp(id="f1", address="203.0.113.10", project_id="proj", floating_network_id="ext",
+                       port_id="p-x", fixed_address="10.30.0.5", host="h1"),
+            FloatingIp(id="f2", address="198.51.100.7", project_id="proj", floating_network_id="ext-nophys"),
+        ])
+    state = dbstate.host_state(sqlite_db, "h1", settings.replace(default={"host": "h1"}))
+    floating = state.floating["203.0.113.10"]
+    assert (floating.physical_network, floating.prefixlen) == ("public", 24)
+    router = state.routers["r1"]
+    assert (router.snat_address, router.physical_network, router.snat_prefixlen) == ("203.0.113.5", "public", 24)
+    with sqlite_db.begin() as session:
+        # Looked up by address (the associate_floating RPC names only the addresses).
+        assert dbstate.floating_spec(session, "203.0.113.10", "10.30.0.5") == floating
+        # An external network naming no physical network: no placement (the outside routes to the host).
+        unplaced = dbstate.floating_spec(session, "198.51.100.7", "10.30.0.5")
+        assert (unplaced.physical_network, unplaced.prefixlen) == (None, 32)
