@@ -54,6 +54,8 @@ setup(
     extras_require={
         # Needs libvirt's C headers (Debian: libvirt-dev pkg-config) to build.
         "libvirt": ["libvirt-python>=9.0"],
+        # The LDAP identity backend ([ldap] url): a pure-Python LDAP v3 client.
+        "ldap": ["ldap3>=2.9"],
         "test": [
             "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",
             "WebTest>=3.0", "openstacksdk>=4.0", "python-openstackclient>=7.0", "schemathesis>=4.0",
@@ -61,6 +63,8 @@ setup(
             "boto3>=1.36", "awscli>=1.37",
             # The dashboard's browser tests drive Debian's chromium with it (never `playwright install`).
             "playwright>=1.45",
+            # The LDAP identity backend's tests (against Debian's slapd).
+            "ldap3>=2.9",
         ],
     },
     scripts=[str(p) for p in sorted((HERE / "bin").glob("fabric-*"))],

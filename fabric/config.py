@@ -103,11 +103,39 @@ class ApiSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecurityComplianceSection:
+    """[security_compliance]: password lock-out (Keystone's options of the same names)."""
+
+    lockout_failure_attempts: int = option(0, "Wrong passwords in a row after which a user is locked out (401 even with the right password); 0 never locks.", minimum=0)
+    lockout_duration: int = option(1800, "Seconds a locked-out user stays locked out after the last wrong password.", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LdapSection:
+    """[ldap]: a read-only LDAP directory as the users and groups of one domain (Keystone's LDAP identity driver; role assignments stay in SQL)."""
+
+    url: str = option("", "LDAP server URL (ldap://host:389 or ldaps://host:636). Empty: no LDAP; every domain's users and groups live in the database.")
+    domain: str = option("ldap", "Name (and id) of the domain whose users and groups come from LDAP; created when first needed.")
+    user: str = option("", "DN to bind as for searches. Empty: search anonymously.")
+    password: str = option("", "Password of the search DN.")
+    user_tree_dn: str = option("", "Where users are searched (ou=Users,dc=example,dc=org).")
+    user_objectclass: str = option("inetOrgPerson", "Object class of user entries.")
+    user_id_attribute: str = option("cn", "Attribute holding a user's unique id.")
+    user_name_attribute: str = option("sn", "Attribute holding a user's login name.")
+    group_tree_dn: str = option("", "Where groups are searched (ou=Groups,dc=example,dc=org).")
+    group_objectclass: str = option("groupOfNames", "Object class of group entries.")
+    group_id_attribute: str = option("cn", "Attribute holding a group's unique id.")
+    group_name_attribute: str = option("ou", "Attribute holding a group's name.")
+    group_member_attribute: str = option("member", "Attribute listing a group's members (their DNs).")
+    timeout: float = option(10.0, "Seconds to wait for the LDAP server before answering 503.", minimum=0.1)
+
+
+@dataclasses.dataclass(frozen=True)
 class SchedulerSection:
     """[scheduler]: placement."""
 
-    filters: str = option("RetryFilter,ComputeFilter,AvailabilityZoneFilter,RamFilter,CoreFilter,DiskFilter,ImagePropertiesFilter,ExtraSpecsFilter,AffinityFilter,AntiAffinityFilter", "Filters, in order, by name.")
-    weighers: str = option("RamWeigher,CoreWeigher,FailedBuildWeigher", "Weighers by name.")
+    filters: str = option("RetryFilter,ComputeFilter,AggregateAvailabilityZoneFilter,RamFilter,CoreFilter,DiskFilter,ImagePropertiesFilter,ExtraSpecsFilter,AggregateInstanceExtraSpecsFilter,AffinityFilter,AntiAffinityFilter", "Filters, in order, by name.")
+    weighers: str = option("RamWeigher,CoreWeigher,FailedBuildWeigher,ServerGroupSoftWeigher", "Weighers by name.")
     spread: bool = option(True, "Spread instances over hosts (False: stack them).")
     ram_allocation_ratio: float = option(1.5, "Virtual RAM per physical RAM.", minimum=0.0)
     cpu_allocation_ratio: float = option(16.0, "vCPUs per physical CPU.", minimum=0.0)
@@ -117,6 +145,7 @@ class SchedulerSection:
     failed_build_penalty: float = option(10.0, "Weight taken from a host per recent failed build (RAM and vCPU weights are each 0..1).", minimum=0)
     host_refresh_interval: float = option(0.5, "Seconds between reads of the compute nodes changed since the last read.", minimum=0)
     host_full_refresh_interval: float = option(60.0, "Seconds between full reads of every compute node and service.", minimum=0.01)
+    allow_resize_to_same_host: bool = option(False, "Let a resize or cold migration stay on its host (as Nova's option of that name): for one-host clouds and tests.")
     max_concurrent_decisions: int = option(1, "Placement decisions one scheduler worker makes at once; more requests wait their turn. Decisions are CPU-bound: more at once mostly adds claims lost to each other. Run more workers to scale.", minimum=1)
 
 
@@ -152,6 +181,7 @@ class NetworkSection:
     dnsmasq: str = option("dnsmasq", "dnsmasq binary.")
     namespace: str = option("", "Network namespace (a name under /run/netns) this host's data plane lives in. Empty: the worker's own.")
     vxlan_port: int = option(4789, "UDP port of VXLAN tunnels.", minimum=1)
+    external_interfaces: str = option("", "This host's interfaces to external networks, as physical_network:interface pairs separated by ',' (like Neutron's physical_interface_mappings): the floating and router gateway addresses of an external network whose provider:physical_network is mapped go on that interface, so the outside reaches them on-link with no route to this host. Empty: the outside must route them to this host.")
     drift_report_interval: float = option(600.0, "Seconds between logged reports of this host's network drift (see fabric-manage reconcile).", minimum=0.01)
 
 
@@ -216,6 +246,8 @@ SECTIONS: dict[str, type] = {
     "signing": SigningSection,
     "service": ServiceSection,
     "api": ApiSection,
+    "security_compliance": SecurityComplianceSection,
+    "ldap": LdapSection,
     "scheduler": SchedulerSection,
     "compute": ComputeSection,
     "network": NetworkSection,
@@ -237,6 +269,8 @@ class Settings:
     signing: SigningSection = dataclasses.field(default_factory=SigningSection)
     service: ServiceSection = dataclasses.field(default_factory=ServiceSection)
     api: ApiSection = dataclasses.field(default_factory=ApiSection)
+    security_compliance: SecurityComplianceSection = dataclasses.field(default_factory=SecurityComplianceSection)
+    ldap: LdapSection = dataclasses.field(default_factory=LdapSection)
     scheduler: SchedulerSection = dataclasses.field(default_factory=SchedulerSection)
     compute: ComputeSection = dataclasses.field(default_factory=ComputeSection)
     network: NetworkSection = dataclasses.field(default_factory=NetworkSection)

@@ -108,6 +108,13 @@ class Conflict(FabricError):
     msg_fmt = "Conflict: {reason}"
 
 
+class NotSupported(FabricError):
+    """What this deployment's driver or API does not do (HTTP 501)."""
+
+    code = 501
+    msg_fmt = "{what} is not supported: {reason}"
+
+
 class InstanceStateConflict(Conflict):
     msg_fmt = (
         "Instance {instance} is in {attr} {actual!r}; expected one of {expected}."

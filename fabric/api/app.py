@@ -16,7 +16,25 @@ import json
 import falcon
 
 from fabric import config
-from fabric.api import admin, ec2_credentials, errors, floating_ips, identity, image, network, openapi, versions
+from fabric.api import (
+    admin,
+    ec2_credentials,
+    errors,
+    floating_ips,
+    identity,
+    identity_admin,
+    identity_app_creds,
+    identity_catalog,
+    identity_grants,
+    identity_groups,
+    image,
+    network,
+    openapi,
+    ports,
+    routers,
+    security_groups,
+    versions,
+)
 from fabric.api.clients import Clients
 from fabric.api.common import ApiDeps
 from fabric.api.compute import register as register_compute
@@ -48,10 +66,18 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     errors.install(app)
     versions.register(app)
     identity.register(app)
+    identity_admin.register(app)
+    identity_groups.register(app)
+    identity_grants.register(app)
+    identity_catalog.register(app)
+    identity_app_creds.register(app)
     ec2_credentials.register(app)
     register_compute(app)
     image.register(app)
     network.register(app)
+    ports.register(app)
+    routers.register(app)
+    security_groups.register(app, network.PREFIX)
     floating_ips.register(app)
     admin.register(app)
     openapi.register(app)

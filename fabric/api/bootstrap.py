@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception, images
-from fabric.api import passwords
+from fabric.api import identity_catalog, passwords
 from fabric.db import Database
-from fabric.db.models import Ec2Credential, Project, Role, RoleAssignment, User
+from fabric.db.models import Domain, Ec2Credential, Project, Role, RoleAssignment, User
 
 ROLES = ("admin", "member", "reader")
 
@@ -42,10 +42,18 @@ def _get_or_create(db: Database, model, lookup: dict, create: dict):
     raise exception.Conflict(reason=f"could not create {model.__tablename__} {lookup}")
 
 
-def bootstrap(db: Database, admin_password: str, admin_user: str = "admin", admin_project: str = "admin") -> dict:
-    """Make sure the roles, admin project, admin user and its grant exist; returns their ids."""
+def bootstrap(db: Database, admin_password: str, admin_user: str = "admin", admin_project: str = "admin",
+              region: str = "RegionOne") -> dict:
+    """Make sure the Default domain, the default service catalog (in ``region``), the roles,
+    admin project, admin user and its grant exist; returns their ids."""
     if not admin_password:
         raise exception.Invalid(reason="the admin password must not be empty")
+    _get_or_create(db, Domain, {"id": "default"}, {"name": "Default", "description": "The default domain"})
+    try:
+        with db.begin() as session:
+            identity_catalog.seed(session, region)
+    except sa_exc.IntegrityError:
+        pass  # a concurrent bootstrap seeded it
     roles = {name: _get_or_create(db, Role, {"name": name}, {})[0].id for name in ROLES}
     project, _ = _get_or_create(db, Project, {"name": admin_project, "domain_id": "default"},
                                 {"description": "Bootstrap project for administering the cloud.", "enabled": True})

@@ -54,6 +54,17 @@ class NetworkClient(Protocol):
     def release_floating_address(self, ctx: RequestContext, subnet_id: str, request_token: str) -> None:
         """Call IPAM: give a floating IP's address back (nothing when it is not held)."""
 
+    def routers_changed(self, ctx: RequestContext) -> None:
+        """Cast (fanout): routers, their interfaces or gateways were committed; hosts realise them."""
+
+    def allocate_port_address(self, ctx: RequestContext, subnet_id: str, request_token: str, address: str | None,
+                              port_id: str) -> dict:
+        """Call IPAM: an address of the subnet for port ``port_id`` (linked to it), ``address`` or the
+        lowest free one; idempotent by ``request_token``. Returns the allocation (``address``)."""
+
+    def release_port_address(self, ctx: RequestContext, subnet_id: str, request_token: str) -> None:
+        """Call IPAM: give a port's address of the subnet back (nothing when it is not held)."""
+
     def associate_floating(self, ctx: RequestContext, host: str, address: str, fixed_address: str) -> None:
         """Call ``host``'s network worker: translate ``address`` to ``fixed_address`` there."""
 
@@ -111,6 +122,9 @@ class _ComputeAdapter:
             return text
         return "".join(text.splitlines(keepends=True)[-length:]) if length else ""
 
+    def get_diagnostics(self, ctx, host, instance_id):
+        return self._api.get_diagnostics(ctx, host, instance_id)
+
 
 class _NetworkAdapter:
     """Network fanouts and floating-address calls through the network workers' rpcapi; subnet pools
@@ -136,6 +150,15 @@ class _NetworkAdapter:
         return self._ipam.allocate(ctx, request_token, subnet_id=subnet_id, address=address)
 
     def release_floating_address(self, ctx, subnet_id, request_token):
+        self._ipam.release(ctx, pool=subnet_id, request_token=request_token)
+
+    def routers_changed(self, ctx):
+        self._network.routers_changed(ctx)
+
+    def allocate_port_address(self, ctx, subnet_id, request_token, address, port_id):
+        return self._ipam.allocate(ctx, request_token, subnet_id=subnet_id, address=address, port_id=port_id)
+
+    def release_port_address(self, ctx, subnet_id, request_token):
         self._ipam.release(ctx, pool=subnet_id, request_token=request_token)
 
     def associate_floating(self, ctx, host, address, fixed_address):

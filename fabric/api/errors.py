@@ -53,9 +53,10 @@ def api_of(path: str) -> str:
 
 
 def status_for(api: str, err: exception.FabricError) -> int:
-    """The HTTP status of an error in one API (quota is 403 in compute, as nova does)."""
+    """The HTTP status of an error in one API (quota is 403 in compute, as nova does, and 409 in
+    network, Neutron's OverQuota)."""
     if isinstance(err, exception.QuotaExceeded) and api in ("compute", "network"):
-        return 403
+        return 403 if api == "compute" else 409
     code = err.code
     return code if 400 <= code <= 599 else 500
 
@@ -90,7 +91,10 @@ def handle_fabric_error(req, resp, ex: exception.FabricError, params) -> None:
     status = status_for(api_of(req.path), ex)
     if status >= 500:
         LOG.error("%s %s failed: %s", req.method, req.path, ex.message)
-    _render(req, resp, status, ex.message, type(ex).__name__)
+    type_name = type(ex).__name__
+    if isinstance(ex, exception.QuotaExceeded) and api_of(req.path) == "network":
+        type_name = "OverQuota"  # Neutron's name for it
+    _render(req, resp, status, ex.message, type_name)
 
 
 def handle_http_error(req, resp, ex: falcon.HTTPError, params) -> None:

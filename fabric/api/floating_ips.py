@@ -24,7 +24,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, network_quotas
 from fabric.api.network import PREFIX
 from fabric.api.network import _owner as owner_of
 from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, Subnet
@@ -175,6 +175,10 @@ class FloatingIps:
             if data["port_id"]:
                 _target(session, context, owner, None, data["port_id"], fixed_ip)
         token = floating_request_token(floating_id)
+        network_quotas.prepare(deps.db, owner, "floatingip")
+        with deps.db.begin() as session:
+            # Checked before an address is taken (the reservation itself is in the insert, below).
+            network_quotas.check(session, owner, "floatingip")
         allocation = deps.clients.network.allocate_floating_address(context, subnet_id=subnet_id,
                                                                     request_token=token, address=address)
         target = None
@@ -182,6 +186,7 @@ class FloatingIps:
             with deps.db.begin() as session:
                 if data["port_id"]:  # checked again: the port may have changed meanwhile
                     target = _target(session, context, owner, floating_id, data["port_id"], fixed_ip)
+                network_quotas.take(session, owner, "floatingip")
                 row = FloatingIp(id=floating_id, address=allocation["address"], project_id=owner,
                                  floating_network_id=data["floating_network_id"], port_id=data["port_id"],
                                  fixed_address=target[0] if target else None, host=target[1] if target else None)
@@ -235,6 +240,7 @@ class FloatingIpItem:
         with deps.db.begin() as session:
             row = _find(session, context, floating_id)
             address, host = row.address, row.host
+            network_quotas.give_back(session, row.project_id, "floatingip")
             pool = session.scalar(sa.select(AddressPool.subnet_id).join(
                 AddressAllocation, AddressAllocation.pool_id == AddressPool.id).where(
                 AddressAllocation.request_token == floating_request_token(floating_id)))

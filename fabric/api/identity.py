@@ -1,4 +1,8 @@
-"""Identity v3 subset: tokens, users, projects, roles and role assignments."""
+"""Identity v3: tokens (issue, validate, revoke) and roles, and the request schemas the
+identity modules share. Domains, projects, users and groups are in
+:mod:`fabric.api.identity_admin`, grants in :mod:`fabric.api.identity_grants`, the catalog
+in :mod:`fabric.api.identity_catalog`, application credentials in
+:mod:`fabric.api.identity_app_creds`."""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception
-from fabric.api import common, passwords, tokens
+from fabric.api import common, identity_catalog, identity_ldap, identity_lockout, tokens
 from fabric.api.common import ApiDeps
-from fabric.db.models import Project, Role, RoleAssignment, User
+from fabric.db.models import Domain, Role
 
 # --- schemas ----------------------------------------------------------------
 
@@ -23,6 +27,7 @@ class IdentitySchema(_Loose):
     methods = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
     password = fields.Dict()
     token = fields.Dict()
+    application_credential = fields.Dict()
 
 
 class AuthSchema(_Loose):
@@ -36,7 +41,7 @@ class AuthRequestSchema(_Loose):
 
 class UserCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    password = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    password = fields.String(load_default=None, validate=validate.Length(min=1, max=4096))
     domain_id = fields.String(load_default="default")
     default_project_id = fields.String(allow_none=True, load_default=None)
     enabled = fields.Boolean(load_default=True)
@@ -47,7 +52,7 @@ class UserCreateSchema(Schema):
 class ProjectCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=64))
     domain_id = fields.String(load_default="default")
-    description = fields.String(load_default="", validate=validate.Length(max=255))
+    description = fields.String(load_default="", allow_none=True, validate=validate.Length(max=255))
     enabled = fields.Boolean(load_default=True)
     parent_id = fields.String(allow_none=True)
     is_domain = fields.Boolean(validate=validate.Equal(False))
@@ -61,61 +66,49 @@ class RoleCreateSchema(Schema):
     options = fields.Dict()
 
 
-def _wrapped(key: str, inner: type[Schema]) -> Schema:
+def wrapped(key: str, inner: type[Schema]) -> Schema:
+    """A schema for ``{key: <inner>}``, Keystone's envelope."""
     return Schema.from_dict({key: fields.Nested(inner, required=True)})()
+
+
+_wrapped = wrapped
 
 
 # --- documents --------------------------------------------------------------
 
 
-def _domain(domain_id: str | None) -> dict:
-    if domain_id in (None, "default"):
-        return dict(tokens.DEFAULT_DOMAIN)
-    return {"id": domain_id, "name": domain_id}
-
-
-def catalog(base: str, region: str, s3_url: str | None = None) -> list[dict]:
-    """The service catalog: one public endpoint per service, in one region (the
-    objectstore, type ``s3``, at ``s3_url`` when given)."""
-    services = (("identity", "keystone", f"{base}/v3"), ("compute", "nova", f"{base}/compute/v2.1"),
-                ("image", "glance", f"{base}/image"), ("network", "neutron", f"{base}/networking"))
-    if s3_url:
-        services += (("s3", "fabric-objectstore", s3_url),)
-    return [{"id": f"{kind}-service", "type": kind, "name": name,
-             "endpoints": [{"id": f"{kind}-public", "interface": "public", "region": region,
-                            "region_id": region, "url": url}]}
-            for kind, name, url in services]
+def _domains(session, *ids: str | None) -> dict[str, dict]:
+    """{id: {"id", "name"}} of the domains ``ids`` (a missing one is named by its id)."""
+    wanted = {i for i in ids if i}
+    names = dict(session.execute(sa.select(Domain.id, Domain.name).where(Domain.id.in_(wanted))).all())
+    return {i: {"id": i, "name": names.get(i, i)} for i in wanted}
 
 
 def token_document(info: tokens.TokenInfo, deps: ApiDeps, req: falcon.Request) -> dict:
     doc = {
         "methods": list(info.methods),
-        "user": {"id": info.user_id, "name": info.user_name, "domain": _domain(info.user_domain_id),
-                 "password_expires_at": None},
+        "user": {"id": info.user_id, "name": info.user_name, "password_expires_at": None},
         "audit_ids": [info.token_hash[:22]],
         "issued_at": common.isotime(info.issued_at, micro=True),
         "expires_at": common.isotime(info.expires_at, micro=True),
     }
-    if info.project_id:
-        doc["project"] = {"id": info.project_id, "name": info.project_name,
-                          "domain": _domain(info.project_domain_id)}
-        doc["is_domain"] = False
-        doc["roles"] = [{"id": rid, "name": name} for rid, name in info.roles]
-        doc["catalog"] = catalog(deps.base_url(req), deps.settings.api.region, deps.settings.objectstore_url)
+    with deps.db.begin() as session:
+        domains = _domains(session, info.user_domain_id, info.project_domain_id, info.domain_id)
+        doc["user"]["domain"] = domains[info.user_domain_id]
+        if info.project_id:
+            doc["project"] = {"id": info.project_id, "name": info.project_name,
+                              "domain": domains[info.project_domain_id]}
+            doc["is_domain"] = False
+        elif info.domain_id:
+            doc["domain"] = domains[info.domain_id]
+        elif info.system:
+            doc["system"] = {"all": True}
+        if info.scope is not None:
+            doc["roles"] = [{"id": rid, "name": name} for rid, name in info.roles]
+            doc["catalog"] = identity_catalog.catalog(session, deps.base_url(req), deps.settings.objectstore_url)
+    if info.app_cred_id:
+        doc["application_credential"] = {"id": info.app_cred_id, "restricted": True}
     return {"token": doc}
-
-
-def user_document(user: User, base: str) -> dict:
-    return {"id": user.id, "name": user.name, "domain_id": user.domain_id, "enabled": user.enabled,
-            "default_project_id": user.default_project_id, "password_expires_at": None, "options": {},
-            "links": {"self": f"{base}/v3/users/{user.id}"}}
-
-
-def project_document(project: Project, base: str) -> dict:
-    return {"id": project.id, "name": project.name, "domain_id": project.domain_id,
-            "description": project.description, "enabled": project.enabled, "is_domain": False,
-            "parent_id": project.domain_id, "tags": [], "options": {},
-            "links": {"self": f"{base}/v3/projects/{project.id}"}}
 
 
 def role_document(role: Role, base: str) -> dict:
@@ -132,7 +125,9 @@ class AuthTokens:
     def on_post(self, req, resp):
         deps = common.deps(req)
         data = common.body(req, AuthRequestSchema())
-        secret, info = tokens.authenticate(deps.db, data["auth"], deps.settings.api.token_ttl)
+        secret, info = tokens.authenticate(deps.db, data["auth"], deps.settings.api.token_ttl,
+                                           identity_lockout.Policy.from_settings(deps.settings),
+                                           identity_ldap.directory(deps.settings))
         resp.set_header("X-Subject-Token", secret)
         common.respond(resp, token_document(info, deps, req), falcon.HTTP_201)
 
@@ -164,96 +159,11 @@ class AuthTokens:
         resp.status = falcon.HTTP_204
 
 
-class AuthProjects:
-    """GET /v3/auth/projects: the projects the caller has a role on."""
-
-    def on_get(self, req, resp):
-        deps, context = common.deps(req), common.ctx(req)
-        with deps.db.begin() as session:
-            rows = session.scalars(sa.select(Project).join(RoleAssignment, RoleAssignment.project_id == Project.id)
-                                   .where(RoleAssignment.user_id == context.user_id).distinct()).all()
-            common.respond(resp, {"projects": [project_document(p, deps.base_url(req)) for p in rows]})
-
-
 def _get_or_404(session, model, ident: str, kind: str):
     row = session.get(model, ident)
     if row is None:
         raise exception.NotFound(kind=kind, ident=ident)
     return row
-
-
-def _require_free_name(session, model: type[User] | type[Project], kind: str, name: str, domain_id: str) -> None:
-    """Raises Conflict when domain ``domain_id`` already has a ``kind`` called ``name``."""
-    if session.scalar(sa.select(model.id).where(model.name == name, model.domain_id == domain_id)):
-        raise exception.Conflict(reason=f"a {kind} named {name!r} already exists in domain {domain_id!r}")
-
-
-class Users:
-    def on_get(self, req, resp):
-        common.require_admin(req, "listing users")
-        deps = common.deps(req)
-        query = common.equal_filters(sa.select(User).order_by(User.name), req, {"name": User.name})
-        with deps.db.begin() as session:
-            common.respond(resp, {"users": [user_document(u, deps.base_url(req)) for u in session.scalars(query)]})
-
-    def on_post(self, req, resp):
-        common.require_admin(req, "creating users")
-        deps = common.deps(req)
-        data = common.body(req, _wrapped("user", UserCreateSchema))["user"]
-        with deps.db.begin() as session:
-            if data["default_project_id"]:
-                _get_or_404(session, Project, data["default_project_id"], "Project")
-            _require_free_name(session, User, "user", data["name"], data["domain_id"])
-            user = User(name=data["name"], domain_id=data["domain_id"], enabled=data["enabled"],
-                        password_hash=passwords.hash_password(data["password"]),
-                        default_project_id=data["default_project_id"])
-            session.add(user)
-            session.flush()
-            common.respond(resp, {"user": user_document(user, deps.base_url(req))}, falcon.HTTP_201)
-
-
-class UserItem:
-    def on_get(self, req, resp, user_id):
-        context = common.ctx(req)
-        if not context.is_admin and context.user_id != user_id:
-            raise exception.Forbidden(reason="only an admin may see another user")
-        deps = common.deps(req)
-        with deps.db.begin() as session:
-            user = _get_or_404(session, User, user_id, "User")
-            common.respond(resp, {"user": user_document(user, deps.base_url(req))})
-
-
-class Projects:
-    def on_get(self, req, resp):
-        common.require_admin(req, "listing projects")
-        deps = common.deps(req)
-        query = common.equal_filters(sa.select(Project).order_by(Project.name), req, {"name": Project.name})
-        with deps.db.begin() as session:
-            common.respond(resp, {"projects": [project_document(p, deps.base_url(req))
-                                               for p in session.scalars(query)]})
-
-    def on_post(self, req, resp):
-        common.require_admin(req, "creating projects")
-        deps = common.deps(req)
-        data = common.body(req, _wrapped("project", ProjectCreateSchema))["project"]
-        with deps.db.begin() as session:
-            _require_free_name(session, Project, "project", data["name"], data["domain_id"])
-            project = Project(name=data["name"], domain_id=data["domain_id"], description=data["description"],
-                              enabled=data["enabled"])
-            session.add(project)
-            session.flush()
-            common.respond(resp, {"project": project_document(project, deps.base_url(req))}, falcon.HTTP_201)
-
-
-class ProjectItem:
-    def on_get(self, req, resp, project_id):
-        context = common.ctx(req)
-        if not common.visible(context, project_id):
-            raise exception.NotFound(kind="Project", ident=project_id)
-        deps = common.deps(req)
-        with deps.db.begin() as session:
-            project = _get_or_404(session, Project, project_id, "Project")
-            common.respond(resp, {"project": project_document(project, deps.base_url(req))})
 
 
 class Roles:
@@ -266,7 +176,7 @@ class Roles:
     def on_post(self, req, resp):
         common.require_admin(req, "creating roles")
         deps = common.deps(req)
-        data = common.body(req, _wrapped("role", RoleCreateSchema))["role"]
+        data = common.body(req, wrapped("role", RoleCreateSchema))["role"]
         with deps.db.begin() as session:
             if session.scalar(sa.select(Role.id).where(Role.name == data["name"])):
                 raise exception.Conflict(reason=f"a role named {data['name']!r} already exists")
@@ -283,68 +193,14 @@ class RoleItem:
             common.respond(resp, {"role": role_document(_get_or_404(session, Role, role_id, "Role"),
                                                         deps.base_url(req))})
 
-
-def _assignment(project_id: str, user_id: str, role_id: str) -> tuple:
-    """The WHERE clauses selecting one role assignment."""
-    return (RoleAssignment.project_id == project_id, RoleAssignment.user_id == user_id,
-            RoleAssignment.role_id == role_id)
-
-
-class ProjectUserRole:
-    """PUT/HEAD/DELETE /v3/projects/{p}/users/{u}/roles/{r}: grant, check, revoke."""
-
-    def _check(self, session, project_id, user_id, role_id):
-        _get_or_404(session, Project, project_id, "Project")
-        _get_or_404(session, User, user_id, "User")
-        _get_or_404(session, Role, role_id, "Role")
-
-    def on_put(self, req, resp, project_id, user_id, role_id):
-        common.require_admin(req, "granting roles")
+    def on_delete(self, req, resp, role_id):
+        common.require_admin(req, "deleting roles")
         with common.deps(req).db.begin() as session:
-            self._check(session, project_id, user_id, role_id)
-            exists = session.scalar(sa.select(RoleAssignment.id).where(*_assignment(project_id, user_id, role_id)))
-            if not exists:
-                session.add(RoleAssignment(project_id=project_id, user_id=user_id, role_id=role_id))
+            session.delete(_get_or_404(session, Role, role_id, "Role"))  # its grants by cascade
         resp.status = falcon.HTTP_204
-
-    def on_head(self, req, resp, project_id, user_id, role_id):
-        common.require_admin(req, "checking role grants")
-        with common.deps(req).db.begin() as session:
-            found = session.scalar(sa.select(RoleAssignment.id).where(*_assignment(project_id, user_id, role_id)))
-        if not found:
-            raise exception.NotFound(kind="Role assignment", ident=f"{user_id}/{project_id}/{role_id}")
-        resp.status = falcon.HTTP_204
-
-    def on_delete(self, req, resp, project_id, user_id, role_id):
-        common.require_admin(req, "revoking roles")
-        with common.deps(req).db.begin() as session:
-            gone = session.execute(sa.delete(RoleAssignment).where(*_assignment(project_id, user_id, role_id))).rowcount
-        if not gone:
-            raise exception.NotFound(kind="Role assignment", ident=f"{user_id}/{project_id}/{role_id}")
-        resp.status = falcon.HTTP_204
-
-
-class Domains:
-    def on_get(self, req, resp):
-        common.respond(resp, {"domains": [dict(_domain("default"), enabled=True, description="")]})
-
-
-class DomainItem:
-    def on_get(self, req, resp, domain_id):
-        if domain_id not in ("default", "Default"):
-            raise exception.NotFound(kind="Domain", ident=domain_id)
-        common.respond(resp, {"domain": dict(_domain("default"), enabled=True, description="")})
 
 
 def register(app: falcon.App) -> None:
     app.add_route("/v3/auth/tokens", AuthTokens())
-    app.add_route("/v3/auth/projects", AuthProjects())
-    app.add_route("/v3/users", Users())
-    app.add_route("/v3/users/{user_id}", UserItem())
-    app.add_route("/v3/projects", Projects())
-    app.add_route("/v3/projects/{project_id}", ProjectItem())
     app.add_route("/v3/roles", Roles())
     app.add_route("/v3/roles/{role_id}", RoleItem())
-    app.add_route("/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", ProjectUserRole())
-    app.add_route("/v3/domains", Domains())
-    app.add_route("/v3/domains/{domain_id}", DomainItem())

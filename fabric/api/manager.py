@@ -53,7 +53,7 @@ class ApiManager(Manager):
             if session.scalar(sa.select(User.id).limit(1)) is not None:
                 return None
         generated = secrets.token_urlsafe(12)
-        bootstrap(self.db, self.settings.api.admin_password or generated)
+        bootstrap(self.db, self.settings.api.admin_password or generated, region=self.settings.api.region)
         LOG.info("Created the admin user and project on an empty database")
         return None if self.settings.api.admin_password else generated
 

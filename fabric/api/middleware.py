@@ -54,11 +54,8 @@ class RequestContextMiddleware:
         req.context.reset = anonymous.activate()
         input_limits.check_query(req)
         if errors.api_of(req.path) == "compute":
-            wanted = _requested_compute_version(req)
-            if wanted not in (None, "latest", versions.COMPUTE_VERSION):
-                raise falcon.HTTPNotAcceptable(description=(
-                    f"Version {wanted} is not supported by the API. Minimum is {versions.COMPUTE_VERSION} "
-                    f"and maximum is {versions.COMPUTE_VERSION}."))
+            # What the response is shaped for (fabric.api.compute.microversion).
+            req.context.compute_version = versions.parse_compute_version(_requested_compute_version(req))
         if is_public(req):
             return
         secret = req.get_header("X-Auth-Token")
@@ -79,8 +76,9 @@ class RequestContextMiddleware:
         resp.set_header("x-openstack-request-id", ctx.request_id)
         if errors.api_of(req.path) == "compute":
             resp.set_header("x-compute-request-id", ctx.request_id)
-            resp.set_header("OpenStack-API-Version", f"compute {versions.COMPUTE_VERSION}")
-            resp.set_header("X-OpenStack-Nova-API-Version", versions.COMPUTE_VERSION)
+            served = ".".join(map(str, getattr(req.context, "compute_version", None) or (2, 1)))
+            resp.set_header("OpenStack-API-Version", f"compute {served}")
+            resp.set_header("X-OpenStack-Nova-API-Version", served)
             resp.append_header("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version")
         elapsed = (time.monotonic() - req.context.started) * 1000
         LOG.info("%s %s -> %s (%.1f ms)", req.method, req.relative_uri, resp.status, elapsed)

@@ -1,5 +1,7 @@
 """Network v2.0 subset, mounted at ``/networking/v2.0``: networks (admins may
-set the provider type and segmentation id), subnets, ports (list, show).
+set the provider type and segmentation id) and subnets (create, show, list, set,
+delete). Ports, routers, subnet pools, floating IPs and quotas have modules of
+their own (:func:`register` mounts them all).
 
 A network row is committed first (its segmentation id, from the ranges of
 :mod:`fabric.network.model`, made unique by the database's constraint), then
@@ -20,12 +22,11 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, routed_networks, security_groups
-from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, Subnet
+from fabric.api import common, network_quotas, routed_networks, subnet_pools
+from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, RouterInterface, Subnet
 from fabric.db.types import new_uuid
 from fabric.ipam.api import validate_subnet
 from fabric.network.model import (
-    COMPUTE_PORT_OWNER_PREFIX,
     DHCP_PORT_OWNER,
     NETWORK_TYPES,
     SEGMENT_RANGES,
@@ -55,6 +56,7 @@ class NetworkCreateSchema(_Loose):
     segmentation_id = fields.Integer(data_key="provider:segmentation_id", load_default=None, allow_none=True)
     physical_network = fields.String(data_key="provider:physical_network", load_default=None, allow_none=True)
     external = fields.Boolean(data_key="router:external", load_default=False)
+    description = fields.String(load_default="", validate=validate.Length(max=255))
     project_id = fields.String(load_default=None)
     tenant_id = fields.String(load_default=None)
 
@@ -67,7 +69,11 @@ class PoolSchema(Schema):
 
 class SubnetCreateSchema(_Loose):
     network_id = fields.String(required=True)
-    cidr = fields.String(required=True)
+    # Required unless subnetpool_id names the pool to carve it from.
+    cidr = fields.String(load_default=None)
+    subnetpool_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=36))
+    prefixlen = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=128))
+    description = fields.String(load_default="", validate=validate.Length(max=255))
     ip_version = fields.Integer(load_default=4, validate=validate.OneOf([4, 6]))
     name = fields.String(load_default="", validate=validate.Length(max=255))
     gateway_ip = fields.String(load_default="auto", allow_none=True)
@@ -78,16 +84,47 @@ class SubnetCreateSchema(_Loose):
     tenant_id = fields.String(load_default=None)
 
 
+class NetworkUpdateSchema(Schema):
+    """What ``network set`` may change; anything else is refused naming it."""
+
+    name = fields.String(validate=validate.Length(max=255))
+    description = fields.String(validate=validate.Length(max=255))
+    admin_state_up = fields.Boolean()
+
+
+class SubnetUpdateSchema(Schema):
+    """What ``subnet set`` may change. The gateway and allocation pools define IPAM's pool,
+    fixed once it exists (its ordinals are positions in those ranges): they are refused
+    with that reason, not silently ignored."""
+
+    name = fields.String(validate=validate.Length(max=255))
+    description = fields.String(validate=validate.Length(max=255))
+    dns_nameservers = fields.List(fields.IP())
+    gateway_ip = fields.Raw(allow_none=True)
+    allocation_pools = fields.Raw()
+
+
 NETWORK_CREATE = Schema.from_dict({"network": fields.Nested(NetworkCreateSchema, required=True)})()
 SUBNET_CREATE = Schema.from_dict({"subnet": fields.Nested(SubnetCreateSchema, required=True)})()
+NETWORK_UPDATE = Schema.from_dict({"network": fields.Nested(NetworkUpdateSchema, required=True)})()
+SUBNET_UPDATE = Schema.from_dict({"subnet": fields.Nested(SubnetUpdateSchema, required=True)})()
 
 
 def find_network(session, context, network_id: str) -> Network:
-    """The network visible to the caller (own, shared or admin); NotFound otherwise."""
+    """The network the caller may use (own, shared or admin); NotFound otherwise."""
     network = session.get(Network, network_id)
     if network is None or not (network.shared or common.visible(context, network.project_id)):
         raise exception.NotFound(kind="Network", ident=network_id)
     return network
+
+
+def find_readable_network(session, context, network_id: str) -> Network:
+    """:func:`find_network`, or an external network: every project sees those (to name one as a
+    router's gateway or a floating IP's pool), as in Neutron, without putting ports on them."""
+    network = session.get(Network, network_id)
+    if network is not None and network.external:
+        return network
+    return find_network(session, context, network_id)
 
 
 def _owner(context, data: dict) -> str:
@@ -100,9 +137,10 @@ def _owner(context, data: dict) -> str:
 def network_document(network: Network, subnet_ids: list[str], is_admin: bool) -> dict:
     doc = {"id": network.id, "name": network.name, "tenant_id": network.project_id,
            "project_id": network.project_id, "status": network.status, "subnets": subnet_ids,
-           "shared": network.shared, "admin_state_up": True, "mtu": network.mtu,
+           "shared": network.shared, "admin_state_up": network.admin_state_up, "mtu": network.mtu,
            "router:external": network.external, "availability_zones": ["nova"], "availability_zone_hints": [],
-           "port_security_enabled": True, "description": "", "tags": [], "revision_number": 1,
+           "port_security_enabled": True, "description": network.description or "", "tags": [],
+           "revision_number": 1,
            "ipv4_address_scope": None, "ipv6_address_scope": None, "is_default": False,
            "created_at": common.isotime(network.created_at),
            "updated_at": common.isotime(network.updated_at or network.created_at)}
@@ -117,8 +155,9 @@ def subnet_document(subnet: Subnet) -> dict:
     return {"id": subnet.id, "name": subnet.name, "network_id": subnet.network_id, "tenant_id": subnet.project_id,
             "project_id": subnet.project_id, "ip_version": subnet.ip_version, "cidr": subnet.cidr,
             "gateway_ip": subnet.gateway_ip, "allocation_pools": list(subnet.allocation_pools or []),
-            "enable_dhcp": subnet.enable_dhcp, "dns_nameservers": [], "host_routes": [], "ipv6_ra_mode": None,
-            "ipv6_address_mode": None, "subnetpool_id": None, "description": "", "tags": [],
+            "enable_dhcp": subnet.enable_dhcp, "dns_nameservers": list(subnet.dns_nameservers or []),
+            "host_routes": [], "ipv6_ra_mode": None, "ipv6_address_mode": None,
+            "subnetpool_id": subnet.subnetpool_id, "description": subnet.description or "", "tags": [],
             "service_types": [], "revision_number": 1, "created_at": common.isotime(subnet.created_at),
             "updated_at": common.isotime(subnet.updated_at or subnet.created_at)}
 
@@ -127,7 +166,8 @@ def port_document(port: Port, fixed_ips: list[dict], is_admin: bool, groups: lis
     doc = {"id": port.id, "name": port.name, "network_id": port.network_id, "tenant_id": port.project_id,
            "project_id": port.project_id, "mac_address": port.mac_address, "fixed_ips": fixed_ips,
            "device_id": port.device_id or "", "device_owner": port.device_owner or "", "status": port.status,
-           "admin_state_up": True, "security_groups": groups or [], "allowed_address_pairs": [], "description": "",
+           "admin_state_up": port.admin_state_up, "security_groups": groups or [], "allowed_address_pairs": [],
+           "description": port.description or "",
            "tags": [], "revision_number": 1, "port_security_enabled": True,
            "created_at": common.isotime(port.created_at), "updated_at": common.isotime(
                port.updated_at or port.created_at)}
@@ -141,7 +181,8 @@ def _scoped(query, model, context, req):
     """Apply visibility and the common ``id``, ``name`` and project filters."""
     if not context.is_admin:
         owner_clause = model.project_id == context.project_id
-        query = query.where(sa.or_(owner_clause, model.shared.is_(True)) if model is Network else owner_clause)
+        query = query.where(sa.or_(owner_clause, model.shared.is_(True), model.external.is_(True))
+                            if model is Network else owner_clause)
     for param in ("id", "name"):
         values = req.get_param_as_list(param)
         if values:
@@ -208,6 +249,7 @@ class Networks:
         network_id = new_uuid()
         routed = network_type == "routed"
         segment_name = routed_networks.segment_name(data["name"], network_id) if routed else None
+        network_quotas.prepare(deps.db, owner, "network")
         for _ in range(deps.settings.database.max_retries):
             segment = _allocate_segment(deps.db, network_type, data["segmentation_id"])
             # Inside the loop: a segment freed by a concurrent delete fails the insert, and is numbered again.
@@ -215,10 +257,12 @@ class Networks:
                 if routed else None
             try:
                 with deps.db.begin() as session:
+                    network_quotas.take(session, owner, "network")
                     network = Network(id=network_id, name=data["name"], project_id=owner, network_type=network_type,
                                       segmentation_id=segment, physical_bridge=data["physical_network"],
                                       shared=data["shared"], external=data["external"], mtu=mtu, status="ACTIVE",
-                                      segment_id=routed_segment)
+                                      segment_id=routed_segment, description=data["description"],
+                                      admin_state_up=data["admin_state_up"])
                     session.add(network)
                     session.flush()
                     doc = network_document(network, [], context.is_admin)
@@ -254,7 +298,21 @@ class NetworkItem:
     def on_get(self, req, resp, network_id):
         context = common.ctx(req)
         with common.deps(req).db.begin() as session:
+            network = find_readable_network(session, context, network_id)
+            doc = network_document(network, _subnet_ids(session, [network.id]).get(network.id, []), context.is_admin)
+        common.respond(resp, {"network": doc})
+
+    def on_put(self, req, resp, network_id):
+        """``network set``: name, description, admin state (the owner's or an admin's)."""
+        deps, context = common.deps(req), common.ctx(req)
+        data = common.body(req, NETWORK_UPDATE)["network"]
+        with deps.db.begin() as session:
             network = find_network(session, context, network_id)
+            if not common.visible(context, network.project_id):
+                raise exception.Forbidden(reason=f"network {network_id} belongs to another project")
+            for name, value in data.items():
+                setattr(network, name, value)
+            session.flush()
             doc = network_document(network, _subnet_ids(session, [network.id]).get(network.id, []), context.is_admin)
         common.respond(resp, {"network": doc})
 
@@ -264,11 +322,14 @@ class NetworkItem:
             network = find_network(session, context, network_id)
             if not common.visible(context, network.project_id):
                 raise exception.Forbidden(reason=f"network {network_id} belongs to another project")
+            # Every port but the per-host DHCP servers' (fabric's own) holds the network: a
+            # server's NIC, a user's port, a router's leg or gateway.
             in_use = session.scalar(sa.select(sa.func.count()).select_from(Port).where(
-                Port.network_id == network_id, Port.device_owner.startswith(COMPUTE_PORT_OWNER_PREFIX)))
+                Port.network_id == network_id, sa.or_(Port.device_owner.is_(None),
+                                                      Port.device_owner != DHCP_PORT_OWNER)))
             if in_use:
-                raise exception.Conflict(reason=f"network {network_id} has {in_use} server port(s) in use; "
-                                                "delete those servers first")
+                raise exception.Conflict(reason=f"network {network_id} has {in_use} port(s) in use (servers, "
+                                                "ports, router interfaces or gateways); delete those first")
             floating = session.scalar(sa.select(sa.func.count()).select_from(FloatingIp).where(
                 FloatingIp.floating_network_id == network_id))
             if floating:
@@ -276,7 +337,12 @@ class NetworkItem:
                                                 "delete those first")
             segment_id = network.segment_id
             segment = routed_networks.segment_of(session, segment_id)
+            subnets = session.scalar(sa.select(sa.func.count()).select_from(Subnet)
+                                     .where(Subnet.network_id == network_id))
+            owner = network.project_id
             session.delete(network)
+            network_quotas.give_back(session, owner, "network")
+            network_quotas.give_back(session, owner, "subnet", subnets)
         try:
             deps.clients.network.network_deleted(context, network_id=network_id)
         except exception.FabricError as err:
@@ -299,31 +365,58 @@ class Subnets:
         deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, SUBNET_CREATE)["subnet"]
         owner = _owner(context, data)
-        # IPAM's rule, in-process (it is pure): the subnet stored is exactly the
-        # one IPAM will build its pool from, so a subnet IPAM would refuse later
-        # is refused here with nothing written.
-        spec = validate_subnet(data["cidr"], gateway_ip=data["gateway_ip"],
-                               allocation_pools=data["allocation_pools"], ip_version=data["ip_version"])
-        net = ipaddress.ip_network(spec.cidr)
-        with deps.db.begin() as session:
-            network = find_network(session, context, data["network_id"])
-            if network.project_id != owner and not context.is_admin:
-                raise exception.Forbidden(reason=f"network {network.id} belongs to another project")
-            for other in session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id)):
-                if ipaddress.ip_network(other.cidr).overlaps(net):
-                    raise exception.Invalid(reason=f"subnet.cidr {net} overlaps subnet {other.id} ({other.cidr}) "
-                                                   f"of network {network.id}")
-            subnet = Subnet(network_id=network.id, project_id=owner, name=data["name"], ip_version=spec.ip_version,
-                            cidr=spec.cidr, gateway_ip=spec.gateway_ip, allocation_pools=spec.allocation_pools,
-                            reserved=spec.reserved, enable_dhcp=data["enable_dhcp"])
-            session.add(subnet)
-            session.flush()
-            doc = subnet_document(subnet)
+        if not data["cidr"] and not data["subnetpool_id"]:
+            raise exception.Invalid(reason="subnet.cidr is required unless subnet.subnetpool_id names a subnet pool "
+                                           "to carve it from")
+        if data["cidr"] and not data["subnetpool_id"]:
+            # Checked before anything is read: a plain bad CIDR is a 400 at once.
+            validate_subnet(data["cidr"], gateway_ip=data["gateway_ip"], allocation_pools=data["allocation_pools"],
+                            ip_version=data["ip_version"])
+        network_quotas.prepare(deps.db, owner, "subnet")
+        for _ in range(deps.settings.database.max_retries):
+            try:
+                doc = self._insert(deps.db, context, owner, data)
+                break
+            except subnet_pools.PoolChanged:
+                continue  # another subnet was carved from the pool meanwhile: carve again
+        else:
+            raise exception.Conflict(reason=f"subnet pool {data['subnetpool_id']} kept changing; try again")
         try:
             deps.clients.network.subnet_created(context, subnet_id=doc["id"])
         except exception.FabricError as err:
             LOG.warning("Subnet %s created, but IPAM was not told: %s", doc["id"], err.message)
         common.respond(resp, {"subnet": doc}, falcon.HTTP_201)
+
+    @staticmethod
+    def _insert(db, context, owner: str, data: dict) -> dict:
+        """Write the subnet (its CIDR carved from the pool when one is named) and take its quota,
+        in one transaction; the subnet's document. Raises PoolChanged to be run again."""
+        with db.begin() as session:
+            network = find_network(session, context, data["network_id"])
+            if network.project_id != owner and not context.is_admin:
+                raise exception.Forbidden(reason=f"network {network.id} belongs to another project")
+            cidr = data["cidr"]
+            if data["subnetpool_id"]:
+                cidr = subnet_pools.carve_cidr(session, context, data["subnetpool_id"], cidr, data["prefixlen"])
+            # IPAM's rule, in-process (it is pure): the subnet stored is exactly the
+            # one IPAM will build its pool from, so a subnet IPAM would refuse later
+            # is refused here with nothing written.
+            spec = validate_subnet(cidr, gateway_ip=data["gateway_ip"], allocation_pools=data["allocation_pools"],
+                                   ip_version=data["ip_version"])
+            net = ipaddress.ip_network(spec.cidr)
+            for other in session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id)):
+                if ipaddress.ip_network(other.cidr).overlaps(net):
+                    raise exception.Invalid(reason=f"subnet.cidr {net} overlaps subnet {other.id} ({other.cidr}) "
+                                                   f"of network {network.id}")
+            network_quotas.take(session, owner, "subnet")
+            subnet = Subnet(network_id=network.id, project_id=owner, name=data["name"], ip_version=spec.ip_version,
+                            cidr=spec.cidr, gateway_ip=spec.gateway_ip, allocation_pools=spec.allocation_pools,
+                            reserved=spec.reserved, enable_dhcp=data["enable_dhcp"], description=data["description"],
+                            dns_nameservers=[str(a) for a in data["dns_nameservers"]],
+                            subnetpool_id=data["subnetpool_id"] or None)
+            session.add(subnet)
+            session.flush()
+            return subnet_document(subnet)
 
 
 class SubnetItem:
@@ -339,12 +432,39 @@ class SubnetItem:
         with common.deps(req).db.begin() as session:
             common.respond(resp, {"subnet": subnet_document(self._get(session, common.ctx(req), subnet_id))})
 
+    def on_put(self, req, resp, subnet_id):
+        """``subnet set``: name, description, DNS servers. The gateway and allocation pools are
+        IPAM's pool definition, fixed once the pool exists: refused, saying so."""
+        context = common.ctx(req)
+        data = common.body(req, SUBNET_UPDATE)["subnet"]
+        fixed = sorted({"gateway_ip", "allocation_pools"} & set(data))
+        with common.deps(req).db.begin() as session:
+            subnet = self._get(session, context, subnet_id)
+            if not common.visible(context, subnet.project_id):
+                raise exception.Forbidden(reason=f"subnet {subnet_id} belongs to another project")
+            changed = [f for f in fixed if data[f] != getattr(subnet, f)]
+            if changed:
+                raise exception.Invalid(reason=f"subnet {', '.join(changed)} cannot change in fabric: IPAM's pool "
+                                               f"of subnet {subnet_id} is fixed by them; create a new subnet "
+                                               "instead (settable: name, description, dns_nameservers)")
+            for name in ("name", "description"):
+                if name in data:
+                    setattr(subnet, name, data[name])
+            if "dns_nameservers" in data:
+                subnet.dns_nameservers = [str(a) for a in data["dns_nameservers"]]
+            session.flush()
+            common.respond(resp, {"subnet": subnet_document(subnet)})
+
     def on_delete(self, req, resp, subnet_id):
         context = common.ctx(req)
         with common.deps(req).db.begin() as session:
             subnet = self._get(session, context, subnet_id)
             if not common.visible(context, subnet.project_id):
                 raise exception.Forbidden(reason=f"subnet {subnet_id} belongs to another project")
+            router = session.scalar(sa.select(RouterInterface.router_id).where(RouterInterface.subnet_id == subnet_id))
+            if router is not None:
+                raise exception.Conflict(reason=f"subnet {subnet_id} is attached to router {router}; "
+                                                "remove it from the router first (router remove subnet)")
             # The per-host DHCP ports' addresses belong to the subnet itself and go
             # with it (through the pool's cascade); any other holder blocks the delete.
             held = session.scalar(
@@ -356,11 +476,15 @@ class SubnetItem:
             if held:
                 raise exception.Conflict(reason=f"subnet {subnet_id} still has {held} allocated address(es); "
                                                 "delete the servers and ports using them first")
+            owner = subnet.project_id
             session.delete(subnet)
+            network_quotas.give_back(session, owner, "subnet")
         resp.status = falcon.HTTP_204
 
 
-def _fixed_ips(session, ports: list[Port]) -> dict[str, list[dict]]:
+def fixed_ips_of(session, ports: list[Port]) -> dict[str, list[dict]]:
+    """Each port's fixed IPs: its IPAM allocations, and the gateway address a router's leg holds
+    (a subnet's gateway is the subnet's own, never an allocation)."""
     out: dict[str, list[dict]] = {p.id: [] for p in ports}
     if ports:
         for port_id, subnet_id, address in session.execute(
@@ -368,44 +492,19 @@ def _fixed_ips(session, ports: list[Port]) -> dict[str, list[dict]]:
                 .outerjoin(AddressPool, AddressPool.id == AddressAllocation.pool_id)
                 .where(AddressAllocation.port_id.in_(list(out))).order_by(AddressAllocation.id)):
             out[port_id].append({"subnet_id": subnet_id, "ip_address": address.split("/")[0]})
+        for port_id, subnet_id, address in session.execute(
+                sa.select(RouterInterface.port_id, RouterInterface.subnet_id, RouterInterface.ip_address)
+                .where(RouterInterface.port_id.in_(list(out)))):
+            out[port_id].append({"subnet_id": subnet_id, "ip_address": address})
     return out
-
-
-class Ports:
-    def on_get(self, req, resp):
-        context = common.ctx(req)
-        query = _scoped(sa.select(Port).order_by(Port.created_at, Port.id), Port, context, req)
-        for param in ("network_id", "device_id", "device_owner", "mac_address"):
-            if req.get_param(param):
-                query = query.where(getattr(Port, param).in_(req.get_param_as_list(param)))
-        with common.deps(req).db.begin() as session:
-            rows = list(session.scalars(query))
-            ips = _fixed_ips(session, rows)
-            groups = security_groups.port_groups(session, [p.id for p in rows])
-            common.respond(resp, {"ports": [port_document(p, ips[p.id], context.is_admin, groups[p.id])
-                                            for p in rows]})
-
-
-class PortItem:
-    def on_get(self, req, resp, port_id):
-        context = common.ctx(req)
-        with common.deps(req).db.begin() as session:
-            port = session.get(Port, port_id)
-            if port is None or not common.visible(context, port.project_id):
-                raise exception.NotFound(kind="Port", ident=port_id)
-            common.respond(resp, {"port": port_document(port, _fixed_ips(session, [port])[port.id],
-                                                        context.is_admin,
-                                                        security_groups.port_groups(session, [port.id])[port.id])})
-
-    def on_put(self, req, resp, port_id):
-        """Only a port's ``security_groups`` may change (``openstack port set --security-group``)."""
-        security_groups.update_port(req, resp, port_id)
-        self.on_get(req, resp, port_id)
 
 
 class Extensions:
     EXTENSIONS = (("provider", "Provider Network"), ("external-net", "Neutron external network"),
-                  ("binding", "Port Binding"), ("security-group", "security-group"))
+                  ("binding", "Port Binding"), ("security-group", "security-group"), ("router", "Neutron L3 Router"),
+                  ("ext-gw-mode", "Neutron L3 Configurable external gateway mode"),
+                  ("subnet_allocation", "Subnet Allocation"), ("quotas", "Quota management support"),
+                  ("quota_details", "Quota details extension"))
 
     def on_get(self, req, resp):
         common.respond(resp, {"extensions": [
@@ -413,32 +512,23 @@ class Extensions:
             for alias, name in self.EXTENSIONS]})
 
 
-class Quotas:
-    """GET /quotas/{project_id}: fabric does not limit network resources (-1: unlimited)."""
-
-    RESOURCES = ("network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule",
-                 "rbac_policy", "subnetpool")
-
-    def on_get(self, req, resp, project_id):
-        context = common.ctx(req)
-        if not common.visible(context, project_id):
-            raise exception.Forbidden(reason=f"only an admin may see the quotas of project {project_id}")
-        common.respond(resp, {"quota": dict.fromkeys(self.RESOURCES, -1)})
-
-    def on_get_details(self, req, resp, project_id):
-        self.on_get(req, resp, project_id)
-        resp.media = {"quota": {k: {"limit": -1, "used": 0, "reserved": 0} for k in self.RESOURCES}}
-
-
 def register(app: falcon.App) -> None:
+    """Mount networks, subnets, subnet pools, extensions and network quotas (ports, routers and
+    security groups import this module and are mounted by fabric.api.app beside it)."""
     app.add_route(f"{PREFIX}/networks", Networks())
     app.add_route(f"{PREFIX}/networks/{{network_id}}", NetworkItem())
     app.add_route(f"{PREFIX}/subnets", Subnets())
     app.add_route(f"{PREFIX}/subnets/{{subnet_id}}", SubnetItem())
-    app.add_route(f"{PREFIX}/ports", Ports())
-    app.add_route(f"{PREFIX}/ports/{{port_id}}", PortItem())
     app.add_route(f"{PREFIX}/extensions", Extensions())
-    security_groups.register(app, PREFIX)
-    quotas = Quotas()
-    app.add_route(f"{PREFIX}/quotas/{{project_id}}", quotas)
-    app.add_route(f"{PREFIX}/quotas/{{project_id}}/details", quotas, suffix="details")
+    subnet_pools.register(app)
+    network_quotas.register(app, PREFIX)
+
+
+OPERATIONS = [
+    ("put", f"{PREFIX}/networks/{{network_id}}", "Set a network's name, description or admin state",
+     NETWORK_UPDATE, 200, True),
+    ("put", f"{PREFIX}/subnets/{{subnet_id}}", "Set a subnet's name, description or DNS servers (its gateway and "
+     "allocation pools are fixed)", SUBNET_UPDATE, 200, True),
+    ("delete", f"{PREFIX}/subnets/{{subnet_id}}", "Delete a subnet (409 while addresses or a router use it)", None,
+     204, True),
+]

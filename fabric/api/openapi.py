@@ -9,8 +9,25 @@ from __future__ import annotations
 import falcon
 from marshmallow import Schema, fields, validate
 
-from fabric.api import admin, common, floating_ips, identity, image, network, security_groups
-from fabric.api.compute import flavors, keypairs, quotas, server_groups, server_metadata, servers
+from fabric.api import (
+    admin,
+    common,
+    floating_ips,
+    identity,
+    identity_admin,
+    identity_app_creds,
+    identity_catalog,
+    identity_grants,
+    identity_groups,
+    image,
+    network,
+    network_quotas,
+    ports,
+    routers,
+    security_groups,
+    subnet_pools,
+)
+from fabric.api.compute import aggregates, flavors, keypairs, quotas, server_groups, server_metadata, servers, tags
 
 _C = "/compute/v2.1"
 _N = "/networking/v2.0"
@@ -34,6 +51,10 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", "/v3/roles", "List roles", None, 200, True),
     ("post", "/v3/roles", "Create a role (admin)", identity._wrapped("role", identity.RoleCreateSchema), 201, True),
     ("put", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "Grant a role (admin)", None, 204, True),
+    ("get", "/v3/roles/{role_id}", "Show a role", None, 200, True),
+    ("delete", "/v3/roles/{role_id}", "Delete a role and its grants (admin)", None, 204, True),
+    *identity_admin.OPENAPI_OPERATIONS, *identity_groups.OPENAPI_OPERATIONS, *identity_grants.OPENAPI_OPERATIONS,
+    *identity_catalog.OPENAPI_OPERATIONS, *identity_app_creds.OPENAPI_OPERATIONS,
     ("get", "/compute", "Compute versions", None, 200, False),
     ("get", _C, "Compute v2.1 version", None, 200, False),
     ("get", f"{_C}/flavors", "List flavors", None, 200, True),
@@ -52,7 +73,8 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", f"{_C}/servers/detail", "List servers with details", None, 200, True),
     ("post", f"{_C}/servers", "Create servers", servers.SERVER_CREATE, 202, True),
     ("get", f"{_C}/servers/{{server_id}}", "Show a server", None, 200, True),
-    ("put", f"{_C}/servers/{{server_id}}", "Update a server (name)", servers.SERVER_UPDATE, 200, True),
+    ("put", f"{_C}/servers/{{server_id}}", "Update a server (name; description from microversion 2.19)",
+     servers.SERVER_UPDATE, 200, True),
     ("delete", f"{_C}/servers/{{server_id}}", "Delete a server (refused while locked, but to admins)", None, 204,
      True),
     ("get", f"{_C}/servers/{{server_id}}/metadata", "Show a server's metadata", None, 200, True),
@@ -68,8 +90,36 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("post", f"{_C}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
      "unpause, suspend, resume, os-getConsoleOutput, lock, unlock, addSecurityGroup, removeSecurityGroup)",
      None, 202, True),
+    ("get", f"{_C}/servers/{{server_id}}/tags", "A server's tags (microversion 2.26)", None, 200, True),
+    ("put", f"{_C}/servers/{{server_id}}/tags", "Replace a server's tags (2.26; at most 50, each 1-60 characters "
+     "without '/' or ',')", tags.TAGS_REPLACE, 200, True),
+    ("delete", f"{_C}/servers/{{server_id}}/tags", "Remove every tag of a server (2.26)", None, 204, True),
+    ("get", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Whether a server has a tag (2.26; 204, else 404)", None,
+     204, True),
+    ("put", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Add a tag to a server (2.26; 201 new, 204 had it)", None,
+     201, True),
+    ("delete", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Remove one tag of a server (2.26)", None, 204, True),
+    ("get", f"{_C}/servers/{{server_id}}/diagnostics", "A server's counters from its host's driver (admin)", None,
+     200, True),
+    ("get", f"{_C}/os-aggregates", "List host aggregates (admin)", None, 200, True),
+    ("post", f"{_C}/os-aggregates", "Create a host aggregate, optionally an availability zone (admin)",
+     aggregates.AGGREGATE_CREATE, 200, True),
+    ("get", f"{_C}/os-aggregates/{{aggregate_id}}", "Show a host aggregate (admin)", None, 200, True),
+    ("put", f"{_C}/os-aggregates/{{aggregate_id}}", "Rename an aggregate or change its zone (admin)",
+     aggregates.AGGREGATE_UPDATE, 200, True),
+    ("delete", f"{_C}/os-aggregates/{{aggregate_id}}", "Delete an aggregate without hosts (admin)", None, 200, True),
+    # The action body is a one-key object per action, so the summary documents it.
+    ("post", f"{_C}/os-aggregates/{{aggregate_id}}/action", "Act on an aggregate (admin): add_host {host}, "
+     "remove_host {host}, set_metadata {metadata} (null values remove keys)", None, 200, True),
+    ("get", f"{_C}/os-hosts", "List every service's host, topic and zone (admin; ?zone=)", None, 200, True),
+    ("get", f"{_C}/os-hosts/{{host_name}}", "A compute host's capacity and use per project (admin)", None, 200,
+     True),
+    ("get", f"{_C}/os-hypervisors/{{hypervisor_id}}", "Show a hypervisor (admin)", None, 200, True),
+    ("get", f"{_C}/os-hypervisors/{{hypervisor_id}}/uptime", "A hypervisor's uptime (admin; 501: fabric's drivers "
+     "report none)", None, 501, True),
     ("get", f"{_C}/os-server-groups", "List server groups (admins: ?all_projects=true)", None, 200, True),
-    ("post", f"{_C}/os-server-groups", "Create a server group (policy affinity or anti-affinity)",
+    ("post", f"{_C}/os-server-groups", "Create a server group (policy affinity or anti-affinity; soft-affinity "
+     "and soft-anti-affinity from microversion 2.15)",
      server_groups.SERVER_GROUP_CREATE, 200, True),
     ("get", f"{_C}/os-server-groups/{{group_id}}", "Show a server group and its members", None, 200, True),
     ("delete", f"{_C}/os-server-groups/{{group_id}}", "Delete a server group (its servers stay)", None, 204, True),
@@ -102,9 +152,6 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
     ("get", f"{_N}/subnets", "List subnets", None, 200, True),
     ("post", f"{_N}/subnets", "Create a subnet", network.SUBNET_CREATE, 201, True),
     ("get", f"{_N}/subnets/{{subnet_id}}", "Show a subnet", None, 200, True),
-    ("get", f"{_N}/ports", "List ports", None, 200, True),
-    ("get", f"{_N}/ports/{{port_id}}", "Show a port", None, 200, True),
-    ("put", f"{_N}/ports/{{port_id}}", "Set a port's security groups", security_groups.PORT_UPDATE, 200, True),
     ("get", f"{_N}/security-groups", "List security groups (makes the project's default group)", None, 200, True),
     ("post", f"{_N}/security-groups", "Create a security group", security_groups.GROUP_CREATE, 201, True),
     ("get", f"{_N}/security-groups/{{group_id}}", "Show a security group", None, 200, True),
@@ -123,6 +170,8 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
      floating_ips.FLOATING_IP_UPDATE, 200, True),
     ("delete", f"{_N}/floatingips/{{floating_id}}", "Delete a floating IP (its address goes back to the pool)",
      None, 204, True),
+    *network.OPERATIONS, *ports.OPERATIONS, *routers.OPERATIONS, *subnet_pools.OPERATIONS,
+    *network_quotas.OPERATIONS,
     ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
     ("post", "/fabric/v1/topology/hosts", "Add a host to the topology (admin; announced to the network workers)",
      admin.HOST_CREATE, 201, True),
@@ -140,12 +189,16 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
 _QUERY = {
     "/compute/v2.1/servers": [("limit", "integer"), ("marker", "string"), ("name", "string"),
                               ("status", "string"), ("all_tenants", "string"), ("sort_key", "string"),
-                              ("sort_dir", "string")],
+                              ("sort_dir", "string"), ("tags", "string"), ("tags-any", "string"),
+                              ("not-tags", "string"), ("not-tags-any", "string")],
     "/compute/v2.1/flavors": [("minRam", "integer"), ("minDisk", "integer")],
     "/image/v2/images": [("name", "string"), ("id", "string"), ("status", "string"), ("visibility", "string"),
                          ("limit", "integer"), ("marker", "string")],
     "/networking/v2.0/networks": [("name", "string"), ("id", "string"), ("shared", "boolean")],
-    "/networking/v2.0/ports": [("network_id", "string"), ("device_id", "string")],
+    "/networking/v2.0/ports": [("network_id", "string"), ("device_id", "string"), ("device_owner", "string"),
+                               ("mac_address", "string"), ("status", "string"), ("fixed_ips", "string")],
+    "/networking/v2.0/routers": [("name", "string"), ("id", "string")],
+    "/networking/v2.0/subnetpools": [("name", "string"), ("id", "string")],
     "/networking/v2.0/floatingips": [("floating_ip_address", "string"), ("port_id", "string"),
                                      ("floating_network_id", "string"), ("status", "string")],
     "/compute/v2.1/os-server-groups": [("all_projects", "boolean"), ("limit", "integer"), ("offset", "integer")],

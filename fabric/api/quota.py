@@ -26,18 +26,26 @@ DEFAULT_LIMITS = {
     "ram": 51200,
     "key_pairs": 100,
 }
+#: Network v2.0's resources (Neutron's names and defaults), enforced by fabric.api.network_quotas.
+NETWORK_DEFAULT_LIMITS = {
+    "network": 100,
+    "subnet": 100,
+    "port": 500,
+    "router": 10,
+    "floatingip": 50,
+}
 
 
 def limits(session, project_id: str) -> dict[str, int]:
     """The project's limits: its own rows over the defaults."""
-    result = dict(DEFAULT_LIMITS)
+    result = DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS
     for row in session.scalars(sa.select(Quota).where(Quota.project_id == project_id)):
         result[row.resource] = row.hard_limit
     return result
 
 
 def usages(session, project_id: str) -> dict[str, int]:
-    result = dict.fromkeys(DEFAULT_LIMITS, 0)
+    result = dict.fromkeys(DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS, 0)
     for row in session.scalars(sa.select(QuotaUsage).where(QuotaUsage.project_id == project_id)):
         result[row.resource] = row.in_use
     return result
@@ -93,9 +101,9 @@ def release(session, project_id: str, deltas: dict[str, int]) -> None:
 
 def set_limit(db: Database, project_id: str, resource: str, hard_limit: int) -> None:
     """Set one limit (update, else insert; a concurrent insert turns into an update)."""
-    if resource not in DEFAULT_LIMITS:
+    if resource not in DEFAULT_LIMITS and resource not in NETWORK_DEFAULT_LIMITS:
         raise exception.Invalid(reason=f"quota resource {resource!r} is unknown; known: "
-                                       f"{', '.join(sorted(DEFAULT_LIMITS))}")
+                                       f"{', '.join(sorted(DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS))}")
     if hard_limit < -1:
         raise exception.Invalid(reason=f"quota {resource}={hard_limit} must be -1 (unlimited) or at least 0")
     for _ in range(3):

@@ -55,14 +55,9 @@ class RuleCreateSchema(_Loose):
     tenant_id = fields.String(load_default=None)
 
 
-class PortUpdateSchema(_Loose):
-    security_groups = fields.List(fields.String(validate=validate.Length(min=1, max=255)), required=True)
-
-
 GROUP_CREATE = Schema.from_dict({"security_group": fields.Nested(GroupCreateSchema, required=True)})()
 GROUP_UPDATE = Schema.from_dict({"security_group": fields.Nested(GroupUpdateSchema, required=True)})()
 RULE_CREATE = Schema.from_dict({"security_group_rule": fields.Nested(RuleCreateSchema, required=True)})()
-PORT_UPDATE = Schema.from_dict({"port": fields.Nested(PortUpdateSchema, required=True)})()
 
 
 def rule_document(rule: SecurityGroupRule) -> dict:
@@ -316,12 +311,6 @@ def change_server_groups(deps, context, instance, ref: str, add: bool) -> str:
                                                                PortSecurityGroup.security_group_id == group_id))
     announce(deps, context, f"Server {instance.id} {'added to' if add else 'removed from'} security group {group_id}")
     return group_id
-
-
-def update_port(req, resp, port_id: str) -> list[str]:
-    """``PUT /ports/{id}``: only ``security_groups`` may change; returns the new group ids."""
-    data = common.body(req, PORT_UPDATE)["port"]
-    return set_port_groups(common.deps(req), common.ctx(req), port_id, data["security_groups"])
 
 
 def register(app: falcon.App, prefix: str) -> None:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import falcon
 
+from fabric import exception
 from fabric.api import common
 
+#: The oldest Compute microversion served (the version document's ``min_version``).
 COMPUTE_VERSION = "2.1"
+#: The newest Compute microversion served: what a client asking for "latest" gets, and what
+#: openstacksdk negotiates (2.19 server descriptions, 2.26 server tags; fabric.api.compute.microversion).
+COMPUTE_MAX_VERSION = "2.26"
 UPDATED = "2026-11-01T00:00:00Z"
 
 
@@ -23,10 +28,34 @@ def identity_version(base: str) -> dict:
 
 
 def compute_version(base: str) -> dict:
-    return {"id": "v2.1", "status": "CURRENT", "version": COMPUTE_VERSION, "min_version": COMPUTE_VERSION,
+    return {"id": "v2.1", "status": "CURRENT", "version": COMPUTE_MAX_VERSION, "min_version": COMPUTE_VERSION,
             "updated": UPDATED, "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}],
             "media-types": [{"base": "application/json",
                              "type": "application/vnd.openstack.compute+json;version=2.1"}]}
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor)
+
+
+def parse_compute_version(wanted: str | None) -> tuple[int, int]:
+    """The Compute microversion a request asked for, as (major, minor): 2.1 when it names
+    none, the newest for "latest". Raises Invalid for a malformed one and
+    VersionNotAcceptable (406) for one outside what is served, naming it and the range."""
+    if wanted is None:
+        return _version_tuple(COMPUTE_VERSION)
+    if wanted.strip().lower() == "latest":
+        return _version_tuple(COMPUTE_MAX_VERSION)
+    try:
+        asked = _version_tuple(wanted.strip())
+    except ValueError:
+        raise exception.Invalid(reason=f"API version {wanted!r} is not of the form 2.N (or 'latest')") from None
+    if not _version_tuple(COMPUTE_VERSION) <= asked <= _version_tuple(COMPUTE_MAX_VERSION):
+        raise falcon.HTTPNotAcceptable(description=(
+            f"Version {wanted} is not supported by the API. Minimum is {COMPUTE_VERSION} "
+            f"and maximum is {COMPUTE_MAX_VERSION}."))
+    return asked
 
 
 def image_version(base: str) -> dict:

@@ -22,14 +22,23 @@ import types
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy import orm
 
-from fabric.compute import instance_actions, states
+from fabric.compute import instance_actions, migrations, states
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import Instance
+from fabric.db.models import Image, Instance
 from fabric.db.types import utcnow
-from fabric.exception import Conflict, Forbidden, InstanceLocked, InstanceStateConflict, NotFound, Unroutable
+from fabric.exception import (
+    Conflict,
+    Forbidden,
+    InstanceLocked,
+    InstanceStateConflict,
+    Invalid,
+    NotFound,
+    Unroutable,
+)
 from fabric.rpc.outbox import Outbox
 
 #: The compute RPC method that tears a server down.
@@ -46,6 +55,9 @@ class ComputeCaster(Protocol):
 
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str, length: int | None) -> str:
         """Call: the last ``length`` lines of the guest's console (all of it for None)."""
+
+    def get_diagnostics(self, ctx: RequestContext, host: str, instance_id: str) -> dict[str, Any]:
+        """Call: the guest's counters from its host's driver."""
 
 
 def refuse_if_locked(ctx: RequestContext, instance: Any) -> None:
@@ -94,20 +106,39 @@ class ComputeService:
         it was. A cast the broker does not confirm yet is sent by the outbox's relay.
         """
         action = states.ACTIONS[name]
+        self._begin(ctx, instance_id, vm_states=action.vm_states, task_states=action.task_states, task=action.task,
+                    action=action_name(name), rpc_method=action.rpc_method, **action.rpc_kwargs)
+
+    # --- rebuild, snapshot, resize and migrate (the worker's side: fabric.compute.moves) ---------
+
+    def _begin(self, ctx: RequestContext, instance_id: str, *, vm_states: tuple[str, ...], task: str, action: str,
+               rpc_method: str, task_states: tuple[str | None, ...] = (None,), values: dict[str, Any] | None = None,
+               during: Callable | None = None, undo: Callable | None = None, host_of: Callable | None = None,
+               **rpc_kwargs: Any) -> dict[str, Any]:
+        """Start an action or a move: the compare-and-swap from (``vm_states``, ``task_states``) to ``task``
+        (with ``values``), ``during(session, row)`` (its result joins the cast's keyword
+        arguments), the instance action and the staged cast of ``rpc_method`` to the host
+        (``host_of(row, extra)``, else the server's), all in one transaction; then the send.
+
+        Returns what ``during`` returned. Raises as :meth:`act` does; on Unroutable the task
+        is put back and ``undo(extra)`` runs before it is raised.
+        """
         row = states.get_instance(self.db, instance_id)
         refuse_if_locked(ctx, row)
         host, previous = row["host"], row["task_state"]
-        if host is None and row["vm_state"] in action.vm_states and previous in action.task_states:
-            raise Conflict(reason=f"server {instance_id} is not placed on a host yet; {name} needs a built server")
+        if host is None and row["vm_state"] in vm_states and previous in task_states:
+            raise Conflict(reason=f"server {instance_id} is not placed on a host yet; {action} needs a built server")
         # The expected host guards against a reschedule between the read and the swap.
-        expected = _unless_locked(ctx, {"vm_state": action.vm_states, "task_state": action.task_states,
-                                        "host": host})
+        expected = _unless_locked(ctx, {"vm_state": vm_states, "task_state": task_states, "host": host})
+        extra: dict[str, Any] = {}
         with self.db.begin() as session:
             staged = None
-            if states.swap(session, instance_id, expected, task_state=action.task):
-                instance_actions.start(session, ctx, instance_id, action_name(name))
-                staged = self.outbox.stage(session, "api.instance_action", ctx, host=host, action=action.rpc_method,
-                                           instance_id=instance_id, **action.rpc_kwargs)
+            if states.swap(session, instance_id, expected, task_state=task, **(values or {})):
+                extra = during(session, row) if during is not None else {}
+                instance_actions.start(session, ctx, instance_id, action)
+                target = host_of(row, extra) if host_of is not None else host
+                staged = self.outbox.stage(session, "api.instance_action", ctx, host=target, action=rpc_method,
+                                           instance_id=instance_id, **rpc_kwargs, **extra)
         if staged is None:
             now = states.get_instance(self.db, instance_id)  # NotFound
             refuse_if_locked(ctx, now)
@@ -118,10 +149,106 @@ class ComputeService:
             self.outbox.send(staged)
         except Unroutable:
             try:
-                states.compare_and_swap(self.db, instance_id, {"task_state": action.task}, task_state=previous)
+                states.compare_and_swap(self.db, instance_id, {"task_state": task}, task_state=previous)
             except (NotFound, InstanceStateConflict):
                 pass  # it moved on meanwhile (deleted): nothing of ours to put back
+            if undo is not None:
+                undo(extra)
             raise
+        return extra
+
+    def rebuild(self, ctx: RequestContext, instance_id: str, image_id: str, name: str | None = None) -> None:
+        """Rebuild the server from ``image_id`` (checked by the caller: one its project may boot) on
+        its host, addresses kept. Raises as :meth:`act`; InstanceStateConflict unless active,
+        stopped or in error."""
+        values: dict[str, Any] = {"image_id": image_id}
+        if name is not None:
+            values["display_name"] = name
+        self._begin(ctx, instance_id, vm_states=states.REBUILD_VM_STATES, task=states.REBUILDING, action="rebuild",
+                    rpc_method="rebuild_instance", values=values, image_id=image_id)
+
+    def snapshot(self, ctx: RequestContext, instance_id: str, make_image: Callable[[orm.Session, dict], str]) -> str:
+        """Snapshot the server's disk into a new image: ``make_image(session, row)`` writes the queued
+        image row (in the accepting transaction) and returns its id, which this returns; the
+        worker uploads the data and makes it active. Raises as :meth:`act`."""
+        def undo(extra: dict) -> None:
+            with self.db.begin() as session:
+                session.execute(sa.update(Image).where(Image.id == extra["image_id"]).values(status="killed"))
+
+        extra = self._begin(ctx, instance_id, vm_states=states.SNAPSHOT_VM_STATES, task=states.IMAGE_SNAPSHOT,
+                            action="createImage", rpc_method="snapshot_instance",
+                            during=lambda session, row: {"image_id": make_image(session, row)}, undo=undo)
+        return extra["image_id"]
+
+    def resize(self, ctx: RequestContext, instance_id: str, flavor: dict[str, Any] | None,
+               host: str | None = None) -> str:
+        """Resize the server to ``flavor`` (``id``, ``vcpus``, ``memory_mb``, ``disk_gb``), or cold-migrate
+        it (``flavor`` None; admins only; to ``host`` if given). The scheduler picks and claims the
+        destination; the server ends in VERIFY_RESIZE. Returns the migration's id.
+
+        Raises Forbidden (a migration by a non-admin), Invalid (the same flavor, a smaller disk,
+        ``host`` the server's own), and as :meth:`act` (409 unless active or stopped).
+        """
+        row = states.get_instance(self.db, instance_id)
+        if flavor is None and not ctx.is_admin:
+            raise Forbidden(reason="migrating a server is an admin's action")
+        if flavor is not None:
+            if flavor["id"] == row["flavor_id"]:
+                raise Invalid(reason=f"server {instance_id} already has flavor {flavor['id']}; a resize must change "
+                                     "the flavor")
+            if flavor["disk_gb"] < row["disk_gb"]:
+                raise Invalid(reason=f"flavor {flavor['id']} has a {flavor['disk_gb']} GiB disk, smaller than server "
+                                     f"{instance_id}'s {row['disk_gb']} GiB; a disk cannot shrink")
+        if host is not None and host == row["host"]:
+            raise Invalid(reason=f"host {host!r} is server {instance_id}'s own host; migrate it to another")
+        if any(vif.get("segment_id") is not None for vif in row.get("network_info") or []):
+            raise Conflict(reason=f"server {instance_id} has a NIC on a routed segment, whose addresses belong to "
+                                  "their host; it cannot move")
+        kind = migrations.RESIZE if flavor is not None else migrations.MIGRATION
+        new = dict(flavor) if flavor is not None else migrations.flavor_of(row)
+
+        def record(session: orm.Session, current: dict) -> dict:
+            return {"migration_id": migrations.create(session, current, kind, new, host)}
+
+        def undo(extra: dict) -> None:
+            with self.db.begin() as session:
+                migrations.advance(session, extra["migration_id"], migrations.PRE_MIGRATING, status=migrations.FAILED)
+
+        extra = self._begin(ctx, instance_id, vm_states=states.MOVE_VM_STATES, task=states.RESIZE_PREP,
+                            action=migrations.ACTION_FOR_TYPE[kind], rpc_method="resize_instance",
+                            during=record, undo=undo)
+        return extra["migration_id"]
+
+    def confirm_resize(self, ctx: RequestContext, instance_id: str) -> None:
+        """Confirm a resize or migration (server in VERIFY_RESIZE): its source drops the old guest
+        and gives its claim back. Raises as :meth:`act` (409 unless VERIFY_RESIZE)."""
+        self._decide(ctx, instance_id, states.RESIZE_CONFIRMING, migrations.CONFIRMING, "confirmResize",
+                     "confirm_resize", lambda row, move: move["source_host"])
+
+    def revert_resize(self, ctx: RequestContext, instance_id: str) -> None:
+        """Revert a resize or migration (server in VERIFY_RESIZE): back on its source with the old
+        flavor, the destination's claim given back. Raises as :meth:`act`."""
+        self._decide(ctx, instance_id, states.RESIZE_REVERTING, migrations.REVERTING, "revertResize",
+                     "revert_resize", lambda row, move: row["host"])
+
+    def _decide(self, ctx: RequestContext, instance_id: str, task: str, status: str, action: str, rpc_method: str,
+                host_of: Callable[[dict, dict], str]) -> None:
+        moves: dict[str, dict] = {}
+
+        def record(session: orm.Session, row: dict) -> dict:
+            move = migrations.latest(session, instance_id, (migrations.FINISHED,))
+            if move is None or not migrations.advance(session, move["id"], migrations.FINISHED, status=status):
+                raise InstanceStateConflict(instance=instance_id, attr="migration", actual="none finished",
+                                            expected=[migrations.FINISHED])
+            moves["move"] = move
+            return {"migration_id": move["id"]}
+
+        def undo(extra: dict) -> None:
+            with self.db.begin() as session:
+                migrations.advance(session, extra["migration_id"], status, status=migrations.FINISHED)
+
+        self._begin(ctx, instance_id, vm_states=(states.RESIZED,), task=task, action=action, rpc_method=rpc_method,
+                    during=record, undo=undo, host_of=lambda row, extra: host_of(row, moves["move"]))
 
     def delete(self, ctx: RequestContext, instance_id: str, on_accepted: OnDeleteAccepted | None = None) -> None:
         """Accept the delete once, from any state: a server on a host goes to task deleting and its

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import uuid
 from typing import Any, BinaryIO, Protocol
 
@@ -71,6 +72,10 @@ class AddressAllocator(Protocol):
     def release(self, ctx: RequestContext, instance: dict, index: int, vif: dict) -> None:
         """Give the NIC's address back. Idempotent."""
 
+    def bind_to_host(self, ctx: RequestContext, instance: dict, vif: dict, host: str) -> None:
+        """Bind the NIC's port (address kept) to ``host``, where the server moves. Idempotent.
+        Raises Conflict for a NIC whose address belongs to its host (a routed segment)."""
+
 
 class NetworkPlugger(Protocol):
     def plug(self, ctx: RequestContext, host: str, vif: dict) -> dict:
@@ -99,6 +104,36 @@ class ClaimReleaser(Protocol):
 class ImageSource(Protocol):
     def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
         """What the instance boots. Raises NotFound for an unknown image, Invalid for an unusable one."""
+
+
+class MoveHandoff(Protocol):
+    """How a resize or migration goes from host to host (fabric.compute.moves)."""
+
+    def claim_destination(self, ctx: RequestContext, migration_id: str) -> str:
+        """The destination the scheduler chose and claimed (idempotent). Raises NoValidHost."""
+
+    def stage(self, session: Any, cast: str, ctx: RequestContext, **kwargs: Any) -> Any:
+        """Write the cast ``cast`` (compute.finish_resize, compute.finish_revert_resize) in the
+        caller's transaction (the one that swaps the server's host); what :meth:`send` sends."""
+
+    def send(self, staged: Any) -> None:
+        """Send a committed :meth:`stage`. Raises Unroutable when no worker serves its host."""
+
+
+class DiskStore(Protocol):
+    """Where guest disks travel between hosts, and where snapshots go (no directory is shared)."""
+
+    def put_move_disk(self, migration_id: str, path: str) -> None:
+        """Keep the file at ``path`` as the disk of the move ``migration_id`` (replacing any)."""
+
+    def get_move_disk(self, migration_id: str, target: str) -> None:
+        """Write the move's disk to ``target``. Raises NotFound when there is none."""
+
+    def delete_move_disk(self, migration_id: str) -> None:
+        """Forget the move's disk (idempotent)."""
+
+    def put_image(self, image_id: str, path: str) -> dict:
+        """Upload the file at ``path`` as image ``image_id``'s data; its size, checksum, os_hash_*."""
 
 
 # --- real implementations -------------------------------------------------------
@@ -253,6 +288,16 @@ class IpamAddresses:
         return vif | {"address": result.get("address"), "prefixlen": result.get("prefixlen"),
                       "gateway": result.get("gateway"), "pool": result.get("pool")}
 
+    def bind_to_host(self, ctx: RequestContext, instance: dict, vif: dict, host: str) -> None:
+        if vif.get("segment_id") is not None:
+            raise Conflict(reason=f"server {instance['id']} has NIC {vif['id']} on routed segment "
+                                  f"{vif['segment_id']}, whose addresses belong to their host; it cannot move")
+        with self.db.begin() as session:
+            session.execute(sa.update(Port).where(Port.id == vif["id"], Port.device_id == instance["id"])
+                            .values(host=host).execution_options(synchronize_session=False))
+        if vif.get("subnet_id"):
+            self._ensure_dhcp_port(ctx, vif["network_id"], vif["subnet_id"], host)
+
     def release(self, ctx: RequestContext, instance: dict, index: int, vif: dict) -> None:
         if vif.get("pool"):
             self.api.release(ctx, pool=vif["pool"], request_token=request_token(instance["id"], index))
@@ -292,21 +337,32 @@ class RpcNetworkPlugger:
         self.api.unplug(ctx, host, vif["id"])
 
 
+class ComputeSenders:
+    """The clients the compute worker's one outbox sends through (:data:`fabric.rpc.outbox.CASTS`
+    of kind compute): the scheduler's and the compute workers' rpcapi."""
+
+    def __init__(self, transport: Any) -> None:
+        from fabric.compute.rpcapi import ComputeAPI
+        from fabric.scheduler.rpcapi import SchedulerAPI
+
+        self.scheduler = SchedulerAPI(transport)
+        self.compute = ComputeAPI(transport)
+
+
 class SchedulerRescheduler:
     """Failed builds back to the scheduler through this host's cast outbox (:mod:`fabric.rpc.outbox`).
 
     The row is committed in the transaction of the build's swap back to ``scheduling``: a
     crash before the commit leaves the build message, which is redelivered (it is acked after
     the handler) and builds again here; a crash after it, the outbox row, which a relay sends.
+    ``outbox``: the worker's (shared with :class:`SchedulerMoves`); default, one of its own.
     """
 
-    def __init__(self, transport: Any, db: Database, host: str | None = None) -> None:
+    def __init__(self, transport: Any, db: Database, host: str | None = None, outbox: Any = None) -> None:
         from fabric.rpc.outbox import Outbox
-        from fabric.scheduler.rpcapi import SchedulerAPI
 
-        self.scheduler = SchedulerAPI(transport)
         #: The compute worker's outbox; its service runs the relay.
-        self.outbox = Outbox(db, "compute", self, host=host)
+        self.outbox = outbox or Outbox(db, "compute", ComputeSenders(transport), host=host)
 
     def stage(self, session: Any, ctx: RequestContext, instance_id: str, failed_host: str, reason: str) -> Any:
         return self.outbox.stage(session, "compute.reschedule", ctx, instance_id=instance_id,
@@ -315,6 +371,89 @@ class SchedulerRescheduler:
     def send(self, staged: Any) -> None:
         """Raises Unroutable when no scheduler consumes its queue."""
         self.outbox.send(staged)
+
+
+class SchedulerMoves:
+    """Moves through the scheduler (a call that claims the destination) and this worker's outbox."""
+
+    def __init__(self, transport: Any, outbox: Any) -> None:
+        from fabric.scheduler.rpcapi import SchedulerAPI
+
+        self.scheduler = SchedulerAPI(transport)
+        self.outbox = outbox
+
+    def claim_destination(self, ctx: RequestContext, migration_id: str) -> str:
+        return self.scheduler.claim_move_destination(ctx, migration_id)
+
+    def stage(self, session: Any, cast: str, ctx: RequestContext, **kwargs: Any) -> Any:
+        return self.outbox.stage(session, cast, ctx, **kwargs)
+
+    def send(self, staged: Any) -> None:
+        self.outbox.send(staged)
+
+
+class ObjectstoreDisks:
+    """Guest disks in the objectstore, signed with the image service's credential (as images are).
+
+    A move's disk is one object, ``<migration id>/disk`` in the private bucket
+    :data:`MOVES_BUCKET`: the source host uploads it, the destination downloads it over
+    HTTP, the hosts share no directory and need no path to each other (only the
+    objectstore, which every compute host reaches already for images). A snapshot is
+    uploaded exactly as the Image API uploads image data (:func:`fabric.api.image_store.write`).
+    """
+
+    #: The bucket of disks in transit between hosts.
+    MOVES_BUCKET = "fabric-moves"
+
+    def __init__(self, settings: Any, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+
+    def _client(self) -> S3Client:
+        from fabric.api.bootstrap import ensure_image_service
+
+        return S3Client(self.settings.objectstore_url, *ensure_image_service(self.db),
+                        self.settings.objectstore.region)
+
+    @staticmethod
+    def _key(migration_id: str) -> str:
+        return f"{uuid.UUID(migration_id)}/disk"  # a migration id is a UUID: never a path
+
+    def put_move_disk(self, migration_id: str, path: str) -> None:
+        client = self._client()
+        client.ensure_bucket(self.MOVES_BUCKET)
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            client.upload(self.MOVES_BUCKET, self._key(migration_id), source.read, size,
+                          self.settings.objectstore.max_object_size)
+
+    def get_move_disk(self, migration_id: str, target: str) -> None:
+        try:
+            response = self._client().get_object(self.MOVES_BUCKET, self._key(migration_id))
+        except ObjectstoreError as exc:
+            if exc.fields.get("code") in ("NoSuchKey", "NoSuchBucket"):
+                raise NotFound(kind="Disk of migration", ident=migration_id) from None
+            raise
+        with response, open(target, "wb") as out:
+            while data := response.read(images.CHUNK):
+                out.write(data)
+        if response.length not in (None, 0):
+            raise ObjectstoreError(url=self.settings.objectstore_url, request=f"GET disk of {migration_id}",
+                                   status=200, code="", reason="the download ended early")
+
+    def delete_move_disk(self, migration_id: str) -> None:
+        try:
+            self._client().delete_object(self.MOVES_BUCKET, self._key(migration_id))
+        except ObjectstoreError as exc:
+            if exc.fields.get("code") != "NoSuchBucket":
+                raise
+
+    def put_image(self, image_id: str, path: str) -> dict:
+        from fabric.api import image_store
+
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            return image_store.write(self.settings, self.db, image_id, source.read, max(size, 1), size)
 
 
 class SchedulerClaims:
@@ -378,10 +517,17 @@ class ObjectstoreImages:
 
 def default_collaborators(settings, db: Database, transport: Any) -> dict[str, Any]:
     """The real collaborators over ``transport`` (keyword arguments of ComputeManager)."""
+    from fabric.rpc.outbox import Outbox
+
+    # One outbox per worker kind and process: its relay takes over every compute cast a dead
+    # worker left (fabric.rpc.outbox), so the reschedules and the move hand-offs share it.
+    outbox = Outbox(db, "compute", ComputeSenders(transport), host=getattr(settings.default, "host", None))
     return {
         "addresses": IpamAddresses(transport, db),
         "network": RpcNetworkPlugger(transport, db, settings),
-        "rescheduler": SchedulerRescheduler(transport, db, getattr(settings.default, "host", None)),
+        "rescheduler": SchedulerRescheduler(transport, db, outbox=outbox),
         "claims": SchedulerClaims(db),
         "images": ObjectstoreImages.from_settings(settings, db),
+        "moves": SchedulerMoves(transport, outbox),
+        "disks": ObjectstoreDisks(settings, db),
     }

@@ -8,8 +8,9 @@
 - the reaper: an instance whose task has run longer than
   ``compute.transient_timeout`` goes to error with a fault;
 - recovery after a restart: deletes are finished, other interrupted actions
-  settle from the guest's power state, builds wait for their redelivered
-  message (the reaper is the backstop if it never comes).
+  settle from the guest's power state, builds, moves, rebuilds and snapshots wait
+  for their redelivered message (the reaper is the backstop if it never comes; a
+  stalled move ends through :func:`fabric.compute.migrations.fail_move`).
 
 Each function takes only what it uses (database, driver, host, settings
 values), never the manager: the manager calls down into this module.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from fabric.compute import states
+from fabric.compute import migrations, states
 from fabric.compute.faults import record_fault
 from fabric.db import Database
 from fabric.db.models import ComputeNode
@@ -109,14 +110,20 @@ def reap_stuck_instances(db: Database, host: str, timeout: float) -> list[str]:
         started = inst["task_started_at"] or inst["updated_at"]
         if inst["task_state"] is None or started is None or started > cutoff:
             continue
-        try:
-            states.compare_and_swap(db, inst["id"],
-                                    {"task_state": inst["task_state"], "task_started_at": inst["task_started_at"]},
-                                    vm_state=states.ERROR, task_state=None)
-        except (NotFound, InstanceStateConflict):
-            continue  # its task moved on after all
-        record_fault(db, inst["id"], f"Instance was stuck in task {inst['task_state']} for more than "
-                     f"{timeout:g}s on host {host}", host)
+        reason = f"Instance was stuck in task {inst['task_state']} for more than {timeout:g}s on host {host}"
+        if inst["task_state"] in states.MOVE_TASKS:
+            # A stalled resize or migration also ends its migration and gives back the claim
+            # the server does not rest on.
+            if not migrations.fail_move(db, inst["id"], reason, host):
+                continue
+        else:
+            try:
+                states.compare_and_swap(db, inst["id"],
+                                        {"task_state": inst["task_state"], "task_started_at": inst["task_started_at"]},
+                                        vm_state=states.ERROR, task_state=None)
+            except (NotFound, InstanceStateConflict):
+                continue  # its task moved on after all
+            record_fault(db, inst["id"], reason, host)
         LOG.warning("instance %s was stuck in %s since %s: now error", inst["id"], inst["task_state"], started)
         reaped.append(inst["id"])
     return reaped
@@ -129,8 +136,8 @@ def recover_after_restart(db: Database, driver: ComputeDriver, host: str,
     state, builds are left to their redelivered message."""
     for inst in states.instances_on_host(db, host):
         task = inst["task_state"]
-        if task is None or task in states.BUILD_TASKS:
-            continue  # builds: the unacknowledged message comes back and resumes them
+        if task is None or task in states.RESUMED_TASKS:
+            continue  # builds, moves, rebuilds, snapshots: the unacknowledged message comes back
         if task == states.DELETING:
             LOG.info("finishing the interrupted delete of instance %s", inst["id"])
             finish_delete(inst["id"])

@@ -23,9 +23,10 @@ from typing import Any
 from eventlet.semaphore import Semaphore
 
 from fabric import metrics, periodic
-from fabric.compute import housekeeping, instance_actions, states
+from fabric.compute import housekeeping, instance_actions, migrations, states
 from fabric.compute.collaborators import default_collaborators
 from fabric.compute.faults import record_fault
+from fabric.compute.moves import MovesMixin
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
@@ -45,8 +46,9 @@ LOG = logging.getLogger(__name__)
 DEFAULT: Any = object()
 
 
-class ComputeManager(Manager):
-    """Server side of :mod:`fabric.compute.rpcapi`; same method names."""
+class ComputeManager(MovesMixin, Manager):
+    """Server side of :mod:`fabric.compute.rpcapi`; same method names (rebuild, snapshot, resize
+    and migrate: :class:`fabric.compute.moves.MovesMixin`)."""
 
     topic = "compute"
     #: Who may call each handler (checked on the message's signature before dispatch).
@@ -54,12 +56,16 @@ class ComputeManager(Manager):
         build_instance=("scheduler",),
         terminate_instance=("api",), reboot_instance=("api",), stop_instance=("api",),
         start_instance=("api",), pause_instance=("api",), unpause_instance=("api",),
-        suspend_instance=("api",), resume_instance=("api",), get_console_output=("api",),
-        get_available_resource=("api", "scheduler"), reconcile_servers=("api",))
+        suspend_instance=("api",), resume_instance=("api",), get_console_output=("api",), get_diagnostics=("api",),
+        get_available_resource=("api", "scheduler"), reconcile_servers=("api",),
+        rebuild_instance=("api",), snapshot_instance=("api",), resize_instance=("api",),
+        confirm_resize=("api",), revert_resize=("api",), finish_resize=("compute",),
+        finish_revert_resize=("compute",))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, driver: ComputeDriver | None = None, addresses=DEFAULT,
-                 network=DEFAULT, rescheduler=DEFAULT, claims=DEFAULT, images=DEFAULT) -> None:
+                 network=DEFAULT, rescheduler=DEFAULT, claims=DEFAULT, images=DEFAULT, moves=DEFAULT,
+                 disks=DEFAULT) -> None:
         """Collaborators not given are the real ones over ``transport``; ``rescheduler=None``
         means a failed build ends in error instead of being handed back to the scheduler."""
         super().__init__(settings, host=host, db=db, transport=transport)
@@ -67,17 +73,19 @@ class ComputeManager(Manager):
             self.db = Database.from_settings(settings)
         self.driver = driver or load_driver(settings)
         given = {"addresses": addresses, "network": network, "rescheduler": rescheduler,
-                 "claims": claims, "images": images}
+                 "claims": claims, "images": images, "moves": moves, "disks": disks}
         if any(v is DEFAULT for v in given.values()):
             defaults = default_collaborators(settings, self.db, transport)
             given = {k: defaults[k] if v is DEFAULT else v for k, v in given.items()}
         self.addresses = given["addresses"]
         self.network = given["network"]
         self.rescheduler = given["rescheduler"]
-        #: The reschedule casts' outbox (fabric.rpc.outbox), whose relay the service runs.
-        self.outbox = getattr(self.rescheduler, "outbox", None)
         self.claims = given["claims"]
         self.images = given["images"]
+        self.moves = given["moves"]
+        self.disks = given["disks"]
+        #: The outbox of the reschedule and move casts (fabric.rpc.outbox), whose relay the service runs.
+        self.outbox = getattr(self.rescheduler, "outbox", None) or getattr(self.moves, "outbox", None)
         self.compute_settings = settings.compute
         #: instance id -> the lock its build holds while it runs in this process.
         self._builds: dict[str, Semaphore] = {}
@@ -276,6 +284,7 @@ class ComputeManager(Manager):
             instance_actions.finish(self.db, ctx, instance_id, instance_actions.ERROR, str(exc))
             return
         instance_actions.finish(self.db, ctx, instance_id, instance_actions.SUCCESS)
+        migrations.abandon_on_delete(self.db, instance_id, self.host)  # a move's other claim, if any
         self.claims.release(instance_id, self.host)
         LOG.info("instance %s deleted", instance_id)
 
@@ -334,6 +343,10 @@ class ComputeManager(Manager):
     def get_console_output(self, ctx: RequestContext, instance_id: str, max_bytes: int = 65536) -> str:
         """The tail of the guest's serial console. Raises GuestNotFound."""
         return self.driver.get_console_output(instance_id, max_bytes=max_bytes)
+
+    def get_diagnostics(self, ctx: RequestContext, instance_id: str) -> dict[str, Any]:
+        """The guest's counters (``server show --diagnostics``). Raises GuestNotFound, NotSupported."""
+        return self.driver.get_diagnostics(instance_id)
 
     def get_available_resource(self, ctx: RequestContext) -> dict[str, Any]:
         return self.driver.get_available_resource().to_dict()

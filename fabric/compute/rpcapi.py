@@ -52,10 +52,47 @@ class ComputeAPI:
     def resume_instance(self, ctx: RequestContext, host: str, instance_id: str) -> None:
         self._host(host).cast(ctx, "resume_instance", instance_id=instance_id)
 
+    # --- rebuild, snapshot and moves (fabric.compute.moves) ------------------------------
+
+    def rebuild_instance(self, ctx: RequestContext, host: str, instance_id: str, image_id: str) -> None:
+        """Re-create the guest's disk from ``image_id`` and start it again (cast)."""
+        self._host(host).cast(ctx, "rebuild_instance", instance_id=instance_id, image_id=image_id)
+
+    def snapshot_instance(self, ctx: RequestContext, host: str, instance_id: str, image_id: str) -> None:
+        """Upload the guest's disk as the data of the queued image ``image_id`` (cast)."""
+        self._host(host).cast(ctx, "snapshot_instance", instance_id=instance_id, image_id=image_id)
+
+    def resize_instance(self, ctx: RequestContext, host: str, instance_id: str, migration_id: str) -> None:
+        """To the source host: claim a destination, power off, export the disk, hand over (cast)."""
+        self._host(host).cast(ctx, "resize_instance", instance_id=instance_id, migration_id=migration_id)
+
+    def finish_resize(self, ctx: RequestContext, host: str, instance_id: str, migration_id: str,
+                      disk_sent: bool = True) -> None:
+        """To the destination host: start the moved guest (on the disk the source shipped, when
+        ``disk_sent``); the server then rests in VERIFY_RESIZE (cast)."""
+        self._host(host).cast(ctx, "finish_resize", instance_id=instance_id, migration_id=migration_id,
+                              disk_sent=disk_sent)
+
+    def confirm_resize(self, ctx: RequestContext, host: str, instance_id: str, migration_id: str) -> None:
+        """To the source host: drop the set-aside guest and give its claim back (cast)."""
+        self._host(host).cast(ctx, "confirm_resize", instance_id=instance_id, migration_id=migration_id)
+
+    def revert_resize(self, ctx: RequestContext, host: str, instance_id: str, migration_id: str) -> None:
+        """To the destination host: destroy the moved guest, give its claim back, hand back (cast)."""
+        self._host(host).cast(ctx, "revert_resize", instance_id=instance_id, migration_id=migration_id)
+
+    def finish_revert_resize(self, ctx: RequestContext, host: str, instance_id: str, migration_id: str) -> None:
+        """To the source host: restore the set-aside guest with its old flavor (cast)."""
+        self._host(host).cast(ctx, "finish_revert_resize", instance_id=instance_id, migration_id=migration_id)
+
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str,
                            max_bytes: int = 65536) -> str:
         """The tail of the guest's serial console (call). Raises GuestNotFound."""
         return self._host(host).call(ctx, "get_console_output", instance_id=instance_id, max_bytes=max_bytes)
+
+    def get_diagnostics(self, ctx: RequestContext, host: str, instance_id: str) -> dict[str, Any]:
+        """The guest's counters from its host's driver (call). Raises GuestNotFound, NotSupported."""
+        return self._host(host).call(ctx, "get_diagnostics", instance_id=instance_id)
 
     def get_available_resource(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return self._host(host).call(ctx, "get_available_resource")

@@ -39,9 +39,11 @@ PAUSED = "paused"
 SUSPENDED = "suspended"
 ERROR = "error"
 DELETED = "deleted"
+#: Resized or cold-migrated, on its new host, waiting to be confirmed or reverted (VERIFY_RESIZE).
+RESIZED = "resized"
 
 #: Every vm_state fabric sets.
-VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED)
+VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED, RESIZED)
 
 # task_state: what is being done to it now (None: nothing).
 SCHEDULING = "scheduling"
@@ -56,13 +58,48 @@ UNPAUSING = "unpausing"
 SUSPENDING = "suspending"
 RESUMING = "resuming"
 DELETING = "deleting"
+REBUILDING = "rebuilding"
+IMAGE_SNAPSHOT = "image_snapshot"
+# A resize or cold migration (fabric.compute.moves), in Nova's words: accepted (prep), the source
+# host powering off and exporting the disk (migrating), handed to the destination host
+# (migrated), the destination starting the guest (finish); then, from RESIZED, confirming or reverting.
+RESIZE_PREP = "resize_prep"
+RESIZE_MIGRATING = "resize_migrating"
+RESIZE_MIGRATED = "resize_migrated"
+RESIZE_FINISH = "resize_finish"
+RESIZE_CONFIRMING = "resize_confirming"
+RESIZE_REVERTING = "resize_reverting"
 
 #: Every task_state fabric sets.
 TASK_STATES = (SCHEDULING, NETWORKING, SPAWNING, REBOOTING, REBOOTING_HARD, POWERING_OFF, POWERING_ON,
-               PAUSING, UNPAUSING, SUSPENDING, RESUMING, DELETING)
+               PAUSING, UNPAUSING, SUSPENDING, RESUMING, DELETING, REBUILDING, IMAGE_SNAPSHOT,
+               RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH, RESIZE_CONFIRMING, RESIZE_REVERTING)
 
 #: Tasks of a build in progress on a compute host.
 BUILD_TASKS = (None, SCHEDULING, NETWORKING, SPAWNING)
+
+#: Tasks of a resize or cold migration before the server rests in RESIZED: a failure (or the
+#: reaper) ends them through :func:`fabric.compute.migrations.fail_move`.
+MOVE_TASKS = (RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH)
+#: Tasks of a resize's second half, started from RESIZED.
+RESIZE_DECISION_TASKS = (RESIZE_CONFIRMING, RESIZE_REVERTING)
+#: Tasks whose cast is redelivered after a worker restart (their handlers resume or finish them):
+#: recovery at start leaves them alone, the reaper is the backstop.
+RESUMED_TASKS = (*BUILD_TASKS, *MOVE_TASKS, *RESIZE_DECISION_TASKS, REBUILDING, IMAGE_SNAPSHOT)
+
+# A move's own row (fabric.compute.migrations; the scheduler's destination claim moves it
+# from PRE_MIGRATING to MIGRATING): its type and its status, as Nova names them.
+RESIZE, MIGRATION = "resize", "migration"
+PRE_MIGRATING, MIGRATING, POST_MIGRATING, FINISHED = "pre-migrating", "migrating", "post-migrating", "finished"
+CONFIRMING, CONFIRMED = "confirming", "confirmed"
+REVERTING, REVERT_FINISHING, REVERTED = "reverting", "revert-finishing", "reverted"
+FAILED = "error"
+
+#: Where a server may be rebuilt from (Nova: active, stopped, error), resized or migrated from
+#: (active, stopped), snapshotted from (any resting state with a guest).
+REBUILD_VM_STATES = (ACTIVE, STOPPED, ERROR)
+MOVE_VM_STATES = (ACTIVE, STOPPED)
+SNAPSHOT_VM_STATES = (ACTIVE, STOPPED, PAUSED, SUSPENDED)
 
 #: vm_state a guest in each power state rests in (after an action or a power-state sync).
 VM_STATE_FOR_POWER: Mapping[PowerState, str] = MappingProxyType({
@@ -73,8 +110,15 @@ VM_STATE_FOR_POWER: Mapping[PowerState, str] = MappingProxyType({
 #: vm_states whose power the power-state sync keeps in line with the hypervisor.
 SYNCED_VM_STATES = (ACTIVE, STOPPED, PAUSED, SUSPENDED)
 
+#: The API status of a server in each move task or vm_state, as Nova shows them (a snapshot
+#: shows the vm_state's status, as in Nova).
+MOVE_STATUS: Mapping[str, str] = MappingProxyType({
+    REBUILDING: "REBUILD", RESIZE_PREP: "RESIZE", RESIZE_MIGRATING: "RESIZE", RESIZE_MIGRATED: "RESIZE",
+    RESIZE_FINISH: "RESIZE", RESIZE_REVERTING: "REVERT_RESIZE", RESIZED: "VERIFY_RESIZE",
+})
+
 #: vm_state a server must be in for its console to be read.
-CONSOLE_VM_STATES = (ACTIVE,)
+CONSOLE_VM_STATES = (ACTIVE, RESIZED)  # VERIFY_RESIZE: the moved guest runs on its new host
 
 
 @dataclasses.dataclass(frozen=True)

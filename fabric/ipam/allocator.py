@@ -386,8 +386,9 @@ class Allocator:
                          port_id: str | None = None) -> dict[str, Any]:
         """Hold a named address for ``request_token``.
 
-        Idempotent for the same token and address. Raises InvalidAddress (not an
-        address of the pool), AddressInUse (held by another token),
+        Idempotent for the same token and address, and for an address ``port_id`` already
+        holds (that allocation is returned). Raises InvalidAddress (not an address of the
+        pool), AddressInUse (held by another token for another port),
         RequestTokenConflict (the token already holds another address).
         """
         definition = self.definition(pool_id)
@@ -409,6 +410,10 @@ class Allocator:
                 raise RequestTokenConflict(token=request_token, pool=pool_id, held=held["address"],
                                            requested=text) from None
             holder = self.lookup(pool_id, address=text)
+            if holder is not None and port_id is not None and holder["port_id"] == port_id:
+                # The port holds it already (a user's port that a server boots on): it stays
+                # held under the port's own token, so the server's release leaves it to the port.
+                return holder
             if holder is not None:
                 raise AddressInUse(address=text, pool=pool_id, holder=holder["request_token"]) from None
             self._why_not_inserted(pool_id, port_id)

@@ -97,13 +97,20 @@ CASTS: dict[str, OutboxedCast] = {
     # fabric.compute.api.ComputeService: every server action and the delete of a placed server.
     "api.instance_action": OutboxedCast("api", "compute", "instance_action", "instance_id",
                                         "a server in a task state (rebooting, powering-off, pausing, "
-                                        "deleting...) its host never hears of"),
+                                        "deleting, rebuilding, resize_prep, image_snapshot...) its host "
+                                        "never hears of"),
     # fabric.scheduler.manager: the build cast to the chosen host, committed with the claim.
     "scheduler.build": OutboxedCast("scheduler", "compute", "build_instance", "instance_id",
                                     "a placed server in building/scheduling that its host never builds"),
     # fabric.compute.collaborators.SchedulerRescheduler: a failed build handed back.
     "compute.reschedule": OutboxedCast("compute", "scheduler", "schedule_and_build", "instance_id",
                                        "a failed build back in scheduling that no scheduler places again"),
+    # fabric.compute.moves: the source host hands a resized/migrated server to its destination,
+    # and the destination of a revert hands it back, each committed with the host swap.
+    "compute.finish_resize": OutboxedCast("compute", "compute", "finish_resize", "instance_id",
+                                          "a server in resize_migrated whose destination never starts it"),
+    "compute.finish_revert_resize": OutboxedCast("compute", "compute", "finish_revert_resize", "instance_id",
+                                                 "a server in resize_reverting whose source never restores it"),
 }
 
 

@@ -22,6 +22,12 @@ def release_instance_claim(db: Database, instance_id: str, host: str) -> bool:
     return claims.release(db, instance_id, host)
 
 
+def release_usage(session, host: str, resources: dict) -> None:
+    """Give a move's claim (``resources``: vcpus, memory_mb, disk_gb) back to ``host``, in the
+    caller's transaction (fabric.compute.migrations, on a confirm or revert)."""
+    claims.release_usage(session, host, resources)
+
+
 def __getattr__(name: str):
     # SchedulerAPI needs the RPC layer; import it only when asked for.
     if name == "SchedulerAPI":
@@ -30,4 +36,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["release_instance_claim"]  # and SchedulerAPI, loaded on first use
+__all__ = ["release_instance_claim", "release_usage"]  # and SchedulerAPI, loaded on first use

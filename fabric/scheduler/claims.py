@@ -31,7 +31,7 @@ from fabric import exception
 from fabric.compute import states
 from fabric.compute.faults import add_fault
 from fabric.db import Database
-from fabric.db.models import ComputeNode, Instance, ServerGroupHost
+from fabric.db.models import ComputeNode, Instance, Migration, ServerGroupHost
 from fabric.db.types import utcnow
 from fabric.scheduler.host_state import NODE_COLUMNS, HostState, node_select
 from fabric.scheduler.request import AFFINITY, AFFINITY_SLOT, ANTI_AFFINITY, RequestSpec
@@ -240,3 +240,46 @@ def fail_instance(db: Database, instance_id: str, error: exception.FabricError,
             return False
         add_fault(session, instance_id, error, host, details=details or error.message)
         return True
+
+
+# --- moves (resize, cold migration): a second claim, on the destination ------------------
+
+def claim_move(db: Database, migration_id: str, host: str, resources: dict[str, int], ratios: Ratios) -> bool:
+    """Claim ``resources`` (vcpus, memory_mb, disk_gb) on ``host`` for a move, and record ``host``
+    as the migration's destination, in one transaction (the source keeps its own claim).
+
+    Returns False, changing nothing, when the migration is no longer waiting for a destination
+    (claimed by an earlier delivery, or failed). Raises ClaimLost when ``host`` no longer fits.
+    """
+    with db.begin() as session:
+        taken = session.execute(sa.update(Migration).where(
+            Migration.id == migration_id, Migration.status == states.PRE_MIGRATING,
+            Migration.dest_host.is_(None)).values(dest_host=host, status=states.MIGRATING)
+            .execution_options(synchronize_session=False))
+        if taken.rowcount != 1:
+            return False
+        nodes = ComputeNode.__table__.c
+        grown = session.execute(sa.update(ComputeNode).where(
+            ComputeNode.host == host,
+            nodes.memory_mb_used + resources["memory_mb"] <= nodes.memory_mb * float(ratios.ram),
+            nodes.vcpus_used + resources["vcpus"] <= nodes.vcpus * float(ratios.cpu),
+            nodes.disk_gb_used + resources["disk_gb"] <= nodes.disk_gb * float(ratios.disk))
+            .values(memory_mb_used=nodes.memory_mb_used + resources["memory_mb"],
+                    vcpus_used=nodes.vcpus_used + resources["vcpus"],
+                    disk_gb_used=nodes.disk_gb_used + resources["disk_gb"],
+                    running_vms=nodes.running_vms + 1, generation=nodes.generation + 1)
+            .execution_options(synchronize_session=False))
+        if grown.rowcount != 1:
+            raise ClaimLost(host, RESOURCES_LOST)  # leaving the transaction rolls the migration back
+        return True
+
+
+def release_usage(session: orm.Session, host: str, resources: dict[str, int]) -> None:
+    """Give ``resources`` (vcpus, memory_mb, disk_gb) back to ``host``, in the caller's transaction,
+    whose compare-and-swap (on a migration's status) makes it happen once."""
+    session.execute(sa.update(ComputeNode).where(ComputeNode.host == host).values(
+        memory_mb_used=ComputeNode.memory_mb_used - resources["memory_mb"],
+        vcpus_used=ComputeNode.vcpus_used - resources["vcpus"],
+        disk_gb_used=ComputeNode.disk_gb_used - resources["disk_gb"],
+        running_vms=ComputeNode.running_vms - 1, generation=ComputeNode.generation + 1)
+        .execution_options(synchronize_session=False))

@@ -47,7 +47,7 @@ class SchedulerManager(Manager):
     topic = "scheduler"
     #: Who may call each handler (checked on the message's signature before dispatch).
     rpc_callers = callers_table(schedule_and_build=("api", "compute"), select_destinations=("api",),
-                                decision_stats=("api",))
+                                decision_stats=("api",), claim_move_destination=("compute",))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, compute: ComputeBuildClient | None = None) -> None:
@@ -130,6 +130,52 @@ class SchedulerManager(Manager):
             raise exception.Invalid(reason=f"limit {limit!r}: expected a whole number >= 1 or none")
         spec = RequestSpec.from_dict(request_spec)
         return [{"host": host, "weight": weight} for weight, host in self.scheduler.select(spec, limit=limit)]
+
+    def claim_move_destination(self, ctx: RequestContext, migration_id: str) -> str:
+        """Choose and claim the destination of a resize or cold migration; its host name.
+
+        The migration's new flavor is claimed on a host that passes the filters, other
+        than the source unless ``allow_resize_to_same_host`` (a migration with a requested
+        host tries that host only). Idempotent: a migration that has its destination
+        already answers it. Raises NoValidHost (naming why) when nothing fits,
+        InstanceStateConflict when the migration no longer waits for a destination.
+        """
+        from fabric.compute import migrations
+
+        move = migrations.get(self.db, migration_id)
+        if move["dest_host"] is not None:
+            return move["dest_host"]
+        if move["status"] != migrations.PRE_MIGRATING:
+            raise exception.InstanceStateConflict(instance=move["instance_id"], attr="migration status",
+                                                  actual=move["status"], expected=[migrations.PRE_MIGRATING])
+        with self.db.engine.connect() as conn:
+            spec = load_instance_request(conn, move["instance_id"]).spec
+        new = move["new_flavor"]
+        spec.vcpus, spec.memory_mb, spec.disk_gb = new["vcpus"], new["memory_mb"], new["disk_gb"]
+        spec.ignore_hosts = set()
+        spec.group_id = spec.group_policy = None  # a move keeps its group's slot (not re-checked)
+        if not self.settings.scheduler.allow_resize_to_same_host:
+            spec.ignore_hosts.add(move["source_host"])
+        with self._decision_slots:
+            ranked = [host for _weight, host in self.scheduler.select(spec)]
+            wanted = move["requested_host"]
+            if wanted is not None:
+                ranked = [host for host in ranked if host == wanted]
+                if not ranked:
+                    raise exception.NoValidHost(reason=f"the requested host {wanted} does not pass the filters "
+                                                       f"(down, disabled, full, or the server's own host)")
+            for host in ranked:
+                try:
+                    if not claims.claim_move(self.db, migration_id, host, new, self.scheduler.ratios):
+                        return migrations.get(self.db, migration_id)["dest_host"] or host
+                except claims.ClaimLost:
+                    self.scheduler.claims_lost += 1
+                    self.scheduler.cache.refresh_host(host)
+                    continue
+                self.scheduler.cache.refresh_host(host)
+                LOG.info("migration %s of instance %s: destination %s", migration_id, move["instance_id"], host)
+                return host
+        raise exception.NoValidHost(reason="every fitting host was claimed by others first")
 
     def decision_stats(self, ctx: RequestContext, reset: bool = False) -> dict[str, Any]:
         """This worker's decision latencies (ms), outcome counts, lost claims and cache reads."""

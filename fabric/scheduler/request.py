@@ -13,8 +13,12 @@ from fabric.db.models import Flavor, Image, Instance, ServerGroup, ServerGroupHo
 
 AFFINITY = "affinity"
 ANTI_AFFINITY = "anti-affinity"
-#: Policies a server group may have (soft variants are not supported).
-GROUP_POLICIES = (AFFINITY, ANTI_AFFINITY)
+#: Best-effort variants (Compute 2.15): weighed (fabric.scheduler.weighers), never filtered or claimed.
+SOFT_AFFINITY = "soft-affinity"
+SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+SOFT_POLICIES = (SOFT_AFFINITY, SOFT_ANTI_AFFINITY)
+#: Policies a server group may have.
+GROUP_POLICIES = (AFFINITY, ANTI_AFFINITY, *SOFT_POLICIES)
 #: The ``server_group_hosts.slot`` an affinity group's one host is pinned under.
 AFFINITY_SLOT = "affinity"
 
@@ -122,7 +126,11 @@ def load_instance_request(session: orm.Session | sa.Connection, instance_id: str
 
 
 def load_group_hosts(session: orm.Session | sa.Connection, group_id: str, policy: str | None) -> set[str]:
-    """The hosts a group holds: its pinned host (affinity) or its members' hosts (anti-affinity)."""
+    """The hosts a group holds: its pinned host (affinity) or its members' hosts (anti-affinity,
+    and the soft policies, whose members hold no slot: read from the members themselves)."""
+    if policy in SOFT_POLICIES:
+        return set(session.scalars(sa.select(Instance.host).distinct().where(
+            Instance.server_group_id == group_id, Instance.deleted.is_(False), Instance.host.is_not(None))))
     rows = session.execute(sa.select(ServerGroupHost.slot, ServerGroupHost.host)
                            .where(ServerGroupHost.group_id == group_id)).all()
     if policy == AFFINITY:

@@ -42,6 +42,11 @@ class SchedulerAPI:
         """
         return self.client.call(ctx, "select_destinations", request_spec=request_spec, limit=limit)
 
+    def claim_move_destination(self, ctx: RequestContext, migration_id: str) -> str:
+        """Choose and claim a resize's or cold migration's destination host (call; any worker).
+        Raises NoValidHost."""
+        return self.client.call(ctx, "claim_move_destination", migration_id=migration_id)
+
     def decision_stats(self, ctx: RequestContext, host: str, *, reset: bool = False) -> dict[str, Any]:
         """One worker's decision latencies and outcome counts (call to ``scheduler.<host>``)."""
         return self.client.prepare(server=host).call(ctx, "decision_stats", reset=reset)

@@ -37,7 +37,7 @@ class Scheduler:
     def __init__(self, settings: Settings, db: Database, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.filters = load_filters(settings.scheduler.filters)
+        self.filters = load_filters(settings.scheduler.filters, db)
         self.weighers = load_weighers(settings.scheduler)
         self.cache = HostStateCache(db, settings.scheduler, settings.service.service_down_time)
         self.ratios = claims.Ratios(ram=settings.scheduler.ram_allocation_ratio,

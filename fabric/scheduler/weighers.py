@@ -17,7 +17,7 @@ from fabric import exception
 from fabric.config import SchedulerSection
 from fabric.db.types import utcnow
 from fabric.scheduler.host_state import HostState
-from fabric.scheduler.request import RequestSpec
+from fabric.scheduler.request import SOFT_AFFINITY, SOFT_ANTI_AFFINITY, RequestSpec
 
 
 class Weigher:
@@ -90,8 +90,30 @@ class FailedBuildWeigher(Weigher):
         return [raw_weight(h, spec) if h.failed_builds else 0.0 for h in hosts]
 
 
+class ServerGroupSoftWeigher(Weigher):
+    """Soft-affinity: +1 for a host holding a member of the server's group; soft-anti-affinity:
+    -1. Not normalised and multiplied by 10, so it outweighs the RAM and vCPU weighers (0..1
+    each) whenever a fitting host can honour the policy, and only then."""
+
+    normalise = False
+
+    def __init__(self, settings: SchedulerSection) -> None:
+        self.multiplier = 10.0
+
+    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float]:
+        sign = {SOFT_AFFINITY: 1.0, SOFT_ANTI_AFFINITY: -1.0}.get(spec.group_policy or "")
+        if sign is None or not spec.group_hosts:
+            return [0.0] * len(hosts)
+        held = spec.group_hosts
+        return [sign if h.host in held else 0.0 for h in hosts]
+
+    def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
+        return self.raw_weights([host], spec)[0]
+
+
 #: Every weigher fabric has, by the name the settings use.
-WEIGHERS: dict[str, type[Weigher]] = {cls.name: cls for cls in (RamWeigher, CoreWeigher, FailedBuildWeigher)}
+WEIGHERS: dict[str, type[Weigher]] = {cls.name: cls for cls in (RamWeigher, CoreWeigher, FailedBuildWeigher,
+                                                                ServerGroupSoftWeigher)}
 
 
 def load_weighers(settings: SchedulerSection) -> list[Weigher]:

@@ -29,7 +29,7 @@ import enum
 import re
 from typing import Literal
 
-from fabric.exception import InvalidGuestSpec
+from fabric.exception import GuestNotFound, HypervisorError, InvalidGuestSpec, NotSupported
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -284,6 +284,12 @@ class ComputeDriver(abc.ABC):
     def get_console_output(self, uuid: str, max_bytes: int = 65536) -> str:
         """The tail (at most ``max_bytes``) of the guest's serial console. Raises GuestNotFound."""
 
+    def get_diagnostics(self, uuid: str) -> dict[str, int | float | str]:
+        """The guest's counters as Nova's pre-2.48 ``/diagnostics`` shows them (flat names such
+        as ``memory``, ``cpu0_time``, ``vda_read``, ``vnet0_rx``). Raises GuestNotFound, and
+        NotSupported from drivers that keep no counters (this default)."""
+        raise NotSupported(what="server diagnostics", reason=f"the {type(self).__name__} keeps no guest counters")
+
     @abc.abstractmethod
     def get_available_resource(self) -> HostResources:
         """Capacity of this host and what the driver's guests use of it."""
@@ -300,3 +306,46 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def detach_interface(self, uuid: str, interface: NetworkInterface) -> None:
         """Remove the NIC with ``interface.mac``. Not attached: no error. Raises GuestNotFound."""
+
+    # --- moves and snapshots -------------------------------------------
+    # Rebuild needs nothing more: the manager destroys the guest and spawns it again from
+    # the new image on the same NICs. These have defaults that refuse, so a driver that
+    # cannot move guests says so instead of failing to load.
+
+    def migrate_disk_and_power_off(self, uuid: str, timeout: float = 0) -> str | None:
+        """Shut the guest off (ACPI first for up to ``timeout`` s) and set it aside for a move.
+
+        The set-aside guest is no longer listed; it stays, with its disk, until
+        :meth:`confirm_migration` removes it or :meth:`finish_revert_migration` brings it
+        back. Returns the path of one standalone file holding the guest's disk (no backing
+        file), for the destination's :meth:`finish_migration`; None when it has no disk.
+        Idempotent: a guest already set aside gives its file again. Raises GuestNotFound.
+        """
+        raise HypervisorError(host="-", action="migrate", instance=uuid,
+                              reason=f"the {self.hypervisor_type} driver cannot move guests")
+
+    def finish_migration(self, spec: GuestSpec, disk_path: str | None, power_on: bool) -> None:
+        """Create the moved guest from ``spec`` on a copy of the disk file at ``disk_path`` (grown
+        to ``spec.disk_gb``; the image's disk when None), started when ``power_on``.
+
+        Raises as :meth:`spawn` does (GuestExists, InvalidGuestSpec, HypervisorError).
+        """
+        raise HypervisorError(host="-", action="finish the migration of", instance=spec.uuid,
+                              reason=f"the {self.hypervisor_type} driver cannot move guests")
+
+    def confirm_migration(self, uuid: str) -> None:  # noqa: B027 - nothing set aside: nothing to do
+        """Remove the guest :meth:`migrate_disk_and_power_off` set aside, and its disk. Idempotent."""
+
+    def finish_revert_migration(self, uuid: str, power_on: bool) -> None:
+        """Bring back the guest set aside by :meth:`migrate_disk_and_power_off`, as it was (old
+        resources, same disk), started when ``power_on``. Idempotent: a guest already back is
+        left as it is. Raises GuestNotFound when there is neither.
+        """
+        raise GuestNotFound(instance=uuid, host="-")
+
+    def snapshot(self, uuid: str, target: str, disk_format: str) -> None:
+        """Write the guest's disk, as a standalone ``disk_format`` (qcow2 or raw) image, to the
+        file ``target``; the guest keeps its power state. Raises GuestNotFound, HypervisorError
+        (no disk to snapshot)."""
+        raise HypervisorError(host="-", action="snapshot", instance=uuid,
+                              reason=f"the {self.hypervisor_type} driver cannot snapshot guests")

@@ -1,4 +1,5 @@
-"""Compute v2.1 subset (microversion 2.1 only), mounted at ``/compute/v2.1``."""
+"""Compute v2.1 subset (microversions 2.1 to fabric.api.versions.COMPUTE_MAX_VERSION; what
+each adds: fabric.api.compute.microversion), mounted at ``/compute/v2.1``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ PREFIX = "/compute/v2.1"
 def register(app: falcon.App) -> None:
     from fabric.api.compute import (
         actions,
+        aggregates,
         availability_zones,
+        diagnostics,
         flavors,
         hosts,
         keypairs,
@@ -19,9 +22,10 @@ def register(app: falcon.App) -> None:
         server_groups,
         server_metadata,
         servers,
+        tags,
         usage,
     )
 
     for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
-                   availability_zones, usage, server_events):
+                   availability_zones, usage, server_events, tags, diagnostics, aggregates):
         module.register(app, PREFIX)

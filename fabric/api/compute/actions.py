@@ -1,5 +1,6 @@
 """Server actions: reboot (soft, hard), os-stop, os-start, pause/unpause,
-suspend/resume, os-getConsoleOutput, lock/unlock (the server's row only:
+suspend/resume, os-getConsoleOutput, rebuild/resize/migrate/confirmResize/revertResize/createImage
+(:mod:`fabric.api.compute.server_moves`), lock/unlock (the server's row only:
 :meth:`fabric.compute.api.ComputeService.lock`), and addSecurityGroup/removeSecurityGroup (which
 change the groups of the server's ports: fabric.api.security_groups).
 
@@ -17,7 +18,9 @@ from marshmallow import Schema, fields, validate
 
 from fabric import exception
 from fabric.api import common, security_groups
-from fabric.api.compute.servers import compute_service, get_instance
+from fabric.api.compute import server_moves
+from fabric.api.compute.lookup import get_instance
+from fabric.api.compute.servers import compute_service
 from fabric.compute import states
 
 CONSOLE_ACTION = "os-getConsoleOutput"
@@ -51,10 +54,14 @@ class ServerAction:
         if not isinstance(data, dict) or len(data) != 1:
             raise exception.Invalid(reason="the action body must name exactly one action, e.g. {\"os-stop\": null}")
         (action, args), = data.items()
-        known = {a.split(":")[0] for a in states.ACTIONS} | {CONSOLE_ACTION, *GROUP_ACTIONS, *LOCK_ACTIONS}  # reboot:SOFT: "reboot"
+        known = {a.split(":")[0] for a in states.ACTIONS} | {CONSOLE_ACTION, *GROUP_ACTIONS, *LOCK_ACTIONS,
+                                                             *server_moves.HANDLERS}  # reboot:SOFT: "reboot"
         if action not in known:
             raise exception.Invalid(reason=f"action {action!r} is not supported; supported: "
                                            f"{', '.join(sorted(known))}")
+        if action in server_moves.HANDLERS:  # rebuild, resize, migrate, confirm/revert, createImage
+            server_moves.HANDLERS[action](req, resp, server_id, args)
+            return
         name = action
         if action == "reboot":
             name = f"reboot:{common.load(RebootSchema(), args)['type'].upper()}"

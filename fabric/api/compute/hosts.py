@@ -1,4 +1,5 @@
-"""os-hypervisors (from compute_nodes) and os-services (from the services registry)."""
+"""os-hypervisors (from compute_nodes), os-services (from the services registry) and the
+legacy os-hosts (``openstack host list / show``, Compute up to 2.42), all for admins."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from marshmallow import Schema, fields, validate
 
 from fabric import exception, servicegroup
 from fabric.api import common
-from fabric.db.models import ComputeNode, Service
+from fabric.db.models import ComputeNode, Instance, Service
+from fabric.scheduler import aggregates
 
 
 def service_state(service: Service | None, down_after: float) -> str:
@@ -88,8 +90,13 @@ INTERNAL_ZONE = "internal"
 
 
 def node_zones(session) -> dict[str, str]:
-    """{compute host: its availability zone}."""
-    return dict(session.execute(sa.select(ComputeNode.host, ComputeNode.availability_zone)).all())
+    """{compute host: its availability zone}: its aggregate's, else its node's
+    (fabric.scheduler.aggregates), as the scheduler places by."""
+    known = aggregates.read(session)
+    zones = {host: known.zone_of(host, zone)
+             for host, zone in session.execute(sa.select(ComputeNode.host, ComputeNode.availability_zone))}
+    # A compute host in a zoned aggregate before its node first reported.
+    return known.zones | zones
 
 
 def zone_of(service: Service, zones: dict[str, str]) -> str:
@@ -150,7 +157,65 @@ class ServiceToggle:
         common.respond(resp, {"service": doc})
 
 
+class HypervisorUptime:
+    def on_get(self, req, resp, hypervisor_id):
+        """Nova answers a driver's uptime here; fabric's drivers do not report one (501, which
+        ``openstack hypervisor show`` expects from such drivers)."""
+        common.require_admin(req, "showing hypervisors")
+        with common.deps(req).db.begin() as session:
+            node = session.get(ComputeNode, int(hypervisor_id)) if hypervisor_id.isdigit() and len(hypervisor_id) < 10 else None
+            if node is None:
+                raise exception.NotFound(kind="Hypervisor", ident=hypervisor_id)
+        raise falcon.HTTPNotImplemented(description=f"hypervisor {hypervisor_id} ({node.host}): fabric's compute "
+                                                    f"drivers do not report host uptime")
+
+
+class Hosts:
+    """GET /os-hosts: every service's host, its topic and zone (Nova's legacy listing)."""
+
+    def on_get(self, req, resp):
+        common.require_admin(req, "listing hosts")
+        query = sa.select(Service).order_by(Service.host, Service.topic)
+        zone = req.get_param("zone")
+        with common.deps(req).db.begin() as session:
+            zones = node_zones(session)
+            docs = [{"host_name": s.host, "service": s.topic, "zone": zone_of(s, zones)}
+                    for s in session.scalars(query)]
+        if zone:
+            docs = [d for d in docs if d["zone"] == zone]
+        common.respond(resp, {"hosts": docs})
+
+
+class HostItem:
+    """GET /os-hosts/{host}: a compute host's capacity and what its servers use, per project."""
+
+    def on_get(self, req, resp, host_name):
+        common.require_admin(req, "showing hosts")
+        with common.deps(req).db.begin() as session:
+            node = session.scalar(sa.select(ComputeNode).where(ComputeNode.host == host_name))
+            if node is None:
+                raise exception.NotFound(kind="Compute host", ident=host_name)
+            per_project = session.execute(
+                sa.select(Instance.project_id, sa.func.sum(Instance.vcpus), sa.func.sum(Instance.memory_mb),
+                          sa.func.sum(Instance.disk_gb))
+                .where(Instance.host == host_name, Instance.deleted.is_(False))
+                .group_by(Instance.project_id).order_by(Instance.project_id)).all()
+
+        def row(project: str, cpu, memory_mb, disk_gb) -> dict:
+            return {"resource": {"host": host_name, "project": project, "cpu": int(cpu or 0),
+                                 "memory_mb": int(memory_mb or 0), "disk_gb": int(disk_gb or 0)}}
+
+        docs = [row("(total)", node.vcpus, node.memory_mb, node.disk_gb),
+                row("(used_now)", node.vcpus_used, node.memory_mb_used, node.disk_gb_used),
+                row("(used_max)", *(sum(r[i] or 0 for r in per_project) for i in (1, 2, 3)))]
+        docs += [row(*r) for r in per_project]
+        common.respond(resp, {"host": docs})
+
+
 def register(app: falcon.App, prefix: str) -> None:
+    app.add_route(f"{prefix}/os-hosts", Hosts())
+    app.add_route(f"{prefix}/os-hosts/{{host_name}}", HostItem())
+    app.add_route(f"{prefix}/os-hypervisors/{{hypervisor_id}}/uptime", HypervisorUptime())
     hypervisors = Hypervisors()
     app.add_route(f"{prefix}/os-hypervisors", hypervisors)
     app.add_route(f"{prefix}/os-hypervisors/detail", hypervisors, suffix="detail")

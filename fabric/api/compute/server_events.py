@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from fabric import exception
 from fabric.api import common
-from fabric.api.compute.servers import get_instance
+from fabric.api.compute.lookup import get_instance
 from fabric.db.models import InstanceAction
 
 

@@ -7,7 +7,8 @@ policy when it claims a host (``server_group_hosts``). The members listed are
 the group's live servers.
 
 Compute 2.1 clients send ``policies`` (a list of exactly one policy); 2.64 and
-later send ``policy``: both are accepted, and the answer carries both forms.
+later send ``policy``: both are accepted, and the answer carries both forms. The soft
+policies (best effort: weighed, never refused) need microversion 2.15, as in Nova.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception
 from fabric.api import common
+from fabric.api.compute import microversion
 from fabric.api.compute.quotas import FIXED_LIMITS
 from fabric.db.models import Instance, ServerGroup
-from fabric.scheduler.request import GROUP_POLICIES
+from fabric.scheduler.request import GROUP_POLICIES, SOFT_POLICIES
 
 _POLICY = validate.OneOf(GROUP_POLICIES, error="{input!r} is not a server group policy fabric supports; "
                                                "accepted: {choices}")
@@ -39,8 +41,9 @@ class ServerGroupCreateSchema(Schema):
 SERVER_GROUP_CREATE = Schema.from_dict({"server_group": fields.Nested(ServerGroupCreateSchema, required=True)})()
 
 
-def _policy_of(data: dict) -> str:
-    """The one policy a create body asks for; Invalid when it names none or two different ones."""
+def _policy_of(req, data: dict) -> str:
+    """The one policy a create body asks for; Invalid when it names none or two different ones,
+    or a soft policy below microversion 2.15."""
     listed = data["policies"][0] if data["policies"] else None
     if data["policy"] and listed and data["policy"] != listed:
         raise exception.Invalid(reason=f"server_group.policy {data['policy']!r} and server_group.policies "
@@ -49,6 +52,11 @@ def _policy_of(data: dict) -> str:
     if chosen is None:
         raise exception.Invalid(reason=f"server_group needs a 'policies' list (or a 'policy'); accepted: "
                                        f"{', '.join(GROUP_POLICIES)}")
+    if chosen in SOFT_POLICIES and not microversion.at_least(req, microversion.SOFT_POLICIES):
+        needed = microversion.text(microversion.SOFT_POLICIES)
+        raise exception.Invalid(reason=f"server group policy {chosen!r} needs microversion {needed} or later "
+                                       f"(OpenStack-API-Version: compute {needed}); this request asked for "
+                                       f"{microversion.text(microversion.of(req))}")
     return chosen
 
 
@@ -101,7 +109,7 @@ class ServerGroups:
         context = common.ctx(req)
         project_id = common.require_project(context)
         data = common.body(req, SERVER_GROUP_CREATE)["server_group"]
-        policy = _policy_of(data)
+        policy = _policy_of(req, data)
         limit = FIXED_LIMITS["server_groups"]
         with common.deps(req).db.begin() as session:
             count = session.scalar(sa.select(sa.func.count()).select_from(ServerGroup)

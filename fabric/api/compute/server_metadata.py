@@ -15,7 +15,7 @@ from marshmallow import Schema, fields, validate
 
 from fabric import exception
 from fabric.api import common
-from fabric.api.compute.servers import get_instance, get_instance_for_update
+from fabric.api.compute.lookup import get_instance, get_instance_for_update
 from fabric.compute.api import refuse_if_locked
 from fabric.db.models import Instance
 

@@ -1,5 +1,6 @@
 """Servers: create (validate, reserve quota, commit, then cast the scheduler),
-list, detail, show, rename and delete."""
+list (with the 2.26 tag filters), detail, show, update (name; description from 2.19)
+and delete. Documents are shaped for the request's microversion (views, microversion)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception, images
-from fabric.api import common, quota
-from fabric.api.compute import views
+from fabric.api import common, ports, quota
+from fabric.api.compute import microversion, tags, views
 from fabric.api.compute.flavors import find_flavor, links
+from fabric.api.compute.hosts import node_zones
+from fabric.api.compute.lookup import get_instance, get_instance_for_update
 from fabric.api.network import find_network
 from fabric.compute import instance_actions, states
 from fabric.compute.api import ComputeService
 from fabric.compute.faults import add_fault
-from fabric.db.models import Instance, Keypair, Port, ServerGroup
+from fabric.db.models import Instance, Keypair, ServerGroup
 from fabric.db.types import utcnow
 from fabric.network import secgroups_db
 
@@ -52,6 +55,8 @@ class ServerCreateSchema(Schema):
     # Nova's limit: 65535 characters of base64.
     user_data = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=65535))
     security_groups = fields.List(fields.Dict(), load_default=list)
+    description = fields.String(allow_none=True, validate=validate.Length(max=255))  # 2.19
+    return_reservation_id = fields.Boolean(load_default=False)
 
 
 SERVER_CREATE = Schema.from_dict({
@@ -77,6 +82,25 @@ def _check_user_data(user_data: str | None) -> None:
                                        "is not base64 (RFC 4648, padded); encode the data first") from None
 
 
+def _check_description(req, data: dict) -> None:
+    """Raise Invalid when a body gives a description below microversion 2.19 (as Nova does)."""
+    if "description" in data and not microversion.at_least(req, microversion.DESCRIPTION):
+        needed, asked = microversion.text(microversion.DESCRIPTION), microversion.text(microversion.of(req))
+        raise exception.Invalid(reason=f"server.description needs microversion {needed} or later "
+                                       f"(OpenStack-API-Version: compute {needed}); this request asked for {asked}")
+
+
+def _check_zone(session, zone: str | None) -> None:
+    """Raise Invalid unless ``zone`` is None or the zone of some compute host (its aggregate's or
+    its node's: fabric.scheduler.aggregates), as Nova refuses an unknown zone at once."""
+    if zone is None:
+        return
+    known = set(node_zones(session).values())
+    if zone not in known:
+        raise exception.Invalid(reason=f"server.availability_zone {zone!r} is not a zone of any compute host; "
+                                       f"known: {', '.join(sorted(known)) or 'none'}")
+
+
 def compute_service(deps) -> ComputeService:
     """Compute's api over this API's database and compute client: how every request that moves
     a server (action, delete) or reads its console reaches the compute worker."""
@@ -84,25 +108,9 @@ def compute_service(deps) -> ComputeService:
                           max_retries=deps.settings.database.max_retries)
 
 
-def get_instance(session, context, server_id: str) -> Instance:
-    """The live server ``server_id`` the caller may see; NotFound otherwise (also for
-    another project's server, so its existence does not leak)."""
-    instance = session.get(Instance, server_id)
-    if instance is None or instance.deleted or not common.visible(context, instance.project_id):
-        raise exception.NotFound(kind="Instance", ident=server_id)
-    return instance
-
-
-def get_instance_for_update(session, context, server_id: str) -> Instance:
-    """:func:`get_instance`, its row locked until the transaction ends (so two changes of one
-    server at once both land; SQLite's writers take turns anyway)."""
-    get_instance(session, context, server_id)
-    return session.scalars(sa.select(Instance).where(Instance.id == server_id).with_for_update()
-                           .execution_options(populate_existing=True)).one()
-
-
 class ServerUpdateSchema(Schema):
     name = fields.String(validate=validate.Length(min=1, max=255))
+    description = fields.String(allow_none=True, validate=validate.Length(max=255))  # 2.19
     # Accepted and ignored, as Nova does: fabric has no access addresses.
     accessIPv4 = fields.String()
     accessIPv6 = fields.String()
@@ -115,12 +123,8 @@ def _validate_networks(session, context, requested: list[dict]) -> list[dict]:
     out = []
     for index, item in enumerate(requested):
         if item.get("port"):
-            port = session.get(Port, item["port"])
-            if port is None or not common.visible(context, port.project_id):
-                raise exception.NotFound(kind="Port", ident=item["port"])
-            if port.device_id:
-                raise exception.Conflict(reason=f"port {port.id} is in use by {port.device_id}")
-            out.append({"network_id": port.network_id, "port_id": port.id, "fixed_ip": None})
+            # The user's port as it is, with the address it holds (fabric.api.ports): the server keeps it.
+            out.append(ports.nic_request(session, context, item["port"]))
             continue
         if not item.get("uuid"):
             raise exception.Invalid(reason=f"server.networks[{index}] needs a 'uuid' or a 'port'")
@@ -137,6 +141,7 @@ class Servers:
         data = common.body(req, SERVER_CREATE)
         spec, hints = data["server"], data["os:scheduler_hints"] | data["OS-SCH-HNT:scheduler_hints"]
         count = spec["max_count"] or spec["min_count"]
+        _check_description(req, spec)
         _check_user_data(spec["user_data"])
         if count < spec["min_count"]:
             raise exception.Invalid(reason=f"server.max_count {count} is below min_count {spec['min_count']}")
@@ -149,6 +154,7 @@ class Servers:
                 raise exception.Invalid(reason=f"flavor {flavor.id} is too small for image {image.id} "
                                                f"(needs {image.min_ram} MiB RAM, {image.min_disk} GiB disk)")
             networks = _validate_networks(session, context, spec["networks"])
+            _check_zone(session, spec["availability_zone"])
             group_id = hints.get("group")
             if group_id is not None:
                 group = session.get(ServerGroup, str(group_id))
@@ -186,7 +192,8 @@ class Servers:
                     vm_state=states.BUILDING, task_state=states.SCHEDULING, power_state=0, task_started_at=now,
                     requested_networks=networks, metadata_items=spec["metadata"], network_info=[],
                     failed_hosts=[], server_group_id=str(group_id) if group_id is not None else None,
-                    user_data=spec["user_data"] or None, key_data=key_data, launch_index=n)
+                    user_data=spec["user_data"] or None, key_data=key_data, launch_index=n,
+                    description=spec.get("description"))
                 session.add(instance)
                 instances.append(instance)
             session.flush()
@@ -203,11 +210,14 @@ class Servers:
             _fail_build(deps.db, ids, project_id, deltas, err)
         base = deps.base_url(req)
         resp.set_header("Location", f"{base}/compute/v2.1/servers/{ids[0]}")
+        if spec["return_reservation_id"]:
+            # Nova's multiple-create answer when asked for it: the reservation alone.
+            common.respond(resp, {"reservation_id": "r-" + ids[0][:8]}, falcon.HTTP_202)
+            return
+        # Exactly Nova's 2.1 create document (tempest's schema admits no other field).
         doc = {"id": ids[0], "links": links(base, "servers", ids[0]), "OS-DCF:diskConfig": "MANUAL",
                "security_groups": [{"name": g.get("name")} for g in spec["security_groups"]] or [{"name": "default"}],
                "adminPass": secrets.token_urlsafe(12)}
-        if count > 1:
-            doc["reservation_id"] = "r-" + ids[0][:8]
         common.respond(resp, {"server": doc}, falcon.HTTP_202)
 
     def _list(self, req, resp, detail: bool):
@@ -228,6 +238,7 @@ class Servers:
             query = query.where(Instance.vm_state == views.STATUS_FILTER[status])
         query = common.equal_filters(query, req, {"image": Instance.image_id, "flavor": Instance.flavor_id,
                                                   "host": Instance.host, "key_name": Instance.key_name})
+        query = tags.filter_servers(query, req)
         sort_key = req.get_param("sort_key") or "created_at"
         if sort_key not in _SORT_KEYS:
             raise exception.Invalid(reason=f"sort_key {sort_key!r} is not supported; use one of "
@@ -259,12 +270,14 @@ class Servers:
             scope = query.with_only_columns(Instance.id).order_by(None)
             addresses = views.addresses_for(session, rows, scope) if detail else {}
             groups = views.groups_for(session, rows, scope) if detail else {}
+            version = microversion.of(req)
+            server_tags = views.tags_for(session, rows, scope) if detail and version >= microversion.TAGS else {}
             faults = views.faults_for(session, rows) if detail else {}
             base = deps.base_url(req)
             if detail:
                 # Encoded server by server (each cached while its row is unchanged), then joined.
                 docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id),
-                                          groups.get(r.id)) for r in rows]
+                                          groups.get(r.id), version, server_tags.get(r.id)) for r in rows]
             else:
                 docs = [views.server_document(r, base, context.is_admin, {}, None, False) for r in rows]
         next_links = [{"rel": "next", "href": f"{base}/compute/v2.1/servers{'/detail' if detail else ''}"
@@ -307,8 +320,11 @@ class ServerItem:
         addresses = views.addresses_for(session, [instance])[instance.id]
         groups = views.groups_for(session, [instance])[instance.id]
         fault = views.faults_for(session, [instance]).get(instance.id)
+        version = microversion.of(req)
+        server_tags = views.tags_for(session, [instance])[instance.id] if version >= microversion.TAGS else None
         common.respond(resp, {"server": views.server_document(
-            instance, common.deps(req).base_url(req), context.is_admin, addresses, fault, groups=groups)})
+            instance, common.deps(req).base_url(req), context.is_admin, addresses, fault, groups=groups,
+            version=version, tags=server_tags)})
 
     def on_get(self, req, resp, server_id):
         deps, context = common.deps(req), common.ctx(req)
@@ -316,13 +332,16 @@ class ServerItem:
             self._respond(req, resp, session, context, get_instance(session, context, server_id))
 
     def on_put(self, req, resp, server_id):
-        """``server set --name``: the server's name; answers the server."""
+        """``server set --name`` (and ``--description``, 2.19): answers the server."""
         deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, SERVER_UPDATE)["server"]
+        _check_description(req, data)
         with deps.db.begin() as session:
             instance = get_instance_for_update(session, context, server_id)
             if "name" in data:
                 instance.display_name = data["name"]
+            if "description" in data:
+                instance.description = data["description"]
             session.flush()
             self._respond(req, resp, session, context, instance)
 

@@ -9,9 +9,10 @@ import json
 import sqlalchemy as sa
 
 from fabric.api import common
+from fabric.api.compute import microversion
 from fabric.api.compute.flavors import links
 from fabric.compute import states
-from fabric.db.models import AddressAllocation, Instance, InstanceFault, Network, Port
+from fabric.db.models import AddressAllocation, Instance, InstanceFault, InstanceTag, Network, Port
 from fabric.db.models.secgroups import PortSecurityGroup, SecurityGroup
 
 #: task_state -> status while active, as nova shows it; other tasks show the vm_state's status.
@@ -20,6 +21,7 @@ _TASK_STATUS = {states.REBOOTING: "REBOOT", states.REBOOTING_HARD: "HARD_REBOOT"
 _VM_STATUS = {
     states.BUILDING: "BUILD", states.ACTIVE: "ACTIVE", states.STOPPED: "SHUTOFF", states.PAUSED: "PAUSED",
     states.SUSPENDED: "SUSPENDED", states.ERROR: "ERROR", states.DELETED: "DELETED",
+    states.RESIZED: states.MOVE_STATUS[states.RESIZED],
 }
 
 #: API status -> vm_states, for ``?status=`` filters.
@@ -27,6 +29,8 @@ STATUS_FILTER = {status: vm for vm, status in _VM_STATUS.items()}
 
 
 def status_of(vm_state: str, task_state: str | None) -> str:
+    if task_state in states.MOVE_STATUS:  # rebuild, resize and migrate show their task in any vm_state
+        return states.MOVE_STATUS[task_state]
     if vm_state == states.ACTIVE and task_state in _TASK_STATUS:
         return _TASK_STATUS[task_state]
     return _VM_STATUS.get(vm_state, "UNKNOWN")
@@ -158,7 +162,7 @@ DOCUMENT_COLUMNS = (Instance.id, Instance.display_name, Instance.project_id, Ins
                     Instance.image_id, Instance.key_name, Instance.host, Instance.availability_zone,
                     Instance.vm_state, Instance.task_state, Instance.power_state, Instance.created_at,
                     Instance.updated_at, Instance.launched_at, Instance.terminated_at,
-                    Instance.locked, Instance.locked_reason,
+                    Instance.locked, Instance.locked_reason, Instance.description,
                     # Raw text: most servers have no metadata, and "{}" needs no JSON parse; network_info
                     # is parsed only for the servers whose addresses no port gives (half of a listing's
                     # CPU went to decoding it for every row).
@@ -186,10 +190,27 @@ def _reference(base: str, kind: str, ident: str | None) -> dict:
     return {"id": ident, "links": links(base, "flavors", ident or "")}
 
 
+def tags_for(session, instances: list, scope: sa.Select | None = None) -> dict[str, list[str]]:
+    """instance id -> its tags, sorted. ``scope`` as for :func:`addresses_for`."""
+    ids = [i.id for i in instances]
+    result: dict[str, list[str]] = {i: [] for i in ids}
+    if not ids:
+        return result
+    wanted = InstanceTag.instance_id.in_(scope) if scope is not None and len(ids) > _LITERAL_IDS \
+        else InstanceTag.instance_id.in_(ids)
+    for instance_id, tag in session.execute(sa.select(InstanceTag.instance_id, InstanceTag.tag).where(wanted)
+                                            .order_by(InstanceTag.instance_id, InstanceTag.tag)):
+        if instance_id in result:
+            result[instance_id].append(tag)
+    return result
+
+
 def server_document(instance: Instance, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
-                    detail: bool = True, groups: list[dict] | None = None) -> dict:
-    """A server as the clients read it. ``instance`` is a listing row (:data:`DOCUMENT_COLUMNS`)
-    or a model; ``groups`` its security groups (:func:`groups_for`)."""
+                    detail: bool = True, groups: list[dict] | None = None, version: tuple[int, int] = (2, 1),
+                    tags: list[str] | None = None) -> dict:
+    """A server as the clients read it at microversion ``version`` (the fields Nova documents
+    for it, no others). ``instance`` is a listing row (:data:`DOCUMENT_COLUMNS`) or a model;
+    ``groups`` its security groups (:func:`groups_for`), ``tags`` its tags (:func:`tags_for`)."""
     ident = instance.id
     links_ = links(base, "servers", ident)
     if not detail:
@@ -212,8 +233,15 @@ def server_document(instance: Instance, base: str, is_admin: bool, addresses: di
         "OS-SRV-USG:terminated_at": common.isotime(instance.terminated_at, micro=True),
         "OS-EXT-STS:vm_state": vm_state, "OS-EXT-STS:task_state": instance.task_state,
         "OS-EXT-STS:power_state": instance.power_state,
-        "locked": bool(instance.locked), "locked_reason": instance.locked_reason,
     }
+    if version >= microversion.LOCKED:
+        doc["locked"] = bool(instance.locked)
+    if version >= microversion.LOCKED_REASON:
+        doc["locked_reason"] = instance.locked_reason
+    if version >= microversion.DESCRIPTION:
+        doc["description"] = instance.description
+    if version >= microversion.TAGS:
+        doc["tags"] = tags or []
     if is_admin:
         doc["OS-EXT-SRV-ATTR:host"] = doc["OS-EXT-SRV-ATTR:hypervisor_hostname"] = host
         doc["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{ident[:8]}"
@@ -234,21 +262,26 @@ _HEADS_MAX = 8192
 
 
 def server_json(row, base: str, is_admin: bool, addresses: dict, fault: InstanceFault | None,
-                groups: list[dict] | None = None) -> str:
-    """:func:`server_document` of a listing row as compact JSON (its "security_groups" and
-    "addresses" last: they change without the row changing)."""
+                groups: list[dict] | None = None, version: tuple[int, int] = (2, 1),
+                tags: list[str] | None = None) -> str:
+    """:func:`server_document` of a listing row as compact JSON (its "tags", "security_groups"
+    and "addresses" last: they change without the row changing)."""
+    with_tags = version >= microversion.TAGS
     if fault is not None:
-        doc = server_document(row, base, is_admin, addresses, fault, groups=groups)
-        doc["security_groups"] = doc.pop("security_groups")
-        doc["addresses"] = doc.pop("addresses")
+        doc = server_document(row, base, is_admin, addresses, fault, groups=groups, version=version, tags=tags)
+        for name in ("tags", "security_groups", "addresses"):
+            if name in doc:
+                doc[name] = doc.pop(name)
         return _ENCODE(doc)
-    key = (tuple(row), base, is_admin)
+    key = (tuple(row), base, is_admin, version)
     head = _HEADS.get(key)
     if head is None:
-        doc = server_document(row, base, is_admin, addresses, None)
+        doc = server_document(row, base, is_admin, addresses, None, version=version)
         del doc["addresses"], doc["security_groups"]
-        head = _ENCODE(doc)[:-1] + ',"security_groups":'
+        doc.pop("tags", None)
+        head = _ENCODE(doc)[:-1] + ","
         if len(_HEADS) >= _HEADS_MAX:
             _HEADS.clear()
         _HEADS[key] = head
-    return head + _ENCODE(groups or []) + ',"addresses":' + _ENCODE(addresses) + "}"
+    tail = ('"tags":' + _ENCODE(tags or []) + ",") if with_tags else ""
+    return head + tail + '"security_groups":' + _ENCODE(groups or []) + ',"addresses":' + _ENCODE(addresses) + "}"

@@ -104,6 +104,8 @@ class Instance(Timestamps, Base):
     locked: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     locked_by: Mapped[str | None] = mapped_column(sa.String(16))
     locked_reason: Mapped[str | None] = mapped_column(sa.String(255))
+    # Compute 2.19's free-text description (shown from that microversion on).
+    description: Mapped[str | None] = mapped_column(sa.String(255))
 
 
 class InstanceFault(Base):
@@ -151,3 +153,65 @@ class ServerGroup(Timestamps, Base):
     project_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     user_id: Mapped[str] = mapped_column(sa.String(36))
     policy: Mapped[str] = mapped_column(sa.String(32))
+
+
+class InstanceTag(Base):
+    """One tag of a server (Compute 2.26): at most 50 per server, each at most 60 characters,
+    without "/" or "," (fabric.api.compute.tags holds the rules)."""
+
+    __tablename__ = "instance_tags"
+
+    instance_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(sa.String(60), primary_key=True, index=True)
+
+
+class Aggregate(Timestamps, Base):
+    """A host aggregate: a named set of compute hosts with metadata. Its availability zone is
+    the metadata item ``availability_zone``, as in Nova (fabric.scheduler.aggregates reads it)."""
+
+    __tablename__ = "aggregates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(sa.String(36), unique=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    metadata_items: Mapped[dict] = mapped_column(Json, default=dict)
+
+
+class AggregateHost(Base):
+    """A compute host's membership of an aggregate."""
+
+    __tablename__ = "aggregate_hosts"
+    __table_args__ = (sa.UniqueConstraint("aggregate_id", "host"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    aggregate_id: Mapped[int] = mapped_column(sa.ForeignKey("aggregates.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(sa.String(255), index=True)
+
+
+class Migration(Timestamps, Base):
+    """One resize or cold migration of a server (fabric.compute.migrations is the one writer).
+
+    ``old_flavor`` and ``new_flavor`` are the flavors' resources as claimed (``id``, ``vcpus``,
+    ``memory_mb``, ``disk_gb``): the source host holds the old, the destination the new, until
+    the move is confirmed (the source's is given back) or reverted (the destination's is).
+    """
+
+    __tablename__ = "migrations"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    instance_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    #: "resize" or "migration" (Nova's names).
+    migration_type: Mapped[str] = mapped_column(sa.String(16))
+    #: pre-migrating, migrating, post-migrating, finished, confirming, confirmed, reverting,
+    #: revert-finishing, reverted, error (fabric.compute.migrations).
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    source_host: Mapped[str] = mapped_column(sa.String(255))
+    dest_host: Mapped[str | None] = mapped_column(sa.String(255))
+    #: The host an admin asked for (cold migrate --host), or None: the scheduler's choice.
+    requested_host: Mapped[str | None] = mapped_column(sa.String(255))
+    old_flavor: Mapped[dict] = mapped_column(Json, default=dict)
+    new_flavor: Mapped[dict] = mapped_column(Json, default=dict)
+    #: vm_state of the server when the move started (it rests there again after a revert).
+    old_vm_state: Mapped[str] = mapped_column(sa.String(32))

@@ -1,4 +1,5 @@
-"""Projects (tenants), users, roles and tokens."""
+"""Identity: domains, projects (tenants), users, groups, roles and their grants, tokens,
+the service catalog and application credentials."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fabric.db.models.base import Base, Timestamps
-from fabric.db.types import Timestamp, new_uuid
+from fabric.db.types import Json, Timestamp, new_uuid
 
 
 class Project(Timestamps, Base):
@@ -35,6 +36,62 @@ class User(Timestamps, Base):
     default_project_id: Mapped[str | None] = mapped_column(
         sa.String(36), sa.ForeignKey("projects.id", ondelete="SET NULL"))
     enabled: Mapped[bool] = mapped_column(default=True)
+    #: Wrong passwords since the last right one (reset by a right one, or once the lock-out
+    #: has passed); changed only by atomic updates so concurrent failures all count.
+    failed_auth_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    failed_auth_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+
+
+class Domain(Timestamps, Base):
+    """A namespace of users, groups and projects; ``default`` always exists (seeded)."""
+
+    __tablename__ = "domains"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class Group(Timestamps, Base):
+    """A set of users that can be granted roles as one."""
+
+    __tablename__ = "identity_groups"
+    __table_args__ = (sa.UniqueConstraint("domain_id", "name"),)
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    domain_id: Mapped[str] = mapped_column(sa.String(64), default="default")
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+
+
+class GroupMembership(Base):
+    """User is a member of SQL group."""
+
+    __tablename__ = "group_memberships"
+
+    user_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    group_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("identity_groups.id", ondelete="CASCADE"),
+                                          primary_key=True, index=True)
+
+
+class RoleGrant(Base):
+    """Every role grant but a user's on a project (those are :class:`RoleAssignment`): a
+    user or group (``actor_type``) holds a role on a project, a domain or the system
+    (``target_type``; ``target_id`` is ``all`` for the system). Actors and targets are not
+    foreign keys because LDAP users and groups live outside the database; deleting one
+    deletes its grants in code (:mod:`fabric.api.identity_grants`)."""
+
+    __tablename__ = "role_grants"
+    __table_args__ = (sa.UniqueConstraint("actor_type", "actor_id", "target_type", "target_id", "role_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_type: Mapped[str] = mapped_column(sa.String(8))
+    actor_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+    target_type: Mapped[str] = mapped_column(sa.String(8))
+    target_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    role_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("roles.id", ondelete="CASCADE"))
 
 
 class Role(Base):
@@ -67,6 +124,58 @@ class Token(Base):
     issued_at: Mapped[datetime.datetime] = mapped_column(Timestamp)
     expires_at: Mapped[datetime.datetime] = mapped_column(Timestamp, index=True)
     revoked: Mapped[bool] = mapped_column(default=False)
+    #: The application credential it was issued for: its roles are limited to the credential's.
+    app_cred_id: Mapped[str | None] = mapped_column(
+        sa.String(36), sa.ForeignKey("application_credentials.id", ondelete="CASCADE"))
+    #: A domain-scoped token's domain; a system-scoped token has ``system`` set instead.
+    domain_id: Mapped[str | None] = mapped_column(sa.String(64))
+    system: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+
+class CatalogService(Timestamps, Base):
+    """A service of the catalog (``openstack service create``)."""
+
+    __tablename__ = "catalog_services"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default=new_uuid)
+    type: Mapped[str] = mapped_column(sa.String(255))
+    name: Mapped[str] = mapped_column(sa.String(255), default="")
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class CatalogEndpoint(Timestamps, Base):
+    """Where one interface of a service is reached in one region. ``url`` may hold
+    ``$(api_url)s`` / ``$(objectstore_url)s``, filled in when the catalog is served."""
+
+    __tablename__ = "catalog_endpoints"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default=new_uuid)
+    service_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("catalog_services.id", ondelete="CASCADE"),
+                                            index=True)
+    interface: Mapped[str] = mapped_column(sa.String(8))
+    region_id: Mapped[str | None] = mapped_column(sa.String(255))
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class ApplicationCredential(Timestamps, Base):
+    """A secret a user made to let an application act on one project with some of the
+    user's roles there; only a hash of the secret is kept."""
+
+    __tablename__ = "application_credentials"
+    __table_args__ = (sa.UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    user_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    secret_hash: Mapped[str] = mapped_column(sa.String(255))
+    expires_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+    unrestricted: Mapped[bool] = mapped_column(default=False)
+    #: The role ids it carries, each one the user held on the project when it was made.
+    roles: Mapped[list] = mapped_column(Json)
 
 
 class Quota(Base):

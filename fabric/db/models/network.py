@@ -28,6 +28,8 @@ class Network(Timestamps, Base):
     mtu: Mapped[int] = mapped_column(default=1450)
     status: Mapped[str] = mapped_column(sa.String(16), default="ACTIVE")
     segment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("segments.id", ondelete="SET NULL"))
+    description: Mapped[str] = mapped_column(sa.String(255), default="", server_default="")
+    admin_state_up: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
 
 
 class Subnet(Timestamps, Base):
@@ -45,6 +47,11 @@ class Subnet(Timestamps, Base):
     allocation_pools: Mapped[list] = mapped_column(Json, default=list)
     reserved: Mapped[list] = mapped_column(Json, default=list)
     enable_dhcp: Mapped[bool] = mapped_column(default=True)
+    description: Mapped[str] = mapped_column(sa.String(255), default="", server_default="")
+    dns_nameservers: Mapped[list | None] = mapped_column(Json, default=list)
+    #: The subnet pool its CIDR was carved from (None: given by hand).
+    subnetpool_id: Mapped[str | None] = mapped_column(
+        sa.String(36), sa.ForeignKey("subnet_pools.id", ondelete="RESTRICT"), index=True)
 
 
 class Port(Timestamps, Base):
@@ -63,6 +70,8 @@ class Port(Timestamps, Base):
     host: Mapped[str | None] = mapped_column(sa.String(255))
     status: Mapped[str] = mapped_column(sa.String(16), default="DOWN")
     binding: Mapped[dict] = mapped_column(Json, default=dict)
+    description: Mapped[str] = mapped_column(sa.String(255), default="", server_default="")
+    admin_state_up: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
 
 
 class AddressPool(Base):
@@ -136,3 +145,61 @@ class FloatingIp(Timestamps, Base):
     port_id: Mapped[str | None] = mapped_column(sa.String(36), sa.ForeignKey("ports.id", ondelete="SET NULL"))
     fixed_address: Mapped[str | None] = mapped_column(sa.String(64))
     host: Mapped[str | None] = mapped_column(sa.String(255))
+
+
+class Router(Timestamps, Base):
+    """A project's router: subnets attached through ``router_interfaces`` ports, and an
+    optional gateway port on an external network (``gateway_port_id``)."""
+
+    __tablename__ = "routers"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    name: Mapped[str] = mapped_column(sa.String(255), default="")
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="ACTIVE")
+    external_network_id: Mapped[str | None] = mapped_column(
+        sa.String(36), sa.ForeignKey("networks.id", ondelete="RESTRICT"), index=True)
+    gateway_port_id: Mapped[str | None] = mapped_column(
+        sa.String(36), sa.ForeignKey("ports.id", ondelete="SET NULL"))
+    enable_snat: Mapped[bool] = mapped_column(default=True)
+
+
+class RouterInterface(Base):
+    """One subnet attached to a router: the port (``network:router_interface``) holding
+    the subnet's gateway address. A subnet is attached to at most one router (the unique
+    constraint settles concurrent attachments)."""
+
+    __tablename__ = "router_interfaces"
+
+    port_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("ports.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    router_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("routers.id", ondelete="CASCADE"),
+                                           index=True)
+    subnet_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("subnets.id", ondelete="RESTRICT"),
+                                           unique=True)
+    ip_address: Mapped[str] = mapped_column(sa.String(64))
+
+
+class SubnetPool(Timestamps, Base):
+    """Prefixes a project carves subnets from (``subnet create --subnet-pool``).
+
+    ``revision`` is bumped by compare-and-swap with every subnet carved, so two carvings
+    from one pool never both commit from the same view of what is taken.
+    """
+
+    __tablename__ = "subnet_pools"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    name: Mapped[str] = mapped_column(sa.String(255), default="")
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    ip_version: Mapped[int]
+    prefixes: Mapped[list] = mapped_column(Json, default=list)
+    default_prefixlen: Mapped[int]
+    min_prefixlen: Mapped[int]
+    max_prefixlen: Mapped[int]
+    shared: Mapped[bool] = mapped_column(default=False)
+    is_default: Mapped[bool] = mapped_column(default=False)
+    revision: Mapped[int] = mapped_column(default=0)

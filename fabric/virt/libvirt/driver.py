@@ -9,6 +9,7 @@ sleeps.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -35,9 +36,9 @@ from fabric.virt.driver import (
     NetworkInterface,
     PowerState,
 )
-from fabric.virt.libvirt import config
+from fabric.virt.libvirt import config, diagnostics
 from fabric.virt.libvirt.host import Host, detect_virt_type
-from fabric.virt.libvirt.images import ImageCache
+from fabric.virt.libvirt.images import ImageCache, qemu_img
 
 LOG = logging.getLogger(__name__)
 
@@ -172,21 +173,33 @@ class LibvirtDriver(ComputeDriver):
     # --- lifecycle -----------------------------------------------------
 
     def spawn(self, spec: GuestSpec) -> None:
+        self._create(spec, lambda inst_dir: self._image_disk(spec, inst_dir), start=True, action="spawn")
+        LOG.info("spawned guest %s", spec.uuid)
+
+    def _image_disk(self, spec: GuestSpec, inst_dir: Path) -> Path | None:
+        """A qcow2 overlay on the cached base of the spec's disk image (None: no disk image)."""
+        if not spec.image.disk_path:
+            return None
+        return self.images.create_overlay(spec.image.disk_path, spec.image.disk_format, inst_dir / "disk",
+                                          spec.disk_gb, spec.uuid)
+
+    def _create(self, spec: GuestSpec, make_disk, *, start: bool, action: str) -> None:
+        """Define the guest of ``spec`` on the disk ``make_disk(instance dir)`` makes, and start it
+        when ``start``; on failure nothing of it is left."""
         spec.validate()
         if self.instance_exists(spec.uuid):
             raise GuestExists(instance=spec.uuid, host=self.hostname)
         inst_dir = self._instance_dir(spec.uuid)
         try:
             inst_dir.mkdir(parents=True, exist_ok=True)
-            disk = None
-            if spec.image.disk_path:
-                disk = self.images.create_overlay(spec.image.disk_path, spec.image.disk_format,
-                                                  inst_dir / "disk", spec.disk_gb, spec.uuid)
+            disk = make_disk(inst_dir)
             xml = config.guest_xml(spec, self.domain_type, str(inst_dir / "console.log"),
                                    str(disk) if disk else None, "qcow2")
 
             def define_and_start(conn):
                 dom = conn.defineXML(xml)
+                if not start:
+                    return
                 try:
                     dom.create()
                 except libvirt.libvirtError:
@@ -196,11 +209,10 @@ class LibvirtDriver(ComputeDriver):
             self.host.call(define_and_start)
         except libvirt.libvirtError as exc:
             shutil.rmtree(inst_dir, ignore_errors=True)
-            raise self._error("spawn", spec.uuid, exc) from exc
+            raise self._error(action, spec.uuid, exc) from exc
         except BaseException:
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
-        LOG.info("spawned guest %s", spec.uuid)
 
     def destroy(self, uuid: str, graceful_timeout: float = 0) -> None:
         if graceful_timeout > 0:
@@ -282,6 +294,102 @@ class LibvirtDriver(ComputeDriver):
         self._require(uuid, "resume", PowerState.SUSPENDED)
         self._on_domain(uuid, "resume", lambda d: d.create())
 
+    # --- moves and snapshots -------------------------------------------
+    # A move sets the guest aside in <instances_path>/<uuid>_resize/ (its overlay, console log
+    # and inactive definition as domain.xml), undefined, so the destination (which may be this
+    # host) can define a new guest of the same name. The file shipped is one standalone qcow2
+    # (transfer.qcow2: the overlay and its base flattened by qemu-img convert): the destination
+    # has no copy of this host's cached base, and needs none.
+
+    def _resize_dir(self, uuid: str) -> Path:
+        return self.instances_path / f"{uuid}_resize"
+
+    def migrate_disk_and_power_off(self, uuid: str, timeout: float = 0) -> str | None:
+        aside, inst_dir = self._resize_dir(uuid), self._instance_dir(uuid)
+        if not self.instance_exists(uuid):
+            if not aside.exists():
+                raise GuestNotFound(instance=uuid, host=self.hostname)
+        else:
+            self.power_off(uuid, timeout)
+            xml = self._on_domain(uuid, "set aside", lambda d: d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            inst_dir.mkdir(parents=True, exist_ok=True)
+            (inst_dir / "domain.xml").write_text(xml)
+            if aside.exists():
+                shutil.rmtree(aside)  # an earlier attempt's, whose guest was brought back since
+            self._on_domain(uuid, "set aside",
+                            lambda d: d.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE))
+            os.replace(inst_dir, aside)
+        disk, transfer = aside / "disk", aside / "transfer.qcow2"
+        if not disk.exists():
+            return None
+        if not transfer.exists():
+            partial = aside / "transfer.part"
+            qemu_img("convert", "-q", "-O", "qcow2", str(disk), str(partial), host=self.hostname, instance=uuid)
+            os.replace(partial, transfer)
+        LOG.info("guest %s set aside for a move; its disk is %s", uuid, transfer)
+        return str(transfer)
+
+    def finish_migration(self, spec: GuestSpec, disk_path: str | None, power_on: bool) -> None:
+        def disk(inst_dir: Path) -> Path | None:
+            if disk_path is None:
+                return self._image_disk(spec, inst_dir)
+            target = inst_dir / "disk"
+            shutil.copyfile(disk_path, target)
+            size = json.loads(qemu_img("info", "--output=json", "-f", "qcow2", str(target),
+                                        host=self.hostname, instance=spec.uuid)).get("virtual-size", 0)
+            if spec.disk_gb * 1024**3 > int(size):  # a bigger flavor's disk: grown (never shrunk)
+                qemu_img("resize", "-q", "-f", "qcow2", str(target), f"{spec.disk_gb}G",
+                          host=self.hostname, instance=spec.uuid)
+            return target
+
+        self._create(spec, disk, start=power_on, action="finish the migration of")
+
+    def confirm_migration(self, uuid: str) -> None:
+        shutil.rmtree(self._resize_dir(uuid), ignore_errors=True)
+
+    def finish_revert_migration(self, uuid: str, power_on: bool) -> None:
+        aside, inst_dir = self._resize_dir(uuid), self._instance_dir(uuid)
+        if not aside.exists():
+            if not self.instance_exists(uuid):
+                raise GuestNotFound(instance=uuid, host=self.hostname)
+            return  # already back
+        if self.instance_exists(uuid):
+            self.destroy(uuid)  # the moved guest, if this host was also the destination
+        shutil.rmtree(inst_dir, ignore_errors=True)
+        (aside / "transfer.qcow2").unlink(missing_ok=True)
+        os.replace(aside, inst_dir)
+        xml = (inst_dir / "domain.xml").read_text()
+
+        def define(conn):
+            dom = conn.defineXML(xml)
+            if power_on:
+                dom.create()
+
+        try:
+            self.host.call(define)
+        except libvirt.libvirtError as exc:
+            raise self._error("bring back", uuid, exc) from exc
+        LOG.info("guest %s brought back after a reverted move", uuid)
+
+    def snapshot(self, uuid: str, target: str, disk_format: str) -> None:
+        state = self._on_domain(uuid, "snapshot", _power_state)
+        disk = self._instance_dir(uuid) / "disk"
+        if not disk.exists():
+            raise HypervisorError(host=self.hostname, action="snapshot", instance=uuid,
+                                  reason="the guest boots a kernel without a disk: there is nothing to snapshot")
+        # A running guest is paused while its disk is read (-U: QEMU holds the image's lock), so
+        # no write lands half-way through the copy; what the guest's page cache holds is not on
+        # the disk yet (as with any crash-consistent snapshot).
+        paused = state == PowerState.RUNNING
+        if paused:
+            self._on_domain(uuid, "pause for a snapshot of", lambda d: d.suspend())
+        try:
+            qemu_img("convert", "-q", "-U", "-O", disk_format, str(disk), target, host=self.hostname,
+                      instance=uuid)
+        finally:
+            if paused:
+                self._on_domain(uuid, "resume after a snapshot of", lambda d: d.resume())
+
     # --- inspection ----------------------------------------------------
 
     def get_info(self, uuid: str) -> GuestInfo:
@@ -315,6 +423,9 @@ class LibvirtDriver(ComputeDriver):
                     continue  # vanished between list and state: the next sweep sees it gone
             return states
         return self.host.call(sweep)
+
+    def get_diagnostics(self, uuid: str) -> dict[str, int | float | str]:
+        return self._on_domain(uuid, "read the diagnostics of", diagnostics.domain_diagnostics)
 
     def get_console_output(self, uuid: str, max_bytes: int = 65536) -> str:
         self._on_domain(uuid, "read the console of", lambda d: None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from fabric.exception import HypervisorError
 
 
-def _qemu_img(*args: str, host: str, instance: str) -> str:
+def qemu_img(*args: str, host: str, instance: str) -> str:
     try:
         done = subprocess.run(["qemu-img", *args], check=True, capture_output=True, text=True)
     except FileNotFoundError as exc:
@@ -52,9 +52,9 @@ class ImageCache:
     def create_overlay(self, source: str, source_format: str, target: Path, disk_gb: int, instance: str) -> Path:
         """A qcow2 overlay at ``target`` on the cached base of ``source``, at least ``disk_gb`` GiB."""
         base = self.cached_base(source, instance)
-        info = json.loads(_qemu_img("info", "--output=json", "-f", source_format, str(base),
+        info = json.loads(qemu_img("info", "--output=json", "-f", source_format, str(base),
                                     host=self.host, instance=instance))
         size = max(int(info.get("virtual-size", 0)), disk_gb * 1024**3)
-        _qemu_img("create", "-q", "-f", "qcow2", "-F", source_format, "-b", str(base), str(target), str(size),
+        qemu_img("create", "-q", "-f", "qcow2", "-F", source_format, "-b", str(base), str(target), str(size),
                   host=self.host, instance=instance)
         return target

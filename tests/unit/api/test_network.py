@@ -80,7 +80,7 @@ def test_subnets_validate_and_ports_list(api):
     assert api.app.get(f"{N}/ports/{port_id}", headers=member.headers).json["port"]["mac_address"] == \
         "fa:16:3e:00:00:01"
     resp = api.app.delete(f"{N}/networks/{net['id']}", headers=member.headers, status=409)
-    assert "server port(s) in use" in resp.json["NeutronError"]["message"]
+    assert "has 1 port(s) in use" in resp.json["NeutronError"]["message"]
     resp = api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=409)
     assert "still has 1 allocated address(es)" in resp.json["NeutronError"]["message"]
 

@@ -33,7 +33,9 @@ _REACHABLE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED, Power
 GUEST_POWER: dict[str, tuple[PowerState, ...]] = {
     vm_state: tuple(p for p in _REACHABLE if states.VM_STATE_FOR_POWER[p] == vm_state)
     for vm_state in set(states.VM_STATE_FOR_POWER.values())
-} | {states.ERROR: (PowerState.RUNNING, PowerState.SHUTDOWN), states.BUILDING: (PowerState.RUNNING,)}
+} | {states.ERROR: (PowerState.RUNNING, PowerState.SHUTDOWN), states.BUILDING: (PowerState.RUNNING,),
+     # VERIFY_RESIZE: the moved guest, started or not as the server was before the move.
+     states.RESIZED: (PowerState.RUNNING, PowerState.SHUTDOWN)}
 
 
 def _put_in(driver, uuid: str, power: PowerState) -> None:

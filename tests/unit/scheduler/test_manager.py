@@ -81,7 +81,7 @@ def test_no_valid_host_errors_the_instance_with_per_filter_counts(sqlite_db):
     instance = build.instances(sqlite_db)[iid]
     assert instance.vm_state == "error" and instance.task_state is None and instance.host is None
     assert build.faults(sqlite_db)[iid] == [
-        "No valid host was found: 4 hosts; ComputeFilter removed 1, AvailabilityZoneFilter removed 1, "
+        "No valid host was found: 4 hosts; ComputeFilter removed 1, AggregateAvailabilityZoneFilter removed 1, "
         "RamFilter removed 2"]
     assert compute.builds == []
 
