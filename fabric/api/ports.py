@@ -171,9 +171,7 @@ def nic_request(session, context, port_id: str) -> dict:
     """What ``server create --nic port-id=`` asks compute for: the port, bound as it is, and
     the address it holds (so the server keeps it). NotFound for a port the caller cannot
     see, Conflict for one in use by a server or owned by a router or DHCP."""
-    port = session.get(Port, port_id)
-    if port is None or not common.visible(context, port.project_id):
-        raise exception.NotFound(kind="Port", ident=port_id)
+    port = _find(session, context, port_id)
     if port.device_id or port.device_owner:
         raise exception.Conflict(reason=f"port {port.id} is in use by {port.device_owner or 'device'} "
                                         f"{port.device_id or ''}".rstrip())
