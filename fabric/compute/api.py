@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from fabric.api import quota
 from fabric.compute import instance_actions, migrations, states
 from fabric.context import RequestContext
 from fabric.db import Database
@@ -186,8 +187,11 @@ class ComputeService:
         it (``flavor`` None; admins only; to ``host`` if given). The scheduler picks and claims the
         destination; the server ends in VERIFY_RESIZE. Returns the migration's id.
 
-        Raises Forbidden (a migration by a non-admin), Invalid (the same flavor, a smaller disk,
-        ``host`` the server's own), and as :meth:`act` (409 unless active or stopped).
+        A bigger flavor takes its growth in cores and RAM from the project's quota in the
+        transaction that accepts the resize (see :mod:`fabric.compute.migrations` for when it
+        is given back). Raises Forbidden (a migration by a non-admin), Invalid (the same
+        flavor, a smaller disk, ``host`` the server's own), QuotaExceeded (nothing changed), and
+        as :meth:`act` (409 unless active or stopped).
         """
         row = states.get_instance(self.db, instance_id)
         if flavor is None and not ctx.is_admin:
@@ -206,13 +210,19 @@ class ComputeService:
                                   "their host; it cannot move")
         kind = migrations.RESIZE if flavor is not None else migrations.MIGRATION
         new = dict(flavor) if flavor is not None else migrations.flavor_of(row)
+        quota.ensure_usage_rows(self.db, row["project_id"], migrations.quota_of(new))
 
         def record(session: orm.Session, current: dict) -> dict:
+            # The growth is taken with the swap: over quota (QuotaExceeded) rolls both back.
+            quota.reserve(session, current["project_id"], migrations.quota_beyond(new, migrations.flavor_of(current)))
             return {"migration_id": migrations.create(session, current, kind, new, host)}
 
         def undo(extra: dict) -> None:
             with self.db.begin() as session:
-                migrations.advance(session, extra["migration_id"], migrations.PRE_MIGRATING, status=migrations.FAILED)
+                if migrations.advance(session, extra["migration_id"], migrations.PRE_MIGRATING,
+                                      status=migrations.FAILED):
+                    migrations.give_back_quota(session, row["project_id"],
+                                               migrations.quota_beyond(new, migrations.flavor_of(row)))
 
         extra = self._begin(ctx, instance_id, vm_states=states.MOVE_VM_STATES, task=states.RESIZE_PREP,
                             action=migrations.ACTION_FOR_TYPE[kind], rpc_method="resize_instance",

@@ -63,6 +63,17 @@ def dhcp_request_token(network_id: str, host: str) -> str:
     return f"dhcp:{network_id}:{host}"
 
 
+#: A port's status as Neutron reports it: ACTIVE once its device is plugged on its host, DOWN otherwise.
+PORT_ACTIVE, PORT_DOWN = "ACTIVE", "DOWN"
+
+
+def set_port_status(db: Database, port_id: str, status: str) -> None:
+    """Record ``status`` on the port (a port gone meanwhile is no error)."""
+    with db.begin() as session:
+        session.execute(sa.update(Port).where(Port.id == port_id).values(status=status)
+                        .execution_options(synchronize_session=False))
+
+
 class AddressAllocator(Protocol):
     def allocate(self, ctx: RequestContext, instance: dict, index: int, request: dict) -> dict:
         """The NIC for the instance's ``index``-th requested network:
@@ -267,7 +278,7 @@ class IpamAddresses:
                 session.execute(sa.delete(Port).where(*held).execution_options(synchronize_session=False))
             else:
                 session.execute(sa.update(Port).where(*held)
-                                .values(device_id=None, device_owner=None, host=None, binding={})
+                                .values(device_id=None, device_owner=None, host=None, binding={}, status=PORT_DOWN)
                                 .execution_options(synchronize_session=False))
 
     def allocate(self, ctx: RequestContext, instance: dict, index: int, request: dict) -> dict:
@@ -325,16 +336,22 @@ class RpcNetworkPlugger:
         self.settings = settings
 
     def plug(self, ctx: RequestContext, host: str, vif: dict) -> dict:
+        """As :meth:`NetworkPlugger.plug`; the port then reads ACTIVE (Neutron's word for a port
+        whose device is wired up on its host)."""
         if vif.get("segment_id") is not None:
             from fabric.network import dbstate
 
             routed = dbstate.host_state(self.db, host, self.settings).routed
             if routed is not None:
                 self.api.set_routed(ctx, host, routed.to_dict())
-        return {"tap": self.service.plug_port(ctx, vif["id"])["device"]}
+        plugged = {"tap": self.service.plug_port(ctx, vif["id"])["device"]}
+        set_port_status(self.db, vif["id"], PORT_ACTIVE)
+        return plugged
 
     def unplug(self, ctx: RequestContext, host: str, vif: dict) -> None:
+        """As :meth:`NetworkPlugger.unplug`; the port then reads DOWN."""
         self.api.unplug(ctx, host, vif["id"])
+        set_port_status(self.db, vif["id"], PORT_DOWN)
 
 
 class ComputeSenders:

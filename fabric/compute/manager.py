@@ -23,7 +23,7 @@ from typing import Any
 from eventlet.semaphore import Semaphore
 
 from fabric import metrics, periodic
-from fabric.compute import housekeeping, instance_actions, migrations, states
+from fabric.compute import housekeeping, instance_actions, states
 from fabric.compute.collaborators import default_collaborators
 from fabric.compute.faults import record_fault
 from fabric.compute.moves import MovesMixin
@@ -60,7 +60,7 @@ class ComputeManager(MovesMixin, Manager):
         get_available_resource=("api", "scheduler"), reconcile_servers=("api",),
         rebuild_instance=("api",), snapshot_instance=("api",), resize_instance=("api",),
         confirm_resize=("api",), revert_resize=("api",), finish_resize=("compute",),
-        finish_revert_resize=("compute",))
+        finish_revert_resize=("compute",), drop_set_aside=("compute",))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, driver: ComputeDriver | None = None, addresses=DEFAULT,
@@ -271,6 +271,7 @@ class ComputeManager(MovesMixin, Manager):
             return
         try:
             self.driver.destroy(instance_id, graceful_timeout=self.compute_settings.guest_shutdown_timeout)
+            self.driver.confirm_migration(instance_id)  # a guest a move set aside here (e.g. a same-host resize)
             self._release_network(ctx, instance, strict=True)
             states.compare_and_swap(self.db, instance_id, {"task_state": states.DELETING},
                                     vm_state=states.DELETED, task_state=None, deleted=True,
@@ -284,7 +285,7 @@ class ComputeManager(MovesMixin, Manager):
             instance_actions.finish(self.db, ctx, instance_id, instance_actions.ERROR, str(exc))
             return
         instance_actions.finish(self.db, ctx, instance_id, instance_actions.SUCCESS)
-        migrations.abandon_on_delete(self.db, instance_id, self.host)  # a move's other claim, if any
+        self._abandon_moves_on_delete(ctx, instance_id)  # a move's other claim and set-aside guest, if any
         self.claims.release(instance_id, self.host)
         LOG.info("instance %s deleted", instance_id)
 

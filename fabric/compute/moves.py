@@ -18,6 +18,11 @@ A resize or cold migration (``fabric.compute.migrations`` holds its row) goes:
    and (outbox) hands the server to the source, whose ``finish_revert_resize`` brings
    the set-aside guest back with the old flavor.
 
+A server deleted before its move is confirmed or reverted (or after it failed) is torn
+down on its host, which ends the move (both claims and the quota given back once, by the
+migration's compare-and-swap) and (outbox) has the source drop its set-aside guest
+(``drop_set_aside``).
+
 Why the objectstore carries the disk: hosts share no filesystem and need no path to
 each other (no SSH keys, no port open between compute hosts), every host already
 reaches the objectstore with the image service's credential to fetch images, and a
@@ -221,8 +226,12 @@ class MovesMixin:
     def _no_destination(self, ctx: RequestContext, instance_id: str, migration_id: str, exc: Exception) -> None:
         LOG.info("no destination for instance %s: %s", instance_id, exc)
         record_fault(self.db, instance_id, exc, self.host)
+        move = migrations.get(self.db, migration_id)
         with self.db.begin() as session:
-            migrations.advance(session, migration_id, migrations.PRE_MIGRATING, status=migrations.FAILED)
+            if migrations.advance(session, migration_id, migrations.PRE_MIGRATING, status=migrations.FAILED):
+                project_id = states.get_instance(self.db, instance_id)["project_id"]
+                migrations.give_back_quota(session, project_id,
+                                           migrations.quota_beyond(move["new_flavor"], move["old_flavor"]))
         states.settle(self.db, self.driver, instance_id, states.RESIZE_PREP)
         instance_actions.finish(self.db, ctx, instance_id, instance_actions.ERROR, str(exc))
 
@@ -305,6 +314,8 @@ class MovesMixin:
             with self.db.begin() as session:
                 if migrations.advance(session, migration_id, migrations.CONFIRMING, status=migrations.CONFIRMED):
                     migrations.give_back(session, self.host, move["old_flavor"])
+                    migrations.give_back_quota(session, instance["project_id"],
+                                               migrations.quota_beyond(move["old_flavor"], move["new_flavor"]))
                 states.swap(session, instance_id, {"task_state": states.RESIZE_CONFIRMING},
                             vm_state=_resting(instance["power_state"]), task_state=None)
         except Exception as exc:  # noqa: BLE001
@@ -367,13 +378,52 @@ class MovesMixin:
             self.driver.finish_revert_migration(instance_id, power_on=move["old_vm_state"] == states.ACTIVE)
             power = self.driver.get_info(instance_id).power_state
             with self.db.begin() as session:
-                migrations.advance(session, migration_id, migrations.REVERT_FINISHING, status=migrations.REVERTED)
-                states.swap(session, instance_id, {"task_state": states.RESIZE_REVERTING, "host": self.host},
-                            vm_state=_resting(power), task_state=None, power_state=int(power), network_info=vifs,
-                            flavor_id=old["id"], vcpus=old["vcpus"], memory_mb=old["memory_mb"],
-                            disk_gb=old["disk_gb"])
+                reverted = migrations.advance(session, migration_id, migrations.REVERT_FINISHING,
+                                              status=migrations.REVERTED)
+                if not states.swap(session, instance_id, {"task_state": states.RESIZE_REVERTING, "host": self.host},
+                                   vm_state=_resting(power), task_state=None, power_state=int(power),
+                                   network_info=vifs, flavor_id=old["id"], vcpus=old["vcpus"],
+                                   memory_mb=old["memory_mb"], disk_gb=old["disk_gb"]):
+                    # Deleted meanwhile: the delete settles the move and its quota (abandon_on_delete).
+                    raise InstanceStateConflict(instance=instance_id, attr="task_state", actual="moved on",
+                                                expected=states.RESIZE_REVERTING)
+                if reverted:  # back on the old flavor: the growth the resize took goes back
+                    migrations.give_back_quota(session, instance["project_id"],
+                                               migrations.quota_beyond(move["new_flavor"], old))
         except Exception as exc:  # noqa: BLE001
             self._failed(ctx, instance_id, "revert of the resize", exc, states.RESIZE_REVERTING)
             return
         instance_actions.finish(self.db, ctx, instance_id, instance_actions.SUCCESS)
         LOG.info("move of instance %s reverted to %s (migration %s)", instance_id, self.host, migration_id)
+
+    # --- delete in the middle of a move -------------------------------------------------
+
+    def _abandon_moves_on_delete(self, ctx: RequestContext, instance_id: str) -> None:
+        """After this host deleted the server: end its open move (claims and quota given back
+        once) and, in the same transaction, stage ``drop_set_aside`` to a source elsewhere that
+        may still keep its set-aside guest; then send it."""
+        with self.db.begin() as session:
+            migrations.abandon_on_delete(session, instance_id, self.host)
+            move = migrations.set_aside_elsewhere(session, instance_id, self.host)
+            staged = None if move is None else self.moves.stage(
+                session, "compute.drop_set_aside", ctx, host=move["source_host"], instance_id=instance_id,
+                migration_id=move["id"])
+        if staged is not None:
+            try:
+                self.moves.send(staged)
+            except Exception:  # noqa: BLE001 - the outbox's relay sends it again; the delete is done
+                LOG.exception("could not ask %s to drop the set-aside guest of instance %s", move["source_host"],
+                              instance_id)
+
+    def drop_set_aside(self, ctx: RequestContext, instance_id: str, migration_id: str) -> None:
+        """On the source of a move whose server was deleted elsewhere: remove the guest and disk
+        the move set aside here. Idempotent; a server that lives here again is left alone."""
+        try:
+            instance = states.get_instance(self.db, instance_id, include_deleted=True)
+        except NotFound:
+            instance = None
+        if instance is not None and not instance["deleted"] and instance["host"] == self.host:
+            LOG.info("not dropping the set-aside guest of instance %s: it lives here", instance_id)
+            return
+        self.driver.confirm_migration(instance_id)
+        LOG.info("set-aside guest of deleted instance %s dropped (migration %s)", instance_id, migration_id)

@@ -85,6 +85,10 @@ class ComputeAPI:
         """To the source host: restore the set-aside guest with its old flavor (cast)."""
         self._host(host).cast(ctx, "finish_revert_resize", instance_id=instance_id, migration_id=migration_id)
 
+    def drop_set_aside(self, ctx: RequestContext, host: str, instance_id: str, migration_id: str) -> None:
+        """To the source of a move whose server was deleted elsewhere: drop its set-aside guest (cast)."""
+        self._host(host).cast(ctx, "drop_set_aside", instance_id=instance_id, migration_id=migration_id)
+
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str,
                            max_bytes: int = 65536) -> str:
         """The tail of the guest's serial console (call). Raises GuestNotFound."""

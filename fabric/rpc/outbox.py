@@ -111,6 +111,9 @@ CASTS: dict[str, OutboxedCast] = {
                                           "a server in resize_migrated whose destination never starts it"),
     "compute.finish_revert_resize": OutboxedCast("compute", "compute", "finish_revert_resize", "instance_id",
                                                  "a server in resize_reverting whose source never restores it"),
+    # fabric.compute.moves: a server deleted mid-move has its move's source drop the set-aside guest.
+    "compute.drop_set_aside": OutboxedCast("compute", "compute", "drop_set_aside", "instance_id",
+                                           "a deleted server's set-aside disk left on the source of its move"),
 }
 
 

@@ -17,6 +17,7 @@ import hashlib
 import pytest
 import sqlalchemy as sa
 
+from fabric.api import quota
 from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
 from fabric.db.models import ComputeNode, Instance, Migration
@@ -52,6 +53,11 @@ def _usage(db: Database) -> dict[str, tuple[int, int, int]]:
         return {n.host: (n.memory_mb_used, n.vcpus_used, n.disk_gb_used) for n in session.scalars(sa.select(ComputeNode))}
 
 
+def _cores_used(db: Database, project_id: str) -> int:
+    with db.begin() as session:
+        return quota.usages(session, project_id)["cores"]
+
+
 def _row(db: Database, server_id: str) -> Instance:
     with db.begin() as session:
         row = session.get(Instance, server_id)
@@ -78,6 +84,8 @@ def test_rebuild_resize_migrate_and_snapshot_through_the_cli(cloud, osc, osc_fai
     other = {"h1": "h2", "h2": "h1"}[home]
     assert first["status"] == "ACTIVE" and addresses
     wait_until(lambda: _usage(db).get(home) == SMALL, 30, "the build's claim")
+    (port_id,) = [p["ID"] for p in osc(env, "port", "list", "--server", sid)]
+    assert osc(env, "port", "show", port_id)["status"] == "ACTIVE"  # bound and plugged, as Neutron says
 
     # (No --wait on moves: osc-lib would poll forever for a status that never comes; show() gives up.)
     def show(wanted: str) -> dict:
@@ -100,11 +108,20 @@ def test_rebuild_resize_migrate_and_snapshot_through_the_cli(cloud, osc, osc_fai
     osc_fails(env, 409, "vm_state", "server", "resize", "confirm", sid)
     osc_fails(env, 409, "vm_state", "server", "resize", "revert", sid)
 
+    # A resize past the project's cores quota is refused as Nova refuses it, nothing changed.
+    project = _row(db, sid).project_id
+    osc(env, "quota", "set", "--cores", "1", project, json_out=False)
+    osc_fails(env, 403, "Quota exceeded for cores", "server", "resize", "--flavor", "mv.big", sid)
+    assert osc(env, "server", "show", sid)["status"] == "ACTIVE" and _usage(db)[home] == SMALL
+    osc(env, "quota", "set", "--cores", "20", project, json_out=False)
+
     # 2. Resize to mv.big, then confirm: on the other host (only one fits: the source is never the
     # destination here), both claims held while it waits, the source's given back on confirm.
     osc(env, "server", "resize", "--flavor", "mv.big", sid, json_out=False)
     shown = show("VERIFY_RESIZE")
     assert (shown["OS-EXT-SRV-ATTR:host"], shown["addresses"]) == (other, addresses)
+    assert osc(env, "port", "show", port_id)["status"] == "ACTIVE"  # unplugged on the source, plugged here
+    assert _cores_used(db, project) == 2  # the growth taken when the resize was accepted
     assert "mv.big" in str(shown["flavor"])
     assert _usage(db) == {home: SMALL, other: BIG}
     osc_fails(env, 409, "vm_state", "server", "migrate", sid)

@@ -8,6 +8,7 @@ from fabric.compute import states
 from fabric.compute.api import ComputeService
 from fabric.compute.collaborators import (
     IpamAddresses,
+    RpcNetworkPlugger,
     dhcp_port_id,
     mac_for,
     port_id_for,
@@ -160,3 +161,50 @@ def test_ipam_addresses_take_the_network_s_ipv4_subnet_and_release_by_token(sqli
         addresses.allocate(RequestContext(), instance, 1, {"network_id": "empty"})
     with pytest.raises(NotFound, match="Network missing"):
         addresses.allocate(RequestContext(), instance, 1, {"network_id": "missing"})
+
+
+class RecordingNetworkService:
+    """The network service and rpcapi RpcNetworkPlugger talks to, keeping what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def plug_port(self, ctx, port_id):
+        self.calls.append(("plug_port", port_id))
+        return {"device": "tap-1"}
+
+    def unplug(self, ctx, host, port_id):
+        self.calls.append(("unplug", host, port_id))
+
+
+def _port_status(db, port_id: str) -> str:
+    with db.begin() as session:
+        return session.get(Port, port_id).status
+
+
+def test_a_plugged_port_reads_active_and_an_unplugged_or_unbound_one_down(sqlite_db):
+    with sqlite_db.begin() as session:
+        session.add(Network(id="n1", project_id="p", network_type="flat"))
+        session.add(Subnet(id="s4", network_id="n1", project_id="p", ip_version=4, cidr="10.1.0.0/24",
+                           enable_dhcp=False))
+        session.add(Port(id="users-port", network_id="n1", project_id="p", mac_address="fa:16:3e:00:00:01"))
+    plugger = RpcNetworkPlugger.__new__(RpcNetworkPlugger)
+    plugger.service = plugger.api = RecordingNetworkService()
+    plugger.db, plugger.settings = sqlite_db, None
+    addresses = IpamAddresses.__new__(IpamAddresses)
+    addresses.api, addresses.db = RecordingIpam(), sqlite_db
+    instance = {"id": "inst-1", "host": "cmp1", "project_id": "p", "availability_zone": None}
+
+    vif = addresses.allocate(RequestContext(), instance, 0, {"network_id": "n1", "port_id": "users-port"})
+    assert _port_status(sqlite_db, "users-port") == "DOWN"  # bound, not plugged yet
+    assert plugger.plug(RequestContext(), "cmp1", vif) == {"tap": "tap-1"}
+    assert _port_status(sqlite_db, "users-port") == "ACTIVE"
+    plugger.unplug(RequestContext(), "cmp1", vif)
+    assert _port_status(sqlite_db, "users-port") == "DOWN"
+    plugger.plug(RequestContext(), "cmp1", vif)
+    addresses.release(RequestContext(), instance, 0, vif)  # the user's port outlives the server, unbound
+    with sqlite_db.begin() as session:
+        port = session.get(Port, "users-port")
+        assert (port.device_id, port.host, port.status) == (None, None, "DOWN")
+    assert plugger.service.calls == [("plug_port", "users-port"), ("unplug", "cmp1", "users-port"),
+                                     ("plug_port", "users-port")]

@@ -21,7 +21,7 @@ from fabric.compute.housekeeping import reap_stuck_instances
 from fabric.compute.manager import ComputeManager
 from fabric.config import Settings
 from fabric.context import RequestContext
-from fabric.db.models import ComputeNode, Flavor, Image, InstanceAction
+from fabric.db.models import ComputeNode, Flavor, Image, InstanceAction, Project
 from fabric.db.types import utcnow
 from fabric.exception import Forbidden, HypervisorError, InstanceLocked, InstanceStateConflict, Invalid, NoValidHost
 from fabric.scheduler import claims
@@ -48,6 +48,7 @@ class Cloud:
         self.managers = {host: self._manager(host, tmp_path / host) for host in ("h1", "h2")}
         self.api = ComputeService(db, self)
         with db.begin() as session:
+            session.add(Project(id=instances.PROJECT, name=instances.PROJECT))  # whose quota a resize takes
             for host in self.managers:
                 session.add(ComputeNode(host=host, vcpus=8, memory_mb=4096, disk_gb=100))
             for flavor in (SMALL, BIG):
