@@ -1,7 +1,8 @@
 """Build a host's desired :class:`~fabric.network.model.HostState` from the database.
 
-Read-only: one short transaction. What a host carries: every network with a
-port bound to it (guest ports and its DHCP ports), those ports as endpoints,
+Read-only: one short transaction. What a host carries: every network with at
+least one port other than its DHCP port bound to it (:func:`carried_networks`),
+those ports as endpoints, its DHCP server on each of those networks,
 the other hosts of the topology (tunnel address, routed block), its own routed
 layout, and the floating addresses associated on it.
 
@@ -158,13 +159,21 @@ def endpoint_spec(port: Port, address: str | None) -> EndpointSpec:
                         ifname=binding.get("ifname", "eth0"))
 
 
+def carried_networks(ports: list[Port]) -> list[str]:
+    """The networks a host with ``ports`` bound to it carries: those where it has a port other
+    than its DHCP port. The DHCP port outlives the host's last guest on the network (compute
+    keeps it for the next one), and a DHCP server nobody on the host asks is not needed: the
+    network's devices exist only where it has ports, and go when the last one leaves."""
+    return sorted({p.network_id for p in ports if p.device_owner != DHCP_PORT_OWNER})
+
+
 def host_state(db: Database, host: str, settings: Settings) -> HostState:
     """Everything ``host``'s data plane should hold, per the database."""
     state = HostState()
     with db.begin() as session:
         _, layout = datacenter_layout(session)
         ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
-        network_ids = sorted({p.network_id for p in ports})
+        network_ids = carried_networks(ports)
         for network in session.scalars(sa.select(Network).where(Network.id.in_(network_ids))):
             try:
                 state.networks[network.id] = network_spec(session, network, host, layout)

@@ -6,7 +6,9 @@ One driver operation runs at a time (a green semaphore), so two messages never
 interleave their kernel steps. Changes every host must see arrive by fanout
 cast and are applied at once: ``host_joined``/``host_left`` from IPAM when a
 host is added to or removed from the topology (a new tunnel peer, a route to
-its block), ``network_created``/``network_deleted`` from the API. On start the
+its block), ``network_deleted`` from the API. A network's devices exist only on
+the hosts that have ports on it: the first ``plug`` on a host sets the network
+up there, the last ``unplug`` removes it (``network_created`` changes nothing). On start the
 worker reconciles the kernel with the database, topology included, so a worker
 that was down when a fanout went out catches up.
 """
@@ -211,7 +213,10 @@ class NetworkManager(Manager):
         self._converge("host_left", self.driver.host_left, name)
 
     def network_created(self, ctx: RequestContext, network: dict[str, Any]) -> None:
-        self._converge("network_created", self.driver.setup_network, NetworkSpec.from_dict(network))
+        """Nothing to set up: a new network has no ports, and a host sets a network up when
+        the first of its ports is plugged there (the plug carries the network's spec)."""
+        LOG.debug("network: %s created; %s sets it up when it plugs a port of it",
+                  network.get("id"), self.host)
 
     def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
         self._converge("network_deleted", self.driver.teardown_network, network_id)

@@ -17,8 +17,8 @@ linux driver's own notion of the links and routes that state needs
 Fixes go through the network worker's own handlers, one at a time with its other
 work (the manager's semaphore): for stale and unsynced findings the database's state
 is applied again as the handlers apply it (``set_routed`` and the remote hosts as
-``host_joined`` does, each network as ``network_created`` does: bridge, tunnel,
-DHCP, NAT; each endpoint as ``plug`` does); orphans are removed by the worker's
+``host_joined`` does, each network the host carries (it has a port there) as the
+first ``plug`` on it does: bridge, tunnel, DHCP, NAT; each endpoint as ``plug`` does); orphans are removed by the worker's
 converge (``driver.sync``, what it runs on start), the one place that knows how to
 take fabric's leftovers down. Two consequences of going through these paths: a
 re-applied object is written whole (a DHCP hosts file, the nftables table, the

@@ -50,7 +50,8 @@ class NetworkDriver(abc.ABC):
     def teardown_network(self, network_id: str) -> None:
         """Every endpoint and kernel object of the network is gone from this host."""
         for endpoint in self.state.endpoints_of(network_id):
-            self.unplug(endpoint.id)
+            del self.state.endpoints[endpoint.id]
+            self._remove_endpoint(endpoint.id, endpoint)
         network = self.state.networks.pop(network_id, None)
         self._remove_network(network_id, network)
 
@@ -65,9 +66,16 @@ class NetworkDriver(abc.ABC):
         return {"device": self.names.endpoint(endpoint.id)}
 
     def unplug(self, endpoint_id: str) -> None:
-        """The endpoint's device is gone (no error when it already is)."""
+        """The endpoint's device is gone (no error when it already is); when it was the last
+        endpoint of its network here, the network's devices and DHCP server are gone too
+        (a network exists only on the hosts that have ports on it; the next plug brings it back).
+        """
         endpoint = self.state.endpoints.pop(endpoint_id, None)
         self._remove_endpoint(endpoint_id, endpoint)
+        if endpoint is not None and not self.state.endpoints_of(endpoint.network_id):
+            network = self.state.networks.pop(endpoint.network_id, None)
+            if network is not None:
+                self._remove_network(endpoint.network_id, network)
 
     def set_routed(self, routed: RoutedSpec | None) -> None:
         """This host's routed-mode layout (None: no routed mode here)."""

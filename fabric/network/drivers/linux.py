@@ -9,7 +9,9 @@ Per network type:
 - ``vxlan``: a VXLAN device (the network's VNI, this host's tunnel address, learning
   off) enslaved to a bridge per network, with one all-zero FDB entry per remote
   host's tunnel address, so broadcast and unknown unicast reach every host without
-  multicast.
+  multicast. The list names every host of the topology, not only those with ports on
+  the network: when a host's last port leaves and its devices go, the others keep
+  their entry toward it, and its kernel drops frames for a VNI it has no device for.
 - ``routed`` (Romana's L3 mode): a gateway device holding this host's gateway
   address, proxy ARP on every endpoint device, a /32 route per local endpoint and
   exactly one route per remote host (its block via its tunnel address). A guest

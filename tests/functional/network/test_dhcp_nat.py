@@ -87,6 +87,8 @@ def test_an_address_freed_by_one_port_is_served_to_the_next_one(netns, simulated
     driver.setup_network(NetworkSpec(id="net-r", network_type="vxlan", segmentation_id=301,
                                      host_address="10.21.0.1/24", dhcp=True))
     first, second = netns("f1"), netns("f2")
+    # A port that stays keeps the network (and its running dnsmasq) on the host meanwhile.
+    driver.plug(EndpointSpec("ep-stays", "net-r", "02:00:00:00:0e:03", address="10.21.0.23"))
     driver.plug(EndpointSpec("ep-old", "net-r", "02:00:00:00:0e:01", address="10.21.0.21", kind="veth",
                              netns=first))
     assert "10.21.0.21/24" in dhcp_client(first, str(script))

@@ -76,7 +76,8 @@ def test_topology_changes_reach_every_host_by_fanout(workers, transport):  # noq
     for host in ("h1", "h2"):
         api.set_routed(ctx, host, {"gateway": "10.64.16.0", "block": "10.64.16.0/20",
                                    "datacenter": "10.64.0.0/16"})
-    api.network_created(ctx, ROUTED)
+    api.plug(ctx, "h1", {"id": "r1", "network_id": "net-r", "mac": "02:00:00:00:00:11"}, network=ROUTED)
+    api.plug(ctx, "h2", {"id": "r2", "network_id": "net-r", "mac": "02:00:00:00:00:12"}, network=ROUTED)
     api.host_joined(ctx, {"name": "h3", "tunnel_address": "192.168.0.3", "block": "10.64.48.0/20"})
     api.host_joined(ctx, {"name": "h1", "tunnel_address": "192.168.0.1", "block": "10.64.16.0/20"})
     wait_for(lambda: all("h3" in m.driver.state.remote_hosts for m in workers.values()), what="host_joined")
