@@ -133,7 +133,16 @@ def equal_filters(query: sa.Select, req: falcon.Request, columns: dict[str, Any]
     return query
 
 
+#: The largest whole number a query parameter or a body's INTEGER-column field may carry: the
+#: largest an INTEGER column holds on every backend (PostgreSQL refuses a bigger value, even as
+#: a comparand or a LIMIT, with an error rather than an empty answer), and far beyond any real
+#: page size, offset or flavor size.
+INT_MAX = 2**31 - 1
+
+
 def int_param(req: falcon.Request, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    """Query parameter ``name`` as a whole number from ``minimum`` to :data:`INT_MAX`
+    (``default`` when absent); Invalid (400) naming the parameter and its value otherwise."""
     raw = req.get_param(name)
     if raw is None:
         return default
@@ -143,4 +152,6 @@ def int_param(req: falcon.Request, name: str, default: int | None = None, minimu
         raise exception.Invalid(reason=f"query parameter {name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise exception.Invalid(reason=f"query parameter {name}={value} must be at least {minimum}")
+    if value > INT_MAX:
+        raise exception.Invalid(reason=f"query parameter {name}={value} must be at most {INT_MAX}")
     return value

@@ -43,8 +43,8 @@ class ImageCreateSchema(Schema):
     disk_format = fields.String(allow_none=True, load_default=None, validate=validate.OneOf(_DISK_FORMATS))
     container_format = fields.String(allow_none=True, load_default=None,
                                      validate=validate.OneOf(_CONTAINER_FORMATS))
-    min_disk = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    min_ram = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    min_disk = fields.Integer(load_default=0, validate=validate.Range(min=0, max=common.INT_MAX))
+    min_ram = fields.Integer(load_default=0, validate=validate.Range(min=0, max=common.INT_MAX))
     tags = fields.List(fields.String(validate=validate.Length(max=255)), load_default=list)
     protected = fields.Boolean(load_default=False)
     os_hidden = fields.Boolean(load_default=False)

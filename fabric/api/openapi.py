@@ -255,6 +255,13 @@ def schema_of(schema: Schema) -> dict:
     return out
 
 
+def _query_schema(kind: str) -> dict:
+    """A query parameter's schema; whole numbers carry the bounds ``common.int_param`` enforces."""
+    if kind == "integer":
+        return {"type": kind, "minimum": 0, "maximum": common.INT_MAX}
+    return {"type": kind}
+
+
 def document(base: str = "") -> dict:
     paths: dict = {}
     for method, path, summary, schema, status, secured in _OPERATIONS:
@@ -262,7 +269,7 @@ def document(base: str = "") -> dict:
         params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in path.split("/") if p.startswith("{")]
         if method == "get":
-            params += [{"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+            params += [{"name": name, "in": "query", "required": False, "schema": _query_schema(kind)}
                        for name, kind in _QUERY.get(path, [])]
         if params:
             op["parameters"] = params

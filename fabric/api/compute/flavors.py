@@ -14,9 +14,9 @@ from fabric.db.models import Flavor
 
 class FlavorCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    ram = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
-    vcpus = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
-    disk = fields.Integer(load_default=0, strict=False, validate=validate.Range(min=0))
+    ram = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=common.INT_MAX))
+    vcpus = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=common.INT_MAX))
+    disk = fields.Integer(load_default=0, strict=False, validate=validate.Range(min=0, max=common.INT_MAX))
     id = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1, max=36))
     swap = fields.Raw(allow_none=True)
     rxtx_factor = fields.Float(allow_none=True)

@@ -48,7 +48,7 @@ def fuzz_api(tmp_path_factory):
     db.dispose()
 
 
-def _send(app: webtest.TestApp, token: str, case) -> webtest.TestResponse:
+def send(app: webtest.TestApp, token: str, case) -> webtest.TestResponse:
     kwargs = case.as_transport_kwargs(base_url=BASE)
     path = kwargs["url"][len(BASE):] or "/"
     if kwargs.get("params"):
@@ -68,19 +68,23 @@ def test_no_input_causes_a_server_error(fuzz_api, label):
               database=None)
     @given(operation.as_strategy())
     def check(case):
-        response = _send(fuzz_api.app, fuzz_api.admin.token, case)
-        assert response.status_int < 500, f"{label} -> {response.status_int}: {response.text[:300]}"
-        if response.status_int >= 400 and response.body:
-            document = response.json
-            shape = api_of(case.formatted_path)
-            if shape == "identity":
-                assert set(document["error"]) == {"code", "title", "message"}
-            elif shape == "network":
-                assert "message" in document["NeutronError"]
-            elif shape == "compute":
-                (inner,) = document.values()
-                assert inner["code"] == response.status_int
-            else:
-                assert document["code"] == response.status_int
+        check_response(label, case, send(fuzz_api.app, fuzz_api.admin.token, case))
 
     check()
+
+
+def check_response(label: str, case, response: webtest.TestResponse) -> None:
+    """No 5xx, and an error body in the shape of the API the path belongs to."""
+    assert response.status_int < 500, f"{label} -> {response.status_int}: {response.text[:300]}"
+    if response.status_int >= 400 and response.body:
+        document = response.json
+        shape = api_of(case.formatted_path)
+        if shape == "identity":
+            assert set(document["error"]) == {"code", "title", "message"}
+        elif shape == "network":
+            assert "message" in document["NeutronError"]
+        elif shape == "compute":
+            (inner,) = document.values()
+            assert inner["code"] == response.status_int
+        else:
+            assert document["code"] == response.status_int
