@@ -102,9 +102,13 @@ def test_ports_routers_pools_and_quotas_through_the_cli(postgres_db, rabbit_vhos
     ext_sub = osc(admin, "subnet", "create", "--network", "ext-net", "--subnet-range", "203.0.113.0/24",
                   "--no-dhcp", "ext-sub")
     router = osc(member, "router", "create", "r1")
+    # A host carries a network (and realises its routers) only while a guest of it is there.
+    holder = osc(member, "server", "create", "--flavor", "net.nano", "--image", "net-image", "--nic",
+                 "net-id=net1", "--wait", "vm2")
+    assert holder["status"] == "ACTIVE", holder.get("fault")
+    mark = started["network"].log_mark()
     osc(member, "router", "add", "subnet", "r1", "sub1", json_out=False)
-    # The network worker (it carries net1: the DHCP port is still on its host) realises it.
-    started["network"].wait_for_log("network: 1 router(s) realised on netcli1")
+    started["network"].wait_for_log("network: 1 router(s) realised on netcli1", since=mark)
     legs = osc(member, "port", "list", "--router", "r1", "--long")
     assert [(p["Device Owner"], _ips({"fixed_ips": p["Fixed IP Addresses"]})) for p in legs] == [
         ("network:router_interface", ["10.50.0.1"])]
@@ -116,8 +120,10 @@ def test_ports_routers_pools_and_quotas_through_the_cli(postgres_db, rabbit_vhos
     assert gateway["external_fixed_ips"] == [{"subnet_id": ext_sub["id"], "ip_address": "203.0.113.2"}]
     osc_fails(member, 409, "still has 1 interface(s)", "router", "delete", "r1")
     osc_fails(member, 409, "attached to router", "subnet", "delete", "sub1")
+    mark = started["network"].log_mark()
     osc(member, "router", "remove", "subnet", "r1", "sub1", json_out=False)
-    started["network"].wait_for_log("network: 0 router(s) realised on netcli1")
+    started["network"].wait_for_log("network: 0 router(s) realised on netcli1", since=mark)
+    osc(member, "server", "delete", "--wait", "vm2", json_out=False)
     osc(member, "router", "unset", "--external-gateway", "r1", json_out=False)
     assert osc(member, "router", "show", "r1")["external_gateway_info"] in (None, "null", "")
     osc(member, "router", "delete", "r1", json_out=False)

@@ -150,9 +150,12 @@ def test_a_guest_on_a_routed_network_gets_its_own(netns, simulated_host, sqlite_
     doc = json.loads(fetch(guest, "/openstack/latest/network_data.json")[1])
     assert doc["networks"][0]["ip_address"] == address and doc["networks"][0]["netmask"] == "255.255.255.255"
 
-    # Unplugged, then plugged again (a new device under the same name): served again.
+    # Unplugged, then plugged again (a new device under the same name): served again. The
+    # last unplug took the network down here, so the plug brings it back first, as the
+    # worker's plug does.
     driver.unplug("ep-r")
     assert driver.describe()["metadata"] == {}
+    driver.setup_network(network)
     driver.plug(EndpointSpec("ep-r", network.id, "02:00:00:01:01:02", address=address, kind="veth", netns=guest))
     netns.configure_endpoint(guest, f"{address}/{LAYOUT.prefix.prefixlen}", gateway=str(LAYOUT.host_gateway(1)))
     assert fetch(guest, "/latest/meta-data/local-ipv4") == (200, address)

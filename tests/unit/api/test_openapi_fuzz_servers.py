@@ -30,10 +30,10 @@ from schemathesis.generation.overrides import Override
 from fabric import config
 from fabric.api import network_quotas, quota
 from fabric.db import Database
-from fabric.db.models import Image
 from fabric.network import secgroups_db
 from tests.fixtures.api import ApiHarness, build_harness
 from tests.fixtures.databases import EXERCISED, create_schema_database
+from tests.fixtures.image_objectstore import serving_objectstore
 from tests.unit.api.test_openapi_fuzz import BASE, OPERATIONS, SCHEMA, check_response, send
 
 #: Coverage-phase cases per operation and user, spread evenly over the operation's whole list
@@ -127,17 +127,15 @@ def _make_lazy_rows(db: Database, project_id: str) -> None:
 
 
 def _seed_admin_resources(harness: ApiHarness) -> None:
-    """One of each main resource in the admin's project, made through the API (the image row
-    directly: an upload needs the image store), for the cases to act on."""
+    """One of each main resource in the admin's project, made through the API (the image's
+    data uploaded to the objectstore), for the cases to act on."""
     app, headers = harness.app, {"X-Auth-Token": harness.admin.token}
     flavor = app.post_json("/compute/v2.1/flavors", {"flavor": {"name": "fuzz", "ram": 64, "vcpus": 1, "disk": 1}},
                            headers=headers).json["flavor"]
-    with harness.db.begin() as session:
-        image = Image(name="fuzz", owner=harness.admin.project_id, status="active", visibility="private",
-                      disk_format="raw", container_format="bare", size=3, properties={})
-        session.add(image)
-        session.flush()
-        image_id = image.id
+    image_id = app.post_json("/image/v2/images", {"name": "fuzz", "disk_format": "raw", "container_format": "bare"},
+                             headers=headers, status=201).json["id"]
+    app.put(f"/image/v2/images/{image_id}/file", b"abc", status=204,
+            headers=dict(headers, **{"Content-Type": "application/octet-stream"}))
     network = app.post_json("/networking/v2.0/networks", {"network": {"name": "fuzz"}}, headers=headers).json
     network_id = network["network"]["id"]
     app.post_json("/networking/v2.0/subnets", {"subnet": {"network_id": network_id, "cidr": "10.9.0.0/24",
@@ -157,7 +155,14 @@ def server_fuzz(request, database_servers, tmp_path_factory):
     database = Database(create_schema_database(database_servers, request.param))
     workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     settings_ = config.Settings().replace(default={"data_dir": str(workdir / "data")}, api={"public_url": BASE})
-    yield ServerFuzz(build_harness(database, settings_))
+    harness = build_harness(database, settings_)
+    # The image data path reaches a real objectstore, on an engine of its own: the refusal
+    # check counts the API's own transactions.
+    store_db = Database(database.url.render_as_string(hide_password=False))
+    with serving_objectstore(settings_, store_db) as served:
+        harness.settings = harness.app.app.deps.settings = served.settings
+        yield ServerFuzz(harness)
+    store_db.dispose()
     database.dispose()
 
 
