@@ -258,16 +258,21 @@ class ComputeManager(MovesMixin, Manager):
     def terminate_instance(self, ctx: RequestContext, instance_id: str) -> None:
         """Destroy the guest, unplug its NICs, release its addresses and claim; mark it deleted.
 
-        Safe to repeat, from any state (a repeat on a deleted instance only
-        makes sure its claim is released). A failure ends in error with a fault;
+        Safe to repeat, from any state (a repeat on a deleted instance makes sure its
+        move, if any, is ended and its claim released: a crash may have come between
+        marking it deleted and those). A failure ends in error with a fault;
         an unreachable database is no failure: it raises, and the RPC server
         runs the delete again once the database answers.
         """
         try:
             instance = states.compare_and_swap(self.db, instance_id, {"host": self.host},
                                                task_state=states.DELETING)
-        except (NotFound, InstanceStateConflict):
-            self.claims.release(instance_id, self.host)  # a crash after marking deleted left the claim
+        except NotFound:  # a crash after marking it deleted may have left the move and the claim
+            self._abandon_moves_on_delete(ctx, instance_id)
+            self.claims.release(instance_id, self.host)
+            return
+        except InstanceStateConflict:
+            self.claims.release(instance_id, self.host)
             return
         try:
             self.driver.destroy(instance_id, graceful_timeout=self.compute_settings.guest_shutdown_timeout)

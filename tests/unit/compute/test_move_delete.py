@@ -79,3 +79,28 @@ def test_the_source_keeps_the_guest_of_a_server_that_lives_there(cloud):
     cloud.managers["h1"].drop_set_aside(_ctx(), sid, _latest_move(cloud.db, sid)["id"])
     assert cloud.driver("h1").list_instances() == [sid]
     assert cloud.disk("h1", sid) == b"img-a" * 100
+
+
+def test_a_delete_redelivered_after_a_crash_still_ends_the_move(cloud, monkeypatch):
+    """The destination marked the server deleted and died before ending its move: the
+    redelivered delete ends it (the source's claim given back, its set-aside guest dropped)."""
+    sid = cloud.server()
+    cloud.api.resize(_ctx(), sid, BIG)
+    destination = cloud.managers["h2"]
+
+    def crash(*args, **kwargs):
+        raise ConnectionResetError("the worker died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(destination, "_abandon_moves_on_delete", crash)
+        with pytest.raises(ConnectionResetError):
+            destination.terminate_instance(_ctx(), sid)
+    assert states.get_instance(cloud.db, sid, include_deleted=True)["deleted"]
+    assert cloud.usage()["h1"] == (1, 128, 1)  # the source's claim, still held
+    assert _latest_move(cloud.db, sid)["status"] != "error"
+
+    destination.terminate_instance(_ctx(), sid)  # redelivered
+    assert _latest_move(cloud.db, sid)["status"] == "error"
+    assert cloud.usage()["h1"] == (0, 0, 0)
+    assert _left_on(cloud, "h1") == NOTHING and _left_on(cloud, "h2") == NOTHING
+    assert destination.claims.released == [(sid, "h2")]
