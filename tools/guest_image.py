@@ -162,9 +162,20 @@ case "$1" in
   bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
-    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
-    # The metadata service answers on the DHCP server's host (the bridge's address);
-    # on-link where the server is not a neighbour (a routed network).
+    if [ -n "$staticroutes" ]; then
+        # Classless static routes (option 121) replace the router option (RFC 3442). A
+        # routed network's /32 lease has them: its gateway on-link first, then the default.
+        set -- $staticroutes
+        while [ $# -ge 2 ]; do
+            if [ "$2" = 0.0.0.0 ]; then ip route replace "$1" dev "$interface"
+            else ip route replace "$1" via "$2" dev "$interface"; fi
+            shift 2
+        done
+    elif [ -n "$router" ]; then
+        ip route replace default via "${router%% *}" dev "$interface"
+    fi
+    # The metadata service answers on the DHCP server's host (the bridge's address, a
+    # routed network's gateway); on-link where the server cannot be reached.
     ip route replace 169.254.169.254/32 via "$serverid" dev "$interface" 2>/dev/null \
         || ip route replace 169.254.169.254/32 dev "$interface"
     arping -U -c 1 -I "$interface" "$ip" >/dev/null 2>&1 &

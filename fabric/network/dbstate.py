@@ -51,7 +51,7 @@ from fabric.network.model import (
     RouterSpec,
     segment_match,
 )
-from fabric.network.secgroups import RuleSpec, SecurityState
+from fabric.network.secgroups import RuleSpec, SecurityState, link_local
 
 LOG = logging.getLogger(__name__)
 
@@ -204,7 +204,8 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
 
 def security_state(db: Database, host: str) -> SecurityState:
     """What ``host`` enforces: its filtered ports and their groups, those groups' rules,
-    and the IPv4 members (on every host) of each group they name as remote.
+    and the members (on every host) of each group they name as remote: their IPv4
+    addresses, then their IPv6 link-local ones.
 
     A port is filtered when it is a guest's (``compute:*`` owner) or is in a group:
     a guest port in no group gets nothing but DHCP and metadata through.
@@ -237,14 +238,19 @@ def security_state(db: Database, host: str) -> SecurityState:
             members = list(session.execute(
                 sa.select(PortSecurityGroup.security_group_id, PortSecurityGroup.port_id)
                 .where(PortSecurityGroup.security_group_id.in_(sorted(remotes)))))
-            addresses = ipv4_addresses(session, sorted({port_id for _, port_id in members}))
+            member_ports = sorted({port_id for _, port_id in members})
+            addresses = ipv4_addresses(session, member_ports)
+            macs = dict(session.execute(sa.select(Port.id, Port.mac_address).where(Port.id.in_(member_ports))).all()) \
+                if member_ports else {}
             for group in sorted(remotes):
                 security.members[group] = []
             for group, port_id in members:
                 if port_id in addresses:
                     security.members[group].append(addresses[port_id])
+                if macs.get(port_id):  # its one IPv6 address (see fabric.network.secgroups)
+                    security.members[group].append(link_local(macs[port_id]))
             for group in security.members:
-                security.members[group].sort(key=ipaddress.IPv4Address)
+                security.members[group].sort(key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a)))
     return security
 
 

@@ -1,7 +1,18 @@
-"""One dnsmasq per network on a host (per endpoint on a routed network), serving static
-MAC -> address entries.
+"""The DHCP servers of one host, each a dnsmasq serving static MAC -> address entries:
+one per L2 network (on its bridge), and one for all of the host's routed endpoints.
 
-Each server's files live in ``<state_dir>/dhcp/<network id>/``: the hosts file
+A routed network has no bridge: each endpoint is a device of its own, and the
+endpoints come and go. The routed server listens on the gateway device (which holds
+the host's gateway address) and takes every endpoint device as an alias of it
+(dnsmasq's ``--bridge-interface``, a wildcard), so requests arriving on an endpoint's
+device are answered from the gateway address and a new endpoint needs only its entry.
+It hands out each endpoint's address as a /32 with classless static routes (option
+121): the gateway on-link, then the default route via it. A wildcard interface needs
+``--bind-dynamic``: the server's socket is then bound to no device, and requests on the
+L2 networks' bridges still reach their own servers, whose sockets are bound to their
+bridge (the kernel prefers the bound socket).
+
+Each server's files live in ``<state_dir>/dhcp/<server name>/``: the hosts file
 (rewritten atomically; the server is told with SIGHUP), its pid file and its
 lease file. A running server is recognised by the pid in its pid file *and*
 that process's command line naming that pid file, so a recycled pid is never
@@ -29,6 +40,14 @@ def _alive_with(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker in cmdline
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return None
 
 
 def running(pid: int) -> bool:
@@ -111,37 +130,70 @@ class DhcpServers:
                entries: list[tuple[str, str]], router: str | None = None) -> int:
         """The network's dnsmasq runs on ``interface`` and serves exactly ``entries``
         (MAC, address), with ``host_address``'s prefix length as their netmask and
-        ``router`` as their default gateway (none when None). ``network_id`` names the
-        server: a routed network has one per endpoint, named by the endpoint's id.
+        ``router`` as their default gateway (none when None). ``network_id`` names the server.
         Returns its pid. Raises KernelError when dnsmasq fails to start.
         """
-        directory = self._dir(network_id)
-        os.makedirs(directory, exist_ok=True)
+        subnet = ipaddress.ip_interface(host_address).network
+        listen = ["--bind-interfaces", f"--interface={interface}"]
+        return self._ensure(network_id, listen, subnet, [f"--dhcp-option=option:router{',' + router if router else ''}"],
+                            entries, interface)
+
+    def ensure_routed(self, name: str, gateway_device: str, endpoint_devices: str, gateway: str, block: str,
+                      entries: list[tuple[str, str]]) -> int:
+        """The routed server ``name`` answers on ``gateway_device`` (which holds ``gateway``) and
+        on every device matching ``endpoint_devices`` (a dnsmasq wildcard such as ``fabt*``), and
+        serves exactly ``entries`` (MAC, address in ``block``), each as a /32 whose routes (option
+        121) are ``gateway`` on-link and the default via it. Returns its pid. Raises KernelError
+        when dnsmasq fails to start.
+        """
+        listen = ["--bind-dynamic", f"--interface={gateway_device}", f"--interface={endpoint_devices}",
+                  f"--bridge-interface={gateway_device},{endpoint_devices}"]
+        options = ["--dhcp-option=option:netmask,255.255.255.255", f"--dhcp-option=option:router,{gateway}",
+                   # Forced: a /32 lease is useless without its routes, and clients such as busybox
+                   # udhcpc do not ask for them (RFC 3442: with them, the router option is ignored).
+                   "--dhcp-option-force=option:classless-static-route,"
+                   f"{gateway}/32,0.0.0.0,0.0.0.0/0,{gateway}"]
+        return self._ensure(name, listen, ipaddress.ip_network(block), options, entries, gateway_device)
+
+    def _ensure(self, name: str, listen: list[str], subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                options: list[str], entries: list[tuple[str, str]], interface: str) -> int:
+        """Server ``name`` runs with exactly this configuration and serves exactly ``entries``:
+        a running server with other arguments is replaced; new entries reach a running one by
+        its hosts file and SIGHUP, and the leases of entries that went are released."""
+        directory = self._dir(name)
         hosts = os.path.join(directory, "hosts")
+        argv = [
+            self.binary, "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
+            *listen, "--except-interface=lo",
+            f"--dhcp-range={subnet.network_address},static,{subnet.netmask},12h",
+            f"--dhcp-hostsfile={hosts}", f"--pid-file={self._pid_file(name)}",
+            f"--dhcp-leasefile={os.path.join(directory, 'leases')}",
+            "--dhcp-authoritative", *options,
+            f"--log-facility={os.path.join(directory, 'log')}",
+        ]
+        pid = self.pid(name)
+        if pid is not None and _cmdline(pid) != argv:
+            self._terminate(pid)  # configured otherwise (a new gateway, a new release): start it anew
+            pid = None
+        os.makedirs(directory, exist_ok=True)
         wanted = {(mac.lower(), address) for mac, address in entries}
         gone = _read_entries(hosts) - wanted
         changed = _write_atomically(hosts, "".join(f"{mac},{address}\n" for mac, address in sorted(wanted)))
-        pid = self.pid(network_id)
         if pid is not None:
             if changed:
                 os.kill(pid, signal.SIGHUP)  # dnsmasq rereads --dhcp-hostsfile on SIGHUP
                 self._release(directory, interface, gone)
             return pid
-        subnet = ipaddress.ip_interface(host_address).network
-        self.kernel.execute([
-            self.binary, "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
-            "--bind-interfaces", f"--interface={interface}", "--except-interface=lo",
-            f"--dhcp-range={subnet.network_address},static,{subnet.netmask},12h",
-            f"--dhcp-hostsfile={hosts}", f"--pid-file={self._pid_file(network_id)}",
-            f"--dhcp-leasefile={os.path.join(directory, 'leases')}",
-            "--dhcp-authoritative", f"--dhcp-option=option:router{',' + router if router else ''}",
-            f"--log-facility={os.path.join(directory, 'log')}",
-        ])
-        pid = self.pid(network_id)
+        self.kernel.execute(argv)
+        pid = self.pid(name)
         if pid is None:
-            raise exception.KernelError(op="start dnsmasq", target=f"network {network_id}",
+            raise exception.KernelError(op="start dnsmasq", target=f"DHCP server {name}",
                                         errno=0, reason="dnsmasq exited without a running server")
         return pid
+
+    def entries(self, name: str) -> set[tuple[str, str]]:
+        """The (MAC, address) entries server ``name`` is told to serve (none when it has no files)."""
+        return _read_entries(os.path.join(self._dir(name), "hosts"))
 
     def _release(self, directory: str, interface: str, gone: set[tuple[str, str]]) -> None:
         """End the leases of entries no longer served. IPAM hands a released address out again
@@ -160,14 +212,18 @@ class DhcpServers:
         """Stop the network's dnsmasq (if any) and remove its files."""
         pid = self.pid(network_id)
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while running(pid):
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    deadline += timeout
-                time.sleep(0.01)
+            self._terminate(pid, timeout)
         shutil.rmtree(self._dir(network_id), ignore_errors=True)
+
+    @staticmethod
+    def _terminate(pid: int, timeout: float = 5.0) -> None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while running(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline += timeout
+            time.sleep(0.01)
 
     def stop_all(self) -> None:
         for network_id in self.networks():

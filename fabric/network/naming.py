@@ -45,6 +45,11 @@ class Names:
         return self._name(ENDPOINT, endpoint_id)
 
     @property
+    def endpoints(self) -> str:
+        """A wildcard (shell and dnsmasq style) matching every endpoint's host-side device."""
+        return f"{self.prefix}{ENDPOINT}*"
+
+    @property
     def gateway(self) -> str:
         return f"{self.prefix}gw"
 

@@ -20,7 +20,7 @@ Measured on this kernel before choosing (a bridge, two veth ports, nft 1.0.6):
 So the work is split. The bridge table (``bridge <prefix>sg``) does what needs
 the port: anti-spoofing (a filtered port sends only from its MAC and address,
 plus DHCP requests and ARP probes; ARP and IPv6 neighbour advertisements for
-other addresses are dropped) and marks frames that stay on a network's bridge
+other addresses, router advertisements and redirects are dropped) and marks frames that stay on a network's bridge
 with that network's conntrack zone. The inet table (``inet <prefix>sg``) does the
 stateful part: a port is identified by (device the inet hooks see, address)
 (the bridge for L2 networks, the endpoint's own device for routed ones), which
@@ -30,6 +30,14 @@ and an ingress chain (traffic to it) that drop invalid packets, allow DHCP and
 the metadata service, jump to the chains of its groups (shared by every port of
 the group, so a rule change rewrites one chain whatever the number of ports)
 and drop the rest. Remote groups are nftables sets of their members' addresses.
+
+IPv6 is filtered the same way. A port's only IPv6 address is its link-local one
+(EUI-64 of its MAC: fabric hands out no other, and anti-spoofing drops any other
+source), so a port is also found by (device, that address), and a remote group's
+IPv6 set holds its members' link-local addresses. Neighbour discovery and MLD are
+allowed before any port's chain: conntrack leaves them untracked, so no rule lets an
+answer back in as established (Neutron allows them too). A port sends no router
+advertisements or redirects (anti-spoofing drops them: a guest is no router).
 
 Conntrack zones (one per network on this host) are applied only to bridged
 flows; flows to, from or through the host (DHCP, metadata, floating-address NAT,
@@ -64,6 +72,13 @@ PORTED = ("tcp", "udp")
 
 #: Bits of ``meta mark`` that carry the conntrack zone of a bridged frame (the upper 16).
 ZONE_SHIFT = 16
+
+#: ICMPv6 a filtered port always sends and receives (neighbour discovery, MLD): IPv6 needs them.
+ND_EGRESS = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert", "mld-listener-report",
+             "mld2-listener-report")
+ND_INGRESS = ("nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "mld-listener-query")
+#: ICMPv6 only routers send: a port sending it is spoofing one.
+ROUTER_ONLY = "icmpv6 type { nd-router-advert, nd-redirect }"
 
 
 def _int_in(value: Any, low: int, high: int, what: str) -> int:
@@ -146,7 +161,8 @@ class RuleSpec:
 class SecurityState:
     """What one host enforces: the rules of each group its filtered ports are in
     (and the groups those rules name as remote), each filtered port's groups, and
-    the IPv4 members of each group (ports on every host). An endpoint not in
+    the addresses of each remote group's members (ports on every host): their IPv4
+    addresses and their IPv6 link-local ones (see :func:`link_local`). An endpoint not in
     ``ports`` is not filtered (a DHCP port, or an endpoint without port security).
     """
 
@@ -193,8 +209,8 @@ def zones(networks: list[NetworkSpec]) -> dict[str, int]:
     return taken
 
 
-def _lla(mac: str) -> str:
-    """The EUI-64 IPv6 link-local address of ``mac``."""
+def link_local(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address of ``mac`` (a port's one IPv6 address)."""
     octets = [int(p, 16) for p in mac.split(":")]
     octets[0] ^= 0x02
     eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
@@ -205,8 +221,7 @@ def _lla(mac: str) -> str:
 
 
 def rule_text(rule: RuleSpec) -> str | None:
-    """The nft rule (in a group's chain) for ``rule``; None when it can match nothing here
-    (an IPv6 rule naming a remote group: members are known by IPv4 address only)."""
+    """The nft rule (in a group's chain) for ``rule``."""
     v4 = rule.ethertype == "IPv4"
     fam, l3 = ("ipv4", "ip") if v4 else ("ipv6", "ip6")
     # Ingress rules name where traffic comes from; egress rules where it goes.
@@ -215,9 +230,7 @@ def rule_text(rule: RuleSpec) -> str | None:
     if rule.remote_ip_prefix is not None:
         parts.append(f"{l3} {side} {rule.remote_ip_prefix}")
     elif rule.remote_group_id is not None:
-        if not v4:
-            return None
-        parts.append(f"{l3} {side} @r{short_hash(rule.remote_group_id)}")
+        parts.append(f"{l3} {side} @{remote_set(rule.remote_group_id, rule.ethertype)}")
     proto = rule.protocol
     if proto in PORTED:
         parts.append(f"meta l4proto {proto}")
@@ -235,6 +248,16 @@ def rule_text(rule: RuleSpec) -> str | None:
         parts.append(f"meta l4proto {PROTOCOL_NAMES.get(proto, proto)}")
     parts.append("accept")
     return " ".join(parts)
+
+
+def remote_set(group_id: str, ethertype: str) -> str:
+    """The name of the set holding remote group ``group_id``'s members of ``ethertype``."""
+    return f"r{short_hash(group_id)}" + ("" if ethertype == "IPv4" else "v6")
+
+
+def _sorted_addresses(addresses: list[str], version: int) -> list[str]:
+    found = {ipaddress.ip_address(a) for a in addresses}
+    return [str(a) for a in sorted(a for a in found if a.version == version)]
 
 
 def _device_of(names: Names, network: NetworkSpec, endpoint: EndpointSpec) -> str:
@@ -275,24 +298,27 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
     table = f"inet {table_name(names)}"
     ports = _filtered(names, state, security)
     groups = sorted({g for e, _ in ports for g in security.ports[e.id]})
-    remotes = sorted({r.remote_group_id for g in groups for r in security.groups.get(g, [])
-                      if r.remote_group_id is not None and r.ethertype == "IPv4"})
+    remotes = sorted({(r.remote_group_id, r.ethertype) for g in groups for r in security.groups.get(g, [])
+                      if r.remote_group_id is not None})
     lines = [f"table {table}", f"delete table {table}", f"table {table} {{"]
-    for group in remotes:
-        members = sorted(set(security.members.get(group, [])), key=ipaddress.IPv4Address)
-        name = f"r{short_hash(group)}"
+    for group, ethertype in remotes:
+        version = 4 if ethertype == "IPv4" else 6
+        members = _sorted_addresses(security.members.get(group, []), version)
+        name = remote_set(group, ethertype)
         if parts is not None:
-            parts.sets[name] = [str(m) for m in members]
+            parts.sets[name] = members
             members = []
-        lines.append(f"  set {name} {{ type ipv4_addr;{_elements(members)}; }}")
-    egress, ingress = [], []
+        lines.append(f"  set {name} {{ type ipv{version}_addr;{_elements(members)}; }}")
+    lookups: dict[str, list[str]] = {"eports": [], "iports": [], "eports6": [], "iports6": []}
     for endpoint, network in ports:
-        if endpoint.address:
-            key = f'"{_device_of(names, network, endpoint)}" . {endpoint.address}'
-            egress.append(f"{key} : jump e{short_hash(endpoint.id)}")
-            ingress.append(f"{key} : jump i{short_hash(endpoint.id)}")
-    lines.append(f"  map eports {{ type ifname . ipv4_addr : verdict;{_elements(egress)}; }}")
-    lines.append(f"  map iports {{ type ifname . ipv4_addr : verdict;{_elements(ingress)}; }}")
+        device, chain = _device_of(names, network, endpoint), short_hash(endpoint.id)
+        for address, suffix in ((endpoint.address, ""), (link_local(endpoint.mac), "6")):
+            if address:
+                lookups["eports" + suffix].append(f'"{device}" . {address} : jump e{chain}')
+                lookups["iports" + suffix].append(f'"{device}" . {address} : jump i{chain}')
+    for name, elements in lookups.items():
+        kind = "ipv6_addr" if name.endswith("6") else "ipv4_addr"
+        lines.append(f"  map {name} {{ type ifname . {kind} : verdict;{_elements(elements)}; }}")
     l2 = [n for n in state.networks.values() if n.network_type != "routed"]
     zone_rules = [f"meta mark & 0xffff0000 == {zone << ZONE_SHIFT:#010x} ct zone set {zone}"
                   for _, zone in sorted(zones(l2).items(), key=lambda kv: kv[1])]
@@ -305,16 +331,24 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
             spoof.append(f'iifname "{device}" ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept')
             allowed = endpoint.address or "255.255.255.255"
             spoof.append(f'iifname "{device}" meta nfproto ipv4 ip saddr != {allowed} drop')
-            spoof.append(f'iifname "{device}" meta nfproto ipv6 ip6 saddr != {{ {_lla(endpoint.mac)}, :: }} drop')
+            spoof.append(f'iifname "{device}" meta nfproto ipv6 ip6 saddr != {{ {link_local(endpoint.mac)}, :: }} drop')
+            spoof.append(f'iifname "{device}" {_foreign_advert(endpoint)} drop')
+            spoof.append(f'iifname "{device}" {ROUTER_ONLY} drop')
     lines += _chain("spoofing", spoof, "type filter hook prerouting priority -350; policy accept;")
     first = ["ct state established,related accept"]
+    # Neighbour discovery (untracked) before any port's chain, whose last rule drops: here
+    # once, not in each port's chains (a rule change's nft run grows with the ruleset).
+    egress = [f"icmpv6 type {{ {', '.join(ND_EGRESS)} }} accept",
+              "iifname . ip saddr vmap @eports", "iifname . ip6 saddr vmap @eports6"]
+    ingress = [f"icmpv6 type {{ {', '.join(ND_INGRESS)} }} accept",
+               "oifname . ip daddr vmap @iports", "oifname . ip6 daddr vmap @iports6"]
     for name, hook, priority, lookup in (
-            ("egress", "forward", "filter", "iifname . ip saddr vmap @eports"),
-            ("egress_local", "input", "filter", "iifname . ip saddr vmap @eports"),
+            ("egress", "forward", "filter", egress),
+            ("egress_local", "input", "filter", egress),
             # Ingress after egress: an accept ends only its own base chain.
-            ("ingress", "forward", "filter + 10", "oifname . ip daddr vmap @iports"),
-            ("ingress_local", "output", "filter", "oifname . ip daddr vmap @iports")):
-        lines += _chain(name, first + [lookup], f"type filter hook {hook} priority {priority}; policy accept;")
+            ("ingress", "forward", "filter + 10", ingress),
+            ("ingress_local", "output", "filter", ingress)):
+        lines += _chain(name, first + lookup, f"type filter hook {hook} priority {priority}; policy accept;")
     for endpoint, _ in ports:
         member_of = security.ports[endpoint.id]
         lines += _chain(f"e{short_hash(endpoint.id)}", [
@@ -331,13 +365,20 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
         if rules is None:
             continue
         for direction, suffix in (("ingress", "i"), ("egress", "e")):
-            texts = [t for r in rules if r.direction == direction and (t := rule_text(r)) is not None]
+            texts = [rule_text(r) for r in rules if r.direction == direction]
             name = f"g{short_hash(group)}{suffix}"
             if parts is not None:
                 parts.chains[name], texts = texts, []
             lines += _chain(name, texts)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _foreign_advert(endpoint: EndpointSpec) -> str:
+    """nft match of a neighbour advertisement from ``endpoint`` for an address not its own."""
+    # The target address: 16 bytes at bit 64 of the ICMPv6 header (nft 1.0.6 has no ``icmpv6 taddr``).
+    return (f"icmpv6 type nd-neighbor-advert @th,64,128 != "
+            f"{int(ipaddress.IPv6Address(link_local(endpoint.mac))):#034x}")
 
 
 def build_bridge(names: Names, state: HostState, security: SecurityState) -> str:
@@ -365,11 +406,9 @@ def build_bridge(names: Names, state: HostState, security: SecurityState) -> str
                  f"arp saddr ip != {{ {address + ', ' if address else ''}0.0.0.0 }} drop",
                  "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
                  f"ether type ip ip saddr != {address} drop" if address else "ether type ip drop",
-                 f"ether type ip6 ip6 saddr != {{ {_lla(endpoint.mac)}, :: }} drop",
-                 # The target address of a neighbour advertisement: 16 bytes at bit 64 of ICMPv6
-                 # (nft 1.0.6 has no ``icmpv6 taddr``).
-                 f"icmpv6 type nd-neighbor-advert @th,64,128 != "
-                 f"{int(ipaddress.IPv6Address(_lla(endpoint.mac))):#034x} drop",
+                 f"ether type ip6 ip6 saddr != {{ {link_local(endpoint.mac)}, :: }} drop",
+                 f"{_foreign_advert(endpoint)} drop",
+                 f"{ROUTER_ONLY} drop",
                  "ether type != { ip, arp, ip6 } drop"]
         lines += _chain(f"s{short_hash(endpoint.id)}", rules)
     lines.append("}")
@@ -396,8 +435,9 @@ class Plan:
         """The whole script (exactly :func:`build_ruleset`'s text), the parts put back in place."""
         text = self.skeleton
         for name, members in self.sets.items():
-            text = text.replace(f"  set {name} {{ type ipv4_addr;; }}",
-                                f"  set {name} {{ type ipv4_addr;{_elements(members)}; }}", 1)
+            for kind in ("ipv4_addr", "ipv6_addr"):
+                text = text.replace(f"  set {name} {{ type {kind};; }}",
+                                    f"  set {name} {{ type {kind};{_elements(members)}; }}", 1)
         for name, rules in self.chains.items():
             text = text.replace(f"  chain {name} {{\n  }}", "\n".join(_chain(name, rules)), 1)
         return text

@@ -3,7 +3,7 @@
 What should exist comes from one place: :func:`fabric.network.dbstate.host_state`
 (the state the network worker converges to on start), and, for the kernel, the
 linux driver's own notion of the links and routes that state needs
-(``_wanted_links``/``_wanted_routes``), the DHCP entries it serves
+(``_wanted_links``/``_wanted_routes``/``wanted_dhcp``), the DHCP entries it serves
 (:meth:`DhcpServers.ensure`'s hosts file) and the nftables table
 :func:`fabric.network.nat.build_ruleset` writes. Two layers are compared:
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import re
 from typing import Any
 
@@ -145,36 +144,13 @@ def _routes(driver: LinuxDriver, state: HostState) -> list[Finding]:
     return found
 
 
-def _wanted_dhcp(driver: LinuxDriver, state: HostState) -> dict[str, set[tuple[str, str]]]:
-    """DHCP server name (network id, or a routed endpoint's id) -> its (MAC, address) entries."""
-    wanted: dict[str, set[tuple[str, str]]] = {}
-    for network in state.networks.values():
-        endpoints = state.endpoints_of(network.id)
-        if network.network_type == "routed":
-            for endpoint in endpoints:
-                if endpoint.address:
-                    wanted[endpoint.id] = {(endpoint.mac.lower(), endpoint.address)}
-        elif network.dhcp and driver.bridge_of(network) is not None:
-            wanted[network.id] = {(e.mac.lower(), e.address) for e in endpoints if e.address}
-    return wanted
-
-
-def _hosts_entries(driver: LinuxDriver, server: str) -> set[tuple[str, str]]:
-    try:
-        with open(os.path.join(driver.dhcp.root, server, "hosts")) as handle:
-            lines = handle.read().splitlines()
-    except FileNotFoundError:
-        return set()
-    return {tuple(line.split(",", 1)) for line in lines if "," in line}
-
-
 def _dhcp(driver: LinuxDriver, state: HostState) -> list[Finding]:
     found = []
-    wanted = _wanted_dhcp(driver, state)
+    wanted = driver.wanted_dhcp(state)
     for server in sorted(wanted):
         if driver.dhcp.pid(server) is None:
             found.append(Finding(STALE, "dhcp-server", server, "no dnsmasq running"))
-        entries = _hosts_entries(driver, server)
+        entries = driver.dhcp.entries(server)
         by_mac = dict(entries)
         for mac, address in sorted(wanted[server] - entries):
             if mac in by_mac:

@@ -15,11 +15,11 @@ Per network type:
 - ``routed`` (Romana's L3 mode): a gateway device holding this host's gateway
   address, proxy ARP on every endpoint device, a /32 route per local endpoint and
   exactly one route per remote host (its block via its tunnel address). A guest
-  takes its address by DHCP as on an L2 network: each endpoint's device also holds
-  the gateway address (/32) and has a dnsmasq of its own bound to it, handing out
-  the endpoint's address with the datacenter's prefix length and the gateway as
-  router. (One server for all of a host's endpoints would have to listen unbound to
-  any device, which would take the DHCP port from the L2 networks' servers.)
+  takes its address by DHCP from one dnsmasq per host, serving exactly the host's
+  addressed routed endpoints (of every routed network) from the gateway address: a
+  /32 lease whose classless static routes put the gateway on-link and the default
+  route via it (see :mod:`fabric.network.dhcp`). It runs while the host has such an
+  endpoint and goes with the last.
 
 The edge (:mod:`fabric.network.edge`): with ``[network] external_interfaces``, the
 floating and router gateway addresses of a mapped external network are put on the
@@ -36,7 +36,6 @@ or through their DHCP server's address (the bridge's address).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from typing import Any
@@ -52,6 +51,9 @@ from fabric.network.kernel import Kernel
 from fabric.network.model import EndpointSpec, HostState, NetworkSpec
 
 LOG = logging.getLogger(__name__)
+
+#: The name of the host's DHCP server for its routed endpoints (the others are named by network id).
+ROUTED_DHCP = "_routed"
 
 
 class LinuxDriver(NetworkDriver):
@@ -183,24 +185,19 @@ class LinuxDriver(NetworkDriver):
             self.kernel.set_sysctl(f"net/ipv4/conf/{device}/proxy_arp", "1")
             # Answer at once: the default random delay (up to 0.8 s) stalls every first packet.
             self.kernel.set_sysctl(f"net/ipv4/neigh/{device}/proxy_delay", "0")
+            # The device holds no address (a release before this one put the gateway's there).
+            for cidr in self.kernel.addresses(device):
+                self.kernel.remove_address(device, cidr)
             if endpoint.address:
                 self.kernel.ensure_route(f"{endpoint.address}/32", dev=device)
-                self._apply_routed_dhcp(endpoint, device)
+            self._apply_routed_dhcp()
         if network.dhcp:
             self._apply_dhcp(network.id)
         self._apply_nat()
         if network.network_type == "routed":
             self._apply_metadata()
 
-    def _apply_routed_dhcp(self, endpoint: EndpointSpec, device: str) -> None:
-        routed = self.state.routed
-        prefixlen = ipaddress.ip_network(routed.datacenter).prefixlen
-        self.kernel.ensure_address(device, f"{routed.gateway}/32")
-        self.dhcp.ensure(endpoint.id, device, f"{routed.gateway}/{prefixlen}", [(endpoint.mac, endpoint.address)],
-                         router=routed.gateway)
-
     def _remove_endpoint(self, endpoint_id: str, endpoint: EndpointSpec | None) -> None:
-        self.dhcp.stop(endpoint_id)  # a routed endpoint's own server (nothing when there is none)
         # Deleting the device takes its /32 route and (for a veth) its peer with it.
         self.kernel.delete_link(self.names.endpoint(endpoint_id))
         if endpoint is not None:
@@ -209,6 +206,7 @@ class LinuxDriver(NetworkDriver):
                 self.kernel.delete_route(f"{endpoint.address}/32")
             if network is not None and network.dhcp:
                 self._apply_dhcp(network.id)
+        self._apply_routed_dhcp()
         self._apply_nat()
         self._apply_metadata()
 
@@ -229,6 +227,7 @@ class LinuxDriver(NetworkDriver):
             if network.network_type == "vxlan" and device in present:
                 self._apply_flood_list(device)
         self._apply_routes()
+        self._apply_routed_dhcp()
 
     def _wanted_routes(self, state: HostState | None = None) -> dict[str, tuple[str | None, str | None]]:
         """Destination -> (device, gateway) of every route fabric should hold for ``state``
@@ -261,13 +260,39 @@ class LinuxDriver(NetworkDriver):
     # --- DHCP and NAT -------------------------------------------------------------------------
 
     def _apply_dhcp(self, network_id: str) -> None:
-        network = self.state.networks.get(network_id)
-        bridge = self.bridge_of(network) if network is not None else None
-        if network is None or not network.dhcp or bridge is None:
+        entries = self.wanted_dhcp().get(network_id)
+        if entries is None:
             self.dhcp.stop(network_id)
             return
-        entries = [(e.mac, e.address) for e in self.state.endpoints_of(network_id) if e.address]
-        self.dhcp.ensure(network_id, bridge, network.host_address, entries)
+        network = self.state.networks[network_id]
+        self.dhcp.ensure(network_id, self.bridge_of(network), network.host_address, sorted(entries))
+
+    def wanted_dhcp(self, state: HostState | None = None) -> dict[str, set[tuple[str, str]]]:
+        """DHCP server name -> the (MAC, address) entries it serves for ``state`` (default: the
+        driver's): each L2 network with DHCP on, named by its id, and, while the host has
+        addressed routed endpoints, :data:`ROUTED_DHCP` for all of them."""
+        state = self.state if state is None else state
+        wanted: dict[str, set[tuple[str, str]]] = {}
+        routed: set[tuple[str, str]] = set()
+        for network in state.networks.values():
+            entries = {(e.mac.lower(), e.address) for e in state.endpoints_of(network.id) if e.address}
+            if network.network_type == "routed":
+                routed |= entries
+            elif network.dhcp and self.bridge_of(network) is not None:
+                wanted[network.id] = entries
+        if routed and state.routed is not None:
+            wanted[ROUTED_DHCP] = routed
+        return wanted
+
+    def _apply_routed_dhcp(self) -> None:
+        """The routed server runs with exactly the host's routed entries (and stops without any)."""
+        entries = self.wanted_dhcp().get(ROUTED_DHCP)
+        routed = self.state.routed
+        if not entries or routed is None:
+            self.dhcp.stop(ROUTED_DHCP)
+            return
+        self.dhcp.ensure_routed(ROUTED_DHCP, self.names.gateway, self.names.endpoints, routed.gateway,
+                                routed.block, sorted(entries))
 
     def _apply_floating(self) -> None:
         self._apply_nat()
@@ -369,13 +394,11 @@ class LinuxDriver(NetworkDriver):
         for name in sorted(ours, key=lambda n: order.get(n[len(self.names.prefix)], 9)):
             if name not in wanted and self.kernel.delete_link(name):
                 removed.append(name)
-        for network_id in self.dhcp.networks():
-            network = self.state.networks.get(network_id)
-            if network_id in self._routed_dhcp_endpoints():
-                continue
-            if network is None or not network.dhcp:
-                self.dhcp.stop(network_id)
-                removed.append(f"dhcp:{network_id}")
+        wanted_dhcp = self.wanted_dhcp()
+        for server in self.dhcp.networks():
+            if server not in wanted_dhcp:
+                self.dhcp.stop(server)
+                removed.append(f"dhcp:{server}")
         present = {lk["name"] for lk in self.kernel.links(self.names.prefix)}
         self._apply_topology()
         for network in self.state.networks.values():
@@ -388,11 +411,6 @@ class LinuxDriver(NetworkDriver):
         created = sorted(wanted - present)
         return {"created": created, "removed": removed}
 
-    def _routed_dhcp_endpoints(self) -> set[str]:
-        """Endpoints with a DHCP server of their own (addressed endpoints of routed networks)."""
-        routed = {n.id for n in self.state.networks.values() if n.network_type == "routed"}
-        return {e.id for e in self.state.endpoints.values() if e.network_id in routed and e.address}
-
     # --- describe and stop ------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
@@ -401,7 +419,8 @@ class LinuxDriver(NetworkDriver):
         for network in self.state.networks.values():
             entry: dict[str, Any] = {"type": network.network_type, "bridge": self.bridge_of(network),
                                      "endpoints": sorted(e.id for e in self.state.endpoints_of(network.id)),
-                                     "dhcp_pid": self.dhcp.pid(network.id)}
+                                     "dhcp_pid": self.dhcp.pid(ROUTED_DHCP if network.network_type == "routed"
+                                                               else network.id)}
             if network.network_type == "vxlan":
                 entry["flood_to"] = sorted(self.kernel.flood_destinations(self.names.vxlan(network.id)))
             networks[network.id] = entry

@@ -226,7 +226,7 @@ def test_routes_deleted_redirected_or_added_are_reported_and_repaired(cloud, pro
     host = cloud.host_of(env, "drift-routed-vm")
     ns, proto = host.namespace, "176"
     code, out = manage(cloud, "networks", "--host", host.name)
-    assert code == 0, out  # the routed endpoint's own DHCP server and routes are what is wanted
+    assert code == 0, out  # the host's routed DHCP server and routes are what is wanted
 
     [remote] = [h for h in cloud.hosts.hosts if h.name != host.name]
     routes = json.loads(in_ns(ns, "ip", "-j", "route", "show", "proto", proto).stdout)

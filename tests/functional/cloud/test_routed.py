@@ -9,10 +9,10 @@ everything else (``network create --provider-network-type routed`` numbers the
 project's segment in IPAM); the test reads the numbers back from the database
 only to predict the addresses.
 
-Guests take their addresses by DHCP from their host (a server per endpoint
-device) and run a user-data probe (:func:`tests.fixtures.cloud.probe_script`);
-each host holds exactly one fabric route per remote host (proto 176) and a /32
-per local guest.
+Guests take their addresses by DHCP from their host (one server for its routed
+endpoints: a /32 routed via the host's gateway) and run a user-data probe
+(:func:`tests.fixtures.cloud.probe_script`); each host holds exactly one fabric
+route per remote host (proto 176) and a /32 per local guest.
 """
 
 from __future__ import annotations

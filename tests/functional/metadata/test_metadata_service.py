@@ -19,8 +19,8 @@ from pathlib import Path
 from eventlet import tpool
 
 from fabric.metadata import METADATA_ADDRESS
-from fabric.network.model import EndpointSpec, NetworkSpec
-from tests.fixtures.netns import in_ns
+from fabric.network.model import EndpointSpec, HostSpec, NetworkSpec
+from tests.fixtures.netns import in_ns, ping_eventually
 from tests.functional.network.test_routed import LAYOUT, routed_network, routed_spec
 from tests.unit.metadata.guests import PUBKEY, add_guest, add_network
 
@@ -165,11 +165,69 @@ def test_a_guest_on_a_routed_network_gets_its_own(netns, simulated_host, sqlite_
     assert METADATA_ADDRESS not in in_ns(host, "ip", "-4", "-o", "addr", "show", "dev", "lo").stdout
 
 
+def image_scripts(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """The guest image's udhcpc and metadata scripts, runnable in a namespace: (console, paths).
+
+    Paths the guest owns (/dev/console, appended to; /run/metadata) point into ``tmp_path``.
+    """
+    console = tmp_path / "console"
+    console.touch()
+    scripts = {}
+    for name, text in (("udhcpc", guest_image.UDHCPC_SCRIPT), ("metadata", guest_image.render_metadata_script())):
+        path = scripts[name] = tmp_path / name
+        path.write_text(text.replace("> /dev/console", f">> {console}").replace("/run/metadata", str(tmp_path / "md")))
+        path.chmod(0o755)
+    return console, scripts
+
+
+def take_dhcp(ns: str, script: Path) -> None:
+    """One DHCP exchange on ``ns``'s eth0 with the guest image's own udhcpc script."""
+    in_ns(ns, "ip", "link", "set", "eth0", "up")
+    done = tpool.execute(_run, ["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                                "-t", "5", "-T", "1", "-A", "1", "-s", str(script)])
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_routed_guest_takes_a_32_by_dhcp_then_reaches_its_gateway_another_host_and_its_metadata(
+        netns, simulated_host, sqlite_db, tmp_path):
+    """The guest image's udhcpc script on a routed network: a /32 lease whose classless static
+    routes (the gateway on-link, the default via it) carry it to another host's guest."""
+    network = routed_network(1, 1)
+    addresses = {h: str(LAYOUT.encode(h, 1, 1, 2)) for h in (1, 2)}
+    gateways = {h: str(LAYOUT.host_gateway(h)) for h in (1, 2)}
+    add_network(sqlite_db, network.id, cidr=None, network_type="routed")
+    mine = add_guest(sqlite_db, network.id, addresses[1], "02:00:00:01:01:12", name="routed-dhcp-vm")
+    hosts = {1: netns("h1"), 2: netns("h2")}
+    netns.underlay(hosts[1], hosts[2], "192.168.77.1", "192.168.77.2")
+    guests = {}
+    for h, ns in hosts.items():
+        driver = simulated_host(ns, f"h{h}", f"192.168.77.{h}")
+        driver.set_routed(routed_spec(h))
+        driver.set_remote_hosts([HostSpec(f"h{3 - h}", f"192.168.77.{3 - h}", str(LAYOUT.host_block(3 - h)))])
+        driver.setup_network(network)
+        if h == 1:
+            driver.serve_metadata(sqlite_db)
+        guests[h] = netns(f"g{h}")
+        driver.plug(EndpointSpec(f"ep-{h}", network.id, f"02:00:00:0{h}:01:12", address=addresses[h], kind="veth",
+                                 netns=guests[h]))
+    console, scripts = image_scripts(tmp_path)
+    for h, ns in guests.items():
+        take_dhcp(ns, scripts["udhcpc"])
+        assert f"inet {addresses[h]}/32 " in in_ns(ns, "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert f"fabric-guest: eth0 {addresses[1]}/32 at" in console.read_text()
+    routes = set(in_ns(guests[1], "ip", "route", "show").stdout.split("\n"))
+    assert {f"default via {gateways[1]} dev eth0", f"{gateways[1]} dev eth0 scope link",
+            f"{METADATA_ADDRESS} via {gateways[1]} dev eth0"} <= {r.strip() for r in routes}
+
+    assert ping_eventually(guests[1], gateways[1])
+    assert ping_eventually(guests[1], addresses[2])  # through both hosts' gateways and the underlay
+    status, body = fetch(guests[1], "/openstack/latest/meta_data.json")
+    assert status == 200 and json.loads(body)["uuid"] == mine
+
+
 def test_the_guest_images_scripts_take_dhcp_then_run_user_data_from_the_service(netns, simulated_host, sqlite_db,
                                                                                   tmp_path):
-    """The guest image's own udhcpc and metadata scripts, run in a guest namespace (no QEMU needed).
-
-    Paths the guest owns (/dev/console, appended to; /run/metadata) point into ``tmp_path``;
+    """The guest image's own udhcpc and metadata scripts, run in a guest namespace (no QEMU needed);
     ``unshare -u`` gives the script a hostname of its own to set.
     """
     user_data = b"#!/bin/sh\necho \"hello from $(hostname)\"\nexit 3\n"
@@ -183,17 +241,8 @@ def test_the_guest_images_scripts_take_dhcp_then_run_user_data_from_the_service(
     ns = netns("gd")
     driver.plug(EndpointSpec("ep-d", "net-d", "02:00:00:00:0d:15", address="10.30.0.21", kind="veth", netns=ns))
 
-    console = tmp_path / "console"
-    console.touch()
-    scripts = {}
-    for name, text in (("udhcpc", guest_image.UDHCPC_SCRIPT), ("metadata", guest_image.render_metadata_script())):
-        path = scripts[name] = tmp_path / name
-        path.write_text(text.replace("> /dev/console", f">> {console}").replace("/run/metadata", str(tmp_path / "md")))
-        path.chmod(0o755)
-    in_ns(ns, "ip", "link", "set", "eth0", "up")
-    done = tpool.execute(_run, ["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
-                                "-t", "5", "-T", "1", "-A", "1", "-s", str(scripts["udhcpc"])])
-    assert done.returncode == 0, done.stderr
+    console, scripts = image_scripts(tmp_path)
+    take_dhcp(ns, scripts["udhcpc"])
     assert f"{METADATA_ADDRESS} via 10.30.0.2" in in_ns(ns, "ip", "route", "show").stdout
 
     done = tpool.execute(_run, ["ip", "netns", "exec", ns, "unshare", "-u", "busybox", "sh", str(scripts["metadata"])])

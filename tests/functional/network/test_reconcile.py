@@ -90,7 +90,7 @@ def test_killed_worker_restarts_to_the_same_kernel_state(netns, simulated_host, 
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     before = snapshot(h1)
-    # One dnsmasq for the VXLAN network, one for the routed endpoint (served on its own device).
+    # One dnsmasq for the VXLAN network, one for the host's routed endpoints.
     assert [name for _, name in before["processes"]] == ["dnsmasq", "dnsmasq"]
 
     # Leftovers: one of fabric's (by its name pattern) and two that are not fabric's.
@@ -145,7 +145,7 @@ def test_removing_a_network_removes_every_kernel_object_it_made(netns, simulated
     driver.plug(EndpointSpec("ep-3", "t2s1", "02:00:00:00:2e:03", address=str(LAYOUT.encode(1, 2, 1, 2)),
                              kind="veth", netns=e2))
     grown = snapshot(h1)
-    # dnsmasq: one for net-x, one for the routed endpoint ep-3 on its own device.
+    # dnsmasq: one for net-x, one for the host's routed endpoints (ep-3).
     assert len(grown["links"]) == len(baseline["links"]) + 5 and len(grown["processes"]) == 2
 
     driver.teardown_network("net-x")

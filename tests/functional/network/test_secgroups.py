@@ -14,9 +14,10 @@ import pytest
 
 from fabric.network.drivers.linux import LinuxDriver
 from fabric.network.model import EndpointSpec, NetworkSpec
-from fabric.network.secgroups import RuleSpec, SecurityState
+from fabric.network.secgroups import RuleSpec, SecurityState, link_local
 from fabric.network.secgroups import short_hash as port_hash
 from tests.fixtures.netns import in_ns, isolated, mac_of, ping_eventually
+from tests.fixtures.processes import wait_until
 from tests.functional.network.conftest import host_settings
 
 SERVER = """
@@ -194,3 +195,84 @@ def test_restart_rebuilds_identical_rules_and_drops_stale_ones(lan, tmp_path):
     for chain in (f"e{port_hash('ep-3')}", f"i{port_hash('ep-3')}", f"s{port_hash('ep-3')}"):
         assert f"chain {chain} " in before and f"chain {chain} " not in after
     restarted.stop()
+
+
+#: Sends one ICMPv6 packet to all nodes from this namespace's eth0 and its link-local address
+#: argv[2]: ``advert`` (an unsolicited, overriding neighbour advertisement claiming address
+#: argv[3] for eth0's MAC) or ``router`` (a router advertisement: "I am your default router").
+FORGED = """
+import socket, struct, sys
+kind, source = sys.argv[1], sys.argv[2]
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+index = socket.if_nametoindex("eth0")
+s.bind((source, 0, 0, index))
+if kind == "advert":  # type 136, checksum (the kernel fills it), flags: override; target; option 2: MAC
+    packet = (struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, sys.argv[3])
+              + bytes([2, 1]) + mac)
+else:  # type 134: hop limit 64, router lifetime 1800 s; option 1: source MAC
+    packet = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + bytes([1, 1]) + mac
+s.sendto(packet, ("ff02::1", 0, 0, index))
+"""
+
+
+def enable_ipv6(ns: str) -> str:
+    """Turn IPv6 on for ``ns``'s eth0 only (no DAD, no router solicitations: it stays on the
+    test's bridge); returns its link-local address."""
+    in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0", "net.ipv6.conf.eth0.router_solicitations=0",
+          "net.ipv6.conf.eth0.disable_ipv6=0")
+    shown = in_ns(ns, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link").stdout
+    return shown.split("inet6 ")[1].split("/")[0]
+
+
+def ping6(ns: str, address: str, count: int = 2) -> bool:
+    return in_ns(ns, "busybox", "ping", "-6", "-c", str(count), "-W", "1", f"{address}%eth0",
+                 check=False).returncode == 0
+
+
+def neighbour_mac(ns: str, address: str) -> str | None:
+    shown = in_ns(ns, "ip", "-6", "neigh", "show", address, "dev", "eth0").stdout
+    return shown.split("lladdr ")[1].split()[0] if "lladdr " in shown else None
+
+
+def default_router(ns: str) -> str:
+    return in_ns(ns, "ip", "-6", "route", "show", "default").stdout.strip()
+
+
+def test_ipv6_rules_are_enforced_and_foreign_neighbour_or_router_advertisements_dropped(lan):
+    driver, e, _ = lan
+    lla = {n: enable_ipv6(e[n]) for n in (1, 2, 3)}
+    assert lla == {n: link_local(f"02:00:00:00:1e:0{n}") for n in (1, 2, 3)}
+    # Unfiltered first: IPv6 flows, and a forged advertisement (e3 claiming e1) takes e2's entry.
+    assert ping6(e[2], lla[1])
+    in_ns(e[3], sys.executable, "-c", FORGED, "advert", lla[3], lla[1])
+    assert wait_until(lambda: neighbour_mac(e[2], lla[1]) == mac_of(e[3]), timeout=5)
+    in_ns(e[2], "ip", "-6", "neigh", "flush", "dev", "eth0")
+    # ... and a guest's router advertisement makes it everyone's default router.
+    in_ns(e[3], sys.executable, "-c", FORGED, "router", lla[3])
+    assert wait_until(lambda: lla[3] in default_router(e[2]), timeout=5)
+    in_ns(e[2], "ip", "-6", "route", "flush", "default")
+
+    all_egress = [RuleSpec.checked("egress", "IPv4"), RuleSpec.checked("egress", "IPv6")]
+    members = {A: ["10.30.0.11", lla[1]], B: ["10.30.0.12", lla[2]], C: ["10.30.0.13", lla[3]]}
+
+    def enforce(a_ingress: list[RuleSpec]) -> None:
+        groups = {A: a_ingress + all_egress, B: list(all_egress), C: list(all_egress)}
+        driver.set_security(SecurityState(groups=groups, ports={f"ep-{n}": [g] for n, g in ((1, A), (2, B), (3, C))},
+                                          members=members))
+
+    # An IPv4 rule opens IPv4 only: IPv6 to e1 has no rule, so it is dropped.
+    enforce([RuleSpec.checked("ingress", "IPv4", "icmp")])
+    assert ping_eventually(e[2], "10.30.0.11")
+    assert not ping6(e[2], lla[1])
+    # An IPv6 rule from remote group B: B's member (by its link-local address) gets through, C's does not.
+    enforce([RuleSpec.checked("ingress", "IPv6", "icmpv6", remote_group_id=B)])
+    assert ping6(e[2], lla[1])
+    assert neighbour_mac(e[2], lla[1]) == mac_of(e[1])  # neighbour discovery works through the filter
+    assert not ping6(e[3], lla[1])
+    # Filtered, e3's forged advertisement for e1's address and its router advertisement reach no one.
+    in_ns(e[3], sys.executable, "-c", FORGED, "advert", lla[3], lla[1])
+    in_ns(e[3], sys.executable, "-c", FORGED, "router", lla[3])
+    assert ping6(e[2], lla[1], count=1)
+    assert neighbour_mac(e[2], lla[1]) == mac_of(e[1]) and default_router(e[2]) == ""

@@ -5,9 +5,21 @@ from __future__ import annotations
 import pytest
 
 from fabric import exception
+from fabric.config import Settings
+from fabric.network import dbstate, secgroups_db
 from fabric.network.model import EndpointSpec, HostState, NetworkSpec
 from fabric.network.naming import Names
-from fabric.network.secgroups import RuleSpec, SecurityState, build_ruleset, plan, rule_text, update
+from fabric.network.secgroups import (
+    RuleSpec,
+    SecurityState,
+    build_ruleset,
+    link_local,
+    plan,
+    remote_set,
+    rule_text,
+    update,
+)
+from tests.unit.network.test_host_networks import add_network
 
 NAMES = Names("f")
 
@@ -37,7 +49,8 @@ def test_rules_are_normalised_and_rendered():
     assert rule_text(rule) == "meta nfproto ipv4 ip saddr 10.0.0.0/8 meta l4proto tcp tcp dport 22 accept"
     assert rule_text(RuleSpec.checked("egress", "IPv6", "ipv6-icmp", 128)) == (
         "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 128 accept")
-    assert rule_text(RuleSpec.checked("ingress", "IPv6", remote_group_id="g")) is None
+    assert rule_text(RuleSpec.checked("ingress", "IPv6", remote_group_id="g")) == (
+        f"meta nfproto ipv6 ip6 saddr @{remote_set('g', 'IPv6')} accept")
 
 
 def _host(extra_rule: bool = False, members: tuple[str, ...] = ("10.0.0.5",)) -> tuple[HostState, SecurityState]:
@@ -62,3 +75,44 @@ def test_an_update_in_place_touches_only_the_group_and_set_that_changed():
     state, security = _host()
     del security.ports["p1"]
     assert update(NAMES, old, plan(NAMES, state, security)) is None
+
+
+def test_ipv6_reaches_each_ports_chains_by_its_link_local_address_and_remote_groups_have_ipv6_sets():
+    state, _ = _host()
+    rules = [RuleSpec.checked("ingress", "IPv6", remote_group_id="g"), RuleSpec.checked("egress", "IPv6")]
+    lla = {i: link_local(f"02:00:00:00:00:0{i}") for i in (0, 1)}
+    security = SecurityState(groups={"g": rules}, ports={"p0": ["g"], "p1": ["g"]},
+                             members={"g": ["10.0.0.6", lla[1], "10.0.0.5", lla[0]]})
+    made = plan(NAMES, state, security)
+    text = made.full
+    assert lla[0] == "fe80::ff:fe00:0"  # EUI-64 of 02:00:00:00:00:00 (the U/L bit flipped)
+    bridge = NAMES.bridge("n")
+    assert f'"{bridge}" . {lla[0]} : jump e' in text and f'"{bridge}" . {lla[1]} : jump i' in text
+    assert "iifname . ip6 saddr vmap @eports6" in text and "oifname . ip6 daddr vmap @iports6" in text
+    # Only the IPv6 set is made (no IPv4 rule names the group), with the members' IPv6 addresses.
+    assert made.sets == {remote_set("g", "IPv6"): sorted(lla.values())}
+    assert f"set {remote_set('g', 'IPv6')} {{ type ipv6_addr; elements = " in text
+    assert f"set {remote_set('g', 'IPv4')} " not in text
+    # Neighbour discovery passes before any port's chain (which drops invalid packets); a
+    # port's router advertisement does not.
+    egress = text[text.index("chain egress {"):text.index("chain egress_local {")]
+    assert egress.index("nd-neighbor-advert") < egress.index("vmap @eports6") and "nd-router-advert" not in egress
+    # The rebuild is what the split plan says, and an IPv6 membership change is an in-place update.
+    assert text == build_ruleset(NAMES, state, security)
+    fewer = SecurityState(groups=security.groups, ports=security.ports, members={"g": ["10.0.0.5", lla[0]]})
+    assert update(NAMES, made, plan(NAMES, state, fewer)) == (
+        f"flush set inet fsg {remote_set('g', 'IPv6')}\nadd element inet fsg {remote_set('g', 'IPv6')} "
+        f"{{ {lla[0]} }}\n")
+
+
+def test_a_remote_groups_members_are_known_by_their_ipv4_and_link_local_addresses(sqlite_db):
+    add_network(sqlite_db)  # guest-2 on h2 holds 10.62.0.12
+    group = secgroups_db.ensure_default_group(sqlite_db, "proj")  # ingress from itself, IPv4 and IPv6
+    secgroups_db.bind_port_groups(sqlite_db, "guest-2", "proj", None)
+    security = dbstate.security_state(sqlite_db, "h2")
+    assert security.ports == {"guest-2": [group]}
+    assert security.members == {group: ["10.62.0.12", link_local("02:00:00:00:62:02")]}
+    state = dbstate.host_state(sqlite_db, "h2", Settings().replace(default={"host": "h2"}))
+    made = plan(NAMES, state, security)
+    assert made.sets == {remote_set(group, "IPv4"): ["10.62.0.12"],
+                         remote_set(group, "IPv6"): [link_local("02:00:00:00:62:02")]}
