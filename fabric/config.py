@@ -100,6 +100,7 @@ class ApiSection:
     max_request_body: int = option(114688, "Largest JSON request body accepted, bytes (Nova's default); "
                                    "larger ones are answered 413.", minimum=1024)
     admin_password: str = option("", "Password of the admin created when the API starts on a database with no users. Empty: a random one, printed once.")
+    workers: int = option(0, "Processes serving the API on the one port (SO_REUSEPORT: the kernel spreads connections over them): the worker's own and workers - 1 helpers it starts, each with its own eventlet hub and its own database (up to [database] pool_size) and broker connections. 0: one per CPU core (one on SQLite, or on the memory:// transport, which no other process reaches: more is refused there). Always one on port 0.", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)

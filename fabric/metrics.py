@@ -65,7 +65,7 @@ COMPUTE_BUILD_SECONDS = prometheus_client.Histogram(
     buckets=LATENCY_BUCKETS)
 
 #: Counted in each objectstore process (the worker and its helpers), summed at scrape time
-#: (multiprocess mode: fabric.multiprocess_metrics).
+#: (multiprocess mode: fabric.multiprocess_metrics), as the API's request counts are.
 OBJECTSTORE_BYTES_RECEIVED = prometheus_client.Counter(
     "fabric_objectstore_received_bytes_total", "Object bytes uploaded into the objectstore.")
 OBJECTSTORE_BYTES_SENT = prometheus_client.Counter(
@@ -140,14 +140,10 @@ def start_exposition(settings: config.Settings) -> Callable[[], None]:
         return lambda: None
     registry = prometheus_client.REGISTRY
     if multiprocess_metrics.shared():
-        # Counters live in files of every process of this worker (its helpers'); RPC's in here.
-        from prometheus_client import multiprocess
-
-        from fabric.rpc.metrics import RPC, RpcCollector
-
-        registry = prometheus_client.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        registry.register(RpcCollector(RPC))
+        # Counters live in files of every process of this worker (its helpers'); this process's
+        # own collectors beside them.
+        registry = multiprocess_metrics.scrape_registry(
+            [collector for collector in (_registered_instance_states,) if collector is not None])
     server, thread = prometheus_client.start_http_server(settings.metrics.port, addr=settings.metrics.listen,
                                                          registry=registry)
     LOG.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics.listen, server.server_port)

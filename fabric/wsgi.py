@@ -3,6 +3,7 @@ dashboard): a socket from :func:`listen`, served by ``eventlet.wsgi``."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from typing import Any, ClassVar
@@ -10,12 +11,44 @@ from typing import Any, ClassVar
 import eventlet
 import eventlet.wsgi
 
+from fabric.exception import FabricError
 
-def listen(address: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+
+class PortInUse(FabricError):
+    """A server's port is taken (local to the process that tried; never sent)."""
+
+    remote_safe: ClassVar[bool] = False
+    msg_fmt: ClassVar[str] = ("Cannot listen on {address} port {port}: something listens there already "
+                              "(another fabric worker, or an earlier one still running?)")
+
+
+def listen(address: str, port: int, *, reuse_port: bool = False, join: bool = False) -> socket.socket:
     """A green socket listening on ``address``:``port`` (port 0 picks a free one; IPv6 when the
-    address has a colon). ``reuse_port`` lets other processes bind the same port (SO_REUSEPORT)."""
+    address has a colon); PortInUse when the port is taken.
+
+    ``reuse_port`` lets this process's helpers bind the same port afterwards (SO_REUSEPORT), each
+    its own socket the kernel spreads new connections over. Such a socket is still the first on
+    its port: binding fails when anything listens there already, so a second server never quietly
+    shares the port of one still running. ``join`` binds beside the sockets already there
+    (a helper joining its worker's port).
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    return eventlet.listen((address, port), family=family, backlog=512, reuse_port=reuse_port)
+    try:
+        if reuse_port and not join:
+            _check_free(family, address, port)
+        return eventlet.listen((address, port), family=family, backlog=512, reuse_port=reuse_port or join)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(address=address, port=port) from None
+        raise
+
+
+def _check_free(family: socket.AddressFamily, address: str, port: int) -> None:
+    """Raise EADDRINUSE when a socket listens on the port: a bind without SO_REUSEPORT fails
+    beside any listening socket, whether that one set SO_REUSEPORT or not."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        probe.bind((address, port))
 
 
 class GreenServer:

@@ -2,8 +2,9 @@
 
 The launcher (``fabric-api``, ``fabric-all``) builds it like every other
 worker; ``init_host`` opens the listening socket and serves the WSGI app on a
-green thread with clients over the process's transport, ``cleanup_host``
-closes it.
+green thread with clients over the process's transport, beside ``[api] workers``
+- 1 helper processes serving the same port (:mod:`fabric.api.processes`);
+``cleanup_host`` stops the helpers and closes the socket.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fabric import config, periodic
-from fabric.api import tokens
+from fabric import config, periodic, wsgi_processes
+from fabric.api import processes, tokens
 from fabric.api.bootstrap import bootstrap
 from fabric.api.clients import rpc_clients
-from fabric.api.server import ApiServer
+from fabric.api.server import ApiServer, listen
 from fabric.db.models import User
 from fabric.manager import Manager, callers_table
 
@@ -34,10 +35,21 @@ class ApiManager(Manager):
                  transport: Any = None) -> None:
         super().__init__(settings, host=host, db=db, transport=transport)
         self.server: ApiServer | None = None
+        self.helpers: wsgi_processes.Helpers | None = None
 
     def init_host(self) -> None:
         password = self._first_admin()
-        self.server = ApiServer(self.settings, self.db, rpc_clients(self.transport, self.settings.rpc.call_timeout))
+        # This process binds first (refused if anything listens on the port), then its helpers
+        # join (fabric.api.processes); it serves once they all listen.
+        sock = listen(self.settings)
+        try:
+            self.helpers = processes.helpers(self.settings, self.db.backend).start()
+            self.server = ApiServer(self.settings, self.db, rpc_clients(self.transport, self.settings.rpc.call_timeout),
+                                    sock=sock)
+        except BaseException:
+            self.cleanup_host()
+            sock.close()
+            raise
         #: The service starts its relay (fabric.rpc.outbox): the casts a killed API left are sent.
         self.outbox = self.server.app.deps.outbox
         self.server.start()
@@ -58,6 +70,9 @@ class ApiManager(Manager):
         return None if self.settings.api.admin_password else generated
 
     def cleanup_host(self) -> None:
+        if self.helpers is not None:
+            self.helpers.stop()
+            self.helpers = None
         if self.server is not None:
             self.server.stop()
             self.server = None

@@ -19,9 +19,12 @@ from fabric.db import Database
 LOG = logging.getLogger(__name__)
 
 
-def listen(settings: config.Settings) -> socket.socket:
-    """Bind the API socket (``[api] listen``/``port``; port 0 picks a free one)."""
-    return wsgi.listen(settings.api.listen, settings.api.port)
+def listen(settings: config.Settings, port: int | None = None, *, join: bool = False) -> socket.socket:
+    """Bind the API socket (``[api] listen`` and ``port``, default the configured one; port 0 picks a
+    free one); PortInUse when something listens there. A fixed port is bound with SO_REUSEPORT so
+    the worker's helper processes (fabric.api.processes) bind it too (``join``)."""
+    port = settings.api.port if port is None else port
+    return wsgi.listen(settings.api.listen, port, reuse_port=port != 0, join=join)
 
 
 class ApiServer(wsgi.GreenServer):

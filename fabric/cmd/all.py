@@ -9,8 +9,14 @@ import fabric.cmd.eventlet_entry  # noqa: F401, I001 - first: monkey patches bef
 
 import sys
 
-from fabric.cmd import common, launcher, workers
-from fabric.dashboard import server as dashboard
+from fabric import multiprocess_metrics
+
+# Before prometheus_client loads: the API's and the objectstore's helper processes (with
+# [api] or [objectstore] workers above one) count in files this process's /metrics sums.
+multiprocess_metrics.share_with_helpers()
+
+from fabric.cmd import common, launcher, workers  # noqa: E402
+from fabric.dashboard import server as dashboard  # noqa: E402
 
 
 @common.clean_errors

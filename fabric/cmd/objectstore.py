@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def helper() -> int:
     """A helper process serving the objectstore's listening socket beside the worker that started
-    it (``fabric.objectstore.processes``); not run by hand."""
-    from fabric.objectstore.processes import helper_main
+    it (``fabric.wsgi_processes``); not run by hand."""
+    from fabric import wsgi_processes
+    from fabric.objectstore.processes import serve_helper
 
-    return helper_main(sys.argv[1:])
+    return wsgi_processes.helper_main(sys.argv[1:], serve_helper)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 (temporary files, blobs no row names), then listens on ``[objectstore]
 listen``/``port`` and serves the S3 application with ``eventlet.wsgi`` on a
 green thread, with ``[objectstore] workers`` - 1 helper processes serving the same
-socket (:mod:`fabric.objectstore.processes`); ``cleanup_host`` stops the helpers and
+port (:mod:`fabric.objectstore.processes`); ``cleanup_host`` stops the helpers and
 closes the socket.
 """
 
@@ -17,7 +17,7 @@ from fabric import config
 from fabric.manager import Manager, callers_table
 from fabric.objectstore import processes
 from fabric.objectstore.core import Objectstore
-from fabric.objectstore.server import ObjectstoreServer
+from fabric.objectstore.server import ObjectstoreServer, listen
 
 __all__ = ["ObjectstoreManager", "ObjectstoreServer"]
 
@@ -38,13 +38,15 @@ class ObjectstoreManager(Manager):
     def init_host(self) -> None:
         service = Objectstore.from_settings(self.settings, self.db)
         service.recover()
-        # Helpers first: once this process's port answers, every process serving it listens.
-        count = processes.process_count(self.settings, self.db.backend)
-        self.helpers = processes.Helpers(self.settings, self.settings.objectstore.port, count - 1).start()
+        # This process binds first (refused if anything listens on the port already), then its
+        # helpers join; it serves once they all listen, so a port that answers has them all.
+        sock = listen(self.settings)
         try:
-            self.server = ObjectstoreServer(self.settings, service).start()
+            self.helpers = processes.helpers(self.settings, self.db.backend).start()
+            self.server = ObjectstoreServer(self.settings, service, sock).start()
         except BaseException:
-            self.helpers.stop()
+            self.cleanup_host()
+            sock.close()
             raise
         LOG.info("Objectstore serving %s from %s", self.server.url, self.settings.objectstore_dir)
         print(f"fabric objectstore listening on {self.server.url} (S3, region "

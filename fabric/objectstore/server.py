@@ -9,13 +9,14 @@ from fabric.objectstore.app import build_app
 from fabric.objectstore.core import Objectstore
 
 
-def listen(settings: config.Settings, port: int | None = None) -> socket.socket:
+def listen(settings: config.Settings, port: int | None = None, *, join: bool = False) -> socket.socket:
     """A green socket listening on ``[objectstore] listen`` and ``port`` (default: the configured
-    one). A fixed port is bound with SO_REUSEPORT, so the worker's helper processes can bind it
-    too, each its own socket the kernel spreads new connections over."""
+    one); PortInUse when something listens there. A fixed port is bound with SO_REUSEPORT, so the
+    worker's helper processes can bind it too (``join``), each its own socket the kernel spreads
+    new connections over."""
     port = settings.objectstore.port if port is None else port
     # Not for port 0: the kernel may pick a port another SO_REUSEPORT socket of this user holds.
-    return wsgi.listen(settings.objectstore.listen, port, reuse_port=port != 0)
+    return wsgi.listen(settings.objectstore.listen, port, reuse_port=port != 0, join=join)
 
 
 class ObjectstoreServer(wsgi.GreenServer):

@@ -6,12 +6,9 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.fixtures.processes import wait_until
-
-HELPER = b"fabric.cmd.objectstore import helper"
+from tests.fixtures.processes import alive, helper_pids, wait_until
 
 
 def _anonymous_head(stack, bucket: str) -> int:
@@ -35,25 +32,7 @@ def test_an_acl_change_through_one_process_is_seen_by_every_other_at_once(stack,
 
 
 def _helpers(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == parent and HELPER in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return helper_pids(parent, "fabric.cmd.objectstore")
 
 
 def test_helpers_die_with_their_worker_however_it_dies(stack, s3, bucket):
@@ -61,7 +40,7 @@ def test_helpers_die_with_their_worker_however_it_dies(stack, s3, bucket):
     assert len(helpers) == 1  # workers = 2: the worker's own process and one helper
     os.kill(stack.objectstore.pid, signal.SIGKILL)
     stack.objectstore.wait(30)
-    wait_until(lambda: not any(_alive(pid) for pid in helpers), timeout=30, what="the helper to die")
+    wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=30, what="the helper to die")
     stack.restart_objectstore()
     assert len(_helpers(stack.objectstore.pid)) == 1
     s3.put_object(Bucket=bucket, Key="after", Body=b"served again")

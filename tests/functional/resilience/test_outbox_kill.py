@@ -60,7 +60,9 @@ def test_a_create_committed_by_an_api_killed_before_the_confirm_is_built_after_r
                "FABRIC_NETWORK_DRIVER": "fake", "FABRIC_SERVICE_ADVERTISE_ADDRESS": "127.0.0.1",
                "FABRIC_SERVICE_REPORT_INTERVAL": "2", "FABRIC_COMPUTE_RESOURCE_REPORT_INTERVAL": "2",
                "FABRIC_DATABASE_POOL_SIZE": "3", "FABRIC_API_LISTEN": "127.0.0.1", "FABRIC_API_PORT": str(port),
-               "FABRIC_OBJECTSTORE_LISTEN": "127.0.0.1", "FABRIC_OBJECTSTORE_PORT": str(free_port())}
+               "FABRIC_OBJECTSTORE_LISTEN": "127.0.0.1", "FABRIC_OBJECTSTORE_PORT": str(free_port()),
+               # One API process: the one that commits the create is the one that kills itself.
+               "FABRIC_API_WORKERS": "1"}
         workers = [_launch(spawn, binary, host, env) for binary, host in (
             ("fabric-ipam", "ctl"), ("fabric-scheduler", "ctl"), ("fabric-objectstore", "ctl"),
             ("fabric-network", "h1"), ("fabric-compute", "h1"))]
