@@ -65,6 +65,8 @@ setup(
             "playwright>=1.45",
             # The LDAP identity backend's tests (against Debian's slapd).
             "ldap3>=2.9",
+            # OpenStack's own identity API tests, run against fabric-api.
+            "tempest>=40",
         ],
     },
     scripts=[str(p) for p in sorted((HERE / "bin").glob("fabric-*"))],

@@ -25,8 +25,14 @@ from fabric.api import (
     identity_admin,
     identity_app_creds,
     identity_catalog,
+    identity_credentials,
     identity_grants,
     identity_groups,
+    identity_implied,
+    identity_inherited,
+    identity_policies,
+    identity_projects,
+    identity_regions,
     image,
     network,
     openapi,
@@ -45,9 +51,21 @@ from fabric.rpc.outbox import Outbox
 
 
 class FabricApp(falcon.App):
-    """The Falcon app, carrying its :class:`ApiDeps` as ``deps``."""
+    """The Falcon app, carrying its :class:`ApiDeps` as ``deps`` and, as ``operations``, every
+    (HTTP method, route template) it has a responder for (what :mod:`fabric.api.policy`
+    must cover)."""
 
     deps: ApiDeps
+
+    def __init__(self, deps: ApiDeps) -> None:
+        self.operations: set[tuple[str, str]] = set()
+        super().__init__(middleware=[RequestMetricsMiddleware(), RequestContextMiddleware(deps, self.operations)])
+        self.deps = deps
+
+    def add_route(self, uri_template: str, resource: object, **kwargs) -> None:
+        super().add_route(uri_template, resource, **kwargs)
+        responders = falcon.routing.map_http_methods(resource, suffix=kwargs.get("suffix"))
+        self.operations.update((method, uri_template) for method in responders)
 
 
 def build_app(settings: config.Settings, db: Database, clients: Clients, *,
@@ -55,7 +73,7 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     """The API as a WSGI callable, talking to ``db`` and the workers through ``clients``."""
     deps = ApiDeps(settings=settings, db=db, clients=clients, bound_port=bound_port,
                    outbox=Outbox(db, "api", clients, host=settings.default.host))
-    app = FabricApp(middleware=[RequestMetricsMiddleware(), RequestContextMiddleware(deps)])
+    app = FabricApp(deps)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.resp_options.secure_cookies_by_default = False
@@ -70,6 +88,12 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     identity_groups.register(app)
     identity_grants.register(app)
     identity_catalog.register(app)
+    identity_regions.register(app)
+    identity_implied.register(app)
+    identity_inherited.register(app)
+    identity_projects.register(app)
+    identity_policies.register(app)
+    identity_credentials.register(app)
     identity_app_creds.register(app)
     ec2_credentials.register(app)
     register_compute(app)
@@ -81,5 +105,4 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     floating_ips.register(app)
     admin.register(app)
     openapi.register(app)
-    app.deps = deps
     return app

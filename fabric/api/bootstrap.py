@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception, images
-from fabric.api import identity_catalog, passwords
+from fabric.api import identity_catalog, passwords, policy
 from fabric.db import Database
 from fabric.db.models import Domain, Ec2Credential, Project, Role, RoleAssignment, User
 
-ROLES = ("admin", "member", "reader")
+ROLES = policy.ROLES
 
 
 def _get_or_create(db: Database, model, lookup: dict, create: dict):
@@ -65,7 +65,7 @@ def bootstrap(db: Database, admin_password: str, admin_user: str = "admin", admi
         if not created and not passwords.verify_password(admin_password, current.password_hash):
             current.password_hash = passwords.hash_password(admin_password)
         current.enabled = True
-    for role in ("admin", "member"):
+    for role in (policy.ADMIN_ROLE, policy.MEMBER_ROLE):
         _get_or_create(db, RoleAssignment, {"user_id": user.id, "project_id": project.id, "role_id": roles[role]},
                        {})
     return {"user_id": user.id, "project_id": project.id, "roles": roles}

@@ -51,14 +51,6 @@ def ctx(req: falcon.Request) -> RequestContext:
     return req.context.fabric
 
 
-def require_admin(req: falcon.Request, action: str) -> RequestContext:
-    """The caller's context if it is an admin; else Forbidden naming the action."""
-    context = ctx(req)
-    if not context.is_admin:
-        raise exception.Forbidden(reason=f"{action} requires the admin role")
-    return context
-
-
 def visible(context: RequestContext, project_id: str | None) -> bool:
     """Whether a resource of ``project_id`` may be seen by the caller."""
     return context.is_admin or (project_id is not None and project_id == context.project_id)
@@ -155,3 +147,13 @@ def int_param(req: falcon.Request, name: str, default: int | None = None, minimu
     if value > INT_MAX:
         raise exception.Invalid(reason=f"query parameter {name}={value} must be at most {INT_MAX}")
     return value
+
+
+class StrictBoolean(marshmallow.fields.Boolean):
+    """A JSON ``true`` or ``false`` only, as Keystone's schemas ask: ``"False"``, ``1`` or
+    ``"yes"`` is refused (400 naming the field), not read as a truth value."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):  # 1 == True in Python: membership tests would take it
+            raise self.make_error("invalid", input=value)
+        return value

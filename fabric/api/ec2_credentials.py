@@ -13,6 +13,7 @@ secret itself and cannot keep only a hash.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 import falcon
@@ -37,12 +38,6 @@ def credential_document(row: Ec2Credential, base: str) -> dict:
             "links": {"self": f"{base}/v3/users/{row.user_id}/credentials/OS-EC2/{row.access}"}}
 
 
-def _require_self_or_admin(req: falcon.Request, user_id: str) -> None:
-    context = common.ctx(req)
-    if not context.is_admin and context.user_id != user_id:
-        raise exception.Forbidden(reason="only an admin may manage another user's EC2 credentials")
-
-
 def _user_or_404(session, user_id: str) -> User:
     user = session.get(User, user_id)
     if user is None:
@@ -50,30 +45,43 @@ def _user_or_404(session, user_id: str) -> User:
     return user
 
 
+def credential_id(access: str) -> str:
+    """A credential's id under ``/v3/credentials``: Keystone's, the SHA-256 of its access key."""
+    return hashlib.sha256(access.encode()).hexdigest()
+
+
+def require_role_on(session, user_id: str, project_id: str, *, role_needed: bool = True) -> None:
+    """NotFound for an unknown user or project; unless ``role_needed`` is false (an admin
+    giving one), Forbidden unless the user holds a role on the project (an EC2 credential
+    acts as the user in that project)."""
+    _user_or_404(session, user_id)
+    if session.get(Project, project_id) is None:
+        raise exception.NotFound(kind="Project", ident=project_id)
+    if not role_needed:
+        return
+    granted = session.scalar(sa.select(RoleAssignment.id).where(
+        RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id).limit(1))
+    if granted is None:
+        raise exception.Forbidden(reason=f"user {user_id} has no role on project {project_id}; "
+                                         "an EC2 credential needs one")
+
+
 class Ec2Credentials:
     """POST creates an access key for (user, project); GET lists the user's."""
 
     def on_post(self, req, resp, user_id):
-        _require_self_or_admin(req, user_id)
         deps = common.deps(req)
         project_id = common.body(req, CredentialCreateSchema())["tenant_id"]
         with deps.db.begin() as session:
-            _user_or_404(session, user_id)
-            if session.get(Project, project_id) is None:
-                raise exception.NotFound(kind="Project", ident=project_id)
-            granted = session.scalar(sa.select(RoleAssignment.id).where(
-                RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id).limit(1))
-            if granted is None:
-                raise exception.Forbidden(reason=f"user {user_id} has no role on project {project_id}; "
-                                                 "an EC2 credential needs one")
-            row = Ec2Credential(access=secrets.token_hex(16), secret=secrets.token_hex(20), user_id=user_id,
-                                project_id=project_id)
+            require_role_on(session, user_id, project_id)
+            access = secrets.token_hex(16)
+            row = Ec2Credential(access=access, secret=secrets.token_hex(20), user_id=user_id,
+                                project_id=project_id, credential_id=credential_id(access))
             session.add(row)
             session.flush()
             common.respond(resp, {"credential": credential_document(row, deps.base_url(req))}, falcon.HTTP_201)
 
     def on_get(self, req, resp, user_id):
-        _require_self_or_admin(req, user_id)
         deps = common.deps(req)
         with deps.db.begin() as session:
             _user_or_404(session, user_id)
@@ -95,14 +103,12 @@ class Ec2CredentialItem:
         return row
 
     def on_get(self, req, resp, user_id, access):
-        _require_self_or_admin(req, user_id)
         deps = common.deps(req)
         with deps.db.begin() as session:
             common.respond(resp, {"credential": credential_document(self._row(session, user_id, access),
                                                                     deps.base_url(req))})
 
     def on_delete(self, req, resp, user_id, access):
-        _require_self_or_admin(req, user_id)
         with common.deps(req).db.begin() as session:
             session.delete(self._row(session, user_id, access))
         resp.status = falcon.HTTP_204

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception
-from fabric.api import common, identity_catalog, identity_ldap, identity_lockout, tokens
+from fabric.api import common, identity_catalog, identity_ldap, identity_lockout, policy, tokens
 from fabric.api.common import ApiDeps
 from fabric.db.models import Domain, Role
 
@@ -40,23 +40,29 @@ class AuthRequestSchema(_Loose):
 
 
 class UserCreateSchema(Schema):
+    """A user to create; attributes beyond these (``email``, ``description``, any other) are
+    kept as the user's extras, as Keystone does."""
+
+    class Meta:
+        unknown = INCLUDE
+
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
     password = fields.String(load_default=None, validate=validate.Length(min=1, max=4096))
     domain_id = fields.String(load_default="default")
     default_project_id = fields.String(allow_none=True, load_default=None)
-    enabled = fields.Boolean(load_default=True)
-    description = fields.String(load_default="")
-    email = fields.String()
+    enabled = common.StrictBoolean(load_default=True)
+    description = fields.String(allow_none=True, validate=validate.Length(max=255))
+    email = fields.String(allow_none=True, validate=validate.Length(max=255))
 
 
 class ProjectCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    domain_id = fields.String(load_default="default")
+    domain_id = fields.String(load_default=None)  # None: the parent's domain, else ``default``
     description = fields.String(load_default="", allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean(load_default=True)
+    enabled = common.StrictBoolean(load_default=True)
     parent_id = fields.String(allow_none=True)
-    is_domain = fields.Boolean(validate=validate.Equal(False))
-    tags = fields.List(fields.String())
+    is_domain = common.StrictBoolean(validate=validate.Equal(False))
+    tags = fields.Raw(allow_none=True)  # checked by identity_projects.check_tags
 
 
 class RoleCreateSchema(Schema):
@@ -64,6 +70,10 @@ class RoleCreateSchema(Schema):
     domain_id = fields.String(allow_none=True)
     description = fields.String()
     options = fields.Dict()
+
+
+class RoleUpdateSchema(identity_catalog.Lenient):
+    name = fields.String(validate=validate.Length(min=1, max=64))
 
 
 def wrapped(key: str, inner: type[Schema]) -> Schema:
@@ -135,11 +145,14 @@ class AuthTokens:
         subject = req.get_header("X-Subject-Token")
         if not subject:
             raise exception.Invalid(reason="the X-Subject-Token header is required")
-        caller = req.context.token
-        if tokens.hash_secret(subject) != caller.token_hash and not caller.is_admin:
+        caller, db = req.context.token, common.deps(req).db
+        # Keystone's rule: an admin, or the token's own user (any of the user's tokens, live or
+        # not: only they and admins learn that one is gone).
+        mine = tokens.hash_secret(subject) == caller.token_hash
+        if not (mine or caller.is_admin) and tokens.owner_of(db, subject) != caller.user_id:
             raise exception.Forbidden(reason="only an admin may check or revoke another user's token")
         try:
-            return subject, tokens.validate(common.deps(req).db, subject)
+            return subject, tokens.validate(db, subject)
         except exception.NotAuthenticated as err:
             raise exception.NotFound(kind="Token", ident=f"({err.fields.get('reason')})") from None
 
@@ -174,7 +187,6 @@ class Roles:
             common.respond(resp, {"roles": [role_document(r, deps.base_url(req)) for r in session.scalars(query)]})
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating roles")
         deps = common.deps(req)
         data = common.body(req, wrapped("role", RoleCreateSchema))["role"]
         with deps.db.begin() as session:
@@ -193,8 +205,23 @@ class RoleItem:
             common.respond(resp, {"role": role_document(_get_or_404(session, Role, role_id, "Role"),
                                                         deps.base_url(req))})
 
+    def on_patch(self, req, resp, role_id):
+        """Rename a role; the roles the policy table names keep their names (renaming ``admin``
+        would take every admin's rights away, or hand them to whatever took the name)."""
+        deps = common.deps(req)
+        data = common.body(req, wrapped("role", RoleUpdateSchema))["role"]
+        with deps.db.begin() as session:
+            role = _get_or_404(session, Role, role_id, "Role")
+            if "name" in data and data["name"] != role.name:
+                if role.name in policy.ROLES:
+                    raise exception.Conflict(reason=f"role {role.name!r} is one the policy names: it keeps its name")
+                if session.scalar(sa.select(Role.id).where(Role.name == data["name"])):
+                    raise exception.Conflict(reason=f"a role named {data['name']!r} already exists")
+                role.name = data["name"]
+            session.flush()
+            common.respond(resp, {"role": role_document(role, deps.base_url(req))})
+
     def on_delete(self, req, resp, role_id):
-        common.require_admin(req, "deleting roles")
         with common.deps(req).db.begin() as session:
             session.delete(_get_or_404(session, Role, role_id, "Role"))  # its grants by cascade
         resp.status = falcon.HTTP_204

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import falcon
 import sqlalchemy as sa
-from marshmallow import Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
+from sqlalchemy import orm
 
 from fabric import exception
-from fabric.api import common, identity_grants, identity_ldap, passwords, tokens
+from fabric.api import common, identity_grants, identity_ldap, identity_lockout, identity_projects, passwords, tokens
 from fabric.api.identity import ProjectCreateSchema, UserCreateSchema, wrapped
 from fabric.api.identity_catalog import Lenient
 from fabric.db.models import Domain, Group, Project, User
+from fabric.db.types import utcnow
 
 DEFAULT_DOMAIN_ID = tokens.DEFAULT_DOMAIN["id"]
 
@@ -28,30 +30,47 @@ DEFAULT_DOMAIN_ID = tokens.DEFAULT_DOMAIN["id"]
 class DomainCreateSchema(Lenient):
     name = fields.String(required=True, validate=validate.Length(min=1, max=64))
     description = fields.String(load_default="", allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean(load_default=True)
+    enabled = common.StrictBoolean(load_default=True)
 
 
 class DomainUpdateSchema(Lenient):
     name = fields.String(validate=validate.Length(min=1, max=64))
     description = fields.String(validate=validate.Length(max=255), allow_none=True)
-    enabled = fields.Boolean()
+    enabled = common.StrictBoolean()
 
 
 class ProjectUpdateSchema(Lenient):
     name = fields.String(validate=validate.Length(min=1, max=64))
+    tags = fields.Raw(allow_none=True)  # checked by identity_projects.check_tags
     description = fields.String(validate=validate.Length(max=255), allow_none=True)
-    enabled = fields.Boolean()
+    enabled = common.StrictBoolean()
     domain_id = fields.String()
 
 
 class UserUpdateSchema(Lenient):
+    """A user's changes; attributes beyond these are merged into its extras (see
+    :class:`~fabric.api.identity.UserCreateSchema`)."""
+
+    class Meta:
+        unknown = INCLUDE
+
     name = fields.String(validate=validate.Length(min=1, max=255))
     password = fields.String(validate=validate.Length(min=1, max=4096))
-    enabled = fields.Boolean()
+    enabled = common.StrictBoolean()
     default_project_id = fields.String(allow_none=True)
     domain_id = fields.String()
-    description = fields.String(allow_none=True)
-    email = fields.String(allow_none=True)
+    description = fields.String(allow_none=True, validate=validate.Length(max=255))
+    email = fields.String(allow_none=True, validate=validate.Length(max=255))
+
+
+#: A user's attributes that have columns (or are never kept); every other one is an extra.
+USER_COLUMNS = frozenset({"id", "name", "password", "domain_id", "default_project_id", "enabled", "links", "options",
+                          "password_expires_at", "federated"})
+
+
+def user_extras(data: dict) -> dict:
+    """The attributes of a create or update body that are the user's extras."""
+    return {key: value for key, value in data.items() if key not in USER_COLUMNS}
 
 
 class PasswordChangeSchema(Schema):
@@ -68,16 +87,26 @@ def domain_document(domain: Domain, base: str) -> dict:
 
 
 def user_document(user: User, base: str) -> dict:
-    return {"id": user.id, "name": user.name, "domain_id": user.domain_id, "enabled": user.enabled,
+    return {**(user.extra or {}), "id": user.id, "name": user.name, "domain_id": user.domain_id, "enabled": user.enabled,
             "default_project_id": user.default_project_id, "password_expires_at": None, "options": {},
             "links": {"self": f"{base}/v3/users/{user.id}"}}
 
 
-def project_document(project: Project, base: str) -> dict:
+def project_document(project: Project, base: str, carried: tuple[str | None, list[str]] | None = None) -> dict:
+    """``carried``: its parent project and tags (:func:`identity_projects.carried`, read here
+    when not given)."""
+    if carried is None:
+        carried = identity_projects.carried(orm.object_session(project), [project])[project.id]
+    parent_id, tags = carried
     return {"id": project.id, "name": project.name, "domain_id": project.domain_id,
             "description": project.description, "enabled": project.enabled, "is_domain": False,
-            "parent_id": project.domain_id, "tags": [], "options": {},
+            "parent_id": parent_id or project.domain_id, "tags": tags, "options": {},
             "links": {"self": f"{base}/v3/projects/{project.id}"}}
+
+
+def project_documents(session, projects: list[Project], base: str) -> list[dict]:
+    carried = identity_projects.carried(session, projects)
+    return [project_document(p, base, carried[p.id]) for p in projects]
 
 
 def listing(key: str, docs: list[dict], req: falcon.Request) -> dict:
@@ -110,12 +139,6 @@ def _refuse_domain_change(row, data: dict, kind: str) -> None:
     if "domain_id" in data and data["domain_id"] != row.domain_id:
         raise exception.Invalid(reason=f"a {kind}'s domain_id cannot change (from {row.domain_id!r} "
                                        f"to {data['domain_id']!r})")
-
-
-def self_or_admin(req: falcon.Request, user_id: str, action: str) -> None:
-    context = common.ctx(req)
-    if not context.is_admin and context.user_id != user_id:
-        raise exception.Forbidden(reason=f"only an admin may {action} of another user")
 
 
 def _bool_filter(query: sa.Select, req: falcon.Request, column) -> sa.Select:
@@ -151,7 +174,6 @@ class Domains:
         common.respond(resp, listing("domains", docs, req))
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating domains")
         deps = common.deps(req)
         data = common.body(req, wrapped("domain", DomainCreateSchema))["domain"]
         with deps.db.begin() as session:
@@ -172,7 +194,6 @@ class DomainItem:
                                                             deps.base_url(req))})
 
     def on_patch(self, req, resp, domain_id):
-        common.require_admin(req, "updating domains")
         deps = common.deps(req)
         data = common.body(req, wrapped("domain", DomainUpdateSchema))["domain"]
         with deps.db.begin() as session:
@@ -189,7 +210,6 @@ class DomainItem:
         common.respond(resp, {"domain": doc})
 
     def on_delete(self, req, resp, domain_id):
-        common.require_admin(req, "deleting domains")
         with common.deps(req).db.begin() as session:
             domain = require_domain(session, domain_id)
             if domain.id == DEFAULT_DOMAIN_ID:
@@ -197,6 +217,7 @@ class DomainItem:
             if domain.enabled:
                 raise exception.Forbidden(reason=f"domain {domain_id} is enabled; disable it before deleting it")
             # As Keystone: a domain takes its projects, users and groups with it.
+            identity_projects.unnest_domain(session, domain_id)
             for kind, model in (("project", Project), ("user", User), ("group", Group)):
                 for row in session.scalars(sa.select(model).where(model.domain_id == domain_id)).all():
                     identity_grants.delete_with_grants(session, kind, row)
@@ -209,44 +230,42 @@ class DomainItem:
 
 class Projects:
     def on_get(self, req, resp):
-        common.require_admin(req, "listing projects")
         deps = common.deps(req)
         query = common.equal_filters(sa.select(Project).order_by(Project.name), req,
                                      {"name": Project.name, "domain_id": Project.domain_id})
-        query = _bool_filter(query, req, Project.enabled)
+        query = identity_projects.filtered(_bool_filter(query, req, Project.enabled), req)
         with deps.db.begin() as session:
-            docs = [project_document(p, deps.base_url(req)) for p in session.scalars(query)]
+            docs = project_documents(session, session.scalars(query).all(), deps.base_url(req))
         common.respond(resp, listing("projects", docs, req))
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating projects")
         deps = common.deps(req)
         data = common.body(req, wrapped("project", ProjectCreateSchema))["project"]
+        tags = identity_projects.check_tags(data["tags"]) if data.get("tags") is not None else []
         with deps.db.begin() as session:
-            require_domain(session, data["domain_id"])
-            if data.get("parent_id") not in (None, data["domain_id"]):
-                raise exception.Invalid(reason=f"parent_id {data['parent_id']!r}: projects nest only in their "
-                                               f"domain ({data['domain_id']!r})")
-            require_free_name(session, Project, "project", data["name"], data["domain_id"])
-            project = Project(name=data["name"], domain_id=data["domain_id"], description=data["description"] or "",
+            # As Keystone: a nested project is in its parent's domain unless told otherwise.
+            domain_id = (data["domain_id"] or identity_projects.domain_of_parent(session, data.get("parent_id"))
+                         or DEFAULT_DOMAIN_ID)
+            require_domain(session, domain_id)
+            require_free_name(session, Project, "project", data["name"], domain_id)
+            project = Project(name=data["name"], domain_id=domain_id, description=data["description"] or "",
                               enabled=data["enabled"])
             session.add(project)
             session.flush()
+            identity_projects.set_parent(session, project, data.get("parent_id"))
+            identity_projects.set_tags(session, project.id, tags)
             doc = project_document(project, deps.base_url(req))
         common.respond(resp, {"project": doc}, falcon.HTTP_201)
 
 
 class ProjectItem:
     def on_get(self, req, resp, project_id):
-        if not common.visible(common.ctx(req), project_id):
-            raise exception.NotFound(kind="Project", ident=project_id)
         deps = common.deps(req)
         with deps.db.begin() as session:
             project = get_or_404(session, Project, project_id, "Project")
             common.respond(resp, {"project": project_document(project, deps.base_url(req))})
 
     def on_patch(self, req, resp, project_id):
-        common.require_admin(req, "updating projects")
         deps = common.deps(req)
         data = common.body(req, wrapped("project", ProjectUpdateSchema))["project"]
         with deps.db.begin() as session:
@@ -257,14 +276,17 @@ class ProjectItem:
             for key in ("name", "description", "enabled"):
                 if key in data:
                     setattr(project, key, data[key] if data[key] is not None else "")
+            if data.get("tags") is not None:
+                identity_projects.set_tags(session, project.id, identity_projects.check_tags(data["tags"]))
             session.flush()
             doc = project_document(project, deps.base_url(req))
         common.respond(resp, {"project": doc})
 
     def on_delete(self, req, resp, project_id):
-        common.require_admin(req, "deleting projects")
         with common.deps(req).db.begin() as session:
-            delete_project(session, get_or_404(session, Project, project_id, "Project"))
+            project = get_or_404(session, Project, project_id, "Project")
+            identity_projects.refuse_delete_with_children(session, project.id)
+            delete_project(session, project)
         resp.status = falcon.HTTP_204
 
 
@@ -273,7 +295,6 @@ class ProjectItem:
 
 class Users:
     def on_get(self, req, resp):
-        common.require_admin(req, "listing users")
         deps = common.deps(req)
         identity_ldap.sync_quietly(deps.db, deps.settings)
         query = common.equal_filters(sa.select(User).order_by(User.name), req,
@@ -284,7 +305,6 @@ class Users:
         common.respond(resp, listing("users", docs, req))
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating users")
         deps = common.deps(req)
         data = common.body(req, wrapped("user", UserCreateSchema))["user"]
         identity_ldap.refuse_writes(deps.settings, data["domain_id"], "creating users")
@@ -295,7 +315,7 @@ class Users:
             require_free_name(session, User, "user", data["name"], data["domain_id"])
             user = User(name=data["name"], domain_id=data["domain_id"], enabled=data["enabled"],
                         password_hash=passwords.hash_password(data["password"]) if data.get("password") else "",
-                        default_project_id=data["default_project_id"])
+                        default_project_id=data["default_project_id"], extra=user_extras(data))
             session.add(user)
             session.flush()
             doc = user_document(user, deps.base_url(req))
@@ -304,14 +324,12 @@ class Users:
 
 class UserItem:
     def on_get(self, req, resp, user_id):
-        self_or_admin(req, user_id, "see the details")
         deps = common.deps(req)
         with deps.db.begin() as session:
             user = get_or_404(session, User, user_id, "User")
             common.respond(resp, {"user": user_document(user, deps.base_url(req))})
 
     def on_patch(self, req, resp, user_id):
-        common.require_admin(req, "updating users")
         deps = common.deps(req)
         data = common.body(req, wrapped("user", UserUpdateSchema))["user"]
         with deps.db.begin() as session:
@@ -335,12 +353,13 @@ class UserItem:
                 user.enabled = data["enabled"]
             if revoke:
                 tokens.revoke_all_of(session, user.id)
+            if user_extras(data):
+                user.extra = {**(user.extra or {}), **user_extras(data)}
             session.flush()
             doc = user_document(user, deps.base_url(req))
         common.respond(resp, {"user": doc})
 
     def on_delete(self, req, resp, user_id):
-        common.require_admin(req, "deleting users")
         deps = common.deps(req)
         with deps.db.begin() as session:
             user = get_or_404(session, User, user_id, "User")
@@ -354,18 +373,26 @@ class UserPassword:
     every token the user holds is revoked (as Keystone)."""
 
     def on_post(self, req, resp, user_id):
-        if common.ctx(req).user_id != user_id:
-            raise exception.Forbidden(reason="a user may change only their own password this way")
         data = common.body(req, wrapped("user", PasswordChangeSchema))["user"]
         deps = common.deps(req)
+        policy = identity_lockout.Policy.from_settings(deps.settings)
         with deps.db.begin() as session:
-            user = get_or_404(session, User, user_id, "User")
+            # No token is needed (a user whose password expired has none): the original
+            # password is the proof, so it counts towards the lock-out like a sign-in, and
+            # an unknown user reads like a wrong password.
+            user = session.get(User, user_id)
+            if user is None:
+                raise exception.NotAuthenticated(reason="the user or the original password is wrong")
             identity_ldap.refuse_writes(deps.settings, user.domain_id, "changing passwords")
-            if not passwords.verify_password(data["original_password"], user.password_hash):
-                raise exception.NotAuthenticated(reason="the original password is wrong")
-            user.password_hash = passwords.hash_password(data["password"])
-            user.failed_auth_count, user.failed_auth_at = 0, None
-            tokens.revoke_all_of(session, user.id)
+            identity_lockout.require_unlocked(user, policy, utcnow())
+            right = passwords.verify_password(data["original_password"], user.password_hash)
+            if right:
+                user.password_hash = passwords.hash_password(data["password"])
+                user.failed_auth_count, user.failed_auth_at = 0, None
+                tokens.revoke_all_of(session, user.id)
+        if not right:
+            identity_lockout.record_failure(deps.db, user_id, policy)
+            raise exception.NotAuthenticated(reason="the user or the original password is wrong")
         resp.status = falcon.HTTP_204
 
 
@@ -373,13 +400,12 @@ class UserProjects:
     """GET /v3/users/{id}/projects: the projects the user holds a role on (directly or by group)."""
 
     def on_get(self, req, resp, user_id):
-        self_or_admin(req, user_id, "list the projects")
         deps = common.deps(req)
         with deps.db.begin() as session:
             get_or_404(session, User, user_id, "User")
             ids = identity_grants.project_ids_of(session, user_id)
             rows = session.scalars(sa.select(Project).where(Project.id.in_(ids)).order_by(Project.name)).all()
-            docs = [project_document(p, deps.base_url(req)) for p in rows]
+            docs = project_documents(session, rows, deps.base_url(req))
         common.respond(resp, listing("projects", docs, req))
 
 
@@ -392,12 +418,26 @@ class AuthProjects:
             ids = identity_grants.project_ids_of(session, context.user_id)
             rows = session.scalars(sa.select(Project).where(Project.id.in_(ids), Project.enabled.is_(True))
                                    .order_by(Project.name)).all()
-            docs = [project_document(p, deps.base_url(req)) for p in rows]
+            docs = project_documents(session, rows, deps.base_url(req))
         common.respond(resp, listing("projects", docs, req))
+
+
+class AuthDomains:
+    """GET /v3/auth/domains: the enabled domains the caller holds a role on."""
+
+    def on_get(self, req, resp):
+        deps, context = common.deps(req), common.ctx(req)
+        with deps.db.begin() as session:
+            ids = identity_grants.domain_ids_of(session, context.user_id)
+            rows = session.scalars(sa.select(Domain).where(Domain.id.in_(ids), Domain.enabled.is_(True))
+                                   .order_by(Domain.name)).all()
+            docs = [domain_document(d, deps.base_url(req)) for d in rows]
+        common.respond(resp, listing("domains", docs, req))
 
 
 def register(app: falcon.App) -> None:
     app.add_route("/v3/auth/projects", AuthProjects())
+    app.add_route("/v3/auth/domains", AuthDomains())
     app.add_route("/v3/domains", Domains())
     app.add_route("/v3/domains/{domain_id}", DomainItem())
     app.add_route("/v3/projects", Projects())
@@ -410,21 +450,20 @@ def register(app: falcon.App) -> None:
 
 #: This module's operations for the OpenAPI document (those already there are not repeated).
 OPENAPI_OPERATIONS: list = [
-    ("get", "/v3/auth/projects", "List the projects the caller holds a role on", None, 200, True),
-    ("get", "/v3/domains", "List domains (?name, ?enabled)", None, 200, True),
-    ("post", "/v3/domains", "Create a domain (admin)", wrapped("domain", DomainCreateSchema), 201, True),
-    ("get", "/v3/domains/{domain_id}", "Show a domain", None, 200, True),
-    ("patch", "/v3/domains/{domain_id}", "Update a domain (admin)", wrapped("domain", DomainUpdateSchema), 200,
-     True),
+    ("get", "/v3/auth/projects", "List the projects the caller holds a role on", None, 200),
+    ("get", "/v3/auth/domains", "List the domains the caller holds a role on", None, 200),
+    ("get", "/v3/domains", "List domains (?name, ?enabled)", None, 200),
+    ("post", "/v3/domains", "Create a domain (admin)", wrapped("domain", DomainCreateSchema), 201),
+    ("get", "/v3/domains/{domain_id}", "Show a domain", None, 200),
+    ("patch", "/v3/domains/{domain_id}", "Update a domain (admin)", wrapped("domain", DomainUpdateSchema), 200),
     ("delete", "/v3/domains/{domain_id}", "Delete a disabled domain and its projects, users and groups (admin)",
-     None, 204, True),
-    ("patch", "/v3/projects/{project_id}", "Update a project (admin)", wrapped("project", ProjectUpdateSchema), 200,
-     True),
-    ("delete", "/v3/projects/{project_id}", "Delete a project and its grants (admin)", None, 204, True),
+     None, 204),
+    ("patch", "/v3/projects/{project_id}", "Update a project (admin)", wrapped("project", ProjectUpdateSchema), 200),
+    ("delete", "/v3/projects/{project_id}", "Delete a project and its grants (admin)", None, 204),
     ("patch", "/v3/users/{user_id}", "Update a user (admin; disabling or a new password revokes its tokens)",
-     wrapped("user", UserUpdateSchema), 200, True),
-    ("delete", "/v3/users/{user_id}", "Delete a user (admin)", None, 204, True),
+     wrapped("user", UserUpdateSchema), 200),
+    ("delete", "/v3/users/{user_id}", "Delete a user (admin)", None, 204),
     ("post", "/v3/users/{user_id}/password", "Change one's own password (revokes one's tokens)",
-     wrapped("user", PasswordChangeSchema), 204, True),
-    ("get", "/v3/users/{user_id}/projects", "List a user's projects", None, 200, True),
+     wrapped("user", PasswordChangeSchema), 204),
+    ("get", "/v3/users/{user_id}/projects", "List a user's projects", None, 200),
 ]

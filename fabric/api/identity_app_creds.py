@@ -42,7 +42,13 @@ class AppCredCreateSchema(Schema):
     secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096))
     expires_at = fields.String(load_default=None, allow_none=True)
     roles = fields.List(fields.Nested(RoleRefSchema), load_default=None, allow_none=True)
-    unrestricted = fields.Boolean(load_default=False)
+    unrestricted = common.StrictBoolean(load_default=False)
+
+
+def _keystone_time(value: datetime.datetime | None) -> str | None:
+    """An expiry as Keystone shows an application credential's: naive UTC, ISO 8601, no zone
+    (clients compare it with the ``isoformat()`` they sent)."""
+    return None if value is None else value.isoformat(timespec="microseconds")
 
 
 def _parse_expiry(raw: str | None) -> datetime.datetime | None:
@@ -62,19 +68,13 @@ def _parse_expiry(raw: str | None) -> datetime.datetime | None:
 def app_cred_document(row: ApplicationCredential, names: dict[str, str], base: str,
                       secret: str | None = None) -> dict:
     doc = {"id": row.id, "name": row.name, "description": row.description, "user_id": row.user_id,
-           "project_id": row.project_id, "expires_at": common.isotime(row.expires_at, micro=True),
+           "project_id": row.project_id, "expires_at": _keystone_time(row.expires_at),
            "unrestricted": row.unrestricted, "access_rules": [],
            "roles": [{"id": rid, "name": names.get(rid, rid), "domain_id": None} for rid in row.roles],
            "links": {"self": f"{base}/v3/users/{row.user_id}/application_credentials/{row.id}"}}
     if secret is not None:
         doc["secret"] = secret
     return doc
-
-
-def _own(req: falcon.Request, user_id: str) -> None:
-    context = common.ctx(req)
-    if context.user_id != user_id and not context.is_admin:
-        raise exception.Forbidden(reason="only the owner (or an admin) may see or delete application credentials")
 
 
 def _role_names(session) -> dict[str, str]:
@@ -84,8 +84,6 @@ def _role_names(session) -> dict[str, str]:
 class AppCreds:
     def on_post(self, req, resp, user_id):
         context = common.ctx(req)
-        if context.user_id != user_id:
-            raise exception.Forbidden(reason="a user may make application credentials only for themselves")
         project_id = common.require_project(context)
         token = req.context.token
         if token.app_cred_id:
@@ -118,7 +116,6 @@ class AppCreds:
         common.respond(resp, {"application_credential": doc}, falcon.HTTP_201)
 
     def on_get(self, req, resp, user_id):
-        _own(req, user_id)
         deps = common.deps(req)
         query = common.equal_filters(sa.select(ApplicationCredential).where(ApplicationCredential.user_id == user_id)
                                      .order_by(ApplicationCredential.name), req, {"name": ApplicationCredential.name})
@@ -137,14 +134,12 @@ class AppCredItem:
         return row
 
     def on_get(self, req, resp, user_id, cred_id):
-        _own(req, user_id)
         deps = common.deps(req)
         with deps.db.begin() as session:
             doc = app_cred_document(self._row(session, user_id, cred_id), _role_names(session), deps.base_url(req))
         common.respond(resp, {"application_credential": doc})
 
     def on_delete(self, req, resp, user_id, cred_id):
-        _own(req, user_id)
         with common.deps(req).db.begin() as session:
             session.delete(self._row(session, user_id, cred_id))
         resp.status = falcon.HTTP_204
@@ -158,11 +153,10 @@ def register(app: falcon.App) -> None:
 OPENAPI_OPERATIONS: list = [
     ("post", "/v3/users/{user_id}/application_credentials",
      "Create an application credential for the token's project (the secret is shown once)",
-     wrapped("application_credential", AppCredCreateSchema), 201, True),
+     wrapped("application_credential", AppCredCreateSchema), 201),
     ("get", "/v3/users/{user_id}/application_credentials", "List a user's application credentials (?name)", None,
-     200, True),
-    ("get", "/v3/users/{user_id}/application_credentials/{cred_id}", "Show an application credential", None, 200,
-     True),
+     200),
+    ("get", "/v3/users/{user_id}/application_credentials/{cred_id}", "Show an application credential", None, 200),
     ("delete", "/v3/users/{user_id}/application_credentials/{cred_id}",
-     "Delete an application credential (its tokens end)", None, 204, True),
+     "Delete an application credential (its tokens end)", None, 204),
 ]

@@ -1,6 +1,6 @@
 """The service catalog, kept in the database: services and their endpoints
 (``openstack service|endpoint list|create|show|delete``), served in every
-project-scoped token, and the regions they name (``/v3/regions``, read-only).
+project-scoped token (regions: :mod:`fabric.api.identity_regions`).
 
 An endpoint's URL may hold ``$(api_url)s`` (this API's public base URL) and
 ``$(objectstore_url)s`` (the objectstore's), filled in when a token is issued, so
@@ -16,7 +16,8 @@ from marshmallow import EXCLUDE, Schema, fields, post_load, validate
 
 from fabric import exception
 from fabric.api import common
-from fabric.db.models import CatalogEndpoint, CatalogService
+from fabric.db import constraints
+from fabric.db.models import CatalogEndpoint, CatalogService, Region
 
 #: (type, name, URL template): the catalog fabric has always served.
 DEFAULT_SERVICES = (("identity", "keystone", "$(api_url)s/v3"), ("compute", "nova", "$(api_url)s/compute/v2.1"),
@@ -77,14 +78,14 @@ class ServiceCreateSchema(Lenient):
     type = fields.String(required=True, validate=validate.Length(min=1, max=255))
     name = fields.String(load_default="", validate=validate.Length(max=255))
     description = fields.String(load_default="", allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean(load_default=True)
+    enabled = common.StrictBoolean(load_default=True)
 
 
 class ServiceUpdateSchema(Lenient):
     type = fields.String(validate=validate.Length(min=1, max=255))
     name = fields.String(validate=validate.Length(max=255))
     description = fields.String(allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean()
+    enabled = common.StrictBoolean()
 
 
 class EndpointCreateSchema(Lenient):
@@ -94,15 +95,17 @@ class EndpointCreateSchema(Lenient):
                                                  validate.Regexp(r"^(https?://|\$\()", error="must be an http(s) URL")])
     region_id = fields.String(allow_none=True, validate=validate.Length(max=255))
     region = fields.String(allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean(load_default=True)
+    enabled = common.StrictBoolean(load_default=True)
 
 
 class EndpointUpdateSchema(Lenient):
+    service_id = fields.String(validate=validate.Length(min=1, max=64))
     interface = fields.String(validate=validate.OneOf(INTERFACES))
     url = fields.String(validate=[validate.Length(min=1, max=2048),
                                   validate.Regexp(r"^(https?://|\$\()", error="must be an http(s) URL")])
     region_id = fields.String(allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean()
+    region = fields.String(allow_none=True, validate=validate.Length(max=255))
+    enabled = common.StrictBoolean()
 
 
 def _wrapped(key: str, inner: type[Schema]) -> Schema:
@@ -118,6 +121,31 @@ def endpoint_document(row: CatalogEndpoint, base: str) -> dict:
     return {"id": row.id, "service_id": row.service_id, "interface": row.interface, "region_id": row.region_id,
             "region": row.region_id, "url": row.url, "enabled": row.enabled,
             "links": {"self": f"{base}/v3/endpoints/{row.id}"}}
+
+
+def ensure_region(session, region_id: str | None) -> None:
+    """An endpoint's region exists from the moment an endpoint names it, as Keystone makes
+    it (a concurrent endpoint naming the same new region finds it made)."""
+    if region_id is None or session.get(Region, region_id) is not None:
+        return
+    try:
+        with session.begin_nested():
+            session.add(Region(id=region_id, description=""))
+    except sa.exc.IntegrityError as exc:
+        if constraints.violation(exc) != constraints.UNIQUE:
+            raise
+
+
+def _endpoint_changes(session, data: dict) -> dict:
+    """An endpoint update's changes: ``region`` (the older name) is ``region_id``; the
+    service and the region must exist (the region is made if need be)."""
+    region = data.pop("region", None)
+    if region is not None and "region_id" not in data:
+        data["region_id"] = region
+    if "service_id" in data:
+        _get(session, CatalogService, data["service_id"], "Service")
+    ensure_region(session, data.get("region_id"))
+    return data
 
 
 def _get(session, model, ident: str, kind: str):
@@ -137,7 +165,6 @@ class Services:
         common.respond(resp, {"services": docs, "links": {"self": req.uri, "previous": None, "next": None}})
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating services")
         deps = common.deps(req)
         data = common.body(req, _wrapped("service", ServiceCreateSchema))["service"]
         with deps.db.begin() as session:
@@ -152,8 +179,10 @@ class CatalogItem:
     """One service or endpoint: show (anyone signed in), update and delete (admin; a service's
     endpoints go with it by cascade)."""
 
-    def __init__(self, model, kind: str, update_schema, document) -> None:
+    def __init__(self, model, kind: str, update_schema, document, changes=None) -> None:
         self.model, self.kind, self.update_schema, self.document = model, kind, update_schema, document
+        #: (session, loaded body) -> the attributes to set (checking what they refer to).
+        self.changes = changes or (lambda session, data: data)
 
     def _row(self, session, params: dict):
         (ident,) = params.values()  # the route's one id: service_id or endpoint_id
@@ -166,19 +195,17 @@ class CatalogItem:
         common.respond(resp, {self.kind: doc})
 
     def on_patch(self, req, resp, **params):
-        common.require_admin(req, f"updating {self.kind}s")
         deps = common.deps(req)
         data = common.body(req, _wrapped(self.kind, self.update_schema))[self.kind]
         with deps.db.begin() as session:
             row = self._row(session, params)
-            for key, value in data.items():
+            for key, value in self.changes(session, data).items():
                 setattr(row, key, value)
             session.flush()
             doc = self.document(row, deps.base_url(req))
         common.respond(resp, {self.kind: doc})
 
     def on_delete(self, req, resp, **params):
-        common.require_admin(req, f"deleting {self.kind}s")
         with common.deps(req).db.begin() as session:
             session.delete(self._row(session, params))
         resp.status = falcon.HTTP_204
@@ -199,13 +226,13 @@ class Endpoints:
         common.respond(resp, {"endpoints": docs, "links": {"self": req.uri, "previous": None, "next": None}})
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating endpoints")
         deps = common.deps(req)
         data = common.body(req, _wrapped("endpoint", EndpointCreateSchema))["endpoint"]
         region = data.pop("region_id", None) or data.pop("region", None)
         data.pop("region", None)
         with deps.db.begin() as session:
             _get(session, CatalogService, data["service_id"], "Service")
+            ensure_region(session, region)
             row = CatalogEndpoint(region_id=region, **data)
             session.add(row)
             session.flush()
@@ -213,59 +240,41 @@ class Endpoints:
         common.respond(resp, {"endpoint": doc}, falcon.HTTP_201)
 
 
-def _regions(session, configured: str) -> list[str]:
-    named = set(session.scalars(sa.select(CatalogEndpoint.region_id).where(CatalogEndpoint.region_id.is_not(None))))
-    return sorted(named | {configured})
-
-
-def region_document(region: str, base: str) -> dict:
-    return {"id": region, "description": "", "parent_region_id": None,
-            "links": {"self": f"{base}/v3/regions/{region}"}}
-
-
-class Regions:
-    """The regions: ``[api] region`` and every region an endpoint names."""
+class AuthCatalog:
+    """GET /v3/auth/catalog: the catalog a scoped token carries (an unscoped one has none: 403)."""
 
     def on_get(self, req, resp):
         deps = common.deps(req)
+        if req.context.token.scope is None:
+            raise exception.Forbidden(reason="an unscoped token has no catalog: scope it to a project, a domain or "
+                                             "the system")
         with deps.db.begin() as session:
-            docs = [region_document(r, deps.base_url(req)) for r in _regions(session, deps.settings.api.region)]
-        common.respond(resp, {"regions": docs, "links": {"self": req.uri, "previous": None, "next": None}})
-
-
-class RegionItem:
-    def on_get(self, req, resp, region_id):
-        deps = common.deps(req)
-        with deps.db.begin() as session:
-            if region_id not in _regions(session, deps.settings.api.region):
-                raise exception.NotFound(kind="Region", ident=region_id)
-        common.respond(resp, {"region": region_document(region_id, deps.base_url(req))})
+            entries = catalog(session, deps.base_url(req), deps.settings.objectstore_url)
+        common.respond(resp, {"catalog": entries, "links": {"self": f"{deps.base_url(req)}/v3/auth/catalog"}})
 
 
 def register(app: falcon.App) -> None:
+    app.add_route("/v3/auth/catalog", AuthCatalog())
     app.add_route("/v3/services", Services())
     app.add_route("/v3/services/{service_id}",
                   CatalogItem(CatalogService, "service", ServiceUpdateSchema, service_document))
     app.add_route("/v3/endpoints", Endpoints())
     app.add_route("/v3/endpoints/{endpoint_id}",
-                  CatalogItem(CatalogEndpoint, "endpoint", EndpointUpdateSchema, endpoint_document))
-    app.add_route("/v3/regions", Regions())
-    app.add_route("/v3/regions/{region_id}", RegionItem())
+                  CatalogItem(CatalogEndpoint, "endpoint", EndpointUpdateSchema, endpoint_document, _endpoint_changes))
 
 
 OPENAPI_OPERATIONS: list = [
-    ("get", "/v3/services", "List catalog services (?name, ?type)", None, 200, True),
-    ("post", "/v3/services", "Create a catalog service (admin)", _wrapped("service", ServiceCreateSchema), 201, True),
-    ("get", "/v3/services/{service_id}", "Show a catalog service", None, 200, True),
+    ("get", "/v3/services", "List catalog services (?name, ?type)", None, 200),
+    ("post", "/v3/services", "Create a catalog service (admin)", _wrapped("service", ServiceCreateSchema), 201),
+    ("get", "/v3/services/{service_id}", "Show a catalog service", None, 200),
     ("patch", "/v3/services/{service_id}", "Update a catalog service (admin)",
-     _wrapped("service", ServiceUpdateSchema), 200, True),
-    ("delete", "/v3/services/{service_id}", "Delete a catalog service and its endpoints (admin)", None, 204, True),
-    ("get", "/v3/endpoints", "List endpoints (?service_id, ?interface, ?region_id)", None, 200, True),
-    ("post", "/v3/endpoints", "Create an endpoint (admin)", _wrapped("endpoint", EndpointCreateSchema), 201, True),
-    ("get", "/v3/endpoints/{endpoint_id}", "Show an endpoint", None, 200, True),
+     _wrapped("service", ServiceUpdateSchema), 200),
+    ("delete", "/v3/services/{service_id}", "Delete a catalog service and its endpoints (admin)", None, 204),
+    ("get", "/v3/endpoints", "List endpoints (?service_id, ?interface, ?region_id)", None, 200),
+    ("post", "/v3/endpoints", "Create an endpoint (admin)", _wrapped("endpoint", EndpointCreateSchema), 201),
+    ("get", "/v3/endpoints/{endpoint_id}", "Show an endpoint", None, 200),
     ("patch", "/v3/endpoints/{endpoint_id}", "Update an endpoint (admin)", _wrapped("endpoint", EndpointUpdateSchema),
-     200, True),
-    ("delete", "/v3/endpoints/{endpoint_id}", "Delete an endpoint (admin)", None, 204, True),
-    ("get", "/v3/regions", "List regions", None, 200, True),
-    ("get", "/v3/regions/{region_id}", "Show a region", None, 200, True),
+     200),
+    ("delete", "/v3/endpoints/{endpoint_id}", "Delete an endpoint (admin)", None, 204),
+    ("get", "/v3/auth/catalog", "The catalog of the caller's scoped token", None, 200),
 ]

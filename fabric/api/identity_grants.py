@@ -20,13 +20,18 @@ import falcon
 import sqlalchemy as sa
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, identity_implied, identity_projects
 from fabric.db import constraints
 from fabric.db.models import Domain, Group, GroupMembership, Project, Role, RoleAssignment, RoleGrant, User
 
 SYSTEM = "all"
 ACTORS = ("user", "group")
 TARGETS = ("project", "domain", "system")
+#: Grants inherited to projects (OS-INHERIT): RoleGrant rows whose ``target_type`` says so. One
+#: on a domain reaches every project of the domain, one on a project every project beneath it
+#: (not the project itself).
+INHERITED = {"domain": "idomain", "project": "iproject"}
+_INHERITED_FROM = {inherited: target for target, inherited in INHERITED.items()}
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -75,12 +80,13 @@ def remove(session, grant: Grant) -> bool:
 
 
 def forget(session, kind: str, ident: str) -> None:
-    """Delete every grant held by or on the user, group, project or domain ``ident``
-    (RoleGrant has no foreign keys to them: LDAP users and groups live elsewhere)."""
+    """Delete every grant held by or on the user, group, project or domain ``ident``, inherited
+    ones included (RoleGrant has no foreign keys to them: LDAP users and groups live elsewhere)."""
     if kind in ACTORS:
         session.execute(sa.delete(RoleGrant).where(RoleGrant.actor_type == kind, RoleGrant.actor_id == ident))
     if kind in TARGETS:
-        session.execute(sa.delete(RoleGrant).where(RoleGrant.target_type == kind, RoleGrant.target_id == ident))
+        session.execute(sa.delete(RoleGrant).where(RoleGrant.target_type.in_([kind, INHERITED.get(kind, kind)]),
+                                                   RoleGrant.target_id == ident))
 
 
 def delete_with_grants(session, kind: str, row) -> None:
@@ -133,18 +139,38 @@ _PROJECT_ROLES, _OTHER_ROLES = _roles_statement()
 
 def project_roles(session, user_id: str, project_id: str) -> list[tuple[str, str]]:
     """(id, name) of every role ``user_id`` holds on ``project_id``, directly or through one of
-    its groups, by name."""
-    rows = session.execute(_PROJECT_ROLES, {"user_id": user_id, "target_id": project_id})
-    return [(r.id, r.name) for r in rows]
+    its groups, and every role those imply, by name."""
+    rows = [(r.id, r.name) for r in session.execute(_PROJECT_ROLES, {"user_id": user_id, "target_id": project_id})]
+    inherited = _inherited_role_ids(session, user_id, project_id) - {role_id for role_id, _ in rows}
+    if inherited:
+        rows += [(r.id, r.name) for r in session.execute(sa.select(Role.id, Role.name).where(Role.id.in_(inherited)))]
+    return identity_implied.with_implied(session, sorted(rows, key=lambda role: role[1]))
+
+
+def _inherited_role_ids(session, user_id: str, project_id: str) -> set[str]:
+    """The roles ``user_id`` (or a group of theirs) holds on ``project_id`` by a grant inherited
+    from its domain or a project above it. One indexed query when there is none."""
+    groups = group_ids_of(session, user_id)
+    actor = sa.or_(sa.and_(RoleGrant.actor_type == "user", RoleGrant.actor_id == user_id),
+                   sa.and_(RoleGrant.actor_type == "group", RoleGrant.actor_id.in_(groups or [""])))
+    rows = session.execute(sa.select(RoleGrant.target_type, RoleGrant.target_id, RoleGrant.role_id)
+                           .where(actor, RoleGrant.target_type.in_(list(INHERITED.values())))).all()
+    if not rows:
+        return set()
+    project = session.get(Project, project_id)
+    sources = {(INHERITED["project"], a) for a in identity_projects.ancestors(session, project_id)}
+    if project is not None:
+        sources.add((INHERITED["domain"], project.domain_id))
+    return {r.role_id for r in rows if (r.target_type, r.target_id) in sources}
 
 
 def target_roles(session, user_id: str, target_type: str, target_id: str) -> list[tuple[str, str]]:
     """(id, name) of every role ``user_id`` holds on a project, domain or the system
-    (``target_id`` ``all``), directly or through a group, by name."""
+    (``target_id`` ``all``), directly or through a group, and every role those imply, by name."""
     if target_type == "project":
         return project_roles(session, user_id, target_id)
     rows = session.execute(_OTHER_ROLES, {"user_id": user_id, "target_type": target_type, "target_id": target_id})
-    return [(r.id, r.name) for r in rows]
+    return identity_implied.with_implied(session, [(r.id, r.name) for r in rows])
 
 
 def project_ids_of(session, user_id: str) -> set[str]:
@@ -155,6 +181,14 @@ def project_ids_of(session, user_id: str) -> set[str]:
         RoleGrant.actor_type == "group", RoleGrant.actor_id.in_(group_ids or [""]),
         RoleGrant.target_type == "project")))
     return direct | via
+
+
+def domain_ids_of(session, user_id: str) -> set[str]:
+    """Every domain ``user_id`` holds some role on, directly or through a group."""
+    actors = sa.or_(sa.and_(RoleGrant.actor_type == "user", RoleGrant.actor_id == user_id),
+                    sa.and_(RoleGrant.actor_type == "group",
+                            RoleGrant.actor_id.in_(group_ids_of(session, user_id) or [""])))
+    return set(session.scalars(sa.select(RoleGrant.target_id).where(actors, RoleGrant.target_type == "domain")))
 
 
 # --- listing (/v3/role_assignments) ------------------------------------------------
@@ -174,7 +208,7 @@ class Filters:
 def _all_grants(session, filters: Filters) -> list[Grant]:
     direct = sa.select(RoleAssignment)
     other = sa.select(RoleGrant)
-    if filters.role_id:
+    if filters.role_id and not filters.effective:  # effective: the role may be implied by another
         direct = direct.where(RoleAssignment.role_id == filters.role_id)
         other = other.where(RoleGrant.role_id == filters.role_id)
     grants = [Grant("user", r.user_id, "project", r.project_id, r.role_id) for r in session.scalars(direct)]
@@ -182,19 +216,35 @@ def _all_grants(session, filters: Filters) -> list[Grant]:
     return grants
 
 
+def _inherited_to_projects(session, grant: Grant) -> list[Grant]:
+    """``grant`` itself, or for an inherited one the grants it makes on each project it reaches."""
+    if grant.target_type == INHERITED["domain"]:
+        reached = list(session.scalars(sa.select(Project.id).where(Project.domain_id == grant.target_id)))
+    elif grant.target_type == INHERITED["project"]:
+        reached = identity_projects.descendants(session, grant.target_id)
+    else:
+        return [grant]
+    return [dataclasses.replace(grant, target_type="project", target_id=p) for p in reached]
+
+
 def _target_matches(grant: Grant, filters: Filters) -> bool:
-    if filters.project_id and (grant.target_type, grant.target_id) != ("project", filters.project_id):
+    target_type = _INHERITED_FROM.get(grant.target_type, grant.target_type)
+    if filters.project_id and (target_type, grant.target_id) != ("project", filters.project_id):
         return False
-    if filters.domain_id and (grant.target_type, grant.target_id) != ("domain", filters.domain_id):
+    if filters.domain_id and (target_type, grant.target_id) != ("domain", filters.domain_id):
         return False
-    return not filters.system or grant.target_type == "system"
+    return not filters.system or target_type == "system"
 
 
 def assignments(session, filters: Filters) -> list[tuple[Grant, str | None]]:
     """The grants matching ``filters`` as (grant, group it came through). With
-    ``effective``, a group's grants become its members', as Keystone's ``effective`` does."""
+    ``effective``, a group's grants become its members' and every grant brings the roles its
+    role implies, as Keystone's ``effective`` does."""
     found: list[tuple[Grant, str | None]] = []
-    for grant in _all_grants(session, filters):
+    grants = _all_grants(session, filters)
+    if filters.effective:  # an inherited grant is its projects' grants
+        grants = [g for grant in grants for g in _inherited_to_projects(session, grant)]
+    for grant in grants:
         if not _target_matches(grant, filters):
             continue
         if filters.effective and grant.actor_type == "group":
@@ -209,6 +259,11 @@ def assignments(session, filters: Filters) -> list[tuple[Grant, str | None]]:
         if filters.group_id and (grant.actor_type, grant.actor_id) != ("group", filters.group_id):
             continue
         found.append((grant, None))
+    if filters.effective:
+        found += [(dataclasses.replace(grant, role_id=implied), via) for grant, via in list(found)
+                  for implied in identity_implied.implied_by(session, grant.role_id)]
+        if filters.role_id:
+            found = [(grant, via) for grant, via in found if grant.role_id == filters.role_id]
     return sorted(set(found), key=lambda pair: (pair[0], pair[1] or ""))
 
 
@@ -251,15 +306,20 @@ class _Names:
 
 
 def assignment_document(grant: Grant, via_group: str | None, base: str, names: _Names, with_names: bool) -> dict:
-    target = "system" if grant.target_type == "system" else f"{grant.target_type}s/{grant.target_id}"
+    target_type = _INHERITED_FROM.get(grant.target_type, grant.target_type)
+    target = "system" if target_type == "system" else f"{target_type}s/{grant.target_id}"
     doc: dict = {"role": names.ref("role", grant.role_id, with_names),
                  grant.actor_type: names.ref(grant.actor_type, grant.actor_id, with_names)}
-    if grant.target_type == "system":
+    if target_type == "system":
         doc["scope"] = {"system": {"all": True}}
     else:
-        doc["scope"] = {grant.target_type: names.ref(grant.target_type, grant.target_id, with_names)}
+        doc["scope"] = {target_type: names.ref(target_type, grant.target_id, with_names)}
     actor = via_group and f"groups/{via_group}" or f"{grant.actor_type}s/{grant.actor_id}"
     doc["links"] = {"assignment": f"{base}/v3/{target}/{actor}/roles/{grant.role_id}"}
+    if grant.target_type in _INHERITED_FROM:
+        doc["scope"]["OS-INHERIT:inherited_to"] = "projects"
+        doc["links"]["assignment"] = (f"{base}/v3/OS-INHERIT/{target}/{actor}/roles/{grant.role_id}"
+                                      "/inherited_to_projects")
     if via_group:
         doc["links"]["membership"] = f"{base}/v3/groups/{via_group}/users/{grant.actor_id}"
     return doc
@@ -270,7 +330,6 @@ class RoleAssignments:
     scope.project.id, scope.domain.id, scope.system; ``effective`` and ``include_names``."""
 
     def on_get(self, req, resp):
-        common.require_admin(req, "listing role assignments")
         system = req.get_param("scope.system")
         if system not in (None, SYSTEM):
             raise exception.Invalid(reason=f"scope.system={system!r} is not supported; the only system is 'all'")
@@ -291,18 +350,19 @@ class RoleAssignments:
 # --- grant resources -----------------------------------------------------------------
 
 
-def _grant_from(actor_type: str, target_type: str, params: dict) -> Grant:
+def grant_from(actor_type: str, target_type: str, params: dict) -> Grant:
     target_id = SYSTEM if target_type == "system" else params[f"{target_type}_id"]
     return Grant(actor_type, params[f"{actor_type}_id"], target_type, target_id, params.get("role_id", ""))
 
 
-def _require_parties(session, grant: Grant, need_role: bool = True) -> None:
+def require_parties(session, grant: Grant, need_role: bool = True) -> None:
     """NotFound naming whichever of the grant's actor, target and role does not exist."""
+    target_type = _INHERITED_FROM.get(grant.target_type, grant.target_type)
     if describe(session, grant.actor_type, grant.actor_id) is None:
         raise exception.NotFound(kind=grant.actor_type.capitalize(), ident=grant.actor_id)
-    if grant.target_type == "project" and session.get(Project, grant.target_id) is None:
+    if target_type == "project" and session.get(Project, grant.target_id) is None:
         raise exception.NotFound(kind="Project", ident=grant.target_id)
-    if grant.target_type == "domain" and session.get(Domain, grant.target_id) is None:
+    if target_type == "domain" and session.get(Domain, grant.target_id) is None:
         raise exception.NotFound(kind="Domain", ident=grant.target_id)
     if need_role and session.get(Role, grant.role_id) is None:
         raise exception.NotFound(kind="Role", ident=grant.role_id)
@@ -319,13 +379,15 @@ class GrantItem:
     def __init__(self, actor_type: str, target_type: str) -> None:
         self.actor_type, self.target_type = actor_type, target_type
 
+    def _grant(self, params: dict) -> Grant:
+        return grant_from(self.actor_type, self.target_type, params)
+
     def on_put(self, req, resp, **params):
-        common.require_admin(req, "granting roles")
         deps = common.deps(req)
-        grant = _grant_from(self.actor_type, self.target_type, params)
+        grant = self._grant(params)
         try:
             with deps.db.begin() as session:
-                _require_parties(session, grant)
+                require_parties(session, grant)
                 add(session, grant)
         except sa.exc.IntegrityError as exc:
             # Two identical grants at once both found it missing; the other one's row is the grant.
@@ -334,8 +396,7 @@ class GrantItem:
         resp.status = falcon.HTTP_204
 
     def on_head(self, req, resp, **params):
-        common.require_admin(req, "checking role grants")
-        grant = _grant_from(self.actor_type, self.target_type, params)
+        grant = self._grant(params)
         with common.deps(req).db.begin() as session:
             if not exists(session, grant):
                 raise exception.NotFound(kind="Role assignment", ident=_ident(grant))
@@ -344,8 +405,7 @@ class GrantItem:
     on_get = on_head
 
     def on_delete(self, req, resp, **params):
-        common.require_admin(req, "revoking roles")
-        grant = _grant_from(self.actor_type, self.target_type, params)
+        grant = self._grant(params)
         with common.deps(req).db.begin() as session:
             if not remove(session, grant):
                 raise exception.NotFound(kind="Role assignment", ident=_ident(grant))
@@ -359,12 +419,11 @@ class GrantList:
         self.actor_type, self.target_type = actor_type, target_type
 
     def on_get(self, req, resp, **params):
-        common.require_admin(req, "listing role grants")
         deps = common.deps(req)
-        grant = _grant_from(self.actor_type, self.target_type, params)
+        grant = grant_from(self.actor_type, self.target_type, params)
         base = deps.base_url(req)
         with deps.db.begin() as session:
-            _require_parties(session, grant, need_role=False)
+            require_parties(session, grant, need_role=False)
             filters = Filters(**{f"{grant.actor_type}_id": grant.actor_id},
                               **({"system": True} if grant.target_type == "system"
                                  else {f"{grant.target_type}_id": grant.target_id}))
@@ -388,10 +447,10 @@ def register(app: falcon.App) -> None:
 #: This module's operations for the OpenAPI document (fabric.api.openapi).
 OPENAPI_OPERATIONS: list = [
     ("get", "/v3/role_assignments", "List role assignments (admin; filters user.id, group.id, role.id, "
-     "scope.project.id, scope.domain.id, scope.system, effective, include_names)", None, 200, True),
+     "scope.project.id, scope.domain.id, scope.system, effective, include_names)", None, 200),
 ] + [
     (method, f"{prefix}/{actor}s/{{{actor}_id}}/roles{suffix}", f"{summary} ({actor} on {target}, admin)", None,
-     status, True)
+     status)
     for target, prefix in (("project", "/v3/projects/{project_id}"), ("domain", "/v3/domains/{domain_id}"),
                            ("system", "/v3/system"))
     for actor in ACTORS

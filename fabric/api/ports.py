@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from fabric import exception
 from fabric.api import common, network_quotas, security_groups
 from fabric.api.network import PREFIX, _owner, _scoped, find_network, fixed_ips_of, port_document
-from fabric.db.models import AddressAllocation, AddressPool, Port, PortSecurityGroup, Subnet
+from fabric.db.models import AddressAllocation, AddressPool, Network, Port, PortSecurityGroup, Subnet
 from fabric.db.types import new_uuid
 from fabric.network import secgroups_db
 from fabric.network.model import COMPUTE_PORT_OWNER_PREFIX, DHCP_PORT_OWNER, port_request_token
@@ -171,7 +171,7 @@ def nic_request(session, context, port_id: str) -> dict:
     """What ``server create --nic port-id=`` asks compute for: the port, bound as it is, and
     the address it holds (so the server keeps it). NotFound for a port the caller cannot
     see, Conflict for one in use by a server or owned by a router or DHCP."""
-    port = _find(session, context, port_id)
+    port = find(session, context, port_id)
     if port.device_id or port.device_owner:
         raise exception.Conflict(reason=f"port {port.id} is in use by {port.device_owner or 'device'} "
                                         f"{port.device_id or ''}".rstrip())
@@ -182,11 +182,22 @@ def nic_request(session, context, port_id: str) -> dict:
             "subnet_id": first, "fixed_ip": held[first][0] if first else None}
 
 
-def _find(session, context, port_id: str) -> Port:
+def find(session, context, port_id: str) -> Port:
+    """The port, if the caller may see it (NotFound otherwise)."""
     port = session.get(Port, port_id)
     if port is None or not common.visible(context, port.project_id):
         raise exception.NotFound(kind="Port", ident=port_id)
     return port
+
+
+def _usable_network(session, context, owner: str, network_id: str) -> Network:
+    """The network a port of project ``owner`` may go on: the caller's own, a shared one, or any
+    for an admin; NotFound or Forbidden naming it otherwise."""
+    network = find_network(session, context, network_id)
+    if network.project_id != owner and not (network.shared or context.is_admin):
+        raise exception.Forbidden(reason=f"network {network.id} belongs to another project; ports go on "
+                                         "one's own or shared networks")
+    return network
 
 
 def _document(session, context, port: Port) -> dict:
@@ -240,16 +251,15 @@ class Ports:
         owner = _owner(context, data)
         mac = normalise_mac(data["mac_address"])
         refs = data["security_groups"]
+        with deps.db.begin() as session:  # a refusal writes nothing, not even the default group below
+            _usable_network(session, context, owner, data["network_id"])
         default_id = secgroups_db.ensure_default_group(deps.db, owner) \
             if refs is None or secgroups_db.DEFAULT_NAME in refs else None
         network_quotas.prepare(deps.db, owner, "port")
         port_id = new_uuid()
         try:
             with deps.db.begin() as session:
-                network = find_network(session, context, data["network_id"])
-                if network.project_id != owner and not (network.shared or context.is_admin):
-                    raise exception.Forbidden(reason=f"network {network.id} belongs to another project; ports go on "
-                                                     "one's own or shared networks")
+                network = _usable_network(session, context, owner, data["network_id"])
                 plan = plan_addresses(session, network.id, data["fixed_ips"])
                 groups = secgroups_db.resolve_groups(
                     session, owner, refs if refs is not None else [secgroups_db.DEFAULT_NAME], default_id)
@@ -277,7 +287,7 @@ class PortItem:
     def on_get(self, req, resp, port_id):
         context = common.ctx(req)
         with common.deps(req).db.begin() as session:
-            common.respond(resp, {"port": _document(session, context, _find(session, context, port_id))})
+            common.respond(resp, {"port": _document(session, context, find(session, context, port_id))})
 
     def on_put(self, req, resp, port_id):
         """``port set``: name, description, admin state, security groups; fixed IPs of a port no
@@ -285,7 +295,7 @@ class PortItem:
         deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, PORT_UPDATE)["port"]
         with deps.db.begin() as session:
-            port = _find(session, context, port_id)
+            port = find(session, context, port_id)
             if "fixed_ips" in data:
                 why = _owned_elsewhere(port)
                 if why:
@@ -318,7 +328,7 @@ class PortItem:
     def on_delete(self, req, resp, port_id):
         deps, context = common.deps(req), common.ctx(req)
         with deps.db.begin() as session:
-            port = _find(session, context, port_id)
+            port = find(session, context, port_id)
             why = _owned_elsewhere(port)
             if why:
                 raise exception.Conflict(reason=f"port {port_id} cannot be deleted: {why}")
@@ -335,13 +345,12 @@ class PortItem:
 
 OPERATIONS = [
     ("get", f"{PREFIX}/ports", "List ports (filters: network_id, device_id, device_owner, mac_address, status, "
-     "fixed_ips=ip_address=A|subnet_id=S)", None, 200, True),
-    ("post", f"{PREFIX}/ports", "Create a port (fixed IPs from IPAM, MAC, security groups)", PORT_CREATE, 201, True),
-    ("get", f"{PREFIX}/ports/{{port_id}}", "Show a port", None, 200, True),
+     "fixed_ips=ip_address=A|subnet_id=S)", None, 200),
+    ("post", f"{PREFIX}/ports", "Create a port (fixed IPs from IPAM, MAC, security groups)", PORT_CREATE, 201),
+    ("get", f"{PREFIX}/ports/{{port_id}}", "Show a port", None, 200),
     ("put", f"{PREFIX}/ports/{{port_id}}", "Set a port's name, description, admin state, security groups or "
-     "(unbound) fixed IPs", PORT_UPDATE, 200, True),
-    ("delete", f"{PREFIX}/ports/{{port_id}}", "Delete a port (409 while a server or router holds it)", None, 204,
-     True),
+     "(unbound) fixed IPs", PORT_UPDATE, 200),
+    ("delete", f"{PREFIX}/ports/{{port_id}}", "Delete a port (409 while a server or router holds it)", None, 204),
 ]
 
 

@@ -1,6 +1,6 @@
 """Network v2.0 routers, mounted at ``/networking/v2.0/routers``: create, list, show, set
 (name, description, admin state, external gateway), delete (refused while it has
-interfaces), and ``add_router_interface`` / ``remove_router_interface`` by subnet.
+interfaces), and ``add_router_interface`` / ``remove_router_interface`` by subnet or port.
 
 A router's leg on a subnet is a port (``network:router_interface``, device the router)
 holding the subnet's gateway address, recorded in ``router_interfaces``; a subnet is
@@ -276,15 +276,21 @@ def _interface_document(router: Router, port_id: str, subnet_id: str, network_id
 
 
 class AddInterface:
-    """``PUT /routers/{id}/add_router_interface`` with ``subnet_id``: the router takes the
-    subnet's gateway address on a port of its own."""
+    """``PUT /routers/{id}/add_router_interface`` with ``subnet_id`` (the router takes the
+    subnet's gateway address on a port of its own) or ``port_id`` (an unbound port of one
+    address becomes the router's leg on that address's subnet; removing the interface
+    deletes the port and gives its address back, as Neutron does)."""
 
     def on_put(self, req, resp, router_id):
         deps, context = common.deps(req), common.ctx(req)
         data = common.load(INTERFACE, common.read_json(req))
-        if data.get("port_id") or not data.get("subnet_id"):
-            raise exception.Invalid(reason="add_router_interface takes subnet_id (fabric's routers take a subnet's "
-                                           "gateway address; attaching an existing port_id is not supported)")
+        if bool(data.get("port_id")) == bool(data.get("subnet_id")):
+            raise exception.Invalid(reason="add_router_interface takes either subnet_id or port_id")
+        if data.get("port_id"):
+            doc = self._attach_port(deps, context, router_id, data["port_id"])
+            announce(deps, context, router_id)
+            common.respond(resp, doc)
+            return
         subnet_id = data["subnet_id"]
         port_id = new_uuid()
         try:
@@ -308,15 +314,41 @@ class AddInterface:
         announce(deps, context, router_id)
         common.respond(resp, doc)
 
+    def _attach_port(self, deps, context, router_id: str, port_id: str) -> dict:
+        try:
+            with deps.db.begin() as session:
+                router = _find(session, context, router_id)
+                port = ports.find(session, context, port_id)
+                if port.device_id or port.device_owner:
+                    raise exception.Conflict(reason=f"port {port.id} is in use by {port.device_owner or 'device'} "
+                                                    f"{port.device_id or ''}".rstrip())
+                held = ports.held_addresses(session, port.id)
+                if len(held) != 1:
+                    raise exception.Invalid(reason=f"port {port.id} has {len(held)} fixed IPs; a router interface "
+                                                   "takes a port with exactly one")
+                ((subnet_id, (address, _token)),) = held.items()
+                subnet = session.get(Subnet, subnet_id)
+                network = session.get(Network, subnet.network_id)
+                self._check(session, router, subnet, network, needs_gateway=False)
+                port.device_id, port.device_owner, port.status = router.id, ROUTER_INTERFACE_OWNER, "ACTIVE"
+                # A router's legs count against no port quota (those it makes for subnets never do).
+                network_quotas.give_back(session, port.project_id, "port")
+                session.add(RouterInterface(port_id=port.id, router_id=router.id, subnet_id=subnet.id,
+                                            ip_address=address))
+                session.flush()
+                return _interface_document(router, port.id, subnet.id, network.id)
+        except sa_exc.IntegrityError:
+            raise exception.Conflict(reason=f"port {port_id}'s subnet was attached to a router meanwhile") from None
+
     @staticmethod
-    def _check(session, router: Router, subnet: Subnet, network: Network) -> None:
+    def _check(session, router: Router, subnet: Subnet, network: Network, needs_gateway: bool = True) -> None:
         attached = session.scalar(sa.select(RouterInterface.router_id).where(RouterInterface.subnet_id == subnet.id))
         if attached is not None:
             raise exception.Conflict(reason=f"subnet {subnet.id} is already attached to router {attached}")
         if network.external:
             raise exception.Invalid(reason=f"subnet {subnet.id} is on external network {network.id}; set it as the "
                                            "router's gateway instead (router set --external-gateway)")
-        if not subnet.gateway_ip:
+        if needs_gateway and not subnet.gateway_ip:
             raise exception.Invalid(reason=f"subnet {subnet.id} has no gateway_ip for the router to take")
         new = ipaddress.ip_network(subnet.cidr)
         for other_id, cidr in session.execute(
@@ -347,24 +379,26 @@ class RemoveInterface:
                 raise exception.NotFound(kind="Router interface", ident=f"{what} on router {router_id}")
             port = session.get(Port, leg.port_id)
             doc = _interface_document(router, leg.port_id, leg.subnet_id, port.network_id)
+            held = ports.held_addresses(session, leg.port_id)  # a port attached by port_id holds its address
             session.execute(sa.delete(RouterInterface).where(RouterInterface.port_id == leg.port_id)
                             .execution_options(synchronize_session=False))
             session.execute(sa.delete(Port).where(Port.id == leg.port_id).execution_options(synchronize_session=False))
+        ports.release(deps, context, held)
         announce(deps, context, router_id)
         common.respond(resp, doc)
 
 
 OPERATIONS = [
-    ("get", f"{PREFIX}/routers", "List routers", None, 200, True),
-    ("post", f"{PREFIX}/routers", "Create a router (optionally with an external gateway)", ROUTER_CREATE, 201, True),
-    ("get", f"{PREFIX}/routers/{{router_id}}", "Show a router", None, 200, True),
+    ("get", f"{PREFIX}/routers", "List routers", None, 200),
+    ("post", f"{PREFIX}/routers", "Create a router (optionally with an external gateway)", ROUTER_CREATE, 201),
+    ("get", f"{PREFIX}/routers/{{router_id}}", "Show a router", None, 200),
     ("put", f"{PREFIX}/routers/{{router_id}}", "Set a router's name, description, admin state or external gateway "
-     "(external_gateway_info {} clears it)", ROUTER_UPDATE, 200, True),
-    ("delete", f"{PREFIX}/routers/{{router_id}}", "Delete a router (409 while it has interfaces)", None, 204, True),
+     "(external_gateway_info {} clears it)", ROUTER_UPDATE, 200),
+    ("delete", f"{PREFIX}/routers/{{router_id}}", "Delete a router (409 while it has interfaces)", None, 204),
     ("put", f"{PREFIX}/routers/{{router_id}}/add_router_interface", "Attach a subnet (the router takes its gateway "
-     "address)", INTERFACE, 200, True),
+     "address) or an unbound port of one address", INTERFACE, 200),
     ("put", f"{PREFIX}/routers/{{router_id}}/remove_router_interface", "Detach a subnet (by subnet_id or port_id)",
-     INTERFACE, 200, True),
+     INTERFACE, 200),
 ]
 
 

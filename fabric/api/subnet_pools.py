@@ -161,14 +161,14 @@ class SubnetPoolItem:
 
 
 OPERATIONS = [
-    ("get", f"{PREFIX}/subnetpools", "List subnet pools", None, 200, True),
+    ("get", f"{PREFIX}/subnetpools", "List subnet pools", None, 200),
     ("post", f"{PREFIX}/subnetpools", "Create a subnet pool (prefixes, default/min/max prefix length)",
-     SUBNET_POOL_CREATE, 201, True),
-    ("get", f"{PREFIX}/subnetpools/{{pool_id}}", "Show a subnet pool", None, 200, True),
+     SUBNET_POOL_CREATE, 201),
+    ("get", f"{PREFIX}/subnetpools/{{pool_id}}", "Show a subnet pool", None, 200),
     ("put", f"{PREFIX}/subnetpools/{{pool_id}}", "Set a subnet pool's name or description", SUBNET_POOL_UPDATE,
-     200, True),
+     200),
     ("delete", f"{PREFIX}/subnetpools/{{pool_id}}", "Delete a subnet pool (refused while subnets use it)", None,
-     204, True),
+     204),
 ]
 
 

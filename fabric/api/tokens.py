@@ -224,7 +224,7 @@ def _authenticate(db: Database, identity: dict, scope, ttl: int, policy: lockout
                 raise exception.NotAuthenticated(reason=f"the token's domain {previous.domain_id} is disabled")
             user = session.get(User, previous.user_id)
             expires_at = min(expires_at, previous.expires_at)
-            used_methods = ("token",)
+            used_methods = tuple(sorted({*_methods(previous.methods), "token"}))  # as Keystone: how, all along
         elif "application_credential" in methods:
             cred = _app_credential(session, identity, now)
             user = session.get(User, cred.user_id)
@@ -249,7 +249,7 @@ def _authenticate(db: Database, identity: dict, scope, ttl: int, policy: lockout
             system=bool(target and target[0] == "system"))
         session.add(Token(token_hash=info.token_hash, user_id=user.id, project_id=info.project_id,
                           issued_at=now, expires_at=info.expires_at, revoked=False, app_cred_id=info.app_cred_id,
-                          domain_id=info.domain_id, system=info.system))
+                          domain_id=info.domain_id, system=info.system, methods=",".join(used_methods)))
     return secret, info
 
 
@@ -304,6 +304,11 @@ def _domain_or_system(session, scope: dict) -> tuple[str, str]:
     return "domain", domain_id
 
 
+def _methods(stored: str | None) -> tuple[str, ...]:
+    """A token row's methods (a token the previous release issued has none stored: a password)."""
+    return tuple(stored.split(",")) if stored else ("password",)
+
+
 def _lookup(session, secret: str, now: datetime.datetime) -> Token:
     if not secret:
         raise exception.NotAuthenticated(reason="no token was given (X-Auth-Token)")
@@ -329,7 +334,7 @@ def _validation_statement() -> sa.Select:
     (measured, 1,000 checks)."""
     user_domain, project_domain, scope_domain = orm.aliased(Domain), orm.aliased(Domain), orm.aliased(Domain)
     return (sa.select(Token.token_hash, Token.user_id, Token.project_id, Token.revoked, Token.issued_at,
-                      Token.expires_at, Token.app_cred_id, User.id.label("found_user"), User.name.label("user_name"),
+                      Token.expires_at, Token.app_cred_id, Token.methods, User.id.label("found_user"), User.name.label("user_name"),
                       User.domain_id.label("user_domain_id"), User.enabled.label("user_enabled"),
                       user_domain.enabled.label("user_domain_enabled"),
                       Project.id.label("found_project"), Project.name.label("project_name"),
@@ -383,13 +388,19 @@ def validate(db: Database, secret: str) -> TokenInfo:
         project_id=row.project_id, project_name=row.project_name if scoped else None,
         project_domain_id=row.project_domain_id if scoped else None, roles=roles,
         issued_at=row.issued_at, expires_at=row.expires_at, app_cred_id=row.app_cred_id,
-        domain_id=row.scope_domain, system=bool(row.system))
+        domain_id=row.scope_domain, system=bool(row.system), methods=_methods(row.methods))
 
 
 def revoke_all_of(session, user_id: str) -> int:
     """Revoke every live token of ``user_id`` (in the caller's transaction); how many."""
     return session.execute(sa.update(Token).where(Token.user_id == user_id, Token.revoked.is_(False))
                            .values(revoked=True)).rowcount
+
+
+def owner_of(db: Database, secret: str) -> str | None:
+    """The user a token was issued to, live or not (None: no such token)."""
+    with db.begin() as session:
+        return session.scalar(sa.select(Token.user_id).where(Token.token_hash == hash_secret(secret)))
 
 
 def revoke(db: Database, secret: str) -> None:

@@ -108,13 +108,6 @@ class NetworkV20:
         common.respond(resp, {"resources": resources})
 
 
-#: Paths anyone may GET without a token.
-PUBLIC_PATHS = frozenset({
-    "/", "/v3", "/compute", "/compute/v2.1", "/image", "/image/versions", "/networking",
-    "/networking/v2.0", "/openapi.json",
-})
-
-
 def register(app: falcon.App) -> None:
     app.add_route("/", Root())
     app.add_route("/v3", IdentityV3())

@@ -25,6 +25,28 @@ class Project(Timestamps, Base):
     enabled: Mapped[bool] = mapped_column(default=True)
 
 
+class ProjectParent(Base):
+    """The project a project nests in (same domain); a project without a row sits directly
+    in its domain. A parent with children cannot be deleted (RESTRICT)."""
+
+    __tablename__ = "project_parents"
+
+    project_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    parent_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="RESTRICT"),
+                                           index=True)
+
+
+class ProjectTag(Base):
+    """A tag on a project (Keystone's project tags: ``?tags=`` filters projects by them)."""
+
+    __tablename__ = "project_tags"
+
+    project_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+
+
 class User(Timestamps, Base):
     __tablename__ = "users"
     __table_args__ = (sa.UniqueConstraint("domain_id", "name"),)
@@ -40,6 +62,10 @@ class User(Timestamps, Base):
     #: has passed); changed only by atomic updates so concurrent failures all count.
     failed_auth_count: Mapped[int] = mapped_column(default=0, server_default="0")
     failed_auth_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
+    #: Attributes Keystone keeps without a column of their own (``email``, ``description``, any
+    #: other a client sets), shown at the top level of the user's document. NULL on rows the
+    #: previous release made.
+    extra: Mapped[dict | None] = mapped_column(Json, default=dict)
 
 
 class Domain(Timestamps, Base):
@@ -101,6 +127,18 @@ class Role(Base):
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
 
+class ImpliedRole(Base):
+    """A role inference rule: whoever holds ``prior_role_id`` also holds ``implied_role_id``
+    (transitively), in tokens and in effective role assignments."""
+
+    __tablename__ = "implied_roles"
+
+    prior_role_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("roles.id", ondelete="CASCADE"),
+                                               primary_key=True)
+    implied_role_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("roles.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+
+
 class RoleAssignment(Base):
     """User has role on project."""
 
@@ -130,6 +168,9 @@ class Token(Base):
     #: A domain-scoped token's domain; a system-scoped token has ``system`` set instead.
     domain_id: Mapped[str | None] = mapped_column(sa.String(64))
     system: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    #: How its holder proved who they are, comma-separated (``password,token`` once rescoped);
+    #: NULL on tokens the previous release issued (read as ``password``).
+    methods: Mapped[str | None] = mapped_column(sa.String(255))
 
 
 class CatalogService(Timestamps, Base):
@@ -142,6 +183,29 @@ class CatalogService(Timestamps, Base):
     name: Mapped[str] = mapped_column(sa.String(255), default="")
     description: Mapped[str] = mapped_column(sa.String(255), default="")
     enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class PolicyBlob(Timestamps, Base):
+    """A policy document stored for clients (Keystone's ``/v3/policies``): kept and served,
+    never enforced (fabric's own policy is :mod:`fabric.api.policy`)."""
+
+    __tablename__ = "policy_blobs"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default=new_uuid)
+    type: Mapped[str] = mapped_column(sa.String(255))
+    blob: Mapped[str] = mapped_column(sa.Text)
+
+
+class Region(Timestamps, Base):
+    """A region an operator made (``openstack region create``); the regions endpoints name
+    and ``[api] region`` are listed too, without a row."""
+
+    __tablename__ = "regions"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True, default=new_uuid)
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    parent_region_id: Mapped[str | None] = mapped_column(
+        sa.String(255), sa.ForeignKey("regions.id", ondelete="RESTRICT"), index=True)
 
 
 class CatalogEndpoint(Timestamps, Base):

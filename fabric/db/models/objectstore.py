@@ -38,6 +38,10 @@ class Ec2Credential(Base):
     user_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="CASCADE"))
     created_at: Mapped[datetime.datetime] = mapped_column(Timestamp, default=utcnow)
+    #: Its id as ``/v3/credentials`` names it (Keystone: the SHA-256 of the first access key;
+    #: kept when the blob changes). NULL on rows the previous release made: see
+    #: :func:`fabric.api.identity_credentials.credential_id`.
+    credential_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True, index=True)
 
 
 class Bucket(Base):

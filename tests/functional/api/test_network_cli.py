@@ -2,7 +2,7 @@
 (fabric-ipam, -network, -compute, -scheduler, -objectstore, -api) over the real RabbitMQ and
 PostgreSQL, fake virt and network drivers: ports (create, set, show, list, delete), a server
 booted on a port keeping its address, routers (subnets, external gateway), a subnet pool and
-a subnet carved from it, network and subnet set, and a quota refusal. Every step is checked
+a subnet carved from it, network and subnet set, and a quota refusal; a port as a router's leg. Every step is checked
 in what the CLI shows and in the database, not only by its exit status."""
 
 from __future__ import annotations
@@ -124,6 +124,15 @@ def test_ports_routers_pools_and_quotas_through_the_cli(postgres_db, rabbit_vhos
     osc(member, "router", "remove", "subnet", "r1", "sub1", json_out=False)
     started["network"].wait_for_log("network: 0 router(s) realised on netcli1", since=mark)
     osc(member, "server", "delete", "--wait", "vm2", json_out=False)
+    # A port as the router's leg keeps its address; removing the leg deletes the port and frees it.
+    leg_port = osc(member, "port", "create", "--network", "net1", "--fixed-ip", "subnet=sub1,ip-address=10.50.0.9",
+                   "p-leg")
+    osc(member, "router", "add", "port", "r1", leg_port["id"], json_out=False)
+    legs = osc(member, "port", "list", "--router", "r1", "--device-owner", "network:router_interface", "--long")
+    assert [(p["ID"], _ips({"fixed_ips": p["Fixed IP Addresses"]})) for p in legs] == [(leg_port["id"], ["10.50.0.9"])]
+    osc(member, "router", "remove", "port", "r1", leg_port["id"], json_out=False)
+    assert osc(member, "port", "list", "--router", "r1", "--device-owner", "network:router_interface") == []
+    assert _held(db, leg_port["id"]) == []
     osc(member, "router", "unset", "--external-gateway", "r1", json_out=False)
     assert osc(member, "router", "show", "r1")["external_gateway_info"] in (None, "null", "")
     osc(member, "router", "delete", "r1", json_out=False)

@@ -87,10 +87,47 @@ def test_bad_interfaces_are_refused_naming_why(api):
     assert "no gateway_ip" in add(api, member, router["id"], 400,
                                   subnet_id=no_gateway["id"]).json["NeutronError"]["message"]
     add(api, member, router["id"], 404, subnet_id=ext_sub)  # another project's subnet is not seen
-    assert "port_id" in add(api, member, router["id"], 400, port_id="x").json["NeutronError"]["message"]
+    assert "either" in add(api, member, router["id"], 400, port_id="x",
+                           subnet_id=sub).json["NeutronError"]["message"]
+    assert "either" in add(api, member, router["id"], 400).json["NeutronError"]["message"]
+    add(api, member, router["id"], 404, port_id="no-such-port")
     add(api, member, "no-such-router", 404, subnet_id=sub)
     other = api.make_member()
     add(api, other, router["id"], 404, subnet_id=sub)
+
+
+def test_a_port_attaches_on_its_own_address_and_goes_with_its_removal(api):
+    member = api.make_member()
+    net, sub = tenant_network(api, member)
+    router = make_router(api, member).json["router"]
+    port = api.app.post_json(f"{N}/ports", {"port": {"network_id": net, "fixed_ips": [
+        {"subnet_id": sub, "ip_address": "10.7.0.9"}]}}, headers=member.headers, status=201).json["port"]
+    with api.db.begin() as session:
+        ports_used = quota.usages(session, member.project_id)["port"]
+    leg = add(api, member, router["id"], port_id=port["id"]).json
+    assert (leg["port_id"], leg["subnet_id"], leg["network_id"]) == (port["id"], sub, net)
+    with api.db.begin() as session:  # the router's now: its legs count against no port quota
+        assert quota.usages(session, member.project_id)["port"] == ports_used - 1
+    shown = api.app.get(f"{N}/ports/{port['id']}", headers=member.headers).json["port"]
+    assert (shown["device_owner"], shown["device_id"]) == ("network:router_interface", router["id"])
+    with api.db.begin() as session:
+        assert session.get(RouterInterface, port["id"]).ip_address == "10.7.0.9"  # the router's address there
+    listed = api.app.get(f"{N}/ports/{port['id']}", headers=member.headers).json["port"]["fixed_ips"]
+    assert listed == [{"subnet_id": sub, "ip_address": "10.7.0.9"}]  # once, though held twice over
+    # The subnet is taken now, by port or by subnet; a bound port cannot be attached.
+    assert router["id"] in add(api, member, make_router(api, member, name="r2").json["router"]["id"], 409,
+                               subnet_id=sub).json["NeutronError"]["message"]
+    assert "in use" in add(api, member, router["id"], 409, port_id=port["id"]).json["NeutronError"]["message"]
+    two = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net, "cidr": "10.8.0.0/24"}},
+                            headers=member.headers).json["subnet"]
+    double = api.app.post_json(f"{N}/ports", {"port": {"network_id": net, "fixed_ips": [
+        {"subnet_id": sub}, {"subnet_id": two["id"]}]}}, headers=member.headers).json["port"]
+    assert "2 fixed IPs" in add(api, member, router["id"], 400, port_id=double["id"]).json["NeutronError"]["message"]
+    remove(api, member, router["id"], port_id=port["id"])
+    api.app.get(f"{N}/ports/{port['id']}", headers=member.headers, status=404)
+    with api.db.begin() as session:  # its address went back to IPAM
+        assert session.scalar(sa.select(sa.func.count()).select_from(AddressAllocation)
+                              .where(AddressAllocation.address.like("10.7.0.9%"))) == 0
 
 
 def test_an_external_gateway_takes_an_ipam_address_and_gives_it_back(api):
