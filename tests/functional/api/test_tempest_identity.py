@@ -9,6 +9,7 @@ everything else tempest has for identity v3 runs, and the run must hold at least
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -74,13 +75,15 @@ def test_tempest_identity_v3(postgres_db, rabbit_vhost, spawn, tmp_path):
 
     tempest = Path(sys.executable).with_name("tempest")
     workspace = tmp_path / "tempest"
-    subprocess.run([str(tempest), "init", str(workspace)], check=True, capture_output=True, timeout=120)
+    # tempest keeps a registry of workspaces in ~/.tempest: one of this test's own.
+    env = dict(os.environ, HOME=str(tmp_path))
+    subprocess.run([str(tempest), "init", str(workspace)], check=True, capture_output=True, timeout=120, env=env)
     (workspace / "etc" / "tempest.conf").write_text(TEMPEST_CONF.format(
         workspace=workspace, password=PASSWORD, auth_url=f"http://127.0.0.1:{port}/v3"))
     run = subprocess.run([str(tempest), "run", "--regex", r"^tempest\.api\.identity",
                           "--exclude-regex", "|".join(f"({pattern})" for pattern in NOT_OFFERED),
                           "--concurrency", "2"],
-                         cwd=workspace, capture_output=True, text=True, timeout=900)
+                         cwd=workspace, capture_output=True, text=True, timeout=900, env=env)
     output = run.stdout + run.stderr
     failed = sorted(set(re.findall(r"^\{\d+\} (\S+) .*\.\.\. FAILED", output, re.MULTILINE)))
     passed = int(re.search(r"- Passed: (\d+)", output).group(1)) if "- Passed:" in output else 0
