@@ -26,6 +26,7 @@ from fabric.api import (
     identity_app_creds,
     identity_catalog,
     identity_credentials,
+    identity_endpoint_groups,
     identity_grants,
     identity_groups,
     identity_implied,
@@ -91,6 +92,7 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     identity_regions.register(app)
     identity_implied.register(app)
     identity_inherited.register(app)
+    identity_endpoint_groups.register(app)
     identity_projects.register(app)
     identity_policies.register(app)
     identity_credentials.register(app)

@@ -115,7 +115,8 @@ def token_document(info: tokens.TokenInfo, deps: ApiDeps, req: falcon.Request) -
             doc["system"] = {"all": True}
         if info.scope is not None:
             doc["roles"] = [{"id": rid, "name": name} for rid, name in info.roles]
-            doc["catalog"] = identity_catalog.catalog(session, deps.base_url(req), deps.settings.objectstore_url)
+            doc["catalog"] = identity_catalog.catalog(session, deps.base_url(req), deps.settings.objectstore_url,
+                                                      info.project_id)
     if info.app_cred_id:
         doc["application_credential"] = {"id": info.app_cred_id, "restricted": True}
     return {"token": doc}

@@ -17,7 +17,7 @@ from marshmallow import EXCLUDE, Schema, fields, post_load, validate
 from fabric import exception
 from fabric.api import common
 from fabric.db import constraints
-from fabric.db.models import CatalogEndpoint, CatalogService, Region
+from fabric.db.models import CatalogEndpoint, CatalogService, EndpointGroup, ProjectEndpointGroup, Region
 
 #: (type, name, URL template): the catalog fabric has always served.
 DEFAULT_SERVICES = (("identity", "keystone", "$(api_url)s/v3"), ("compute", "nova", "$(api_url)s/compute/v2.1"),
@@ -44,14 +44,31 @@ def expand(url: str, api_url: str, objectstore_url: str) -> str:
     return url.replace("$(api_url)s", api_url).replace("$(objectstore_url)s", objectstore_url)
 
 
-def catalog(session, api_url: str, objectstore_url: str) -> list[dict]:
-    """The catalog of a token: every enabled service with its enabled endpoints."""
-    rows = session.execute(sa.select(CatalogService, CatalogEndpoint)
-                           .join(CatalogEndpoint, CatalogEndpoint.service_id == CatalogService.id)
-                           .where(CatalogService.enabled.is_(True), CatalogEndpoint.enabled.is_(True))
-                           .order_by(CatalogService.type, CatalogService.id, CatalogEndpoint.interface)).all()
+#: What an endpoint group's filters may name, and the endpoint's column each compares.
+GROUP_FILTERS = {"service_id": CatalogEndpoint.service_id, "interface": CatalogEndpoint.interface,
+                 "region_id": CatalogEndpoint.region_id}
+
+
+def in_group(filters: dict) -> sa.ColumnElement[bool]:
+    """The endpoints an endpoint group's ``filters`` name: those matching every filter."""
+    return sa.and_(sa.true(), *(GROUP_FILTERS[key] == value for key, value in filters.items()))
+
+
+def catalog(session, api_url: str, objectstore_url: str, project_id: str | None = None) -> list[dict]:
+    """The catalog of a token: every enabled service with its enabled endpoints, cut down, for
+    a project associated with endpoint groups (OS-EP-FILTER), to the endpoints in them."""
+    query = (sa.select(CatalogService, CatalogEndpoint)
+             .join(CatalogEndpoint, CatalogEndpoint.service_id == CatalogService.id)
+             .where(CatalogService.enabled.is_(True), CatalogEndpoint.enabled.is_(True))
+             .order_by(CatalogService.type, CatalogService.id, CatalogEndpoint.interface))
+    if project_id is not None:
+        groups = session.scalars(sa.select(EndpointGroup.filters).join(
+            ProjectEndpointGroup, ProjectEndpointGroup.endpoint_group_id == EndpointGroup.id)
+            .where(ProjectEndpointGroup.project_id == project_id)).all()
+        if groups:
+            query = query.where(sa.or_(*(in_group(filters) for filters in groups)))
     services: dict[str, dict] = {}
-    for service, endpoint in rows:
+    for service, endpoint in session.execute(query).all():
         entry = services.setdefault(service.id, {"id": service.id, "type": service.type, "name": service.name,
                                                  "endpoints": []})
         entry["endpoints"].append({"id": endpoint.id, "interface": endpoint.interface, "region": endpoint.region_id,
@@ -249,7 +266,8 @@ class AuthCatalog:
             raise exception.Forbidden(reason="an unscoped token has no catalog: scope it to a project, a domain or "
                                              "the system")
         with deps.db.begin() as session:
-            entries = catalog(session, deps.base_url(req), deps.settings.objectstore_url)
+            entries = catalog(session, deps.base_url(req), deps.settings.objectstore_url,
+                              req.context.token.project_id)
         common.respond(resp, {"catalog": entries, "links": {"self": f"{deps.base_url(req)}/v3/auth/catalog"}})
 
 

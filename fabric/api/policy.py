@@ -268,6 +268,21 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("DELETE", "/v3/projects/{project_id}/tags"): Policy(ADMIN, "removing project tags"),
     ("PUT", "/v3/projects/{project_id}/tags/{tag}"): Policy(ADMIN, "tagging projects"),
     ("DELETE", "/v3/projects/{project_id}/tags/{tag}"): Policy(ADMIN, "removing project tags"),
+    # Endpoint groups (OS-EP-FILTER): admins only, as Keystone's defaults.
+    **{(method, f"/v3/OS-EP-FILTER/endpoint_groups{suffix}"): Policy(ADMIN, action) for method, suffix, action in (
+        ("GET", "", "listing endpoint groups"), ("POST", "", "creating endpoint groups"),
+        ("GET", "/{endpoint_group_id}", "showing endpoint groups"),
+        ("HEAD", "/{endpoint_group_id}", "checking endpoint groups"),
+        ("PATCH", "/{endpoint_group_id}", "changing endpoint groups"),
+        ("DELETE", "/{endpoint_group_id}", "deleting endpoint groups"),
+        ("GET", "/{endpoint_group_id}/endpoints", "listing an endpoint group's endpoints"),
+        ("GET", "/{endpoint_group_id}/projects", "listing an endpoint group's projects"),
+        ("PUT", "/{endpoint_group_id}/projects/{project_id}", "associating endpoint groups"),
+        ("GET", "/{endpoint_group_id}/projects/{project_id}", "checking endpoint group associations"),
+        ("HEAD", "/{endpoint_group_id}/projects/{project_id}", "checking endpoint group associations"),
+        ("DELETE", "/{endpoint_group_id}/projects/{project_id}", "dissociating endpoint groups"))},
+    ("GET", "/v3/OS-EP-FILTER/projects/{project_id}/endpoint_groups"): Policy(ADMIN,
+                                                                             "listing a project's endpoint groups"),
     # Stored policy documents: Keystone's defaults keep them to admins, reads included.
     ("GET", "/v3/policies"): Policy(ADMIN, "listing policy documents"),
     ("POST", "/v3/policies"): Policy(ADMIN, "storing policy documents"),

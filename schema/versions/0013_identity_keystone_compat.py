@@ -1,4 +1,4 @@
-"""expand: regions, users' extra attributes, implied roles, project tags and parents (a table of their own: SQLite cannot ALTER a
+"""expand: regions, endpoint groups, users' extra attributes, implied roles, project tags and parents (a table of their own: SQLite cannot ALTER a
 foreign key into ``projects``), policy blobs, token
 methods, ids for EC2 credentials (what Keystone's clients and tempest's identity tests use)
 
@@ -73,6 +73,29 @@ def upgrade() -> None:
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('prior_role_id', 'implied_role_id', name=op.f('pk_implied_roles')),
     )
+    op.create_table(
+        'endpoint_groups',
+        sa.Column('id', sa.String(length=64), nullable=False),
+        sa.Column('name', sa.String(length=255), nullable=False),
+        sa.Column('description', sa.String(length=255), nullable=False),
+        sa.Column('filters', sa.JSON(), nullable=False),
+        sa.Column('created_at', TIMESTAMP, nullable=False),
+        sa.Column('updated_at', TIMESTAMP, nullable=True),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_endpoint_groups')),
+    )
+    op.create_table(
+        'project_endpoint_groups',
+        sa.Column('endpoint_group_id', sa.String(length=64), nullable=False),
+        sa.Column('project_id', sa.String(length=36), nullable=False),
+        sa.ForeignKeyConstraint(['endpoint_group_id'], ['endpoint_groups.id'],
+                                name=op.f('fk_project_endpoint_groups_endpoint_group_id_endpoint_groups'),
+                                ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['project_id'], ['projects.id'],
+                                name=op.f('fk_project_endpoint_groups_project_id_projects'), ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('endpoint_group_id', 'project_id', name=op.f('pk_project_endpoint_groups')),
+    )
+    op.create_index(op.f('ix_project_endpoint_groups_project_id'), 'project_endpoint_groups', ['project_id'],
+                    unique=False)
     op.add_column('tokens', sa.Column('methods', sa.String(length=255), nullable=True))
     op.add_column('ec2_credentials', sa.Column('credential_id', sa.String(length=64), nullable=True))
     op.create_index(op.f('ix_ec2_credentials_credential_id'), 'ec2_credentials', ['credential_id'], unique=True)
@@ -82,6 +105,8 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_ec2_credentials_credential_id'), table_name='ec2_credentials')
     op.drop_column('ec2_credentials', 'credential_id')
     op.drop_column('tokens', 'methods')
+    op.drop_table('project_endpoint_groups')
+    op.drop_table('endpoint_groups')
     op.drop_table('implied_roles')
     op.drop_table('policy_blobs')
     op.drop_table('project_tags')

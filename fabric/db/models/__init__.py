@@ -19,11 +19,13 @@ from fabric.db.models.identity import (
     CatalogEndpoint,
     CatalogService,
     Domain,
+    EndpointGroup,
     Group,
     GroupMembership,
     ImpliedRole,
     PolicyBlob,
     Project,
+    ProjectEndpointGroup,
     ProjectParent,
     ProjectTag,
     Quota,
@@ -55,11 +57,11 @@ from fabric.db.models.topology import Datacenter, Segment, Tenant, TopologyHost
 
 __all__ = [
     "AddressAllocation", "AddressPool", "Aggregate", "AggregateHost", "ApplicationCredential",
-    "Base", "Bucket", "CatalogEndpoint", "CatalogService", "ComputeNode", "Datacenter", "Domain",
+    "Base", "Bucket", "CatalogEndpoint", "CatalogService", "ComputeNode", "Datacenter", "Domain", "EndpointGroup",
     "Ec2Credential", "Flavor", "FloatingIp", "FreeAddress", "Group", "GroupMembership", "ImpliedRole", "Image",
     "Instance", "InstanceAction", "InstanceFault", "InstanceTag", "Keypair", "Migration",
     "MultipartUpload", "Network", "OutboxCast", "Port", "PortSecurityGroup", "Project", "Quota",
-    "PolicyBlob", "ProjectParent", "ProjectTag", "QuotaUsage", "Region", "Role", "RoleAssignment", "RoleGrant", "Router", "RouterInterface",
+    "PolicyBlob", "ProjectEndpointGroup", "ProjectParent", "ProjectTag", "QuotaUsage", "Region", "Role", "RoleAssignment", "RoleGrant", "Router", "RouterInterface",
     "SecurityGroup", "SecurityGroupRule", "Segment", "ServerGroup", "ServerGroupHost", "Service",
     "StoredObject", "Subnet", "SubnetPool", "Tenant", "Token", "TopologyHost", "UploadPart", "User",
 ]

@@ -208,6 +208,31 @@ class Region(Timestamps, Base):
         sa.String(255), sa.ForeignKey("regions.id", ondelete="RESTRICT"), index=True)
 
 
+class EndpointGroup(Timestamps, Base):
+    """A set of endpoints named by ``filters`` (any of ``service_id``, ``interface``,
+    ``region_id``: every endpoint matching them all), for Keystone's OS-EP-FILTER."""
+
+    __tablename__ = "endpoint_groups"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    filters: Mapped[dict] = mapped_column(Json, default=dict)
+
+
+class ProjectEndpointGroup(Base):
+    """A project whose token catalog holds only the endpoints of the groups it is associated
+    with (a project without any sees the whole catalog)."""
+
+    __tablename__ = "project_endpoint_groups"
+
+    endpoint_group_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("endpoint_groups.id",
+                                                                                ondelete="CASCADE"),
+                                                   primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="CASCADE"),
+                                            primary_key=True, index=True)
+
+
 class CatalogEndpoint(Timestamps, Base):
     """Where one interface of a service is reached in one region. ``url`` may hold
     ``$(api_url)s`` / ``$(objectstore_url)s``, filled in when the catalog is served."""

@@ -351,3 +351,32 @@ def test_roles_inherited_from_a_domain_or_a_parent_reach_the_projects_beneath(ap
     with api.db.begin() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(RoleGrant)
                               .where(RoleGrant.actor_id == user)) == 0
+
+
+def test_endpoint_groups_cut_a_projects_catalog_down(api):
+    admin = _admin(api)
+    service = api.app.post_json("/v3/services", {"service": {"type": "dns"}}, headers=admin).json["service"]["id"]
+    api.app.post_json("/v3/endpoints", {"endpoint": {"service_id": service, "interface": "public",
+                                                     "url": "http://dns.example/"}}, headers=admin)
+    groups = "/v3/OS-EP-FILTER/endpoint_groups"
+    group = api.app.post_json(groups, {"endpoint_group": {"name": "dns-only", "filters": {"service_id": service}}},
+                              headers=admin, status=201).json["endpoint_group"]
+    assert [e["service_id"] for e in api.app.get(f"{groups}/{group['id']}/endpoints",
+                                                 headers=admin).json["endpoints"]] == [service]
+    user, project, token = _member(api, "quin")
+    before = api.app.get("/v3/auth/catalog", headers={"X-Auth-Token": token}).json["catalog"]
+    assert {"dns", "compute"} <= {s["type"] for s in before}
+    api.app.put(f"{groups}/{group['id']}/projects/{project}", headers=admin, status=204)
+    api.app.head(f"{groups}/{group['id']}/projects/{project}", headers=admin, status=200)
+    token = _token(api, "quin", "pw-123456", "quins")
+    shown = api.app.get("/v3/auth/tokens", headers={"X-Auth-Token": token, "X-Subject-Token": token}).json["token"]
+    assert [s["type"] for s in shown["catalog"]] == ["dns"]  # only the group's endpoints
+    assert [g["id"] for g in api.app.get(f"/v3/OS-EP-FILTER/projects/{project}/endpoint_groups",
+                                         headers=admin).json["endpoint_groups"]] == [group["id"]]
+    bad = api.app.patch_json(f"{groups}/{group['id']}", {"endpoint_group": {"filters": {"colour": "red"}}},
+                             headers=admin, expect_errors=True)
+    assert bad.status_int == 400 and "colour" in bad.json["error"]["message"]
+    api.app.get(f"{groups}", headers={"X-Auth-Token": token}, status=403)
+    api.app.delete(f"{groups}/{group['id']}", headers=admin, status=204)  # its associations go with it
+    after = api.app.get("/v3/auth/catalog", headers={"X-Auth-Token": token}).json["catalog"]
+    assert {"dns", "compute"} <= {s["type"] for s in after}
