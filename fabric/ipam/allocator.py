@@ -22,15 +22,19 @@ The mark is raised 32 ordinals at a time: the first is allocated, the other
 31 become free rows, so concurrent allocations take distinct free rows
 (skipping rows another worker is taking at that moment: a speed-up only,
 the DELETE's result still decides) instead of queueing on the pool row.
-On PostgreSQL the whole take is one statement (a data-modifying CTE); on
-MariaDB and SQLite it is a SELECT then a DELETE, or an increment.
+On PostgreSQL a whole allocation is one autocommitted statement (a
+data-modifying CTE, :mod:`fabric.ipam.onestep`; the single-request ones
+prepared, so PostgreSQL plans them once per connection), run straight on
+the driver; on MariaDB and SQLite the take is a SELECT then a DELETE, or an
+increment (:mod:`fabric.ipam.steps`).
 
 Group commit: a commit (a log flush) costs more than the statements, so
 concurrent allocations in one pool, and concurrent releases by token, are
 combined (fabric.ipam.batching) into one transaction per batch: the lowest
 free ordinals for all of them, one raise of the mark for the rest, one
 multi-row insert. The same constraints decide; a batch that violates one
-rolls back as a whole and each of its requests takes the single path.
+rolls back as a whole and each of its requests takes the single path. A
+batch of one (a lone caller) is the single statement itself.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, AddressPool, FreeAddress, Port
@@ -56,7 +59,7 @@ from fabric.exception import (
     NotFound,
     RequestTokenConflict,
 )
-from fabric.ipam import onestep
+from fabric.ipam import onestep, steps
 from fabric.ipam.batching import FALLBACK, GroupCommit
 from fabric.ipam.pools import PoolDefinition
 
@@ -80,9 +83,6 @@ EXTEND_BY = 32
 #: others' raises on the pool row until it commits, so batches raise it rarely.
 BATCH_EXTEND_BY = 256
 
-#: Why a take found nothing.
-_RACED = "raced"
-
 
 class _BatchRaced(Exception):
     """A batch lost some free rows to another worker: it rolls back, its requests go one by one."""
@@ -99,13 +99,6 @@ def _as_dict(row: Any) -> dict[str, Any]:
     return _allocation(row.pool_id, row.address, row.ordinal, row.request_token, row.port_id)
 
 
-def _free_below_mark(pool_id: str, count: int) -> sa.Select[Any]:
-    """The ``count`` lowest free ordinals of the pool below its high-water mark."""
-    mark = sa.select(POOLS.c.next_ordinal).where(POOLS.c.id == pool_id).scalar_subquery()
-    return (sa.select(FREE.c.ordinal).where(FREE.c.pool_id == pool_id, FREE.c.ordinal < mark)
-            .order_by(FREE.c.ordinal).limit(count))
-
-
 class Allocator:
     """Allocates and releases addresses of pools stored in ``db``.
 
@@ -117,10 +110,10 @@ class Allocator:
         self.db = db
         self.max_retries = max_retries
         self._definitions: dict[str, PoolDefinition] = {}
-        self._onestep: dict[tuple[str, bool], sa.TextClause] = {}
+        #: (pool id, batch?) -> its one-statement allocation as driver SQL (None: portable path).
+        self._onestep: dict[tuple[str, bool], str | None] = {}
         self._allocations = GroupCommit(self.allocate_many, batch_size) if batch_size > 1 else None
         self._releases = GroupCommit(self.release_many, batch_size) if batch_size > 1 else None
-        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         backend = db.backend
         # At most as many connections in use as the pool keeps open: beyond that
         # SQLAlchemy opens overflow connections and closes them again on return,
@@ -137,20 +130,18 @@ class Allocator:
             isolation = "AUTOCOMMIT" if backend == "postgresql" else "READ COMMITTED"
             connect_args: dict[str, Any] = {"connect_timeout": 10}
             if backend == "postgresql":
-                # No server-side prepared statements: after five runs psycopg prepares
-                # a statement, and PostgreSQL may then keep a generic plan made while
-                # the tables were nearly empty, which slows down as they grow
-                # (measured: 2.5 ms per 16-allocation batch at 1,600 rows, 35 ms
-                # at 12,800). Planned afresh each time, the cost stays flat.
-                connect_args["prepare_threshold"] = None
+                # Prepared only where onestep asks: after five runs psycopg would
+                # prepare any statement, and PostgreSQL may then keep a generic plan of
+                # a batch statement made while the tables were nearly empty, which slows
+                # down as they grow (measured: 2.5 ms per 16-allocation batch at 1,600
+                # rows, 35 ms at 12,800). Planned afresh each time, the cost stays flat.
+                connect_args["prepare_threshold"] = onestep.PREPARE_ONLY_WHEN_ASKED
             # Every use of these connections ends in a commit or a rollback (or is
             # autocommitted), so the pool's rollback on return is a wasted round trip.
             self._hot = sa.create_engine(
                 db.url, isolation_level=isolation, pool_size=max(1, size), max_overflow=0,
                 pool_pre_ping=False, pool_recycle=3600, pool_reset_on_return=None,
                 connect_args=connect_args)
-            if backend == "postgresql":
-                self._autocommit = self._hot
 
     def close(self) -> None:
         """Release the hot paths' connections (the shared Database stays open)."""
@@ -158,9 +149,8 @@ class Allocator:
             self._hot.dispose()
 
     @contextlib.contextmanager
-    def _connect(self, autocommit: bool = False) -> Iterator[sa.Connection]:
-        engine = self._autocommit if autocommit else self.db.engine
-        with self._gate, engine.connect() as conn:
+    def _connect(self) -> Iterator[sa.Connection]:
+        with self._gate, self.db.engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -180,7 +170,7 @@ class Allocator:
         """
         stored = self.definition(definition.pool_id, missing_ok=True)
         if stored is None:
-            insert = self._insert_ignoring_duplicates(POOLS).values(
+            insert = steps.insert_ignoring_duplicates(self.db.backend, POOLS).values(
                 id=definition.pool_id, kind=kind, subnet_id=subnet_id, segment_id=segment_id,
                 host_id=host_id, definition=definition.to_json(), size_limit=definition.limit,
                 next_ordinal=0)
@@ -239,7 +229,7 @@ class Allocator:
             answer = self._allocations.submit(pool_id, (request_token, port_id))
             if answer is not FALLBACK:
                 return answer
-        statement = self._onestep_sql(definition)
+        statement = self._single_sql(definition)
         # Losing a free row to a concurrent worker is cheap and common; only
         # constraint violations and lock errors count against max_retries.
         failures = races = 0
@@ -247,17 +237,18 @@ class Allocator:
             ordinal, source = None, None
             try:
                 if statement is not None:
-                    row = self._allocate_onestep(statement, pool_id, request_token, port_id, definition.limit)
-                    if row is not None and row.address is not None:
-                        return _allocation(pool_id, row.address, row.ordinal, request_token, port_id)
-                    if row is not None and row.candidate is not None:
+                    candidate, allocated = self._allocate_onestep(statement, pool_id, request_token,
+                                                                  port_id, definition.limit)
+                    if allocated is not None:
+                        return allocated
+                    if candidate is not None:
                         races += 1
                         continue
                     # Near the end of the pool (or a stale hint, below): the portable path decides.
                 with self._begin(hot=True) as conn:
-                    ordinal, source = self._take(conn, pool_id, definition.limit)
+                    ordinal, source = steps.take(conn, self.db.backend, pool_id, definition.limit, EXTEND_BY)
                     if ordinal is None:
-                        if source == _RACED:
+                        if source == steps.RACED:
                             races += 1
                             continue
                         break
@@ -296,13 +287,24 @@ class Allocator:
             return held
         raise AddressExhausted(pool=pool_id, size=definition.size, in_use=self.in_use(pool_id))
 
-    def _onestep_sql(self, definition: PoolDefinition, many: bool = False) -> sa.TextClause | None:
-        """The pool's one-statement allocation (a batch's if ``many``); None off PostgreSQL."""
+    def _single_sql(self, definition: PoolDefinition) -> str | None:
+        """The pool's one-statement allocation, as prepared (driver SQL); None off PostgreSQL."""
         if self.db.backend != "postgresql":
             return None
-        key = (definition.pool_id, many)
+        key = (definition.pool_id, False)
         if key not in self._onestep:
-            self._onestep[key] = onestep.allocate_statement(definition, many=many)
+            statement = onestep.allocate_statement(definition)
+            self._onestep[key] = onestep.driver_sql(statement) if statement is not None else None
+        return self._onestep[key]
+
+    def _batch_sql(self, definition: PoolDefinition) -> str | None:
+        """The pool's one-statement batch allocation (driver SQL); None off PostgreSQL."""
+        if self.db.backend != "postgresql":
+            return None
+        key = (definition.pool_id, True)
+        if key not in self._onestep:
+            statement = onestep.allocate_statement(definition, many=True)
+            self._onestep[key] = onestep.driver_sql(statement) if statement is not None else None
         return self._onestep[key]
 
     def allocate_many(self, pool_id: str, requests: list[tuple[str, str | None]]) -> list[Any]:
@@ -318,15 +320,22 @@ class Allocator:
         for n, (token, _) in enumerate(requests):
             first_of.setdefault(token, n)
         unique = [requests[n] for n in first_of.values()]
-        statement = self._onestep_sql(definition, many=True)
-        if statement is not None:
-            with self._connect(autocommit=True) as conn:
-                rows = conn.execute(statement, {
-                    "pool": pool_id, "tokens": [t for t, _ in unique], "ports": [p for _, p in unique],
-                    "limit": definition.limit, "chunk": BATCH_EXTEND_BY, "now": utcnow()}).all()
-            answered = {row.request_token: _allocation(pool_id, row.address, row.ordinal,
-                                                       row.request_token, row.port_id)
-                        for row in rows}
+        single = self._single_sql(definition) if len(unique) == 1 else None
+        statement = self._batch_sql(definition)
+        if single is not None:
+            # A batch of one (a lone caller): the single statement, prepared, is the
+            # cheaper of the two; a race, a full pool or a held token (IntegrityError)
+            # leaves it to the single path.
+            (token, port), = unique
+            _, allocated = self._allocate_onestep(single, pool_id, token, port, definition.limit)
+            answered = {token: allocated} if allocated is not None else {}
+        elif statement is not None:
+            # Planned each time (see onestep): a plan kept from small tables would scan them.
+            rows = self._run(statement, {
+                "pool": pool_id, "tokens": [t for t, _ in unique], "ports": [p for _, p in unique],
+                "limit": definition.limit, "chunk": BATCH_EXTEND_BY, "now": utcnow()}, prepare=False)
+            answered = {token: _allocation(pool_id, address, ordinal, token, port)
+                        for token, address, ordinal, port in rows}
         else:
             answered = self._allocate_batch_portable(pool_id, definition, unique)
         return [answered.get(token, FALLBACK) if first_of[token] == n else FALLBACK
@@ -344,7 +353,7 @@ class Allocator:
             fresh = [(token, port) for token, port in requests if token not in held]
             if not fresh:
                 return held
-            free_below_mark = _free_below_mark(pool_id, len(fresh))
+            free_below_mark = steps.free_below_mark(pool_id, len(fresh))
             if self.db.backend in ("mysql", "postgresql"):
                 free_below_mark = free_below_mark.with_for_update(skip_locked=True)
             ordinals = list(conn.execute(free_below_mark).scalars())
@@ -358,11 +367,11 @@ class Allocator:
             if need:
                 mark = conn.execute(sa.select(POOLS.c.next_ordinal).where(POOLS.c.id == pool_id)).scalar() or 0
                 step = max(need, min(BATCH_EXTEND_BY, definition.limit - mark))
-                upto = self._bump_mark(conn, pool_id, definition.limit, step)
+                upto = steps.bump_mark(conn, self.db.backend, pool_id, definition.limit, step)
                 if upto is not None:
                     first = upto - step
                     ordinals.extend(range(first, first + need))
-                    self._add_free(conn, pool_id, range(first + need, upto))
+                    steps.add_free(conn, self.db.backend, pool_id, range(first + need, upto))
             fresh = fresh[:len(ordinals)]
             rows = [{"pool_id": pool_id, "address": definition.address(o), "ordinal": o,
                      "request_token": token, "port_id": port} for (token, port), o in zip(fresh, ordinals, strict=True)]
@@ -372,15 +381,35 @@ class Allocator:
                                                          row["request_token"], row["port_id"])
                        for row in rows}
 
-    def _allocate_onestep(self, statement: sa.TextClause, pool_id: str, request_token: str,
-                          port_id: str | None, limit: int) -> Any:
-        with self._connect(autocommit=True) as conn:
-            row = conn.execute(statement, {"pool": pool_id, "token": request_token, "port": port_id,
-                                           "limit": limit, "chunk": EXTEND_BY, "now": utcnow()}).one()
-        if not row.pool_exists:
+    def _allocate_onestep(self, sql: str, pool_id: str, request_token: str, port_id: str | None,
+                          limit: int) -> tuple[int | None, dict[str, Any] | None]:
+        """PostgreSQL: one prepared statement: (the free ordinal it aimed at, the new
+        allocation or None when it took nothing). IntegrityError when the token is held."""
+        (exists, candidate, address, ordinal), = self._run(sql, {
+            "pool": pool_id, "token": request_token, "port": port_id, "limit": limit, "chunk": EXTEND_BY,
+            "now": utcnow()})
+        if not exists:
             self.forget(pool_id)
             raise NotFound(kind="address pool", ident=pool_id)
-        return row
+        if address is None:
+            return candidate, None
+        return candidate, _allocation(pool_id, address, ordinal, request_token, port_id)
+
+    def _run(self, sql: str, params: dict[str, Any], prepare: bool = True) -> list[tuple[Any, ...]]:
+        """PostgreSQL: the rows of ``sql`` (driver SQL) run autocommitted on a hot connection,
+        as a prepared statement if ``prepare``."""
+        with self._gate:
+            connection = self._hot.raw_connection()
+            try:
+                return onestep.run(connection, sql, params, prepare)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    # As SQLAlchemy does on a disconnect: the pool's other connections
+                    # are most likely gone too (a database restart), so none is reused.
+                    self._hot.dispose(close=False)
+                raise
+            finally:
+                connection.close()
 
     def allocate_address(self, pool_id: str, address: Any, request_token: str,
                          port_id: str | None = None) -> dict[str, Any]:
@@ -419,74 +448,6 @@ class Allocator:
             self._why_not_inserted(pool_id, port_id)
             raise
         return _allocation(pool_id, text, ordinal, request_token, port_id)
-
-    def _take(self, conn: sa.Connection, pool_id: str, limit: int) -> tuple[int | None, str | None]:
-        """Take the lowest free ordinal: (ordinal, "free" | "mark"), or (None, why)."""
-        if self.db.backend == "postgresql":
-            exists, candidate, taken, raised = conn.execute(
-                onestep.TAKE, {"pool": pool_id, "limit": limit, "chunk": EXTEND_BY}).one()
-            if not exists:
-                raise NotFound(kind="address pool", ident=pool_id)
-            if taken is not None:
-                return taken, "free"
-            if candidate is not None:
-                return None, _RACED
-            if raised is not None:
-                return raised, "mark"
-            return self._raise_mark(conn, pool_id, limit, 1)
-
-        free_below_mark = _free_below_mark(pool_id, 1)
-        if self.db.backend == "mysql":
-            # A hint only: the DELETE's row count below decides who won.
-            free_below_mark = free_below_mark.with_for_update(skip_locked=True)
-        candidate = conn.execute(free_below_mark).scalar()
-        if candidate is not None:
-            won = conn.execute(FREE.delete().where(FREE.c.pool_id == pool_id,
-                                                   FREE.c.ordinal == candidate)).rowcount
-            return (candidate, "free") if won else (None, _RACED)
-        return self._raise_mark(conn, pool_id, limit, EXTEND_BY)
-
-    def _raise_mark(self, conn: sa.Connection, pool_id: str, limit: int,
-                    chunk: int) -> tuple[int | None, str | None]:
-        """Raise the pool's mark by ``chunk`` (by 1 near the end): the first new ordinal is
-        ours, the others become free rows. (None, None) when the pool is exhausted."""
-        for step in dict.fromkeys((chunk, 1)):
-            upto = self._bump_mark(conn, pool_id, limit, step)
-            if upto is None:
-                if not conn.execute(sa.select(POOLS.c.id).where(POOLS.c.id == pool_id)).first():
-                    raise NotFound(kind="address pool", ident=pool_id)
-                continue
-            first = upto - step
-            self._add_free(conn, pool_id, range(first + 1, upto))
-            return first, "mark"
-        return None, None
-
-    def _bump_mark(self, conn: sa.Connection, pool_id: str, limit: int, step: int) -> int | None:
-        """Raise the pool's mark by ``step`` if it stays within ``limit``: the new mark, or None."""
-        if self.db.backend == "mysql":
-            # LAST_INSERT_ID(expr) hands the new value back to this connection
-            # alone: an atomic fetch-and-add in one statement.
-            result = conn.execute(sa.text(
-                "UPDATE address_pools SET next_ordinal = LAST_INSERT_ID(next_ordinal + :step) "
-                "WHERE id = :pool AND next_ordinal + :step <= :limit"),
-                {"pool": pool_id, "limit": limit, "step": step})
-            return result.lastrowid if result.rowcount else None
-        return conn.execute(
-            POOLS.update().where(POOLS.c.id == pool_id, POOLS.c.next_ordinal + step <= limit)
-            .values(next_ordinal=POOLS.c.next_ordinal + step)
-            .returning(POOLS.c.next_ordinal)).scalar()
-
-    def _add_free(self, conn: sa.Connection, pool_id: str, ordinals: range) -> None:
-        if ordinals:
-            conn.execute(self._insert_ignoring_duplicates(FREE),
-                         [{"pool_id": pool_id, "ordinal": o} for o in ordinals])
-
-    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
-        """An INSERT of ``table`` that skips rows violating a unique constraint."""
-        if self.db.backend == "mysql":
-            return mysql.insert(table).prefix_with("IGNORE")
-        dialect = postgresql if self.db.backend == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
 
     def _drop_stale(self, pool_id: str, ordinal: int | None, source: str | None) -> None:
         """The ordinal we took is held by an explicit allocation: stop offering it."""
@@ -548,10 +509,11 @@ class Allocator:
         the others None (as if they had come after it).
         """
         unique = list(dict.fromkeys(tokens))
-        if self.db.backend == "postgresql":
-            with self._connect(autocommit=True) as conn:
-                rows = [_as_dict(row) for row in conn.execute(
-                    onestep.release_statement("tokens"), {"pool": pool_id, "tokens": unique})]
+        if self.db.backend == "postgresql" and len(unique) == 1:
+            rows = self._release_onestep("token", pool=pool_id, token=unique[0])
+        elif self.db.backend == "postgresql":
+            rows = [_allocation(*row) for row in self._run(
+                onestep.release_sql("tokens"), {"pool": pool_id, "tokens": unique}, prepare=False)]
         else:
             rows = self._release_where_once(sa.and_(ALLOCATIONS.c.pool_id == pool_id,
                                                     ALLOCATIONS.c.request_token.in_(unique)))
@@ -559,12 +521,11 @@ class Allocator:
         return [released.pop(token, None) for token in tokens]
 
     def _release_onestep(self, by: str, **params: Any) -> list[dict[str, Any]]:
-        """PostgreSQL: delete and free in one autocommitted statement (retried once if the
-        connection was found dead: releasing is idempotent)."""
+        """PostgreSQL: delete and free in one autocommitted prepared statement (retried once if
+        the connection was found dead: releasing is idempotent)."""
         for attempt in (1, 2):
             try:
-                with self._connect(autocommit=True) as conn:
-                    return [_as_dict(row) for row in conn.execute(onestep.release_statement(by), params)]
+                return [_allocation(*row) for row in self._run(onestep.release_sql(by), params)]
             except sa.exc.OperationalError:
                 if attempt == 2:
                     raise
@@ -582,7 +543,7 @@ class Allocator:
             rows = conn.execute(ALLOCATIONS.delete().where(condition).returning(*_COLUMNS)).all()
             freed = [{"pool_id": row.pool_id, "ordinal": row.ordinal} for row in rows if row.ordinal is not None]
             if freed:
-                conn.execute(self._insert_ignoring_duplicates(FREE), freed)
+                conn.execute(steps.insert_ignoring_duplicates(self.db.backend, FREE), freed)
         return [_as_dict(row) for row in rows]
 
     def lookup(self, pool_id: str, request_token: str | None = None,

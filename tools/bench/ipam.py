@@ -1,24 +1,26 @@
 """IPAM benchmark: allocations per second in-process and over RPC, on PostgreSQL.
 
 Creates a throwaway PostgreSQL database (and, for the RPC part, a RabbitMQ
-vhost), then measures:
+vhost and signing keys), then measures:
 
-* in-process: ``IpamManager.allocate`` called directly, from 1 thread and
-  from several threads (concurrent requests in one pool share a transaction:
-  group commit; the figure in brackets is requests per transaction); then
-  releases;
-* over RPC: the same allocations through ``IpamAPI`` (calls over the real
-  RabbitMQ) to 1 and to 4 ``fabric-ipam`` worker processes, with many calls
-  in flight from green threads.
+* in-process: ``IpamManager.allocate`` called directly by one caller, in
+  rounds alternating with the reference (raw psycopg committed single-row
+  INSERTs on one connection), and the ratio of the two; then from several
+  threads (concurrent requests in one pool share a transaction: group
+  commit; the figure in brackets is requests per transaction); then releases;
+* over RPC: the same allocations through ``IpamAPI`` (signed calls over the
+  real RabbitMQ) to 1 and to 4 ``fabric-ipam`` worker processes, with many
+  calls in flight from green threads, beside a reference of RPC calls that
+  touch no database; each with the CPU time per call of the workers, of
+  PostgreSQL's server processes and of this caller (from /proc).
 
 Every run allocates into a /16 subnet pool (lowest free first) and checks
 at the end that no address was handed out twice. Prints one line per
-figure, and reference figures measured in the same run (raw psycopg commits
-on one connection; RPC calls that touch no database): the machine is shared,
-so compare ratios within one run. Run from the repository root: ``python
+figure: the machine is shared, so compare ratios within one run, and CPU
+per call across runs. Run from the repository root: ``python
 tools/bench/ipam.py [--allocations N] [--in-flight N] [--threads N]
-[--skip-in-process] [--skip-rpc]``. Removes the database, the vhost and
-the workers it started.
+[--workers 1,4] [--skip-in-process] [--skip-rpc]``. Removes the database,
+the vhost, the keys and the workers it started.
 """
 
 import sys
@@ -31,7 +33,9 @@ if not IN_PROCESS_CHILD:
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -50,6 +54,7 @@ from fabric.db import Database  # noqa: E402
 from fabric.db.models import AddressAllocation  # noqa: E402
 from fabric.ipam.manager import IpamManager  # noqa: E402
 from fabric.ipam.rpcapi import IpamAPI  # noqa: E402
+from fabric.rpc import signing  # noqa: E402
 from tests.fixtures.subnets import make_subnet  # noqa: E402
 
 CTX = RequestContext.admin()
@@ -78,6 +83,49 @@ def raw_commit_rate(url: str, count: int = 1000) -> None:
         conn.execute("DROP TABLE bench_reference")
     print(f"reference: raw psycopg committed single-row INSERTs, 1 connection: {count / elapsed:,.0f}/s",
           flush=True)
+
+
+def one_caller(url: str, allocations: int, rounds: int = 50) -> None:
+    """One caller's allocations, and the raw INSERT reference, in alternating rounds of the
+    same size: the machine is shared, and a load that comes and goes then weighs on both alike.
+    Then the releases, one at a time."""
+    import psycopg
+
+    db = Database(url, pool_size=3)
+    manager = IpamManager(config.load(None, environ={}), host="bench", db=db)
+    subnet = make_subnet(db, "10.63.0.0/16", project_id="bench")
+    manager.allocate(CTX, "warm-up", subnet_id=subnet)
+    per_round = allocations // rounds
+    raw = allocating = 0.0
+    conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_reference (id serial PRIMARY KEY, v int)")
+        for r in range(rounds):
+            started = time.perf_counter()
+            for i in range(per_round):
+                conn.execute("INSERT INTO bench_reference (v) VALUES (%s)", (i,))
+            raw += time.perf_counter() - started
+            started = time.perf_counter()
+            for i in range(per_round):
+                manager.allocate(CTX, f"r{r}-{i}", subnet_id=subnet)
+            allocating += time.perf_counter() - started
+        conn.execute("DROP TABLE bench_reference")
+    done = per_round * rounds
+    check_unique(db, subnet, done + 1)
+    started = time.perf_counter()
+    for r in range(rounds):
+        for i in range(per_round):
+            manager.release(CTX, pool=subnet, request_token=f"r{r}-{i}")
+    releasing = time.perf_counter() - started
+    check_unique(db, subnet, 1)
+    print(f"reference: raw psycopg committed single-row INSERTs, 1 connection: {done / raw:,.0f}/s "
+          f"({rounds} rounds, alternating with the next line's)", flush=True)
+    print(f"in-process, 1 caller: {done} allocations in {allocating:.2f} s = {done / allocating:,.0f} allocations/s "
+          f"= {raw / allocating:.2f} x the raw INSERTs", flush=True)
+    print(f"in-process, 1 caller: {done} releases in {releasing:.2f} s = {done / releasing:,.0f} releases/s",
+          flush=True)
+    manager.cleanup_host()
+    db.dispose()
 
 
 def in_process(url: str, allocations: int, threads: int) -> None:
@@ -117,17 +165,62 @@ def in_process(url: str, allocations: int, threads: int) -> None:
     db.dispose()
 
 
-def start_workers(count: int, url: str, amqp: str) -> list[subprocess.Popen]:
+def start_workers(count: int, url: str, amqp: str, key_dir: str) -> list[subprocess.Popen]:
     procs = []
     for n in range(count):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
         env.update(FABRIC_DATABASE_URL=url, FABRIC_RPC_TRANSPORT_URL=amqp, FABRIC_DEFAULT_HOST=f"ipam-bench-{n}",
-                   FABRIC_DEFAULT_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))
+                   FABRIC_DEFAULT_LOG_LEVEL="WARNING", FABRIC_SIGNING_KEY_DIR=key_dir, PYTHONPATH=str(REPO))
         # psycopg's C wait blocks eventlet's hub; its select() wait is green under monkey patching.
         env.setdefault("PSYCOPG_WAIT_FUNC", os.environ.get("BENCH_WAIT", "wait_select"))
         procs.append(subprocess.Popen([sys.executable, str(REPO / "bin" / "fabric-ipam")], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO))
     return procs
+
+
+class CpuMeter:
+    """CPU seconds (user + system, from /proc) used by the workers, by the database's
+    server processes and by this process between :meth:`start` and :meth:`per_call`: on a
+    shared machine the rates move with the load, CPU per call much less."""
+
+    def __init__(self, db: Database, workers: list[subprocess.Popen]) -> None:
+        self.db = db
+        self.workers = [p.pid for p in workers]
+        self._before: dict[str, dict[int, float]] = {}
+
+    def _backends(self) -> list[int]:
+        with self.db.engine.connect() as conn:
+            return list(conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")).scalars())
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return {"workers": _cpu_seconds(self.workers), "PostgreSQL": _cpu_seconds(self._backends()),
+                "this caller": {0: own.ru_utime + own.ru_stime}}
+
+    def start(self) -> None:
+        self._before = self._sample()
+
+    def per_call(self, calls: int) -> str:
+        after = self._sample()
+        parts = []
+        for kind, now in after.items():
+            used = sum(cpu - self._before[kind].get(pid, 0.0) for pid, cpu in now.items())
+            parts.append(f"{kind} {used / calls * 1e6:,.0f} µs")
+        return "CPU per call: " + ", ".join(parts)
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return found
 
 
 def _in_flight(in_flight: int, total: int, request) -> float:
@@ -147,15 +240,22 @@ def _in_flight(in_flight: int, total: int, request) -> float:
 
 
 def over_rpc(url: str, workers: int, allocations: int, in_flight: int) -> None:
-    with rabbit_vhost("fabric_bench_ipam") as (_, amqp):
-        _over_rpc(url, amqp, workers, allocations, in_flight)
+    # Every message is signed, as deployed: keys made for the run, held by this
+    # process (signing as the API) and by the workers.
+    with rabbit_vhost("fabric_bench_ipam") as (_, amqp), tempfile.TemporaryDirectory() as key_dir:
+        signing.generate(key_dir)
+        signing.install(signing.load(key_dir, roles=["api"]))
+        try:
+            _over_rpc(url, amqp, key_dir, workers, allocations, in_flight)
+        finally:
+            signing.install(None)
 
 
-def _over_rpc(url: str, amqp: str, workers: int, allocations: int, in_flight: int) -> None:
+def _over_rpc(url: str, amqp: str, key_dir: str, workers: int, allocations: int, in_flight: int) -> None:
     settings = config.load(None, environ={}).replace(rpc={"transport_url": amqp, "call_timeout": 60.0})
     transport = rpc.get_transport(settings.rpc)
     db = Database(url)
-    procs = start_workers(workers, url, amqp)
+    procs = start_workers(workers, url, amqp, key_dir)
     try:
         api = IpamAPI(transport)
         subnet = make_subnet(db, "10.65.0.0/16", project_id="bench")
@@ -172,13 +272,17 @@ def _over_rpc(url: str, amqp: str, workers: int, allocations: int, in_flight: in
                 eventlet.sleep(0.2)
         api.allocate(CTX, "warm-up", subnet_id=subnet)
         describe = rpc.RPCClient(transport, rpc.Target(topic="ipam"))
+        cpu = CpuMeter(db, procs)
+        cpu.start()
         elapsed = _in_flight(in_flight, allocations, lambda i: describe.call(CTX, "describe"))
         print(f"reference: RPC describe calls (no database), {workers} worker(s), {in_flight} in flight: "
-              f"{allocations / elapsed:,.0f} calls/s", flush=True)
+              f"{allocations / elapsed:,.0f} calls/s; {cpu.per_call(allocations)}", flush=True)
+        cpu.start()
         elapsed = _in_flight(in_flight, allocations, lambda i: api.allocate(CTX, f"r{i}", subnet_id=subnet))
+        used = cpu.per_call(allocations)
         check_unique(db, subnet, allocations + 1)
         print(f"over RPC, {workers} worker(s), {in_flight} calls in flight: {allocations} allocations in "
-              f"{elapsed:.2f} s = {allocations / elapsed:,.0f} allocations/s", flush=True)
+              f"{elapsed:.2f} s = {allocations / elapsed:,.0f} allocations/s; {used}", flush=True)
     finally:
         stop_processes(procs)
         transport.cleanup()
@@ -190,13 +294,13 @@ def main() -> int:
     parser.add_argument("--allocations", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--threads", type=int, default=64, help="threads for the concurrent in-process run")
+    parser.add_argument("--workers", default="1,4", help="worker counts for the RPC part, comma-separated")
     parser.add_argument("--skip-rpc", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--in-process-child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_process_child:
-        raw_commit_rate(args.in_process_child)
-        in_process(args.in_process_child, args.allocations, 1)
+        one_caller(args.in_process_child, args.allocations)
         in_process(args.in_process_child, args.allocations, args.threads)
         return 0
     name, url = create_postgres_database("fabric_bench_ipam")
@@ -207,7 +311,7 @@ def main() -> int:
         else:
             raw_commit_rate(url)
         if not args.skip_rpc:
-            for workers in (1, 4):
+            for workers in map(int, args.workers.split(",")):
                 over_rpc(url, workers, args.allocations, args.in_flight)
     finally:
         drop_postgres_database(name)

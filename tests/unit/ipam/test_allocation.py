@@ -244,3 +244,51 @@ def test_default_ranges_leave_out_the_gateway_and_build_the_same_pool():
     assert subnet_pool("s1", "10.0.0.0/24", "10.0.0.1", spec.allocation_pools, []) == stored_before
     assert subnet_pool("s1", "10.0.0.0/24", "10.0.0.1", [], []) == stored_before
     assert stored_before.address(0) == "10.0.0.2"
+
+
+def test_allocations_survive_a_restart_that_closed_every_pooled_connection(ipam, db):
+    if db.backend == "sqlite":
+        pytest.skip("SQLite has no server connections to lose")
+    import sqlalchemy as sa
+
+    subnet = make_subnet(db, "10.9.0.0/24")
+    assert ipam.allocate(CTX, "before", subnet_id=subnet)["address"] == "10.9.0.2"
+    # Several idle connections in the allocator's own pool, as a busy worker has.
+    held = [ipam.allocator._hot.raw_connection() for _ in range(3)]
+    for connection in held:
+        connection.close()
+    with db.engine.connect() as conn:
+        if db.backend == "postgresql":
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        else:
+            for ident in conn.execute(sa.text("SELECT id FROM information_schema.processlist "
+                                              "WHERE db = DATABASE() AND id <> CONNECTION_ID()")).scalars():
+                conn.execute(sa.text(f"KILL CONNECTION {int(ident)}"))
+    # One call: the first dead connection fails its statement, and none of the others is reused.
+    assert ipam.allocate(CTX, "after", subnet_id=subnet)["address"] == "10.9.0.3"
+    assert addresses(ipam.release(CTX, pool=subnet, request_token="before")) == ["10.9.0.2"]
+
+
+def test_single_requests_reuse_the_plan_postgresql_keeps(ipam, db):
+    if db.backend != "postgresql":
+        pytest.skip("prepared statements are the PostgreSQL path")
+    import sqlalchemy as sa
+
+    subnet = make_subnet(db, "10.10.0.0/24")
+    for i in range(12):  # one at a time: each a batch of one
+        ipam.allocate(CTX, f"t{i}", subnet_id=subnet)
+        ipam.release(CTX, pool=subnet, request_token=f"t{i}")
+    connection = ipam.allocator._hot.raw_connection()  # the one connection a lone caller used
+    try:
+        plans = connection.driver_connection.execute(
+            "SELECT statement, generic_plans FROM pg_prepared_statements").fetchall()
+    finally:
+        connection.close()
+    reused = {("INSERT INTO address_allocations" in text, "DELETE FROM address_allocations" in text): generic
+              for text, generic in plans}
+    # Both the allocation and the release by token: planned once, then the kept plan ran.
+    assert reused[(True, False)] >= 6 and reused[(False, True)] >= 6, plans
+    assert ipam.allocate(CTX, "last", subnet_id=subnet)["address"] == "10.10.0.2"
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM address_allocations")).scalar() == 1
