@@ -8,6 +8,7 @@ import pytest
 
 from fabric.context import RequestContext
 from fabric.exception import AddressExhausted, AddressInUse, Invalid, InvalidAddress, NotFound, RequestTokenConflict
+from tests.fixtures.databases import SERVER_BACKENDS
 from tests.unit.ipam.conftest import make_subnet, snapshot
 
 CTX = RequestContext.admin()
@@ -138,9 +139,9 @@ def test_bad_subnets_are_refused_before_anything_is_stored(cidr, kwargs, fragmen
     assert fragment in err.value.message
 
 
+# SQLite serialises writers; the server backends are the concurrent case.
+@pytest.mark.parametrize("db", SERVER_BACKENDS, indirect=True)
 def test_concurrent_allocations_never_share_an_address(ipam, db):
-    if db.backend == "sqlite":
-        pytest.skip("SQLite serialises writers; the server backends are the concurrent case")
     subnet = make_subnet(db, "10.20.0.0/22")
     ipam.allocate(CTX, "warm", subnet_id=subnet)
     results: list[str] = []
@@ -203,9 +204,9 @@ def test_subnet_created_prepares_the_pool_and_a_deleted_subnet_takes_its_pool_al
         ipam.allocate(CTX, "after", subnet_id=subnet)
 
 
+# SQLite has no server connections to lose.
+@pytest.mark.parametrize("db", SERVER_BACKENDS, indirect=True)
 def test_allocations_survive_the_server_closing_connections(ipam, db):
-    if db.backend == "sqlite":
-        pytest.skip("SQLite has no server connections to lose")
     import sqlalchemy as sa
 
     subnet = make_subnet(db, "10.8.0.0/24")
@@ -246,9 +247,9 @@ def test_default_ranges_leave_out_the_gateway_and_build_the_same_pool():
     assert stored_before.address(0) == "10.0.0.2"
 
 
+# SQLite has no server connections to lose.
+@pytest.mark.parametrize("db", SERVER_BACKENDS, indirect=True)
 def test_allocations_survive_a_restart_that_closed_every_pooled_connection(ipam, db):
-    if db.backend == "sqlite":
-        pytest.skip("SQLite has no server connections to lose")
     import sqlalchemy as sa
 
     subnet = make_subnet(db, "10.9.0.0/24")
@@ -270,9 +271,9 @@ def test_allocations_survive_a_restart_that_closed_every_pooled_connection(ipam,
     assert addresses(ipam.release(CTX, pool=subnet, request_token="before")) == ["10.9.0.2"]
 
 
+# prepared statements are the PostgreSQL path.
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_single_requests_reuse_the_plan_postgresql_keeps(ipam, db):
-    if db.backend != "postgresql":
-        pytest.skip("prepared statements are the PostgreSQL path")
     import sqlalchemy as sa
 
     subnet = make_subnet(db, "10.10.0.0/24")

@@ -10,6 +10,7 @@ from fabric.context import RequestContext
 from fabric.exception import AddressExhausted
 from fabric.ipam.allocator import EXTEND_BY
 from fabric.ipam.batching import FALLBACK, GroupCommit
+from tests.fixtures.databases import SERVER_BACKENDS
 from tests.fixtures.processes import wait_until
 from tests.unit.ipam.conftest import make_subnet, snapshot
 
@@ -184,9 +185,9 @@ def test_batched_release_frees_each_token_once(ipam, db):
     assert ipam.allocate(CTX, "n", subnet_id=subnet)["address"] == "10.34.0.3"
 
 
+# SQLite serialises writers; the server backends are the concurrent case.
+@pytest.mark.parametrize("db", SERVER_BACKENDS, indirect=True)
 def test_concurrent_allocations_are_combined_and_never_share_an_address(ipam, db):
-    if db.backend == "sqlite":
-        pytest.skip("SQLite serialises writers; the server backends are the concurrent case")
     subnet = make_subnet(db, "10.35.0.0/22")
     ipam.allocate(CTX, "warm", subnet_id=subnet)
     results: dict[str, str] = {}

@@ -21,6 +21,7 @@ from fabric import config
 from fabric.context import RequestContext
 from fabric.db.models import AddressAllocation, AddressPool, FreeAddress
 from fabric.ipam.manager import IpamManager
+from tests.fixtures.databases import SERVER_BACKENDS
 from tests.unit.ipam.conftest import make_subnet
 
 CTX = RequestContext.admin()
@@ -29,9 +30,9 @@ ALLOCATIONS_EACH = 80
 HELD_EACH = 12
 
 
+# SQLite serialises writers; the server backends are the concurrent case.
+@pytest.mark.parametrize("db", SERVER_BACKENDS, indirect=True)
 def test_lone_callers_in_several_workers_never_share_an_address_and_lose_none(db):
-    if db.backend == "sqlite":
-        pytest.skip("SQLite serialises writers; the server backends are the concurrent case")
     managers = [IpamManager(config.Settings(), host=f"ipam-{n}", db=db) for n in range(WORKERS)]
     subnet = make_subnet(db, "10.40.0.0/25")  # 125 addresses, each handed out several times over
     holders: dict[str, str] = {}  # address -> token, while held
