@@ -68,9 +68,13 @@ def sync_power_states(db: Database, driver: ComputeDriver, host: str) -> int:
     Instances with a task running are left alone (their handler settles them).
     A guest that vanished from the hypervisor puts its instance in error with a fault.
     """
+    # The rows first, then the hypervisor: a build that finishes between the two reads is
+    # still building in the rows (left alone), where the other order saw an ACTIVE row
+    # whose guest was missing from an older listing and put a healthy server in error
+    # (seen in the boot storm, tools/bench/storm.py, with queries waiting for a pool slot).
+    instances = states.instances_on_host(db, host)
     actual_states = driver.get_power_states()
-    return sum(sync_power_state(db, host, inst, actual_states.get(inst["id"]))
-               for inst in states.instances_on_host(db, host))
+    return sum(sync_power_state(db, host, inst, actual_states.get(inst["id"])) for inst in instances)
 
 
 def sync_power_state(db: Database, host: str, inst: dict, actual: PowerState | None) -> bool:

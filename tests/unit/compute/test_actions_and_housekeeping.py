@@ -86,6 +86,24 @@ def test_sync_errors_an_instance_whose_guest_vanished(manager, ctx, active):
     assert "vanished" in latest_fault(manager.db, active)["message"]
 
 
+def test_sync_leaves_a_build_that_finishes_while_it_runs_active(manager, ctx):
+    """The build ends (guest spawned, row ACTIVE) right after the sync listed the hypervisor's
+    guests: the sync must not take that server's guest for one that vanished."""
+    instance_id = add_instance(manager.db)
+    list_guests = manager.driver.get_power_states
+
+    def listing_then_the_build_finishes():
+        listed = list_guests()
+        if states.get_instance(manager.db, instance_id)["vm_state"] == "building":
+            manager.build_instance(ctx, instance_id)
+        return listed
+
+    manager.driver.get_power_states = listing_then_the_build_finishes
+    manager.sync_power_states(ctx)
+    assert _state(manager, instance_id) == ("active", None, PowerState.RUNNING)
+    assert latest_fault(manager.db, instance_id) is None
+
+
 def test_sync_leaves_instances_with_a_task_alone(manager, ctx, active):
     states.compare_and_swap(manager.db, active, {}, task_state="rebooting")
     manager.driver.kill(active)
