@@ -45,7 +45,8 @@ on the operation alone:
 - a resource of another project named in a body is not found (a server group hint, a
   network, subnet, port, security group, flavor or image), or refused where it is visible but
   not the caller's (a shared network's subnet or port: 403; another project's port for a
-  floating IP: 403); an EC2 credential needs a role on its project (403);
+  floating IP: 403); an EC2 credential a user makes for themselves needs a role on its project
+  (403), and another user's credentials are not found (``/v3/credentials``: 404);
 - a project-scoped token is needed wherever an operation acts in a project (an unscoped or
   domain-scoped token: 403, "this request needs a project-scoped token"); a token issued
   for an application credential cannot make another credential nor be re-scoped (403).
