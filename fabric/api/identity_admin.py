@@ -353,8 +353,9 @@ class UserItem:
                 user.enabled = data["enabled"]
             if revoke:
                 tokens.revoke_all_of(session, user.id)
-            if user_extras(data):
-                user.extra = {**(user.extra or {}), **user_extras(data)}
+            extras = user_extras(data)
+            if extras:
+                user.extra = {**(user.extra or {}), **extras}
             session.flush()
             doc = user_document(user, deps.base_url(req))
         common.respond(resp, {"user": doc})

@@ -149,10 +149,11 @@ def project_roles(session, user_id: str, project_id: str) -> list[tuple[str, str
 
 def _inherited_role_ids(session, user_id: str, project_id: str) -> set[str]:
     """The roles ``user_id`` (or a group of theirs) holds on ``project_id`` by a grant inherited
-    from its domain or a project above it. One indexed query when there is none."""
-    groups = group_ids_of(session, user_id)
+    from its domain or a project above it. One query when there is none (every token check
+    runs it)."""
+    groups = sa.select(GroupMembership.group_id).where(GroupMembership.user_id == user_id).scalar_subquery()
     actor = sa.or_(sa.and_(RoleGrant.actor_type == "user", RoleGrant.actor_id == user_id),
-                   sa.and_(RoleGrant.actor_type == "group", RoleGrant.actor_id.in_(groups or [""])))
+                   sa.and_(RoleGrant.actor_type == "group", RoleGrant.actor_id.in_(groups)))
     rows = session.execute(sa.select(RoleGrant.target_type, RoleGrant.target_id, RoleGrant.role_id)
                            .where(actor, RoleGrant.target_type.in_(list(INHERITED.values())))).all()
     if not rows:
