@@ -34,6 +34,8 @@ setup(
         "SQLAlchemy>=2.0.30,<3",
         "alembic>=1.13",
         "eventlet>=0.36",
+        # The objectstore's HTTP/1.1 parser (C), under its own server on eventlet's sockets.
+        "httptools>=0.6",
         "pyroute2>=0.7.12",
         "marshmallow>=3.20",
         "psycopg[binary]>=3.1",

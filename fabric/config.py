@@ -219,6 +219,21 @@ class ObjectstoreSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeSection:
+    """[volume]: the block-storage worker (fabric-volume) of this host."""
+
+    storage_dir: str = option("", "Directory holding this host's volumes (one qcow2 file each, snapshots inside it). Empty: data_dir/volumes.")
+    export_address: str = option("", "Address this host's NBD exports listen on and hand to compute hosts. Empty: [service] advertise_address, else 127.0.0.1.")
+    export_port_min: int = option(10809, "Lowest TCP port of an NBD export (one qemu-nbd per exported volume).", minimum=1)
+    export_port_max: int = option(11808, "Highest TCP port of an NBD export.", minimum=1)
+    qemu_img: str = option("qemu-img", "qemu-img binary (Debian package qemu-utils).")
+    qemu_nbd: str = option("qemu-nbd", "qemu-nbd binary (Debian package qemu-utils).")
+    availability_zone: str = option("nova", "Availability zone of this host's volumes.")
+    transient_timeout: float = option(600.0, "Seconds a volume or snapshot may stay creating, deleting, extending or attaching before the reaper ends it (error, or back to available for an attach).", minimum=1)
+    reap_interval: float = option(60.0, "Seconds between sweeps for volumes stuck in a transient status.", minimum=0.01)
+
+
+@dataclasses.dataclass(frozen=True)
 class DashboardSection:
     """[dashboard]: the web dashboard (fabric-dashboard, and inside fabric-all), a client of the API."""
 
@@ -256,6 +271,7 @@ SECTIONS: dict[str, type] = {
     "metadata": MetadataSection,
     "objectstore": ObjectstoreSection,
     "dashboard": DashboardSection,
+    "volume": VolumeSection,
     "metrics": MetricsSection,
 }
 
@@ -279,6 +295,7 @@ class Settings:
     metadata: MetadataSection = dataclasses.field(default_factory=MetadataSection)
     objectstore: ObjectstoreSection = dataclasses.field(default_factory=ObjectstoreSection)
     dashboard: DashboardSection = dataclasses.field(default_factory=DashboardSection)
+    volume: VolumeSection = dataclasses.field(default_factory=VolumeSection)
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
 
     @property

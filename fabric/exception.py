@@ -177,6 +177,12 @@ class RequestTokenConflict(Conflict):
     )
 
 
+class VolumeStateInvalid(Invalid):
+    """A volume or snapshot not in a status the operation can start from (Cinder's InvalidVolume, 400)."""
+
+    msg_fmt = "{kind} {ident} is {actual!r}; {action} needs one of {expected}."
+
+
 class InvalidAddress(Invalid):
     msg_fmt = "Address {address!r} cannot be used in pool {pool}: {reason}"
 
@@ -226,6 +232,13 @@ class HypervisorError(FabricError):
 
     code = 500
     msg_fmt = "Hypervisor on host {host} failed to {action} instance {instance}: {reason}"
+
+
+class VolumeBackendError(FabricError):
+    """The volume host's storage or export tools failed."""
+
+    code = 500
+    msg_fmt = "Volume host {host} failed to {action} {ident}: {reason}"
 
 
 class HypervisorUnavailable(FabricError):

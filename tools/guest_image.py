@@ -9,12 +9,17 @@ metadata from http://169.254.169.254 (OpenStack's ``meta_data.json`` and
 ``user_data``, with busybox ``wget``), takes its hostname from it, and runs a
 user-data shell script (one starting with ``#!``), its output going to the
 serial console between :data:`USER_DATA_BEGIN` and :data:`USER_DATA_END` lines,
-so ``openstack console log show`` returns it.
+so ``openstack console log show`` returns it. From the ready marker on it
+runs an SSH server (Debian's dropbear, public keys only) whose user
+:data:`SSH_USER` has the metadata's ``public_keys`` as its authorized keys, so
+a client holding the server's key pair logs in, as tempest's validation does.
 
 Everything comes from Debian's apt repositories: ``apt-get download`` fetches
 the ``linux-image-*-amd64`` package (``dpkg-deb -x`` unpacks it; installing it
 would pull initramfs tooling for nothing) and ``busybox-static`` (the host's
-copy is used when it is installed). The compressed kernel is unpacked to an
+copy is used when it is installed), and ``dropbear-bin`` with the shared
+libraries it needs (:data:`SSH_PACKAGES`; the only dynamically linked program
+in the image). The compressed kernel is unpacked to an
 ELF ``vmlinux`` so QEMU can enter it through PVH, which halves boot time
 under TCG (no decompression by emulated code), and its zero padding is
 trimmed (less host memory per guest). Module signatures are stripped (the
@@ -80,11 +85,31 @@ KERNEL_CMDLINE = ("console=ttyS0 panic=-1 quiet loglevel=3 i8042.noaux i8042.nok
 #: Bump when the build changes in a way the scripts below do not show (forces a rebuild).
 #: 3: trimmed vmlinux, applet links made at build time, modules in three groups.
 #: 4: metadata fetched at boot, user-data script run with its output on the console.
-BUILDER_VERSION = "4"
+#: 5: dropbear SSH server with the metadata's public keys.
+BUILDER_VERSION = "5"
+
+#: The user an SSH client logs in as (the metadata's public keys are its authorized keys).
+SSH_USER = "root"
+#: Debian packages of the SSH server: dropbear-bin and every package its libraries come
+#: from (its Depends, and libtomcrypt1's libgmp10), fetched with ``apt-get download`` so the
+#: libraries match it whatever the host has installed.
+SSH_PACKAGES = ("dropbear-bin", "libc6", "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g")
+#: The shared objects dropbear loads (checked at build time with the image's own loader).
+SSH_LIBRARIES = ("libc.so.6", "libcrypt.so.1", "libtomcrypt.so.1", "libtommath.so.1", "libgmp.so.10", "libz.so.1")
+LOADER = "ld-linux-x86-64.so.2"
+LIBRARY_DIR = "lib/x86_64-linux-gnu"
 
 #: Printed on the serial console once the guest has its address and acpid runs
 #: (virtio_blk, which nothing waits for, loads after it).
 READY_MARKER = "fabric-guest: ready"
+
+#: Where the guest keeps what it fetched from the metadata service (tmpfs), the SSH user's
+#: authorized keys among it.
+METADATA_DIR = "/run/metadata"
+
+#: Printed on the serial console, with their number, once the metadata's public keys are the
+#: SSH user's authorized keys (the SSH server listens from the ready marker on).
+SSH_KEYS_MARKER = "fabric-guest: ssh keys"
 
 #: Console lines around a user-data script's output; the end line carries its exit status.
 USER_DATA_BEGIN = "fabric-guest: user-data begin"
@@ -123,6 +148,11 @@ read up idle < /proc/uptime; echo "__READY__ at ${up}s"
 for m in __LATE_MODULES__; do
     insmod /lib/modules/$m.ko
 done
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+# The SSH server (it forks): keys only (-s), host keys made at the first connection (-R:
+# ed25519 for a current client, quick under TCG too), its log on the console. Logins work
+# once fabric-metadata has written the keys.
+dropbear -R -s -E -P /run/dropbear.pid
 /bin/fabric-metadata &
 while true; do sleep 3600; done
 """
@@ -133,7 +163,7 @@ while true; do sleep 3600; done
 # once it has answered, a failing user_data fetch means there is none.
 METADATA_SCRIPT = r"""#!/bin/sh
 URL=http://169.254.169.254/openstack/latest
-mkdir -p /run/metadata && cd /run/metadata || exit 1
+mkdir -p __METADATA_DIR__ && cd __METADATA_DIR__ || exit 1
 fetch() { timeout 10 wget -q -O "$1.part" "$URL/$1" && mv "$1.part" "$1"; }
 tries=0
 until fetch meta_data.json; do
@@ -145,6 +175,12 @@ field() { sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" meta_data.json; }
 name=$(field hostname)
 [ -n "$name" ] && hostname "$name"
 echo "fabric-guest: metadata uuid=$(field uuid) hostname=$name" > /dev/console
+# The SSH user's authorized keys (its ~/.ssh/authorized_keys links here), replaced whole:
+# public_keys is {"name": "key", ...} (names have no quotes); a key may end in an escaped newline.
+sed -n 's/.*"public_keys": {\([^}]*\)}.*/\1/p' meta_data.json | grep -o '": "[^"]*"' \
+    | sed 's/^": "//; s/"$//; s/\\n$//' > authorized_keys.part
+chmod 600 authorized_keys.part && mv authorized_keys.part authorized_keys
+echo "__SSH_KEYS__ $(grep -c . authorized_keys)" > /dev/console
 fetch user_data || exit 0
 if [ "$(head -c 2 user_data)" = "#!" ]; then
     chmod +x user_data
@@ -190,6 +226,13 @@ exit 0
 """
 
 POWER_BUTTON_SCRIPT = "#!/bin/sh\necho 'fabric-guest: power button' > /dev/console\nsync\npoweroff -f\n"
+
+#: The accounts dropbear looks up (glibc reads these files: no NSS modules in the image).
+ACCOUNT_FILES = {
+    "etc/passwd": f"{SSH_USER}:x:0:0:{SSH_USER}:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\n",
+    "etc/shells": "/bin/sh\n",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,12 +367,14 @@ def strip_module_signature(module: bytes) -> bytes:
 
 def render_metadata_script() -> str:
     """The guest's /bin/fabric-metadata with its console markers filled in."""
-    return METADATA_SCRIPT.replace("__BEGIN__", USER_DATA_BEGIN).replace("__END__", USER_DATA_END)
+    return (METADATA_SCRIPT.replace("__BEGIN__", USER_DATA_BEGIN).replace("__END__", USER_DATA_END)
+            .replace("__SSH_KEYS__", SSH_KEYS_MARKER).replace("__METADATA_DIR__", METADATA_DIR))
 
 
 def _builder_digest() -> str:
     text = (BUILDER_VERSION + render_init() + UDHCPC_SCRIPT + render_metadata_script() + POWER_BUTTON_SCRIPT
-            + " ".join(MODULES) + KERNEL_CMDLINE)
+            + " ".join(MODULES) + KERNEL_CMDLINE + " ".join(SSH_PACKAGES + SSH_LIBRARIES)
+            + "".join(ACCOUNT_FILES.values()))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -355,10 +400,49 @@ def _busybox(work: Path) -> Path:
     return work / "bb/bin/busybox"
 
 
+def _packaged_file(root: Path, name: str) -> Path:
+    """The file ``name`` (a soname or program) inside the unpacked packages under ``root``,
+    following only links that stay inside it; GuestImageError when there is none."""
+    inside = root.resolve()
+    for path in sorted(root.rglob(name)):
+        real = path.resolve()
+        if real.is_relative_to(inside) and real.is_file():
+            return real
+    raise GuestImageError(f"none of the packages {' '.join(SSH_PACKAGES)} has {name}")
+
+
+def _add_ssh_server(work: Path, root: Path) -> None:
+    """dropbear and the shared objects it loads into the initramfs at ``root``; the packages
+    downloaded to ``work``. GuestImageError when a library is missing (checked with the image's
+    own loader, so a new dependency fails the build, not the guest)."""
+    _run(["apt-get", "download", *SSH_PACKAGES], cwd=work)
+    unpacked = work / "ssh"
+    for package in SSH_PACKAGES:
+        deb = next(work.glob(f"{package}_*.deb"))
+        _run(["dpkg-deb", "-x", str(deb), str(unpacked)])
+    (root / LIBRARY_DIR).mkdir(parents=True, exist_ok=True)
+    (root / "lib64").mkdir(exist_ok=True)
+    for soname in SSH_LIBRARIES:
+        shutil.copy2(_packaged_file(unpacked, soname), root / LIBRARY_DIR / soname)
+    shutil.copy2(_packaged_file(unpacked, LOADER), root / "lib64" / LOADER)
+    shutil.copy2(_packaged_file(unpacked, "dropbear"), root / "bin/dropbear")
+    listed = _run([str(root / "lib64" / LOADER), "--library-path", str(root / LIBRARY_DIR), "--list",
+                   str(root / "bin/dropbear")])
+    if "not found" in listed:
+        raise GuestImageError(f"dropbear needs libraries missing from SSH_LIBRARIES:\n{listed}")
+    for rel, text in ACCOUNT_FILES.items():
+        (root / rel).write_text(text)
+    (root / "root/.ssh").mkdir(mode=0o700, parents=True)
+    (root / "root").chmod(0o700)
+    (root / "root/.ssh/authorized_keys").symlink_to(f"{METADATA_DIR}/authorized_keys")
+    (root / "etc/dropbear").mkdir()
+
+
 def _build_initramfs(work: Path, kroot: Path, busybox: Path, out: Path) -> None:
     root = work / "initramfs"
     for sub in ("bin", "dev", "proc", "sys", "etc/acpi/PWRF", "lib/modules", "tmp", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    _add_ssh_server(work, root)
     shutil.copy2(busybox, root / "bin/busybox")
     for applet in _run([str(busybox), "--list"]).split():
         if applet != "busybox":

@@ -26,6 +26,7 @@ from fabric.api import (
     identity_app_creds,
     identity_catalog,
     identity_credentials,
+    identity_domain_config,
     identity_endpoint_groups,
     identity_grants,
     identity_groups,
@@ -42,6 +43,7 @@ from fabric.api import (
     security_groups,
     versions,
 )
+from fabric.api.block_storage import register as register_block_storage
 from fabric.api.clients import Clients
 from fabric.api.common import ApiDeps
 from fabric.api.compute import register as register_compute
@@ -95,10 +97,12 @@ def build_app(settings: config.Settings, db: Database, clients: Clients, *,
     identity_endpoint_groups.register(app)
     identity_projects.register(app)
     identity_policies.register(app)
+    identity_domain_config.register(app)
     identity_credentials.register(app)
     identity_app_creds.register(app)
     ec2_credentials.register(app)
     register_compute(app)
+    register_block_storage(app)
     image.register(app)
     network.register(app)
     ports.register(app)

@@ -54,7 +54,7 @@ def bootstrap(db: Database, admin_password: str, admin_user: str = "admin", admi
             identity_catalog.seed(session, region)
     except sa_exc.IntegrityError:
         pass  # a concurrent bootstrap seeded it
-    roles = {name: _get_or_create(db, Role, {"name": name}, {})[0].id for name in ROLES}
+    roles = {name: _get_or_create(db, Role, {"name": name, "domain_id": ""}, {})[0].id for name in ROLES}
     project, _ = _get_or_create(db, Project, {"name": admin_project, "domain_id": "default"},
                                 {"description": "Bootstrap project for administering the cloud.", "enabled": True})
     user, created = _get_or_create(db, User, {"name": admin_user, "domain_id": "default"},
@@ -83,7 +83,7 @@ def ensure_image_service(db: Database) -> tuple[str, str]:
     found = images.service_credential(db)
     if found is not None:
         return found
-    member = _get_or_create(db, Role, {"name": "member"}, {})[0]
+    member = _get_or_create(db, Role, {"name": "member", "domain_id": ""}, {})[0]
     project, _ = _get_or_create(db, Project, {"name": images.SERVICE_PROJECT, "domain_id": "default"},
                                 {"description": "fabric's own services.", "enabled": True})
     user, _ = _get_or_create(db, User, {"name": images.SERVICE_USER, "domain_id": "default"},

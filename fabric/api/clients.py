@@ -21,6 +21,7 @@ from fabric.context import RequestContext
 from fabric.ipam.rpcapi import IpamAPI
 from fabric.network.rpcapi import NetworkAPI
 from fabric.scheduler.rpcapi import SchedulerAPI
+from fabric.volume.rpcapi import VolumeAPI
 
 
 class SchedulerClient(Protocol):
@@ -42,6 +43,10 @@ class NetworkClient(Protocol):
 
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> None:
         """Cast: the subnet's pool may be prepared by IPAM."""
+
+    def subnet_updated(self, ctx: RequestContext, subnet_id: str) -> None:
+        """Cast (fanout): the subnet's pool definition was committed changed (its gateway moved);
+        every ipam worker forgets its cached copy."""
 
     def security_groups_changed(self, ctx: RequestContext) -> None:
         """Cast (fanout): security groups, rules or memberships were committed; hosts re-apply."""
@@ -94,6 +99,8 @@ class Clients:
     compute: ComputeClient
     network: NetworkClient
     topology: TopologyClient
+    #: The volume workers (fabric.volume.api.VolumeRPC); None where a test gives the API none.
+    volume: object = None
 
 
 class _SchedulerAdapter:
@@ -143,6 +150,9 @@ class _NetworkAdapter:
     def subnet_created(self, ctx, subnet_id):
         self._ipam.subnet_created(ctx, subnet_id)
 
+    def subnet_updated(self, ctx, subnet_id):
+        self._ipam.subnet_updated(ctx, subnet_id)
+
     def security_groups_changed(self, ctx):
         self._network.security_groups_changed(ctx)
 
@@ -191,4 +201,5 @@ class _TopologyAdapter:
 def rpc_clients(transport, call_timeout: float = 30.0) -> Clients:
     """The clients over fabric.rpc, through each worker's ``rpcapi`` module."""
     return Clients(scheduler=_SchedulerAdapter(transport), compute=_ComputeAdapter(transport, call_timeout),
-                   network=_NetworkAdapter(transport, call_timeout), topology=_TopologyAdapter(transport, call_timeout))
+                   network=_NetworkAdapter(transport, call_timeout), topology=_TopologyAdapter(transport, call_timeout),
+                   volume=VolumeAPI(transport, timeout=call_timeout))

@@ -103,6 +103,15 @@ def body(req: falcon.Request, schema: marshmallow.Schema) -> dict:
     return load(schema, read_json(req))
 
 
+def get_or_404(session, model: type, ident: Any, kind: str) -> Any:
+    """The ``model`` row whose primary key is ``ident``; NotFound (404) naming ``kind`` and
+    ``ident`` when there is none."""
+    row = session.get(model, ident)
+    if row is None:
+        raise exception.NotFound(kind=kind, ident=ident)
+    return row
+
+
 def respond(resp: falcon.Response, doc: Any, status: int = 200) -> None:
     resp.status = status
     resp.media = doc

@@ -40,13 +40,15 @@ _COMPUTE_KEYS = {
 
 
 def api_of(path: str) -> str:
-    """Which API a path belongs to: identity, compute, image, network or admin."""
+    """Which API a path belongs to: identity, compute, image, network, volume or admin."""
     if path.startswith("/compute"):
         return "compute"
     if path.startswith("/image"):
         return "image"
     if path.startswith("/networking"):
         return "network"
+    if path.startswith("/volume"):
+        return "volume"
     if path.startswith("/fabric"):
         return "admin"
     return "identity"
@@ -64,7 +66,7 @@ def status_for(api: str, err: exception.FabricError) -> int:
 def body_for(api: str, status: int, message: str, type_name: str = "") -> dict:
     """The error document for ``status`` in the shape of ``api``."""
     title = http.HTTPStatus(status).phrase
-    if api == "compute":
+    if api in ("compute", "volume"):  # Cinder's faults have Nova's shape and keys
         return {_COMPUTE_KEYS.get(status, "computeFault"): {"code": status, "message": message}}
     if api == "network":
         return {"NeutronError": {"type": type_name or title.replace(" ", ""), "message": message, "detail": ""}}

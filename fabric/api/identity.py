@@ -14,6 +14,7 @@ from fabric import exception
 from fabric.api import common, identity_catalog, identity_ldap, identity_lockout, policy, tokens
 from fabric.api.common import ApiDeps
 from fabric.db.models import Domain, Role
+from fabric.db.models.identity import GLOBAL_ROLE
 
 # --- schemas ----------------------------------------------------------------
 
@@ -61,7 +62,7 @@ class ProjectCreateSchema(Schema):
     description = fields.String(load_default="", allow_none=True, validate=validate.Length(max=255))
     enabled = common.StrictBoolean(load_default=True)
     parent_id = fields.String(allow_none=True)
-    is_domain = common.StrictBoolean(validate=validate.Equal(False))
+    is_domain = common.StrictBoolean(load_default=False)  # True: a project acting as a domain
     tags = fields.Raw(allow_none=True)  # checked by identity_projects.check_tags
 
 
@@ -123,7 +124,7 @@ def token_document(info: tokens.TokenInfo, deps: ApiDeps, req: falcon.Request) -
 
 
 def role_document(role: Role, base: str) -> dict:
-    return {"id": role.id, "name": role.name, "domain_id": None, "description": None, "options": {},
+    return {"id": role.id, "name": role.name, "domain_id": role.domain_id or None, "description": None, "options": {},
             "links": {"self": f"{base}/v3/roles/{role.id}"}}
 
 
@@ -173,17 +174,20 @@ class AuthTokens:
         resp.status = falcon.HTTP_204
 
 
-def _get_or_404(session, model, ident: str, kind: str):
-    row = session.get(model, ident)
-    if row is None:
-        raise exception.NotFound(kind=kind, ident=ident)
-    return row
+def _check_role_name_free(session, name: str, domain_id: str) -> None:
+    """Conflict if ``name`` is taken among the global roles (``domain_id`` '') or one domain's:
+    role names are unique per domain, as in Keystone (the database's constraint backs this)."""
+    if session.scalar(sa.select(Role.id).where(Role.name == name, Role.domain_id == domain_id)):
+        where = f" in domain {domain_id}" if domain_id else ""
+        raise exception.Conflict(reason=f"a role named {name!r} already exists{where}")
 
 
 class Roles:
     def on_get(self, req, resp):
         deps = common.deps(req)
-        query = common.equal_filters(sa.select(Role).order_by(Role.name), req, {"name": Role.name})
+        # As Keystone: the global roles, or with ?domain_id those of one domain.
+        query = common.equal_filters(sa.select(Role).order_by(Role.name), req, {"name": Role.name}).where(
+            Role.domain_id == (req.get_param("domain_id") or GLOBAL_ROLE))
         with deps.db.begin() as session:
             common.respond(resp, {"roles": [role_document(r, deps.base_url(req)) for r in session.scalars(query)]})
 
@@ -191,9 +195,11 @@ class Roles:
         deps = common.deps(req)
         data = common.body(req, wrapped("role", RoleCreateSchema))["role"]
         with deps.db.begin() as session:
-            if session.scalar(sa.select(Role.id).where(Role.name == data["name"])):
-                raise exception.Conflict(reason=f"a role named {data['name']!r} already exists")
-            role = Role(name=data["name"])
+            domain_id = data.get("domain_id") or GLOBAL_ROLE
+            if domain_id != GLOBAL_ROLE and session.get(Domain, domain_id) is None:
+                raise exception.NotFound(kind="Domain", ident=domain_id)
+            _check_role_name_free(session, data["name"], domain_id)
+            role = Role(name=data["name"], domain_id=domain_id)
             session.add(role)
             session.flush()
             common.respond(resp, {"role": role_document(role, deps.base_url(req))}, falcon.HTTP_201)
@@ -203,7 +209,7 @@ class RoleItem:
     def on_get(self, req, resp, role_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            common.respond(resp, {"role": role_document(_get_or_404(session, Role, role_id, "Role"),
+            common.respond(resp, {"role": role_document(common.get_or_404(session, Role, role_id, "Role"),
                                                         deps.base_url(req))})
 
     def on_patch(self, req, resp, role_id):
@@ -212,19 +218,18 @@ class RoleItem:
         deps = common.deps(req)
         data = common.body(req, wrapped("role", RoleUpdateSchema))["role"]
         with deps.db.begin() as session:
-            role = _get_or_404(session, Role, role_id, "Role")
+            role = common.get_or_404(session, Role, role_id, "Role")
             if "name" in data and data["name"] != role.name:
-                if role.name in policy.ROLES:
+                if role.name in policy.ROLES and role.domain_id == GLOBAL_ROLE:
                     raise exception.Conflict(reason=f"role {role.name!r} is one the policy names: it keeps its name")
-                if session.scalar(sa.select(Role.id).where(Role.name == data["name"])):
-                    raise exception.Conflict(reason=f"a role named {data['name']!r} already exists")
+                _check_role_name_free(session, data["name"], role.domain_id)
                 role.name = data["name"]
             session.flush()
             common.respond(resp, {"role": role_document(role, deps.base_url(req))})
 
     def on_delete(self, req, resp, role_id):
         with common.deps(req).db.begin() as session:
-            session.delete(_get_or_404(session, Role, role_id, "Role"))  # its grants by cascade
+            session.delete(common.get_or_404(session, Role, role_id, "Role"))  # its grants by cascade
         resp.status = falcon.HTTP_204
 
 

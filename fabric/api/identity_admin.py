@@ -21,7 +21,7 @@ from fabric import exception
 from fabric.api import common, identity_grants, identity_ldap, identity_lockout, identity_projects, passwords, tokens
 from fabric.api.identity import ProjectCreateSchema, UserCreateSchema, wrapped
 from fabric.api.identity_catalog import Lenient
-from fabric.db.models import Domain, Group, Project, User
+from fabric.db.models import Domain, Group, Project, Role, User
 from fabric.db.types import utcnow
 
 DEFAULT_DOMAIN_ID = tokens.DEFAULT_DOMAIN["id"]
@@ -98,9 +98,11 @@ def project_document(project: Project, base: str, carried: tuple[str | None, lis
     if carried is None:
         carried = identity_projects.carried(orm.object_session(project), [project])[project.id]
     parent_id, tags = carried
-    return {"id": project.id, "name": project.name, "domain_id": project.domain_id,
-            "description": project.description, "enabled": project.enabled, "is_domain": False,
-            "parent_id": parent_id or project.domain_id, "tags": tags, "options": {},
+    # A project acting as a domain sits in no domain and under nothing, as in Keystone.
+    domain_id = None if project.is_domain else project.domain_id
+    return {"id": project.id, "name": project.name, "domain_id": domain_id,
+            "description": project.description, "enabled": project.enabled, "is_domain": project.is_domain,
+            "parent_id": parent_id or domain_id, "tags": tags, "options": {},
             "links": {"self": f"{base}/v3/projects/{project.id}"}}
 
 
@@ -116,15 +118,8 @@ def listing(key: str, docs: list[dict], req: falcon.Request) -> dict:
 # --- shared checks -----------------------------------------------------------------------
 
 
-def get_or_404(session, model, ident: str, kind: str):
-    row = session.get(model, ident)
-    if row is None:
-        raise exception.NotFound(kind=kind, ident=ident)
-    return row
-
-
 def require_domain(session, domain_id: str) -> Domain:
-    return get_or_404(session, Domain, domain_id, "Domain")
+    return common.get_or_404(session, Domain, domain_id, "Domain")
 
 
 def require_free_name(session, model, kind: str, name: str, domain_id: str, but: str | None = None) -> None:
@@ -205,24 +200,44 @@ class DomainItem:
                 raise exception.Conflict(reason=f"a domain named {data['name']!r} already exists")
             for key, value in data.items():
                 setattr(domain, key, value if value is not None else "")
+            twin = _project_acting_as(session, domain.id)
+            if twin is not None:
+                _mirror(twin, data)
             session.flush()
             doc = domain_document(domain, deps.base_url(req))
         common.respond(resp, {"domain": doc})
 
     def on_delete(self, req, resp, domain_id):
         with common.deps(req).db.begin() as session:
-            domain = require_domain(session, domain_id)
-            if domain.id == DEFAULT_DOMAIN_ID:
-                raise exception.Forbidden(reason="the default domain cannot be deleted")
-            if domain.enabled:
-                raise exception.Forbidden(reason=f"domain {domain_id} is enabled; disable it before deleting it")
-            # As Keystone: a domain takes its projects, users and groups with it.
-            identity_projects.unnest_domain(session, domain_id)
-            for kind, model in (("project", Project), ("user", User), ("group", Group)):
-                for row in session.scalars(sa.select(model).where(model.domain_id == domain_id)).all():
-                    identity_grants.delete_with_grants(session, kind, row)
-            identity_grants.delete_with_grants(session, "domain", domain)
+            delete_domain(session, require_domain(session, domain_id))
         resp.status = falcon.HTTP_204
+
+
+def delete_domain(session, domain: Domain) -> None:
+    """Delete a disabled ``domain`` with its projects (the one acting as it included), users,
+    groups, roles and grants, as Keystone does; Forbidden for ``default`` or an enabled one."""
+    if domain.id == DEFAULT_DOMAIN_ID:
+        raise exception.Forbidden(reason="the default domain cannot be deleted")
+    if domain.enabled:
+        raise exception.Forbidden(reason=f"domain {domain.id} is enabled; disable it before deleting it")
+    identity_projects.unnest_domain(session, domain.id)
+    for kind, model in (("project", Project), ("user", User), ("group", Group)):
+        for row in session.scalars(sa.select(model).where(model.domain_id == domain.id)).all():
+            identity_grants.delete_with_grants(session, kind, row)
+    session.execute(sa.delete(Role).where(Role.domain_id == domain.id))  # its grants by cascade
+    identity_grants.delete_with_grants(session, "domain", domain)
+
+
+def _project_acting_as(session, domain_id: str) -> Project | None:
+    project = session.get(Project, domain_id)
+    return project if project is not None and project.is_domain else None
+
+
+def _mirror(target, data: dict) -> None:
+    """Copy a domain's (or a domain project's) name, description and enabled to its twin."""
+    for key in ("name", "description", "enabled"):
+        if key in data:
+            setattr(target, key, data[key] if data[key] is not None else "")
 
 
 # --- projects ----------------------------------------------------------------------------
@@ -234,6 +249,8 @@ class Projects:
         query = common.equal_filters(sa.select(Project).order_by(Project.name), req,
                                      {"name": Project.name, "domain_id": Project.domain_id})
         query = identity_projects.filtered(_bool_filter(query, req, Project.enabled), req)
+        # As Keystone: projects acting as domains only when asked for (?is_domain=true).
+        query = query.where(Project.is_domain == identity_grants.flag(req, "is_domain"))
         with deps.db.begin() as session:
             docs = project_documents(session, session.scalars(query).all(), deps.base_url(req))
         common.respond(resp, listing("projects", docs, req))
@@ -242,6 +259,9 @@ class Projects:
         deps = common.deps(req)
         data = common.body(req, wrapped("project", ProjectCreateSchema))["project"]
         tags = identity_projects.check_tags(data["tags"]) if data.get("tags") is not None else []
+        if data["is_domain"]:
+            common.respond(resp, {"project": _create_domain_project(deps, data, tags, req)}, falcon.HTTP_201)
+            return
         with deps.db.begin() as session:
             # As Keystone: a nested project is in its parent's domain unless told otherwise.
             domain_id = (data["domain_id"] or identity_projects.domain_of_parent(session, data.get("parent_id"))
@@ -258,24 +278,42 @@ class Projects:
         common.respond(resp, {"project": doc}, falcon.HTTP_201)
 
 
+def _create_domain_project(deps, data: dict, tags: list[str], req: falcon.Request) -> dict:
+    """A project acting as a domain: a domain and its twin project, with one id."""
+    if data.get("parent_id") or data.get("domain_id"):
+        raise exception.Invalid(reason="a project acting as a domain (is_domain true) has no parent_id or domain_id")
+    with deps.db.begin() as session:
+        if session.scalar(sa.select(Domain.id).where(Domain.name == data["name"])):
+            raise exception.Conflict(reason=f"a domain named {data['name']!r} already exists")
+        domain = Domain(name=data["name"], description=data["description"] or "", enabled=data["enabled"])
+        session.add(domain)
+        session.flush()
+        project = Project(id=domain.id, name=data["name"], domain_id=domain.id, is_domain=True,
+                          description=data["description"] or "", enabled=data["enabled"])
+        session.add(project)
+        session.flush()
+        identity_projects.set_tags(session, project.id, tags)
+        return project_document(project, deps.base_url(req))
+
+
 class ProjectItem:
     def on_get(self, req, resp, project_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            project = get_or_404(session, Project, project_id, "Project")
+            project = common.get_or_404(session, Project, project_id, "Project")
             common.respond(resp, {"project": project_document(project, deps.base_url(req))})
 
     def on_patch(self, req, resp, project_id):
         deps = common.deps(req)
         data = common.body(req, wrapped("project", ProjectUpdateSchema))["project"]
         with deps.db.begin() as session:
-            project = get_or_404(session, Project, project_id, "Project")
+            project = common.get_or_404(session, Project, project_id, "Project")
             _refuse_domain_change(project, data, "project")
             if "name" in data:
                 require_free_name(session, Project, "project", data["name"], project.domain_id, but=project.id)
-            for key in ("name", "description", "enabled"):
-                if key in data:
-                    setattr(project, key, data[key] if data[key] is not None else "")
+            _mirror(project, data)
+            if project.is_domain:
+                _mirror(require_domain(session, project.id), data)
             if data.get("tags") is not None:
                 identity_projects.set_tags(session, project.id, identity_projects.check_tags(data["tags"]))
             session.flush()
@@ -284,9 +322,12 @@ class ProjectItem:
 
     def on_delete(self, req, resp, project_id):
         with common.deps(req).db.begin() as session:
-            project = get_or_404(session, Project, project_id, "Project")
-            identity_projects.refuse_delete_with_children(session, project.id)
-            delete_project(session, project)
+            project = common.get_or_404(session, Project, project_id, "Project")
+            if project.is_domain:
+                delete_domain(session, require_domain(session, project.id))
+            else:
+                identity_projects.refuse_delete_with_children(session, project.id)
+                delete_project(session, project)
         resp.status = falcon.HTTP_204
 
 
@@ -311,7 +352,7 @@ class Users:
         with deps.db.begin() as session:
             require_domain(session, data["domain_id"])
             if data["default_project_id"]:
-                get_or_404(session, Project, data["default_project_id"], "Project")
+                common.get_or_404(session, Project, data["default_project_id"], "Project")
             require_free_name(session, User, "user", data["name"], data["domain_id"])
             user = User(name=data["name"], domain_id=data["domain_id"], enabled=data["enabled"],
                         password_hash=passwords.hash_password(data["password"]) if data.get("password") else "",
@@ -326,21 +367,21 @@ class UserItem:
     def on_get(self, req, resp, user_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            user = get_or_404(session, User, user_id, "User")
+            user = common.get_or_404(session, User, user_id, "User")
             common.respond(resp, {"user": user_document(user, deps.base_url(req))})
 
     def on_patch(self, req, resp, user_id):
         deps = common.deps(req)
         data = common.body(req, wrapped("user", UserUpdateSchema))["user"]
         with deps.db.begin() as session:
-            user = get_or_404(session, User, user_id, "User")
+            user = common.get_or_404(session, User, user_id, "User")
             identity_ldap.refuse_writes(deps.settings, user.domain_id, "changing users")
             _refuse_domain_change(user, data, "user")
             if "name" in data:
                 require_free_name(session, User, "user", data["name"], user.domain_id, but=user.id)
                 user.name = data["name"]
             if data.get("default_project_id"):
-                get_or_404(session, Project, data["default_project_id"], "Project")
+                common.get_or_404(session, Project, data["default_project_id"], "Project")
             if "default_project_id" in data:
                 user.default_project_id = data["default_project_id"]
             revoke = False
@@ -363,7 +404,7 @@ class UserItem:
     def on_delete(self, req, resp, user_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            user = get_or_404(session, User, user_id, "User")
+            user = common.get_or_404(session, User, user_id, "User")
             identity_ldap.refuse_writes(deps.settings, user.domain_id, "deleting users")
             delete_user(session, user)
         resp.status = falcon.HTTP_204
@@ -403,7 +444,7 @@ class UserProjects:
     def on_get(self, req, resp, user_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            get_or_404(session, User, user_id, "User")
+            common.get_or_404(session, User, user_id, "User")
             ids = identity_grants.project_ids_of(session, user_id)
             rows = session.scalars(sa.select(Project).where(Project.id.in_(ids)).order_by(Project.name)).all()
             docs = project_documents(session, rows, deps.base_url(req))

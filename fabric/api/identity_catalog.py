@@ -22,7 +22,9 @@ from fabric.db.models import CatalogEndpoint, CatalogService, EndpointGroup, Pro
 #: (type, name, URL template): the catalog fabric has always served.
 DEFAULT_SERVICES = (("identity", "keystone", "$(api_url)s/v3"), ("compute", "nova", "$(api_url)s/compute/v2.1"),
                     ("image", "glance", "$(api_url)s/image"), ("network", "neutron", "$(api_url)s/networking"),
-                    ("s3", "fabric-objectstore", "$(objectstore_url)s"))
+                    ("s3", "fabric-objectstore", "$(objectstore_url)s"),
+                    ("block-storage", "cinder", "$(api_url)s/volume/v3"),
+                    ("volumev3", "cinderv3", "$(api_url)s/volume/v3"))
 INTERFACES = ("public", "internal", "admin")
 
 
@@ -160,16 +162,9 @@ def _endpoint_changes(session, data: dict) -> dict:
     if region is not None and "region_id" not in data:
         data["region_id"] = region
     if "service_id" in data:
-        _get(session, CatalogService, data["service_id"], "Service")
+        common.get_or_404(session, CatalogService, data["service_id"], "Service")
     ensure_region(session, data.get("region_id"))
     return data
-
-
-def _get(session, model, ident: str, kind: str):
-    row = session.get(model, ident)
-    if row is None:
-        raise exception.NotFound(kind=kind, ident=ident)
-    return row
 
 
 class Services:
@@ -203,7 +198,7 @@ class CatalogItem:
 
     def _row(self, session, params: dict):
         (ident,) = params.values()  # the route's one id: service_id or endpoint_id
-        return _get(session, self.model, ident, self.kind.capitalize())
+        return common.get_or_404(session, self.model, ident, self.kind.capitalize())
 
     def on_get(self, req, resp, **params):
         deps = common.deps(req)
@@ -248,7 +243,7 @@ class Endpoints:
         region = data.pop("region_id", None) or data.pop("region", None)
         data.pop("region", None)
         with deps.db.begin() as session:
-            _get(session, CatalogService, data["service_id"], "Service")
+            common.get_or_404(session, CatalogService, data["service_id"], "Service")
             ensure_region(session, region)
             row = CatalogEndpoint(region_id=region, **data)
             session.add(row)

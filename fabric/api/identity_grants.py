@@ -23,6 +23,7 @@ from fabric import exception
 from fabric.api import common, identity_implied, identity_projects
 from fabric.db import constraints
 from fabric.db.models import Domain, Group, GroupMembership, Project, Role, RoleAssignment, RoleGrant, User
+from fabric.db.models.identity import GLOBAL_ROLE
 
 SYSTEM = "all"
 ACTORS = ("user", "group")
@@ -125,9 +126,9 @@ def _roles_statement() -> tuple[sa.Select, sa.Select]:
     on_project = sa.select(RoleGrant.role_id.label("role_id")).where(
         via_groups, RoleGrant.target_type == "project", RoleGrant.target_id == target_id)
     held = sa.union(direct, on_project).subquery()
-    project = sa.select(Role.id, Role.name).join(held, held.c.role_id == Role.id).order_by(Role.name)
+    project = sa.select(Role.id, Role.name, Role.domain_id).join(held, held.c.role_id == Role.id).order_by(Role.name)
     actor = sa.or_(sa.and_(RoleGrant.actor_type == "user", RoleGrant.actor_id == user_id), via_groups)
-    other = (sa.select(Role.id, Role.name)
+    other = (sa.select(Role.id, Role.name, Role.domain_id)
              .where(Role.id.in_(sa.select(RoleGrant.role_id).where(actor, RoleGrant.target_type == target_type,
                                                                   RoleGrant.target_id == target_id)))
              .order_by(Role.name))
@@ -140,11 +141,20 @@ _PROJECT_ROLES, _OTHER_ROLES = _roles_statement()
 def project_roles(session, user_id: str, project_id: str) -> list[tuple[str, str]]:
     """(id, name) of every role ``user_id`` holds on ``project_id``, directly or through one of
     its groups, and every role those imply, by name."""
-    rows = [(r.id, r.name) for r in session.execute(_PROJECT_ROLES, {"user_id": user_id, "target_id": project_id})]
-    inherited = _inherited_role_ids(session, user_id, project_id) - {role_id for role_id, _ in rows}
+    rows = session.execute(_PROJECT_ROLES, {"user_id": user_id, "target_id": project_id}).all()
+    inherited = _inherited_role_ids(session, user_id, project_id) - {row.id for row in rows}
     if inherited:
-        rows += [(r.id, r.name) for r in session.execute(sa.select(Role.id, Role.name).where(Role.id.in_(inherited)))]
-    return identity_implied.with_implied(session, sorted(rows, key=lambda role: role[1]))
+        rows += session.execute(sa.select(Role.id, Role.name, Role.domain_id).where(Role.id.in_(inherited))).all()
+    return _effective(session, rows)
+
+
+def _effective(session, rows) -> list[tuple[str, str]]:
+    """(id, name), by name, of the global roles among ``rows`` (id, name, domain_id) and of
+    every global role any of them implies: a domain-specific role is never effective itself,
+    only what it implies (Keystone's rule, for tokens and effective assignments)."""
+    held = sorted(((row.id, row.name) for row in rows), key=lambda role: role[1])
+    local = {row.id for row in rows if row.domain_id != GLOBAL_ROLE}
+    return [role for role in identity_implied.with_implied(session, held) if role[0] not in local]
 
 
 def _inherited_role_ids(session, user_id: str, project_id: str) -> set[str]:
@@ -170,8 +180,8 @@ def target_roles(session, user_id: str, target_type: str, target_id: str) -> lis
     (``target_id`` ``all``), directly or through a group, and every role those imply, by name."""
     if target_type == "project":
         return project_roles(session, user_id, target_id)
-    rows = session.execute(_OTHER_ROLES, {"user_id": user_id, "target_type": target_type, "target_id": target_id})
-    return identity_implied.with_implied(session, [(r.id, r.name) for r in rows])
+    return _effective(session, session.execute(
+        _OTHER_ROLES, {"user_id": user_id, "target_type": target_type, "target_id": target_id}).all())
 
 
 def project_ids_of(session, user_id: str) -> set[str]:
@@ -263,12 +273,16 @@ def assignments(session, filters: Filters) -> list[tuple[Grant, str | None]]:
     if filters.effective:
         found += [(dataclasses.replace(grant, role_id=implied), via) for grant, via in list(found)
                   for implied in identity_implied.implied_by(session, grant.role_id)]
+        # A domain-specific role is never effective itself, only what it implies (Keystone).
+        domain_roles = set(session.scalars(sa.select(Role.id).where(
+            Role.id.in_({grant.role_id for grant, _ in found}), Role.domain_id != GLOBAL_ROLE)))
+        found = [(grant, via) for grant, via in found if grant.role_id not in domain_roles]
         if filters.role_id:
             found = [(grant, via) for grant, via in found if grant.role_id == filters.role_id]
     return sorted(set(found), key=lambda pair: (pair[0], pair[1] or ""))
 
 
-def _flag(req: falcon.Request, name: str) -> bool:
+def flag(req: falcon.Request, name: str) -> bool:
     """Keystone's boolean query flags: present and not false."""
     if name not in req.params:
         return False
@@ -336,8 +350,8 @@ class RoleAssignments:
             raise exception.Invalid(reason=f"scope.system={system!r} is not supported; the only system is 'all'")
         filters = Filters(user_id=req.get_param("user.id"), group_id=req.get_param("group.id"),
                           project_id=req.get_param("scope.project.id"), domain_id=req.get_param("scope.domain.id"),
-                          system=system == SYSTEM, role_id=req.get_param("role.id"), effective=_flag(req, "effective"))
-        with_names = _flag(req, "include_names")
+                          system=system == SYSTEM, role_id=req.get_param("role.id"), effective=flag(req, "effective"))
+        with_names = flag(req, "include_names")
         deps = common.deps(req)
         base = deps.base_url(req)
         with deps.db.begin() as session:
@@ -457,6 +471,7 @@ OPENAPI_OPERATIONS: list = [
     for actor in ACTORS
     for method, suffix, summary, status in (
         ("get", "", "List granted roles", 200), ("put", "/{role_id}", "Grant a role", 204),
-        ("head", "/{role_id}", "Check a role grant", 204), ("delete", "/{role_id}", "Revoke a role", 204))
+        ("head", "/{role_id}", "Check a role grant", 204), ("get", "/{role_id}", "Check a role grant (204, else 404)", 204),
+        ("delete", "/{role_id}", "Revoke a role", 204))
     if not (target, actor, method) == ("project", "user", "put")  # already in the main list
 ]

@@ -15,7 +15,6 @@ from fabric.api import common, identity_grants, identity_ldap
 from fabric.api.identity import wrapped
 from fabric.api.identity_admin import (
     DEFAULT_DOMAIN_ID,
-    get_or_404,
     listing,
     require_domain,
     require_free_name,
@@ -51,7 +50,7 @@ class UserGroups:
     def on_get(self, req, resp, user_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            get_or_404(session, User, user_id, "User")
+            common.get_or_404(session, User, user_id, "User")
             rows = session.scalars(sa.select(Group).join(GroupMembership, GroupMembership.group_id == Group.id)
                                    .where(GroupMembership.user_id == user_id).order_by(Group.name)).all()
             docs = [group_document(g, deps.base_url(req)) for g in rows]
@@ -86,14 +85,14 @@ class GroupItem:
     def on_get(self, req, resp, group_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            common.respond(resp, {"group": group_document(get_or_404(session, Group, group_id, "Group"),
+            common.respond(resp, {"group": group_document(common.get_or_404(session, Group, group_id, "Group"),
                                                           deps.base_url(req))})
 
     def on_patch(self, req, resp, group_id):
         deps = common.deps(req)
         data = common.body(req, wrapped("group", GroupUpdateSchema))["group"]
         with deps.db.begin() as session:
-            group = get_or_404(session, Group, group_id, "Group")
+            group = common.get_or_404(session, Group, group_id, "Group")
             identity_ldap.refuse_writes(deps.settings, group.domain_id, "changing groups")
             if "name" in data:
                 require_free_name(session, Group, "group", data["name"], group.domain_id, but=group.id)
@@ -106,7 +105,7 @@ class GroupItem:
     def on_delete(self, req, resp, group_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            group = get_or_404(session, Group, group_id, "Group")
+            group = common.get_or_404(session, Group, group_id, "Group")
             identity_ldap.refuse_writes(deps.settings, group.domain_id, "deleting groups")
             delete_group(session, group)
         resp.status = falcon.HTTP_204
@@ -116,7 +115,7 @@ class GroupUsers:
     def on_get(self, req, resp, group_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            get_or_404(session, Group, group_id, "Group")
+            common.get_or_404(session, Group, group_id, "Group")
             rows = session.scalars(sa.select(User).join(GroupMembership, GroupMembership.user_id == User.id)
                                    .where(GroupMembership.group_id == group_id).order_by(User.name)).all()
             docs = [user_document(u, deps.base_url(req)) for u in rows]
@@ -127,12 +126,12 @@ class GroupMember:
     """PUT adds (idempotent), HEAD/GET checks (204 or 404), DELETE removes a user from a group."""
 
     def _membership(self, session, group_id: str, user_id: str) -> GroupMembership | None:
-        get_or_404(session, Group, group_id, "Group")
-        get_or_404(session, User, user_id, "User")
+        common.get_or_404(session, Group, group_id, "Group")
+        common.get_or_404(session, User, user_id, "User")
         return session.get(GroupMembership, (user_id, group_id))
 
     def _refuse_ldap(self, req, session, group_id: str) -> None:
-        group = get_or_404(session, Group, group_id, "Group")
+        group = common.get_or_404(session, Group, group_id, "Group")
         identity_ldap.refuse_writes(common.deps(req).settings, group.domain_id, "changing group membership")
 
     def on_put(self, req, resp, group_id, user_id):
@@ -183,5 +182,6 @@ OPENAPI_OPERATIONS: list = [
     ("get", "/v3/groups/{group_id}/users", "List a group's users (admin)", None, 200),
     ("put", "/v3/groups/{group_id}/users/{user_id}", "Add a user to a group (admin)", None, 204),
     ("head", "/v3/groups/{group_id}/users/{user_id}", "Check a user is in a group (admin)", None, 204),
+    ("get", "/v3/groups/{group_id}/users/{user_id}", "Check a user is in a group (admin; 204, else 404)", None, 204),
     ("delete", "/v3/groups/{group_id}/users/{user_id}", "Remove a user from a group (admin)", None, 204),
 ]

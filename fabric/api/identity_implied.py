@@ -49,7 +49,8 @@ def with_implied(session, roles: list[tuple[str, str]]) -> list[tuple[str, str]]
     extra = _closure(rules, held) - held
     if not extra:
         return roles
-    more = session.execute(sa.select(Role.id, Role.name).where(Role.id.in_(extra))).all()
+    # An implied domain-specific role is never held itself (Keystone), only what it implies.
+    more = session.execute(sa.select(Role.id, Role.name).where(Role.id.in_(extra), Role.domain_id == "")).all()
     return sorted([*roles, *((r.id, r.name) for r in more)], key=lambda role: role[1])
 
 
@@ -102,7 +103,10 @@ class ImpliesItem:
         try:
             with deps.db.begin() as session:
                 prior, implied = _role(session, role_id), _role(session, implied_role_id)
-                if implied.name in PROHIBITED:
+                if implied.domain_id and not prior.domain_id:
+                    raise exception.Forbidden(reason=f"global role {prior.name!r} cannot imply {implied.name!r}, a "
+                                                     f"role of domain {implied.domain_id}")
+                if implied.name in PROHIBITED and not implied.domain_id:
                     raise exception.Forbidden(reason=f"no role may imply {implied.name!r}: every holder of "
                                                      f"{prior.name!r} would be a cloud admin")
                 if prior.id == implied.id:

@@ -8,7 +8,6 @@ import falcon
 import sqlalchemy as sa
 from marshmallow import ValidationError, fields, validate
 
-from fabric import exception
 from fabric.api import common
 from fabric.api.identity import wrapped
 from fabric.api.identity_catalog import Lenient
@@ -38,13 +37,6 @@ def policy_document(row: PolicyBlob, base: str) -> dict:
     return {"id": row.id, "blob": row.blob, "type": row.type, "links": {"self": f"{base}/v3/policies/{row.id}"}}
 
 
-def _get(session, policy_id: str) -> PolicyBlob:
-    row = session.get(PolicyBlob, policy_id)
-    if row is None:
-        raise exception.NotFound(kind="Policy", ident=policy_id)
-    return row
-
-
 class Policies:
     def on_get(self, req, resp):
         deps = common.deps(req)
@@ -69,14 +61,14 @@ class PolicyItem:
     def on_get(self, req, resp, policy_id):
         deps = common.deps(req)
         with deps.db.begin() as session:
-            doc = policy_document(_get(session, policy_id), deps.base_url(req))
+            doc = policy_document(common.get_or_404(session, PolicyBlob, policy_id, "Policy"), deps.base_url(req))
         common.respond(resp, {"policy": doc})
 
     def on_patch(self, req, resp, policy_id):
         deps = common.deps(req)
         data = common.body(req, wrapped("policy", PolicyUpdateSchema))["policy"]
         with deps.db.begin() as session:
-            row = _get(session, policy_id)
+            row = common.get_or_404(session, PolicyBlob, policy_id, "Policy")
             for key, value in data.items():
                 setattr(row, key, value)
             session.flush()
@@ -85,7 +77,7 @@ class PolicyItem:
 
     def on_delete(self, req, resp, policy_id):
         with common.deps(req).db.begin() as session:
-            session.delete(_get(session, policy_id))
+            session.delete(common.get_or_404(session, PolicyBlob, policy_id, "Policy"))
         resp.status = falcon.HTTP_204
 
 

@@ -144,32 +144,25 @@ def filtered(query: sa.Select, req: falcon.Request) -> sa.Select:
     return query
 
 
-def _project_or_404(session, project_id: str) -> Project:
-    project = session.get(Project, project_id)
-    if project is None:
-        raise exception.NotFound(kind="Project", ident=project_id)
-    return project
-
-
 class ProjectTags:
     """``/v3/projects/{id}/tags``: list, replace (PUT ``{"tags": [...]}``), remove all."""
 
     def on_get(self, req, resp, project_id):
         with common.deps(req).db.begin() as session:
-            _project_or_404(session, project_id)
+            common.get_or_404(session, Project, project_id, "Project")
             common.respond(resp, {"tags": tags_of(session, project_id)})
 
     def on_put(self, req, resp, project_id):
         body = common.read_json(req)
         tags = check_tags(body.get("tags") if isinstance(body, dict) else None)
         with common.deps(req).db.begin() as session:
-            _project_or_404(session, project_id)
+            common.get_or_404(session, Project, project_id, "Project")
             set_tags(session, project_id, tags)
         common.respond(resp, {"tags": tags})
 
     def on_delete(self, req, resp, project_id):
         with common.deps(req).db.begin() as session:
-            _project_or_404(session, project_id)
+            common.get_or_404(session, Project, project_id, "Project")
             set_tags(session, project_id, [])
         resp.status = falcon.HTTP_204
 
@@ -179,7 +172,7 @@ class ProjectTagItem:
 
     def on_get(self, req, resp, project_id, tag):
         with common.deps(req).db.begin() as session:
-            _project_or_404(session, project_id)
+            common.get_or_404(session, Project, project_id, "Project")
             if tag not in tags_of(session, project_id):
                 raise exception.NotFound(kind="Tag", ident=tag)
         resp.status = falcon.HTTP_204
@@ -189,7 +182,7 @@ class ProjectTagItem:
     def on_put(self, req, resp, project_id, tag):
         check_tag(tag)
         with common.deps(req).db.begin() as session:
-            _project_or_404(session, project_id)
+            common.get_or_404(session, Project, project_id, "Project")
             present = tags_of(session, project_id)
             if tag not in present:
                 set_tags(session, project_id, check_tags([*present, tag]))
@@ -198,7 +191,7 @@ class ProjectTagItem:
 
     def on_delete(self, req, resp, project_id, tag):
         with common.deps(req).db.begin() as session:
-            _project_or_404(session, project_id)
+            common.get_or_404(session, Project, project_id, "Project")
             present = tags_of(session, project_id)
             if tag not in present:
                 raise exception.NotFound(kind="Tag", ident=tag)
@@ -216,6 +209,7 @@ OPENAPI_OPERATIONS: list = [
     ("put", "/v3/projects/{project_id}/tags", "Replace a project's tags (admin)", None, 200),
     ("delete", "/v3/projects/{project_id}/tags", "Remove every tag of a project (admin)", None, 204),
     ("get", "/v3/projects/{project_id}/tags/{tag}", "Check a project has a tag (204, else 404)", None, 204),
+    ("head", "/v3/projects/{project_id}/tags/{tag}", "Check a project has a tag (204, else 404)", None, 204),
     ("put", "/v3/projects/{project_id}/tags/{tag}", "Add a tag to a project (admin)", None, 201),
     ("delete", "/v3/projects/{project_id}/tags/{tag}", "Remove a tag from a project (admin)", None, 204),
 ]

@@ -1,5 +1,6 @@
 """Image v2 subset, mounted at ``/image/v2``: create, upload, download, list
-(name and id filters), show, update (JSON patch) and delete.
+(name, id, status, visibility, owner, disk_format and size filters), show, update (JSON
+patch, RFC 6902's form and openstack-images-v2.1's), tags and delete.
 
 Who may see an image, what an image id is and where its bytes live are
 :mod:`fabric.images`' rules; the image references ``kernel_id`` and
@@ -89,6 +90,37 @@ def _check_visibility(context, visibility: str) -> None:
         raise exception.Forbidden(reason="only an admin may make an image public (visibility 'public')")
 
 
+def _size_filters(req) -> list:
+    """The ``size``, ``size_min`` and ``size_max`` filters as conditions on the image size (a
+    blank one is absent, as the other filters); Invalid naming one that is no whole number."""
+    conditions = []
+    for param, compare in (("size", Image.size.__eq__), ("size_min", Image.size.__ge__),
+                           ("size_max", Image.size.__le__)):
+        if req.get_param(param):
+            conditions.append(compare(common.int_param(req, param)))
+    return conditions
+
+
+def _patch_operation(op) -> tuple[str, str]:
+    """``(kind, path)`` of one patch operation, in RFC 6902's form (``{"op": "replace",
+    "path": "/name"}``) or openstack-images-v2.1's (``{"replace": "/name"}``), which
+    python-glanceclient and tempest send; Invalid for anything else."""
+    if isinstance(op, dict) and "op" in op:
+        return op["op"], str(op.get("path", ""))
+    kinds = [kind for kind in ("add", "replace", "remove") if isinstance(op, dict) and kind in op]
+    if len(kinds) != 1:
+        raise exception.Invalid(reason=f"patch operation {op!r} is not supported; use add, replace or remove "
+                                       "on a top-level path")
+    return kinds[0], str(op[kinds[0]])
+
+
+def _no_empty_id(req) -> None:
+    """``/v2/images/`` names an image with an empty id, which none has (Glance's 404): the
+    app strips the trailing slash, so the collection's handlers see it first."""
+    if req.env.get("PATH_INFO", "").endswith("/"):
+        raise exception.NotFound(kind="Image", ident="''")
+
+
 def _in_filter(column, raw: str):
     """``value`` or glance's ``in:a,b`` form."""
     if raw.startswith("in:"):
@@ -126,6 +158,7 @@ class Images:
         common.respond(resp, doc, falcon.HTTP_201)
 
     def on_get(self, req, resp):
+        _no_empty_id(req)
         deps, context = common.deps(req), common.ctx(req)
         query = sa.select(Image).order_by(Image.created_at.desc(), Image.id)
         if not context.is_admin:
@@ -136,6 +169,7 @@ class Images:
             raw = req.get_param(param)
             if raw:
                 query = query.where(_in_filter(column, raw))
+        query = query.where(*_size_filters(req))
         limit = common.int_param(req, "limit", minimum=0)
         marker = req.get_param("marker")
         with deps.db.begin() as session:
@@ -153,6 +187,10 @@ class Images:
         doc["images"] = [image_document(r) for r in rows]
         common.respond(resp, doc)
 
+    def on_delete(self, req, resp):
+        """``DELETE /v2/images/`` (the trailing slash stripped) names the empty id: no image has it."""
+        raise exception.NotFound(kind="Image", ident="''")
+
 
 class ImageItem:
     def on_get(self, req, resp, image_id):
@@ -160,7 +198,8 @@ class ImageItem:
             common.respond(resp, image_document(find_image(session, common.ctx(req), image_id)))
 
     def on_patch(self, req, resp, image_id):
-        """JSON patch (add, replace, remove) of the changeable attributes and properties."""
+        """JSON patch (add, replace, remove) of the changeable attributes and properties, in
+        either form :func:`_patch_operation` reads."""
         context = common.ctx(req)
         ops = common.read_json(req)
         if not isinstance(ops, list):
@@ -169,7 +208,8 @@ class ImageItem:
             image = _owned(session, context, image_id)
             props = dict(image.properties or {})
             for op in ops:
-                kind, path = op.get("op"), str(op.get("path", "")).lstrip("/")
+                kind, path = _patch_operation(op)
+                path = path.lstrip("/")
                 if kind not in ("add", "replace", "remove") or not path or "/" in path:
                     raise exception.Invalid(reason=f"patch operation {op!r} is not supported; use add, replace "
                                                    "or remove on a top-level path")
@@ -218,6 +258,33 @@ def _remove_data(deps, image_id: str) -> None:
         image_store.remove(deps.settings, deps.db, image_id)
     except exception.ObjectstoreError as exc:
         LOG.warning("image %s is deleted but its data stays in the objectstore: %s", image_id, exc)
+
+
+class ImageTag:
+    """``/v2/images/{id}/tags/{tag}``: PUT adds the tag (again is no change), DELETE removes it
+    (404 when the image does not have it). The owner's (or an admin's) to change."""
+
+    def on_put(self, req, resp, image_id, tag):
+        if len(tag) > 255:
+            raise exception.Invalid(reason=f"tag {tag[:40]!r}... is longer than 255 characters")
+        self._change(req, image_id, lambda tags: tags if tag in tags else [*tags, tag])
+        resp.status = falcon.HTTP_204
+
+    def on_delete(self, req, resp, image_id, tag):
+        def without(tags):
+            if tag not in tags:
+                raise exception.NotFound(kind="Tag", ident=f"{tag} of image {image_id}")
+            return [t for t in tags if t != tag]
+        self._change(req, image_id, without)
+        resp.status = falcon.HTTP_204
+
+    @staticmethod
+    def _change(req, image_id, change) -> None:
+        with common.deps(req).db.begin() as session:
+            image = _owned(session, common.ctx(req), image_id)
+            props = dict(image.properties or {})
+            props["__tags"] = change(list(props.get("__tags", [])))
+            image.properties = props
 
 
 class ImageFile:
@@ -279,4 +346,5 @@ def register(app: falcon.App) -> None:
     app.add_route(f"{PREFIX}/images", Images())
     app.add_route(f"{PREFIX}/images/{{image_id}}", ImageItem())
     app.add_route(f"{PREFIX}/images/{{image_id}}/file", ImageFile())
+    app.add_route(f"{PREFIX}/images/{{image_id}}/tags/{{tag}}", ImageTag())
     app.add_route(f"{PREFIX}/schemas/{{name}}", Schemas())

@@ -43,6 +43,7 @@ class RequestContextMiddleware:
     def __init__(self, deps: ApiDeps, answered: set[tuple[str, str]]) -> None:
         self.deps = deps
         self.answered = answered
+        self.validated_tokens = tokens.ValidatedTokens()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.monotonic()
@@ -54,8 +55,11 @@ class RequestContextMiddleware:
         req.context.reset = anonymous.activate()
         input_limits.check_query(req)
         if errors.api_of(req.path) == "compute":
-            # What the response is shaped for (fabric.api.compute.microversion).
-            req.context.compute_version = versions.parse_compute_version(_requested_compute_version(req))
+            legacy = versions.legacy_compute_path(req.path)
+            if legacy is not None:  # the v2.0 endpoint: routed as v2.1, whatever version it asks for
+                req.path, req.context.compute_version = legacy, (2, 1)
+            else:  # what the response is shaped for (fabric.api.compute.microversion)
+                req.context.compute_version = versions.parse_compute_version(_requested_compute_version(req))
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params: dict) -> None:
         """Authenticate (unless the operation is public) and check the operation's policy."""
@@ -76,7 +80,7 @@ class RequestContextMiddleware:
         secret = req.get_header("X-Auth-Token")
         if not secret:
             raise exception.NotAuthenticated(reason="this request needs a token in X-Auth-Token")
-        info = tokens.validate(self.deps.db, secret)
+        info = self.validated_tokens.validate(self.deps.db, secret)
         req.context.token = info
         ctx = context.RequestContext(request_id=request_id, user_id=info.user_id, project_id=info.project_id,
                                      roles=info.role_names, is_admin=info.is_admin)

@@ -22,10 +22,12 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, network_quotas, routed_networks, subnet_pools
+from fabric.api import common, network_quotas, neutron_fields, routed_networks, subnet_pools
 from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, RouterInterface, Subnet
 from fabric.db.types import new_uuid
-from fabric.ipam.api import validate_subnet
+from fabric.ipam.api import move_subnet_gateway, validate_subnet
+from fabric.network import ipv6
+from fabric.network.dbstate import slaac_subnets
 from fabric.network.model import (
     DHCP_PORT_OWNER,
     NETWORK_TYPES,
@@ -67,6 +69,13 @@ class PoolSchema(Schema):
     end = fields.String(required=True)
 
 
+class HostRouteSchema(Schema):
+    """One host route: a destination network and the next hop (checked by :func:`_host_routes`)."""
+
+    destination = fields.String(required=True)
+    nexthop = fields.String(required=True)
+
+
 class SubnetCreateSchema(_Loose):
     network_id = fields.String(required=True)
     # Required unless subnetpool_id names the pool to carve it from.
@@ -80,6 +89,10 @@ class SubnetCreateSchema(_Loose):
     allocation_pools = fields.List(fields.Nested(PoolSchema), load_default=None)
     enable_dhcp = fields.Boolean(load_default=True)
     dns_nameservers = fields.List(fields.IP(), load_default=list)
+    host_routes = fields.List(fields.Nested(HostRouteSchema), load_default=list)
+    # Checked by fabric.network.ipv6.check_modes, which names the accepted values.
+    ipv6_address_mode = fields.String(load_default=None, allow_none=True)
+    ipv6_ra_mode = fields.String(load_default=None, allow_none=True)
     project_id = fields.String(load_default=None)
     tenant_id = fields.String(load_default=None)
 
@@ -93,13 +106,16 @@ class NetworkUpdateSchema(Schema):
 
 
 class SubnetUpdateSchema(Schema):
-    """What ``subnet set`` may change. The gateway and allocation pools define IPAM's pool,
-    fixed once it exists (its ordinals are positions in those ranges): they are refused
-    with that reason, not silently ignored."""
+    """What ``subnet set`` may change. The allocation pools define IPAM's pool, fixed once it
+    exists (its ordinals are positions in those ranges): a change is refused with that reason,
+    not silently ignored. The gateway may move (checked by IPAM's rule, see
+    :func:`fabric.ipam.api.move_subnet_gateway`); null removes it."""
 
     name = fields.String(validate=validate.Length(max=255))
     description = fields.String(validate=validate.Length(max=255))
     dns_nameservers = fields.List(fields.IP())
+    host_routes = fields.List(fields.Nested(HostRouteSchema))
+    enable_dhcp = fields.Boolean()
     gateway_ip = fields.Raw(allow_none=True)
     allocation_pools = fields.Raw()
 
@@ -110,12 +126,31 @@ NETWORK_UPDATE = Schema.from_dict({"network": fields.Nested(NetworkUpdateSchema,
 SUBNET_UPDATE = Schema.from_dict({"subnet": fields.Nested(SubnetUpdateSchema, required=True)})()
 
 
+def _may_use(context, network) -> bool:
+    """Whether the caller may use ``network`` (a row or a record with shared and project_id)."""
+    return network.shared or common.visible(context, network.project_id)
+
+
 def find_network(session, context, network_id: str) -> Network:
     """The network the caller may use (own, shared or admin); NotFound otherwise."""
     network = session.get(Network, network_id)
-    if network is None or not (network.shared or common.visible(context, network.project_id)):
+    if network is None or not _may_use(context, network):
         raise exception.NotFound(kind="Network", ident=network_id)
     return network
+
+
+#: What usable_network_id reads, built once (a statement built per request costs its cache key).
+_NETWORK_ACCESS = sa.select(Network.id, Network.shared, Network.project_id).where(
+    Network.id == sa.bindparam("network_id"))
+
+
+def usable_network_id(session, context, network_id: str) -> str:
+    """:func:`find_network`'s answer's id, read without loading the network (a server create's
+    NICs: the ORM's load was most of the read's cost); NotFound as it raises."""
+    row = session.execute(_NETWORK_ACCESS, {"network_id": network_id}).first()
+    if row is None or not _may_use(context, row):
+        raise exception.NotFound(kind="Network", ident=network_id)
+    return row.id
 
 
 def find_readable_network(session, context, network_id: str) -> Network:
@@ -156,7 +191,7 @@ def subnet_document(subnet: Subnet) -> dict:
             "project_id": subnet.project_id, "ip_version": subnet.ip_version, "cidr": subnet.cidr,
             "gateway_ip": subnet.gateway_ip, "allocation_pools": list(subnet.allocation_pools or []),
             "enable_dhcp": subnet.enable_dhcp, "dns_nameservers": list(subnet.dns_nameservers or []),
-            "host_routes": [], "ipv6_ra_mode": None, "ipv6_address_mode": None,
+            "host_routes": list(subnet.host_routes or []), "ipv6_ra_mode": subnet.ipv6_ra_mode, "ipv6_address_mode": subnet.ipv6_address_mode,
             "subnetpool_id": subnet.subnetpool_id, "description": subnet.description or "", "tags": [],
             "service_types": [], "revision_number": 1, "created_at": common.isotime(subnet.created_at),
             "updated_at": common.isotime(subnet.updated_at or subnet.created_at)}
@@ -178,11 +213,14 @@ def port_document(port: Port, fixed_ips: list[dict], is_admin: bool, groups: lis
 
 
 def _scoped(query, model, context, req):
-    """Apply visibility and the common ``id``, ``name`` and project filters."""
+    """Apply visibility and the common ``id``, ``name`` and project filters. Every project sees
+    shared and external networks and their subnets (Neutron's subnet-external-network)."""
     if not context.is_admin:
         owner_clause = model.project_id == context.project_id
-        query = query.where(sa.or_(owner_clause, model.shared.is_(True), model.external.is_(True))
-                            if model is Network else owner_clause)
+        public = (model.shared.is_(True), model.external.is_(True)) if model is Network else (
+            model.network_id.in_(sa.select(Network.id).where(sa.or_(Network.shared.is_(True),
+                                                                     Network.external.is_(True)))),)
+        query = query.where(sa.or_(owner_clause, *public) if model in (Network, Subnet) else owner_clause)
     for param in ("id", "name"):
         values = req.get_param_as_list(param)
         if values:
@@ -223,14 +261,15 @@ class Networks:
     def on_get(self, req, resp):
         context = common.ctx(req)
         query = _scoped(sa.select(Network).order_by(Network.created_at, Network.id), Network, context, req)
-        shared = req.get_param_as_bool("shared")
-        if shared is not None:
-            query = query.where(Network.shared.is_(shared))
+        for param, column in (("shared", Network.shared), ("router:external", Network.external)):
+            wanted = req.get_param_as_bool(param)
+            if wanted is not None:
+                query = query.where(column.is_(wanted))
         with common.deps(req).db.begin() as session:
             rows = list(session.scalars(query))
             subnets = _subnet_ids(session, [r.id for r in rows])
             docs = [network_document(r, subnets.get(r.id, []), context.is_admin) for r in rows]
-        common.respond(resp, {"networks": docs})
+        common.respond(resp, {"networks": neutron_fields.select_all(req, docs)})
 
     def on_post(self, req, resp):
         deps, context = common.deps(req), common.ctx(req)
@@ -300,7 +339,7 @@ class NetworkItem:
         with common.deps(req).db.begin() as session:
             network = find_readable_network(session, context, network_id)
             doc = network_document(network, _subnet_ids(session, [network.id]).get(network.id, []), context.is_admin)
-        common.respond(resp, {"network": doc})
+        common.respond(resp, {"network": neutron_fields.select(req, doc)})
 
     def on_put(self, req, resp, network_id):
         """``network set``: name, description, admin state (the owner's or an admin's)."""
@@ -359,7 +398,8 @@ class Subnets:
         if req.get_param("network_id"):
             query = query.where(Subnet.network_id.in_(req.get_param_as_list("network_id")))
         with common.deps(req).db.begin() as session:
-            common.respond(resp, {"subnets": [subnet_document(s) for s in session.scalars(query)]})
+            docs = [subnet_document(s) for s in session.scalars(query)]
+        common.respond(resp, {"subnets": neutron_fields.select_all(req, docs)})
 
     def on_post(self, req, resp):
         deps, context = common.deps(req), common.ctx(req)
@@ -372,6 +412,8 @@ class Subnets:
             # Checked before anything is read: a plain bad CIDR is a 400 at once.
             validate_subnet(data["cidr"], gateway_ip=data["gateway_ip"], allocation_pools=data["allocation_pools"],
                             ip_version=data["ip_version"])
+        ipv6.check_modes(data["ip_version"], data["cidr"] if not data["subnetpool_id"] else None,
+                         data["ipv6_address_mode"], data["ipv6_ra_mode"], data["enable_dhcp"])
         network_quotas.prepare(deps.db, owner, "subnet")
         for _ in range(deps.settings.database.max_retries):
             try:
@@ -403,17 +445,24 @@ class Subnets:
             # is refused here with nothing written.
             spec = validate_subnet(cidr, gateway_ip=data["gateway_ip"], allocation_pools=data["allocation_pools"],
                                    ip_version=data["ip_version"])
+            ipv6.check_modes(spec.ip_version, spec.cidr, data["ipv6_address_mode"], data["ipv6_ra_mode"],
+                             data["enable_dhcp"])
             net = ipaddress.ip_network(spec.cidr)
+            if net.version == 6 and network.network_type == "routed":
+                raise exception.Invalid(reason=f"subnet.cidr {net}: routed network {network.id} takes IPv4 subnets "
+                                               "only (its addresses come from the datacenter's IPv4 layout)")
             for other in session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id)):
                 if ipaddress.ip_network(other.cidr).overlaps(net):
-                    raise exception.Invalid(reason=f"subnet.cidr {net} overlaps subnet {other.id} ({other.cidr}) "
-                                                   f"of network {network.id}")
+                    raise exception.Invalid(reason=f"subnet.cidr {net} overlaps with another subnet of network "
+                                                   f"{network.id}: {other.id} ({other.cidr})")
             network_quotas.take(session, owner, "subnet")
             subnet = Subnet(network_id=network.id, project_id=owner, name=data["name"], ip_version=spec.ip_version,
                             cidr=spec.cidr, gateway_ip=spec.gateway_ip, allocation_pools=spec.allocation_pools,
                             reserved=spec.reserved, enable_dhcp=data["enable_dhcp"], description=data["description"],
                             dns_nameservers=[str(a) for a in data["dns_nameservers"]],
-                            subnetpool_id=data["subnetpool_id"] or None)
+                            subnetpool_id=data["subnetpool_id"] or None,
+                            host_routes=_host_routes(data["host_routes"], spec.ip_version),
+                            ipv6_address_mode=data["ipv6_address_mode"], ipv6_ra_mode=data["ipv6_ra_mode"])
             session.add(subnet)
             session.flush()
             return subnet_document(subnet)
@@ -424,36 +473,68 @@ class SubnetItem:
         subnet = session.get(Subnet, subnet_id)
         if subnet is None or not common.visible(context, subnet.project_id):
             network = session.get(Network, subnet.network_id) if subnet else None
-            if network is None or not network.shared:
+            if network is None or not (network.shared or network.external):
                 raise exception.NotFound(kind="Subnet", ident=subnet_id)
         return subnet
 
     def on_get(self, req, resp, subnet_id):
         with common.deps(req).db.begin() as session:
-            common.respond(resp, {"subnet": subnet_document(self._get(session, common.ctx(req), subnet_id))})
+            doc = subnet_document(self._get(session, common.ctx(req), subnet_id))
+        common.respond(resp, {"subnet": neutron_fields.select(req, doc)})
 
     def on_put(self, req, resp, subnet_id):
-        """``subnet set``: name, description, DNS servers. The gateway and allocation pools are
-        IPAM's pool definition, fixed once the pool exists: refused, saying so."""
-        context = common.ctx(req)
+        """``subnet set``: name, description, DNS servers, host routes, DHCP on or off, and the gateway
+        (``--gateway``; null: none), all in one transaction, so a refusal writes nothing. The
+        allocation pools are IPAM's pool definition, fixed once the pool exists: refused, saying so.
+        A moved gateway is told to every ipam worker after the commit (they cache definitions).
+        Hosts need not hear of it: the gateway they give guests is their own address on the
+        network (per-host gateways, :meth:`fabric.network.drivers.linux.LinuxDriver.gateway_of`),
+        and the metadata service reads the subnet's gateway from the database."""
+        deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, SUBNET_UPDATE)["subnet"]
-        fixed = sorted({"gateway_ip", "allocation_pools"} & set(data))
-        with common.deps(req).db.begin() as session:
+        for _ in range(deps.settings.database.max_retries):
+            try:
+                doc, moved = self._update(deps.db, context, subnet_id, data)
+                break
+            except sa_exc.IntegrityError:
+                continue  # IPAM stored the subnet's pool meanwhile: move the gateway in that one
+        else:
+            raise exception.Conflict(reason=f"subnet {subnet_id}'s address pool kept changing; try again")
+        if moved:
+            try:
+                deps.clients.network.subnet_updated(context, subnet_id=subnet_id)
+            except exception.FabricError as err:
+                # Allocations by name read the stored definition; only the gateway that automatic
+                # allocations report may be stale until the workers restart.
+                LOG.warning("Subnet %s's gateway moved, but IPAM was not told: %s", subnet_id, err.message)
+        common.respond(resp, {"subnet": doc})
+
+    def _update(self, db, context, subnet_id: str, data: dict) -> tuple[dict, bool]:
+        """Apply ``data`` to the subnet in one transaction: (its document, whether the gateway moved)."""
+        with db.begin() as session:
             subnet = self._get(session, context, subnet_id)
             if not common.visible(context, subnet.project_id):
                 raise exception.Forbidden(reason=f"subnet {subnet_id} belongs to another project")
-            changed = [f for f in fixed if data[f] != getattr(subnet, f)]
-            if changed:
-                raise exception.Invalid(reason=f"subnet {', '.join(changed)} cannot change in fabric: IPAM's pool "
+            if "allocation_pools" in data and data["allocation_pools"] != subnet.allocation_pools:
+                raise exception.Invalid(reason=f"subnet allocation_pools cannot change in fabric: IPAM's pool "
                                                f"of subnet {subnet_id} is fixed by them; create a new subnet "
-                                               "instead (settable: name, description, dns_nameservers)")
+                                               "instead (settable: name, description, dns_nameservers, "
+                                               "host_routes, enable_dhcp, gateway_ip)")
+            moved = False
+            if "gateway_ip" in data and not _same_address(data["gateway_ip"], subnet.gateway_ip):
+                _check_gateway_unrouted(session, subnet)
+                moved = move_subnet_gateway(session, subnet, data["gateway_ip"])
             for name in ("name", "description"):
                 if name in data:
                     setattr(subnet, name, data[name])
             if "dns_nameservers" in data:
                 subnet.dns_nameservers = [str(a) for a in data["dns_nameservers"]]
+            if "host_routes" in data:
+                subnet.host_routes = _host_routes(data["host_routes"], subnet.ip_version)
+            if "enable_dhcp" in data:
+                subnet.enable_dhcp = data["enable_dhcp"]
             session.flush()
-            common.respond(resp, {"subnet": subnet_document(subnet)})
+            return subnet_document(subnet), moved
 
     def on_delete(self, req, resp, subnet_id):
         context = common.ctx(req)
@@ -472,7 +553,8 @@ class SubnetItem:
                 .join(AddressPool, AddressPool.id == AddressAllocation.pool_id)
                 .outerjoin(Port, Port.id == AddressAllocation.port_id)
                 .where(AddressPool.subnet_id == subnet_id,
-                       sa.or_(Port.id.is_(None), Port.device_owner != DHCP_PORT_OWNER)))
+                       sa.or_(Port.id.is_(None), Port.device_owner.is_(None),
+                              Port.device_owner != DHCP_PORT_OWNER)))
             if held:
                 raise exception.Conflict(reason=f"subnet {subnet_id} still has {held} allocated address(es); "
                                                 "delete the servers and ports using them first")
@@ -480,6 +562,46 @@ class SubnetItem:
             session.delete(subnet)
             network_quotas.give_back(session, owner, "subnet")
         resp.status = falcon.HTTP_204
+
+
+def _same_address(given, stored: str | None) -> bool:
+    """Whether ``given`` (as a client sent it: clients echo the gateway they were shown) names
+    ``stored``; False for what is no address at all (IPAM's rule then names it)."""
+    if given is None or stored is None:
+        return given is stored
+    try:
+        return ipaddress.ip_address(given) == ipaddress.ip_address(stored)
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_gateway_unrouted(session, subnet: Subnet) -> None:
+    """Conflict (Neutron's GatewayIpInUse) while a router's leg holds the subnet's current gateway
+    (attached by subnet, it takes the gateway's address): the leg would keep an address that is
+    no longer the gateway."""
+    if subnet.gateway_ip is None:
+        return
+    leg = session.scalar(sa.select(RouterInterface.port_id).where(RouterInterface.subnet_id == subnet.id,
+                                                                  RouterInterface.ip_address == subnet.gateway_ip))
+    if leg is not None:
+        raise exception.Conflict(reason=f"Current gateway ip {subnet.gateway_ip} already in use by port {leg}. "
+                                        "Unable to update.")
+
+
+def _host_routes(routes: list[dict], ip_version: int) -> list[dict]:
+    """``routes`` as stored: each destination a network and each next hop an address of the
+    subnet's IP version, normalised; Invalid naming the first bad one."""
+    out = []
+    for route in routes:
+        try:
+            destination = ipaddress.ip_network(route["destination"], strict=False)
+            nexthop = ipaddress.ip_address(route["nexthop"])
+        except ValueError as err:
+            raise exception.Invalid(reason=f"subnet.host_routes {route}: {err}") from None
+        if destination.version != ip_version or nexthop.version != ip_version:
+            raise exception.Invalid(reason=f"subnet.host_routes {route}: not IPv{ip_version}, as the subnet")
+        out.append({"destination": str(destination), "nexthop": str(nexthop)})
+    return out
 
 
 def fixed_ips_of(session, ports: list[Port]) -> dict[str, list[dict]]:
@@ -498,6 +620,11 @@ def fixed_ips_of(session, ports: list[Port]) -> dict[str, list[dict]]:
                 .where(RouterInterface.port_id.in_(list(out)))):
             if {"subnet_id": subnet_id, "ip_address": address} not in out[port_id]:
                 out[port_id].append({"subnet_id": subnet_id, "ip_address": address})
+        auto = slaac_subnets(session, sorted({p.network_id for p in ports}))
+        for port in ports:
+            for subnet in auto.get(port.network_id, []):
+                out[port.id].append({"subnet_id": subnet.id,
+                                     "ip_address": ipv6.slaac_address(subnet.cidr, port.mac_address)})
     return out
 
 
@@ -506,7 +633,8 @@ class Extensions:
                   ("binding", "Port Binding"), ("security-group", "security-group"), ("router", "Neutron L3 Router"),
                   ("ext-gw-mode", "Neutron L3 Configurable external gateway mode"),
                   ("subnet_allocation", "Subnet Allocation"), ("quotas", "Quota management support"),
-                  ("quota_details", "Quota details extension"))
+                  ("quota_details", "Quota details extension"),
+                  ("subnet-external-network", "Subnet External Network"), ("extraroute", "Neutron Extra Route"))
 
     def on_get(self, req, resp):
         common.respond(resp, {"extensions": [
@@ -529,8 +657,9 @@ def register(app: falcon.App) -> None:
 OPERATIONS = [
     ("put", f"{PREFIX}/networks/{{network_id}}", "Set a network's name, description or admin state",
      NETWORK_UPDATE, 200),
-    ("put", f"{PREFIX}/subnets/{{subnet_id}}", "Set a subnet's name, description or DNS servers (its gateway and "
-     "allocation pools are fixed)", SUBNET_UPDATE, 200),
+    ("put", f"{PREFIX}/subnets/{{subnet_id}}", "Set a subnet's name, description, DNS servers, host routes, DHCP "
+     "or gateway (409 for a gateway in an allocation pool or in use; the allocation pools are fixed)",
+     SUBNET_UPDATE, 200),
     ("delete", f"{PREFIX}/subnets/{{subnet_id}}", "Delete a subnet (409 while addresses or a router use it)", None,
      204),
 ]

@@ -9,18 +9,22 @@ is enforced.
 
 from __future__ import annotations
 
+import re
+
 import falcon
 from marshmallow import Schema, fields, validate
 
 from fabric.api import (
     admin,
     common,
+    ec2_credentials,
     floating_ips,
     identity,
     identity_admin,
     identity_app_creds,
     identity_catalog,
     identity_credentials,
+    identity_domain_config,
     identity_endpoint_groups,
     identity_grants,
     identity_groups,
@@ -32,26 +36,40 @@ from fabric.api import (
     image,
     network,
     network_quotas,
+    openapi_schemas,
     policy,
     ports,
     routers,
     security_groups,
     subnet_pools,
 )
-from fabric.api.compute import aggregates, flavors, keypairs, quotas, server_groups, server_metadata, servers, tags
+from fabric.api.block_storage import operations as block_storage_operations
+from fabric.api.compute import (
+    aggregates,
+    flavors,
+    hosts,
+    keypairs,
+    quotas,
+    server_groups,
+    server_metadata,
+    servers,
+    tags,
+    volume_attachments,
+)
 
 _C = "/compute/v2.1"
 _N = "/networking/v2.0"
 _I = "/image/v2"
 
 
-#: (method, path, summary, request schema or None, success status); who may call it is
-#: fabric.api.policy's.
-_OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
+#: (method, path, summary, request schema (marshmallow, or JSON Schema) or None, success status);
+#: who may call it is fabric.api.policy's, the answer's schema fabric.api.openapi_schemas's.
+_OPERATIONS: list[tuple[str, str, str, Schema | dict | None, int]] = [
     ("get", "/", "Identity versions", None, 300),
     ("get", "/v3", "Identity v3 version", None, 200),
     ("post", "/v3/auth/tokens", "Issue a token", identity.AuthRequestSchema(), 201),
     ("get", "/v3/auth/tokens", "Validate a token (X-Subject-Token)", None, 200),
+    ("head", "/v3/auth/tokens", "Check a token is valid (X-Subject-Token; 200, else 404)", None, 200),
     ("delete", "/v3/auth/tokens", "Revoke a token (X-Subject-Token)", None, 204),
     ("get", "/v3/users", "List users (admin)", None, 200),
     ("post", "/v3/users", "Create a user (admin)", identity._wrapped("user", identity.UserCreateSchema), 201),
@@ -71,13 +89,20 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
     *identity_catalog.OPENAPI_OPERATIONS, *identity_regions.OPENAPI_OPERATIONS, *identity_implied.OPENAPI_OPERATIONS,
     *identity_inherited.OPENAPI_OPERATIONS, *identity_endpoint_groups.OPENAPI_OPERATIONS, *identity_projects.OPENAPI_OPERATIONS,
     *identity_policies.OPENAPI_OPERATIONS, *identity_credentials.OPENAPI_OPERATIONS, *identity_app_creds.OPENAPI_OPERATIONS,
+    *identity_domain_config.OPENAPI_OPERATIONS,
     ("get", "/compute", "Compute versions", None, 200),
+    ("get", "/compute/v2", "Compute v2.0 version (v2.1 without microversions under /compute/v2)", None, 200),
     ("get", _C, "Compute v2.1 version", None, 200),
     ("get", f"{_C}/flavors", "List flavors", None, 200),
     ("get", f"{_C}/flavors/detail", "List flavors with details", None, 200),
     ("post", f"{_C}/flavors", "Create a flavor (admin)", flavors.FLAVOR_CREATE, 200),
     ("get", f"{_C}/flavors/{{flavor_id}}", "Show a flavor", None, 200),
+    ("put", f"{_C}/flavors/{{flavor_id}}", "Update a flavor's description (admin, 2.55)", flavors.FLAVOR_UPDATE, 200),
     ("delete", f"{_C}/flavors/{{flavor_id}}", "Delete a flavor (admin)", None, 202),
+    ("get", f"{_C}/images", "List images (Compute's image proxy; microversions 2.1-2.35)", None, 200),
+    ("get", f"{_C}/images/detail", "List images with details (image proxy; 2.1-2.35)", None, 200),
+    ("get", f"{_C}/images/{{image_id}}", "Show an image (image proxy; 2.1-2.35)", None, 200),
+    ("delete", f"{_C}/images/{{image_id}}", "Delete an image (image proxy; 2.1-2.35)", None, 204),
     ("get", f"{_C}/os-keypairs", "List keypairs", None, 200),
     ("post", f"{_C}/os-keypairs", "Import or generate a keypair", keypairs.KEYPAIR_CREATE, 200),
     ("get", f"{_C}/os-keypairs/{{name}}", "Show a keypair", None, 200),
@@ -114,6 +139,14 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
     ("delete", f"{_C}/servers/{{server_id}}/tags/{{tag}}", "Remove one tag of a server (2.26)", None, 204),
     ("get", f"{_C}/servers/{{server_id}}/diagnostics", "A server's counters from its host's driver (admin)", None,
      200),
+    ("get", f"{_C}/servers/{{server_id}}/ips", "A server's addresses by network", None, 200),
+    ("get", f"{_C}/servers/{{server_id}}/os-volume_attachments", "The volumes attached to a server", None, 200),
+    ("post", f"{_C}/servers/{{server_id}}/os-volume_attachments", "Attach a volume to a server (device optional, "
+     "/dev/vdb ... /dev/vdz)", volume_attachments.VOLUME_ATTACH, 200),
+    ("get", f"{_C}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}", "A server's attachment of a volume",
+     None, 200),
+    ("delete", f"{_C}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}", "Detach a volume from a server "
+     "(202; the volume is available once the guest lets go of it)", None, 202),
     ("get", f"{_C}/os-aggregates", "List host aggregates (admin)", None, 200),
     ("post", f"{_C}/os-aggregates", "Create a host aggregate, optionally an availability zone (admin)",
      aggregates.AGGREGATE_CREATE, 200),
@@ -147,6 +180,31 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
     ("get", f"{_C}/os-hypervisors", "List hypervisors (admin)", None, 200),
     ("get", f"{_C}/os-hypervisors/detail", "List hypervisors with details (admin)", None, 200),
     ("get", f"{_C}/os-services", "List services (admin)", None, 200),
+    *(("put", f"{_C}/os-services/{toggle}", f"{summary} a host's service (admin; 404 for no such host and binary)",
+       hosts.ServiceToggleSchema(), 200)
+      for toggle, summary in (("enable", "Enable"), ("disable", "Disable"),
+                              ("disable-log-reason", "Disable, with a disabled_reason,"))),
+    ("put", f"{_C}/os-services/{{service_id}}", "Enable or disable a service by its UUID (admin; microversion 2.53)",
+     hosts.ServiceUpdateSchema(), 200),
+    ("get", f"{_C}/os-hypervisors/statistics", "The hypervisors' capacity and use added up (admin)", None, 200),
+    ("get", f"{_C}/flavors/{{flavor_id}}/os-extra_specs", "A flavor's extra specs", None, 200),
+    ("get", f"{_C}/os-quota-sets/{{project_id}}/defaults", "The default quotas", None, 200),
+    ("get", f"{_C}/os-quota-sets/{{project_id}}/detail", "Quotas with their use (limit, in_use, reserved)", None,
+     200),
+    ("delete", f"{_C}/os-quota-sets/{{project_id}}", "Put a project's quotas back to the defaults (admin)", None,
+     202),
+    ("get", "/image/versions", "Image versions", None, 200),
+    ("patch", f"{_I}/images/{{image_id}}", "Change an image's attributes, tags or properties (a JSON patch)",
+     openapi_schemas.IMAGE_PATCH, 200),
+    ("get", f"{_I}/schemas/{{name}}", "An image schema (image or images; properties are free strings)", None, 200),
+    ("get", _N, "Network v2.0 resources", None, 200),
+    ("get", f"{_N}/extensions", "The network extensions fabric answers", None, 200),
+    ("post", "/v3/users/{user_id}/credentials/OS-EC2", "Create an EC2 credential for a project the user has a "
+     "role on", ec2_credentials.CredentialCreateSchema(), 201),
+    ("get", "/v3/users/{user_id}/credentials/OS-EC2", "List a user's EC2 credentials", None, 200),
+    ("get", "/v3/users/{user_id}/credentials/OS-EC2/{access}", "Show an EC2 credential", None, 200),
+    ("delete", "/v3/users/{user_id}/credentials/OS-EC2/{access}", "Delete an EC2 credential", None, 204),
+    ("get", "/openapi.json", "This document", None, 200),
     ("get", "/image", "Image versions", None, 200),
     ("get", f"{_I}/images", "List images (filters: name, id, status, visibility)", None, 200),
     ("post", f"{_I}/images", "Create an image record", image.ImageCreateSchema(), 201),
@@ -154,6 +212,9 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
     ("delete", f"{_I}/images/{{image_id}}", "Delete an image", None, 204),
     ("put", f"{_I}/images/{{image_id}}/file", "Upload image data", None, 204),
     ("get", f"{_I}/images/{{image_id}}/file", "Download image data", None, 200),
+    ("delete", f"{_I}/images", "Delete the image with the empty id (/v2/images/): there is none", None, 404),
+    ("put", f"{_I}/images/{{image_id}}/tags/{{tag}}", "Tag an image", None, 204),
+    ("delete", f"{_I}/images/{{image_id}}/tags/{{tag}}", "Remove an image's tag", None, 204),
     ("get", "/networking", "Network versions", None, 200),
     ("get", f"{_N}/networks", "List networks", None, 200),
     ("post", f"{_N}/networks", "Create a network (members: provider:network_type routed, on a segment of "
@@ -182,6 +243,7 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
      None, 204),
     *network.OPERATIONS, *ports.OPERATIONS, *routers.OPERATIONS, *subnet_pools.OPERATIONS,
     *network_quotas.OPERATIONS,
+    *block_storage_operations.OPERATIONS,
     ("get", "/fabric/v1/topology", "Datacenter layouts and hosts (admin)", None, 200),
     ("post", "/fabric/v1/topology/hosts", "Add a host to the topology (admin; announced to the network workers)",
      admin.HOST_CREATE, 201),
@@ -195,6 +257,9 @@ _OPERATIONS: list[tuple[str, str, str, Schema | None, int]] = [
 ]
 
 
+#: Operations whose body is not plain JSON: (method, path) -> its media type.
+_REQUEST_MEDIA_TYPES = {("patch", f"{_I}/images/{{image_id}}"): "application/openstack-images-v2.1-json-patch"}
+
 #: Query parameters of the list operations: path -> [(name, JSON type)].
 _QUERY = {
     "/compute/v2.1/servers": [("limit", "integer"), ("marker", "string"), ("name", "string"),
@@ -203,6 +268,7 @@ _QUERY = {
                               ("not-tags", "string"), ("not-tags-any", "string")],
     "/compute/v2.1/flavors": [("minRam", "integer"), ("minDisk", "integer")],
     "/image/v2/images": [("name", "string"), ("id", "string"), ("status", "string"), ("visibility", "string"),
+                         ("size", "integer"), ("size_min", "integer"), ("size_max", "integer"),
                          ("limit", "integer"), ("marker", "string")],
     "/networking/v2.0/networks": [("name", "string"), ("id", "string"), ("shared", "boolean")],
     "/networking/v2.0/ports": [("network_id", "string"), ("device_id", "string"), ("device_owner", "string"),
@@ -215,6 +281,26 @@ _QUERY = {
 }
 _QUERY["/compute/v2.1/servers/detail"] = _QUERY["/compute/v2.1/servers"]
 _QUERY["/compute/v2.1/flavors/detail"] = _QUERY["/compute/v2.1/flavors"]
+
+#: Where a create's answer carries the new row's id: collection path -> JSON pointer into the
+#: answer. Each create links (OpenAPI links) to every operation on the row it made, so a
+#: stateful client (the fuzz's stateful phase) can act on what it created.
+_CREATED_IDS = {
+    f"{_C}/servers": "/server/id", f"{_C}/flavors": "/flavor/id", f"{_C}/os-keypairs": "/keypair/name",
+    f"{_C}/os-aggregates": "/aggregate/id", f"{_C}/os-server-groups": "/server_group/id",
+    f"{_I}/images": "/id",
+    f"{_N}/networks": "/network/id", f"{_N}/subnets": "/subnet/id", f"{_N}/ports": "/port/id",
+    f"{_N}/routers": "/router/id", f"{_N}/security-groups": "/security_group/id",
+    f"{_N}/security-group-rules": "/security_group_rule/id", f"{_N}/floatingips": "/floatingip/id",
+    f"{_N}/subnetpools": "/subnetpool/id",
+    "/v3/users": "/user/id", "/v3/projects": "/project/id", "/v3/roles": "/role/id", "/v3/groups": "/group/id",
+    "/v3/domains": "/domain/id", "/v3/regions": "/region/id", "/v3/services": "/service/id",
+    "/v3/endpoints": "/endpoint/id", "/v3/credentials": "/credential/id", "/v3/policies": "/policy/id",
+    "/v3/OS-EP-FILTER/endpoint_groups": "/endpoint_group/id",
+    "/v3/users/{user_id}/application_credentials": "/application_credential/id",
+    "/v3/users/{user_id}/credentials/OS-EC2": "/credential/access",
+    "/fabric/v1/topology/hosts": "/host/name",
+}
 
 _SIMPLE = {fields.String: "string", fields.Integer: "integer", fields.Float: "number", fields.Boolean: "boolean",
            fields.Dict: "object", fields.IP: "string", fields.UUID: "string"}
@@ -288,21 +374,59 @@ def _add_policy(op: dict, found: policy.Policy) -> None:
         op["responses"]["404"] = {"description": "not found, or another project's"}
 
 
+def operation_id(method: str, path: str) -> str:
+    """An operation's ``operationId``: its method and path in the characters links allow."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{method}{path}").strip("_")
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part.strip("{}") for part in path.split("/") if part.startswith("{")]
+
+
+def _add_links(paths: dict) -> None:
+    """Link each create in :data:`_CREATED_IDS` to the operations on the row it made: the new
+    id from the create's answer, the collection's own path parameters from its request."""
+    for collection, pointer in _CREATED_IDS.items():
+        create = paths.get(collection, {}).get("post")
+        if create is None:
+            continue
+        links = {}
+        for path, operations in paths.items():
+            if not path.startswith(collection + "/{"):
+                continue
+            created = path[len(collection) + 1:].split("/")[0].strip("{}")
+            parameters = {name: f"$request.path.{name}" for name in _path_parameters(collection)}
+            parameters[created] = f"$response.body#{pointer}"
+            if set(parameters) != set(_path_parameters(path)):
+                continue  # a row beneath the new one, reached by its own create's links
+            for op in operations.values():
+                links[op["operationId"]] = {"operationId": op["operationId"], "parameters": parameters}
+        success = next(code for code in create["responses"] if code.startswith("2"))
+        create["responses"][success]["links"] = links
+
+
 def document(base: str = "") -> dict:
     paths: dict = {}
     for method, path, summary, schema, status in _OPERATIONS:
-        op: dict = {"summary": summary, "responses": {str(status): {"description": "success"}}}
+        op: dict = {"summary": summary, "operationId": operation_id(method, path),
+                    "responses": {str(status): {"description": "success"}}}
         _add_policy(op, policy.TABLE[(method.upper(), path)])
-        params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in path.split("/") if p.startswith("{")]
+        params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in _path_parameters(path)]
         if method == "get":
             params += [{"name": name, "in": "query", "required": False, "schema": _query_schema(kind)}
                        for name, kind in _QUERY.get(path, [])]
         if params:
             op["parameters"] = params
         if schema is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of(schema)}}}
+            body = schema if isinstance(schema, dict) else schema_of(schema)
+            media = _REQUEST_MEDIA_TYPES.get((method, path), "application/json")
+            op["requestBody"] = {"required": True, "content": {media: {"schema": body}}}
+        answer = openapi_schemas.RESPONSES.get((method, path))
+        if answer is not None:
+            op["responses"][str(status)]["content"] = {"application/json": {"schema": answer}}
         paths.setdefault(path, {})[method] = op
+    _add_links(paths)
     return {
         "openapi": "3.0.3",
         "info": {"title": "fabric API", "version": "1.0",

@@ -197,7 +197,8 @@ def _grants() -> dict:
     return rows
 
 
-_VERSIONS = ("/", "/v3", "/compute", _C, "/image", "/image/versions", "/networking", _N)
+_V = "/volume/v3"
+_VERSIONS = ("/", "/v3", "/compute", "/compute/v2", _C, "/image", "/image/versions", "/networking", _N, "/volume", _V)
 
 #: (method, route template) -> its policy: every operation the API answers.
 TABLE: dict[tuple[str, str], Policy] = {
@@ -248,6 +249,11 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("GET", "/v3/domains/{domain_id}"): Policy(ANY, "showing domains"),
     ("PATCH", "/v3/domains/{domain_id}"): Policy(ADMIN, "updating domains"),
     ("DELETE", "/v3/domains/{domain_id}"): Policy(ADMIN, "deleting domains"),
+    **{("GET", f"/v3/domains/config/{tail}default"): Policy(ANY, "reading the default domain configuration")
+       for tail in ("", "{group}/", "{group}/{option}/")},
+    **{(method, f"/v3/domains/{{domain_id}}/config{tail}"): Policy(ADMIN, "managing domain configuration")
+       for tail in ("", "/{group}", "/{group}/{option}") for method in ("GET", "PATCH", "DELETE")},
+    ("PUT", "/v3/domains/{domain_id}/config"): Policy(ADMIN, "managing domain configuration"),
     ("GET", "/v3/services"): Policy(ANY, "listing services"),
     ("POST", "/v3/services"): Policy(ADMIN, "creating services"),
     ("GET", "/v3/services/{service_id}"): Policy(ANY, "showing services"),
@@ -327,6 +333,7 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("GET", f"{_C}/flavors/detail"): Policy(ANY, "listing flavors"),
     ("POST", f"{_C}/flavors"): Policy(ADMIN, "creating flavors"),
     ("GET", f"{_C}/flavors/{{flavor_id}}"): Policy(ANY, "showing flavors"),
+    ("PUT", f"{_C}/flavors/{{flavor_id}}"): Policy(ADMIN, "updating flavors"),
     ("DELETE", f"{_C}/flavors/{{flavor_id}}"): Policy(ADMIN, "deleting flavors"),
     ("GET", f"{_C}/flavors/{{flavor_id}}/os-extra_specs"): Policy(ANY, "showing flavor extra specs"),
     ("GET", f"{_C}/os-availability-zone"): Policy(ANY, "listing availability zones"),
@@ -369,6 +376,13 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("GET", f"{_C}/servers/{{server_id}}/os-instance-actions/{{request_id}}"): Policy(
         READER, "showing server actions", OWN),
     ("GET", f"{_C}/servers/{{server_id}}/diagnostics"): Policy(ADMIN, "reading server diagnostics"),
+    ("GET", f"{_C}/servers/{{server_id}}/ips"): Policy(READER, "listing server addresses", OWN),
+    ("GET", f"{_C}/servers/{{server_id}}/os-volume_attachments"): Policy(READER, "listing volume attachments", OWN),
+    ("POST", f"{_C}/servers/{{server_id}}/os-volume_attachments"): Policy(MEMBER, "attaching volumes", OWN),
+    ("GET", f"{_C}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}"): Policy(
+        READER, "showing volume attachments", OWN),
+    ("DELETE", f"{_C}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}"): Policy(
+        MEMBER, "detaching volumes", OWN),
     ("GET", f"{_C}/os-server-groups"): Policy(READER, "listing server groups", LISTED),
     ("POST", f"{_C}/os-server-groups"): Policy(MEMBER, "creating server groups"),
     ("GET", f"{_C}/os-server-groups/{{group_id}}"): Policy(READER, "showing server groups", OWN),
@@ -390,6 +404,11 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("GET", f"{_C}/os-services"): Policy(ADMIN, "listing services"),
     **{("PUT", f"{_C}/os-services/{toggle}"): Policy(ADMIN, "enabling or disabling services")
        for toggle in ("enable", "disable", "disable-log-reason")},
+    ("PUT", f"{_C}/os-services/{{service_id}}"): Policy(ADMIN, "enabling or disabling services"),
+    ("GET", f"{_C}/images"): Policy(READER, "listing images", LISTED),
+    ("GET", f"{_C}/images/detail"): Policy(READER, "listing images", LISTED),
+    ("GET", f"{_C}/images/{{image_id}}"): Policy(READER, "showing images", SHARED),
+    ("DELETE", f"{_C}/images/{{image_id}}"): Policy(MEMBER, "deleting images", SHARED),
     # --- image ---------------------------------------------------------------------------------
     ("GET", f"{_I}/images"): Policy(READER, "listing images", LISTED),
     ("POST", f"{_I}/images"): Policy(MEMBER, "creating images"),
@@ -398,6 +417,9 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("DELETE", f"{_I}/images/{{image_id}}"): Policy(MEMBER, "deleting images", SHARED),
     ("PUT", f"{_I}/images/{{image_id}}/file"): Policy(MEMBER, "uploading image data", SHARED),
     ("GET", f"{_I}/images/{{image_id}}/file"): Policy(READER, "downloading image data", SHARED),
+    ("DELETE", f"{_I}/images"): Policy(MEMBER, "deleting images"),  # /v2/images/: the empty id, a 404
+    ("PUT", f"{_I}/images/{{image_id}}/tags/{{tag}}"): Policy(MEMBER, "tagging images", SHARED),
+    ("DELETE", f"{_I}/images/{{image_id}}/tags/{{tag}}"): Policy(MEMBER, "tagging images", SHARED),
     ("GET", f"{_I}/schemas/{{name}}"): Policy(ANY, "reading image schemas"),
     # --- networking ----------------------------------------------------------------------------
     ("GET", f"{_N}/extensions"): Policy(ANY, "listing extensions"),
@@ -415,6 +437,37 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("GET", f"{_N}/quotas/{{project_id}}/details"): Policy(READER, "showing network quotas", PROJECT),
     ("PUT", f"{_N}/quotas/{{project_id}}"): Policy(ADMIN, "changing quotas"),
     ("DELETE", f"{_N}/quotas/{{project_id}}"): Policy(ADMIN, "resetting quotas"),
+    # --- block storage (Cinder's project defaults; admins act on every project's) -------------------
+    **_crud(f"{_V}/volumes", "volume_id", "volume"),
+    ("GET", f"{_V}/volumes/detail"): Policy(READER, "listing volumes", LISTED),
+    ("PUT", f"{_V}/volumes"): Policy(MEMBER, "changing volumes"),  # /volumes/: the empty id, a 404
+    ("DELETE", f"{_V}/volumes"): Policy(MEMBER, "deleting volumes"),  # /volumes/: the empty id, a 404
+    ("POST", f"{_V}/volumes/{{volume_id}}/action"): Policy(MEMBER, "acting on volumes", OWN),
+    ("GET", f"{_V}/volumes/{{volume_id}}/metadata"): Policy(READER, "showing volume metadata", OWN),
+    ("POST", f"{_V}/volumes/{{volume_id}}/metadata"): Policy(MEMBER, "changing volume metadata", OWN),
+    ("PUT", f"{_V}/volumes/{{volume_id}}/metadata"): Policy(MEMBER, "changing volume metadata", OWN),
+    ("GET", f"{_V}/volumes/{{volume_id}}/metadata/{{key}}"): Policy(READER, "showing volume metadata", OWN),
+    ("PUT", f"{_V}/volumes/{{volume_id}}/metadata/{{key}}"): Policy(MEMBER, "changing volume metadata", OWN),
+    ("DELETE", f"{_V}/volumes/{{volume_id}}/metadata/{{key}}"): Policy(MEMBER, "changing volume metadata", OWN),
+    **_crud(f"{_V}/snapshots", "snapshot_id", "volume snapshot"),
+    ("GET", f"{_V}/snapshots/detail"): Policy(READER, "listing volume snapshots", LISTED),
+    ("GET", f"{_V}/snapshots/{{snapshot_id}}/metadata"): Policy(READER, "showing snapshot metadata", OWN),
+    ("POST", f"{_V}/snapshots/{{snapshot_id}}/metadata"): Policy(MEMBER, "changing snapshot metadata", OWN),
+    ("PUT", f"{_V}/snapshots/{{snapshot_id}}/metadata"): Policy(MEMBER, "changing snapshot metadata", OWN),
+    ("GET", f"{_V}/snapshots/{{snapshot_id}}/metadata/{{key}}"): Policy(READER, "showing snapshot metadata", OWN),
+    ("PUT", f"{_V}/snapshots/{{snapshot_id}}/metadata/{{key}}"): Policy(MEMBER, "changing snapshot metadata", OWN),
+    ("DELETE", f"{_V}/snapshots/{{snapshot_id}}/metadata/{{key}}"): Policy(
+        MEMBER, "changing snapshot metadata", OWN),
+    ("GET", f"{_V}/types"): Policy(ANY, "listing volume types"),
+    ("GET", f"{_V}/types/{{type_id}}"): Policy(ANY, "showing volume types"),
+    ("GET", f"{_V}/os-availability-zone"): Policy(ANY, "listing volume availability zones"),
+    ("GET", f"{_V}/os-services"): Policy(ADMIN, "listing volume services"),
+    ("GET", f"{_V}/extensions"): Policy(ANY, "listing volume extensions"),
+    ("GET", f"{_V}/limits"): Policy(READER, "reading volume limits"),
+    ("GET", f"{_V}/os-quota-sets/{{project_id}}"): Policy(READER, "showing volume quotas", PROJECT),
+    ("GET", f"{_V}/os-quota-sets/{{project_id}}/defaults"): Policy(ANY, "showing default volume quotas"),
+    ("PUT", f"{_V}/os-quota-sets/{{project_id}}"): Policy(ADMIN, "changing volume quotas"),
+    ("DELETE", f"{_V}/os-quota-sets/{{project_id}}"): Policy(ADMIN, "resetting volume quotas"),
     # --- fabric's own administration -----------------------------------------------------------------
     ("GET", f"{_F}/topology"): Policy(ADMIN, "reading the topology"),
     ("POST", f"{_F}/topology/hosts"): Policy(ADMIN, "adding a host to the topology"),

@@ -27,11 +27,11 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, network_quotas, security_groups
+from fabric.api import common, network_quotas, neutron_fields, security_groups
 from fabric.api.network import PREFIX, _owner, _scoped, find_network, fixed_ips_of, port_document
 from fabric.db.models import AddressAllocation, AddressPool, Network, Port, PortSecurityGroup, Subnet
 from fabric.db.types import new_uuid
-from fabric.network import secgroups_db
+from fabric.network import ipv6, secgroups_db
 from fabric.network.model import COMPUTE_PORT_OWNER_PREFIX, DHCP_PORT_OWNER, port_request_token
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class PortUpdateSchema(Schema):
 
 PORT_CREATE = Schema.from_dict({"port": fields.Nested(PortCreateSchema, required=True)})()
 PORT_UPDATE = Schema.from_dict({"port": fields.Nested(PortUpdateSchema, required=True)})()
+PORTS_CREATE = Schema.from_dict({"ports": fields.List(fields.Nested(PortCreateSchema), required=True,
+                                                      validate=validate.Length(min=1, max=100))})()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,15 +102,16 @@ def normalise_mac(value: str | None) -> str:
 def plan_addresses(session, network_id: str, requested: list[dict] | None) -> list[WantedAddress]:
     """The fixed IPs a port of ``network_id`` is to hold.
 
-    ``None`` (not given): one address of the network's first IPv4 subnet, if it has one.
-    Otherwise each entry names a subnet of the network and/or an address inside one;
-    at most one per subnet. Raises Invalid naming the bad entry.
+    ``None`` (not given): one address of the network's first IPv4 subnet and one of its first
+    DHCPv6-stateful subnet, for each it has. Otherwise each entry names a subnet of the network
+    and/or an address inside one; at most one per subnet. A SLAAC subnet is never named: a
+    port's address there is derived from its MAC (:func:`fabric.network.ipv6.slaac_address`),
+    not allocated. Raises Invalid naming the bad entry.
     """
     subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network_id)
                                    .order_by(Subnet.created_at, Subnet.id)))
     if requested is None:
-        first = next((s for s in subnets if s.ip_version == 4), None)
-        return [WantedAddress(first.id, None)] if first is not None else []
+        return [WantedAddress(s.id, None) for s in ipv6.allocated_subnets(subnets)]
     by_id = {s.id: s for s in subnets}
     plan: list[WantedAddress] = []
     for index, entry in enumerate(requested):
@@ -127,6 +130,10 @@ def plan_addresses(session, network_id: str, requested: list[dict] | None) -> li
                 raise exception.Invalid(reason=f"{what}.ip_address {address} is not inside subnet {subnet_id} "
                                                f"({by_id[subnet_id].cidr})")
             subnet_id = subnet_id or inside[0]
+        mode = ipv6.served_mode(by_id[subnet_id].ipv6_address_mode, by_id[subnet_id].ipv6_ra_mode)
+        if mode in ipv6.AUTO_ADDRESS:
+            raise exception.Invalid(reason=f"{what}: subnet {subnet_id} is {mode}: a port's address there is the "
+                                           "EUI-64 of its MAC, never allocated; name only subnets of other modes")
         if any(w.subnet_id == subnet_id for w in plan):
             raise exception.Invalid(reason=f"{what}: a port holds one address per subnet in fabric, and subnet "
                                            f"{subnet_id} is named twice")
@@ -176,8 +183,9 @@ def nic_request(session, context, port_id: str) -> dict:
         raise exception.Conflict(reason=f"port {port.id} is in use by {port.device_owner or 'device'} "
                                         f"{port.device_id or ''}".rstrip())
     held = held_addresses(session, port.id)
+    # Its IPv4 address first: compute plugs a guest by that one (IPv6 comes by RA or DHCPv6).
     first = next((s for s in session.scalars(sa.select(Subnet.id).where(Subnet.id.in_(list(held)))
-                                             .order_by(Subnet.created_at, Subnet.id))), None)
+                                             .order_by(Subnet.ip_version, Subnet.created_at, Subnet.id))), None)
     return {"network_id": port.network_id, "port_id": port.id,
             "subnet_id": first, "fixed_ip": held[first][0] if first else None}
 
@@ -242,12 +250,36 @@ class Ports:
             rows = list(session.scalars(query))
             ips = fixed_ips_of(session, rows)
             groups = security_groups.port_groups(session, [p.id for p in rows])
-            common.respond(resp, {"ports": [port_document(p, ips[p.id], context.is_admin, groups[p.id])
-                                            for p in rows]})
+            docs = [port_document(p, ips[p.id], context.is_admin, groups[p.id]) for p in rows]
+        common.respond(resp, {"ports": neutron_fields.select_all(req, docs)})
 
     def on_post(self, req, resp):
+        """One port (``{"port": {...}}``), or several (``{"ports": [...]}``, Neutron's bulk
+        create): all or nothing, a refused one undoing those made before it."""
         deps, context = common.deps(req), common.ctx(req)
-        data = common.body(req, PORT_CREATE)["port"]
+        raw = common.read_json(req)
+        if not (isinstance(raw, dict) and "ports" in raw and "port" not in raw):
+            port_id = self._create(deps, context, common.load(PORT_CREATE, raw)["port"])
+            with deps.db.begin() as session:
+                common.respond(resp, {"port": _document(session, context, session.get(Port, port_id))},
+                               falcon.HTTP_201)
+            return
+        made: list[str] = []
+        try:
+            for data in common.load(PORTS_CREATE, raw)["ports"]:
+                made.append(self._create(deps, context, data))
+        except Exception:
+            for port_id in reversed(made):
+                _undo(deps, context, port_id)
+            raise
+        with deps.db.begin() as session:
+            common.respond(resp, {"ports": [_document(session, context, session.get(Port, p)) for p in made]},
+                           falcon.HTTP_201)
+
+    @staticmethod
+    def _create(deps, context, data: dict) -> str:
+        """Make one port (its row, quota, groups, then its addresses from IPAM); its id.
+        A refusal leaves nothing of it."""
         owner = _owner(context, data)
         mac = normalise_mac(data["mac_address"])
         refs = data["security_groups"]
@@ -279,15 +311,28 @@ class Ports:
                 if session.execute(sa.delete(Port).where(Port.id == port_id)).rowcount:
                     network_quotas.give_back(session, owner, "port")
             raise
-        with deps.db.begin() as session:
-            common.respond(resp, {"port": _document(session, context, session.get(Port, port_id))}, falcon.HTTP_201)
+        return port_id
+
+
+def _undo(deps, context, port_id: str) -> None:
+    """Take back a port a bulk create made before one of its ports was refused: its row, its
+    quota and its addresses."""
+    with deps.db.begin() as session:
+        port = session.get(Port, port_id)
+        if port is None:
+            return
+        held = held_addresses(session, port_id)
+        session.delete(port)
+        network_quotas.give_back(session, port.project_id, "port")
+    release(deps, context, held)
 
 
 class PortItem:
     def on_get(self, req, resp, port_id):
         context = common.ctx(req)
         with common.deps(req).db.begin() as session:
-            common.respond(resp, {"port": _document(session, context, find(session, context, port_id))})
+            doc = _document(session, context, find(session, context, port_id))
+        common.respond(resp, {"port": neutron_fields.select(req, doc)})
 
     def on_put(self, req, resp, port_id):
         """``port set``: name, description, admin state, security groups; fixed IPs of a port no
@@ -346,7 +391,8 @@ class PortItem:
 OPERATIONS = [
     ("get", f"{PREFIX}/ports", "List ports (filters: network_id, device_id, device_owner, mac_address, status, "
      "fixed_ips=ip_address=A|subnet_id=S)", None, 200),
-    ("post", f"{PREFIX}/ports", "Create a port (fixed IPs from IPAM, MAC, security groups)", PORT_CREATE, 201),
+    ("post", f"{PREFIX}/ports", "Create a port (fixed IPs from IPAM, MAC, security groups); {\"ports\": [...]} "
+     "creates several, all or nothing", PORT_CREATE, 201),
     ("get", f"{PREFIX}/ports/{{port_id}}", "Show a port", None, 200),
     ("put", f"{PREFIX}/ports/{{port_id}}", "Set a port's name, description, admin state, security groups or "
      "(unbound) fixed IPs", PORT_UPDATE, 200),

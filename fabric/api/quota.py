@@ -12,6 +12,9 @@ exactly once thanks to the instance row's own compare-and-swap).
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
@@ -34,35 +37,82 @@ NETWORK_DEFAULT_LIMITS = {
     "router": 10,
     "floatingip": 50,
 }
+#: Block Storage v3's resources (Cinder's names and defaults), enforced by fabric.volume.api.
+VOLUME_DEFAULT_LIMITS = {
+    "volumes": 10,
+    "gigabytes": 1000,
+    "snapshots": 10,
+}
+#: Every resource a project has a limit for.
+ALL_DEFAULT_LIMITS = DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS | VOLUME_DEFAULT_LIMITS
 
 
 def limits(session, project_id: str) -> dict[str, int]:
     """The project's limits: its own rows over the defaults."""
-    result = DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS
+    result = dict(ALL_DEFAULT_LIMITS)
     for row in session.scalars(sa.select(Quota).where(Quota.project_id == project_id)):
         result[row.resource] = row.hard_limit
     return result
 
 
 def usages(session, project_id: str) -> dict[str, int]:
-    result = dict.fromkeys(DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS, 0)
+    result = dict.fromkeys(ALL_DEFAULT_LIMITS, 0)
     for row in session.scalars(sa.select(QuotaUsage).where(QuotaUsage.project_id == project_id)):
         result[row.resource] = row.in_use
     return result
 
 
+#: (database, project, resource) usage rows known to exist, so that
+#: :func:`ensure_usage_rows` costs no query on a project's every later request. A row goes
+#: only with its project (ON DELETE CASCADE); :func:`reserve` forgets a project whose row
+#: it finds missing, so the next call creates it again.
+_KNOWN_ROWS: weakref.WeakKeyDictionary[Database, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+
 def ensure_usage_rows(db: Database, project_id: str, resources) -> None:
     """Create missing usage rows (each in its own transaction; a concurrent
     creator winning the unique constraint is fine)."""
+    known = _KNOWN_ROWS.setdefault(db, set())
+    wanted = {resource for resource in resources if (project_id, resource) not in known}
+    if not wanted:
+        return
     with db.begin() as session:
         have = set(session.scalars(sa.select(QuotaUsage.resource).where(
-            QuotaUsage.project_id == project_id, QuotaUsage.resource.in_(list(resources)))))
-    for resource in set(resources) - have:
+            QuotaUsage.project_id == project_id, QuotaUsage.resource.in_(list(wanted)))))
+    for resource in wanted - have:
         try:
             with db.begin() as session:
                 session.add(QuotaUsage(project_id=project_id, resource=resource, in_use=0))
         except sa_exc.IntegrityError:
             pass
+    known.update((project_id, resource) for resource in wanted)
+
+
+def _forget(project_id: str) -> None:
+    for known in _KNOWN_ROWS.values():
+        known.difference_update({entry for entry in known if entry[0] == project_id})
+
+
+@functools.cache
+def _reserve_statements(resources: tuple[str, ...]) -> tuple[sa.Select, sa.Update]:
+    """The two statements of :func:`reserve` for these resources (sorted), built once: the
+    read of their usage and limits, and the guarded UPDATE taking ``delta_<i>`` of the i-th.
+    Core statements on the session's connection, built once, cost a fraction of building
+    ORM ones each time (on the hot path of POST /servers they were a quarter of its CPU)."""
+    usage, quotas = QuotaUsage.__table__, Quota.__table__
+    own_limit = (sa.select(quotas.c.hard_limit).where(quotas.c.project_id == usage.c.project_id,
+                                                      quotas.c.resource == usage.c.resource)
+                 .scalar_subquery())
+    limit = sa.func.coalesce(own_limit, sa.case(
+        *((usage.c.resource == resource, ALL_DEFAULT_LIMITS.get(resource, -1)) for resource in resources),
+        else_=-1))
+    mine = sa.and_(usage.c.project_id == sa.bindparam("owner"), usage.c.resource.in_(resources))
+    read = sa.select(usage.c.resource, usage.c.in_use, limit).where(mine)
+    amount = sa.case(*((usage.c.resource == resource, sa.bindparam(f"delta_{index}", type_=sa.Integer))
+                       for index, resource in enumerate(resources)), else_=0)
+    take = (sa.update(usage).where(mine, sa.or_(limit < 0, usage.c.in_use + amount <= limit))
+            .values(in_use=usage.c.in_use + amount))
+    return read, take
 
 
 def reserve(session, project_id: str, deltas: dict[str, int]) -> None:
@@ -71,22 +121,35 @@ def reserve(session, project_id: str, deltas: dict[str, int]) -> None:
     The usage rows must exist (:func:`ensure_usage_rows`). Raises
     QuotaExceeded naming the resource, request, usage and limit; the caller's
     transaction then rolls back whatever else was reserved.
+
+    Two statements whatever the number of resources (a POST /servers reserves three): one
+    reads their usage and limits, one UPDATE takes them all, guarded per row as the module
+    docstring says. A reservation that lost a race (the guard refused a row the read said
+    fits) raises for the resource with the least room left then.
     """
-    project_limits = limits(session, project_id)
-    for resource, delta in sorted(deltas.items()):
-        if delta <= 0:
-            continue
-        limit = project_limits.get(resource, -1)
-        guard = [QuotaUsage.project_id == project_id, QuotaUsage.resource == resource]
-        if limit >= 0:
-            guard.append(QuotaUsage.in_use + delta <= limit)
-        changed = session.execute(sa.update(QuotaUsage).where(*guard)
-                                  .values(in_use=QuotaUsage.in_use + delta)).rowcount
-        if changed != 1:
-            in_use = session.scalar(sa.select(QuotaUsage.in_use).where(
-                QuotaUsage.project_id == project_id, QuotaUsage.resource == resource))
+    wanted = {resource: delta for resource, delta in sorted(deltas.items()) if delta > 0}
+    if not wanted:
+        return
+    read, take = _reserve_statements(tuple(wanted))
+    session.flush()  # what an ORM statement's autoflush did: the caller's pending rows go first
+    conn = session.connection()
+    found = {resource: (in_use, resource_limit)
+             for resource, in_use, resource_limit in conn.execute(read, {"owner": project_id})}
+    for resource, delta in wanted.items():
+        if resource not in found:
+            _forget(project_id)
+            raise exception.QuotaExceeded(resource=resource, project=project_id, requested=delta, in_use=0,
+                                          limit=ALL_DEFAULT_LIMITS.get(resource, -1))
+        in_use, resource_limit = found[resource]
+        if 0 <= resource_limit < in_use + delta:
             raise exception.QuotaExceeded(resource=resource, project=project_id, requested=delta,
-                                          in_use=in_use or 0, limit=limit)
+                                          in_use=in_use, limit=resource_limit)
+    changed = conn.execute(take, {"owner": project_id} | {
+        f"delta_{index}": delta for index, delta in enumerate(wanted.values())}).rowcount
+    if changed != len(wanted):
+        resource = min(wanted, key=lambda r: found[r][1] - found[r][0] - wanted[r] if found[r][1] >= 0 else 1 << 62)
+        raise exception.QuotaExceeded(resource=resource, project=project_id, requested=wanted[resource],
+                                      in_use=found[resource][0], limit=found[resource][1])
 
 
 def release(session, project_id: str, deltas: dict[str, int]) -> None:
@@ -101,9 +164,9 @@ def release(session, project_id: str, deltas: dict[str, int]) -> None:
 
 def set_limit(db: Database, project_id: str, resource: str, hard_limit: int) -> None:
     """Set one limit (update, else insert; a concurrent insert turns into an update)."""
-    if resource not in DEFAULT_LIMITS and resource not in NETWORK_DEFAULT_LIMITS:
+    if resource not in ALL_DEFAULT_LIMITS:
         raise exception.Invalid(reason=f"quota resource {resource!r} is unknown; known: "
-                                       f"{', '.join(sorted(DEFAULT_LIMITS | NETWORK_DEFAULT_LIMITS))}")
+                                       f"{', '.join(sorted(ALL_DEFAULT_LIMITS))}")
     if hard_limit < -1:
         raise exception.Invalid(reason=f"quota {resource}={hard_limit} must be -1 (unlimited) or at least 0")
     for _ in range(3):

@@ -59,6 +59,11 @@ class RouterCreateSchema(_Loose):
     tenant_id = fields.String(load_default=None)
 
 
+class RouteSchema(Schema):
+    destination = fields.String(required=True, validate=validate.Length(max=64))
+    nexthop = fields.String(required=True, validate=validate.Length(max=64))
+
+
 class RouterUpdateSchema(Schema):
     """What ``router set`` / ``router unset --external-gateway`` may change."""
 
@@ -67,8 +72,8 @@ class RouterUpdateSchema(Schema):
     admin_state_up = fields.Boolean()
     # {} or null clears the gateway (router unset --external-gateway).
     external_gateway_info = fields.Nested(GatewaySchema, allow_none=True)
-    routes = fields.List(fields.Dict(), validate=validate.Length(max=0, error="static routes are not supported "
-                                                                               "by fabric's routers"))
+    # Extra routes (null or [] clears them), checked by _checked_routes.
+    routes = fields.List(fields.Nested(RouteSchema), allow_none=True, validate=validate.Length(max=64))
 
 
 class InterfaceSchema(Schema):
@@ -89,10 +94,34 @@ def router_document(session, router: Router) -> dict:
                    "external_fixed_ips": [{"subnet_id": s, "ip_address": a} for s, (a, _) in sorted(held.items())]}
     return {"id": router.id, "name": router.name, "description": router.description,
             "project_id": router.project_id, "tenant_id": router.project_id, "admin_state_up": router.admin_state_up,
-            "status": router.status, "external_gateway_info": gateway, "routes": [], "distributed": False,
+            "status": router.status, "external_gateway_info": gateway, "routes": list(router.routes or []),
+            "distributed": False,
             "ha": False, "availability_zones": ["nova"], "availability_zone_hints": [], "flavor_id": None,
             "tags": [], "revision_number": 1, "created_at": common.isotime(router.created_at),
             "updated_at": common.isotime(router.updated_at or router.created_at)}
+
+
+def _checked_routes(session, router: Router, routes: list[dict]) -> list[dict]:
+    """Extra routes as stored: each destination a network, each next hop an address inside one
+    of the router's subnets (where the router can reach it); Invalid naming the first bad one.
+    Stored and shown; the network workers do not install them yet."""
+    attached = [ipaddress.ip_network(cidr) for cidr in session.scalars(
+        sa.select(Subnet.cidr).join(RouterInterface, RouterInterface.subnet_id == Subnet.id)
+        .where(RouterInterface.router_id == router.id))]
+    out = []
+    for route in routes:
+        try:
+            destination = ipaddress.ip_network(route["destination"], strict=False)
+            nexthop = ipaddress.ip_address(route["nexthop"])
+        except ValueError as err:
+            raise exception.Invalid(reason=f"router.routes {route}: {err}") from None
+        if not any(nexthop in subnet for subnet in attached):
+            raise exception.Invalid(reason=f"router.routes: nexthop {nexthop} is not inside any subnet of router "
+                                           f"{router.id} ({', '.join(map(str, attached)) or 'none attached'})")
+        entry = {"destination": str(destination), "nexthop": str(nexthop)}
+        if entry not in out:
+            out.append(entry)
+    return out
 
 
 def announce(deps, context, router_id: str) -> None:
@@ -198,6 +227,8 @@ class Routers:
         data = common.body(req, ROUTER_CREATE)["router"]
         owner = _owner(context, data)
         gateway = data["external_gateway_info"]
+        if gateway and "network_id" not in gateway and gateway.get("external_fixed_ips") is None:
+            gateway = None  # {} (or only enable_snat) names no gateway, as in Neutron
         if gateway:
             with deps.db.begin() as session:  # a bad gateway is refused before the router is written
                 _external_network(session, gateway.get("network_id"))
@@ -235,6 +266,8 @@ class RouterItem:
             for name in ("name", "description", "admin_state_up"):
                 if name in data:
                     setattr(router, name, data[name])
+            if "routes" in data:
+                router.routes = _checked_routes(session, router, data["routes"] or [])
         if "admin_state_up" in data:  # a router that is down is realised nowhere
             announce(deps, context, router_id)
         if "external_gateway_info" in data:

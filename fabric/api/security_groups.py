@@ -18,7 +18,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from fabric import exception
 from fabric.api import common
 from fabric.db.models import Port, PortSecurityGroup, SecurityGroup, SecurityGroupRule
-from fabric.network import secgroups_db
+from fabric.network import secgroups, secgroups_db
 from fabric.network.secgroups import RuleSpec
 
 LOG = logging.getLogger(__name__)
@@ -232,15 +232,20 @@ class Rules:
             group = find_group(session, context, data["security_group_id"])
             if spec.remote_group_id is not None:
                 find_group(session, context, spec.remote_group_id)
+            # An ICMP rule keeps the name it was given (Neutron shows ipv6-icmp as ipv6-icmp); it
+            # duplicates a rule that gave another ICMP name, as both allow the same.
+            icmp = spec.protocol in secgroups.ICMP_NAMES
             same = sa.select(SecurityGroupRule.id).where(
                 SecurityGroupRule.security_group_id == group.id,
-                *(getattr(SecurityGroupRule, k) == v if v is not None else getattr(SecurityGroupRule, k).is_(None)
+                *(SecurityGroupRule.protocol.in_(secgroups.ICMP_NAMES) if k == "protocol" and icmp
+                  else getattr(SecurityGroupRule, k) == v if v is not None else getattr(SecurityGroupRule, k).is_(None)
                   for k, v in spec.to_dict().items()))
             duplicate = session.scalar(same.limit(1))
             if duplicate is not None:
                 raise exception.Conflict(reason=f"security group {group.id} already has this rule ({duplicate})")
+            stored = spec.to_dict() | ({"protocol": str(data["protocol"]).lower()} if icmp else {})
             rule = SecurityGroupRule(security_group_id=group.id, project_id=group.project_id,
-                                     description=data["description"] or "", **spec.to_dict())
+                                     description=data["description"] or "", **stored)
             session.add(rule)
             session.flush()
             doc = rule_document(rule)

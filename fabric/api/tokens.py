@@ -2,7 +2,9 @@
 token or an application credential; scoped to a project, a domain or the system; stored
 only as the sha256 of their random secret, expiring after ``[api] token_ttl``, revocable
 one by one or all of a user's at once (when it is disabled or its password changes).
-Roles are read when a token is checked, so a revoked grant takes effect at once.
+Roles are read when a token is checked, so a revoked grant takes effect at once; an API
+process keeps what it checked only while the identity generation stays the same
+(:class:`ValidatedTokens`).
 
 :func:`authenticate` turns an Identity v3 ``auth`` document into a
 :class:`TokenInfo`; :func:`validate` turns a presented secret back into one.
@@ -23,6 +25,7 @@ from fabric.api import identity_grants, identity_ldap, passwords
 from fabric.api import identity_lockout as lockout
 from fabric.db import Database
 from fabric.db.models import ApplicationCredential, Domain, Project, Token, User
+from fabric.db.models.identity import IdentityGeneration
 from fabric.db.types import utcnow
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
@@ -389,6 +392,47 @@ def validate(db: Database, secret: str) -> TokenInfo:
         project_domain_id=row.project_domain_id if scoped else None, roles=roles,
         issued_at=row.issued_at, expires_at=row.expires_at, app_cred_id=row.app_cred_id,
         domain_id=row.scope_domain, system=bool(row.system), methods=_methods(row.methods))
+
+
+_GENERATION = sa.select(IdentityGeneration.generation).where(IdentityGeneration.id == 1)
+
+
+class ValidatedTokens:
+    """One API process's tokens already validated, each kept with the identity generation
+    read before it was validated. A token is answered from here only while the generation
+    is still that one: every write that can change a check's answer (a revocation, a user,
+    project or domain disabled or gone, a grant, a role, an implied role, a membership, an
+    application credential) bumps it in its own transaction
+    (:data:`fabric.db.models.identity.TOKEN_CHECK_TABLES`), so a change committed by any
+    process is honoured by the next request here, for the price of one primary-key read.
+    With no generation row (a database emptied by hand) nothing is kept."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._generation: int | None = None
+        #: token hash -> (the generation read before it was validated, what was found)
+        self._entries: dict[str, tuple[int, TokenInfo]] = {}
+
+    def validate(self, db: Database, secret: str) -> TokenInfo:
+        """What :func:`validate` answers for ``secret``, from memory when nothing has changed."""
+        if not secret:
+            raise exception.NotAuthenticated(reason="no token was given (X-Auth-Token)")
+        # Autocommit: one statement needs no BEGIN and ROLLBACK (two round trips of its own).
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            generation = conn.execute(_GENERATION).scalar()
+        if generation != self._generation:
+            self._entries = {}
+            self._generation = generation
+        token_hash = hash_secret(secret)
+        kept = self._entries.get(token_hash)
+        if kept is not None and kept[0] == generation and kept[1].expires_at > utcnow():
+            return kept[1]
+        info = validate(db, secret)
+        if generation is not None and generation == self._generation:
+            if len(self._entries) >= self.max_entries:
+                self._entries = {}  # a storm of distinct tokens: start again rather than grow
+            self._entries[token_hash] = (generation, info)
+        return info
 
 
 def revoke_all_of(session, user_id: str) -> int:

@@ -16,8 +16,9 @@ from fabric.api import common
 #: The oldest Compute microversion served (the version document's ``min_version``).
 COMPUTE_VERSION = "2.1"
 #: The newest Compute microversion served: what a client asking for "latest" gets, and what
-#: openstacksdk negotiates (2.19 server descriptions, 2.26 server tags; fabric.api.compute.microversion).
-COMPUTE_MAX_VERSION = "2.26"
+#: openstacksdk negotiates (what each brings: fabric.api.compute.microversion; 2.56 lets
+#: ``openstack server migrate --host`` name the destination).
+COMPUTE_MAX_VERSION = "2.56"
 UPDATED = "2026-11-01T00:00:00Z"
 
 
@@ -32,6 +33,25 @@ def compute_version(base: str) -> dict:
             "updated": UPDATED, "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}],
             "media-types": [{"base": "application/json",
                              "type": "application/vnd.openstack.compute+json;version=2.1"}]}
+
+
+#: Where Nova's "v2.0 compatible" API lives: v2.1 without microversions (every request is 2.1).
+COMPUTE_LEGACY_PREFIX = "/compute/v2"
+
+
+def compute_legacy_version(base: str) -> dict:
+    """The legacy v2.0 endpoint's version document, as Nova answers it (no microversions)."""
+    return {"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "", "updated": "2011-01-21T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}{COMPUTE_LEGACY_PREFIX}/"}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.compute+json;version=2"}]}
+
+
+def legacy_compute_path(path: str) -> str | None:
+    """The v2.1 path a request to the legacy v2.0 endpoint is served at (``/compute/v2/servers`` is
+    ``/compute/v2.1/servers``), or None for any other path (the endpoint's own version document too)."""
+    rest = path.removeprefix(COMPUTE_LEGACY_PREFIX + "/")
+    return f"/compute/v2.1/{rest}" if rest != path and rest.strip("/") else None
 
 
 def _version_tuple(text: str) -> tuple[int, int]:
@@ -81,7 +101,14 @@ class IdentityV3:
 
 class ComputeVersions:
     def on_get(self, req, resp):
-        common.respond(resp, {"versions": [compute_version(common.deps(req).base_url(req))]})
+        base = common.deps(req).base_url(req)
+        # v2.0 first, as Nova lists it (tempest's compute version test expects it there).
+        common.respond(resp, {"versions": [compute_legacy_version(base), compute_version(base)]})
+
+
+class ComputeV20:
+    def on_get(self, req, resp):
+        common.respond(resp, {"version": compute_legacy_version(common.deps(req).base_url(req))})
 
 
 class ComputeV21:
@@ -112,6 +139,7 @@ def register(app: falcon.App) -> None:
     app.add_route("/", Root())
     app.add_route("/v3", IdentityV3())
     app.add_route("/compute", ComputeVersions())
+    app.add_route(COMPUTE_LEGACY_PREFIX, ComputeV20())
     app.add_route("/compute/v2.1", ComputeV21())
     app.add_route("/image", ImageVersions())
     app.add_route("/image/versions", ImageVersions())

@@ -6,7 +6,16 @@ very first statement, so the standard library is green before anything else
 fabric patches; library code, ``fabric-manage`` and tests run unpatched.
 """
 
-import eventlet
+import os
+
+# eventlet's green resolver imports dnspython (and through it the cryptography package) at
+# every start: about a fifth of a worker's start-up. fabric's workers name their peers by address or in
+# /etc/hosts, which the system resolver answers at once; as in Neutron, it is off unless the
+# operator sets EVENTLET_NO_GREENDNS=no (a worker that must resolve names over the network then
+# resolves without stalling its other green threads).
+os.environ.setdefault("EVENTLET_NO_GREENDNS", "yes")
+
+import eventlet  # noqa: E402
 
 # Everything, threads included: SQLAlchemy's pool and logging's locks must be
 # green, or a green thread blocking on one would stall the whole hub.
@@ -16,6 +25,4 @@ eventlet.monkey_patch()
 # length of each query; its select()-based wait is green once select is patched.
 # (psycopg only detects gevent's patching by itself.) Must be set before psycopg
 # is first imported, which is why it lives here.
-import os  # noqa: E402
-
 os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")

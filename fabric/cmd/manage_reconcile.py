@@ -1,4 +1,4 @@
-"""``fabric-manage reconcile servers|networks|addresses``: where hosts and the database disagree.
+"""``fabric-manage reconcile servers|networks|volumes|addresses``: where hosts and the database disagree.
 
 Reports by default; repairs only the kinds a flag names (``--fix-stale``,
 ``--fix-orphans``, ``--fix-unsynced``, ``--fix-all``). Servers and networks are
@@ -29,9 +29,10 @@ from fabric.ipam.rpcapi import IpamAPI
 from fabric.network.rpcapi import NetworkAPI
 from fabric.reconcile import KINDS, Finding, Fixes
 from fabric.rpc import signing
+from fabric.volume.rpcapi import VolumeAPI
 
 #: Area -> the topic of the workers that answer for it (None: IPAM, not per host).
-AREAS = {"servers": "compute", "networks": "network", "addresses": None}
+AREAS = {"servers": "compute", "networks": "network", "volumes": "volume", "addresses": None}
 
 
 def _hosts(db: Database, topic: str, host: str | None, down_time: float, out: TextIO) -> list[str]:
@@ -62,9 +63,10 @@ def reconcile(area: str, fixes: Fixes, *, db: Database, transport: Any, host: st
             raise Invalid(reason=f"--host {host}: addresses are IPAM's, not a host's; leave --host out")
         answers.append(IpamAPI(transport, timeout=timeout).reconcile_addresses(ctx, fixes.to_dict()))
     else:
-        ask: Callable[..., dict[str, Any]] = (ComputeAPI(transport, timeout=timeout).reconcile_servers
-                                              if topic == "compute"
-                                              else NetworkAPI(transport, timeout=timeout).reconcile_networks)
+        ask: Callable[..., dict[str, Any]] = {
+            "compute": lambda: ComputeAPI(transport, timeout=timeout).reconcile_servers,
+            "network": lambda: NetworkAPI(transport, timeout=timeout).reconcile_networks,
+            "volume": lambda: VolumeAPI(transport, timeout=timeout).reconcile_volumes}[topic]()
         for name in _hosts(db, topic, host, down_time, out):
             try:
                 answers.append(ask(ctx, name, fixes.to_dict()))
@@ -101,8 +103,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     """Add the ``reconcile`` group to fabric-manage."""
     parser = groups.add_parser("reconcile", help="find (and repair) drift between hosts and the database")
     parser.add_argument("area", choices=tuple(AREAS), help="servers: guests; networks: kernel objects; "
+                                                           "volumes: volume files and NBD exports; "
                                                            "addresses: allocations and ports")
-    parser.add_argument("--host", help="only this host (servers, networks)")
+    parser.add_argument("--host", help="only this host (servers, networks, volumes)")
     parser.add_argument("--fix-stale", action="store_true", help="repair what the database has and the host lacks")
     parser.add_argument("--fix-orphans", action="store_true", help="remove what the host has and the database lacks")
     parser.add_argument("--fix-unsynced", action="store_true", help="repair what both have but differently")

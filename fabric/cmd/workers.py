@@ -34,12 +34,13 @@ WORKERS: dict[str, Worker] = {
         Worker("fabric-network", "network", "fabric.network.manager:NetworkManager"),
         Worker("fabric-ipam", "ipam", "fabric.ipam.manager:IpamManager"),
         Worker("fabric-objectstore", "objectstore", "fabric.objectstore.manager:ObjectstoreManager"),
+        Worker("fabric-volume", "volume", "fabric.volume.manager:VolumeManager"),
     )
 }
 
 #: The workers ``fabric-all`` runs in one process, in start order.
 ALL_IN_ONE = ("fabric-ipam", "fabric-network", "fabric-compute", "fabric-scheduler", "fabric-objectstore",
-              "fabric-api")
+              "fabric-volume", "fabric-api")
 
 
 def worker(binary: str) -> Worker:

@@ -158,13 +158,18 @@ class ComputeService:
             raise
         return extra
 
-    def rebuild(self, ctx: RequestContext, instance_id: str, image_id: str, name: str | None = None) -> None:
+    def rebuild(self, ctx: RequestContext, instance_id: str, image_id: str, name: str | None = None,
+                key: tuple[str | None, str | None] | None = None, changes: dict[str, Any] | None = None) -> None:
         """Rebuild the server from ``image_id`` (checked by the caller: one its project may boot) on
-        its host, addresses kept. Raises as :meth:`act`; InstanceStateConflict unless active,
-        stopped or in error."""
-        values: dict[str, Any] = {"image_id": image_id}
+        its host, addresses kept; ``key`` (name, public key) replaces its key pair; ``changes``
+        (instance columns, e.g. metadata_items, checked by the caller) are written with the swap
+        that accepts the rebuild. Raises as :meth:`act`; InstanceStateConflict unless active,
+        stopped or in error, and then nothing changed."""
+        values: dict[str, Any] = {**(changes or {}), "image_id": image_id}
         if name is not None:
             values["display_name"] = name
+        if key is not None:
+            values["key_name"], values["key_data"] = key
         self._begin(ctx, instance_id, vm_states=states.REBUILD_VM_STATES, task=states.REBUILDING, action="rebuild",
                     rpc_method="rebuild_instance", values=values, image_id=image_id)
 

@@ -8,6 +8,7 @@ network worker on this host, the scheduler) and the images downloaded from the o
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import uuid
@@ -21,6 +22,7 @@ from fabric.db import Database
 from fabric.db.models import AddressAllocation, Network, Port, Subnet
 from fabric.exception import Conflict, Invalid, NotFound, ObjectstoreError
 from fabric.images import ImageCache, ImageRecord, resolve_boot
+from fabric.network import ipv6
 from fabric.network.model import COMPUTE_PORT_OWNER_PREFIX
 from fabric.objectstore.client import S3Client
 from fabric.virt.driver import BootImage
@@ -31,6 +33,12 @@ LOG = logging.getLogger(__name__)
 def request_token(instance_id: str, index: int) -> str:
     """The IPAM request token of an instance's ``index``-th NIC (makes allocation idempotent)."""
     return f"instance:{instance_id}:{index}"
+
+
+def request_token6(instance_id: str, index: int) -> str:
+    """The IPAM request token of the allocated IPv6 address an instance's ``index``-th NIC takes
+    beside its IPv4 one (a network with both kinds of subnet)."""
+    return f"instance:{instance_id}:{index}:v6"
 
 
 def port_id_for(instance_id: str, index: int) -> str:
@@ -154,9 +162,12 @@ class DiskStore(Protocol):
 class IpamAddresses:
     """Addresses from the IPAM workers (``fabric.ipam.rpcapi``), one request token per NIC.
 
-    A requested network is ``{"network_id"}`` (its first IPv4 subnet, or its
-    routed segment, is used), or names ``subnet_id`` / ``segment_id`` itself;
-    ``fixed_ip``, ``port_id`` and ``mac`` are optional.
+    A requested network is ``{"network_id"}`` (its routed segment, or the subnets
+    :func:`fabric.network.ipv6.allocated_subnets` names: the first IPv4 one, and the
+    first allocated IPv6 one as ``address6``; a NIC on a network with only SLAAC
+    subnets takes no address from IPAM), or names ``subnet_id`` / ``segment_id``
+    itself; ``fixed_ip`` (the subnet holding it is used), ``port_id`` and ``mac``
+    are optional.
 
     Every NIC is a ``ports`` row bound the way the network workers read it
     (:mod:`fabric.network.dbstate`): ``host`` is the instance's host,
@@ -165,10 +176,11 @@ class IpamAddresses:
     A NIC that named no port gets a port of its own (deleted on release); a
     port the user named is bound, and unbound again on release.
 
-    A subnet with DHCP enabled needs a DHCP server on every host that carries
-    its network: the first NIC on a host also gets the host its
-    ``network:dhcp`` port with an address of the subnet (kept while the
-    network exists; the network worker serves DHCP from it).
+    A subnet with DHCP enabled (or an IPv6 subnet with a mode) needs a DHCP
+    server on every host that carries its network: the first NIC on a host also
+    gets the host its ``network:dhcp`` port, with an address of the IPv4 subnet
+    when there is one (kept while the network exists; the network worker serves
+    DHCP and router advertisements from it).
     """
 
     def __init__(self, transport: Any, db: Database) -> None:
@@ -177,11 +189,13 @@ class IpamAddresses:
         self.api = IpamAPI(transport)
         self.db = db
 
-    def _source(self, session: Any, request: dict) -> tuple[str, str | None, int | None]:
-        """(network id, subnet id, segment id) of a requested network; NotFound or Invalid.
+    def _source(self, session: Any, request: dict) -> tuple[str, str | None, int | None, str | None]:
+        """(network id, subnet id, segment id, IPv6 subnet id) of a requested network; NotFound or Invalid.
 
-        The subnet is an L2 network's first IPv4 subnet (or the one named); a
-        routed network's addresses come from its segment.
+        The subnet is the one named, else the one holding ``fixed_ip``, else the first of an L2
+        network's :func:`~fabric.network.ipv6.allocated_subnets` (None when it has only SLAAC
+        subnets); the IPv6 subnet is the second of those (an allocated IPv6 subnet beside an IPv4
+        one), for a NIC that names nothing. A routed network's addresses come from its segment.
         """
         subnet_id, segment_id, network_id = request.get("subnet_id"), request.get("segment_id"), None
         if request.get("port_id"):
@@ -193,24 +207,34 @@ class IpamAddresses:
             subnet = session.get(Subnet, subnet_id)
             if subnet is None:
                 raise NotFound(kind="Subnet", ident=subnet_id)
-            return subnet.network_id, subnet_id, None
+            return subnet.network_id, subnet_id, None, None
         if segment_id is not None:
             network_id = session.scalars(sa.select(Network.id).where(Network.segment_id == segment_id)
                                          .order_by(Network.created_at, Network.id).limit(1)).first()
             if network_id is None:
                 raise Invalid(reason=f"segment {segment_id} has no routed network; create a network on it first")
-            return network_id, None, segment_id
+            return network_id, None, segment_id, None
         network_id = network_id or request.get("network_id")
         network = session.get(Network, network_id) if network_id else None
         if network is None:
             raise NotFound(kind="Network", ident=network_id)
         if network.segment_id is not None:
-            return network.id, None, network.segment_id
-        subnet = session.scalars(sa.select(Subnet.id).where(Subnet.network_id == network.id, Subnet.ip_version == 4)
-                                 .order_by(Subnet.created_at, Subnet.id).limit(1)).first()
-        if subnet is None:
-            raise Invalid(reason=f"network {network.id} has no IPv4 subnet to take an address from")
-        return network.id, subnet, None
+            return network.id, None, network.segment_id, None
+        subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id)
+                                       .order_by(Subnet.created_at, Subnet.id)))
+        if not subnets:
+            raise Invalid(reason=f"network {network.id} has no subnet to take an address from")
+        if request.get("fixed_ip"):
+            address = ipaddress.ip_address(request["fixed_ip"])
+            inside = [s.id for s in subnets if address in ipaddress.ip_network(s.cidr)]
+            if not inside:
+                raise Invalid(reason=f"fixed_ip {request['fixed_ip']} is in no subnet of network {network.id} "
+                                     f"({', '.join(s.cidr for s in subnets)})")
+            return network.id, inside[0], None, None
+        wanted = [s.id for s in ipv6.allocated_subnets(subnets)]
+        if request.get("port_id"):  # a user's port keeps the addresses it holds, and takes no others
+            wanted = wanted[:1]
+        return network.id, (wanted or [None])[0], None, (wanted[1] if len(wanted) > 1 else None)
 
     def _bind_port(self, instance: dict, index: int, request: dict) -> dict:
         """Create or bind the NIC's port row on the instance's host; the NIC (without address).
@@ -221,7 +245,7 @@ class IpamAddresses:
         bound = {"device_id": instance["id"], "device_owner": owner, "host": instance.get("host"),
                  "binding": {"kind": "tap"}}
         with self.db.begin() as session:
-            network_id, subnet_id, segment_id = self._source(session, request)
+            network_id, subnet_id, segment_id, subnet6_id = self._source(session, request)
             port_id = request.get("port_id")
             if port_id:
                 claimed = session.execute(
@@ -244,21 +268,28 @@ class IpamAddresses:
 
             bind_port_groups(self.db, port_id, instance["project_id"], request.get("security_groups"))
         return {"id": port_id, "network_id": network_id, "subnet_id": subnet_id, "segment_id": segment_id,
-                "mac": mac}
+                "mac": mac} | ({"subnet6_id": subnet6_id} if subnet6_id else {})
 
-    def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str, host: str) -> None:
-        """``host``'s DHCP port on the network, with its address, when the subnet serves DHCP. Idempotent."""
+    def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str | None, host: str) -> None:
+        """``host``'s DHCP port on the network when the network is served there: with an address of
+        IPv4 subnet ``subnet_id`` (else of the network's first IPv4 subnet) when that subnet serves
+        DHCP; without any address when only an IPv6 subnet with a mode is served (the host's address
+        there is the EUI-64 of the port's MAC: :func:`fabric.network.dbstate.ipv6_service`). Idempotent."""
         from fabric.network.model import DHCP_PORT_OWNER
 
         port_id = dhcp_port_id(network_id, host)
         with self.db.begin() as session:
-            subnet = session.get(Subnet, subnet_id)
-            if subnet is None or not subnet.enable_dhcp:
+            subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network_id)
+                                           .order_by(Subnet.created_at, Subnet.id)))
+            subnet = next((s for s in subnets if s.id == subnet_id and s.ip_version == 4),
+                          next((s for s in subnets if s.ip_version == 4), None))
+            dhcp4 = subnet.id if subnet is not None and subnet.enable_dhcp else None
+            if dhcp4 is None and not ipv6.advertised(subnets):
                 return
-            if session.scalar(sa.select(AddressAllocation.id).where(AddressAllocation.port_id == port_id)
-                              .limit(1)) is not None:
-                return  # the host serves DHCP on this network already
             exists = session.get(Port, port_id) is not None
+            if exists and (dhcp4 is None or session.scalar(
+                    sa.select(AddressAllocation.id).where(AddressAllocation.port_id == port_id).limit(1)) is not None):
+                return  # the host serves this network already
             project_id = session.scalar(sa.select(Network.project_id).where(Network.id == network_id))
         if not exists:
             try:
@@ -268,7 +299,8 @@ class IpamAddresses:
                                      device_owner=DHCP_PORT_OWNER, host=host, status="ACTIVE", binding={}))
             except sa.exc.IntegrityError:
                 pass  # another build on this host made it first
-        self.api.allocate(ctx, dhcp_request_token(network_id, host), subnet_id=subnet_id, port_id=port_id)
+        if dhcp4 is not None:
+            self.api.allocate(ctx, dhcp_request_token(network_id, host), subnet_id=dhcp4, port_id=port_id)
 
     def _unbind_port(self, instance: dict, index: int, port_id: str) -> None:
         """Delete the NIC's own port, or unbind the user's port (only if this instance holds it)."""
@@ -284,20 +316,27 @@ class IpamAddresses:
     def allocate(self, ctx: RequestContext, instance: dict, index: int, request: dict) -> dict:
         vif = self._bind_port(instance, index, request)
         result: dict = {}
+        result6: dict = {}
         try:
-            result = self.api.allocate(ctx, request_token(instance["id"], index), subnet_id=vif["subnet_id"],
-                                       segment_id=vif["segment_id"], host=instance.get("host"),
-                                       address=request.get("fixed_ip"), port_id=vif["id"])
-            if vif["subnet_id"] and instance.get("host"):
+            if vif["subnet_id"] or vif["segment_id"] is not None:
+                result = self.api.allocate(ctx, request_token(instance["id"], index), subnet_id=vif["subnet_id"],
+                                           segment_id=vif["segment_id"], host=instance.get("host"),
+                                           address=request.get("fixed_ip"), port_id=vif["id"])
+            if vif.get("subnet6_id"):
+                result6 = self.api.allocate(ctx, request_token6(instance["id"], index), subnet_id=vif["subnet6_id"],
+                                            port_id=vif["id"])
+            if vif["segment_id"] is None and instance.get("host"):
                 self._ensure_dhcp_port(ctx, vif["network_id"], vif["subnet_id"], instance["host"])
         except Exception:
             # Not yet on the instance's network_info: nothing else would undo this NIC.
-            if result.get("pool"):
-                self.api.release(ctx, pool=result["pool"], request_token=request_token(instance["id"], index))
+            for held, token in ((result, request_token), (result6, request_token6)):
+                if held.get("pool"):
+                    self.api.release(ctx, pool=held["pool"], request_token=token(instance["id"], index))
             self._unbind_port(instance, index, vif["id"])
             raise
         return vif | {"address": result.get("address"), "prefixlen": result.get("prefixlen"),
-                      "gateway": result.get("gateway"), "pool": result.get("pool")}
+                      "gateway": result.get("gateway"), "pool": result.get("pool")} | (
+            {"address6": result6.get("address"), "pool6": result6.get("pool")} if result6 else {})
 
     def bind_to_host(self, ctx: RequestContext, instance: dict, vif: dict, host: str) -> None:
         if vif.get("segment_id") is not None:
@@ -306,10 +345,11 @@ class IpamAddresses:
         with self.db.begin() as session:
             session.execute(sa.update(Port).where(Port.id == vif["id"], Port.device_id == instance["id"])
                             .values(host=host).execution_options(synchronize_session=False))
-        if vif.get("subnet_id"):
-            self._ensure_dhcp_port(ctx, vif["network_id"], vif["subnet_id"], host)
+        self._ensure_dhcp_port(ctx, vif["network_id"], vif.get("subnet_id"), host)
 
     def release(self, ctx: RequestContext, instance: dict, index: int, vif: dict) -> None:
+        if vif.get("pool6"):
+            self.api.release(ctx, pool=vif["pool6"], request_token=request_token6(instance["id"], index))
         if vif.get("pool"):
             self.api.release(ctx, pool=vif["pool"], request_token=request_token(instance["id"], index))
         else:
@@ -526,9 +566,12 @@ class ObjectstoreImages:
             boot = resolve_boot(session, instance.get("project_id"), instance["image_id"])
             session.expunge_all()  # the rows' loaded columns are read after the session ends
         if boot.kernel is not None:
+            # A disk image naming a kernel (a snapshot of a kernel-booted server) brings its disk too.
+            disk = boot.image.disk_format in images.BOOT_DISK_FORMATS
             return BootImage(kernel=self._file(boot.kernel),
                              initrd=self._file(boot.ramdisk) if boot.ramdisk is not None else None,
-                             cmdline=boot.cmdline)
+                             cmdline=boot.cmdline, disk_path=self._file(boot.image) if disk else None,
+                             disk_format=boot.image.disk_format if disk else "qcow2")
         return BootImage(disk_path=self._file(boot.image), disk_format=boot.image.disk_format)
 
 

@@ -16,8 +16,10 @@ and the RPC server runs it again once the database answers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from eventlet.semaphore import Semaphore
@@ -27,6 +29,7 @@ from fabric.compute import housekeeping, instance_actions, states
 from fabric.compute.collaborators import default_collaborators
 from fabric.compute.faults import record_fault
 from fabric.compute.moves import MovesMixin
+from fabric.compute.volumes import VolumesMixin, volume_service
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
@@ -46,9 +49,10 @@ LOG = logging.getLogger(__name__)
 DEFAULT: Any = object()
 
 
-class ComputeManager(MovesMixin, Manager):
+class ComputeManager(VolumesMixin, MovesMixin, Manager):
     """Server side of :mod:`fabric.compute.rpcapi`; same method names (rebuild, snapshot, resize
-    and migrate: :class:`fabric.compute.moves.MovesMixin`)."""
+    and migrate: :class:`fabric.compute.moves.MovesMixin`; volumes:
+    :class:`fabric.compute.volumes.VolumesMixin`)."""
 
     topic = "compute"
     #: Who may call each handler (checked on the message's signature before dispatch).
@@ -60,14 +64,16 @@ class ComputeManager(MovesMixin, Manager):
         get_available_resource=("api", "scheduler"), reconcile_servers=("api",),
         rebuild_instance=("api",), snapshot_instance=("api",), resize_instance=("api",),
         confirm_resize=("api",), revert_resize=("api",), finish_resize=("compute",),
-        finish_revert_resize=("compute",), drop_set_aside=("compute",))
+        finish_revert_resize=("compute",), drop_set_aside=("compute",),
+        attach_volume=("api",), detach_volume=("api",))
 
     def __init__(self, settings: Settings, host: str | None = None, db: Database | None = None,
                  transport: Any = None, *, driver: ComputeDriver | None = None, addresses=DEFAULT,
                  network=DEFAULT, rescheduler=DEFAULT, claims=DEFAULT, images=DEFAULT, moves=DEFAULT,
-                 disks=DEFAULT) -> None:
+                 disks=DEFAULT, volumes=DEFAULT) -> None:
         """Collaborators not given are the real ones over ``transport``; ``rescheduler=None``
-        means a failed build ends in error instead of being handed back to the scheduler."""
+        means a failed build ends in error instead of being handed back to the scheduler;
+        ``volumes=None``: a host whose guests have no volumes."""
         super().__init__(settings, host=host, db=db, transport=transport)
         if self.db is None:
             self.db = Database.from_settings(settings)
@@ -84,11 +90,12 @@ class ComputeManager(MovesMixin, Manager):
         self.images = given["images"]
         self.moves = given["moves"]
         self.disks = given["disks"]
+        self.volumes = volume_service(self.db, transport) if volumes is DEFAULT else volumes
         #: The outbox of the reschedule and move casts (fabric.rpc.outbox), whose relay the service runs.
         self.outbox = getattr(self.rescheduler, "outbox", None) or getattr(self.moves, "outbox", None)
         self.compute_settings = settings.compute
-        #: instance id -> the lock its build holds while it runs in this process.
-        self._builds: dict[str, Semaphore] = {}
+        #: instance id -> the lock its build or delete holds while it runs in this process.
+        self._instance_locks: dict[str, Semaphore] = {}
 
     def capabilities(self) -> dict[str, Any]:
         return {"hypervisor_type": self.driver.hypervisor_type,
@@ -123,13 +130,19 @@ class ComputeManager(MovesMixin, Manager):
         # while the first still runs here: run it after, so it finds the build finished
         # (and stops) or interrupted (and resumes it), never half-way (which it would
         # take for a failure and undo under the running build).
-        lock = self._builds.setdefault(instance_id, Semaphore())
+        with self._one_at_a_time(instance_id):
+            self._build_instance(ctx, instance_id)
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, instance_id: str) -> Iterator[None]:
+        """Hold the instance's lock in this process: its builds and deletes run one after the other."""
+        lock = self._instance_locks.setdefault(instance_id, Semaphore())
         try:
             with lock:
-                self._build_instance(ctx, instance_id)
+                yield
         finally:
             if lock.balance == 1:  # nobody holds or waits for it
-                self._builds.pop(instance_id, None)
+                self._instance_locks.pop(instance_id, None)
 
     def _build_instance(self, ctx: RequestContext, instance_id: str) -> None:
         started = time.perf_counter()
@@ -146,6 +159,7 @@ class ComputeManager(MovesMixin, Manager):
                 self.db, instance_id, {"task_state": states.NETWORKING, "host": self.host},
                 task_state=states.SPAWNING, network_info=vifs)
             if not self.driver.instance_exists(instance_id):
+                self._connect_boot_volume(ctx, instance_id)
                 self.driver.spawn(self._guest_spec(ctx, instance, vifs))
             power = self.driver.get_info(instance_id).power_state
             states.compare_and_swap(
@@ -166,9 +180,13 @@ class ComputeManager(MovesMixin, Manager):
             vif = dict(self.addresses.allocate(ctx, instance, index, request))
             vif["index"] = index
             vifs.append(vif)
-            # Record each allocation at once so a failure later can give it back.
-            states.compare_and_swap(self.db, instance["id"], {"task_state": states.NETWORKING},
-                                    network_info=vifs)
+            # Record each allocation at once so a failure later can give it back, and so can a
+            # delete accepted meanwhile (it waits for this build, then releases what the row holds).
+            row = states.compare_and_swap(self.db, instance["id"], {"task_state": (states.NETWORKING, states.DELETING)},
+                                          network_info=vifs)
+            if row["task_state"] == states.DELETING:
+                raise InstanceStateConflict(instance=instance["id"], attr="task_state", actual=states.DELETING,
+                                            expected=[states.NETWORKING])
         for vif in vifs:
             vif.update(self.network.plug(ctx, self.host, vif))
         return vifs
@@ -178,15 +196,18 @@ class ComputeManager(MovesMixin, Manager):
                                             mtu=v.get("mtu")) for v in vifs)
         return GuestSpec(uuid=instance["id"], name=instance.get("display_name") or "", vcpus=instance["vcpus"],
                          memory_mb=instance["memory_mb"], disk_gb=instance["disk_gb"],
-                         image=self.images.boot_image(ctx, instance), interfaces=interfaces)
+                         image=self._boot_volume_image(ctx, instance) or self.images.boot_image(ctx, instance),
+                         interfaces=interfaces,
+                         volumes=self._volume_disks(ctx, instance["id"]))
 
     def _build_failed(self, ctx: RequestContext, instance: dict, exc: Exception) -> None:
         instance_id = instance["id"]
         LOG.warning("build of instance %s on %s failed: %s", instance_id, self.host, exc,
                     exc_info=not isinstance(exc, FabricError))
         if isinstance(exc, (NotFound, InstanceStateConflict)) and _instance_gone_or_deleting(self.db, instance_id):
-            # Deleted while building: the delete releases the NICs recorded on the row; the
-            # guest may have been created after the delete destroyed it, so destroy it again.
+            # Deleted while building: the delete, which waits for this build, releases the NICs
+            # recorded on the row; a delete that ran elsewhere may have destroyed the guest before
+            # it was created, so destroy it again.
             self.driver.destroy(instance_id)
             return
         record_fault(self.db, instance_id, exc, self.host)
@@ -258,12 +279,22 @@ class ComputeManager(MovesMixin, Manager):
     def terminate_instance(self, ctx: RequestContext, instance_id: str) -> None:
         """Destroy the guest, unplug its NICs, release its addresses and claim; mark it deleted.
 
+        The instance is marked deleted (and so gone from the API) only once all of that is
+        done, as Nova's is: a subnet its NICs used can be deleted as soon as the server reads
+        404. A build of the instance running here is waited for first (it stops at its next
+        step, leaving each NIC it took on the row), as Nova's delete waits on the instance's
+        lock: otherwise a NIC the build was taking would outlive the server.
+
         Safe to repeat, from any state (a repeat on a deleted instance makes sure its
         move, if any, is ended and its claim released: a crash may have come between
         marking it deleted and those). A failure ends in error with a fault;
         an unreachable database is no failure: it raises, and the RPC server
         runs the delete again once the database answers.
         """
+        with self._one_at_a_time(instance_id):
+            self._terminate_instance(ctx, instance_id)
+
+    def _terminate_instance(self, ctx: RequestContext, instance_id: str) -> None:
         try:
             instance = states.compare_and_swap(self.db, instance_id, {"host": self.host},
                                                task_state=states.DELETING)
@@ -278,6 +309,7 @@ class ComputeManager(MovesMixin, Manager):
             self.driver.destroy(instance_id, graceful_timeout=self.compute_settings.guest_shutdown_timeout)
             self.driver.confirm_migration(instance_id)  # a guest a move set aside here (e.g. a same-host resize)
             self._release_network(ctx, instance, strict=True)
+            self._release_volumes(ctx, instance_id)
             states.compare_and_swap(self.db, instance_id, {"task_state": states.DELETING},
                                     vm_state=states.DELETED, task_state=None, deleted=True,
                                     power_state=int(PowerState.NOSTATE), terminated_at=utcnow())

@@ -89,6 +89,20 @@ class ComputeAPI:
         """To the source of a move whose server was deleted elsewhere: drop its set-aside guest (cast)."""
         self._host(host).cast(ctx, "drop_set_aside", instance_id=instance_id, migration_id=migration_id)
 
+    # --- volumes (fabric.compute.volumes) ----------------------------------------------
+
+    def attach_volume(self, ctx: RequestContext, host: str, instance_id: str, volume_id: str,
+                      attachment_id: str, device: str) -> None:
+        """Connect the reserved attachment and hot-plug its disk as ``device`` (cast)."""
+        self._host(host).cast(ctx, "attach_volume", instance_id=instance_id, volume_id=volume_id,
+                              attachment_id=attachment_id, device=device)
+
+    def detach_volume(self, ctx: RequestContext, host: str, instance_id: str, volume_id: str,
+                      attachment_id: str) -> None:
+        """Unplug the volume's disk, then delete the attachment (cast)."""
+        self._host(host).cast(ctx, "detach_volume", instance_id=instance_id, volume_id=volume_id,
+                              attachment_id=attachment_id)
+
     def get_console_output(self, ctx: RequestContext, host: str, instance_id: str,
                            max_bytes: int = 65536) -> str:
         """The tail of the guest's serial console (call). Raises GuestNotFound."""

@@ -6,7 +6,9 @@ drivers fabric ships with (psycopg 3 for PostgreSQL, PyMySQL for MariaDB and
 MySQL); a SQLite file's directory is created if missing.
 
 A server database may restart under a running process: every pooled
-connection is pinged when it is checked out (a dead one is replaced), an error
+connection is checked when it is checked out (a dead one is replaced: on
+PostgreSQL by looking at its socket, fabric.db.green_psycopg, elsewhere by a
+ping), an error
 :func:`fabric.db.retry.is_connection_error` recognises counts as a disconnect
 (SQLAlchemy then drops every connection older than it, not just the one that
 failed), and PostgreSQL connections send TCP keepalives so a peer that vanished
@@ -20,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import eventlet
 import sqlalchemy as sa
 from sqlalchemy import event, orm
 
+from fabric.db import green_psycopg
 from fabric.db.retry import is_connection_error
 from fabric.exception import DatabaseUnavailable, InvalidSetting
 
@@ -91,8 +95,9 @@ class Database:
     """The shared database as one process sees it."""
 
     def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: int = 10, pre_ping: bool = True) -> None:
-        """``pre_ping=False`` skips the ping per checkout (a round trip): only for callers that
-        run every statement through :func:`fabric.db.retry.retry_on_disconnect` themselves."""
+        """``pre_ping=False`` skips the check per checkout (on MariaDB and MySQL a round trip):
+        only for callers that run every statement through
+        :func:`fabric.db.retry.retry_on_disconnect` themselves."""
         self.url = normalize_url(url)
         backend = self.url.get_backend_name()
         kwargs: dict = {"future": True}
@@ -105,13 +110,20 @@ class Database:
             connect_args: dict = {"connect_timeout": connect_timeout}
             if backend == "postgresql":
                 connect_args.update(_PG_KEEPALIVES)
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=pre_ping,
-                          pool_recycle=3600, isolation_level="READ COMMITTED", connect_args=connect_args)
+            # PostgreSQL's check is refuse_if_closing, below: no round trip.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2,
+                          pool_pre_ping=pre_ping and backend != "postgresql", pool_recycle=3600,
+                          isolation_level="READ COMMITTED", connect_args=connect_args)
         self.engine = sa.create_engine(self.url, **kwargs)
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             event.listen(self.engine, "handle_error", _mark_disconnects)
+        if backend == "postgresql":
+            if pre_ping:
+                event.listen(self.engine.pool, "checkout", green_psycopg.refuse_if_closing)
+            if eventlet.patcher.is_monkey_patched("select"):
+                event.listen(self.engine.pool, "connect", green_psycopg.make_green)
         self.sessionmaker = orm.sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from fabric.db.engine import Database
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it is used: every worker imports this module to check that the
+# database has a schema (table_names), which needs none of it, and importing it costs a
+# worker a tenth of its start-up.
 
 
 def schema_dir() -> Path:
@@ -41,6 +45,8 @@ def schema_dir() -> Path:
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(schema_dir()))
     return config
@@ -53,6 +59,8 @@ HEADS, EXPAND, CONTRACT = "heads", "expand@head", "contract@head"
 def head_revisions() -> tuple[str, ...]:
     """What the database's version table holds once every migration is applied, sorted: the
     code's heads, less those another head depends on (Alembic records only the latter)."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_config())
     heads = set(script.get_heads())
     beneath = {r.revision for head in heads for r in script.iterate_revisions(head, "base") if r.revision != head}
@@ -66,6 +74,8 @@ def head_revision() -> str:
 
 def current_revisions(db: Database) -> tuple[str, ...]:
     """The heads the database is at, sorted (empty: never synced)."""
+    from alembic.runtime.migration import MigrationContext
+
     with db.engine.connect() as connection:
         return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
 
@@ -77,6 +87,8 @@ def current_revision(db: Database) -> str | None:
 
 def pending(db: Database, target: str = HEADS) -> list[str]:
     """Revisions ``upgrade(db, target)`` would apply, oldest first."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_config())
     current = current_revisions(db)
     applied: set[str] = set()
@@ -88,12 +100,16 @@ def pending(db: Database, target: str = HEADS) -> list[str]:
 
 def upgrade(db: Database, revision: str = HEADS) -> tuple[str | None, str | None]:
     """Bring the schema to ``revision`` (every head by default); returns (before, after) revisions."""
+    from alembic import command
+
     before = current_revision(db)
     _run(db, command.upgrade, revision)
     return before, current_revision(db)
 
 
 def downgrade(db: Database, revision: str = "base") -> tuple[str | None, str | None]:
+    from alembic import command
+
     before = current_revision(db)
     _run(db, command.downgrade, revision)
     return before, current_revision(db)

@@ -102,7 +102,10 @@ def _as_dict(row: Any) -> dict[str, Any]:
 class Allocator:
     """Allocates and releases addresses of pools stored in ``db``.
 
-    Pool definitions never change once stored, so they are cached per process.
+    Definitions are cached per process. A pool's ranges never change once stored; a subnet
+    pool's gateway (its excluded address and reported info) may, when the subnet's gateway
+    moves (:mod:`fabric.ipam.gateways`): :meth:`forget` drops the copy then, and an address
+    asked for by name is checked against the stored definition, never the cache.
     """
 
     def __init__(self, db: Database, max_retries: int = 20, batch_size: int = 64) -> None:
@@ -182,9 +185,10 @@ class Allocator:
                                    f"{stored.to_json()['ranges']}, not {definition.to_json()['ranges']}"))
         return stored
 
-    def definition(self, pool_id: str, missing_ok: bool = False) -> PoolDefinition | None:
-        """The stored definition of ``pool_id``; NotFound unless ``missing_ok``."""
-        cached = self._definitions.get(pool_id)
+    def definition(self, pool_id: str, missing_ok: bool = False, fresh: bool = False) -> PoolDefinition | None:
+        """The stored definition of ``pool_id`` (``fresh``: read now, not from the cache); NotFound
+        unless ``missing_ok``."""
+        cached = None if fresh else self._definitions.get(pool_id)
         if cached is not None:
             return cached
         with self._connect() as conn:
@@ -198,7 +202,7 @@ class Allocator:
         return definition
 
     def forget(self, pool_id: str) -> None:
-        """Drop a cached definition (after its pool was deleted)."""
+        """Drop a cached definition (after its pool was deleted or its gateway moved)."""
         self._definitions.pop(pool_id, None)
         self._onestep.pop((pool_id, False), None)
         self._onestep.pop((pool_id, True), None)
@@ -420,7 +424,9 @@ class Allocator:
         pool), AddressInUse (held by another token for another port),
         RequestTokenConflict (the token already holds another address).
         """
-        definition = self.definition(pool_id)
+        # Read afresh (one primary-key read): the gateway this must refuse may have moved since
+        # the definition was cached, and a cached one would hand out the new gateway by name.
+        definition = self.definition(pool_id, fresh=True)
         text, ordinal = definition.check_explicit(address)
         if ordinal is not None and ordinal >= definition.limit:
             ordinal = None

@@ -57,7 +57,8 @@ class IpamManager(Manager):
         configure_datacenter=("api",), describe_datacenter=("api",), add_host=("api",),
         remove_host=("api",), list_hosts=("api",), add_tenant=("api",), remove_tenant=("api",),
         list_tenants=("api",), add_segment=("api",), remove_segment=("api",), list_segments=("api",),
-        describe_segment=("api", "compute", "network"), subnet_created=("api",), subnet_deleted=("api",),
+        describe_segment=("api", "compute", "network"), subnet_created=("api",), subnet_updated=("api",),
+        subnet_deleted=("api",),
         allocate=("api", "compute"), release=("api", "compute"), lookup=("api", "compute"),
         list_allocations=("api", "compute"), pool_usage=("api",), reconcile_addresses=("api",))
 
@@ -188,6 +189,12 @@ class IpamManager(Manager):
         """Prepare the pool of a committed subnet row (idempotent)."""
         definition = self._subnet_pool(subnet_id)
         return definition.info | {"pool": subnet_id, "size": definition.size}
+
+    def subnet_updated(self, ctx: RequestContext, subnet_id: str) -> None:
+        """A subnet's pool definition changed (its gateway moved, committed by the API through
+        :func:`fabric.ipam.gateways.move_subnet_gateway`): forget this worker's copy, so the next
+        allocation reads and reports the stored one. Sent to every ipam worker (fanout)."""
+        self.allocator.forget(subnet_id)
 
     def subnet_deleted(self, ctx: RequestContext, subnet_id: str) -> dict[str, Any]:
         """Drop a subnet's pool and its allocations (idempotent)."""

@@ -12,7 +12,8 @@ subnet's CIDR, gateway, allocation ranges and reserved addresses and returns
 them normalised. The Network API (:mod:`fabric.api.network`) imports it
 through :mod:`fabric.ipam.api` and runs it in-process before it writes a
 subnet row, so a subnet this module would refuse is answered 400 with nothing
-stored; :func:`subnet_pool` runs it again on the stored row. Overlapping CIDRs
+stored; :func:`subnet_pool` runs it again on the stored row, and :func:`move_gateway` on
+a stored row whose gateway moves (the ranges stay, only the excluded gateway changes). Overlapping CIDRs
 in different subnets are allowed here: every subnet is a pool of its own (the
 API refuses overlapping subnets on one network).
 """
@@ -24,7 +25,7 @@ import dataclasses
 import ipaddress
 from typing import Any
 
-from fabric.exception import Invalid, InvalidAddress
+from fabric.exception import Conflict, Invalid, InvalidAddress
 
 #: Ordinals are stored as signed 64-bit integers; a pool offers at most this many
 #: (an IPv6 /64 offers far more than anyone allocates).
@@ -270,6 +271,43 @@ def validate_subnet(cidr: Any, gateway_ip: Any = _AUTO, allocation_pools: Any = 
         allocation_pools=[{"start": address_text(a, version), "end": address_text(b, version)} for a, b in ranges],
         reserved=[address_text(v, version) for v in reserved_values],
     )
+
+
+def move_gateway(cidr: str, gateway_ip: str | None, allocation_pools: Any, reserved: Any,
+                 new_gateway: Any) -> SubnetSpec:
+    """A stored subnet with its gateway moved to ``new_gateway`` (an address of the CIDR's hosts,
+    or ``None`` for no gateway), normalised as :func:`validate_subnet` returns it.
+
+    The pool's ordinals are positions in its ranges, so the ranges stay exactly as they are: a
+    gateway outside the allocation pools moves without touching them (the old gateway may then
+    be asked for by name, the new one never is handed out), and a row from before the gateway
+    rule, whose pools still cover the old gateway, has it cut out of them. Raises Invalid (not
+    an address of the subnet's hosts; Neutron's "auto" is a create-time value) and Conflict
+    when the new gateway lies in an allocation pool (Neutron's
+    GatewayConflictWithAllocationPools). Pure, like :func:`validate_subnet`.
+    """
+    current = validate_subnet(cidr, gateway_ip, allocation_pools or None, reserved or None, gateway_in_pools=True)
+    network = ipaddress.ip_network(current.cidr)
+    num = _address_value
+    ranges = [(num(p["start"]), num(p["end"])) for p in current.allocation_pools]
+    if current.gateway_ip is not None:
+        ranges = _subtract(ranges, {num(current.gateway_ip)})
+    if new_gateway is not None:
+        if not isinstance(new_gateway, str) or new_gateway.strip() == _AUTO:
+            raise Invalid(reason=f"gateway_ip {new_gateway!r} is not an IP address; accepted: an address of "
+                                 f"{network} or null (no gateway)")
+        value = int(_address_in(network, new_gateway, "gateway_ip", str(network)))
+        for first, last in ranges:
+            if first <= value <= last:
+                raise Conflict(reason=(f"Gateway ip {new_gateway} conflicts with allocation pool "
+                                       f"{address_text(first, network.version)}-{address_text(last, network.version)}."))
+    pools = [{"start": address_text(a, network.version), "end": address_text(b, network.version)} for a, b in ranges]
+    # validate_subnet checks the rest (network or broadcast address) and normalises; with no
+    # pools left it would make default ones, so an emptied row is refused here.
+    if not pools:
+        raise Invalid(reason=f"subnet {network} would have no allocation pool left without its gateway "
+                             f"{current.gateway_ip}")
+    return validate_subnet(current.cidr, new_gateway, pools, current.reserved or None)
 
 
 def subnet_pool(subnet_id: str, cidr: str, gateway_ip: str | None, allocation_pools: Any,

@@ -1,7 +1,8 @@
 """The client side of the ipam worker: the one place that chooses cast or call.
 
 Everything whose answer the caller needs is a ``call`` to any ipam worker
-(the shared ``ipam`` queue); ``subnet_created`` is a cast. Calls that are
+(the shared ``ipam`` queue); ``subnet_created`` is a cast, ``subnet_updated`` a fanout
+cast (every worker caches pool definitions). Calls that are
 safe to repeat (all of them: allocations are idempotent by request token)
 are marked idempotent, so they are re-sent after a broker reconnect. Remote
 FabricErrors (AddressExhausted, AddressInUse, NumberExhausted, ...) are
@@ -60,6 +61,11 @@ class IpamAPI:
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> None:
         """Cast: prepare the pool of a committed subnet."""
         self.client.cast(ctx, "subnet_created", subnet_id=subnet_id)
+
+    def subnet_updated(self, ctx: RequestContext, subnet_id: str) -> None:
+        """Fanout cast: a subnet's committed pool definition changed (its gateway moved); every
+        ipam worker forgets its cached copy."""
+        self.client.fanout_cast(ctx, "subnet_updated", subnet_id=subnet_id)
 
     def subnet_deleted(self, ctx: RequestContext, subnet_id: str) -> dict[str, Any]:
         return self._call(ctx, "subnet_deleted", subnet_id=subnet_id)

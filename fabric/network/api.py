@@ -42,7 +42,7 @@ class NetworkService:
             _, layout = dbstate.datacenter_layout(session)
             network = dbstate.network_spec(session, session.get(Network, port.network_id), port.host, layout)
             address = dbstate.ipv4_addresses(session, [port.id]).get(port.id)
-            endpoint = dbstate.endpoint_spec(port, address)
+            endpoint = dbstate.endpoint_spec(port, address, dbstate.ipv6_addresses(session, [port]).get(port.id))
             host = port.host
         return self.rpcapi.plug(ctx, host, endpoint.to_dict(), network=network.to_dict())
 

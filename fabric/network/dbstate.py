@@ -39,6 +39,7 @@ from fabric.db.models import (
     Tenant,
     TopologyHost,
 )
+from fabric.network import ipv6
 from fabric.network.model import (
     COMPUTE_PORT_OWNER_PREFIX,
     DHCP_PORT_OWNER,
@@ -51,7 +52,7 @@ from fabric.network.model import (
     RouterSpec,
     segment_match,
 )
-from fabric.network.secgroups import RuleSpec, SecurityState, link_local
+from fabric.network.secgroups import RuleSpec, SecurityState, enforced_protocol, link_local
 
 LOG = logging.getLogger(__name__)
 
@@ -76,6 +77,54 @@ def ipv4_addresses(session: sa.orm.Session, port_ids: list[str]) -> dict[str, st
     return found
 
 
+def slaac_subnets(session: sa.orm.Session, network_ids: list[str]) -> dict[str, list[Subnet]]:
+    """Network id -> its SLAAC (and DHCPv6-stateless) subnets, oldest first: a port's address on
+    each is derived from its MAC, never allocated (see :mod:`fabric.network.ipv6`)."""
+    found: dict[str, list[Subnet]] = {}
+    if network_ids:
+        for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id.in_(network_ids),
+                                                              Subnet.ip_version == 6)
+                                      .order_by(Subnet.created_at, Subnet.id)):
+            if ipv6.served_mode(subnet.ipv6_address_mode, subnet.ipv6_ra_mode) in ipv6.AUTO_ADDRESS:
+                found.setdefault(subnet.network_id, []).append(subnet)
+    return found
+
+
+def ipv6_addresses(session: sa.orm.Session, ports: list[Port]) -> dict[str, str]:
+    """A global IPv6 address of each of ``ports`` that has one: the address IPAM allocated it
+    (DHCPv6-stateful), else the one it makes on its network's first SLAAC subnet."""
+    found: dict[str, str] = {}
+    if not ports:
+        return found
+    for port_id, address in session.execute(sa.select(AddressAllocation.port_id, AddressAllocation.address)
+                                            .where(AddressAllocation.port_id.in_([p.id for p in ports]))
+                                            .order_by(AddressAllocation.id)):
+        address = address.split("/")[0]
+        if ipaddress.ip_address(address).version == 6:
+            found.setdefault(port_id, address)
+    auto = slaac_subnets(session, sorted({p.network_id for p in ports}))
+    for port in ports:
+        if port.id not in found and auto.get(port.network_id):
+            found[port.id] = ipv6.slaac_address(auto[port.network_id][0].cidr, port.mac_address)
+    return found
+
+
+def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | None) -> tuple[str | None, str | None]:
+    """(the CIDR on the host's bridge, the mode served) of the network's first IPv6 subnet with a
+    mode, as the host of ``dhcp_port`` serves it; (None, None) without one, without a DHCP port or
+    on a network whose bridge is not fabric's. The host's address is its DHCP port's SLAAC address
+    (EUI-64 of a MAC: IPAM's lowest-first allocations never reach such an address)."""
+    if dhcp_port is None or network.network_type not in ("vxlan", "vlan"):
+        return None, None
+    for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id, Subnet.ip_version == 6)
+                                  .order_by(Subnet.created_at, Subnet.id)):
+        mode = ipv6.served_mode(subnet.ipv6_address_mode, subnet.ipv6_ra_mode)
+        if mode is not None:
+            prefixlen = ipaddress.ip_network(subnet.cidr).prefixlen
+            return f"{ipv6.slaac_address(subnet.cidr, dhcp_port.mac_address)}/{prefixlen}", mode
+    return None, None
+
+
 def network_spec(session: sa.orm.Session, network: Network, host: str, layout: Any) -> NetworkSpec:
     """The spec of one network as ``host`` carries it."""
     host_address, dhcp = None, False
@@ -94,10 +143,11 @@ def network_spec(session: sa.orm.Session, network: Network, host: str, layout: A
         tenant = session.get(Tenant, segment.tenant_id) if segment is not None else None
         if segment is not None and tenant is not None:
             mask, value = segment_match(layout, tenant.number, segment.number)
+    ipv6_address, ipv6_mode = ipv6_service(session, network, dhcp_port)
     return NetworkSpec(id=network.id, network_type=network.network_type, project_id=network.project_id,
                        segmentation_id=network.segmentation_id, physical_bridge=network.physical_bridge,
                        mtu=network.mtu, host_address=host_address, dhcp=dhcp,
-                       match_mask=mask, match_value=value)
+                       match_mask=mask, match_value=value, ipv6_address=ipv6_address, ipv6_mode=ipv6_mode)
 
 
 def external_placement(session: sa.orm.Session, network_id: str | None, address: str) -> tuple[str | None, int]:
@@ -152,11 +202,11 @@ def router_specs(session: sa.orm.Session, network_ids: list[str]) -> dict[str, R
     return specs
 
 
-def endpoint_spec(port: Port, address: str | None) -> EndpointSpec:
+def endpoint_spec(port: Port, address: str | None, address6: str | None = None) -> EndpointSpec:
     binding = port.binding or {}
     return EndpointSpec(id=port.id, network_id=port.network_id, mac=port.mac_address, address=address,
                         kind=binding.get("kind", "tap"), netns=binding.get("netns"),
-                        ifname=binding.get("ifname", "eth0"))
+                        ifname=binding.get("ifname", "eth0"), address6=address6)
 
 
 def carried_networks(ports: list[Port]) -> list[str]:
@@ -181,10 +231,11 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
                 LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
         state.routers = router_specs(session, sorted(state.networks))
         addresses = ipv4_addresses(session, [p.id for p in ports])
+        addresses6 = ipv6_addresses(session, ports)
         for port in ports:
             if port.device_owner != DHCP_PORT_OWNER and port.network_id in state.networks:
                 try:
-                    state.endpoints[port.id] = endpoint_spec(port, addresses.get(port.id))
+                    state.endpoints[port.id] = endpoint_spec(port, addresses.get(port.id), addresses6.get(port.id))
                 except exception.Invalid as exc:
                     LOG.error("port %s cannot be plugged on %s: %s", port.id, host, exc.message)
         for row in session.scalars(sa.select(TopologyHost)):
@@ -205,7 +256,7 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
 def security_state(db: Database, host: str) -> SecurityState:
     """What ``host`` enforces: its filtered ports and their groups, those groups' rules,
     and the members (on every host) of each group they name as remote: their IPv4
-    addresses, then their IPv6 link-local ones.
+    addresses, then their IPv6 link-local and global ones.
 
     A port is filtered when it is a guest's (``compute:*`` owner) or is in a group:
     a guest port in no group gets nothing but DHCP and metadata through.
@@ -240,15 +291,18 @@ def security_state(db: Database, host: str) -> SecurityState:
                 .where(PortSecurityGroup.security_group_id.in_(sorted(remotes)))))
             member_ports = sorted({port_id for _, port_id in members})
             addresses = ipv4_addresses(session, member_ports)
-            macs = dict(session.execute(sa.select(Port.id, Port.mac_address).where(Port.id.in_(member_ports))).all()) \
-                if member_ports else {}
+            rows = list(session.scalars(sa.select(Port).where(Port.id.in_(member_ports)))) if member_ports else []
+            macs = {p.id: p.mac_address for p in rows}
+            addresses6 = ipv6_addresses(session, rows)
             for group in sorted(remotes):
                 security.members[group] = []
             for group, port_id in members:
                 if port_id in addresses:
                     security.members[group].append(addresses[port_id])
-                if macs.get(port_id):  # its one IPv6 address (see fabric.network.secgroups)
+                if macs.get(port_id):  # its IPv6 addresses (see fabric.network.secgroups)
                     security.members[group].append(link_local(macs[port_id]))
+                if port_id in addresses6:
+                    security.members[group].append(addresses6[port_id])
             for group in security.members:
                 security.members[group].sort(key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a)))
     return security
@@ -256,5 +310,5 @@ def security_state(db: Database, host: str) -> SecurityState:
 
 def rule_spec(row: SecurityGroupRule) -> RuleSpec:
     """The enforced form of a stored rule (stored rules were checked when written)."""
-    return RuleSpec(row.direction, row.ethertype, row.protocol, row.port_range_min, row.port_range_max,
-                    row.remote_ip_prefix, row.remote_group_id)
+    return RuleSpec(row.direction, row.ethertype, enforced_protocol(row.protocol, row.ethertype), row.port_range_min,
+                    row.port_range_max, row.remote_ip_prefix, row.remote_group_id)

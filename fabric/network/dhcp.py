@@ -32,6 +32,15 @@ import time
 from fabric import exception
 from fabric.network.kernel import Kernel
 
+#: The ``--dhcp-range`` mode of each IPv6 mode: SLAAC from router advertisements only; SLAAC
+#: plus DHCPv6 for the rest; addresses by DHCPv6 (static entries by MAC, adverts say "managed").
+IPV6_RANGE_MODES = {"slaac": "ra-only", "dhcpv6-stateless": "ra-stateless", "dhcpv6-stateful": "static"}
+
+
+def entry_text(address: str | None, address6: str | None = None) -> str:
+    """The address part of a hosts-file entry: ``10.0.0.5``, ``[fd00::5]`` or both, comma-separated."""
+    return ",".join(([address] if address else []) + ([f"[{address6}]"] if address6 else []))
+
 
 def _alive_with(pid: int, marker: str) -> bool:
     try:
@@ -126,17 +135,30 @@ class DhcpServers:
         except FileNotFoundError:
             return []
 
-    def ensure(self, network_id: str, interface: str, host_address: str,
-               entries: list[tuple[str, str]], router: str | None = None) -> int:
+    def ensure(self, network_id: str, interface: str, host_address: str | None,
+               entries: list[tuple[str, str]], router: str | None = None,
+               ipv6: tuple[str, str] | None = None) -> int:
         """The network's dnsmasq runs on ``interface`` and serves exactly ``entries``
-        (MAC, address), with ``host_address``'s prefix length as their netmask and
-        ``router`` as their default gateway (none when None). ``network_id`` names the server.
+        (MAC, address: see :func:`entry_text`), with ``host_address``'s prefix length as their
+        netmask and ``router`` as their default gateway (none when None); no IPv4 service
+        without ``host_address``. With ``ipv6`` (the interface's IPv6 CIDR, a mode of
+        :data:`fabric.network.ipv6.MODES`) it also sends router advertisements for that prefix
+        and, in the DHCPv6 modes, answers DHCPv6. ``network_id`` names the server.
         Returns its pid. Raises KernelError when dnsmasq fails to start.
         """
-        subnet = ipaddress.ip_interface(host_address).network
         listen = ["--bind-interfaces", f"--interface={interface}"]
-        return self._ensure(network_id, listen, subnet, [f"--dhcp-option=option:router{',' + router if router else ''}"],
-                            entries, interface)
+        ranges, options = [], []
+        if host_address:
+            subnet = ipaddress.ip_interface(host_address).network
+            ranges.append(f"--dhcp-range={subnet.network_address},static,{subnet.netmask},12h")
+            options.append(f"--dhcp-option=option:router{',' + router if router else ''}")
+        if ipv6 is not None:
+            prefix, mode = ipaddress.ip_interface(ipv6[0]).network, ipv6[1]
+            ranges.append(f"--dhcp-range={prefix.network_address},{IPV6_RANGE_MODES[mode]},{prefix.prefixlen},12h")
+            # Router lifetime 0: the prefix is on-link, but this host is nobody's IPv6 default
+            # router (it neither forwards nor translates IPv6); unsolicited adverts every 30 s.
+            options += ["--enable-ra", f"--ra-param={interface},30,0"]
+        return self._ensure(network_id, listen, ranges, options, entries, interface)
 
     def ensure_routed(self, name: str, gateway_device: str, endpoint_devices: str, gateway: str, block: str,
                       entries: list[tuple[str, str]]) -> int:
@@ -153,10 +175,12 @@ class DhcpServers:
                    # udhcpc do not ask for them (RFC 3442: with them, the router option is ignored).
                    "--dhcp-option-force=option:classless-static-route,"
                    f"{gateway}/32,0.0.0.0,0.0.0.0/0,{gateway}"]
-        return self._ensure(name, listen, ipaddress.ip_network(block), options, entries, gateway_device)
+        subnet = ipaddress.ip_network(block)
+        ranges = [f"--dhcp-range={subnet.network_address},static,{subnet.netmask},12h"]
+        return self._ensure(name, listen, ranges, options, entries, gateway_device)
 
-    def _ensure(self, name: str, listen: list[str], subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
-                options: list[str], entries: list[tuple[str, str]], interface: str) -> int:
+    def _ensure(self, name: str, listen: list[str], ranges: list[str], options: list[str],
+                entries: list[tuple[str, str]], interface: str) -> int:
         """Server ``name`` runs with exactly this configuration and serves exactly ``entries``:
         a running server with other arguments is replaced; new entries reach a running one by
         its hosts file and SIGHUP, and the leases of entries that went are released."""
@@ -165,7 +189,7 @@ class DhcpServers:
         argv = [
             self.binary, "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
             *listen, "--except-interface=lo",
-            f"--dhcp-range={subnet.network_address},static,{subnet.netmask},12h",
+            *ranges,
             f"--dhcp-hostsfile={hosts}", f"--pid-file={self._pid_file(name)}",
             f"--dhcp-leasefile={os.path.join(directory, 'leases')}",
             "--dhcp-authoritative", *options,
@@ -201,7 +225,10 @@ class DhcpServers:
         the lease's 12 hours); ``dhcp_release`` (dnsmasq-utils) asks the running server to drop
         the lease, as Neutron's DHCP agent does."""
         leases = _read_leases(os.path.join(directory, "leases"))
-        for mac, address in sorted(gone):
+        for mac, addresses in sorted(gone):
+            address = addresses.split(",")[0]
+            if address.startswith("["):
+                continue  # IPv6 only: DHCPv6 leases are the client's (by DUID), not ended here
             client_id = leases.get((mac, address))
             if client_id is None:
                 continue  # never leased: nothing to end

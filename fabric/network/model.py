@@ -12,6 +12,7 @@ import ipaddress
 from typing import Any
 
 from fabric import exception
+from fabric.network import ipv6
 
 #: Network type -> (lowest, highest) segmentation id it takes; None: the type takes none.
 #: The one home of these ranges: the API allocates ids from them, specs are checked against them.
@@ -77,9 +78,28 @@ def _check_ip(value: str | None, what: str) -> None:
         raise exception.Invalid(reason=f"{what} {value!r} is not an IPv4 address") from None
 
 
+def _check_ipv6(value: str | None, what: str, with_prefix: bool = False) -> None:
+    if value is None:
+        return
+    try:
+        parsed = ipaddress.ip_interface(value) if with_prefix else ipaddress.ip_address(value)
+        if parsed.version != 6 or (with_prefix and "/" not in value):
+            raise ValueError(value)
+    except ValueError:
+        example = "fd00::1/64" if with_prefix else "fd00::5"
+        raise exception.Invalid(reason=f"{what} {value!r} is not an IPv6 address{' with prefix length' if with_prefix else ''} "
+                                       f"(e.g. {example})") from None
+
+
+#: Fields added after the first release: left out of a spec's dict while unset, so a worker of the
+#: previous release (whose ``from_dict`` refuses unknown fields) still takes specs without IPv6.
+LATER_FIELDS = ("address6", "ipv6_address", "ipv6_mode")
+
+
 class _Spec:
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if not (k in LATER_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -96,7 +116,9 @@ class NetworkSpec(_Spec):
     """One network as this host must carry it.
 
     ``host_address`` (CIDR) goes on this host's bridge of an L2 network: the DHCP
-    server's and router's address there. Routed networks are matched by address
+    server's and router's address there. ``ipv6_address`` (CIDR) goes there too when the
+    network has an IPv6 subnet served in ``ipv6_mode`` (see :mod:`fabric.network.ipv6`): the
+    host advertises its prefix and, in the DHCPv6 modes, answers DHCPv6 from it. Routed networks are matched by address
     bits: an address belongs to the network when ``addr & match_mask == match_value``.
     """
 
@@ -110,6 +132,8 @@ class NetworkSpec(_Spec):
     dhcp: bool = False
     match_mask: str | None = None
     match_value: str | None = None
+    ipv6_address: str | None = None
+    ipv6_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.network_type not in NETWORK_TYPES:
@@ -129,6 +153,14 @@ class NetworkSpec(_Spec):
         if self.dhcp and not self.host_address:
             raise exception.Invalid(reason=f"network {self.id} asks for DHCP without a host_address "
                                            "for the DHCP server")
+        _check_ipv6(self.ipv6_address, "ipv6_address", with_prefix=True)
+        if self.ipv6_mode is not None:
+            if self.ipv6_mode not in ipv6.MODES:
+                raise exception.Invalid(reason=f"ipv6_mode {self.ipv6_mode!r} of network {self.id}; "
+                                               f"accepted: {', '.join(ipv6.MODES)}")
+            if not self.ipv6_address or self.network_type == "routed":
+                raise exception.Invalid(reason=f"network {self.id} asks for IPv6 mode {self.ipv6_mode!r} without "
+                                               "an ipv6_address on a bridge for its router advertisements")
 
     @property
     def l2(self) -> bool:
@@ -150,6 +182,7 @@ class EndpointSpec(_Spec):
     kind: str = "tap"
     netns: str | None = None
     ifname: str = "eth0"
+    address6: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ENDPOINT_KINDS:
@@ -162,6 +195,7 @@ class EndpointSpec(_Spec):
             raise exception.Invalid(reason=f"MAC address {self.mac!r}; accepted: six hex pairs "
                                            "separated by ':'")
         _check_ip(self.address, "endpoint address")
+        _check_ipv6(self.address6, "endpoint IPv6 address")
 
 
 @dataclasses.dataclass(frozen=True)

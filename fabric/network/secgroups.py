@@ -20,7 +20,8 @@ Measured on this kernel before choosing (a bridge, two veth ports, nft 1.0.6):
 So the work is split. The bridge table (``bridge <prefix>sg``) does what needs
 the port: anti-spoofing (a filtered port sends only from its MAC and address,
 plus DHCP requests and ARP probes; ARP and IPv6 neighbour advertisements for
-other addresses, router advertisements and redirects are dropped) and marks frames that stay on a network's bridge
+other addresses, router advertisements and redirects, and DHCP server answers (v4 and v6)
+are dropped) and marks frames that stay on a network's bridge
 with that network's conntrack zone. The inet table (``inet <prefix>sg``) does the
 stateful part: a port is identified by (device the inet hooks see, address)
 (the bridge for L2 networks, the endpoint's own device for routed ones), which
@@ -31,10 +32,11 @@ the metadata service, jump to the chains of its groups (shared by every port of
 the group, so a rule change rewrites one chain whatever the number of ports)
 and drop the rest. Remote groups are nftables sets of their members' addresses.
 
-IPv6 is filtered the same way. A port's only IPv6 address is its link-local one
-(EUI-64 of its MAC: fabric hands out no other, and anti-spoofing drops any other
-source), so a port is also found by (device, that address), and a remote group's
-IPv6 set holds its members' link-local addresses. Neighbour discovery and MLD are
+IPv6 is filtered the same way. A port's IPv6 addresses are its link-local one (EUI-64
+of its MAC) and, on a network with an IPv6 subnet, its global one (SLAAC or DHCPv6, see
+:mod:`fabric.network.ipv6`); anti-spoofing drops any other source, so a port is also found
+by (device, either address), and a remote group's IPv6 set holds its members' link-local
+and global addresses. Neighbour discovery and MLD are
 allowed before any port's chain: conntrack leaves them untracked, so no rule lets an
 answer back in as established (Neutron allows them too). A port sends no router
 advertisements or redirects (anti-spoofing drops them: a guest is no router).
@@ -61,6 +63,7 @@ from typing import Any
 
 from fabric import exception
 from fabric.metadata import METADATA_ADDRESS
+from fabric.network.ipv6 import slaac_address
 from fabric.network.model import EndpointSpec, HostState, NetworkSpec
 from fabric.network.naming import Names
 
@@ -79,12 +82,29 @@ ND_EGRESS = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert", "
 ND_INGRESS = ("nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "mld-listener-query")
 #: ICMPv6 only routers send: a port sending it is spoofing one.
 ROUTER_ONLY = "icmpv6 type { nd-router-advert, nd-redirect }"
+#: DHCP traffic only servers send (DHCPv4 server -> client, DHCPv6 server -> client): a port may
+#: ask for an address but never answer as a DHCP server (a rogue server hands out wrong addresses
+#: and routers). Matched whatever the source address, since a guest's own address passes anti-spoofing.
+SERVER_ONLY = ("udp sport 67 udp dport 68", "udp sport 547 udp dport 546")
 
 
 def _int_in(value: Any, low: int, high: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise exception.Invalid(reason=f"{what} {value!r} is out of range; accepted: {low}-{high}")
     return value
+
+
+#: The names a rule may give ICMP by: whichever is given, the rule's ethertype decides which
+#: ICMP it allows (Neutron shows the name as given).
+ICMP_NAMES = ("icmp", "icmpv6", "ipv6-icmp")
+
+
+def enforced_protocol(protocol: str | None, ethertype: str) -> str | None:
+    """The protocol a rule with ``protocol`` (lower case, as checked or stored) allows: any ICMP
+    name is ``icmp`` for IPv4 and ``icmpv6`` for IPv6, anything else itself."""
+    if protocol in ICMP_NAMES:
+        return "icmp" if ethertype == "IPv4" else "icmpv6"
+    return protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,24 +137,33 @@ class RuleSpec:
                 raise exception.Invalid(reason=f"protocol {protocol!r}; accepted: {', '.join(PROTOCOL_NAMES)}, "
                                                "any, or a number 0-255")
             proto = str(_int_in(int(proto), 0, 255, "protocol"))
-        if proto in ("icmp", "icmpv6", "ipv6-icmp"):
-            proto = "icmp" if ethertype == "IPv4" else "icmpv6"
+        proto = enforced_protocol(proto, ethertype)
         low, high = port_range_min, port_range_max
         if low is not None or high is not None:
             if proto in PORTED:
+                # Neutron's phrases ("Invalid value for port", "port_range_min must be <=
+                # port_range_max") are in each message: clients and tempest look for them.
                 if low is None:
-                    raise exception.Invalid(reason=f"port_range_max {high} needs a port_range_min")
+                    raise exception.Invalid(reason=f"port_range_max {high} needs a port_range_min "
+                                                   "(port_range_min must be <= port_range_max)")
                 high = low if high is None else high
-                _int_in(low, 1, 65535, "port_range_min")
-                _int_in(high, 1, 65535, "port_range_max")
+                for value, what in ((low, "port_range_min"), (high, "port_range_max")):
+                    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+                        raise exception.Invalid(reason=f"Invalid value for port {value}: {what} {value!r} is out "
+                                                       "of range; accepted: 1-65535")
                 if low > high:
-                    raise exception.Invalid(reason=f"port_range_min {low} is above port_range_max {high}")
+                    raise exception.Invalid(reason=f"port_range_min {low} is above port_range_max {high} "
+                                                   "(port_range_min must be <= port_range_max)")
             elif proto in ("icmp", "icmpv6"):  # Neutron's convention: min is the type, max the code
                 if low is None:
-                    raise exception.Invalid(reason=f"an ICMP code ({high}) needs an ICMP type (port_range_min)")
-                _int_in(low, 0, 255, "ICMP type (port_range_min)")
-                if high is not None:
-                    _int_in(high, 0, 255, "ICMP code (port_range_max)")
+                    raise exception.Invalid(reason=f"an ICMP code ({high}) needs an ICMP type: ICMP type "
+                                                   "(port-range-min) is missing")
+                for value, what in ((low, "type"), (high, "code")):
+                    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                              or not 0 <= value <= 255):
+                        raise exception.Invalid(reason=f"Invalid value for ICMP {what} {value!r}: ICMP {what} "
+                                                       f"(port_range_{'min' if what == 'type' else 'max'}) is out "
+                                                       "of range; accepted: 0-255")
             else:
                 raise exception.Invalid(reason=f"a port range needs protocol tcp, udp, icmp or icmpv6, "
                                                f"not {protocol!r}")
@@ -162,7 +191,7 @@ class SecurityState:
     """What one host enforces: the rules of each group its filtered ports are in
     (and the groups those rules name as remote), each filtered port's groups, and
     the addresses of each remote group's members (ports on every host): their IPv4
-    addresses and their IPv6 link-local ones (see :func:`link_local`). An endpoint not in
+    addresses, their IPv6 link-local ones (see :func:`link_local`) and global ones. An endpoint not in
     ``ports`` is not filtered (a DHCP port, or an endpoint without port security).
     """
 
@@ -210,11 +239,13 @@ def zones(networks: list[NetworkSpec]) -> dict[str, int]:
 
 
 def link_local(mac: str) -> str:
-    """The EUI-64 IPv6 link-local address of ``mac`` (a port's one IPv6 address)."""
-    octets = [int(p, 16) for p in mac.split(":")]
-    octets[0] ^= 0x02
-    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
-    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
+    """The EUI-64 IPv6 link-local address of ``mac`` (every port has it)."""
+    return slaac_address("fe80::/64", mac)
+
+
+def ipv6_sources(endpoint: EndpointSpec) -> list[str]:
+    """The IPv6 addresses ``endpoint`` may send from: its link-local one, then its global one."""
+    return [link_local(endpoint.mac)] + ([endpoint.address6] if endpoint.address6 else [])
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -312,7 +343,7 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
     lookups: dict[str, list[str]] = {"eports": [], "iports": [], "eports6": [], "iports6": []}
     for endpoint, network in ports:
         device, chain = _device_of(names, network, endpoint), short_hash(endpoint.id)
-        for address, suffix in ((endpoint.address, ""), (link_local(endpoint.mac), "6")):
+        for address, suffix in [(endpoint.address, "")] + [(a, "6") for a in ipv6_sources(endpoint)]:
             if address:
                 lookups["eports" + suffix].append(f'"{device}" . {address} : jump e{chain}')
                 lookups["iports" + suffix].append(f'"{device}" . {address} : jump i{chain}')
@@ -331,9 +362,10 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
             spoof.append(f'iifname "{device}" ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept')
             allowed = endpoint.address or "255.255.255.255"
             spoof.append(f'iifname "{device}" meta nfproto ipv4 ip saddr != {allowed} drop')
-            spoof.append(f'iifname "{device}" meta nfproto ipv6 ip6 saddr != {{ {link_local(endpoint.mac)}, :: }} drop')
+            spoof.append(f'iifname "{device}" meta nfproto ipv6 ip6 saddr != {{ {", ".join(ipv6_sources(endpoint))}, :: }} drop')
             spoof.append(f'iifname "{device}" {_foreign_advert(endpoint)} drop')
             spoof.append(f'iifname "{device}" {ROUTER_ONLY} drop')
+            spoof += [f'iifname "{device}" {server} drop' for server in SERVER_ONLY]
     lines += _chain("spoofing", spoof, "type filter hook prerouting priority -350; policy accept;")
     first = ["ct state established,related accept"]
     # Neighbour discovery (untracked) before any port's chain, whose last rule drops: here
@@ -354,11 +386,13 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
         lines += _chain(f"e{short_hash(endpoint.id)}", [
             "ct state invalid drop",
             "udp sport 68 udp dport 67 accept",  # DHCP requests, to any server
+            "udp sport 546 udp dport 547 accept",  # DHCPv6 requests
             f"ip daddr {METADATA_ADDRESS} tcp dport 80 accept",  # the metadata service
             *(f"jump g{short_hash(g)}e" for g in member_of if g in security.groups), "drop"])
         lines += _chain(f"i{short_hash(endpoint.id)}", [
             "ct state invalid drop",
             "udp sport 67 udp dport 68 accept",  # DHCP replies
+            "udp sport 547 udp dport 546 accept",  # DHCPv6 replies
             *(f"jump g{short_hash(g)}i" for g in member_of if g in security.groups), "drop"])
     for group in groups:
         rules = security.groups.get(group)
@@ -377,8 +411,8 @@ def build_inet(names: Names, state: HostState, security: SecurityState, parts: P
 def _foreign_advert(endpoint: EndpointSpec) -> str:
     """nft match of a neighbour advertisement from ``endpoint`` for an address not its own."""
     # The target address: 16 bytes at bit 64 of the ICMPv6 header (nft 1.0.6 has no ``icmpv6 taddr``).
-    return (f"icmpv6 type nd-neighbor-advert @th,64,128 != "
-            f"{int(ipaddress.IPv6Address(link_local(endpoint.mac))):#034x}")
+    return "icmpv6 type nd-neighbor-advert " + " ".join(
+        f"@th,64,128 != {int(ipaddress.IPv6Address(a)):#034x}" for a in ipv6_sources(endpoint))
 
 
 def build_bridge(names: Names, state: HostState, security: SecurityState) -> str:
@@ -406,9 +440,10 @@ def build_bridge(names: Names, state: HostState, security: SecurityState) -> str
                  f"arp saddr ip != {{ {address + ', ' if address else ''}0.0.0.0 }} drop",
                  "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
                  f"ether type ip ip saddr != {address} drop" if address else "ether type ip drop",
-                 f"ether type ip6 ip6 saddr != {{ {link_local(endpoint.mac)}, :: }} drop",
+                 f"ether type ip6 ip6 saddr != {{ {', '.join(ipv6_sources(endpoint))}, :: }} drop",
                  f"{_foreign_advert(endpoint)} drop",
                  f"{ROUTER_ONLY} drop",
+                 *(f"{server} drop" for server in SERVER_ONLY),
                  "ether type != { ip, arp, ip6 } drop"]
         lines += _chain(f"s{short_hash(endpoint.id)}", rules)
     lines.append("}")

@@ -29,44 +29,70 @@ def new_group_rules(group_id: str, project_id: str) -> list[SecurityGroupRule]:
                               ethertype=ethertype, description="") for ethertype in ("IPv4", "IPv6")]
 
 
+_DEFAULT_GROUP_ID = sa.select(SecurityGroup.__table__.c.id).where(
+    SecurityGroup.__table__.c.default_for == sa.bindparam("project_id"))
+
+
+def _default_group_id(session, project_id: str) -> str | None:
+    # Core on the session's connection: a read on every server create, without the ORM's cost.
+    return session.connection().scalar(_DEFAULT_GROUP_ID, {"project_id": project_id})
+
+
+def _add_default_group(session, project_id: str) -> str:
+    """Add ``project_id``'s ``default`` group and its rules to the session; its id."""
+    group = SecurityGroup(project_id=project_id, name=DEFAULT_NAME, description=DEFAULT_DESCRIPTION,
+                          default_for=project_id)
+    session.add(group)
+    session.flush()
+    session.add_all(_default_rules(group.id, project_id))
+    return group.id
+
+
 def ensure_default_group(db: Database, project_id: str) -> str:
     """The id of ``project_id``'s ``default`` group, created (with its rules) if missing.
 
     Safe under races: the unique ``default_for`` column lets one creator win; the
     others read its row.
     """
-    query = sa.select(SecurityGroup.id).where(SecurityGroup.default_for == project_id)
     with db.begin() as session:
-        found = session.scalar(query)
+        found = _default_group_id(session, project_id)
     if found is not None:
         return found
     try:
         with db.begin() as session:
-            group = SecurityGroup(project_id=project_id, name=DEFAULT_NAME, description=DEFAULT_DESCRIPTION,
-                                  default_for=project_id)
-            session.add(group)
-            session.flush()
-            session.add_all(_default_rules(group.id, project_id))
-            return group.id
+            return _add_default_group(session, project_id)
     except sa_exc.IntegrityError:
         with db.begin() as session:
-            return session.scalar(query)
+            return _default_group_id(session, project_id)
+
+
+def default_group_in(session, project_id: str) -> str:
+    """:func:`ensure_default_group` in the caller's transaction: one read when the group
+    exists; else it is made under a savepoint (kept or rolled back with the caller's
+    transaction) and a concurrent creator that won the unique ``default_for`` is read instead."""
+    found = _default_group_id(session, project_id)
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            return _add_default_group(session, project_id)
+    except sa_exc.IntegrityError:
+        return _default_group_id(session, project_id)
 
 
 def resolve_groups(session, project_id: str, refs: list[str], default_id: str | None = None) -> list[str]:
-    """Ids of the project's groups named in ``refs`` (ids or names); NotFound naming the
-    first that is none of them, Conflict when a name is ambiguous."""
+    """Ids of the project's groups named in ``refs`` (ids or names; an id is taken before a
+    name); NotFound naming the first that is none of them, Conflict when a name is
+    ambiguous. One statement per reference other than ``default`` with ``default_id``."""
     found = []
     for ref in refs:
         if ref == DEFAULT_NAME and default_id is not None:
             found.append(default_id)
             continue
-        row = session.get(SecurityGroup, ref)
-        if row is not None and row.project_id == project_id:
-            found.append(row.id)
-            continue
-        named = list(session.scalars(sa.select(SecurityGroup.id).where(SecurityGroup.project_id == project_id,
-                                                                       SecurityGroup.name == ref)))
+        rows = session.execute(sa.select(SecurityGroup.id, SecurityGroup.name).where(
+            SecurityGroup.project_id == project_id, sa.or_(SecurityGroup.id == ref, SecurityGroup.name == ref))).all()
+        by_id = [row.id for row in rows if row.id == ref]
+        named = by_id or [row.id for row in rows]
         if not named:
             raise exception.NotFound(kind="Security group", ident=ref)
         if len(named) > 1:
@@ -93,11 +119,11 @@ def bind_port_groups(db: Database, port_id: str, project_id: str, refs: list[str
             pass  # a redelivered build bound them first
 
 
-def resolve_for_new_ports(db: Database, project_id: str, refs: list[str]) -> list[str]:
+def resolve_for_new_ports(session, project_id: str, refs: list[str]) -> list[str]:
     """Ids of the groups ``refs`` names for a server's new ports (none given: the
-    project's ``default`` group); NotFound naming the first unknown one. Makes the
-    default group when it is needed and missing."""
+    project's ``default`` group), read in the caller's transaction; NotFound naming the
+    first unknown one. The default group, when needed and missing, is made in that
+    transaction too (:func:`default_group_in`): a create refused later leaves none behind."""
     refs = refs or [DEFAULT_NAME]
-    default_id = ensure_default_group(db, project_id) if DEFAULT_NAME in refs else None
-    with db.begin() as session:
-        return resolve_groups(session, project_id, refs, default_id)
+    default_id = default_group_in(session, project_id) if DEFAULT_NAME in refs else None
+    return resolve_groups(session, project_id, refs, default_id)

@@ -2,8 +2,8 @@
 
 ``init_host`` first clears what a crash may have left in the blob store
 (temporary files, blobs no row names), then listens on ``[objectstore]
-listen``/``port`` and serves the S3 application with ``eventlet.wsgi`` on a
-green thread, with ``[objectstore] workers`` - 1 helper processes serving the same
+listen``/``port`` and serves the S3 application (:mod:`fabric.objectstore.http_server`)
+on a green thread, with ``[objectstore] workers`` - 1 helper processes serving the same
 port (:mod:`fabric.objectstore.processes`); ``cleanup_host`` stops the helpers and
 closes the socket.
 """

@@ -34,8 +34,15 @@ READ_ATTEMPTS = 5
 WHOLE_READ_MAX = 256 * 1024
 
 
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(value: datetime.datetime) -> str:
-    return email.utils.format_datetime(value.replace(tzinfo=datetime.UTC, microsecond=0), usegmt=True)
+    """A naive-UTC datetime as an HTTP date (RFC 9110's IMF-fixdate, to the second). Formatted here:
+    ``email.utils.format_datetime`` was a twentieth of a small GET's CPU (py-spy under the bench)."""
+    return (f"{_WEEKDAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month - 1]} {value.year:04d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} GMT")
 
 
 def parse_http_date(value: str | None) -> datetime.datetime | None:
@@ -70,16 +77,20 @@ def check_conditions(headers: dict[str, str], obj: ObjectInfo, prefix: str = "")
     if_none_match = headers.get(prefix + "if-none-match")
     since = parse_http_date(headers.get(prefix + "if-modified-since"))
     unmodified = parse_http_date(headers.get(prefix + "if-unmodified-since"))
-    about = {"ETag": quoted(obj.etag), "Last-Modified": http_date(obj.last_modified)}
     if if_match is not None and not _etag_matches(if_match, obj.etag):
         raise S3Error("PreconditionFailed", Condition=f"{prefix}If-Match")
     if if_match is None and unmodified is not None and modified > unmodified:
         raise S3Error("PreconditionFailed", Condition=f"{prefix}If-Unmodified-Since")
     not_modified = "PreconditionFailed" if prefix else "NotModified"
     if if_none_match is not None and _etag_matches(if_none_match, obj.etag):
-        raise S3Error(not_modified, headers=about, Condition=f"{prefix}If-None-Match")
+        raise S3Error(not_modified, headers=_validators(obj), Condition=f"{prefix}If-None-Match")
     if if_none_match is None and since is not None and modified <= since:
-        raise S3Error(not_modified, headers=about, Condition=f"{prefix}If-Modified-Since")
+        raise S3Error(not_modified, headers=_validators(obj), Condition=f"{prefix}If-Modified-Since")
+
+
+def _validators(obj: ObjectInfo) -> dict[str, str]:
+    """What a 304 (or a copy's 412) tells of the object: its ETag and Last-Modified."""
+    return {"ETag": quoted(obj.etag), "Last-Modified": http_date(obj.last_modified)}
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:

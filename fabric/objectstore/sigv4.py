@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from fabric.objectstore.errors import S3Error
 
@@ -35,7 +35,6 @@ MAX_SKEW = datetime.timedelta(minutes=15)
 #: The longest a presigned URL may live (S3: 7 days).
 MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _SPACES = re.compile(r"\s+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -43,13 +42,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 def uri_encode(value: bytes | str, *, keep_slash: bool = False) -> str:
     """AWS's UriEncode: every byte but A-Z a-z 0-9 - _ . ~ (and ``/`` when kept) as %XX."""
     data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-    out = []
-    for byte in data:
-        if byte in _UNRESERVED or (keep_slash and byte == 0x2F):
-            out.append(chr(byte))
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
+    # The standard library's quoting keeps exactly those bytes (and what ``safe`` adds), and
+    # returns a string of them without looking at each byte in Python.
+    return quote_from_bytes(data, safe="/" if keep_slash else "")
 
 
 def canonical_uri(raw_path: str) -> str:
@@ -87,7 +82,10 @@ def canonical_headers(headers: Mapping[str, str], signed: list[str]) -> str:
         value = headers.get(name)
         if value is None:
             raise S3Error("SignatureDoesNotMatch", f"the signed header {name!r} is not in the request")
-        lines.append(f"{name}:{_SPACES.sub(' ', value.strip())}\n")
+        value = value.strip()
+        if "  " in value or not value.isprintable():  # any whitespace but a lone space (and more)
+            value = _SPACES.sub(" ", value)
+        lines.append(f"{name}:{value}\n")
     return "".join(lines)
 
 
@@ -134,7 +132,10 @@ class Claim:
         return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_credential(value: str, error: str) -> tuple[str, str, str, str]:
+    """(access key, date, region, service) of a credential scope; S3Error ``error`` when malformed.
+    Remembered: a client sends the same scope all day (a bad one raises, and is not kept)."""
     parts = value.split("/")
     if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
         raise S3Error(error, f"the credential {value!r} is not <access key>/<date>/<region>/s3/aws4_request")

@@ -62,8 +62,11 @@ def find(db: Database) -> list[Finding]:
                 elif vif["address"] not in addresses:
                     findings.append(Finding(UNSYNCED, "port", vif["id"], f"server {instance_id}'s NIC records "
                                             f"{vif['address']}, IPAM holds {', '.join(sorted(addresses))}"))
+        # A DHCP port holds an address only where an IPv4 subnet serves DHCP; on an IPv6-only
+        # network its address is the EUI-64 of its MAC (fabric.network.dbstate.ipv6_service).
+        served4 = set(session.scalars(sa.select(Subnet.network_id).where(Subnet.ip_version == 4, Subnet.enable_dhcp)))
         for port in session.scalars(sa.select(Port).where(Port.device_owner == DHCP_PORT_OWNER)):
-            if port.id not in held:
+            if port.id not in held and port.network_id in served4:
                 findings.append(Finding(STALE, "port", port.id, f"DHCP port of host {port.host} on network "
                                         f"{port.network_id} holds no address"))
     return findings

@@ -49,9 +49,17 @@ in flight fail (or are re-sent, if idempotent) when it breaks, which the contrac
 for anyway.
 ``reply_mode="queue"`` selects the per-process queue (``reply_<uuid>``) for comparison.
 
-Consuming: each :class:`AmqpConsumer` has a link of its own (so a publisher blocked by
-flow control never stalls deliveries), a prefetch window, and acks by delivery tag on
-the connection the message came from. Acks are gathered for up to ``ACK_DELAY`` (or
+Consuming: the consumers of a process share one connection (:class:`ConsumerConnection`,
+a second one only beyond ``CONSUMERS_PER_CONNECTION``), apart from the publisher's, so
+a publisher blocked by flow control never stalls deliveries. Each :class:`AmqpConsumer`
+has a channel of its own there, with its own prefetch window; it is set up on the link's
+reader (:meth:`~fabric.rpc.amqp_link.Link.run_on_reader`), and closing it closes its
+channel, so the broker gives what it left unacknowledged to others. One connection per
+consumer was what ran RabbitMQ out of file descriptors at 1,000 fake hosts (two workers
+each). What sharing costs: a channel error (which py-amqp raises on the reader) or a lost
+connection makes every consumer of the process reconnect together, and each gets back
+what it had not acked, as before. A consumer acks by delivery tag on the channel and
+connection the message came from. Acks are gathered for up to ``ACK_DELAY`` (or
 until half the prefetch window waits) and written together: one ``basic.ack``
 ``multiple`` for the longest run of handled tags from the oldest, single acks for the
 rest. Measured on a 1-caller call loop, the ack's own socket write was a quarter of the
@@ -122,6 +130,10 @@ NACK_RETRY_SECONDS = 60.0
 NACK_STALL = 5.0
 #: The pauses between those publishes: from the first to the longest, doubling.
 NACK_PAUSE_FIRST, NACK_PAUSE_LONGEST = 0.05, 2.0
+#: Consumers (a channel each) one connection carries before the next is opened: well
+#: within RabbitMQ's default ``channel_max`` (2,047), and a thousand fake hosts' workers
+#: (two each) in four processes still need one connection per process.
+CONSUMERS_PER_CONNECTION = 1000
 _PUBLISH_SIG = amqp_spec.Basic.Publish
 
 
@@ -298,6 +310,9 @@ class AmqpTransport(base.Transport):
         self._exchanges: dict[str, str] = {self.exchange: "topic", base.DEAD_LETTER_EXCHANGE: "direct"}
         self._reply_queue = DIRECT_REPLY_TO if reply_mode == "direct" else f"reply_{uuid.uuid4().hex}"
         self._consumers: list[AmqpConsumer] = []
+        #: The connections consumers share (one until it carries CONSUMERS_PER_CONNECTION).
+        self._consumer_connections: list[ConsumerConnection] = []
+        self._consumer_number = 0
         self._link = Link(self.urls, settings.heartbeat, "rpc publisher", self._connected, self._lost,
                           settings.failover_strategy)
         self._watchdog = eventlet.spawn(self._watch_confirms)
@@ -582,11 +597,17 @@ class AmqpTransport(base.Transport):
     # -- consuming --------------------------------------------------------------
     def consume(self, queues: list[QueueSpec], on_delivery: Callable[[Delivery], None],
                 prefetch: int) -> AmqpConsumer:
-        consumer = AmqpConsumer(self, queues, on_delivery, prefetch)
+        connection = next((c for c in self._consumer_connections
+                           if len(c.consumers) < CONSUMERS_PER_CONNECTION), None)
+        if connection is None:
+            self._consumer_number += 1
+            connection = ConsumerConnection(self, self._consumer_number)
+            self._consumer_connections.append(connection)
+        consumer = AmqpConsumer(self, connection, queues, on_delivery, prefetch)
         self._consumers.append(consumer)
-        if not consumer.link.wait_up(30):
-            LOG.warning("Consumer of %s is not connected yet; it keeps trying",
-                        ", ".join(q.name for q in queues))
+        connection.add(consumer)
+        if not consumer.tried.wait(30):
+            LOG.warning("Consumer of %s is not connected yet; it keeps trying", consumer.names)
         return consumer
 
     def cleanup(self, flush_timeout: float = 5.0) -> None:
@@ -596,22 +617,87 @@ class AmqpTransport(base.Transport):
         except MessagingError as exc:
             LOG.error("Closing with unconfirmed messages (they may be lost): %s", exc.message)
         for consumer in self._consumers:
-            consumer.close()
+            consumer._flush_acks()
         self._consumers.clear()
+        for connection in self._consumer_connections:
+            connection.close()
+        self._consumer_connections.clear()
         self._watchdog.kill()
         self._link.close()
 
 
-class AmqpConsumer(base.Consumer):
-    """Consumes some queues on a connection of its own; see the module docstring."""
+class ConsumerConnection:
+    """One broker connection carrying up to ``CONSUMERS_PER_CONNECTION`` consumers, each
+    on a channel of its own; see the module docstring."""
 
-    def __init__(self, transport: AmqpTransport, queues: list[QueueSpec],
+    def __init__(self, transport: AmqpTransport, number: int) -> None:
+        self.transport = transport
+        self.consumers: list[AmqpConsumer] = []
+        settings = transport.settings
+        self.link = Link(transport.urls, settings.heartbeat, f"rpc consumers ({number})",
+                         self._connected, lambda error: None, settings.failover_strategy)
+
+    def _connected(self, raw: amqp.Connection) -> None:
+        for consumer in list(self.consumers):
+            consumer.attach(raw)
+
+    def _attach_new(self, raw: amqp.Connection) -> None:
+        """Reader task: attach the consumers added since this connection was set up."""
+        for consumer in list(self.consumers):
+            if consumer.generation != self.link.generation:
+                consumer.attach(raw)
+
+    def add(self, consumer: AmqpConsumer) -> None:
+        self.consumers.append(consumer)
+        self.link.run_on_reader(self._attach_new)
+
+    def remove(self, consumer: AmqpConsumer, timeout: float = 10.0) -> None:
+        """Stop ``consumer`` for good: its channel is closed, so the broker gives what it
+        left unacknowledged to other consumers (the connection, when it was the last)."""
+        if consumer not in self.consumers:
+            return
+        self.consumers.remove(consumer)
+        if not self.consumers:
+            if self in self.transport._consumer_connections:
+                self.transport._consumer_connections.remove(self)
+            self.link.close()
+            return
+        if self.link.raw is None or consumer.generation != self.link.generation:
+            consumer.detach(None)
+            return
+        done = Event()
+
+        def detach(raw: amqp.Connection) -> None:
+            try:
+                consumer.detach(raw)
+            finally:
+                done.send(True)
+
+        self.link.run_on_reader(detach)
+        if not self.link.in_reader():
+            done.wait(timeout)
+
+    def close(self) -> None:
+        self.consumers.clear()
+        self.link.close()
+
+
+class AmqpConsumer(base.Consumer):
+    """Consumes some queues on a channel of its own; see the module docstring."""
+
+    def __init__(self, transport: AmqpTransport, connection: ConsumerConnection, queues: list[QueueSpec],
                  on_delivery: Callable[[Delivery], None], prefetch: int) -> None:
         self.transport = transport
+        self.connection = connection
+        self.link = connection.link
         self.specs = queues
         self.on_delivery = on_delivery
         self.prefetch = prefetch
         self.channel: amqp.Channel | None = None
+        #: The link generation this consumer last attached to (or failed to), -1: never.
+        self.generation = -1
+        #: Set once the first attempt to attach has been made (see ``attach``).
+        self.tried = Event()
         self.cancelled = False
         self._tags: list[str] = []
         #: Delivery tags received on the current connection and not yet acked, oldest
@@ -619,11 +705,24 @@ class AmqpConsumer(base.Consumer):
         self._unacked: dict[int, bool] = {}
         self._acks_due = 0
         self._flush_timer: Any = None
-        names = ", ".join(q.name for q in queues)
-        self.link = Link(transport.urls, transport.settings.heartbeat, f"consumer of {names}",
-                         self._connected, lambda error: None, transport.settings.failover_strategy)
+        self.names = ", ".join(q.name for q in queues)
 
-    def _connected(self, raw: amqp.Connection) -> None:
+    def attach(self, raw: amqp.Connection) -> None:
+        """Open this consumer's channel on ``raw``, declare its queues and consume them
+        (on the link's reader, under its lock). A declaration the broker refuses closes
+        only this channel: it is logged, and tried again on the next connection."""
+        self.generation = self.link.generation
+        self.channel = None
+        try:
+            self._attach(raw)
+        except amqp.exceptions.ChannelError as exc:
+            LOG.error("Consumer of %s: the broker refused its set-up (%s); trying again on the "
+                      "next connection", self.names, exc)
+        finally:
+            if not self.tried.ready():
+                self.tried.send(True)
+
+    def _attach(self, raw: amqp.Connection) -> None:
         channel = raw.channel()
         channel.basic_qos(0, self.prefetch, False)  # per consumer: global QoS is deprecated
         channel.exchange_declare(base.DEAD_LETTER_EXCHANGE, "direct", durable=True, auto_delete=False)
@@ -643,9 +742,23 @@ class AmqpConsumer(base.Consumer):
                     message.body, message.properties, message.delivery_info["delivery_tag"],
                     message.delivery_info["redelivered"]))
                 # The link's reader hands deliveries over directly (fabric.rpc.amqp_frames);
-                # py-amqp's callback serves those read while connecting.
+                # py-amqp's callback serves those read by a synchronous method.
                 deliveries[(channel.channel_id, tag)] = receive
                 self._tags.append(tag)
+
+    def detach(self, raw: amqp.Connection | None) -> None:
+        """Close this consumer's channel on ``raw`` if it has one there (reader task)."""
+        channel, self.channel = self.channel, None
+        if raw is None or channel is None or self.generation != self.link.generation:
+            return
+        deliveries = self.link.frames.deliveries
+        for key in [key for key in deliveries if key[0] == channel.channel_id]:
+            del deliveries[key]
+        self._tags = []
+        try:
+            channel.close()
+        except amqp.exceptions.ChannelError as exc:
+            LOG.debug("Consumer of %s: closing its channel: %s", self.names, exc)
 
     def _receiver(self, spec: QueueSpec, generation: int) -> Callable[[bytes, dict[str, Any], int, bool], None]:
         on_delivery = self.on_delivery
@@ -722,4 +835,6 @@ class AmqpConsumer(base.Consumer):
 
     def close(self) -> None:
         self._flush_acks()
-        self.link.close()
+        if self in self.transport._consumers:
+            self.transport._consumers.remove(self)
+        self.connection.remove(self)

@@ -147,6 +147,15 @@ class _ReadableWaiter:
             self.waiting = False
             self.reader.switch()
 
+    def _woken(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.reader.switch()
+
+    def wake(self) -> None:
+        """End the current (or next) wait soon, as if the socket were readable."""
+        self.hub.schedule_call_global(0, self._woken)
+
     def _closed(self, *_: Any) -> None:
         self.listener = None
         if self.waiting:
@@ -202,6 +211,9 @@ class Link:
         #: handlers of its consumers and confirm channels there (see amqp_frames).
         self.frames = FrameReader(lambda frame: None)
         self.generation = 0
+        #: Work for the reader (:meth:`run_on_reader`), oldest first.
+        self._tasks: list[Callable[[amqp.Connection], None]] = []
+        self._readable: _ReadableWaiter | None = None
         self._kombu: kombu.Connection | None = None
         self._up = Event()
         self._closing = False
@@ -228,6 +240,26 @@ class Link:
                 raw.transport.sock.shutdown(socket.SHUT_RDWR)
             except Exception:  # noqa: BLE001 - already gone is fine
                 pass
+
+    def run_on_reader(self, task: Callable[[amqp.Connection], None]) -> None:
+        """Have the reader run ``task(raw)`` soon, under the lock, between two reads.
+
+        For synchronous AMQP methods (opening a channel, declaring a queue, closing a
+        channel) on a connection already in use: they read the socket until the broker
+        answers, and only the reader may read it (a monkey-patched socket allows one
+        reader at a time, and frames must not be split between two). Frames read
+        meanwhile for other channels go to their handlers as usual (through py-amqp).
+        A task is run on whatever connection is current when its turn comes, the next
+        one if the link is down, so it must check what it finds (``generation``). An
+        exception from it counts as a lost connection.
+        """
+        self._tasks.append(task)
+        if self._readable is not None:
+            self._readable.wake()
+
+    def in_reader(self) -> bool:
+        """Whether the caller is the link's reader (where tasks run)."""
+        return greenlet.getcurrent() is self._thread
 
     # -- the reader -----------------------------------------------------------
     def _run(self) -> None:
@@ -302,7 +334,7 @@ class Link:
         transport = raw.transport
         interval = raw.heartbeat / 4 if raw.heartbeat else None
         next_tick = time.monotonic() + (interval or 0)
-        readable = _ReadableWaiter(transport.sock.fileno(), interval)
+        readable = self._readable = _ReadableWaiter(transport.sock.fileno(), interval)
         # Plain TCP: read the socket here and parse with the link's FrameReader. The
         # real socket under eventlet's green one (``fd``) with MSG_DONTWAIT never waits.
         recv = None
@@ -328,8 +360,16 @@ class Link:
                     if interval is not None and time.monotonic() >= next_tick:
                         raw.heartbeat_tick(rate=4)
                         next_tick = time.monotonic() + interval
+                    if self._tasks:
+                        # py-amqp's own reads wait on the hub for this socket meanwhile,
+                        # and may leave whole frames in its buffer: read again first.
+                        readable.close()
+                        while self._tasks:
+                            self._tasks.pop(0)(raw)
+                        continue
                 readable.wait()
         finally:
+            self._readable = None
             readable.close()
 
     def _read(self, raw: amqp.Connection, recv: Callable[[int, int], bytes]) -> None:

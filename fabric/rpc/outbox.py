@@ -10,7 +10,8 @@ an :class:`Outbox` instead:
 * after the commit, :meth:`Outbox.send` hands it to the relay, which publishes it
   through the worker's own client (the service's ``rpcapi``, so target and routing stay
   there) inside :func:`fabric.rpc.confirmed`, and deletes the row only once the broker
-  confirmed it (deletes are batched: one DELETE for the rows confirmed meanwhile). The
+  confirmed it (deletes are batched: one DELETE for the rows confirmed within
+  ``DELETE_GATHER`` seconds). The
   happy path costs the INSERT and a share of a DELETE, no other database round trip;
 * casts with the same key (the instance) are published one after the other, each only
   after the one before it was confirmed, so they arrive in the order they were staged;
@@ -68,6 +69,11 @@ SWEEP_INTERVAL = 2.0
 #: Seconds a publish waits for the broker's confirm before the relay tries again later.
 CONFIRM_TIMEOUT = 5.0
 
+#: Seconds the deleter waits for more confirms to join its DELETE. Measured with
+#: tools/bench/storm.py, the API spent 7% of its time deleting outbox rows, about one row
+#: per statement; a row confirmed and not yet deleted costs nothing unless its writer dies
+#: meanwhile (it is then sent again, harmlessly).
+DELETE_GATHER = 0.2
 #: Tries of a DELETE of confirmed rows before they are left to the lease (and sent again).
 _DELETE_ATTEMPTS = 5
 
@@ -277,7 +283,7 @@ class Outbox:
         """Delete confirmed rows, many per statement (those confirmed while the last ran)."""
         failures = 0
         try:
-            eventlet.sleep(0)  # let the confirms that arrive together join one DELETE
+            self._stopping.wait(DELETE_GATHER)  # let more confirms join one DELETE (not once stopping)
             while self._to_delete:
                 ids, self._to_delete = self._to_delete, []
                 try:

@@ -35,8 +35,8 @@ Promises:
   A call's failure goes back to the caller as data instead. The worker keeps running
   in every case;
 * ``stop()`` stops consuming; ``wait(timeout)`` lets the handlers in flight finish
-  (bounded), then closes the connection, which returns anything unfinished to the
-  broker.
+  (bounded), then closes the server's consumer (its channel; the process's other
+  servers go on on the same connection), which returns anything unfinished to the broker.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class RPCServer:
             self._consumer.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` for handlers in flight, then close the connection.
+        """Wait up to ``timeout`` for handlers in flight, then close the consumer.
 
         Returns True if every handler finished; unfinished messages return to the broker.
         """

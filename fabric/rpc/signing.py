@@ -65,7 +65,7 @@ from fabric.exception import MessagingError
 LOG = logging.getLogger(__name__)
 
 #: Every role a key exists for, in the order a process holding several prefers them.
-ROLES = ("api", "scheduler", "compute", "network", "ipam", "objectstore")
+ROLES = ("api", "scheduler", "compute", "network", "ipam", "objectstore", "volume")
 #: Roles a message may be signed by: every role (the managers' tables narrow it per method).
 ANY_ROLE = frozenset(ROLES)
 

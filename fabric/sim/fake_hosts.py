@@ -23,8 +23,10 @@ thousand hosts' heartbeats and resource reports spread evenly over each interval
 of arriving together (their timers start when their service does). ``--stagger 0`` starts
 them as fast as they come up.
 
-A host's worker keeps its broker consumer (one AMQP connection per worker, as each real
-worker has): 250 hosts are 500 connections to RabbitMQ. Each worker handles at most
+A host's workers keep their broker consumers, each on a channel of its own; the process's
+consumers share one AMQP connection (:mod:`fabric.rpc.amqp`), so a process of 20 hosts holds
+two connections to RabbitMQ (consuming and publishing), not the 41 it held with a connection
+per consumer, which at 1,000 hosts ran the broker out of file descriptors. Each worker handles at most
 ``--handlers`` messages at once and holds as many unacknowledged (``[rpc] executor_size`` and
 ``prefetch`` of this process): the hosts share one database pool where real hosts have one
 each, and with the default 64 per worker, 125 hosts' handlers queued for the pool's

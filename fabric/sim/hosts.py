@@ -213,7 +213,9 @@ class SimulatedHosts:
     def __init__(self, config_file: str | os.PathLike, count: int, *, cloud: str = "sim",
                  underlay: str = DEFAULT_UNDERLAY, log_dir: str | os.PathLike | None = None,
                  environ: Mapping[str, str] | None = None, state_root: Path = STATE_ROOT,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, volume_hosts: int = 0) -> None:
+        """``volume_hosts``: the first that many hosts also run ``fabric-volume`` (their volumes
+        served over NBD on their underlay address)."""
         self.config_file = str(config_file)
         self.environ = dict(os.environ if environ is None else environ)
         self.settings = config.load(self.config_file, self.environ)
@@ -229,6 +231,7 @@ class SimulatedHosts:
         self.processes: dict[str, subprocess.Popen] = {}
         self.namespaces: list[str] = []
         self.forward_ports, self.host_database_url = control_paths(self.settings)
+        self.volume_hosts = self.hosts[:volume_hosts]
 
     # --- record ---
 
@@ -272,9 +275,13 @@ class SimulatedHosts:
             for binary in ("fabric-network", "fabric-compute"):
                 for host in self.hosts:
                     self._start_worker(host, binary)
+            for host in self.volume_hosts:
+                self._start_worker(host, "fabric-volume")
             for binary in ("fabric-network", "fabric-compute"):
                 for host in self.hosts:
                     self._wait_started(host, binary)
+            for host in self.volume_hosts:
+                self._wait_started(host, "fabric-volume")
             for binary in control:
                 name = f"control-{binary}"
                 self._wait_for(name, self.processes[name], f"Started {binary} on host {self.settings.default.host}",
@@ -409,10 +416,12 @@ class SimulatedHosts:
         raise SimulationError(reason=f"no simulated host {name!r}; accepted: {', '.join(h.name for h in self.hosts)}")
 
     def worker(self, host: str, binary: str) -> subprocess.Popen:
-        """The process of ``binary`` (``fabric-compute`` or ``fabric-network``) on host ``host``."""
+        """The process of ``binary`` (``fabric-compute``, ``fabric-network``, ``fabric-volume`` on a
+        volume host) on host ``host``."""
         name = f"{self.host(host).name}-{binary}"
         if name not in self.processes:
-            raise SimulationError(reason=f"host {host} runs no {binary}; accepted: fabric-compute, fabric-network")
+            raise SimulationError(reason=f"host {host} runs no {binary}; accepted: fabric-compute, fabric-network"
+                                         + (", fabric-volume" if self.host(host) in self.volume_hosts else ""))
         return self.processes[name]
 
     def kill_worker(self, host: str, binary: str, signum: int = signal.SIGKILL) -> int:
@@ -440,8 +449,9 @@ class SimulatedHosts:
         """Stop every process and delete every namespace this cloud made, then its state
         directory (logs stay in ``log_dir``). Safe to call more than once."""
         workers = [(n, p) for n, p in self.processes.items() if n.startswith(tuple(h.name + "-" for h in self.hosts))]
-        # Compute first (no new plugs), then network; then what they left (QEMU, dnsmasq).
-        for kind in ("fabric-compute", "fabric-network"):
+        # Compute first (no new plugs), then volume and network; then what they left (QEMU, qemu-nbd,
+        # dnsmasq).
+        for kind in ("fabric-compute", "fabric-volume", "fabric-network"):
             stop_popens([p for n, p in workers if n.endswith(kind)])
         for host in self.hosts:
             netns.stop_namespace_processes(host.namespace)

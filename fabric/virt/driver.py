@@ -34,6 +34,7 @@ from fabric.exception import GuestNotFound, HypervisorError, InvalidGuestSpec, N
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_DISK_NAME = re.compile(r"^vd[a-z]$")
 
 
 class PowerState(enum.IntEnum):
@@ -85,6 +86,34 @@ class NetworkInterface:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeDisk:
+    """One volume as a guest disk: reached over the network as ``connection_info`` says (the
+    volume service's answer, e.g. ``{"driver_volume_type": "nbd", "data": {"host", "port",
+    "export_name", "format"}}``), on the guest's bus as ``device`` (``vdb``...). The guest
+    sees ``volume_id`` (its first 20 characters) as the disk's serial number."""
+
+    volume_id: str
+    device: str
+    connection_info: dict
+
+    def validate(self, instance: str) -> None:
+        """Raise InvalidGuestSpec naming the first bad field."""
+        if not _DISK_NAME.match(self.device or ""):
+            raise InvalidGuestSpec(instance=instance, field="volume.device", value=self.device,
+                                   reason="expected vd followed by one letter, e.g. vdb")
+        if not _UUID.match(self.volume_id or ""):
+            raise InvalidGuestSpec(instance=instance, field="volume.volume_id", value=self.volume_id,
+                                   reason="expected a lower-case UUID")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VolumeDisk:
+        return cls(volume_id=data["volume_id"], device=data["device"], connection_info=data["connection_info"])
+
+
+@dataclasses.dataclass(frozen=True)
 class BootImage:
     """What the guest boots: a disk image, or a kernel + initrd pair (direct boot).
 
@@ -119,6 +148,8 @@ class GuestSpec:
     disk_gb: int
     image: BootImage
     interfaces: tuple[NetworkInterface, ...] = ()
+    #: Attached volumes: a guest defined again (rebuild, move) keeps them.
+    volumes: tuple[VolumeDisk, ...] = ()
 
     def validate(self) -> None:
         """Raise InvalidGuestSpec naming the first bad field and what is accepted."""
@@ -131,9 +162,10 @@ class GuestSpec:
                 raise InvalidGuestSpec(instance=self.uuid, field=field, value=value,
                                        reason=f"expected an integer >= {low}")
         image = self.image
-        if image.disk_path is None and image.kernel is None:
+        boots_from_volume = any(disk.device == "vda" for disk in self.volumes)
+        if image.disk_path is None and image.kernel is None and not boots_from_volume:
             raise InvalidGuestSpec(instance=self.uuid, field="image", value=image.to_dict(),
-                                   reason="expected a disk_path, a kernel, or both")
+                                   reason="expected a disk_path, a kernel, both, or a volume as vda")
         if image.disk_format not in ("qcow2", "raw"):
             raise InvalidGuestSpec(instance=self.uuid, field="image.disk_format", value=image.disk_format,
                                    reason="expected qcow2 or raw")
@@ -146,10 +178,17 @@ class GuestSpec:
                                    reason="MAC addresses must be distinct")
         for vif in self.interfaces:
             vif.validate(self.uuid)
+        devices = [disk.device for disk in self.volumes]
+        if len(set(devices)) != len(devices) or (image.disk_path and "vda" in devices):
+            raise InvalidGuestSpec(instance=self.uuid, field="volumes", value=devices,
+                                   reason="device names must be distinct (vda is the image's disk when there is one)")
+        for disk in self.volumes:
+            disk.validate(self.uuid)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["interfaces"] = [vif.to_dict() for vif in self.interfaces]
+        data["volumes"] = [disk.to_dict() for disk in self.volumes]
         return data
 
     @classmethod
@@ -159,6 +198,7 @@ class GuestSpec:
             memory_mb=data["memory_mb"], disk_gb=data.get("disk_gb", 0),
             image=BootImage.from_dict(data["image"]),
             interfaces=tuple(NetworkInterface.from_dict(v) for v in data.get("interfaces", ())),
+            volumes=tuple(VolumeDisk.from_dict(v) for v in data.get("volumes", ())),
         )
 
 
@@ -306,6 +346,22 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def detach_interface(self, uuid: str, interface: NetworkInterface) -> None:
         """Remove the NIC with ``interface.mac``. Not attached: no error. Raises GuestNotFound."""
+
+    # --- volumes -------------------------------------------------------
+    # Defaults that refuse, so a driver without volumes says so instead of failing to load.
+
+    def attach_volume(self, uuid: str, disk: VolumeDisk) -> None:
+        """Add the volume's disk (hot-plugged when running, and kept in the definition, so a
+        reboot or a stop and start keeps it). Same volume already attached: no error.
+        Raises GuestNotFound, InvalidGuestSpec, HypervisorError (e.g. the volume cannot be reached).
+        """
+        raise NotSupported(what="volume attachment", reason=f"the {type(self).__name__} has no volumes")
+
+    def detach_volume(self, uuid: str, volume_id: str) -> None:
+        """Remove the volume's disk and return once the guest has let go of it. Not attached:
+        no error. Raises GuestNotFound, HypervisorError (the guest did not release it in time).
+        """
+        raise NotSupported(what="volume detachment", reason=f"the {type(self).__name__} has no volumes")
 
     # --- moves and snapshots -------------------------------------------
     # Rebuild needs nothing more: the manager destroys the guest and spawns it again from

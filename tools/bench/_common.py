@@ -89,6 +89,22 @@ def drop_postgres_database(name: str) -> None:
     _as_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def scratch_cloud_backends(name: str) -> Iterator[tuple[str, str, str]]:
+    """A throwaway PostgreSQL database, RabbitMQ vhost and working directory named after
+    ``name``, for a benchmark that starts a whole cloud: (work directory, database URL,
+    transport URL); all removed after."""
+    import tempfile
+
+    database, database_url = create_postgres_database(name)
+    try:
+        with rabbit_vhost(name) as (_vhost, transport_url), \
+                tempfile.TemporaryDirectory(prefix=f"{name.replace('_', '-')}-") as work:
+            yield work, database_url, transport_url
+    finally:
+        drop_postgres_database(database)
+
+
 def _as_admin(statement: str) -> None:
     import sqlalchemy as sa
 

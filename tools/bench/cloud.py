@@ -42,13 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tools")]
 
-from _common import (  # noqa: E402
-    create_postgres_database,
-    drop_postgres_database,
-    percentile,
-    ping_from,
-    rabbit_vhost,
-)
+from _common import percentile, ping_from, scratch_cloud_backends  # noqa: E402
 
 PASSWORD = "bench-cloud-pw"
 CIDR_PREFIX = "10.77.0."
@@ -244,13 +238,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("tools/bench/cloud.py: needs root (namespaces, bridges, QEMU taps)", file=sys.stderr)
         return 1
-    name, database_url = create_postgres_database("fabric_bench_cloud")
-    try:
-        with rabbit_vhost("fabric_bench_cloud") as (_vhost, transport_url), \
-                tempfile.TemporaryDirectory(prefix="fabric-bench-cloud-") as work:
-            run(args, Path(work), database_url, transport_url)
-    finally:
-        drop_postgres_database(name)
+    with scratch_cloud_backends("fabric_bench_cloud") as (work, database_url, transport_url):
+        run(args, Path(work), database_url, transport_url)
     return 0
 
 

@@ -3,6 +3,18 @@
 For each server: PUT then GET of 1,000 objects of 64 KiB by 16 concurrent clients
 (ops/s, p50, p99), then a GET of one 1 GiB object by curl (MB/s, to /dev/null).
 
+The three servers run side by side for the whole run, and the PUT/GET phases are measured in
+``--rounds`` rounds (default 3), the servers' order rotated each round (fabric first in round 1,
+moto first in round 2 ...), each round on new keys. The table gives each figure's median over the
+rounds, and the fabric/moto ratios are the median of each round's own ratio: this machine is
+shared (a CI run, other agents), its load swings within seconds, and servers measured one after
+the other would be compared under different loads. The load average is printed with each round.
+
+Beside them, the disk's own ceiling for fabric's promise: 16 threads of this process writing
+1,000 blobs of the same size through fabric's BlobStore (write, fsync, rename, directory fsync;
+no HTTP, no database). moto keeps objects in memory and fsyncs nothing; no PUT that keeps the
+promise can be faster than this line.
+
 - fabric-objectstore: its own process (``python -m fabric.cmd.objectstore``) on a throwaway
   PostgreSQL database, bytes under a temporary directory (fsynced, as always).
 - moto_server (PyPI ``moto[server]``, what Python users reach for): bench-only, installed on
@@ -30,8 +42,8 @@ answer other than 2xx fails the run. The 1 GiB GET goes through a presigned URL 
 servers.
 
 Run from the repository root: ``python tools/bench/objectstore.py [--objects 1000]
-[--clients 16] [--size 65536] [--big-mib 1024] [--skip moto,nginx] [--workers N]``. Prints a table; removes
-every process, database and file it made.
+[--clients 16] [--size 65536] [--big-mib 1024] [--rounds 3] [--skip moto,nginx] [--workers N]``. Prints a
+table; removes every process, database and file it made.
 """
 
 from __future__ import annotations
@@ -41,9 +53,11 @@ import http.client
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -386,11 +400,10 @@ def big_get(server: Server, workdir: Path, mib: int) -> float:
     return float(speed) / 1e6
 
 
-def bench(server: Server, workdir: Path, args) -> dict:
-    create_bucket(server)
-    body = os.urandom(args.size)
+def bench_round(server: Server, workdir: Path, args, round_number: int, body: bytes) -> dict:
+    """One round's PUT and GET phases on keys of its own: {"put": (ops/s, p50 s, p99 s, CPU s/op), "get": ...}."""
     # The counted requests, then one extra per connection (see the module's docstring).
-    put_paths = [server.path("bench", f"obj{n:05d}") for n in range(args.objects + args.clients)]
+    put_paths = [server.path("bench", f"r{round_number}-obj{n:05d}") for n in range(args.objects + args.clients)]
     host = {"Host": f"127.0.0.1:{server.port}"}
     puts = [("PUT", p, dict(host, **signed_headers(server, "PUT", p, len(body)))) for p in put_paths]
     get_paths = put_paths[:args.objects] + put_paths[:args.clients]
@@ -400,8 +413,38 @@ def bench(server: Server, workdir: Path, args) -> dict:
     put_cpu, cpu = (cpu_seconds(server.procs) - cpu) / answered, cpu_seconds(server.procs)
     get_rate, get_p50, get_p99, answered = run_phase(server, workdir, gets, args.objects, b"", args.clients)
     get_cpu = (cpu_seconds(server.procs) - cpu) / answered
-    big = big_get(server, workdir, args.big_mib) if args.big_mib else 0.0
-    return {"put": (put_rate, put_p50, put_p99, put_cpu), "get": (get_rate, get_p50, get_p99, get_cpu), "big": big}
+    return {"put": (put_rate, put_p50, put_p99, put_cpu), "get": (get_rate, get_p50, get_p99, get_cpu)}
+
+
+def durable_write_ceiling(workdir: Path, count: int, size: int, threads: int) -> float:
+    """Blobs/s that ``threads`` native threads commit through fabric's BlobStore (write, fsync,
+    rename, directory fsync), ``count`` blobs of ``size`` bytes in all: the disk's limit for
+    PUTs that keep fabric's durability promise, with no HTTP and no database."""
+    from fabric.objectstore.storage import BlobStore
+
+    store = BlobStore(workdir / f"ceiling-{os.getpid()}-{time.monotonic_ns()}")
+    data = os.urandom(size)
+    shares = [count // threads + (1 if n < count % threads else 0) for n in range(threads)]
+
+    def write(share: int) -> None:
+        for _ in range(share):
+            with store.writer() as writer:
+                writer.write(data)
+                writer.commit()
+
+    workers = [threading.Thread(target=write, args=(share,)) for share in shares]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.monotonic() - started
+    shutil.rmtree(store.root)
+    return count / elapsed
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def main() -> int:
@@ -410,42 +453,74 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--size", type=int, default=64 * 1024)
     parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3, help="PUT/GET rounds, the servers' order rotated each round")
     parser.add_argument("--skip", default="", help="comma-separated: fabric, moto, nginx")
     parser.add_argument("--workers", type=int, default=0,
                         help="fabric-objectstore's [objectstore] workers (0: its default, one per CPU core)")
     args = parser.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    kinds = [kind for name, kind in (("fabric", Fabric), ("moto", Moto), ("nginx", Nginx)) if name not in skip]
     print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs", flush=True)
-    results = {}
+    rounds: dict[str, list[dict]] = {}
+    ceilings: list[float] = []
+    big: dict[str, float] = {}
+    body = os.urandom(args.size)
     with tempfile.TemporaryDirectory(prefix="fabric-bench-s3-") as tmp:
         workdir = Path(tmp)
-        for kind in (Fabric, Moto, Nginx):
-            if any({"moto": Moto, "nginx": Nginx, "fabric": Fabric}.get(s) is kind for s in skip):
-                continue
-            sub = workdir / kind.__name__.lower()
-            sub.mkdir()
-            server = Fabric(sub, args.workers) if kind is Fabric else kind(sub)
-            try:
-                results[server.name] = bench(server, workdir, args)
-            finally:
+        servers: list[Server] = []
+        try:
+            for kind in kinds:
+                sub = workdir / kind.__name__.lower()
+                sub.mkdir()
+                server = Fabric(sub, args.workers) if kind is Fabric else kind(sub)
+                servers.append(server)
+                create_bucket(server)
+                rounds[server.name] = []
+            for number in range(args.rounds):
+                order = servers[number % len(servers):] + servers[:number % len(servers)]
+                for server in order:
+                    rounds[server.name].append(bench_round(server, workdir, args, number, body))
+                ceilings.append(durable_write_ceiling(workdir, args.objects, args.size, args.clients))
+                figures = ", ".join(f"{name} PUT {r[-1]['put'][0]:.0f} GET {r[-1]['get'][0]:.0f}"
+                                    for name, r in rounds.items())
+                print(f"round {number + 1} (load {os.getloadavg()[0]:.2f}): {figures} ops/s; "
+                      f"durable writes {ceilings[-1]:.0f}/s", flush=True)
+            for server in servers:
+                big[server.name] = big_get(server, workdir, args.big_mib) if args.big_mib else 0.0
+        finally:
+            for server in servers:
                 server.stop()
-            print(f"done: {server.name}", flush=True)
-    print(f"\n{args.objects} x {args.size // 1024} KiB, {args.clients} clients; GET of {args.big_mib} MiB by curl")
+    print(f"\n{args.objects} x {args.size // 1024} KiB, {args.clients} clients, median of {args.rounds} round(s); "
+          f"GET of {args.big_mib} MiB by curl")
     print("(CPU ms/op: the server's own CPU time per request, all its processes, which the machine's other "
           "load does not inflate)")
     print(f"{'server':<22} {'PUT ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9} {'GET ops/s':>10} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9} {'big GET MB/s':>13}")
-    for name, r in results.items():
-        (pr, p50, p99, pc), (gr, g50, g99, gc) = r["put"], r["get"]
-        print(f"{name:<22} {pr:>10.0f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {pc * 1000:>9.2f} {gr:>10.0f} "
-              f"{g50 * 1000:>8.1f} {g99 * 1000:>8.1f} {gc * 1000:>9.2f} {r['big']:>13.0f}")
-    fabric, moto, nginx = (results.get(n) for n in ("fabric-objectstore", "moto_server", "nginx (static files)"))
+    for name, results in rounds.items():
+        put = [_median([r["put"][i] for r in results]) for i in range(4)]
+        get = [_median([r["get"][i] for r in results]) for i in range(4)]
+        print(f"{name:<22} {put[0]:>10.0f} {put[1] * 1000:>8.1f} {put[2] * 1000:>8.1f} {put[3] * 1000:>9.2f} "
+              f"{get[0]:>10.0f} {get[1] * 1000:>8.1f} {get[2] * 1000:>8.1f} {get[3] * 1000:>9.2f} {big[name]:>13.0f}")
+    if ceilings:
+        print(f"{'disk: durable writes':<22} {_median(ceilings):>10.0f}   ({args.clients} threads writing "
+              f"{args.size // 1024} KiB blobs through fabric's BlobStore: write, fsync, rename, directory fsync)")
+    fabric, moto, nginx = (rounds.get(n) for n in ("fabric-objectstore", "moto_server", "nginx (static files)"))
     if fabric and moto:
-        print(f"fabric / moto: PUT {fabric['put'][0] / moto['put'][0]:.1f}x, GET {fabric['get'][0] / moto['get'][0]:.1f}x"
-              " ops/s (goal: at least 5x); server CPU per op: PUT "
-              f"{moto['put'][3] / fabric['put'][3]:.1f}x less, GET {moto['get'][3] / fabric['get'][3]:.1f}x less")
-    if fabric and nginx and nginx["big"]:
-        print(f"fabric / nginx, 1 GiB GET: {fabric['big'] / nginx['big']:.2f} (goal: at least 0.5)")
+        def ratios(phase: str, index: int, inverse: bool = False) -> list[float]:
+            return [(m[phase][index] / f[phase][index]) if inverse else (f[phase][index] / m[phase][index])
+                    for f, m in zip(fabric, moto, strict=True)]
+
+        put, get = ratios("put", 0), ratios("get", 0)
+        print(f"fabric / moto, median of the rounds' ratios: PUT {_median(put):.1f}x "
+              f"({', '.join(f'{r:.1f}' for r in put)}), GET {_median(get):.1f}x ({', '.join(f'{r:.1f}' for r in get)})"
+              f" ops/s (goal: at least 5x); server CPU per op: PUT {_median(ratios('put', 3, True)):.1f}x less, "
+              f"GET {_median(ratios('get', 3, True)):.1f}x less")
+        if ceilings:
+            print(f"5x moto's PUT median would be {5 * _median([m['put'][0] for m in moto]):.0f} PUT/s; the disk "
+                  f"allows {_median(ceilings):.0f} durable writes/s")
+    fabric_big, nginx_big = big.get("fabric-objectstore"), big.get("nginx (static files)")
+    if fabric_big and nginx_big:
+        print(f"fabric / nginx, 1 GiB GET: {fabric_big / nginx_big:.2f} (goal: at least 0.5)")
     print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
     return 0
 

@@ -48,6 +48,7 @@ import datetime
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -170,6 +171,24 @@ class Cloud:
 
     def stop(self) -> None:
         stop_processes([w.popen for w in self.workers], timeout=60)
+
+
+def broker_connections(cloud: Cloud, vhost: str) -> dict[str, list[int]]:
+    """The vhost's AMQP connections by worker kind, as a count per process of that kind
+    (each worker's process tree): RabbitMQ's peer ports matched to local sockets by ``ss``."""
+    listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "vhost", "peer_port"],
+                            check=True, capture_output=True, text=True, timeout=60).stdout
+    ports = {int(port) for name, _, port in (line.partition("\t") for line in listed.splitlines())
+             if name == vhost and port.strip().isdigit()}
+    sockets = subprocess.run(["ss", "-Htnp", "state", "established"], check=True, capture_output=True, text=True,
+                             timeout=60).stdout
+    owner = {int(m[1]): int(m[2]) for m in re.finditer(r"\S+:(\d+)\s+\S+:5672\s+users:\(\(\"[^\"]*\",pid=(\d+)",
+                                                     sockets)}
+    counts: dict[str, list[int]] = collections.defaultdict(list)
+    for worker in cloud.workers:
+        pids = set(worker.pids())
+        counts[worker.kind].append(sum(1 for port in ports if owner.get(port) in pids))
+    return dict(counts)
 
 
 class Client:
@@ -394,6 +413,12 @@ def instance_rows(db: Database, ids: list[str]) -> list:
     return rows
 
 
+def database_sessions(db: Database) -> int:
+    """Sessions the server has opened on the storm's database so far (PostgreSQL's count)."""
+    with db.begin() as session:
+        return session.scalar(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()"))
+
+
 def count_where(db: Database, query) -> int:
     with db.begin() as session:
         return session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
@@ -456,14 +481,14 @@ def main() -> int:
         parser.error(f"--servers {args.servers}: {args.hosts} hosts hold at most {capacity:.0f}")
     db_name, db_url = create_postgres_database("fabric_storm")
     try:
-        with rabbit_vhost("fabric_storm") as (_vhost, amqp_url), \
+        with rabbit_vhost("fabric_storm") as (vhost, amqp_url), \
                 tempfile.TemporaryDirectory(prefix="fabric-storm-") as tmp:
-            return storm(args, Path(tmp), db_url, amqp_url)
+            return storm(args, Path(tmp), db_url, amqp_url, vhost)
     finally:
         drop_postgres_database(db_name)
 
 
-def storm(args: argparse.Namespace, work: Path, db_url: str, amqp_url: str) -> int:
+def storm(args: argparse.Namespace, work: Path, db_url: str, amqp_url: str, vhost: str) -> int:
     (work / "logs").mkdir()
     db = Database(db_url)
     bootstrap(db, PASSWORD)
@@ -478,6 +503,9 @@ def storm(args: argparse.Namespace, work: Path, db_url: str, amqp_url: str) -> i
               f"1 IPAM, API with [api] workers = {args.api_workers}, servers in the {args.security_group} "
               f"security group: ready after {time.monotonic() - started:.0f} s "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)", flush=True)
+        by_kind = broker_connections(cloud, vhost)
+        print(f"broker connections: {sum(map(sum, by_kind.values()))} in all; per process: " + ", ".join(
+            f"{kind} {'/'.join(map(str, counts))}" for kind, counts in sorted(by_kind.items())), flush=True)
         admin = Client(api_port)
         project = admin.login()
         body = prepare(admin, project, args.servers, args.security_group)
@@ -520,6 +548,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
                                         {"server": dict(body, name=f"storm-{number}")}, expect=(202,))
         return doc["server"]["id"], posted, time.time()
 
+    sessions_before = database_sessions(db)
     first_post = time.time()
     created = [c for c in run_clients(args.clients, list(range(n)), create, time.monotonic() + args.send_timeout)
                if c is not None]
@@ -535,6 +564,11 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
     print(f"POST /servers x{n} from {args.clients} clients: {n / (accepted - first_post):.1f}/s "
           f"(all accepted after {accepted - first_post:.1f} s)", flush=True)
     cpu_api_posts = cloud.cpu_by_kind().get("api", 0.0) - cpu_before.get("api", 0.0)
+    # Connections opened meanwhile (a pool's overflow closed and opened again under a burst
+    # costs its process a connect each), and how loaded the machine was: the CPU figures of
+    # two runs compare only at a similar load.
+    print(f"  database sessions opened meanwhile (every process): {database_sessions(db) - sessions_before}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
     wait_settled(cloud, db, Instance.vm_state.not_in(("active", "error")), args.timeout, "create")
     rows = instance_rows(db, ids)

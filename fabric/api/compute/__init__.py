@@ -16,16 +16,20 @@ def register(app: falcon.App) -> None:
         diagnostics,
         flavors,
         hosts,
+        images,
         keypairs,
         quotas,
         server_events,
         server_groups,
+        server_ips,
         server_metadata,
         servers,
         tags,
         usage,
+        volume_attachments,
     )
 
-    for module in (flavors, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
-                   availability_zones, usage, server_events, tags, diagnostics, aggregates):
+    for module in (flavors, images, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
+                   availability_zones, usage, server_events, tags, diagnostics, aggregates, volume_attachments,
+                   server_ips):
         module.register(app, PREFIX)

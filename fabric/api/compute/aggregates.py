@@ -17,6 +17,7 @@ from marshmallow import Schema, fields, validate
 
 from fabric import exception
 from fabric.api import common
+from fabric.api.compute import microversion
 from fabric.api.compute.hosts import INTERNAL_ZONE
 from fabric.db.models import Aggregate, AggregateHost, ComputeNode, Service
 from fabric.scheduler.aggregates import ZONE_KEY, zone_conflicts
@@ -50,10 +51,11 @@ AGGREGATE_UPDATE = Schema.from_dict({"aggregate": fields.Nested(AggregateUpdateS
 _ACTIONS = {"add_host": HostSchema(), "remove_host": HostSchema(), "set_metadata": MetadataSchema()}
 
 
-def aggregate_document(aggregate: Aggregate, hosts: list[str]) -> dict:
-    """An aggregate as Compute 2.1 shows it."""
+def aggregate_document(aggregate: Aggregate, hosts: list[str], version: tuple[int, int] = (2, 1)) -> dict:
+    """An aggregate as Compute shows it at ``version`` (its "uuid" from 2.41)."""
     metadata = dict(aggregate.metadata_items or {})
-    return {"id": aggregate.id, "name": aggregate.name, "availability_zone": metadata.get(ZONE_KEY),
+    doc = {"uuid": aggregate.uuid} if version >= microversion.AGGREGATE_UUID else {}
+    return doc | {"id": aggregate.id, "name": aggregate.name, "availability_zone": metadata.get(ZONE_KEY),
             "hosts": hosts, "metadata": metadata, "created_at": common.isotime(aggregate.created_at, micro=True),
             "updated_at": common.isotime(aggregate.updated_at, micro=True), "deleted_at": None, "deleted": False}
 
@@ -67,8 +69,8 @@ def _hosts(session, aggregate_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def _document(session, aggregate: Aggregate) -> dict:
-    return aggregate_document(aggregate, _hosts(session, [aggregate.id])[aggregate.id])
+def _document(session, aggregate: Aggregate, version: tuple[int, int]) -> dict:
+    return aggregate_document(aggregate, _hosts(session, [aggregate.id])[aggregate.id], version)
 
 
 def _find(session, aggregate_id: str) -> Aggregate:
@@ -111,7 +113,7 @@ class Aggregates:
         with common.deps(req).db.begin() as session:
             aggregates = list(session.scalars(sa.select(Aggregate).order_by(Aggregate.id)))
             hosts = _hosts(session, [a.id for a in aggregates])
-            docs = [aggregate_document(a, hosts[a.id]) for a in aggregates]
+            docs = [aggregate_document(a, hosts[a.id], microversion.of(req)) for a in aggregates]
         common.respond(resp, {"aggregates": docs})
 
     def on_post(self, req, resp):
@@ -123,14 +125,14 @@ class Aggregates:
             aggregate = Aggregate(name=data["name"], metadata_items=metadata)
             session.add(aggregate)
             session.flush()
-            doc = _document(session, aggregate)
+            doc = _document(session, aggregate, microversion.of(req))
         common.respond(resp, {"aggregate": doc})
 
 
 class AggregateItem:
     def on_get(self, req, resp, aggregate_id):
         with common.deps(req).db.begin() as session:
-            doc = _document(session, _find(session, aggregate_id))
+            doc = _document(session, _find(session, aggregate_id), microversion.of(req))
         common.respond(resp, {"aggregate": doc})
 
     def on_put(self, req, resp, aggregate_id):
@@ -145,7 +147,7 @@ class AggregateItem:
             if "availability_zone" in data:
                 _set_zone(session, aggregate, data["availability_zone"])
             session.flush()
-            doc = _document(session, aggregate)
+            doc = _document(session, aggregate, microversion.of(req))
         common.respond(resp, {"aggregate": doc})
 
     def on_delete(self, req, resp, aggregate_id):
@@ -220,7 +222,7 @@ class AggregateAction:
             else:
                 _set_metadata(session, aggregate, args["metadata"])
             session.flush()
-            doc = _document(session, aggregate)
+            doc = _document(session, aggregate, microversion.of(req))
         common.respond(resp, {"aggregate": doc})
 
 

@@ -7,7 +7,8 @@ Below microversion 2.48 Nova's document is the driver's own flat dictionary (``m
 reads only the standard fields 2.48 brought (``state``, ``num_cpus``, ``memory_details``,
 ``nic_details`` ...), whatever version it negotiated, so the document carries those too,
 derived here from the same counters: a pre-2.48 document may hold any keys, and this way
-the CLI shows the guest rather than a column of nulls.
+the CLI shows the guest rather than a column of nulls. From 2.48 the document is the standard
+fields alone, as Nova's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from fabric import exception
 from fabric.api import common
+from fabric.api.compute import microversion
 from fabric.api.compute.lookup import get_instance
 from fabric.compute import states
 from fabric.db.models import ComputeNode
@@ -77,7 +79,9 @@ class ServerDiagnostics:
             raise exception.Conflict(reason=f"server {server_id} is {vm_state} and not on a host yet; it has no "
                                             f"diagnostics")
         counters = deps.clients.compute.get_diagnostics(context, host=host, instance_id=server_id)
-        common.respond(resp, counters | standard_fields(counters, power_state, hypervisor_type))
+        standard = standard_fields(counters, power_state, hypervisor_type)
+        common.respond(resp, standard if microversion.at_least(req, microversion.STANDARD_DIAGNOSTICS)
+                       else counters | standard)
 
 
 def register(app: falcon.App, prefix: str) -> None:

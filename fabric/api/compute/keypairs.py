@@ -1,24 +1,31 @@
 """os-keypairs: import a public key or generate a pair; list, show, delete.
 
 Keys are parsed with ``cryptography`` so a malformed key is refused with a
-clear message; generated pairs are Ed25519 and the private key is returned
-once, never stored.
+clear message; generated SSH pairs are Ed25519, generated x509 ones an RSA key
+and its self-signed certificate, and the private key is returned once, never
+stored. From microversion 2.2 a pair has a ``type`` (``ssh`` or ``x509``) and
+create and delete answer 201 and 204; from 2.35 the listing pages (``limit``,
+``marker`` naming a key pair), sorted by name.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 
 import falcon
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.x509.oid import NameOID
 from marshmallow import Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
 from fabric.api import common, quota
+from fabric.api.compute import microversion
 from fabric.db.models import Keypair
 
 _NAME = validate.Regexp(r"^[A-Za-z0-9 _.@-]{1,255}$",
@@ -28,7 +35,7 @@ _NAME = validate.Regexp(r"^[A-Za-z0-9 _.@-]{1,255}$",
 class KeypairCreateSchema(Schema):
     name = fields.String(required=True, validate=_NAME)
     public_key = fields.String(load_default=None, allow_none=True)
-    type = fields.String(load_default="ssh", validate=validate.OneOf(["ssh"]))
+    type = fields.String(validate=validate.OneOf(["ssh", "x509"]))  # 2.2
 
 
 KEYPAIR_CREATE = Schema.from_dict({"keypair": fields.Nested(KeypairCreateSchema, required=True)})()
@@ -46,6 +53,29 @@ def fingerprint_of(public_key: str) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def certificate_fingerprint_of(certificate: str) -> str:
+    """An x509 certificate's SHA-1 fingerprint (aa:bb:...) as Nova shows it; Invalid if it is not one."""
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.strip().encode("utf-8"))
+    except (ValueError, UnicodeError) as exc:
+        raise exception.Invalid(reason=f"keypair.public_key is not a PEM x509 certificate: {exc}") from None
+    digest = cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 (Nova's fingerprint, not a signature)
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def generate_certificate(name: str) -> tuple[str, str]:
+    """(private key in PEM, self-signed certificate in PEM) of a new x509 pair named ``name``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode("ascii")
+    return private, cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 def generate_pair() -> tuple[str, str]:
     """(private key in OpenSSH PEM, public key line) of a new Ed25519 pair."""
     key = ed25519.Ed25519PrivateKey.generate()
@@ -56,8 +86,11 @@ def generate_pair() -> tuple[str, str]:
     return private, public + " fabric-generated"
 
 
-def keypair_document(pair: Keypair, full: bool) -> dict:
-    doc = {"name": pair.name, "public_key": pair.public_key, "fingerprint": pair.fingerprint, "type": pair.type}
+def keypair_document(pair: Keypair, full: bool, with_type: bool = True) -> dict:
+    """A key pair as Nova shows it (``full``: as ``show`` does; ``with_type``: from 2.2)."""
+    doc = {"name": pair.name, "public_key": pair.public_key, "fingerprint": pair.fingerprint}
+    if with_type:
+        doc["type"] = pair.type
     if full:
         doc.update({"id": pair.id, "user_id": pair.user_id, "created_at": common.isotime(pair.created_at),
                     "updated_at": None, "deleted": False, "deleted_at": None})
@@ -77,18 +110,38 @@ def _user_filter(req) -> str:
 class Keypairs:
     def on_get(self, req, resp):
         user_id = _user_filter(req)
+        typed = microversion.at_least(req, microversion.KEYPAIR_TYPE)
+        query = sa.select(Keypair).where(Keypair.user_id == user_id).order_by(Keypair.name)
+        limit, marker = None, None
+        if microversion.at_least(req, microversion.KEYPAIR_PAGES):
+            limit, marker = common.int_param(req, "limit", minimum=0), req.get_param("marker")
         with common.deps(req).db.begin() as session:
-            rows = session.scalars(sa.select(Keypair).where(Keypair.user_id == user_id).order_by(Keypair.name))
-            common.respond(resp, {"keypairs": [{"keypair": keypair_document(k, False)} for k in rows]})
+            if marker is not None:
+                if session.scalar(sa.select(Keypair.id).where(Keypair.user_id == user_id,
+                                                              Keypair.name == marker)) is None:
+                    raise exception.Invalid(reason=f"marker {marker!r} is not a keypair of this user")
+                query = query.where(Keypair.name > marker)
+            rows = session.scalars(query.limit(limit + 1) if limit is not None else query).all()
+            more = limit is not None and len(rows) > limit
+            rows = rows[:limit] if limit is not None else rows
+            doc: dict = {"keypairs": [{"keypair": keypair_document(k, False, typed)} for k in rows]}
+        if more and rows:
+            doc["keypairs_links"] = [{"rel": "next", "href": f"{common.deps(req).base_url(req)}/compute/v2.1/"
+                                                             f"os-keypairs?limit={limit}&marker={rows[-1].name}"}]
+        common.respond(resp, doc)
 
     def on_post(self, req, resp):
         context = common.ctx(req)
         data = common.body(req, KEYPAIR_CREATE)["keypair"]
+        typed = microversion.at_least(req, microversion.KEYPAIR_TYPE)
+        if "type" in data:
+            microversion.require(req, microversion.KEYPAIR_TYPE, "keypair.type")
+        kind = data.get("type", "ssh")
         private = None
         public = data["public_key"]
         if public is None:
-            private, public = generate_pair()
-        fingerprint = fingerprint_of(public)
+            private, public = generate_certificate(data["name"]) if kind == "x509" else generate_pair()
+        fingerprint = certificate_fingerprint_of(public) if kind == "x509" else fingerprint_of(public)
         try:
             with common.deps(req).db.begin() as session:
                 count = session.scalar(sa.select(sa.func.count()).select_from(Keypair)
@@ -98,16 +151,16 @@ class Keypairs:
                     raise exception.QuotaExceeded(resource="key_pairs", project=context.project_id,
                                                   requested=1, in_use=count, limit=limit)
                 pair = Keypair(name=data["name"], user_id=context.user_id, fingerprint=fingerprint,
-                               public_key=public.strip(), type=data["type"])
+                               public_key=public.strip(), type=kind)
                 session.add(pair)
                 session.flush()
-                doc = keypair_document(pair, False)
+                doc = keypair_document(pair, False, typed)
                 doc["user_id"] = context.user_id
         except sa_exc.IntegrityError:
             raise exception.Conflict(reason=f"keypair {data['name']!r} already exists for this user") from None
         if private is not None:
             doc["private_key"] = private
-        common.respond(resp, {"keypair": doc})
+        common.respond(resp, {"keypair": doc}, falcon.HTTP_201 if typed else falcon.HTTP_200)
 
 
 class KeypairItem:
@@ -117,7 +170,8 @@ class KeypairItem:
             pair = session.scalar(sa.select(Keypair).where(Keypair.user_id == user_id, Keypair.name == name))
             if pair is None:
                 raise exception.NotFound(kind="Keypair", ident=name)
-            common.respond(resp, {"keypair": keypair_document(pair, True)})
+            common.respond(resp, {"keypair": keypair_document(
+                pair, True, microversion.at_least(req, microversion.KEYPAIR_TYPE))})
 
     def on_delete(self, req, resp, name):
         user_id = _user_filter(req)
@@ -125,7 +179,7 @@ class KeypairItem:
             if not session.execute(sa.delete(Keypair).where(Keypair.user_id == user_id,
                                                             Keypair.name == name)).rowcount:
                 raise exception.NotFound(kind="Keypair", ident=name)
-        resp.status = falcon.HTTP_202
+        resp.status = falcon.HTTP_204 if microversion.at_least(req, microversion.KEYPAIR_TYPE) else falcon.HTTP_202
 
 
 def register(app: falcon.App, prefix: str) -> None:

@@ -8,6 +8,7 @@ from marshmallow import INCLUDE, Schema, fields
 
 from fabric import exception
 from fabric.api import common, quota
+from fabric.api.compute import microversion
 from fabric.db.models import Project, Quota, ServerGroup
 
 #: Nova quota names whose limits are fixed in fabric, shown with nova's defaults. Only
@@ -16,6 +17,11 @@ FIXED_LIMITS = {"metadata_items": 128, "injected_files": 5, "injected_file_conte
                 "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10,
                 "fixed_ips": -1, "floating_ips": -1, "security_groups": -1, "security_group_rules": -1}
 _COMPUTE = ("instances", "cores", "ram", "key_pairs")
+#: The network quotas Nova shows before microversion 2.36 and drops from it.
+NETWORK_QUOTAS = ("fixed_ips", "floating_ips", "security_groups", "security_group_rules")
+#: /limits fields dropped at 2.36 (network) and 2.39 (image metadata).
+_NETWORK_LIMITS = ("maxSecurityGroups", "maxSecurityGroupRules", "maxTotalFloatingIps", "totalFloatingIpsUsed",
+                   "totalSecurityGroupsUsed")
 
 
 class QuotaSetSchema(Schema):
@@ -49,14 +55,22 @@ class Limits:
             "totalInstancesUsed": use["instances"], "totalCoresUsed": use["cores"], "totalRAMUsed": use["ram"],
             "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": groups,
         }
+        if microversion.at_least(req, microversion.NO_NETWORK_PROXIES):
+            for name in _NETWORK_LIMITS:
+                del absolute[name]
+        if microversion.at_least(req, microversion.NO_IMAGE_META_LIMIT):
+            del absolute["maxImageMeta"]
         common.respond(resp, {"limits": {"rate": [], "absolute": absolute}})
 
 
-def quota_set(project_id: str, lim: dict, use: dict | None = None) -> dict:
+def quota_set(project_id: str, lim: dict, use: dict | None = None, version: tuple[int, int] = (2, 1)) -> dict:
+    """A project's quota set as Nova shows it at ``version`` (``use``: the detail form)."""
     doc: dict = {"id": project_id}
     for name in _COMPUTE:
         doc[name] = lim[name] if use is None else {"limit": lim[name], "in_use": use[name], "reserved": 0}
     for name, value in FIXED_LIMITS.items():
+        if name in NETWORK_QUOTAS and version >= microversion.NO_NETWORK_PROXIES:
+            continue
         doc[name] = value if use is None else {"limit": value, "in_use": 0, "reserved": 0}
     return doc
 
@@ -64,15 +78,18 @@ def quota_set(project_id: str, lim: dict, use: dict | None = None) -> dict:
 class QuotaSet:
     def on_get(self, req, resp, project_id):
         with common.deps(req).db.begin() as session:
-            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id))})
+            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id),
+                                                         version=microversion.of(req))})
 
     def on_get_detail(self, req, resp, project_id):
         with common.deps(req).db.begin() as session:
             common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id),
-                                                         quota.usages(session, project_id))})
+                                                         quota.usages(session, project_id),
+                                                         microversion.of(req))})
 
     def on_get_defaults(self, req, resp, project_id):
-        common.respond(resp, {"quota_set": quota_set(project_id, dict(quota.DEFAULT_LIMITS))})
+        common.respond(resp, {"quota_set": quota_set(project_id, dict(quota.DEFAULT_LIMITS),
+                                                     version=microversion.of(req))})
 
     def on_put(self, req, resp, project_id):
         data = common.body(req, QUOTA_UPDATE)["quota_set"]
@@ -90,7 +107,8 @@ class QuotaSet:
         for name, value in data.items():
             quota.set_limit(deps.db, project_id, name, int(value))
         with deps.db.begin() as session:
-            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id))})
+            common.respond(resp, {"quota_set": quota_set(project_id, quota.limits(session, project_id),
+                                                         version=microversion.of(req))})
 
     def on_delete(self, req, resp, project_id):
         with common.deps(req).db.begin() as session:

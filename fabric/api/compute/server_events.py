@@ -1,6 +1,7 @@
 """os-instance-actions (``openstack server event list`` and ``server event show``): the
 actions of a server the caller may see, newest first, with the compute worker's part of
-each as its one event (fabric.compute.instance_actions records them)."""
+each as its one event (fabric.compute.instance_actions records them). The events are shown
+to admins, and from microversion 2.51 to everyone (without the traceback)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 
 from fabric import exception
 from fabric.api import common
+from fabric.api.compute import microversion
 from fabric.api.compute.lookup import get_instance
 from fabric.db.models import InstanceAction
 
@@ -40,11 +42,15 @@ class ServerEvent:
             if action is None:
                 raise exception.NotFound(kind="Action of request", ident=request_id)
             doc = _action_document(action, server_id)
+            if not (context.is_admin or microversion.at_least(req, microversion.ACTION_EVENTS)):
+                common.respond(resp, {"instanceAction": doc})  # before 2.51 events are an admin's
+                return
             doc["events"] = [{"event": f"compute_{action.action}",
                               "start_time": common.isotime(action.start_time, micro=True),
                               "finish_time": common.isotime(action.finish_time, micro=True),
-                              "result": action.result,
-                              "traceback": action.message if context.is_admin else None}]
+                              "result": action.result}]
+            if context.is_admin:  # Nova shows the traceback to admins only
+                doc["events"][0]["traceback"] = action.message
         common.respond(resp, {"instanceAction": doc})
 
 

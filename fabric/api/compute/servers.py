@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import re
@@ -14,28 +15,24 @@ import secrets
 import falcon
 import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
+from sqlalchemy import exc as sa_exc
 
 from fabric import exception, images
 from fabric.api import common, ports, quota
-from fabric.api.compute import microversion, tags, views
-from fabric.api.compute.flavors import find_flavor, links
+from fabric.api.compute import boot_requests, list_filters, microversion, tags, views, volume_attachments
+from fabric.api.compute.flavors import KnownFlavors, find_flavor, flavor_ident, known_flavors, links
 from fabric.api.compute.hosts import node_zones
 from fabric.api.compute.lookup import get_instance, get_instance_for_update
-from fabric.api.network import find_network
+from fabric.api.network import usable_network_id
 from fabric.compute import instance_actions, states
 from fabric.compute.api import ComputeService
 from fabric.compute.faults import add_fault
-from fabric.db.models import Instance, Keypair, ServerGroup
-from fabric.db.types import utcnow
+from fabric.db.models import Instance, InstanceTag, Keypair, ServerGroup
+from fabric.db.types import new_uuid, utcnow
 from fabric.network import secgroups_db
+from fabric.rpc.outbox import StagedCast
 
 LOG = logging.getLogger(__name__)
-
-
-class NetworkRequestSchema(Schema):
-    uuid = fields.String(validate=validate.Length(min=1, max=36))
-    port = fields.String(validate=validate.Length(min=1, max=36))
-    fixed_ip = fields.IP()
 
 
 class ServerCreateSchema(Schema):
@@ -43,9 +40,13 @@ class ServerCreateSchema(Schema):
         unknown = INCLUDE  # nova ignores fields of extensions it does not have; so do we
 
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    imageRef = fields.String(required=True, validate=validate.Length(min=1))
+    # Empty or absent when booting from a volume (block_device_mapping_v2: volume_attachments).
+    imageRef = fields.String(load_default="")
+    block_device_mapping_v2 = fields.Raw(load_default=None)
     flavorRef = fields.String(required=True, validate=validate.Length(min=1))
-    networks = fields.List(fields.Nested(NetworkRequestSchema), load_default=list)
+    # A list, or "auto"/"none" from 2.37: checked by fabric.api.compute.boot_requests.
+    networks = fields.Raw(load_default=None)
+    tags = fields.Raw()  # 2.52
     key_name = fields.String(allow_none=True, load_default=None)
     availability_zone = fields.String(allow_none=True, load_default=None)
     metadata = fields.Dict(keys=fields.String(validate=validate.Length(max=255)),
@@ -57,6 +58,10 @@ class ServerCreateSchema(Schema):
     security_groups = fields.List(fields.Dict(), load_default=list)
     description = fields.String(allow_none=True, validate=validate.Length(max=255))  # 2.19
     return_reservation_id = fields.Boolean(load_default=False)
+    adminPass = fields.String(validate=validate.Length(max=255))
+    # Where the owner says the server is reached (kept and shown as given; nothing routes to them).
+    accessIPv4 = fields.IPv4()
+    accessIPv6 = fields.IPv6()
 
 
 SERVER_CREATE = Schema.from_dict({
@@ -90,6 +95,14 @@ def _check_description(req, data: dict) -> None:
                                        f"(OpenStack-API-Version: compute {needed}); this request asked for {asked}")
 
 
+def access_addresses(data: dict) -> dict[str, str | None]:
+    """The instance columns of the accessIPv4/accessIPv6 a create, update or rebuild body gives
+    (addresses its schema validated, as Nova's: never empty), in their canonical text; those it
+    leaves out are not in the result."""
+    names = {"accessIPv4": "access_ip_v4", "accessIPv6": "access_ip_v6"}
+    return {column: str(data[name]) for name, column in names.items() if name in data}
+
+
 def _check_zone(session, zone: str | None) -> None:
     """Raise Invalid unless ``zone`` is None or the zone of some compute host (its aggregate's or
     its node's: fabric.scheduler.aggregates), as Nova refuses an unknown zone at once."""
@@ -111,31 +124,63 @@ def compute_service(deps) -> ComputeService:
 class ServerUpdateSchema(Schema):
     name = fields.String(validate=validate.Length(min=1, max=255))
     description = fields.String(allow_none=True, validate=validate.Length(max=255))  # 2.19
-    # Accepted and ignored, as Nova does: fabric has no access addresses.
-    accessIPv4 = fields.String()
-    accessIPv6 = fields.String()
+    # Where the owner says the server is reached (kept and shown as given; nothing routes to them).
+    accessIPv4 = fields.IPv4()
+    accessIPv6 = fields.IPv6()
 
 
 SERVER_UPDATE = Schema.from_dict({"server": fields.Nested(ServerUpdateSchema, required=True)})()
 
 
 def _validate_networks(session, context, requested: list[dict]) -> list[dict]:
+    """The requested networks and ports (fabric.api.compute.boot_requests) as the compute worker
+    plugs them; a device tag goes with its request."""
     out = []
     for index, item in enumerate(requested):
         if item.get("port"):
             # The user's port as it is, with the address it holds (fabric.api.ports): the server keeps it.
-            out.append(ports.nic_request(session, context, item["port"]))
+            out.append(ports.nic_request(session, context, item["port"]) | _tag_of(item))
             continue
         if not item.get("uuid"):
             raise exception.Invalid(reason=f"server.networks[{index}] needs a 'uuid' or a 'port'")
-        network = find_network(session, context, item["uuid"])
-        out.append({"network_id": network.id, "port_id": None,
-                    "fixed_ip": str(item["fixed_ip"]) if item.get("fixed_ip") else None})
+        network_id = usable_network_id(session, context, item["uuid"])
+        out.append({"network_id": network_id, "port_id": None,
+                    "fixed_ip": str(item["fixed_ip"]) if item.get("fixed_ip") else None} | _tag_of(item))
     return out
+
+
+def _tag_of(item: dict) -> dict:
+    return {"tag": item["tag"]} if "tag" in item else {}
+
+
+#: The quota resources a server takes.
+SERVER_RESOURCES = ("instances", "cores", "ram")
+#: A create's INSERTs, built once (a statement built per request costs its cache key each time).
+_INSERT_INSTANCE, _INSERT_TAG = sa.insert(Instance.__table__), sa.insert(InstanceTag.__table__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CreatePlan:
+    """What a checked create writes: the flavor's snapshot, the image's properties, the NICs
+    (each with its security groups), the server group, the key, the quota and the scheduler's spec."""
+
+    flavor: dict
+    image_props: dict
+    networks: list[dict]
+    group_id: str | None
+    key_data: str | None
+    deltas: dict[str, int]
+    request_spec: dict
 
 
 class Servers:
     def on_post(self, req, resp):
+        """Check the request, take the quota and write the servers (rows, tags, actions and the
+        scheduler's cast) in one transaction, so a refusal at any step leaves nothing written;
+        then send the cast. A boot volume is the exception: it is reserved, by its own
+        transaction, between the checks and the writes (given back if the writes fail). The
+        flavor may be one this process knows (flavors.KnownFlavors): a create that finds it
+        gone at the write runs once more, everything read afresh."""
         deps, context = common.deps(req), common.ctx(req)
         project_id = common.require_project(context)
         data = common.body(req, SERVER_CREATE)
@@ -143,71 +188,136 @@ class Servers:
         count = spec["max_count"] or spec["min_count"]
         _check_description(req, spec)
         _check_user_data(spec["user_data"])
+        boot_tags = boot_requests.boot_tags(req, spec)
         if count < spec["min_count"]:
             raise exception.Invalid(reason=f"server.max_count {count} is below min_count {spec['min_count']}")
-        with deps.db.begin() as session:
-            flavor = find_flavor(session, context, spec["flavorRef"])
-            # The images the compute worker will boot, resolved by the same rule it uses, for the
-            # instance's project: a bad kernel_id/ramdisk_id is refused here, before any write.
-            image = images.resolve_boot(session, project_id, spec["imageRef"].rstrip("/").rsplit("/", 1)[-1]).image
-            if image.min_ram > flavor.memory_mb or (flavor.disk_gb and image.min_disk > flavor.disk_gb):
-                raise exception.Invalid(reason=f"flavor {flavor.id} is too small for image {image.id} "
-                                               f"(needs {image.min_ram} MiB RAM, {image.min_disk} GiB disk)")
-            networks = _validate_networks(session, context, spec["networks"])
-            _check_zone(session, spec["availability_zone"])
-            group_id = hints.get("group")
-            if group_id is not None:
-                group = session.get(ServerGroup, str(group_id))
-                if group is None or not common.visible(context, group.project_id):
-                    raise exception.NotFound(kind="Server group", ident=str(group_id))
-            key_data = None
-            if spec["key_name"]:
-                key_data = session.scalar(sa.select(Keypair.public_key).where(
-                    Keypair.user_id == context.user_id, Keypair.name == spec["key_name"]))
-                if key_data is None:
-                    raise exception.Invalid(reason=f"keypair {spec['key_name']!r} does not exist for this user")
-            snapshot = {"id": flavor.id, "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
-                        "disk_gb": flavor.disk_gb, "extra_specs": dict(flavor.extra_specs or {})}
-            image_props = {"id": image.id, "min_ram": image.min_ram, "min_disk": image.min_disk,
-                           "properties": dict(image.properties or {})}
-        # The groups the server's new ports start in (fabric.network.secgroups_db), checked before any write.
-        groups = secgroups_db.resolve_for_new_ports(deps.db, project_id, [
-            str(g.get("name", "")) for g in spec["security_groups"]])
-        networks = [dict(n, security_groups=groups) for n in networks]
-        deltas = {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.memory_mb * count}
-        quota.ensure_usage_rows(deps.db, project_id, deltas)
-        now = utcnow()
-        request_spec = {"flavor": snapshot, "image": image_props, "availability_zone": spec["availability_zone"],
-                        "scheduler_hints": hints, "requested_networks": networks, "key_name": spec["key_name"],
-                        "project_id": project_id, "user_id": context.user_id, "num_instances": count}
-        with deps.db.begin() as session:
-            quota.reserve(session, project_id, deltas)
-            instances = []
-            for n in range(count):
-                instance = Instance(
-                    display_name=spec["name"] if count == 1 else f"{spec['name']}-{n + 1}",
-                    project_id=project_id, user_id=context.user_id, flavor_id=flavor.id, vcpus=flavor.vcpus,
-                    memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, image_id=image.id,
-                    key_name=spec["key_name"], availability_zone=spec["availability_zone"],
-                    vm_state=states.BUILDING, task_state=states.SCHEDULING, power_state=0, task_started_at=now,
-                    requested_networks=networks, metadata_items=spec["metadata"], network_info=[],
-                    failed_hosts=[], server_group_id=str(group_id) if group_id is not None else None,
-                    user_data=spec["user_data"] or None, key_data=key_data, launch_index=n,
-                    description=spec.get("description"))
-                session.add(instance)
-                instances.append(instance)
-            session.flush()
-            ids = [i.id for i in instances]
-            for ident in ids:
-                instance_actions.start(session, context, ident, instance_actions.CREATE)
-            # Committed with the rows: a crash before the broker confirms it leaves the cast for
-            # the next API start to send (fabric.rpc.outbox), never a server stuck in BUILD.
-            staged = deps.outbox.stage(session, "api.schedule", context, instance_ids=ids, request_spec=request_spec)
+        boot_volume = volume_attachments.boot_volume_request(spec, count)
+        # Each of these runs its own transactions: done before the create's opens, so that it
+        # never holds one connection while waiting for another. Once this process knows a
+        # project's usage rows they cost no statement.
+        volume_image = None if boot_volume is None else \
+            volume_attachments.boot_volume_image_props(deps, context, boot_volume["uuid"])
+        quota.ensure_usage_rows(deps.db, project_id, SERVER_RESOURCES)
+        known = known_flavors(deps.db)
+        args = (req, deps, context, project_id, spec, hints, count, boot_tags, boot_volume, volume_image)
+        try:
+            ids, plan, staged = self._create(*args, known)
+        except sa_exc.IntegrityError:
+            # A row the create names went meanwhile: most likely the flavor this process knew
+            # (the server row's foreign key refused it). Once more, everything read afresh.
+            known.forget(flavor_ident(spec["flavorRef"]))
+            ids, plan, staged = self._create(*args, None)
         try:
             deps.outbox.send(staged)
         except exception.Unroutable as err:
             LOG.error("Could not ask the scheduler to build %s: %s", ids, err.message)
-            _fail_build(deps.db, ids, project_id, deltas, err)
+            _fail_build(deps.db, ids, project_id, plan.deltas, err)
+        self._created(req, resp, deps, spec, ids)
+
+    def _create(self, req, deps, context, project_id: str, spec: dict, hints: dict, count: int,
+                boot_tags: list[str], boot_volume: dict | None, volume_image: dict | None,
+                known: KnownFlavors | None) -> tuple[list[str], _CreatePlan, StagedCast]:
+        """Check and write the create (see on_post): the servers' ids, the plan and the staged cast.
+        ``known``: the flavors this process knows (None: read the flavor)."""
+        if boot_volume is None:
+            with deps.db.begin() as session:
+                plan = self._plan(req, session, context, project_id, spec, hints, count, volume_image, known)
+                ids, staged = self._insert(session, deps, context, spec, count, project_id, plan, boot_tags, None)
+            return ids, plan, staged
+        with deps.db.begin() as session:
+            plan = self._plan(req, session, context, project_id, spec, hints, count, volume_image, known)
+        # Reserved for the server's id before the server exists (the build connects it).
+        server_id = new_uuid()
+        boot_attachment = volume_attachments.reserve_boot_volume(deps, context, boot_volume, server_id)
+        try:
+            with deps.db.begin() as session:
+                ids, staged = self._insert(session, deps, context, spec, count, project_id, plan, boot_tags,
+                                           server_id)
+        except BaseException:
+            volume_attachments.release_boot_volume(deps, context, boot_attachment)
+            raise
+        return ids, plan, staged
+
+    @staticmethod
+    def _plan(req, session, context, project_id: str, spec: dict, hints: dict, count: int,
+              volume_image: dict | None, known: KnownFlavors | None) -> _CreatePlan:
+        """Every check of a create, read in ``session`` (the flavor, the image or the boot
+        volume's ``volume_image``, the networks and ports, the zone, the server group, the key,
+        the security groups); raises the first refusal. Writes nothing but a missing ``default``
+        security group (kept only if the caller's transaction commits)."""
+        flavor = known.find(session, context, spec["flavorRef"]) if known else \
+            find_flavor(session, context, spec["flavorRef"])
+        # The images the compute worker will boot, resolved by the same rule it uses, for the
+        # instance's project: a bad kernel_id/ramdisk_id is refused here, before any write.
+        if volume_image is None:
+            image = images.resolve_boot(session, project_id, spec["imageRef"].rstrip("/").rsplit("/", 1)[-1]).image
+            if image.min_ram > flavor.memory_mb or (flavor.disk_gb and image.min_disk > flavor.disk_gb):
+                raise exception.Invalid(reason=f"flavor {flavor.id} is too small for image {image.id} "
+                                               f"(needs {image.min_ram} MiB RAM, {image.min_disk} GiB disk)")
+            image_props = {"id": image.id, "min_ram": image.min_ram, "min_disk": image.min_disk,
+                           "properties": dict(image.properties or {})}
+        else:
+            image_props = volume_image
+        networks = _validate_networks(session, context, boot_requests.requested_networks(req, session, context, spec))
+        _check_zone(session, spec["availability_zone"])
+        group_id = hints.get("group")
+        if group_id is not None:
+            group = session.get(ServerGroup, str(group_id))
+            if group is None or not common.visible(context, group.project_id):
+                raise exception.NotFound(kind="Server group", ident=str(group_id))
+        key_data = None
+        if spec["key_name"]:
+            key_data = session.scalar(sa.select(Keypair.public_key).where(
+                Keypair.user_id == context.user_id, Keypair.name == spec["key_name"]))
+            if key_data is None:
+                raise exception.Invalid(reason=f"keypair {spec['key_name']!r} does not exist for this user")
+        # The groups the server's new ports start in.
+        groups = secgroups_db.resolve_for_new_ports(session, project_id, [
+            str(g.get("name", "")) for g in spec["security_groups"]])
+        networks = [dict(n, security_groups=groups) for n in networks]
+        snapshot = {"id": flavor.id, "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
+                    "disk_gb": flavor.disk_gb, "extra_specs": dict(flavor.extra_specs or {})}
+        request_spec = {"flavor": snapshot, "image": image_props, "availability_zone": spec["availability_zone"],
+                        "scheduler_hints": hints, "requested_networks": networks, "key_name": spec["key_name"],
+                        "project_id": project_id, "user_id": context.user_id, "num_instances": count}
+        return _CreatePlan(flavor=snapshot, image_props=image_props, networks=networks,
+                           group_id=None if group_id is None else str(group_id), key_data=key_data,
+                           deltas={"instances": count, "cores": flavor.vcpus * count,
+                                   "ram": flavor.memory_mb * count},
+                           request_spec=request_spec)
+
+    @staticmethod
+    def _insert(session, deps, context, spec: dict, count: int, project_id: str, plan: _CreatePlan,
+                boot_tags: list[str], server_id: str | None) -> tuple[list[str], StagedCast]:
+        """Take the quota, add the server rows, their tags and actions, and stage the scheduler's
+        cast, in ``session``; their ids and the staged cast (send it after the commit)."""
+        now = utcnow()
+        flavor = plan.flavor
+        quota.reserve(session, project_id, plan.deltas)
+        ids = [server_id] if server_id else [new_uuid() for _ in range(count)]
+        # Core INSERTs on the session's connection: nothing later in the request reads these
+        # rows back, so the ORM's unit of work would be cost without use.
+        conn = session.connection()
+        conn.execute(_INSERT_INSTANCE, [dict(
+            id=ident, display_name=spec["name"] if count == 1 else f"{spec['name']}-{n + 1}",
+            project_id=project_id, user_id=context.user_id, flavor_id=flavor["id"], vcpus=flavor["vcpus"],
+            memory_mb=flavor["memory_mb"], disk_gb=flavor["disk_gb"], image_id=plan.image_props["id"],
+            key_name=spec["key_name"], availability_zone=spec["availability_zone"],
+            vm_state=states.BUILDING, task_state=states.SCHEDULING, power_state=0, task_started_at=now,
+            requested_networks=plan.networks, metadata_items=spec["metadata"], network_info=[],
+            failed_hosts=[], server_group_id=plan.group_id, user_data=spec["user_data"] or None,
+            key_data=plan.key_data, launch_index=n, description=spec.get("description"),
+            access_ip_v4=None, access_ip_v6=None) | access_addresses(spec) for n, ident in enumerate(ids)])
+        if boot_tags:
+            conn.execute(_INSERT_TAG, [{"instance_id": ident, "tag": tag}
+                                                  for ident in ids for tag in boot_tags])
+        instance_actions.start_all(conn, context, ids, instance_actions.CREATE)
+        # Committed with the rows: a crash before the broker confirms it leaves the cast for
+        # the next API start to send (fabric.rpc.outbox), never a server stuck in BUILD.
+        staged = deps.outbox.stage(conn, "api.schedule", context, instance_ids=ids, request_spec=plan.request_spec)
+        return ids, staged
+
+    def _created(self, req, resp, deps, spec, ids) -> None:
         base = deps.base_url(req)
         resp.set_header("Location", f"{base}/compute/v2.1/servers/{ids[0]}")
         if spec["return_reservation_id"]:
@@ -217,7 +327,7 @@ class Servers:
         # Exactly Nova's 2.1 create document (tempest's schema admits no other field).
         doc = {"id": ids[0], "links": links(base, "servers", ids[0]), "OS-DCF:diskConfig": "MANUAL",
                "security_groups": [{"name": g.get("name")} for g in spec["security_groups"]] or [{"name": "default"}],
-               "adminPass": secrets.token_urlsafe(12)}
+               "adminPass": spec.get("adminPass") or secrets.token_urlsafe(12)}
         common.respond(resp, {"server": doc}, falcon.HTTP_202)
 
     def _list(self, req, resp, detail: bool):
@@ -232,13 +342,17 @@ class Servers:
             query = query.where(Instance.project_id == common.require_project(context))
         if req.get_param("status"):
             status = req.get_param("status").upper()
-            if status not in views.STATUS_FILTER:
+            if status not in views.STATUS_FILTER and not microversion.at_least(req, microversion.STRICT_STATUS):
+                query = query.where(sa.false())  # before 2.38 Nova answered an unknown status with no servers
+            elif status not in views.STATUS_FILTER:
                 raise exception.Invalid(reason=f"status {status!r} is unknown; known: "
                                                f"{', '.join(sorted(views.STATUS_FILTER))}")
-            query = query.where(Instance.vm_state == views.STATUS_FILTER[status])
+            else:
+                query = query.where(Instance.vm_state == views.STATUS_FILTER[status])
         query = common.equal_filters(query, req, {"image": Instance.image_id, "flavor": Instance.flavor_id,
                                                   "host": Instance.host, "key_name": Instance.key_name})
         query = tags.filter_servers(query, req)
+        query = list_filters.changes_since(query, req)
         sort_key = req.get_param("sort_key") or "created_at"
         if sort_key not in _SORT_KEYS:
             raise exception.Invalid(reason=f"sort_key {sort_key!r} is not supported; use one of "
@@ -259,6 +373,7 @@ class Servers:
             rows = session.execute(query).all()
             if name_re is not None:
                 rows = [r for r in rows if name_re.search(r.display_name)]
+            rows = list_filters.by_address(session, rows, req)
             if marker:
                 index = next((i for i, r in enumerate(rows) if r.id == marker), None)
                 if index is None:
@@ -273,11 +388,12 @@ class Servers:
             version = microversion.of(req)
             server_tags = views.tags_for(session, rows, scope) if detail and version >= microversion.TAGS else {}
             faults = views.faults_for(session, rows) if detail else {}
+            flavors = views.flavors_for(session, rows) if detail and version >= microversion.FLAVOR_EMBEDDED else {}
             base = deps.base_url(req)
             if detail:
                 # Encoded server by server (each cached while its row is unchanged), then joined.
                 docs = [views.server_json(r, base, context.is_admin, addresses.get(r.id, {}), faults.get(r.id),
-                                          groups.get(r.id), version, server_tags.get(r.id)) for r in rows]
+                                          groups.get(r.id), version, server_tags.get(r.id), flavors) for r in rows]
             else:
                 docs = [views.server_document(r, base, context.is_admin, {}, None, False) for r in rows]
         next_links = [{"rel": "next", "href": f"{base}/compute/v2.1/servers{'/detail' if detail else ''}"
@@ -315,16 +431,17 @@ def _fail_build(db, ids: list[str], project_id: str, deltas: dict, err: exceptio
 
 class ServerItem:
     @staticmethod
-    def _respond(req, resp, session, context, instance: Instance) -> None:
-        """Answer the server's document, read in ``session``."""
+    def _respond(req, resp, session, context, instance: Instance, brief: bool = False) -> None:
+        """Answer the server's document, read in ``session`` (``brief``: as Nova answers an update)."""
         addresses = views.addresses_for(session, [instance])[instance.id]
         groups = views.groups_for(session, [instance])[instance.id]
         fault = views.faults_for(session, [instance]).get(instance.id)
         version = microversion.of(req)
         server_tags = views.tags_for(session, [instance])[instance.id] if version >= microversion.TAGS else None
-        common.respond(resp, {"server": views.server_document(
+        doc = views.server_document(
             instance, common.deps(req).base_url(req), context.is_admin, addresses, fault, groups=groups,
-            version=version, tags=server_tags)})
+            version=version, tags=server_tags, flavors=views.flavors_for(session, [instance]))
+        common.respond(resp, {"server": views.update_view(doc) if brief else doc})
 
     def on_get(self, req, resp, server_id):
         deps, context = common.deps(req), common.ctx(req)
@@ -342,8 +459,10 @@ class ServerItem:
                 instance.display_name = data["name"]
             if "description" in data:
                 instance.description = data["description"]
+            for column, value in access_addresses(data).items():
+                setattr(instance, column, value)
             session.flush()
-            self._respond(req, resp, session, context, instance)
+            self._respond(req, resp, session, context, instance, brief=True)
 
     def on_delete(self, req, resp, server_id):
         """Accept the delete once (compute's api: task deleting, or deleted at once for a server

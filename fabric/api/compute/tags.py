@@ -37,6 +37,17 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def check_tags(values, where: str) -> list[str]:
+    """``values`` (a body's list of tags, e.g. a 2.52 server create's, named ``where``) as a sorted
+    set if Nova would accept it; Invalid naming the bad value otherwise."""
+    if not isinstance(values, list):
+        raise exception.Invalid(reason=f"{where} must be a list of tags, not {type(values).__name__}")
+    wanted = sorted({check_tag(t) for t in values})
+    if len(wanted) > MAX_TAGS:
+        raise exception.Invalid(reason=f"{where} names {len(wanted)} tags; the limit is {MAX_TAGS}")
+    return wanted
+
+
 def _check_count(count: int, server_id: str) -> None:
     if count > MAX_TAGS:
         raise exception.Invalid(reason=f"server {server_id} would have {count} tags; the limit is {MAX_TAGS}")

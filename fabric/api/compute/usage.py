@@ -15,13 +15,14 @@ import sqlalchemy as sa
 
 from fabric import exception
 from fabric.api import common
+from fabric.api.compute import microversion
 from fabric.db.models import Flavor, Instance
 from fabric.db.types import utcnow
 
 _HOUR = datetime.timedelta(hours=1)
 
 
-def _when(req: falcon.Request, name: str, default: datetime.datetime) -> datetime.datetime:
+def query_time(req: falcon.Request, name: str, default: datetime.datetime | None) -> datetime.datetime | None:
     """A period bound from the query (ISO 8601; naive means UTC), as naive UTC."""
     raw = req.get_param(name)
     if not raw:
@@ -37,7 +38,7 @@ def _when(req: falcon.Request, name: str, default: datetime.datetime) -> datetim
 
 def _period(req: falcon.Request) -> tuple[datetime.datetime, datetime.datetime]:
     now = utcnow()
-    start, stop = _when(req, "start", now - datetime.timedelta(days=1)), _when(req, "end", now)
+    start, stop = query_time(req, "start", now - datetime.timedelta(days=1)), query_time(req, "end", now)
     if stop < start:
         raise exception.Invalid(reason=f"end {common.isotime(stop)} is before start {common.isotime(start)}")
     return start, min(stop, now)
@@ -78,17 +79,38 @@ def _tenant_usage(project_id: str, servers: list[dict], start: datetime.datetime
     return doc
 
 
+def _page(req, servers: list[dict], path: str, links_key: str) -> tuple[list[dict], dict]:
+    """From microversion 2.40, ``servers`` cut to the page ``limit`` and ``marker`` (a server's
+    id) name, and the next page's link under ``links_key`` when there is one."""
+    if not microversion.at_least(req, microversion.USAGE_PAGES):
+        return servers, {}
+    limit, marker = common.int_param(req, "limit", minimum=0), req.get_param("marker")
+    if marker is not None:
+        index = next((i for i, s in enumerate(servers) if s["instance_id"] == marker), None)
+        if index is None:
+            raise exception.Invalid(reason=f"marker {marker!r} is not a server in this period's usage")
+        servers = servers[index + 1:]
+    if limit is None or len(servers) <= limit:
+        return servers, {}
+    servers = servers[:limit]
+    query = "&".join(f"{k}={v}" for k, v in req.params.items() if k not in ("marker", "limit"))
+    href = f"{common.deps(req).base_url(req)}/compute/v2.1/{path}?{query + '&' if query else ''}limit={limit}" \
+           f"&marker={servers[-1]['instance_id']}"
+    return servers, {links_key: [{"rel": "next", "href": href}]}
+
+
 class Usages:
     def on_get(self, req, resp):
         start, stop = _period(req)
         detailed = req.get_param_as_bool("detailed", default=False)
         with common.deps(req).db.begin() as session:
             servers = _server_usages(session, start, stop, None)
+        servers, links = _page(req, servers, "os-simple-tenant-usage", "tenant_usages_links")
         by_project: dict[str, list[dict]] = {}
         for server in servers:
             by_project.setdefault(server["tenant_id"], []).append(server)
         common.respond(resp, {"tenant_usages": [_tenant_usage(p, s, start, stop, detailed)
-                                                for p, s in sorted(by_project.items())]})
+                                                for p, s in sorted(by_project.items())]} | links)
 
 
 class ProjectUsage:
@@ -96,9 +118,10 @@ class ProjectUsage:
         start, stop = _period(req)
         with common.deps(req).db.begin() as session:
             servers = _server_usages(session, start, stop, project_id)
+        servers, links = _page(req, servers, f"os-simple-tenant-usage/{project_id}", "tenant_usage_links")
         # Nova answers an empty object for a project that used nothing in the period.
         usage = _tenant_usage(project_id, servers, start, stop, True) if servers else {}
-        common.respond(resp, {"tenant_usage": usage})
+        common.respond(resp, {"tenant_usage": usage} | links)
 
 
 def register(app: falcon.App, prefix: str) -> None:

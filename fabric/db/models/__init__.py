@@ -54,6 +54,7 @@ from fabric.db.models.outbox import OutboxCast
 from fabric.db.models.secgroups import PortSecurityGroup, SecurityGroup, SecurityGroupRule
 from fabric.db.models.services import ComputeNode, ServerGroupHost, Service
 from fabric.db.models.topology import Datacenter, Segment, Tenant, TopologyHost
+from fabric.db.models.volumes import Volume, VolumeAttachment, VolumeExport, VolumeSnapshot
 
 __all__ = [
     "AddressAllocation", "AddressPool", "Aggregate", "AggregateHost", "ApplicationCredential",
@@ -64,4 +65,5 @@ __all__ = [
     "PolicyBlob", "ProjectEndpointGroup", "ProjectParent", "ProjectTag", "QuotaUsage", "Region", "Role", "RoleAssignment", "RoleGrant", "Router", "RouterInterface",
     "SecurityGroup", "SecurityGroupRule", "Segment", "ServerGroup", "ServerGroupHost", "Service",
     "StoredObject", "Subnet", "SubnetPool", "Tenant", "Token", "TopologyHost", "UploadPart", "User",
+    "Volume", "VolumeAttachment", "VolumeExport", "VolumeSnapshot",
 ]

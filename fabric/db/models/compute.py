@@ -21,6 +21,8 @@ class Flavor(Timestamps, Base):
     disk_gb: Mapped[int] = mapped_column(default=0)
     is_public: Mapped[bool] = mapped_column(default=True)
     extra_specs: Mapped[dict] = mapped_column(Json, default=dict)
+    #: Compute 2.55's free-text description (up to 65535 characters, as Nova's).
+    description: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Image(Timestamps, Base):
@@ -106,6 +108,10 @@ class Instance(Timestamps, Base):
     locked_reason: Mapped[str | None] = mapped_column(sa.String(255))
     # Compute 2.19's free-text description (shown from that microversion on).
     description: Mapped[str | None] = mapped_column(sa.String(255))
+    # The addresses its owner says the server is reached at (accessIPv4/accessIPv6): given at
+    # create, update or rebuild, shown as given; nothing routes to them.
+    access_ip_v4: Mapped[str | None] = mapped_column(sa.String(39))
+    access_ip_v6: Mapped[str | None] = mapped_column(sa.String(39))
 
 
 class InstanceFault(Base):

@@ -4,6 +4,7 @@ the service catalog and application credentials."""
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,6 +24,8 @@ class Project(Timestamps, Base):
     domain_id: Mapped[str] = mapped_column(sa.String(64), default="default")
     description: Mapped[str] = mapped_column(sa.String(255), default="")
     enabled: Mapped[bool] = mapped_column(default=True)
+    #: A project acting as a domain (Keystone's ``is_domain``): its id is also a domain's.
+    is_domain: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class ProjectParent(Base):
@@ -79,6 +82,19 @@ class Domain(Timestamps, Base):
     enabled: Mapped[bool] = mapped_column(default=True)
 
 
+class DomainConfig(Base):
+    """One option of a domain's identity configuration (``/v3/domains/{id}/config``), stored
+    and answered as given; fabric's drivers do not read it."""
+
+    __tablename__ = "domain_configs"
+
+    domain_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("domains.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    group: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    option: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(Json, nullable=True)
+
+
 class Group(Timestamps, Base):
     """A set of users that can be granted roles as one."""
 
@@ -120,11 +136,19 @@ class RoleGrant(Base):
     role_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("roles.id", ondelete="CASCADE"))
 
 
+#: ``roles.domain_id`` of a global role.
+GLOBAL_ROLE = ""
+
+
 class Role(Base):
     __tablename__ = "roles"
+    __table_args__ = (sa.UniqueConstraint("domain_id", "name"),)
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
-    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    #: The domain a domain-specific role belongs to; '' for a global role (a key, so names are
+    #: unique per domain on every backend: NULLs would never collide).
+    domain_id: Mapped[str] = mapped_column(sa.String(64), default=GLOBAL_ROLE, server_default=GLOBAL_ROLE)
 
 
 class ImpliedRole(Base):
@@ -289,3 +313,59 @@ class QuotaUsage(Base):
     project_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("projects.id", ondelete="CASCADE"))
     resource: Mapped[str] = mapped_column(sa.String(64))
     in_use: Mapped[int] = mapped_column(default=0)
+
+
+class IdentityGeneration(Base):
+    """One row (``id`` 1) whose ``generation`` grows, in the same transaction, with every
+    write that can change what a token check answers (:data:`TOKEN_CHECK_TABLES`): an API
+    process keeps the tokens it validated while the generation it read stays the same
+    (:class:`fabric.api.tokens.ValidatedTokens`)."""
+
+    __tablename__ = "identity_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+
+
+#: Every table a token check reads. A write to any of them bumps the identity generation
+#: (issuing a token, and counting wrong passwords, change no token already issued: those two
+#: do not). tests/unit/api/test_token_cache.py checks that this covers what the check reads.
+TOKEN_CHECK_TABLES = frozenset({
+    "tokens", "users", "domains", "projects", "project_parents", "application_credentials", "roles",
+    "implied_roles", "role_assignments", "role_grants", "group_memberships", "identity_groups"})
+_LOCKOUT_COLUMNS = frozenset({"failed_auth_count", "failed_auth_at", "updated_at"})
+_BUMP = (sa.update(IdentityGeneration.__table__).where(IdentityGeneration.__table__.c.id == 1)
+         .values(generation=IdentityGeneration.__table__.c.generation + 1))
+
+
+def _changes_no_issued_token(statement, multiparams, params) -> bool:
+    """A new token, or a wrong password counted: writes that leave every issued token as it was."""
+    if isinstance(statement, sa.Insert):
+        return statement.table.name == "tokens"
+    if not isinstance(statement, sa.Update) or statement.table.name != "users":
+        return False
+    written = {getattr(key, "key", key) for key in getattr(statement, "_values", None) or {}}
+    for row in ([params] if params else []) + list(multiparams or []):
+        written |= {key for key in row if key != "users_id"}  # the ORM's primary-key parameter
+    return bool(written) and written <= _LOCKOUT_COLUMNS
+
+
+@sa.event.listens_for(sa.engine.Engine, "before_execute")
+def _bump_generation(conn, statement, multiparams, params, execution_options) -> None:
+    """Bump the generation before any INSERT, UPDATE or DELETE of a token-check table, on the
+    same connection (so in the same transaction, and taken first, so two such transactions
+    queue on this row rather than deadlock on each other's). Bumping on every statement
+    rather than once per transaction keeps no state that a savepoint could make wrong; identity
+    writes are rare (issuing a token is not one), so the table's presence is looked up each time."""
+    if not isinstance(statement, (sa.Insert, sa.Update, sa.Delete)):
+        return
+    if statement.table.name not in TOKEN_CHECK_TABLES or _changes_no_issued_token(statement, multiparams, params):
+        return
+    if sa.inspect(conn).has_table(IdentityGeneration.__tablename__):  # absent below schema 0019 (migrations)
+        conn.execute(_BUMP)
+
+
+@sa.event.listens_for(IdentityGeneration.__table__, "after_create")
+def _first_generation(table, connection, **_kw) -> None:
+    """A schema made from the models (tests, ``create_all``) gets the row the migration makes."""
+    connection.execute(table.insert().values(id=1, generation=0))

@@ -52,6 +52,12 @@ class Subnet(Timestamps, Base):
     #: The subnet pool its CIDR was carved from (None: given by hand).
     subnetpool_id: Mapped[str | None] = mapped_column(
         sa.String(36), sa.ForeignKey("subnet_pools.id", ondelete="RESTRICT"), index=True)
+    #: IPv6 only: how guests get addresses (slaac, dhcpv6-stateful, dhcpv6-stateless) and what the
+    #: router advertisements say (the same values); None: not set (see fabric.network.ipv6).
+    ipv6_address_mode: Mapped[str | None] = mapped_column(sa.String(16))
+    ipv6_ra_mode: Mapped[str | None] = mapped_column(sa.String(16))
+    #: Routes handed to guests by DHCP (option 121): [{"destination": cidr, "nexthop": address}].
+    host_routes: Mapped[list | None] = mapped_column(Json, default=list)
 
 
 class Port(Timestamps, Base):
@@ -164,6 +170,9 @@ class Router(Timestamps, Base):
     gateway_port_id: Mapped[str | None] = mapped_column(
         sa.String(36), sa.ForeignKey("ports.id", ondelete="SET NULL"))
     enable_snat: Mapped[bool] = mapped_column(default=True)
+    #: Extra routes: [{"destination": cidr, "nexthop": address}], each next hop inside one of
+    #: the router's subnets (fabric.api.routers checks it).
+    routes: Mapped[list | None] = mapped_column(Json, default=list)
 
 
 class RouterInterface(Base):

@@ -26,6 +26,11 @@ floating and router gateway addresses of a mapped external network are put on th
 host's interface to it (marked proto 176), so the outside reaches them on-link; fabric's
 nftables table translates them (:mod:`fabric.network.nat`).
 
+Announcements: when an addressed endpoint of an L2 network is plugged (a guest boots, a
+moved guest arrives) and when an address is put on an external interface, the host sends
+gratuitous ARP for it (from the endpoint's MAC on its bridge; from the interface's own MAC
+there), so neighbours holding a stale entry for the address replace it at once.
+
 The metadata service (once :meth:`LinuxDriver.serve_metadata` is called): the
 address 169.254.169.254/32 is put on the namespace's loopback, so it is local
 and the host answers ARP for it on every device (as nova-network did), and
@@ -36,6 +41,7 @@ or through their DHCP server's address (the bridge's address).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -45,7 +51,7 @@ from fabric.config import Settings
 from fabric.metadata import METADATA_ADDRESS
 from fabric.metadata.server import MetadataServer
 from fabric.network import edge, nat, secgroups
-from fabric.network.dhcp import DhcpServers
+from fabric.network.dhcp import DhcpServers, entry_text
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.kernel import Kernel
 from fabric.network.model import EndpointSpec, HostState, NetworkSpec
@@ -116,9 +122,20 @@ class LinuxDriver(NetworkDriver):
                 if cidr != network.host_address:
                     self.kernel.remove_address(bridge, cidr)
             self.kernel.ensure_address(bridge, network.host_address)
+        if bridge is not None and network.ipv6_address and network.network_type != "flat":
+            self._apply_ipv6(bridge, network.ipv6_address)
         self._apply_dhcp(network.id)
         self._apply_nat()
         self._apply_metadata()
+
+    def _apply_ipv6(self, bridge: str, cidr: str) -> None:
+        """IPv6 on ``bridge`` (off by default in a namespace made off, as tests make them) with
+        ``cidr`` on it, the address its router advertisements and DHCPv6 answers come from.
+        The bridge takes no advertisements itself (the host is the network's advertiser) and
+        skips duplicate detection (its address is the host's by allocation), so it is usable at once."""
+        for key, value in (("accept_ra", "0"), ("accept_dad", "0"), ("disable_ipv6", "0")):
+            self.kernel.set_sysctl(f"net/ipv6/conf/{bridge}/{key}", value)
+        self.kernel.ensure_address(bridge, cidr)
 
     def _apply_vxlan(self, network: NetworkSpec, bridge: str) -> None:
         local = self.settings.network.tunnel_address
@@ -191,11 +208,17 @@ class LinuxDriver(NetworkDriver):
             if endpoint.address:
                 self.kernel.ensure_route(f"{endpoint.address}/32", dev=device)
             self._apply_routed_dhcp()
-        if network.dhcp:
+        if network.dhcp or network.ipv6_mode:
             self._apply_dhcp(network.id)
         self._apply_nat()
         if network.network_type == "routed":
             self._apply_metadata()
+        elif endpoint.address and master is not None:
+            # Neighbours that knew the address at another MAC (an address IPAM handed out again)
+            # or behind another host (a guest that moved) learn where it is now, without waiting
+            # for their entry to go stale. A routed endpoint's neighbours reach it through their
+            # own host's gateway: they have nothing to relearn.
+            self._announce(master, endpoint.address, endpoint.mac)
 
     def _remove_endpoint(self, endpoint_id: str, endpoint: EndpointSpec | None) -> None:
         # Deleting the device takes its /32 route and (for a veth) its peer with it.
@@ -204,7 +227,7 @@ class LinuxDriver(NetworkDriver):
             network = self.state.networks.get(endpoint.network_id)
             if endpoint.address and network is not None and network.network_type == "routed":
                 self.kernel.delete_route(f"{endpoint.address}/32")
-            if network is not None and network.dhcp:
+            if network is not None and (network.dhcp or network.ipv6_mode):
                 self._apply_dhcp(network.id)
         self._apply_routed_dhcp()
         self._apply_nat()
@@ -265,21 +288,41 @@ class LinuxDriver(NetworkDriver):
             self.dhcp.stop(network_id)
             return
         network = self.state.networks[network_id]
-        self.dhcp.ensure(network_id, self.bridge_of(network), network.host_address, sorted(entries))
+        ipv6 = (network.ipv6_address, network.ipv6_mode) if network.ipv6_mode else None
+        self.dhcp.ensure(network_id, self.bridge_of(network), network.host_address if network.dhcp else None,
+                         sorted(entries), router=self.gateway_of(network), ipv6=ipv6)
+
+    def gateway_of(self, network: NetworkSpec, state: HostState | None = None) -> str | None:
+        """The default gateway this host's DHCP server gives the network's guests: its own address on
+        the network's bridge while it routes for them (a router realised here has a leg on the
+        network, or a floating address here translates to one of them), else none (an isolated
+        network). Each host answers only its own guests, so a guest routes through its own host."""
+        state = self.state if state is None else state
+        if network.network_type not in ("vxlan", "vlan") or not network.host_address:
+            return None
+        local = {e.address for e in state.endpoints_of(network.id) if e.address}
+        if any(network.id in r.networks for r in state.routers.values()) or \
+                any(f.fixed_address in local for f in state.floating.values()):
+            return str(ipaddress.ip_interface(network.host_address).ip)
+        return None
 
     def wanted_dhcp(self, state: HostState | None = None) -> dict[str, set[tuple[str, str]]]:
         """DHCP server name -> the (MAC, address) entries it serves for ``state`` (default: the
-        driver's): each L2 network with DHCP on, named by its id, and, while the host has
+        driver's): each L2 network with DHCP or an IPv6 mode on, named by its id (an entry's
+        address part as :func:`~fabric.network.dhcp.entry_text` writes it), and, while the host has
         addressed routed endpoints, :data:`ROUTED_DHCP` for all of them."""
         state = self.state if state is None else state
         wanted: dict[str, set[tuple[str, str]]] = {}
         routed: set[tuple[str, str]] = set()
         for network in state.networks.values():
-            entries = {(e.mac.lower(), e.address) for e in state.endpoints_of(network.id) if e.address}
             if network.network_type == "routed":
-                routed |= entries
-            elif network.dhcp and self.bridge_of(network) is not None:
-                wanted[network.id] = entries
+                routed |= {(e.mac.lower(), e.address) for e in state.endpoints_of(network.id) if e.address}
+            elif (network.dhcp or network.ipv6_mode) and self.bridge_of(network) is not None:
+                stateful = network.ipv6_mode == "dhcpv6-stateful"
+                wanted[network.id] = {
+                    (e.mac.lower(), entry_text(e.address if network.dhcp else None, e.address6 if stateful else None))
+                    for e in state.endpoints_of(network.id)
+                    if (network.dhcp and e.address) or (stateful and e.address6)}
         if routed and state.routed is not None:
             wanted[ROUTED_DHCP] = routed
         return wanted
@@ -296,6 +339,9 @@ class LinuxDriver(NetworkDriver):
 
     def _apply_floating(self) -> None:
         self._apply_nat()
+        for network_id, network in sorted(self.state.networks.items()):
+            if network.dhcp:  # its guests' gateway follows the routers and floating addresses here
+                self._apply_dhcp(network_id)
 
     def _apply_nat(self, force: bool = False) -> None:
         if self.state.routers or self.state.floating:
@@ -321,11 +367,21 @@ class LinuxDriver(NetworkDriver):
                 present = set(self.kernel.addresses(interface, fabric_only=True))
                 for cidr in sorted(wanted - present):
                     self.kernel.ensure_address(interface, cidr, marked=True)
+                    # The outside may still hold the address at another host's MAC (it moved here).
+                    self._announce(interface, cidr.split("/")[0])
                 for cidr in sorted(present - wanted):
                     self.kernel.remove_address(interface, cidr)
             except exception.KernelError as exc:
                 # NAT still works for an outside that routes to this host: never fail the rest for it.
                 LOG.error("external interface %s on %s: %s", interface, self.host, exc.message)
+
+    def _announce(self, device: str, address: str, mac: str | None = None) -> None:
+        """Gratuitous ARP for ``address`` at ``mac`` (default: ``device``'s) on ``device``; a failure
+        is logged, never raised: the address still works once neighbours' entries expire."""
+        try:
+            self.kernel.announce(device, address, mac)
+        except exception.KernelError as exc:
+            LOG.warning("cannot announce %s on %s (%s): %s", address, device, self.host, exc.message)
 
     def edge_addresses(self) -> dict[str, list[str]]:
         """Mapped external interface -> the addresses fabric holds on it."""

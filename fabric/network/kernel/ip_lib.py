@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno as errnos
 import ipaddress
 import os
+import socket
+import struct
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -385,6 +387,31 @@ class Kernel:
                     raise
 
         self._run("delete fdb", f"{remote} on {name}", delete)
+
+    # --- announcements --------------------------------------------------------------------
+
+    def announce(self, name: str, address: str, mac: str | None = None) -> None:
+        """Tell every neighbour on link ``name`` that IPv4 ``address`` is at ``mac`` (default: the
+        link's own MAC), at once: a gratuitous ARP request and a gratuitous ARP reply, broadcast.
+        A neighbour holding an entry for ``address`` replaces it (Linux takes either form without
+        ``arp_accept``; some stacks take only one); one that has none creates none.
+
+        Raises KernelError when the link does not exist or the frame cannot be sent.
+        """
+        def send(local: dict[str, Any]) -> None:
+            try:
+                with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+                    sock.bind((name, 0))
+                    sender = bytes.fromhex(mac.replace(":", "")) if mac else sock.getsockname()[4]
+                    ip = socket.inet_aton(address)
+                    for op, target in ((1, bytes(6)), (2, sender)):  # request; reply (RFC 2002's target MAC)
+                        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + sender + ip + target + ip
+                        sock.send((b"\xff" * 6 + sender + b"\x08\x06" + arp).ljust(60, b"\0"))
+            except OSError as exc:
+                raise exception.KernelError(op="announce", target=f"{address} on {name} in {self.where}",
+                                            errno=exc.errno or 0, reason=exc.strerror or str(exc)) from None
+
+        self._thread.run(send)
 
     # --- sysctls and commands ---------------------------------------------------------
 

@@ -26,16 +26,18 @@ from fabric.virt.driver import (
     HostResources,
     NetworkInterface,
     PowerState,
+    VolumeDisk,
 )
 
 
 class _FakeGuest:
-    __slots__ = ("spec", "state", "interfaces", "console", "disk")
+    __slots__ = ("spec", "state", "interfaces", "console", "disk", "volumes")
 
     def __init__(self, spec: GuestSpec) -> None:
         self.spec = spec
         self.state = PowerState.RUNNING
         self.interfaces = {vif.mac: vif for vif in spec.interfaces}
+        self.volumes = {disk.volume_id: disk for disk in spec.volumes}
         self.console: list[str] = []
         #: The guest's disk file (a copy of its image's), when the driver keeps disks.
         self.disk: Path | None = None
@@ -279,6 +281,29 @@ class FakeDriver(ComputeDriver):
         with self._lock:
             self._enter("detach_interface")
             self._guest(uuid).interfaces.pop(interface.mac, None)
+
+    # --- volumes -------------------------------------------------------
+
+    def attach_volume(self, uuid: str, disk: VolumeDisk) -> None:
+        disk.validate(uuid)
+        with self._lock:
+            self._enter("attach_volume")
+            guest = self._guest(uuid)
+            if disk.volume_id in guest.volumes:
+                return
+            if disk.device in {d.device for d in guest.volumes.values()}:
+                raise GuestStateInvalid(action="attach a volume to", instance=uuid,
+                                        state=f"using {disk.device}", accepted=f"{disk.device} free")
+            guest.volumes[disk.volume_id] = disk
+
+    def detach_volume(self, uuid: str, volume_id: str) -> None:
+        with self._lock:
+            self._enter("detach_volume")
+            self._guest(uuid).volumes.pop(volume_id, None)
+
+    def volumes(self, uuid: str) -> list[VolumeDisk]:
+        """The guest's attached volumes (a test helper)."""
+        return list(self._guest(uuid).volumes.values())
 
     def interfaces(self, uuid: str) -> list[NetworkInterface]:
         """The guest's NICs (a test helper)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from fabric.virt.driver import GuestSpec, NetworkInterface
+from fabric.virt.libvirt import volumes
 
 #: Every domain fabric defines is named with this prefix; others are not ours.
 NAME_PREFIX = "fabric-"
@@ -74,6 +75,8 @@ def guest_xml(spec: GuestSpec, domain_type: str, console_log: str, disk_path: st
         ET.SubElement(disk, "driver", name="qemu", type=disk_format)
         ET.SubElement(disk, "source", file=disk_path)
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    for volume in spec.volumes:
+        devices.append(volumes.disk_element(volume, spec.uuid))
     for vif in spec.interfaces:
         devices.append(interface_element(vif))
     serial = ET.SubElement(devices, "serial", type="file")

@@ -1,4 +1,5 @@
-"""Guest disks: a cached base copy of each image and a qcow2 overlay per guest."""
+"""Guest disks: a cached base copy of each image and a qcow2 overlay per guest (or a blank qcow2
+for a guest that boots a kernel without a disk image)."""
 
 from __future__ import annotations
 
@@ -57,4 +58,9 @@ class ImageCache:
         size = max(int(info.get("virtual-size", 0)), disk_gb * 1024**3)
         qemu_img("create", "-q", "-f", "qcow2", "-F", source_format, "-b", str(base), str(target), str(size),
                   host=self.host, instance=instance)
+        return target
+
+    def create_blank(self, target: Path, disk_gb: int, instance: str) -> Path:
+        """An empty qcow2 of ``disk_gb`` GiB at ``target`` (sparse: it grows as the guest writes)."""
+        qemu_img("create", "-q", "-f", "qcow2", str(target), f"{disk_gb}G", host=self.host, instance=instance)
         return target

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
-from tests.fixtures.api import make_schema_database
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.processes import REPO, Worker, fabric_conf, free_port, stop_process
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem, unavailable
 
@@ -26,7 +26,7 @@ def running_api(database_servers, workdir: Path, signing_keys: Path, **sections:
     problem = broker_problem()
     if problem:
         unavailable(problem)
-    db = Database(make_schema_database(database_servers))
+    db = Database(create_schema_database(database_servers))
     vhost = RabbitVhost()
     vhost.create()
     port = free_port()

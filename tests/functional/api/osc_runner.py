@@ -12,9 +12,9 @@ One change from the script: ``--wait`` polls every half second rather than every
 five (osc-lib's ``wait_for_status`` default), since the fake driver gets a server
 to ACTIVE in well under a second; the CLI still waits for the same status.
 
-Protocol: one JSON object per line on stdin, ``{"argv": [...], "env": {...}}``;
-one JSON object per line on stdout, ``{"rc": int, "stdout": str, "stderr": str}``.
-It exits at end of input.
+Protocol: one JSON object per line on stdin, ``{"seq": int, "argv": [...], "env": {...}}``;
+one JSON object per line on stdout, ``{"seq": int, "rc": int, "stdout": str, "stderr": str}``
+with the request's ``seq``. It exits at end of input.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def main() -> int:
         if not line.strip():
             continue
         request = json.loads(line)
-        print(json.dumps(run_one(request["argv"], request["env"])), file=answer, flush=True)
+        reply = run_one(request["argv"], request["env"]) | {"seq": request["seq"]}
+        print(json.dumps(reply), file=answer, flush=True)
     return 0
 
 

@@ -104,6 +104,6 @@ def test_bad_image_references_are_refused_through_the_cli(cloud, osc, osc_fails,
 
     # With its own kernel again the same image boots: the refusals were the references' doing.
     osc(tenant, "image", "set", "--property", f"kernel_id={kernel['id']}", "ami", json_out=False)
-    server = osc(tenant, "server", "create", "--flavor", "imgref.tiny", "--image", "ami", "vm")
+    server = osc(tenant, "server", "create", "--flavor", "imgref.tiny", "--image", "ami", "--nic", "none", "vm")
     assert server["status"] == "BUILD"
     wait_for(lambda: cloud.calls_for(cloud.scheduler, server["id"]), timeout=10, what="the scheduler cast")

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from fabric.api.bootstrap import bootstrap
-from fabric.db.models import AddressAllocation, Port, Router, RouterInterface
+from fabric.db.models import AddressAllocation, AddressPool, Port, Router, RouterInterface
 from tests.fixtures.api import add_user
 from tests.fixtures.cli import openstack_env
 from tests.fixtures.processes import fabric_conf, free_port
@@ -35,6 +35,12 @@ def _ips(port: dict) -> list[str]:
 def _held(db, port_id: str) -> list[str]:
     with db.begin() as session:
         return sorted(session.scalars(sa.select(AddressAllocation.address).where(AddressAllocation.port_id == port_id)))
+
+
+def _excluded(db, subnet_id: str) -> list[str]:
+    """The addresses the subnet's IPAM pool keeps out of allocation (its gateway)."""
+    with db.begin() as session:
+        return session.get(AddressPool, subnet_id).definition["excluded"]
 
 
 def test_ports_routers_pools_and_quotas_through_the_cli(postgres_db, rabbit_vhost, spawn, osc, osc_fails, tmp_path):
@@ -162,7 +168,16 @@ def test_ports_routers_pools_and_quotas_through_the_cli(postgres_db, rabbit_vhos
     osc(member, "subnet", "set", "--name", "sub1b", "--dns-nameserver", "192.0.2.53", sub["id"], json_out=False)
     shown = osc(member, "subnet", "show", sub["id"])
     assert (shown["name"], shown["dns_nameservers"] in (["192.0.2.53"], "192.0.2.53")) == ("sub1b", True)
-    osc_fails(member, 400, "gateway_ip cannot change", "subnet", "set", "--gateway", "10.50.0.254", sub["id"])
+    osc_fails(member, 409, "Gateway ip 10.50.0.254 conflicts with allocation pool 10.50.0.2-10.50.0.254", "subnet",
+              "set", "--gateway", "10.50.0.254", sub["id"])
+    # No gateway, then the first address again (every other one is in the allocation pool): the
+    # IPAM pool's stored definition keeps whichever is the gateway out of allocation.
+    osc(member, "subnet", "set", "--gateway", "none", sub["id"], json_out=False)
+    assert osc(member, "subnet", "show", sub["id"])["gateway_ip"] in (None, "None", "")
+    assert _excluded(db, sub["id"]) == []
+    osc(member, "subnet", "set", "--gateway", "10.50.0.1", sub["id"], json_out=False)
+    assert osc(member, "subnet", "show", sub["id"])["gateway_ip"] == "10.50.0.1"
+    assert _excluded(db, sub["id"]) == ["10.50.0.1"]
 
     # --- a quota refusal ---------------------------------------------------------------------------
     osc(admin, "quota", "set", "--ports", "1", project, json_out=False)

@@ -23,8 +23,9 @@ from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
 from fabric.db.models import ComputeNode, Instance, Service
 from fabric.db.types import utcnow
-from tests.fixtures.api import add_user, make_schema_database
+from tests.fixtures.api import add_user
 from tests.fixtures.cli import openstack_env
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.processes import REPO, Worker, fabric_conf, free_port, stop_process
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem, unavailable
 from tests.unit.rpc.conftest import wait_for
@@ -83,7 +84,7 @@ def cloud(database_servers, tmp_path_factory, signing_keys):
     if problem:
         unavailable(problem)
     tmp_path = tmp_path_factory.mktemp("cloud")
-    db = Database(make_schema_database(database_servers))
+    db = Database(create_schema_database(database_servers))
     vhost = RabbitVhost()
     vhost.create()
     port = free_port()

@@ -1,4 +1,5 @@
-"""Rebuild, resize (confirm and revert), cold migration and snapshot through the real `openstack`
+"""Rebuild, resize (confirm and revert), cold migration (to the scheduler's pick and, with
+microversion 2.56, to a named host) and snapshot through the real `openstack`
 CLI, against every worker as its own process (``bin/``, fake virt and network drivers) on
 RabbitMQ and PostgreSQL, two compute hosts.
 
@@ -21,8 +22,8 @@ from fabric.api import quota
 from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
 from fabric.db.models import ComputeNode, Instance, Migration
-from tests.fixtures.api import make_schema_database
 from tests.fixtures.cli import openstack_env
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.process_cloud import start_cloud
 from tests.fixtures.processes import wait_until
 
@@ -36,7 +37,7 @@ SMALL, MID, BIG = (64, 1, 1), (96, 1, 2), (128, 2, 2)  # ram MiB, vCPUs, disk Gi
 @pytest.fixture
 def cloud(database_servers, spawn, tmp_path, rabbit_vhost):
     """(database, admin's OS_* environment) of a two-host cloud of worker processes."""
-    db_url = make_schema_database(database_servers)
+    db_url = create_schema_database(database_servers)
     db = Database(db_url)
     try:
         bootstrap(db, PASSWORD)
@@ -104,7 +105,7 @@ def test_rebuild_resize_migrate_and_snapshot_through_the_cli(cloud, osc, osc_fai
 
     # Refusals name the value, change nothing.
     osc_fails(env, 400, "already has flavor", "server", "resize", "--flavor", "mv.small", sid)
-    osc_fails(env, 404, "nosuch", "server", "resize", "--flavor", "nosuch", sid)
+    osc_fails(env, 404, "nosuch", "server", "resize", "--flavor", "nosuch", sid)  # the CLI looks the flavor up
     osc_fails(env, 409, "vm_state", "server", "resize", "confirm", sid)
     osc_fails(env, 409, "vm_state", "server", "resize", "revert", sid)
 
@@ -158,6 +159,18 @@ def test_rebuild_resize_migrate_and_snapshot_through_the_cli(cloud, osc, osc_fai
             sa.select(Migration).where(Migration.instance_id == sid).order_by(Migration.created_at))]
     assert moves == [("resize", "confirmed"), ("resize", "reverted"), ("migration", "confirmed")]
 
+    # 4b. Cold migration to a named host (`server migrate --host`: microversion 2.56, negotiated by the
+    # CLI): the server's own host is refused, naming it; the other one is where it goes.
+    osc_fails(env, 400, home, "server", "migrate", "--host", home, sid)
+    osc(env, "server", "migrate", "--host", other, sid, json_out=False)
+    shown = show("VERIFY_RESIZE")
+    assert (shown["OS-EXT-SRV-ATTR:host"], shown["addresses"]) == (other, addresses)
+    assert _usage(db) == {home: BIG, other: BIG}  # both claims held until confirmed
+    osc(env, "server", "resize", "confirm", sid, json_out=False)
+    assert show("ACTIVE")["OS-EXT-SRV-ATTR:host"] == other
+    wait_until(lambda: _usage(db) == {home: (0, 0, 0), other: BIG}, 30, "the source's claim given back")
+    home, other = other, home
+
     # 5. Snapshot: image B's bytes, carried through every move; a new server boots from it.
     osc(env, "server", "image", "create", "--name", "mv-snap", sid)
 
@@ -176,8 +189,9 @@ def test_rebuild_resize_migrate_and_snapshot_through_the_cli(cloud, osc, osc_fai
 
     # server event list: one action per request, newest first, each finished with success.
     events = osc(env, "server", "event", "list", sid)
-    assert [e["Action"] for e in events] == ["createImage", "confirmResize", "migrate", "revertResize", "resize",
-                                             "confirmResize", "resize", "rebuild", "create"]
+    assert [e["Action"] for e in events] == ["createImage", "confirmResize", "migrate", "confirmResize", "migrate",
+                                             "revertResize", "resize", "confirmResize", "resize", "rebuild",
+                                             "create"]
     for event in events:
         detail = osc(env, "server", "event", "show", sid, event["Request ID"])
         assert [e["result"] for e in detail["events"]] == ["Success"], detail

@@ -13,8 +13,7 @@ import pytest
 
 from fabric.sim import hosts as sim
 from fabric.sim.netns import SimulationError, is_same_process, list_namespaces, pids_in, start_time
-from tests.fixtures.api import make_schema_database
-from tests.fixtures.databases import unavailable
+from tests.fixtures.databases import create_schema_database, unavailable
 from tests.fixtures.netns import sh
 from tests.fixtures.processes import REPO, wait_until
 
@@ -29,7 +28,7 @@ def test_a_killed_run_is_cleaned_up_by_name_and_nothing_else(database_servers, r
     cloud = f"t{secrets.token_hex(3)}"
     conf = tmp_path / "fabric.conf"
     conf.write_text(f"[DEFAULT]\ndata_dir = {tmp_path / 'data'}\n[database]\n"
-                    f"url = {make_schema_database(database_servers)}\n[rpc]\ntransport_url = {rabbit_vhost}\n")
+                    f"url = {create_schema_database(database_servers)}\n[rpc]\ntransport_url = {rabbit_vhost}\n")
     tool = spawn([str(REPO / "tools/hosts"), "up", "1", "--config", str(conf), "--cloud", cloud,
                   "--log-dir", str(tmp_path / "logs")], name="tools-hosts")
     tool.wait_for_log("up; Ctrl-C", timeout=180)

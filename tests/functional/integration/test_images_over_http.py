@@ -22,8 +22,7 @@ import pytest
 
 from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
-from tests.fixtures.api import make_schema_database
-from tests.fixtures.databases import unavailable
+from tests.fixtures.databases import create_schema_database, unavailable
 from tests.fixtures.processes import REPO, free_port, stop_process, wait_until
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem
 
@@ -56,7 +55,7 @@ def test_a_server_boots_on_a_host_that_shares_no_directory_with_the_api(database
         unavailable(problem)
     if shutil.which("unshare") is None or os.geteuid() != 0:
         unavailable("a mount namespace of the compute host's own needs root and unshare(1)")
-    db = Database(make_schema_database(database_servers))
+    db = Database(create_schema_database(database_servers))
     bootstrap(db, PASSWORD)
     vhost = RabbitVhost()
     vhost.create()

@@ -127,3 +127,42 @@ def test_a_bad_interface_mapping_is_refused_naming_it(raw):
 def test_interface_mapping_parses_pairs():
     assert interface_map(" public:eth1, dmz:eth2 ,") == {"public": "eth1", "dmz": "eth2"}
     assert interface_map("") == {}
+
+
+#: Prints "bound <ip> router=<router>" when udhcpc gets its lease, and configures it as a guest's script would.
+UDHCPC_SCRIPT = """#!/bin/sh
+[ "$1" = bound ] || exit 0
+ip addr add "$ip/$mask" dev "$interface"
+[ -n "$router" ] && ip route add default via "$router"
+echo "bound $ip router=$router"
+"""
+
+
+def test_a_guest_gets_its_host_as_gateway_by_dhcp_while_a_router_there_has_a_leg_on_its_network(
+        netns, simulated_host, tmp_path):
+    script = tmp_path / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    h1, ep = netns("h1"), netns("ep")
+    outside = external_segment(netns, h1)
+    driver = simulated_host(h1, "h1", "192.168.80.1", external_interfaces="public:ext0")
+    network = NetworkSpec(id="net-gw", network_type="vxlan", segmentation_id=321, host_address="10.40.0.1/24",
+                          dhcp=True)
+    driver.setup_network(network)
+    driver.plug(EndpointSpec("ep-e", network.id, "02:00:00:00:2e:01", address=FIXED, kind="veth", netns=ep))
+    in_ns(ep, "ip", "link", "set", "eth0", "up")
+
+    def lease() -> str:
+        in_ns(ep, "ip", "addr", "flush", "dev", "eth0")
+        done = in_ns(ep, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-A", "1",
+                     "-s", str(script))
+        return next(line for line in done.stdout.splitlines() if line.startswith("bound "))
+
+    assert lease() == f"bound {FIXED} router="  # an isolated network: no way out
+    driver.set_routers([RouterSpec("r1", networks=[network.id], subnets=["10.40.0.0/24"], snat_address=SNAT,
+                                   physical_network="public", snat_prefixlen=24)])
+    assert lease() == f"bound {FIXED} router=10.40.0.1"  # this host, its address on the bridge
+    assert ping_eventually(ep, OUTSIDE)  # out through it, as the router's address
+    assert echo_sources(outside)[SNAT] >= 1 and echo_sources(outside)[FIXED] == 0
+    driver.set_routers([])
+    assert lease() == f"bound {FIXED} router="

@@ -23,7 +23,8 @@ from fabric import config
 from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
 from fabric.rpc import signing
-from tests.fixtures.api import add_user, make_schema_database
+from tests.fixtures.api import add_user
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.processes import REPO, Worker, wait_until
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem, unavailable
 
@@ -138,7 +139,7 @@ def stack(database_servers, tmp_path_factory):
     if problem:
         unavailable(problem)
     workdir = tmp_path_factory.mktemp("objectstore")
-    db = Database(make_schema_database(database_servers))
+    db = Database(create_schema_database(database_servers))
     vhost = RabbitVhost()
     vhost.create()
     api_port, s3_port = free_port(), free_port()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -65,6 +66,12 @@ def test_wrong_secret_and_unknown_key_are_refused(stack, keys, bucket):
     assert eu.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
+def _raw_unsigned_status(stack) -> int:
+    connection = http.client.HTTPConnection(urlsplit(stack.s3_url).netloc, timeout=60)
+    connection.request("GET", "/")
+    return connection.getresponse().status
+
+
 def _raw(stack, keys: Keys, method: str, path: str, headers: dict | None = None, body: bytes = b"",
          *, sign: bool = True, when: str | None = None, region: str = REGION) -> tuple[int, bytes]:
     """One request signed by botocore's SigV4 for ``region`` (its x-amz-date then replaced by ``when``)."""
@@ -79,6 +86,17 @@ def _raw(stack, keys: Keys, method: str, path: str, headers: dict | None = None,
     answer = connection.getresponse()
     return answer.status, answer.read()
 
+
+
+def test_a_header_line_that_is_no_field_is_answered_400_on_a_connection_that_still_works(stack):
+    """The objectstore's own HTTP server (fabric.objectstore.http_server) refuses what is not
+    ``name: value`` instead of taking it for the start of a body."""
+    address = urlsplit(stack.s3_url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n")
+        status = sock.makefile("rb").readline()
+    assert status.split()[1] == b"400", status
+    assert _raw_unsigned_status(stack) == 403  # the server still answers
 
 @pytest.mark.parametrize("name", ["Upper-Case", "ab", "a" * 64, "under_score", "-leading", "trailing-",
                                   "two..dots", "192.168.5.4", "xn--punycode", "dot.-hyphen"])

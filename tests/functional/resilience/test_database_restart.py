@@ -32,7 +32,7 @@ from fabric.compute import states
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, ComputeNode, Instance, InstanceFault, Port
 from fabric.db.types import utcnow
-from tests.fixtures.api import make_schema_database
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.process_cloud import COMPUTE, Api, prepare, start_cloud
 from tests.fixtures.processes import wait_until
 from tests.functional.resilience.database_server import DatabaseServer
@@ -120,7 +120,7 @@ def _settled(rows: dict[str, dict]) -> bool:
 def test_a_database_restart_during_a_boot_storm_costs_only_time(backend, database_servers, spawn, tmp_path,
                                                                 rabbit_vhost):
     server = DatabaseServer(backend)
-    db = Database(make_schema_database(database_servers, backend))
+    db = Database(create_schema_database(database_servers, backend))
     try:
         bootstrap(db, PASSWORD)
         workers, port = _start_cloud(spawn, tmp_path, db.url.render_as_string(hide_password=False), rabbit_vhost)

@@ -25,7 +25,7 @@ from fabric.compute import states
 from fabric.db import Database
 from fabric.db.models import ComputeNode, Instance, OutboxCast
 from fabric.rpc import outbox
-from tests.fixtures.api import make_schema_database
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.processes import REPO, free_port, wait_until
 from tests.functional.resilience.test_database_restart import COMPUTE, PASSWORD, Api, _prepare
 
@@ -50,7 +50,7 @@ def _instances(db: Database, project: str) -> list[Instance]:
 
 def test_a_create_committed_by_an_api_killed_before_the_confirm_is_built_after_restart(
         database_servers, spawn, tmp_path, rabbit_vhost):
-    db = Database(make_schema_database(database_servers, "postgresql"))
+    db = Database(create_schema_database(database_servers, "postgresql"))
     try:
         bootstrap(db, PASSWORD)
         port = free_port()

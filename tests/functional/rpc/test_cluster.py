@@ -17,7 +17,7 @@ from fabric.api.bootstrap import bootstrap
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.exception import MessagingError
-from tests.fixtures.api import make_schema_database
+from tests.fixtures.databases import create_schema_database
 from tests.fixtures.process_cloud import Api
 from tests.fixtures.processes import wait_until
 from tests.fixtures.rabbitmq_cluster import cluster_vhost, rabbit_cluster  # noqa: F401 - fixtures
@@ -187,7 +187,7 @@ def test_losing_the_leader_node_during_a_boot_storm_costs_only_time(cluster_vhos
     and nothing is doubled (one instance, port and address per server; claims and
     hypervisors agree)."""
     cluster, vhost = cluster_vhost
-    db = Database(make_schema_database(database_servers, "postgresql"))
+    db = Database(create_schema_database(database_servers, "postgresql"))
 
     def spawn_on_quorum_queues(argv, env=None, name=None):
         return spawn(argv, env={**(env or {}), "FABRIC_RPC_QUORUM_QUEUES": "true"}, name=name)

@@ -399,3 +399,41 @@ def test_a_connection_that_keeps_refusing_is_replaced(rabbit_vhost, transport, m
         assert sorted(taken) == [0, 1]
     finally:
         conn.close()
+
+
+def test_a_process_consumes_on_one_connection_a_channel_per_server(rabbit, transport, ctx):
+    """Ten servers of one transport: two broker connections in all (the publisher's and
+    the consumers'), each server answers on its own channel, stopping one leaves the others
+    serving, and after the broker closes everything each of them is back on one connection."""
+    managers = [Manager() for _ in range(10)]
+    servers = [rpc.RPCServer(transport, topic=f"widgets{n}", host=f"h{n}", endpoint=m)
+               for n, m in enumerate(managers)]
+    for server in servers:  # each after the connection is up: set up on its reader
+        server.start()
+
+    def every_server_answers(which):
+        for n in which:
+            client = rpc.RPCClient(transport, rpc.Target(f"widgets{n}", server=f"h{n}"))
+            assert client.call(ctx, "echo", value=n) == n
+
+    try:
+        every_server_answers(range(10))
+        assert len({server._consumer.link for server in servers}) == 1
+        wait_for(lambda: rabbit.connection_count() == 2, timeout=10, what="two connections")
+        servers[3].stop()
+        assert servers[3].wait(2) is True
+        every_server_answers([n for n in range(10) if n != 3])
+        queues = rabbit.queues()
+        assert "widgets3.h3" in queues  # durable: kept for the host's next start
+        assert servers[3].queues[2].name not in queues  # its fanout queue went with its channel
+        assert servers[4].queues[2].name in queues
+        generation = servers[0]._consumer.link.generation
+        tpool.execute(rabbit.close_all_connections)
+        wait_for(lambda: servers[0]._consumer.link.generation > generation and servers[0]._consumer.link.raw,
+                 timeout=15, what="the consumers' reconnection")
+        every_server_answers([n for n in range(10) if n != 3])
+        wait_for(lambda: rabbit.connection_count() == 2, timeout=10, what="two connections again")
+    finally:
+        for server in servers:
+            server.stop()
+            server.wait(2)

@@ -66,15 +66,15 @@ def test_flavors_admin_create_list_show_delete(api):
     assert flavor["id"] in resp.json["itemNotFound"]["message"]
 
 
-def test_microversions_outside_2_1_to_2_26_are_not_acceptable(api):
-    h = dict(admin_h(api), **{"OpenStack-API-Version": "compute 2.60"})
+def test_microversions_outside_2_1_to_2_56_are_not_acceptable(api):
+    h = dict(admin_h(api), **{"OpenStack-API-Version": "compute 2.57"})
     resp = api.app.get(f"{C}/flavors", headers=h, status=406)
-    assert "Minimum is 2.1 and maximum is 2.26" in resp.json["notAcceptable"]["message"]
+    assert "Minimum is 2.1 and maximum is 2.56" in resp.json["notAcceptable"]["message"]
     bad = api.app.get(f"{C}/flavors", headers=dict(admin_h(api), **{"OpenStack-API-Version": "compute two"}),
                       status=400)
     assert "'two'" in bad.json["badRequest"]["message"]
     ok = api.app.get(f"{C}/flavors", headers=dict(admin_h(api), **{"OpenStack-API-Version": "compute latest"}))
-    assert ok.headers["OpenStack-API-Version"] == "compute 2.26"
+    assert ok.headers["OpenStack-API-Version"] == "compute 2.56"
     asked = api.app.get(f"{C}/flavors", headers=dict(admin_h(api), **{"X-OpenStack-Nova-API-Version": "2.19"}))
     assert asked.headers["X-OpenStack-Nova-API-Version"] == "2.19"
     assert api.app.get(f"{C}/flavors", headers=admin_h(api)).headers["OpenStack-API-Version"] == "compute 2.1"
@@ -154,8 +154,11 @@ def test_server_create_validates_references(api):
                                               "os:scheduler_hints": {"group": "no-group"}},
                              headers=member.headers, status=404)
     assert "Server group no-group" in resp.json["itemNotFound"]["message"]
-    resp = boot(api, member, flavor, image, status=404, networks=[{"uuid": "net-x"}])
-    assert "Network net-x" in resp.json["itemNotFound"]["message"]
+    missing = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    resp = boot(api, member, flavor, image, status=404, networks=[{"uuid": missing}])
+    assert f"Network {missing}" in resp.json["itemNotFound"]["message"]
+    resp = boot(api, member, flavor, image, status=400, networks=[{"uuid": "net-x"}])  # Nova: not a UUID
+    assert "'net-x' is not a UUID" in resp.json["badRequest"]["message"]
     resp = api.app.post_json(f"{C}/servers", {"server": {"name": "x", "imageRef": image}}, headers=member.headers,
                              status=400)
     assert "'server.flavorRef'" in resp.json["badRequest"]["message"]
@@ -337,7 +340,12 @@ def test_server_list_filters_and_pagination(api):
     assert [s["id"] for s in active] == [ids[0]]
     named = api.app.get(f"{C}/servers?name=web-2", headers=member.headers).json["servers"]
     assert [s["id"] for s in named] == [ids[2]]
-    bad = api.app.get(f"{C}/servers?status=SLEEPY", headers=member.headers, status=400)
+    # An unknown status: no servers before 2.38, a 400 naming it from 2.38 (Nova's history).
+    old = api.app.get(f"{C}/servers?status=SLEEPY", headers=dict(member.headers, **{
+        "OpenStack-API-Version": "compute 2.37"})).json["servers"]
+    assert old == []
+    bad = api.app.get(f"{C}/servers?status=SLEEPY", headers=dict(member.headers, **{
+        "OpenStack-API-Version": "compute 2.38"}), status=400)
     assert "'SLEEPY'" in bad.json["badRequest"]["message"]
 
 
@@ -620,7 +628,8 @@ def test_each_accepted_request_records_its_action(api):
     created = api.app.get(url, headers=owner.headers).json["instanceActions"]
     assert [(a["action"], a["user_id"], a["project_id"]) for a in created] == [
         ("create", owner.user_id, owner.project_id)]
-    create = api.app.get(f"{url}/{created[0]['request_id']}", headers=owner.headers).json["instanceAction"]
+    events = dict(owner.headers, **{"OpenStack-API-Version": "compute 2.51"})  # a member sees events from 2.51
+    create = api.app.get(f"{url}/{created[0]['request_id']}", headers=events).json["instanceAction"]
     assert create["events"][0]["result"] is None and create["events"][0]["finish_time"] is None  # still building
     place(api, server_id)
     api.app.post_json(f"{C}/servers/{server_id}/action", {"os-stop": None}, headers=owner.headers, status=202)
@@ -630,7 +639,7 @@ def test_each_accepted_request_records_its_action(api):
     assert "locked" in refused.json["conflictingRequest"]["message"]
     actions = api.app.get(url, headers=owner.headers).json["instanceActions"]
     assert [a["action"] for a in actions] == ["lock", "stop", "create"]
-    lock = api.app.get(f"{url}/{actions[0]['request_id']}", headers=owner.headers).json["instanceAction"]
+    lock = api.app.get(f"{url}/{actions[0]['request_id']}", headers=events).json["instanceAction"]
     assert lock["events"][0]["result"] == "Success"  # the API alone carries out a lock
     api.app.get(f"{url}/req-nosuch", headers=owner.headers, status=404)
     api.app.get(url, headers=api.make_member().headers, status=404)  # another project sees no server

@@ -31,7 +31,7 @@ def test_password_auth_issues_scoped_token_with_catalog(api):
     assert token["user"]["name"] == "admin" and token["project"]["name"] == "admin"
     assert {r["name"] for r in token["roles"]} >= {"admin", "member"}
     catalog = {s["type"]: s["endpoints"][0] for s in token["catalog"]}
-    assert set(catalog) == {"identity", "compute", "image", "network", "s3"}
+    assert set(catalog) == {"identity", "compute", "image", "network", "s3", "block-storage", "volumev3"}
     assert catalog["compute"]["url"] == "http://fabric.test/compute/v2.1"
     assert all(e["interface"] == "public" and e["region_id"] == "RegionOne" for e in catalog.values())
     expires = datetime.datetime.strptime(token["expires_at"], "%Y-%m-%dT%H:%M:%S.%fZ")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import json
 import os
 import tracemalloc
 import uuid
@@ -293,3 +294,52 @@ def test_references_are_image_ids_of_images_the_owner_may_use(api):
         {"op": "replace", "path": "/kernel_id", "value": others_public["id"]},
         {"op": "remove", "path": "/ramdisk_id"}], headers=owner.headers).json
     assert patched["kernel_id"] == others_public["id"] and "ramdisk_id" not in patched
+
+
+def test_patch_in_the_openstack_images_v2_1_form(api):
+    # python-glanceclient and tempest send {"replace": "/name", "value": ...}, not RFC 6902's op/path.
+    member = api.make_member()
+    image = create(api, member)
+    patched = api.app.patch(f"{IMG}/images/{image['id']}", json.dumps([
+        {"replace": "/name", "value": "renamed"}, {"add": "/hw_disk_bus", "value": "virtio"}]),
+        headers=dict(member.headers, **{"Content-Type": "application/openstack-images-v2.1-json-patch"})).json
+    assert (patched["name"], patched["hw_disk_bus"]) == ("renamed", "virtio")
+    refused = api.app.patch_json(f"{IMG}/images/{image['id']}", [{"move": "/name", "value": "x"}],
+                                 headers=member.headers, status=400)
+    assert "move" in refused.json["message"]
+
+
+def test_size_filters(api):
+    member = api.make_member()
+    small, large = create(api, member, name="small"), create(api, member, name="large")
+    upload(api, member, small["id"], b"x" * 10)
+    upload(api, member, large["id"], b"x" * 100)
+
+    def names(query):
+        return sorted(i["name"] for i in api.app.get(f"{IMG}/images?{query}", headers=member.headers).json["images"])
+    assert names("size=10") == ["small"]
+    assert names("size_min=50") == ["large"] and names("size_max=50") == ["small"]
+    assert names("size_min=10&size_max=100") == ["large", "small"] and names("size_min=") == ["large", "small"]
+    refused = api.app.get(f"{IMG}/images?size_max=big", headers=member.headers, status=400)
+    assert "size_max='big'" in refused.json["message"]
+
+
+def test_the_empty_image_id_is_not_found(api):
+    member = api.make_member()
+    create(api, member)
+    api.app.get(f"{IMG}/images/", headers=member.headers, status=404)
+    api.app.delete(f"{IMG}/images/", headers=member.headers, status=404)
+    assert len(api.app.get(f"{IMG}/images", headers=member.headers).json["images"]) == 1
+
+
+def test_tags_added_and_removed_one_by_one(api):
+    member, other = api.make_member(), api.make_member()
+    image = create(api, member, tags=["a"])
+    api.app.put(f"{IMG}/images/{image['id']}/tags/b", headers=member.headers, status=204)
+    api.app.put(f"{IMG}/images/{image['id']}/tags/b", headers=member.headers, status=204)  # again: no change
+    assert api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers).json["tags"] == ["a", "b"]
+    api.app.delete(f"{IMG}/images/{image['id']}/tags/a", headers=member.headers, status=204)
+    assert api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers).json["tags"] == ["b"]
+    missing = api.app.delete(f"{IMG}/images/{image['id']}/tags/a", headers=member.headers, status=404)
+    assert "a of image" in missing.json["message"]
+    api.app.put(f"{IMG}/images/{image['id']}/tags/c", headers=other.headers, status=404)

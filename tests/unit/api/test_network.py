@@ -65,7 +65,7 @@ def test_subnets_validate_and_ports_list(api):
     assert sub["gateway_ip"] == "10.1.0.1"
     assert sub["allocation_pools"] == [{"start": "10.1.0.2", "end": "10.1.0.254"}]
     assert api.recorder.named("subnet_created")[-1]["subnet_id"] == sub["id"]
-    for cidr, words in (("10.1.0.0/25", "overlaps subnet"), ("10.2.0.1/24", "has host bits set"),
+    for cidr, words in (("10.1.0.0/25", "overlaps with another subnet"), ("10.2.0.1/24", "has host bits set"),
                         ("10.3.0.0/31", "too small")):
         resp = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": cidr}},
                                  headers=member.headers, status=400)
@@ -81,6 +81,19 @@ def test_subnets_validate_and_ports_list(api):
         "fa:16:3e:00:00:01"
     resp = api.app.delete(f"{N}/networks/{net['id']}", headers=member.headers, status=409)
     assert "has 1 port(s) in use" in resp.json["NeutronError"]["message"]
+    resp = api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=409)
+    assert "still has 1 allocated address(es)" in resp.json["NeutronError"]["message"]
+
+
+def test_a_port_without_an_owner_holds_its_subnet(api):
+    """A user's port with no device_owner (NULL) holds its address like any other port: the
+    subnet's delete is a 409, not a cascade that takes the address from under the port."""
+    member = api.make_member()
+    net = api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers).json["network"]
+    sub = api.app.post_json(f"{N}/subnets", {"subnet": {"network_id": net["id"], "cidr": "10.4.0.0/24",
+                                                        "ip_version": 4}}, headers=member.headers).json["subnet"]
+    _hold_address(api, member, net["id"], sub["id"], "10.4.0.9", mac="fa:16:3e:00:00:09", device_id="",
+                  owner=None)
     resp = api.app.delete(f"{N}/subnets/{sub['id']}", headers=member.headers, status=409)
     assert "still has 1 allocated address(es)" in resp.json["NeutronError"]["message"]
 

@@ -29,14 +29,14 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from fabric import config
+from fabric import config, servicegroup
 from fabric.api import openapi, policy
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import Domain, Image, InstanceAction, Role
+from fabric.db.models import Domain, Image, InstanceAction, Role, Volume, VolumeAttachment, VolumeSnapshot
 from tests.fixtures.api import ApiHarness, Member, build_harness
 
-C, IMG, N = "/compute/v2.1", "/image/v2", "/networking/v2.0"
+C, IMG, N, VOL = "/compute/v2.1", "/image/v2", "/networking/v2.0", "/volume/v3"
 #: Every compute request asks for the newest microversion (server tags need 2.26).
 COMPUTE_VERSION = {"OpenStack-API-Version": "compute 2.26"}
 ALLOWED = "allowed"
@@ -252,6 +252,21 @@ def _seed(harness: ApiHarness) -> World:
     with harness.db.begin() as session:
         ids["request_id"] = session.scalar(sa.select(InstanceAction.request_id)
                                            .where(InstanceAction.instance_id == server))
+    # A volume (its host's worker is registered; the casts are recorded) and a snapshot of it.
+    servicegroup.register(harness.db, host="matrix-volume", binary="fabric-volume", topic="volume", version="1")
+    ids["volume_id"] = post(f"{VOL}/volumes", {"volume": {"size": 1, "metadata": {"k1": "v1"}}})["volume"]["id"]
+    with harness.db.begin() as session:
+        session.get(Volume, ids["volume_id"]).status = "available"
+    ids["snapshot_id"] = post(f"{VOL}/snapshots", {"snapshot": {"volume_id": ids["volume_id"],
+                                                                "metadata": {"k1": "v1"}}})["snapshot"]["id"]
+    with harness.db.begin() as session:
+        session.get(VolumeSnapshot, ids["snapshot_id"]).status = "available"
+    # Another volume, attached to the server (Compute's os-volume_attachments/{volume_id} shows it).
+    ids["attached_volume"] = post(f"{VOL}/volumes", {"volume": {"size": 1}})["volume"]["id"]
+    with harness.db.begin() as session:
+        session.get(Volume, ids["attached_volume"]).status = "in-use"
+        session.add(VolumeAttachment(volume_id=ids["attached_volume"], instance_uuid=server, status="attached",
+                                     device="/dev/vdb"))
     # Each caller's own keypair and credentials (its own side names those).
     for name, caller in callers.items():
         if not caller.anonymous:
@@ -295,6 +310,8 @@ OVERRIDES: dict[tuple[str, str], dict[str, str]] = {
     ("DELETE", "/v3/endpoints/{endpoint_id}"): {"endpoint_id": "doomed_endpoint"},
     ("DELETE", f"{C}/flavors/{{flavor_id}}"): {"flavor_id": "doomed_flavor"},
     ("DELETE", f"{C}/os-aggregates/{{aggregate_id}}"): {"aggregate_id": "doomed_aggregate"},
+    ("GET", f"{C}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}"): {"volume_id": "attached_volume"},
+    ("DELETE", f"{C}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}"): {"volume_id": "attached_volume"},
 }
 #: Operations that spend the caller's token or password: each cell gets a fresh caller.
 SPENDING = {("POST", "/v3/users/{user_id}/password"), ("DELETE", "/v3/auth/tokens")}
@@ -302,7 +319,7 @@ SPENDING = {("POST", "/v3/users/{user_id}/password"), ("DELETE", "/v3/auth/token
 DELETE_ORDER = ["/metadata/", "/tags/", "/tags", "/application_credentials/", "/OS-EC2/", "/roles/",
                 "/groups/{group_id}/users/", "/servers/", "/os-server-groups/", "/floatingips/",
                 "/security-group-rules/", "/security-groups/", "/routers/", "/ports/", "/subnets/", "/networks/",
-                "/subnetpools/", "/images/", "/os-keypairs/"]
+                "/subnetpools/", "/images/", "/os-keypairs/", "/snapshots/", "/volumes/"]
 
 
 def _body(world: World, caller: Caller, side: str, method: str, template: str):
@@ -376,6 +393,17 @@ def _body(world: World, caller: Caller, side: str, method: str, template: str):
         ("PUT", f"{N}/floatingips/{{floating_id}}"): {"floatingip": {"port_id": None}},
         ("PUT", f"{N}/quotas/{{project_id}}"): {"quota": {"network": 50}},
         ("POST", "/fabric/v1/topology/hosts"): {"host": {"name": "matrix-host"}},
+        ("POST", f"{VOL}/volumes"): {"volume": {"size": 1}},
+        ("PUT", f"{VOL}/volumes/{{volume_id}}"): {"volume": {"name": f"vol{n}"}},
+        ("POST", f"{VOL}/volumes/{{volume_id}}/action"): {"os-set_bootable": {"bootable": False}},
+        ("POST", f"{VOL}/volumes/{{volume_id}}/metadata"): {"metadata": {"k1": "v1"}},
+        ("PUT", f"{VOL}/volumes/{{volume_id}}/metadata"): {"metadata": {"k1": "v1"}},
+        ("PUT", f"{VOL}/volumes/{{volume_id}}/metadata/{{key}}"): {"meta": {"k1": "v1"}},
+        ("PUT", f"{VOL}/os-quota-sets/{{project_id}}"): {"quota_set": {"volumes": 20}},
+        ("POST", f"{VOL}/snapshots"): {"snapshot": {"volume_id": ids["volume_id"]}},
+        ("PUT", f"{VOL}/snapshots/{{snapshot_id}}"): {"snapshot": {"name": f"snap{n}"}},
+        ("POST", f"{VOL}/snapshots/{{snapshot_id}}/metadata"): {"metadata": {"k1": "v1"}},
+        ("PUT", f"{VOL}/snapshots/{{snapshot_id}}/metadata"): {"metadata": {"k1": "v1"}},
     }
     return bodies.get((method, template))
 

@@ -173,7 +173,7 @@ def test_router_update_refuses_what_fabric_does_not_do(api):
     resp = api.app.put_json(f"{R}/{router['id']}", {"router": {"routes": [{"destination": "10.0.0.0/8",
                                                                           "nexthop": "10.7.0.9"}]}},
                             headers=member.headers, status=400)
-    assert "static routes" in resp.json["NeutronError"]["message"]
+    assert "nexthop 10.7.0.9 is not inside any subnet" in resp.json["NeutronError"]["message"]
     resp = api.app.put_json(f"{R}/{router['id']}", {"router": {"ha": True}}, headers=member.headers, status=400)
     assert "ha" in resp.json["NeutronError"]["message"]
     resp = api.app.put_json(f"{R}/{router['id']}", {"router": {"external_gateway_info": {"network_id": "nope"}}},

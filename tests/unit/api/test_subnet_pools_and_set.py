@@ -101,8 +101,12 @@ def test_network_and_subnet_set(api):
     assert api.app.get(f"{N}/subnets/{sub['id']}", headers=member.headers).json["subnet"]["dns_nameservers"] == \
         ["192.0.2.53"]
     resp = api.app.put_json(f"{N}/subnets/{sub['id']}", {"subnet": {"gateway_ip": "10.60.0.254"}},
+                            headers=member.headers, status=409)
+    assert "Gateway ip 10.60.0.254 conflicts with allocation pool 10.60.0.2-10.60.0.254" in \
+        resp.json["NeutronError"]["message"]
+    resp = api.app.put_json(f"{N}/subnets/{sub['id']}", {"subnet": {"allocation_pools": []}},
                             headers=member.headers, status=400)
-    assert "gateway_ip cannot change" in resp.json["NeutronError"]["message"]
+    assert "allocation_pools cannot change" in resp.json["NeutronError"]["message"]
     # Sending the values it has already is no change (clients echo them).
     api.app.put_json(f"{N}/subnets/{sub['id']}", {"subnet": {"gateway_ip": "10.60.0.1"}}, headers=member.headers)
     resp = api.app.put_json(f"{N}/subnets/{sub['id']}", {"subnet": {"dns_nameservers": ["not-an-ip"]}},

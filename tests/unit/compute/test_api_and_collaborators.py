@@ -130,7 +130,8 @@ class RecordingIpam:
 def test_ipam_addresses_take_the_network_s_ipv4_subnet_and_release_by_token(sqlite_db):
     with sqlite_db.begin() as session:
         session.add(Network(id="n1", project_id="p", network_type="flat"))
-        session.add(Subnet(id="s6", network_id="n1", project_id="p", ip_version=6, cidr="fd00::/64"))
+        session.add(Subnet(id="s6", network_id="n1", project_id="p", ip_version=6, cidr="fd00::/64",
+                           ipv6_address_mode="slaac", ipv6_ra_mode="slaac"))  # EUI-64: nothing allocated
         session.add(Subnet(id="s4", network_id="n1", project_id="p", ip_version=4, cidr="10.1.0.0/24"))
         session.add(Network(id="empty", project_id="p", network_type="flat"))
     addresses = IpamAddresses.__new__(IpamAddresses)
@@ -157,7 +158,7 @@ def test_ipam_addresses_take_the_network_s_ipv4_subnet_and_release_by_token(sqli
     assert addresses.api.calls[2] == ("release", {"pool": "s4", "request_token": "instance:inst-1:0"})
     with sqlite_db.begin() as session:
         assert session.get(Port, port_id) is None
-    with pytest.raises(Invalid, match="network empty has no IPv4 subnet"):
+    with pytest.raises(Invalid, match="network empty has no subnet"):
         addresses.allocate(RequestContext(), instance, 1, {"network_id": "empty"})
     with pytest.raises(NotFound, match="Network missing"):
         addresses.allocate(RequestContext(), instance, 1, {"network_id": "missing"})

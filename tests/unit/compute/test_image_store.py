@@ -281,3 +281,20 @@ def test_boot_image_resolves_disks_and_kernels(sqlite_db, served, tmp_path):
     source.cache.path(_record(sqlite_db, disk)).unlink()
     with pytest.raises(ObjectstoreError, match="404 NoSuchKey"):
         boot(disk)
+
+
+def test_a_disk_image_naming_a_kernel_boots_that_kernel_on_its_disk(host, served):
+    """A snapshot of a kernel-booted server: its disk (what the guest wrote) comes with the kernel."""
+    manager, cache, _ = host
+    kernel = _image(manager.db, served, disk_format="aki", data=os.urandom(1000))
+    ramdisk = _image(manager.db, served, disk_format="ari", data=os.urandom(500))
+    snapshot = _image(manager.db, served, disk_format="qcow2", data=os.urandom(2000), kernel_id=kernel,
+                      ramdisk_id=ramdisk, os_command_line="console=ttyS0")
+    boot = manager.images.boot_image(RequestContext.admin(), {"id": "i", "image_id": snapshot, "project_id": PROJECT})
+    assert boot.kernel == str(cache.path(_record(manager.db, kernel)))
+    assert boot.initrd == str(cache.path(_record(manager.db, ramdisk)))
+    assert (boot.disk_path, boot.disk_format) == (str(cache.path(_record(manager.db, snapshot))), "qcow2")
+    assert boot.cmdline == "console=ttyS0"
+    ami = _image(manager.db, served, disk_format="ami", kernel_id=kernel)
+    assert manager.images.boot_image(RequestContext.admin(), {"id": "j", "image_id": ami,
+                                                               "project_id": PROJECT}).disk_path is None

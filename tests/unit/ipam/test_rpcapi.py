@@ -11,6 +11,7 @@ from fabric.context import RequestContext
 from fabric.exception import AddressExhausted, InvalidAddress, LayoutInvalid, NumberExhausted
 from fabric.ipam.manager import IpamManager
 from fabric.ipam.rpcapi import IpamAPI
+from tests.fixtures.rpc import wait_for
 from tests.unit.ipam.conftest import make_subnet
 
 CTX = RequestContext(user_id="u1", project_id="p1")
@@ -24,7 +25,9 @@ def ipam_rpc(sqlite_db):
     manager = IpamManager(settings, host="ipam-test", db=sqlite_db)
     server = rpc.RPCServer(transport, topic="ipam", host="ipam-test", endpoint=manager)
     server.start()
-    yield IpamAPI(transport)
+    api = IpamAPI(transport)
+    api.manager = manager  # for tests that look at the worker's side
+    yield api
     server.stop()
     server.wait(5)
     manager.cleanup_host()
@@ -62,3 +65,13 @@ def test_topology_over_rpc(ipam_rpc):
     got = ipam_rpc.allocate(CTX, "ep", segment_id=seg["id"], host="h1")
     assert got["address"] == "10.0.128.2" and got["gateway"] == "10.0.128.0"
     assert ipam_rpc.describe_datacenter(CTX)["hosts"][0]["name"] == "h1"
+
+
+def test_subnet_updated_reaches_the_worker_by_fanout_and_drops_its_cached_pool(ipam_rpc, sqlite_db):
+    subnet = make_subnet(sqlite_db, "10.6.0.0/29")
+    assert ipam_rpc.allocate(CTX, "r1", subnet_id=subnet)["gateway"] == "10.6.0.1"
+    allocator = ipam_rpc.manager.allocator
+    assert allocator.definition(subnet, missing_ok=True) is not None and subnet in allocator._definitions
+    ipam_rpc.subnet_updated(CTX, subnet)
+    # The hub runs the fanout's handler while this yields (the memory transport is green).
+    wait_for(lambda: subnet not in allocator._definitions, what="the ipam worker forgetting the pool")

@@ -116,3 +116,19 @@ def test_a_remote_groups_members_are_known_by_their_ipv4_and_link_local_addresse
     made = plan(NAMES, state, security)
     assert made.sets == {remote_set(group, "IPv4"): ["10.62.0.12"],
                          remote_set(group, "IPv6"): [link_local("02:00:00:00:62:02")]}
+
+
+def test_a_port_never_answers_as_a_dhcp_server_and_may_send_from_its_global_ipv6_address():
+    routed = NetworkSpec("r", "routed")
+    l2 = NetworkSpec("n", "vxlan", segmentation_id=7)
+    state = HostState(networks={"r": routed, "n": l2}, endpoints={
+        "pr": EndpointSpec("pr", "r", "02:00:00:00:00:0a", address="10.1.0.5"),
+        "pl": EndpointSpec("pl", "n", "02:00:00:00:00:0b", address="10.0.0.5", address6="fd00::5")})
+    text = build_ruleset(NAMES, state, SecurityState(groups={}, ports={"pr": [], "pl": []}, members={}))
+    routed_device = NAMES.endpoint("pr")
+    for server in ("udp sport 67 udp dport 68", "udp sport 547 udp dport 546"):
+        assert f'iifname "{routed_device}" {server} drop' in text  # routed: by device, in the inet table
+        assert text.count(f"    {server} drop") == 1  # L2: in the port's bridge chain
+    assert f"ip6 saddr != {{ {link_local('02:00:00:00:00:0b')}, fd00::5, :: }} drop" in text
+    assert f'"{NAMES.bridge("n")}" . fd00::5 : jump e' in text
+    assert "udp sport 546 udp dport 547 accept" in text and "udp sport 547 udp dport 546 accept" in text

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fabric.objectstore.storage import BlobStore
+from fabric.objectstore.storage import BUFFER_MAX, BlobStore
 
 
 @pytest.fixture
@@ -20,10 +20,15 @@ def blob_files(store: BlobStore) -> set[str]:
 
 
 def test_bytes_are_invisible_until_commit_and_discard_leaves_nothing(store):
-    writer = store.writer()
-    writer.write(b"half an upload")
+    small = store.writer()
+    small.write(b"half an upload")
+    assert blob_files(store) == set() and list(store.tmp_dir.iterdir()) == []  # still in memory
+    large = store.writer()
+    large.write(b"x" * BUFFER_MAX)
+    large.write(b"y")  # past the buffer: streamed to a temporary file from now on
     assert blob_files(store) == set() and len(list(store.tmp_dir.iterdir())) == 1
-    writer.discard()
+    small.discard()
+    large.discard()
     assert blob_files(store) == set() and list(store.tmp_dir.iterdir()) == []
 
 
@@ -44,6 +49,29 @@ def test_commit_names_the_whole_bytes(store):
         assert b"".join(store.stream(handle, 0, 11)) == b"hello world"
     with store.open(blob) as handle:
         assert b"".join(store.stream(handle, 6, 3)) == b"wor"
+
+
+@pytest.mark.parametrize("pieces", [[b"a" * 1000, b"b" * 24], [os.urandom(BUFFER_MAX // 2 + 7) for _ in range(3)]],
+                         ids=["kept in memory", "streamed past the buffer"])
+def test_a_blob_small_or_large_holds_the_bytes_written_in_order(store, pieces):
+    with store.writer() as writer:
+        for piece in pieces:
+            writer.write(piece)
+        blob = writer.commit()
+    expected = b"".join(pieces)
+    assert writer.size == len(expected) and list(store.tmp_dir.iterdir()) == []
+    with store.open(blob) as handle:
+        assert handle.read() == expected
+
+
+def test_the_descriptor_of_a_buffered_blob_holds_what_was_written_before(store):
+    with store.writer() as writer:
+        writer.write(b"head ")
+        os.write(writer.fileno(), b"tail")  # what a kernel-side copy does
+        writer.size += 4
+        blob = writer.commit()
+    with store.open(blob) as handle:
+        assert handle.read() == b"head tail"
 
 
 def test_a_reader_of_the_old_blob_reads_it_whole_after_an_overwrite(store):
@@ -79,7 +107,7 @@ def test_recover_removes_temporary_files_and_unnamed_blobs_only(store):
             writer.write(os.urandom(100))
             target.append(writer.commit())
     crashed = store.writer()
-    crashed.write(b"interrupted")  # never committed nor discarded: the process died here
+    crashed.write(os.urandom(BUFFER_MAX + 1))  # on disk, never committed nor discarded: the process died here
     removed = store.recover(lambda: set(kept))
     assert removed == (1, 1)
     assert blob_files(store) == set(kept) and list(store.tmp_dir.iterdir()) == []

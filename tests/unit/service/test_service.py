@@ -133,7 +133,7 @@ def test_a_manager_without_describe_still_answers_it(running, settings, transpor
 
 def test_workers_registry():
     assert {w.topic for w in workers.WORKERS.values()} == {"api", "scheduler", "compute", "network", "ipam",
-                                                           "objectstore"}
+                                                           "objectstore", "volume"}
     assert set(workers.ALL_IN_ONE) == set(workers.WORKERS)
     with pytest.raises(KeyError, match="unknown worker 'fabric-nope'; known: fabric-api"):
         workers.worker("fabric-nope")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -14,6 +15,7 @@ from fabric.exception import GuestNotFound, HypervisorError
 from fabric.virt.driver import BootImage, PowerState
 from fabric.virt.libvirt.driver import LibvirtDriver
 from tests.unit.virt.conftest import libvirt_settings, make_spec, node_uri
+from tests.unit.virt.test_volumes import volume
 
 PATTERN = "0x5a"
 
@@ -107,7 +109,52 @@ def test_a_snapshot_of_a_running_guest_holds_its_data_and_leaves_it_running(host
     with open(raw, "rb") as data:
         data.seek(1024 * 1024)
         assert data.read(65536) == b"\x5a" * 65536
-    kernel_only = make_spec(3)
+    kernel_only = make_spec(3, disk_gb=0)  # a flavor without disk: no local disk at all
     src.spawn(kernel_only)
     with pytest.raises(HypervisorError, match="nothing to snapshot"):
         src.snapshot(kernel_only.uuid, str(tmp_path / "none"), "qcow2")
+
+
+def _file_disks(drv: LibvirtDriver, uuid: str) -> dict[str, str]:
+    """Target device -> file of the guest's file-backed disks, as libvirt holds its definition."""
+    root = ET.fromstring(drv.host.call(lambda c: c.lookupByUUIDString(uuid).XMLDesc(0)))
+    return {d.find("target").get("dev"): d.find("source").get("file") for d in root.findall("devices/disk")
+            if d.get("type") == "file"}
+
+
+def _disk_info(disk) -> dict:
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)], capture_output=True,
+                                     text=True, check=True).stdout)
+
+
+def test_a_kernel_booted_guest_gets_a_blank_disk_of_its_flavor_that_moves_and_snapshots_carry(hosts, tmp_path):
+    src, dst = hosts
+    spec = make_spec(4, disk_gb=1)  # kernel + initrd, no disk image
+    src.spawn(spec)
+    disk = src.instances_path / spec.uuid / "disk"
+    info = _disk_info(disk)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 1024**3) and "backing-filename" not in info
+    assert _file_disks(src, spec.uuid) == {"vda": str(disk)}
+    assert _qemu_io(disk, f"write -P {PATTERN} 1M 64k").returncode == 0
+
+    # Resized onto the other host with a bigger disk: the data went with it.
+    shipped = src.migrate_disk_and_power_off(spec.uuid)
+    dst.finish_migration(dataclasses.replace(spec, disk_gb=2), shipped, power_on=True)
+    src.confirm_migration(spec.uuid)
+    moved = dst.instances_path / spec.uuid / "disk"
+    assert _holds_the_pattern(moved) and _disk_info(moved)["virtual-size"] == 2 * 1024**3
+
+    # A snapshot holds it, and a guest booting the same kernel on that snapshot (an overlay on it) too.
+    snap = tmp_path / "snap.qcow2"
+    dst.snapshot(spec.uuid, str(snap), "qcow2")
+    from_snapshot = make_spec(5, disk_gb=2, image=dataclasses.replace(spec.image, disk_path=str(snap)))
+    dst.spawn(from_snapshot)
+    assert _holds_the_pattern(dst.instances_path / from_snapshot.uuid / "disk")
+
+
+def test_a_guest_without_flavor_disk_or_with_a_volume_as_vda_gets_no_local_disk(hosts):
+    src, _ = hosts
+    for spec in (make_spec(6, disk_gb=0), make_spec(7, disk_gb=1, volumes=(volume("vda"),))):
+        src.spawn(spec)
+        assert not (src.instances_path / spec.uuid / "disk").exists()
+        assert _file_disks(src, spec.uuid) == {}
