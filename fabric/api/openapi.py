@@ -46,6 +46,7 @@ from fabric.api import (
 from fabric.api.block_storage import operations as block_storage_operations
 from fabric.api.compute import (
     aggregates,
+    flavor_extra_specs,
     flavors,
     hosts,
     keypairs,
@@ -188,6 +189,14 @@ _OPERATIONS: list[tuple[str, str, str, Schema | dict | None, int]] = [
      hosts.ServiceUpdateSchema(), 200),
     ("get", f"{_C}/os-hypervisors/statistics", "The hypervisors' capacity and use added up (admin)", None, 200),
     ("get", f"{_C}/flavors/{{flavor_id}}/os-extra_specs", "A flavor's extra specs", None, 200),
+    ("post", f"{_C}/flavors/{{flavor_id}}/os-extra_specs", "Merge items into a flavor's extra specs (admin)",
+     flavor_extra_specs.EXTRA_SPECS, 200),
+    ("get", f"{_C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}", "Show one extra spec", None, 200),
+    ("put", f"{_C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}", "Set one extra spec (admin): {key: value}",
+     {"type": "object", "minProperties": 1, "maxProperties": 1,
+      "additionalProperties": {"anyOf": [{"type": "string", "maxLength": 255}, {"type": "number"}, {"type": "boolean"}]}},
+     200),
+    ("delete", f"{_C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}", "Delete one extra spec (admin)", None, 202),
     ("get", f"{_C}/os-quota-sets/{{project_id}}/defaults", "The default quotas", None, 200),
     ("get", f"{_C}/os-quota-sets/{{project_id}}/detail", "Quotas with their use (limit, in_use, reserved)", None,
      200),

@@ -66,6 +66,7 @@ RESPONSES: dict[tuple[str, str], dict] = {
     ("get", f"{_I}/schemas/{{name}}"): obj(name={"type": "string", "enum": ["image", "images"]},
                                            properties="object", additionalProperties="object"),
     ("get", f"{_C}/flavors/{{flavor_id}}/os-extra_specs"): obj(extra_specs=STRING_MAP),
+    ("post", f"{_C}/flavors/{{flavor_id}}/os-extra_specs"): obj(extra_specs=STRING_MAP),
     ("get", f"{_C}/os-hypervisors/statistics"): obj(hypervisor_statistics=HYPERVISOR_STATISTICS),
     ("get", f"{_C}/os-quota-sets/{{project_id}}/defaults"): obj(quota_set=quota_set(False)),
     ("get", f"{_C}/os-quota-sets/{{project_id}}/detail"): obj(quota_set=quota_set(True)),

@@ -336,6 +336,10 @@ TABLE: dict[tuple[str, str], Policy] = {
     ("PUT", f"{_C}/flavors/{{flavor_id}}"): Policy(ADMIN, "updating flavors"),
     ("DELETE", f"{_C}/flavors/{{flavor_id}}"): Policy(ADMIN, "deleting flavors"),
     ("GET", f"{_C}/flavors/{{flavor_id}}/os-extra_specs"): Policy(ANY, "showing flavor extra specs"),
+    ("POST", f"{_C}/flavors/{{flavor_id}}/os-extra_specs"): Policy(ADMIN, "changing flavor extra specs"),
+    ("GET", f"{_C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}"): Policy(ANY, "showing flavor extra specs"),
+    ("PUT", f"{_C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}"): Policy(ADMIN, "changing flavor extra specs"),
+    ("DELETE", f"{_C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}"): Policy(ADMIN, "changing flavor extra specs"),
     ("GET", f"{_C}/os-availability-zone"): Policy(ANY, "listing availability zones"),
     ("GET", f"{_C}/os-availability-zone/detail"): Policy(ADMIN, "listing availability zones in detail"),
     # Keypairs are the token's user's (Nova: admin or user_id); another user's (?user_id): admins.

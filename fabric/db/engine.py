@@ -70,6 +70,18 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _sqlite_lock_for_update(conn, clauseelement, _multiparams, _params, _options) -> None:
+    # Python's sqlite3 opens a transaction only before a write, so a SELECT ... FOR UPDATE
+    # (which SQLite does not have) would read outside any transaction, and two
+    # read-modify-write transactions at once would lose one's change. Taking the database's
+    # write lock first makes them take turns, as the row lock does on the servers.
+    if getattr(clauseelement, "_for_update_arg", None) is None:
+        return
+    dbapi_connection = conn.connection.dbapi_connection
+    if not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
 def _mark_disconnects(context: sa.engine.ExceptionContext) -> None:
     # SQLAlchemy's own test misses some (PostgreSQL's "the database system is
     # shutting down" on a live connection, MariaDB's "server shutdown in progress").
@@ -117,6 +129,7 @@ class Database:
         self.engine = sa.create_engine(self.url, **kwargs)
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "before_execute", _sqlite_lock_for_update)
         else:
             event.listen(self.engine, "handle_error", _mark_disconnects)
         if backend == "postgresql":

@@ -14,6 +14,7 @@ def register(app: falcon.App) -> None:
         aggregates,
         availability_zones,
         diagnostics,
+        flavor_extra_specs,
         flavors,
         hosts,
         images,
@@ -29,7 +30,7 @@ def register(app: falcon.App) -> None:
         volume_attachments,
     )
 
-    for module in (flavors, images, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
+    for module in (flavors, flavor_extra_specs, images, keypairs, quotas, hosts, servers, actions, server_groups, server_metadata,
                    availability_zones, usage, server_events, tags, diagnostics, aggregates, volume_attachments,
                    server_ips):
         module.register(app, PREFIX)

@@ -72,14 +72,15 @@ def find_flavor(session, context, flavor_ref: str) -> Flavor:
 #: How long an API process trusts a flavor it read for a server create before reading it
 #: again. A flavor deleted meanwhile is noticed at once all the same (the server row's
 #: foreign key refuses it, and the create runs again with everything read afresh), and a
-#: change made through this process forgets it at once: only a flavor deleted and created
-#: again under the same id through another API process is seen as it was, for this long.
+#: change made through this process forgets it at once: only a change of its extra specs
+#: (or a flavor deleted and created again under the same id) through another API process is
+#: seen late, by at most this long.
 KNOWN_FLAVOR_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
 class FlavorFacts:
-    """What a server create takes from a flavor (flavors change only by delete and create)."""
+    """What a server create takes from a flavor."""
 
     id: str
     vcpus: int
@@ -225,16 +226,8 @@ class FlavorItem:
         resp.status = falcon.HTTP_202
 
 
-class FlavorExtraSpecs:
-    def on_get(self, req, resp, flavor_id):
-        with common.deps(req).db.begin() as session:
-            flavor = find_flavor(session, common.ctx(req), flavor_id)
-            common.respond(resp, {"extra_specs": dict(flavor.extra_specs or {})})
-
-
 def register(app: falcon.App, prefix: str) -> None:
     flavors = Flavors()
     app.add_route(f"{prefix}/flavors", flavors)
     app.add_route(f"{prefix}/flavors/detail", flavors, suffix="detail")
     app.add_route(f"{prefix}/flavors/{{flavor_id}}", FlavorItem())
-    app.add_route(f"{prefix}/flavors/{{flavor_id}}/os-extra_specs", FlavorExtraSpecs())

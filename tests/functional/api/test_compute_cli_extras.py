@@ -6,7 +6,8 @@ real RabbitMQ and PostgreSQL.
 What the CLI negotiates is what it gets: it asks for microversion 2.26 (fabric's newest),
 so ``server set --description`` (2.19), ``--tag`` and ``server list --tags`` (2.26) and the
 soft server-group policies (2.15) work as on Nova. Checked through the results, not only
-the exit status: a name and description set and cleared; tags added, listed, filtered and
+the exit status: flavor properties set and unset, one matching an aggregate's metadata
+placing servers on that aggregate's host; a name and description set and cleared; tags added, listed, filtered and
 removed; diagnostics read from the fake driver on the server's host (and refused to a
 member); an aggregate with a zone and a host, and a server created into that zone landing on
 that host; server groups of each policy placing their members as the policy says; the legacy
@@ -68,6 +69,22 @@ def test_compute_extras_through_the_cli(postgres_db, rabbit_vhost, spawn, osc, o
     for name in ("in-az-1", "in-az-2"):
         server = osc(admin, "server", "create", *boot, "--availability-zone", "az-x", "--wait", name)
         assert (server["status"], host_of(server)) == ("ACTIVE", "h2"), server.get("fault")
+
+    # --- flavor extra specs: a flavor asking for the aggregate's "ssd" places on its host ------------
+    ssd = osc(admin, "flavor", "create", "--ram", "128", "--vcpus", "1", "--disk", "1",
+              "--property", "aggregate_instance_extra_specs:ssd=true", "x.ssd")
+    assert ssd["properties"] in ({"aggregate_instance_extra_specs:ssd": "true"},
+                                 "aggregate_instance_extra_specs:ssd='true'"), ssd
+    osc(admin, "flavor", "set", "--property", "hw:cpu_policy=shared", "--property", "note=x", "x.ssd", json_out=False)
+    osc(admin, "flavor", "unset", "--property", "note", "x.ssd", json_out=False)
+    assert osc(admin, "flavor", "show", "x.ssd")["properties"] in (
+        {"aggregate_instance_extra_specs:ssd": "true", "hw:cpu_policy": "shared"},
+        "aggregate_instance_extra_specs:ssd='true', hw:cpu_policy='shared'")
+    for name in ("ssd-1", "ssd-2"):
+        server = osc(admin, "server", "create", "--flavor", "x.ssd", "--image", "x-image", "--network", "x-net",
+                     "--wait", name)
+        assert (server["status"], host_of(server)) == ("ACTIVE", "h2"), server.get("fault")
+    osc(admin, "server", "delete", "--wait", "ssd-1", "ssd-2", json_out=False)
 
     # --- name, description, tags ----------------------------------------------------------------
     osc(admin, "server", "set", "--name", "renamed", "--description", "web tier", "in-az-1", json_out=False)

@@ -72,8 +72,11 @@ def test_the_guideline_ssh_validation_tests_pass_on_a_real_guest(cloud, projects
     flavor = added = None
     try:
         added = cloud.osc(env, "aggregate", "add", "host", aggregate, host.name)
-        flavor = cloud.osc(env, "flavor", "create", "--public", "--ram", "128", "--vcpus", "1", "--disk", "0",
-                           "--property", f"aggregate_instance_extra_specs:{PIN}=true", f"tempest.ssh-{unique}")["id"]
+        made = cloud.osc(env, "flavor", "create", "--public", "--ram", "128", "--vcpus", "1", "--disk", "0",
+                         "--property", f"aggregate_instance_extra_specs:{PIN}=true", f"tempest.ssh-{unique}")
+        flavor = made["id"]
+        # The CLI only logs a refused property: without it the guest could land on the other host.
+        assert made["properties"] == {f"aggregate_instance_extra_specs:{PIN}": "true"}, made
         base = TEMPEST_CONF.format(workspace=tmp_path / "tempest", password=PASSWORD, auth_url=cloud.auth_url,
                                    image=cloud.image_id, image_alt=cloud.image_id, flavor=flavor, flavor_alt=flavor,
                                    public_network="", public_network_name="")

@@ -316,7 +316,7 @@ OVERRIDES: dict[tuple[str, str], dict[str, str]] = {
 #: Operations that spend the caller's token or password: each cell gets a fresh caller.
 SPENDING = {("POST", "/v3/users/{user_id}/password"), ("DELETE", "/v3/auth/tokens")}
 #: Deletes in the order they may run: what a later one removes, an earlier one still needs.
-DELETE_ORDER = ["/metadata/", "/tags/", "/tags", "/application_credentials/", "/OS-EC2/", "/roles/",
+DELETE_ORDER = ["/metadata/", "/os-extra_specs/", "/tags/", "/tags", "/application_credentials/", "/OS-EC2/", "/roles/",
                 "/groups/{group_id}/users/", "/servers/", "/os-server-groups/", "/floatingips/",
                 "/security-group-rules/", "/security-groups/", "/routers/", "/ports/", "/subnets/", "/networks/",
                 "/subnetpools/", "/images/", "/os-keypairs/", "/snapshots/", "/volumes/"]
@@ -351,6 +351,8 @@ def _body(world: World, caller: Caller, side: str, method: str, template: str):
         ("POST", "/v3/groups"): {"group": {"name": f"group{n}"}},
         ("PATCH", "/v3/groups/{group_id}"): {"group": {"description": f"d{n}"}},
         ("POST", f"{C}/flavors"): {"flavor": {"name": f"flavor{n}", "ram": 64, "vcpus": 1, "disk": 1}},
+        ("POST", f"{C}/flavors/{{flavor_id}}/os-extra_specs"): {"extra_specs": {"k1": "v1"}},
+        ("PUT", f"{C}/flavors/{{flavor_id}}/os-extra_specs/{{key}}"): {"k1": "v1"},
         ("POST", f"{C}/os-keypairs"): {"keypair": {"name": f"kp{n}", "public_key": _PUBLIC_KEY}},
         ("PUT", f"{C}/os-quota-sets/{{project_id}}"): {"quota_set": {"instances": 20}},
         ("POST", f"{C}/servers"): {"server": {"name": f"vm{n}", "flavorRef": ids["flavor_id"],
