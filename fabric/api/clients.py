@@ -41,6 +41,10 @@ class NetworkClient(Protocol):
     def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
         """Cast (fanout): a network row was deleted."""
 
+    def network_changed(self, ctx: RequestContext, network_id: str) -> None:
+        """Cast (fanout): what hosts realise of the network changed (a subnet's DHCP); the hosts
+        carrying it apply it."""
+
     def subnet_created(self, ctx: RequestContext, subnet_id: str) -> None:
         """Cast: the subnet's pool may be prepared by IPAM."""
 
@@ -146,6 +150,9 @@ class _NetworkAdapter:
 
     def network_deleted(self, ctx, network_id):
         self._network.network_deleted(ctx, network_id)
+
+    def network_changed(self, ctx, network_id):
+        self._network.network_changed(ctx, network_id)
 
     def subnet_created(self, ctx, subnet_id):
         self._ipam.subnet_created(ctx, subnet_id)

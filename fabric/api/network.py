@@ -489,12 +489,14 @@ class SubnetItem:
         A moved gateway is told to every ipam worker after the commit (they cache definitions).
         Hosts need not hear of it: the gateway they give guests is their own address on the
         network (per-host gateways, :meth:`fabric.network.drivers.linux.LinuxDriver.gateway_of`),
-        and the metadata service reads the subnet's gateway from the database."""
+        and the metadata service reads the subnet's gateway, DNS servers and host routes from the
+        database. DHCP turned on or off is told to the hosts (``network_changed``): those carrying
+        the network start or stop its DHCP server."""
         deps, context = common.deps(req), common.ctx(req)
         data = common.body(req, SUBNET_UPDATE)["subnet"]
         for _ in range(deps.settings.database.max_retries):
             try:
-                doc, moved = self._update(deps.db, context, subnet_id, data)
+                doc, moved, dhcp_changed = self._update(deps.db, context, subnet_id, data)
                 break
             except sa_exc.IntegrityError:
                 continue  # IPAM stored the subnet's pool meanwhile: move the gateway in that one
@@ -507,10 +509,18 @@ class SubnetItem:
                 # Allocations by name read the stored definition; only the gateway that automatic
                 # allocations report may be stale until the workers restart.
                 LOG.warning("Subnet %s's gateway moved, but IPAM was not told: %s", subnet_id, err.message)
+        if dhcp_changed:
+            try:
+                deps.clients.network.network_changed(context, network_id=doc["network_id"])
+            except exception.FabricError as err:
+                # The hosts' periodic drift report names the DHCP server that should (not) run.
+                LOG.warning("Subnet %s's DHCP turned %s, but the hosts were not told: %s", subnet_id,
+                            "on" if doc["enable_dhcp"] else "off", err.message)
         common.respond(resp, {"subnet": doc})
 
-    def _update(self, db, context, subnet_id: str, data: dict) -> tuple[dict, bool]:
-        """Apply ``data`` to the subnet in one transaction: (its document, whether the gateway moved)."""
+    def _update(self, db, context, subnet_id: str, data: dict) -> tuple[dict, bool, bool]:
+        """Apply ``data`` to the subnet in one transaction: (its document, whether the gateway moved,
+        whether DHCP turned on or off)."""
         with db.begin() as session:
             subnet = self._get(session, context, subnet_id)
             if not common.visible(context, subnet.project_id):
@@ -531,10 +541,11 @@ class SubnetItem:
                 subnet.dns_nameservers = [str(a) for a in data["dns_nameservers"]]
             if "host_routes" in data:
                 subnet.host_routes = _host_routes(data["host_routes"], subnet.ip_version)
-            if "enable_dhcp" in data:
+            dhcp_changed = "enable_dhcp" in data and data["enable_dhcp"] != subnet.enable_dhcp
+            if dhcp_changed:
                 subnet.enable_dhcp = data["enable_dhcp"]
             session.flush()
-            return subnet_document(subnet), moved
+            return subnet_document(subnet), moved, dhcp_changed
 
     def on_delete(self, req, resp, subnet_id):
         context = common.ctx(req)

@@ -24,7 +24,7 @@ from eventlet.semaphore import Semaphore
 
 from fabric import config, exception, metrics, periodic
 from fabric.context import RequestContext
-from fabric.db.models import SecurityGroupRule
+from fabric.db.models import Network, SecurityGroupRule
 from fabric.manager import Manager, callers_table
 from fabric.network import dbstate, drivers
 from fabric.network.drivers.base import NetworkDriver
@@ -50,7 +50,7 @@ class NetworkManager(Manager):
         associate_floating=("api",), disassociate_floating=("api",),
         sync=("api",), describe_host_networking=("api",),
         host_joined=("ipam",), host_left=("ipam",),
-        network_created=("api",), network_deleted=("api",), reconcile_networks=("api",),
+        network_created=("api",), network_deleted=("api",), network_changed=("api",), reconcile_networks=("api",),
         security_groups_changed=("api", "network"), routers_changed=("api",))
 
     def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
@@ -230,6 +230,27 @@ class NetworkManager(Manager):
 
     def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
         self._converge("network_deleted", self.driver.teardown_network, network_id)
+
+    def network_changed(self, ctx: RequestContext, network_id: str) -> None:
+        """The network's committed settings differ from what this host realised (a subnet's DHCP
+        turned on or off): a host carrying it applies what the database now says (its DHCP
+        server started or stopped); a host without it has nothing to do."""
+        if self.db is None:
+            return
+
+        def apply() -> None:
+            if network_id not in self.driver.state.networks:
+                return
+            with self.db.begin() as session:
+                network = session.get(Network, network_id)
+                if network is None:  # deleted meanwhile: network_deleted takes it down
+                    return
+                _, layout = dbstate.datacenter_layout(session)
+                spec = dbstate.network_spec(session, network, self.host, layout)
+            self.driver.setup_network(spec)
+            LOG.info("network: %s re-applied on %s (DHCP %s)", network_id, self.host, "on" if spec.dhcp else "off")
+
+        self._converge("network_changed", apply)
 
     def security_groups_changed(self, ctx: RequestContext) -> None:
         """Groups, rules or memberships changed: enforce what the database now says."""

@@ -75,6 +75,11 @@ class NetworkAPI:
     def network_deleted(self, ctx: RequestContext, network_id: str) -> None:
         self.client.fanout_cast(ctx, "network_deleted", network_id=network_id)
 
+    def network_changed(self, ctx: RequestContext, network_id: str) -> None:
+        """A network's settings that hosts realise changed (committed: a subnet's DHCP turned on or
+        off): every host carrying it re-reads it from the database and applies it."""
+        self.client.fanout_cast(ctx, "network_changed", network_id=network_id)
+
     def security_groups_changed(self, ctx: RequestContext) -> None:
         """Security groups, rules or port memberships changed (committed): every host
         re-reads what it enforces from the database and applies it at once."""

@@ -12,11 +12,13 @@ answered on its console, read back with ``openstack console log show``.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from fabric.db.models import AddressAllocation
+from fabric.network import dhcp
 from tests.fixtures.cloud import (
     BEGIN,
     END,
@@ -44,6 +46,17 @@ def _network(cloud, env, name: str, vni: int) -> dict:
                         name)
     cloud.osc(env, "subnet", "create", "--network", name, "--subnet-range", CIDR, f"{name}-sub")
     return network
+
+
+def dhcp_server_running(host, network_id: str) -> bool:
+    """Whether ``host``'s DHCP server for the network runs (its pid file names a live dnsmasq of it)."""
+    pid_file = host.state_dir / "data" / "network" / host.name / "dhcp" / network_id / "pid"
+    try:
+        pid = int(pid_file.read_text().strip() or 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+    except (FileNotFoundError, ValueError):
+        return False
+    return dhcp.running(pid) and str(pid_file).encode() in cmdline
 
 
 def _boot(cloud, env, name: str, network_id: str, address: str, user_data, *extra: str, wait: bool = True) -> dict:
@@ -149,6 +162,15 @@ def test_reboot_and_stop_start_keep_the_address_and_delete_leaves_nothing(cloud,
 
     def bound_count() -> int:
         return cloud.console(carol.env, "vm-c").count(bound)
+
+    # DHCP turned off stops the host's DHCP server for the network within a second or so; turned
+    # on, it runs again (and the reboot below takes its address from it).
+    subnet = f"{network['name']}-sub"
+    assert dhcp_server_running(host, network["id"])
+    cloud.osc(carol.env, "subnet", "set", "--no-dhcp", subnet, json_out=False)
+    wait_until(lambda: not dhcp_server_running(host, network["id"]), 10, "the network's DHCP server to stop")
+    cloud.osc(carol.env, "subnet", "set", "--dhcp", subnet, json_out=False)
+    wait_until(lambda: dhcp_server_running(host, network["id"]), 10, "the network's DHCP server to start again")
 
     # A reboot (soft: ACPI, then start again) boots the same guest again on the same address.
     before = bound_count()
