@@ -12,8 +12,11 @@ Promises:
 * the nodes find each other through an ``epmd`` of their own (its own port, started
   and stopped here), so the machine's broker, its epmd and its node
   (``rabbit@<host>``, port 5672) are never asked anything, stopped, reset or joined;
-* node 1 starts first; the others join it (``stop_app``, ``join_cluster``,
-  ``start_app`` through ``rabbitmqctl -n``);
+* node 1 starts first; the others start once it runs and join it as they boot (classic
+  peer discovery: their configuration names node 1), so no node restarts to join;
+* a node is waited for by its AMQP port first (a socket, no cost), then confirmed by one
+  ``rabbitmqctl await_startup``: every CLI run is an Erlang VM of its own (about a second of
+  CPU), and asking one of a node still booting only slows the boot down;
 * :meth:`RabbitCluster.stop` stops every node and the epmd it started, each by its own
   PID (SIGTERM, then SIGKILL after a grace period), and deletes the temporary
   directory, whatever state the start reached.
@@ -57,6 +60,13 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _accepts(port: int) -> bool:
+    """Whether something accepts connections on loopback ``port``."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def choose_base_port(size: int, start: int = 21000, stop: int = 31000) -> int:
@@ -175,9 +185,14 @@ class RabbitCluster:
                 f.write(text)
         for node in self.nodes:
             os.makedirs(os.path.join(node.dir, "log"), exist_ok=True)
+            # The others name the first as their peer (it names none: with peers it cannot reach
+            # yet it would retry for seconds before booting alone).
+            joins = "" if node is self.nodes[0] else (
+                "cluster_formation.peer_discovery_backend = classic_config\n"
+                f"cluster_formation.classic_config.nodes.1 = {self.nodes[0].name}\n")
             with open(os.path.join(node.dir, "rabbitmq.conf"), "w") as f:
                 f.write(f"listeners.tcp.1 = 127.0.0.1:{node.amqp_port}\n"
-                        "log.console = false\nlog.file.level = info\n")
+                        f"log.console = false\nlog.file.level = info\n{joins}")
 
     # -- commands ---------------------------------------------------------------------
     def ctl(self, node: Node | str, *args: str, timeout: float = 120, tool: str = "rabbitmqctl") -> str:
@@ -205,6 +220,13 @@ class RabbitCluster:
             log.close()
 
     def _await(self, node: Node, deadline: float) -> None:
+        while not _accepts(node.amqp_port):
+            if not node.running:
+                raise ClusterError(f"{node.name} exited ({node.process.returncode}) while starting; "
+                                   f"see {node.dir}/log")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{node.name} did not start within {START_TIMEOUT}s; see {node.dir}/log")
+            time.sleep(0.2)
         while True:
             if not node.running:
                 raise ClusterError(f"{node.name} exited ({node.process.returncode}) while starting; "
@@ -230,17 +252,16 @@ class RabbitCluster:
                                           env=self._env(), stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True)
-            for node in self.nodes:
+            first, others = self.nodes[0], self.nodes[1:]
+            self._start_process(first)
+            self._await(first, deadline)
+            for node in others:  # each finds the first running and joins it as it boots
                 self._start_process(node)
-            for node in self.nodes:
+            for node in others:
                 self._await(node, deadline)
-            first = self.nodes[0]
-            for node in self.nodes[1:]:
-                self.ctl(node, "stop_app")
-                self.ctl(node, "join_cluster", first.name)
-                self.ctl(node, "start_app")
-            for node in self.nodes:
-                self._await(node, deadline)
+            joined = self.running_nodes(first)
+            if joined != sorted(node.name for node in self.nodes):
+                raise ClusterError(f"the nodes did not form one cluster: {first.name} sees {joined}")
         except BaseException:
             self.stop()
             raise
