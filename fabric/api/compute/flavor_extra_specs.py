@@ -31,10 +31,8 @@ class SpecValue(fields.Field):
     """A string, number or boolean (Nova's schema accepts each), kept as the string of it."""
 
     def _deserialize(self, value, attr, data, **kwargs) -> str:
-        if isinstance(value, bool):
+        if isinstance(value, (bool, int, float)):
             value = str(value)
-        elif isinstance(value, (int, float)):
-            value = repr(value) if isinstance(value, float) else str(value)
         if not isinstance(value, str):
             raise ValidationError("an extra spec value is a string, number or boolean")
         if len(value) > 255:
