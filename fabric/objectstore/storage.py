@@ -17,6 +17,10 @@ at start and removed.
 Creating a file and fsync go through eventlet's native thread pool when the
 process is green, so one upload waiting for the disk does not stall every other
 request.
+
+Uploads that commit at the same time share a directory fsync: a blob's id puts it in the
+fan-out directory of the current second (:func:`new_blob_id`), and the renames into one
+directory wait for one fsync of it that began after the last of them (:class:`DirectorySync`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -54,15 +59,68 @@ def _sync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def _durable_rename(fd: int, source: str, target: str) -> None:
-    """fsync and close ``fd``, rename ``source`` to ``target``, fsync the directory: one trip to
-    the native thread pool for all of it."""
+#: Native locks even in a green process: a directory's fsync is shared by native threads (the
+#: trips to eventlet's thread pool), which a green lock would not make wait.
+_threading = eventlet.patcher.original("threading")
+
+
+class _SyncRound:
+    """One fsync of a directory: finished or not, and what it raised."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: OSError | None = None
+
+
+class DirectorySync:
+    """Group fsync of one directory: ``sync()`` returns once an fsync of the directory that
+    began after the call finished, so every rename into it made before the call is durable.
+
+    Callers that arrive while an fsync runs wait for the next one, which one of them runs
+    for all: N concurrent renames cost one or two fsyncs, not N. A failed fsync raises in every
+    caller that waited for it (their renames may not be durable). Call from native threads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = _threading.Condition()
+        self._next = _SyncRound()  # the round that begins after the one running, if any
+        self._running = False
+        self.rounds = 0  # fsyncs run, for tests and curiosity
+
+    def sync(self) -> None:
+        with self._lock:
+            mine = self._next
+            while not mine.done:
+                if self._running:
+                    self._lock.wait()
+                    continue
+                # No fsync running: the next round begins now, with this caller running it.
+                self._running, self._next = True, _SyncRound()
+                self._lock.release()
+                try:
+                    _sync_dir(self.path)
+                except OSError as exc:
+                    mine.error = exc
+                finally:
+                    self._lock.acquire()
+                    self.rounds += 1
+                    self._running, mine.done = False, True
+                    self._lock.notify_all()
+            if mine.error is not None:
+                raise mine.error
+
+
+def _durable_rename(fd: int, source: str, target: str, directory: DirectorySync) -> None:
+    """fsync and close ``fd``, rename ``source`` to ``target``, fsync the directory (``directory``,
+    target's): one trip to the native thread pool for all of it."""
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(source, target)
-    _sync_dir(os.path.dirname(target))
+    directory.sync()
 
 
 def _create(path: str) -> int:
@@ -75,7 +133,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _durable_file(source: str, pieces: list[bytes], target: str) -> None:
+def _durable_file(source: str, pieces: list[bytes], target: str, directory: DirectorySync) -> None:
     """Create ``source``, write ``pieces`` to it, then as :func:`_durable_rename`: a small blob's
     whole life on disk in one trip to the native thread pool."""
     fd = _create(source)
@@ -85,11 +143,21 @@ def _durable_file(source: str, pieces: list[bytes], target: str) -> None:
     except BaseException:
         os.close(fd)
         raise
-    _durable_rename(fd, source, target)
+    _durable_rename(fd, source, target, directory)
+
+
+#: Seconds the blobs created meanwhile go to one fan-out directory (its first two hex digits),
+#: so that concurrent uploads share its fsync (:class:`DirectorySync`). The 256 directories
+#: take turns, each filled for a second every 256 seconds. Measured with 16 threads committing
+#: 2,000 blobs of 64 KiB (this machine's ext4 has no journal, so a directory fsync writes the
+#: directory's own block): 480 directory fsyncs instead of 2,000, blobs/s unchanged (2,066-2,703
+#: against 2,169-2,482 with random directories, interleaved runs under a load of 4).
+SHARD_SECONDS = 1.0
 
 
 def new_blob_id() -> str:
-    return uuid.uuid4().hex
+    """A new blob's id: the current second's directory, then 120 random bits."""
+    return f"{int(time.time() / SHARD_SECONDS) % 256:02x}{uuid.uuid4().hex[2:]}"
 
 
 #: Bytes a writer keeps in memory before it creates its temporary file. A blob no bigger is
@@ -139,12 +207,13 @@ class BlobWriter:
     def commit(self) -> str:
         """Make the bytes durable under their blob id; returns the id."""
         target = self._store.path(self.blob_id)
+        directory = self._store.directory(self.blob_id)
         if self._fd is None:
             pieces, self._buffer = self._buffer, None
-            _off_hub(_durable_file, self.tmp_path, pieces, target)
+            _off_hub(_durable_file, self.tmp_path, pieces, target, directory)
         else:
             fd, self._fd = self._fd, None
-            _off_hub(_durable_rename, fd, self.tmp_path, target)
+            _off_hub(_durable_rename, fd, self.tmp_path, target, directory)
         return self.blob_id
 
     def discard(self) -> None:
@@ -177,11 +246,17 @@ class BlobStore:
         self.tmp_prefix = f"{self.tmp_dir}{os.sep}"
         self._blob_prefix = f"{self.blob_dir}{os.sep}"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._directories: dict[str, DirectorySync] = {}
         for index in range(256):
             (self.blob_dir / f"{index:02x}").mkdir(parents=True, exist_ok=True)
+            self._directories[f"{index:02x}"] = DirectorySync(f"{self._blob_prefix}{index:02x}")
 
     def path(self, blob_id: str) -> str:
         return f"{self._blob_prefix}{blob_id[:2]}{os.sep}{blob_id}"
+
+    def directory(self, blob_id: str) -> DirectorySync:
+        """The group fsync of the directory a blob is in."""
+        return self._directories[blob_id[:2]]
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self)
@@ -195,7 +270,7 @@ class BlobStore:
         new_id = new_blob_id()
         target = self.path(new_id)
         os.link(self.path(blob_id), target)
-        _off_hub(_sync_dir, os.path.dirname(target))
+        _off_hub(self.directory(new_id).sync)
         return new_id
 
     def remove(self, blob_ids: Iterable[str | None]) -> None:

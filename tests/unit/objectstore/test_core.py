@@ -5,7 +5,9 @@ nothing, and a pooled connection the database dropped costs a retry, not a faile
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -161,3 +163,92 @@ def test_a_group_that_fails_leaves_each_row_to_the_one_row_path(released):
     assert metadata.get_object(db, bucket.id, b"old").blob == "blob-2"
     assert metadata.get_object(db, bucket.id, b"new").blob == "blob-3"
 
+
+
+def _one_group(db, count: int) -> metadata.GroupCommit:
+    """``db``'s group commit, with its first group held until ``count`` rows wait behind it, so
+    that those go as one group."""
+    committer = metadata.group_commit(db)
+    write, first = committer._write, threading.Event()
+
+    def held(rows):
+        if not first.is_set():
+            first.set()
+            wait_until(lambda: len(committer._queue) >= count, timeout=10, what=f"{count} rows queued")
+        return write(rows)
+
+    committer._write = held
+    return committer
+
+
+def test_a_row_that_fails_in_a_group_fails_only_its_own_put(postgres_db):
+    """One group holding new keys, an overwrite and a row of a bucket deleted meanwhile: the new
+    keys are written, the overwrite replaces, only the deleted bucket's PUT fails."""
+    db = postgres_db
+    try:
+        bucket = _bucket(db)
+        gone = _bucket(db, "deleted-meanwhile")
+        metadata.delete_bucket(db, gone)
+        assert metadata.put_object(db, bucket, b"old", _values("blob-old")) is None
+        committer = _one_group(db, 4)
+        groups = committer.groups
+        puts = [(bucket, b"first", "blob-1"), (bucket, b"new-1", "blob-2"), (bucket, b"old", "blob-3"),
+                (gone, b"lost", "blob-4"), (bucket, b"new-2", "blob-5")]
+        results: dict[str, object] = {}
+
+        def put(target, key, blob):
+            try:
+                results[blob] = metadata.put_object(db, target, key, _values(blob))
+            except S3Error as err:
+                results[blob] = err.code
+
+        threads = [threading.Thread(target=put, args=args) for args in puts]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)  # the first leads a group of its own, the others queue behind it
+        for thread in threads:
+            thread.join(20)
+        assert committer.groups >= groups + 2
+        assert results == {"blob-1": None, "blob-2": None, "blob-3": "blob-old", "blob-4": "NoSuchBucket",
+                           "blob-5": None}
+        assert {key: metadata.get_object(db, bucket.id, key).blob for key in (b"first", b"new-1", b"old", b"new-2")} \
+            == {b"first": "blob-1", b"new-1": "blob-2", b"old": "blob-3", b"new-2": "blob-5"}
+    finally:
+        metadata.release(db)
+
+
+def test_concurrent_puts_of_one_key_end_whole_old_or_whole_new(postgres_db):
+    """Eight PUTs of one key at once: the key ends naming one of them, and every other blob was
+    replaced exactly once (handed back for removal), so none is lost or removed twice."""
+    db = postgres_db
+    try:
+        bucket = _bucket(db)
+        assert metadata.put_object(db, bucket, b"key", _values("blob-0")) is None
+        replaced: list[str | None] = []
+        threads = [threading.Thread(target=lambda n=n: replaced.append(
+            metadata.put_object(db, bucket, b"key", dict(_values(f"blob-{n}"), size=n))))
+            for n in range(1, 9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        final = metadata.get_object(db, bucket.id, b"key")
+        assert final.size == int(final.blob.split("-")[1])  # the row is one PUT's, whole
+        assert sorted(replaced + [final.blob]) == sorted(f"blob-{n}" for n in range(9))
+    finally:
+        metadata.release(db)
+
+
+def test_a_crash_between_rename_and_commit_leaves_no_row_and_recovery_removes_the_blob(sqlite_db, tmp_path):
+    service, _ = _processes(sqlite_db, tmp_path)
+    bucket = _bucket(sqlite_db)
+    with service.store.writer() as writer:
+        writer.write(b"kept")
+        kept = writer.commit()
+    assert metadata.put_object(sqlite_db, bucket, b"kept", _values(kept)) is None
+    with service.store.writer() as writer:
+        writer.write(b"renamed and synced, its row never committed")
+        orphan = writer.commit()  # the process dies here, before metadata.put_object
+    assert metadata.referenced_blobs(sqlite_db) == {kept}
+    assert service.recover() == (0, 1)
+    assert os.path.exists(service.store.path(kept)) and not os.path.exists(service.store.path(orphan))

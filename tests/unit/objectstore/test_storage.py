@@ -1,12 +1,16 @@
 """Blob storage is atomic: nothing is visible until commit, an overwrite is whole-old or whole-new
-to a reader, and what a crash leaves (temporary files, blobs without rows) goes at restart."""
+to a reader, and what a crash leaves (temporary files, blobs without rows) goes at restart.
+Renames into one directory share an fsync that began after the last of them."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
+from fabric.objectstore import storage
 from fabric.objectstore.storage import BUFFER_MAX, BlobStore
 
 
@@ -112,3 +116,76 @@ def test_recover_removes_temporary_files_and_unnamed_blobs_only(store):
     assert removed == (1, 1)
     assert blob_files(store) == set(kept) and list(store.tmp_dir.iterdir()) == []
     assert BlobStore(store.root).recover(lambda: set(kept)) == (0, 0)  # idempotent
+
+
+def _held_fsync(monkeypatch) -> tuple[list[str], threading.Event, threading.Event]:
+    """Directory fsyncs recorded; the first one blocks, signalling ``running``, until ``release``."""
+    synced: list[str] = []
+    running, release = threading.Event(), threading.Event()
+
+    def fsync(path):
+        synced.append(path)
+        if len(synced) == 1:
+            running.set()
+            assert release.wait(10)
+
+    monkeypatch.setattr(storage, "_sync_dir", fsync)
+    return synced, running, release
+
+
+def test_a_rename_waits_for_a_directory_fsync_that_began_after_it(monkeypatch, tmp_path):
+    """A caller that arrives while an fsync runs does not count it (its rename may have missed
+    it): it waits for the next, which it shares with every caller that arrived meanwhile."""
+    synced, running, release = _held_fsync(monkeypatch)
+    directory = storage.DirectorySync(str(tmp_path))
+    done: list[int] = []
+    first = threading.Thread(target=lambda: (directory.sync(), done.append(0)))
+    first.start()
+    assert running.wait(10)
+    later = [threading.Thread(target=lambda n=n: (directory.sync(), done.append(n))) for n in range(1, 5)]
+    for thread in later:
+        thread.start()
+    time.sleep(0.2)
+    assert done == [] and len(synced) == 1  # the four wait, although an fsync is running
+    release.set()
+    for thread in [first, *later]:
+        thread.join(10)
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    assert len(synced) == directory.rounds == 2  # the four shared the second
+
+
+def test_a_failed_directory_fsync_fails_every_rename_that_waited_for_it(monkeypatch, tmp_path):
+    calls = []
+
+    def fsync(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_sync_dir", fsync)
+    directory = storage.DirectorySync(str(tmp_path))
+    with pytest.raises(OSError):
+        directory.sync()
+    directory.sync()  # the next round is a new fsync, not the failed one's verdict
+    assert len(calls) == 2
+
+
+def test_blobs_committed_together_share_their_directory_and_its_fsync(monkeypatch, store):
+    monkeypatch.setattr(storage, "SHARD_SECONDS", 1e9)  # one directory for the whole test
+    real = storage._sync_dir
+    monkeypatch.setattr(storage, "_sync_dir", lambda path: (time.sleep(0.05), real(path)))
+    blobs: list[str] = []
+
+    def put(n: int) -> None:
+        with store.writer() as writer:
+            writer.write(b"%d" % n)
+            blobs.append(writer.commit())
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len({blob[:2] for blob in blobs}) == 1 and blob_files(store) == set(blobs)
+    assert store.directory(blobs[0]).rounds < 16
+    assert sorted(int(store.read(store.open(blob), 0, 8)) for blob in blobs) == list(range(16))
