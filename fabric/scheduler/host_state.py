@@ -68,6 +68,8 @@ class HostState:
     last_heartbeat: datetime.datetime | None = None
     failed_builds: int = 0
     last_build_failure_at: datetime.datetime | None = None
+    #: The node row's ``updated_at`` as last read: with ``generation``, which version of the row this is.
+    updated_at: datetime.datetime | None = None
     ram_ratio: float = 1.0
     cpu_ratio: float = 1.0
     disk_ratio: float = 1.0
@@ -107,7 +109,7 @@ NODE_COLUMNS = (
     ComputeNode.vcpus, ComputeNode.memory_mb, ComputeNode.disk_gb, ComputeNode.vcpus_used,
     ComputeNode.memory_mb_used, ComputeNode.disk_gb_used, ComputeNode.running_vms,
     ComputeNode.generation, ComputeNode.stats, ComputeNode.failed_builds,
-    ComputeNode.last_build_failure_at,
+    ComputeNode.last_build_failure_at, ComputeNode.updated_at,
 )
 _SERVICE_COLUMNS = (
     Service.host, Service.disabled, Service.disabled_reason, Service.last_heartbeat,
@@ -198,7 +200,7 @@ class HostStateCache:
                     self._apply_node(row, force=True)
             else:
                 for row in node_rows:
-                    self._apply_node(row)
+                    self._apply_node(row, skip_same=True)
                 # A service that changed (heartbeat, disabled) changes its host's state.
                 for row in service_rows:
                     state = self._hosts.get(row["host"])
@@ -220,6 +222,23 @@ class HostStateCache:
             for row in rows:
                 self._apply_node(row)
 
+    def reserve(self, state: HostState, vcpus: int, memory_mb: int, disk_gb: int) -> None:
+        """Count a placement not yet claimed against ``state`` (so the next choice sees it).
+
+        Its claim then brings the row that makes it true (:meth:`apply_rows`); a
+        placement given up must have its host read again (:meth:`refresh_host`).
+        """
+        with self._lock:
+            state.vcpus_used += vcpus
+            state.memory_mb_used += memory_mb
+            state.disk_gb_used += disk_gb
+            state.running_vms += 1
+            state.recompute()
+
+    def expire(self) -> None:
+        """Have the next :meth:`hosts` read every host again (after an unknown failure)."""
+        self._last_full = -float("inf")
+
     def refresh_host(self, host: str) -> HostState | None:
         """Read one host's node row now (after losing a claim on it)."""
         with read_connection(self.db) as conn:
@@ -229,10 +248,21 @@ class HostStateCache:
         self.apply_rows([row])
         return self._hosts.get(host)
 
-    def _apply_node(self, row: Any, *, force: bool = False) -> None:
+    def refresh_hosts(self, hosts: Iterable[str]) -> None:
+        """Read these hosts' node rows now, in one query (forgetting what was reserved on them)."""
+        with read_connection(self.db) as conn:
+            rows = conn.execute(node_select().where(ComputeNode.host.in_(sorted(set(hosts))))).mappings().all()
+        self.apply_rows(rows)
+
+    def _apply_node(self, row: Any, *, force: bool = False, skip_same: bool = False) -> None:
         state = self._hosts.get(row["host"])
-        if state is not None and not force and row["generation"] < state.generation:
-            return  # an older read than what we hold (our own claim was newer)
+        if state is not None and not force:
+            if row["generation"] < state.generation:
+                return  # an older read than what we hold (our own claim was newer)
+            if skip_same and row["generation"] == state.generation and row["updated_at"] == state.updated_at:
+                # The version we hold: an incremental read sees each change about three
+                # times (its commit margin is twice the default refresh interval).
+                return
         if state is None:
             state = HostState(host=row["host"], ram_ratio=self.scheduler.ram_allocation_ratio,
                               cpu_ratio=self.scheduler.cpu_allocation_ratio,
@@ -241,7 +271,7 @@ class HostStateCache:
         state.node_id = row["id"]
         for name in ("availability_zone", "hypervisor_type", "vcpus", "memory_mb", "disk_gb",
                      "vcpus_used", "memory_mb_used", "disk_gb_used", "running_vms", "generation",
-                     "failed_builds", "last_build_failure_at"):
+                     "failed_builds", "last_build_failure_at", "updated_at"):
             setattr(state, name, row[name])
         state.stats = row["stats"] or {}
         state.recompute()

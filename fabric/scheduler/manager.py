@@ -7,6 +7,12 @@ the failure and tries another host, up to ``[scheduler] max_attempts``.
 Every outcome is on the instance row: a host, or ``error`` with a fault.
 Handlers are idempotent: a redelivered message for an instance that already
 has a host (or is no longer building) changes nothing.
+
+First placements that arrive while a decision runs are decided together
+next, up to :data:`BATCH_LIMIT` at once: one read of their instances, one
+claim transaction and one commit for all (a reschedule, a member of a
+server group other than anti-affinity, and anything the batch cannot place
+are decided one by one).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from fabric import exception, metrics
@@ -25,13 +32,41 @@ from fabric.db import Database
 from fabric.manager import Manager, callers_table
 from fabric.rpc.outbox import Outbox, StagedCast
 from fabric.scheduler import claims
-from fabric.scheduler.request import RequestSpec, load_instance_request
+from fabric.scheduler.request import ANTI_AFFINITY, RequestSpec, load_instance_request, load_instance_requests
 from fabric.scheduler.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
 
 #: Decision latencies kept for ``decision_stats`` (the most recent ones).
 _LATENCIES_KEPT = 100_000
+
+#: First placements decided together at most (see the module docstring).
+BATCH_LIMIT = 8
+
+
+#: Writes the build cast of one instance, chosen ``host``, in the claim's transaction on ``conn``.
+Stage = Callable[[Any, str], StagedCast]
+
+
+class _Waiting:
+    """A first placement waiting for its batch: what it needs, then what came of it."""
+
+    __slots__ = ("instance_id", "stage", "wake", "done", "host", "staged", "error")
+
+    def __init__(self, instance_id: str, stage: Stage) -> None:
+        self.instance_id = instance_id
+        self.stage = stage
+        #: Set when done, or to lead the next batch (not done then).
+        self.wake = threading.Event()
+        self.done = False
+        self.host: str | None = None
+        self.staged: list[StagedCast] = []
+        self.error: BaseException | None = None
+
+    def finish(self, host: str | None = None, staged: list[StagedCast] | None = None,
+               error: BaseException | None = None) -> None:
+        self.done, self.host, self.staged, self.error = True, host, staged or [], error
+        self.wake.set()
 
 
 class ComputeBuildClient(Protocol):
@@ -60,6 +95,10 @@ class SchedulerManager(Manager):
         # that bounds the pool (and the database's connections), and more concurrent
         # decisions only lose more claims to each other (see the option's help).
         self._decision_slots = threading.BoundedSemaphore(settings.scheduler.max_concurrent_decisions)
+        # First placements waiting for a batch, oldest first, and whether one is being decided.
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._batch_lock = threading.Lock()
+        self._batch_running = False
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES_KEPT)
         self.outcomes: collections.Counter[str] = collections.Counter()
         #: The build casts, committed with their claims; its ``compute`` sender is :attr:`compute`.
@@ -94,19 +133,19 @@ class SchedulerManager(Manager):
         compute host (a worker died between its claim and its cast) asks that
         host again; any other repeat changes nothing.
         """
-        staged: list[StagedCast] = []
-
-        def stage_build(conn: Any, host: str) -> None:
+        def stage_build(conn: Any, host: str) -> StagedCast:
             # In the claim's transaction: a crash before the broker confirms the cast leaves
             # it for the next scheduler to send (fabric.rpc.outbox), never a stranded claim.
-            staged.append(self.outbox.stage(conn, "scheduler.build", ctx, host=host, instance_id=instance_id))
+            return self.outbox.stage(conn, "scheduler.build", ctx, host=host, instance_id=instance_id)
 
         while True:
             if failed_host is not None:
                 claims.release(self.db, instance_id, failed_host, failed_build=True)
                 LOG.info("instance %s: build failed on %s (%s); rescheduling", instance_id, failed_host, reason)
-            staged.clear()
-            host = self._decide(instance_id, reason=reason, also=stage_build)
+            if failed_host is None:
+                host, staged = self._decide_in_batch(instance_id, stage_build)
+            else:
+                host, staged = self._decide(instance_id, reason=reason, stage=stage_build)
             if host is None:
                 return
             try:
@@ -189,15 +228,108 @@ class SchedulerManager(Manager):
 
     # --- the decision -----------------------------------------------------------
 
-    def _decide(self, instance_id: str, *, reason: str | None, also: Any = None) -> str | None:
-        """Claim a host for the instance (``also(conn, host)`` writes in the claim's transaction),
-        or put it in error; None when there is nothing to build."""
-        with self._decision_slots:
-            return self._decide_now(instance_id, reason=reason, also=also)
+    def _decide_in_batch(self, instance_id: str, stage: Stage) -> tuple[str | None, list[StagedCast]]:
+        """:meth:`_decide` for a first placement, together with those waiting beside it.
 
-    def _decide_now(self, instance_id: str, *, reason: str | None, also: Any = None) -> str | None:
-        # The latency recorded is the decision's own: from its turn to its outcome.
+        The first to arrive while no batch runs leads one: it takes the oldest
+        waiting (itself first), decides them, and hands the lead to the next in line.
+        """
+        me = _Waiting(instance_id, stage)
+        with self._batch_lock:
+            self._waiting.append(me)
+            leading = not self._batch_running
+            self._batch_running = True
+        if not leading:
+            me.wake.wait()
+        if not me.done:  # leading: first in line
+            try:
+                with self._decision_slots:
+                    count = min(BATCH_LIMIT, len(self._waiting))
+                    self._decide_batch([self._waiting.popleft() for _ in range(count)])
+            finally:
+                with self._batch_lock:
+                    if self._waiting:
+                        self._waiting[0].wake.set()
+                    else:
+                        self._batch_running = False
+        if me.error is not None:
+            raise me.error
+        return me.host, me.staged
+
+    def _decide_batch(self, batch: list[_Waiting]) -> None:
+        """Decide every waiting placement of ``batch``; each finishes with its host (None: nothing
+        to build) or with the error that stopped the batch (re-raised in its own handler)."""
         started = time.perf_counter()
+        try:
+            self._decide_batch_now(batch, started)
+        except BaseException as exc:
+            for waiting in batch:
+                if not waiting.done:
+                    waiting.finish(error=exc)
+            raise
+
+    def _decide_batch_now(self, batch: list[_Waiting], started: float) -> None:
+        one_by_one: list[_Waiting] = []
+        together: dict[str, _Waiting] = {}
+        with self.db.engine.connect() as conn:
+            requests = load_instance_requests(conn, list({waiting.instance_id for waiting in batch}))
+            for waiting in batch:
+                request = requests.get(waiting.instance_id)
+                if (request is None or waiting.instance_id in together
+                        or request.spec.group_id is not None and request.spec.group_policy != ANTI_AFFINITY
+                        or not self._waiting_for_host(request)
+                        or request.spec.attempts >= self.settings.scheduler.max_attempts):
+                    one_by_one.append(waiting)  # whatever it is, the decision of one says it
+                else:
+                    together[waiting.instance_id] = waiting
+            if together:
+                # Kept here until the claim commits: a claim rolled back leaves nothing to send.
+                staged: dict[str, StagedCast] = {}
+
+                def stage(conn: Any, spec: RequestSpec, host: str) -> None:
+                    staged[spec.instance_id or ""] = together[spec.instance_id or ""].stage(conn, host)
+
+                placed, left = self.scheduler.place_many(
+                    [requests[instance_id].spec for instance_id in together], conn, stage)
+                one_by_one += [together[spec.instance_id or ""] for spec in left]
+        if together:
+            elapsed = time.perf_counter() - started
+            for instance_id, host in placed.items():
+                self._placed(elapsed)
+                LOG.info("instance %s placed on %s (one of %d decided together)", instance_id, host, len(together))
+                together[instance_id].finish(host, [staged[instance_id]])
+        for waiting in one_by_one:
+            waiting.finish(*self._decide_now(waiting.instance_id, reason=None, stage=waiting.stage,
+                                             started=started))
+
+    @staticmethod
+    def _waiting_for_host(request: Any) -> bool:
+        return (request.host is None and not request.deleted and request.vm_state == states.BUILDING
+                and request.task_state == states.SCHEDULING)
+
+    def _placed(self, elapsed: float) -> None:
+        self.latencies_ms.append(elapsed * 1000.0)
+        self.outcomes["placed"] += 1
+        metrics.SCHEDULER_DECISIONS.labels("placed").inc()
+        metrics.SCHEDULER_DECISION_SECONDS.observe(elapsed)
+
+    def _decide(self, instance_id: str, *, reason: str | None,
+                stage: Stage) -> tuple[str | None, list[StagedCast]]:
+        """Claim a host for the instance, or put it in error: the host (None when there is
+        nothing to build) and the build cast ``stage(conn, host)`` wrote with the claim, if any."""
+        with self._decision_slots:
+            return self._decide_now(instance_id, reason=reason, stage=stage)
+
+    def _decide_now(self, instance_id: str, *, reason: str | None, stage: Stage,
+                    started: float | None = None) -> tuple[str | None, list[StagedCast]]:
+        # The latency recorded is the decision's own: from its turn (``started``: its batch's) to its outcome.
+        if started is None:
+            started = time.perf_counter()
+        staged: list[StagedCast] = []
+
+        def also(conn: Any, host: str) -> None:
+            staged.append(stage(conn, host))
+
         # One connection for the read and the claim: one pool checkout per decision.
         with self.db.engine.connect() as conn:
             try:
@@ -205,18 +337,18 @@ class SchedulerManager(Manager):
             except exception.NotFound:
                 LOG.info("instance %s is gone; nothing to schedule", instance_id)
                 self.outcomes["gone"] += 1
-                return None
+                return None, []
             if (request.host is not None and not request.deleted and request.task_state == states.SCHEDULING
                     and request.vm_state == states.BUILDING):
                 LOG.info("instance %s already holds a claim on %s; asking that host to build it again",
                          instance_id, request.host)
                 self.outcomes["build_resent"] += 1
-                return request.host
+                return request.host, []
             if request.deleted or request.vm_state != states.BUILDING or request.host is not None:
                 LOG.info("instance %s needs no host (vm_state %s, host %s); ignoring a repeated request",
                          instance_id, request.vm_state, request.host)
                 self.outcomes["not_waiting"] += 1
-                return None
+                return None, []
             spec = request.spec
             max_attempts = self.settings.scheduler.max_attempts
             if spec.attempts >= max_attempts:
@@ -236,17 +368,13 @@ class SchedulerManager(Manager):
                                    f"{', '.join(request.failed_hosts)}: {reason or 'unknown'}")
                 except exception.InstanceStateConflict:
                     self.outcomes["not_waiting"] += 1
-                    return None
+                    return None, []
                 else:
-                    elapsed = time.perf_counter() - started
-                    self.latencies_ms.append(elapsed * 1000.0)
-                    self.outcomes["placed"] += 1
-                    metrics.SCHEDULER_DECISIONS.labels("placed").inc()
-                    metrics.SCHEDULER_DECISION_SECONDS.observe(elapsed)
+                    self._placed(time.perf_counter() - started)
                     LOG.info("instance %s placed on %s (attempt %d)", instance_id, host, spec.attempts + 1)
-                    return host
+                    return host, staged
         self._fail(instance_id, error, started)
-        return None
+        return None, []
 
     def _fail(self, instance_id: str, error: exception.FabricError, started: float) -> None:
         if claims.fail_instance(self.db, instance_id, error):

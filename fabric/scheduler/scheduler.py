@@ -3,7 +3,9 @@
 The host list comes from the process's :class:`HostStateCache`; the claim
 in the database decides. A claim lost to another scheduler refreshes that
 host and moves on to the next candidate; a lost group slot re-reads the
-group and filters again.
+group and filters again. Many requests may be decided together
+(:meth:`Scheduler.place_many`): each chooses in turn, counting the choices
+before it, and all are claimed in one transaction.
 """
 
 from __future__ import annotations
@@ -54,9 +56,12 @@ class Scheduler:
         """
         return [(weight, host.host) for weight, host in self._ranked(spec, limit)]
 
-    def _ranked(self, spec: RequestSpec, limit: int | None) -> list[tuple[float, HostState]]:
-        """Filter then weigh the cached hosts; raises NoValidHost when no host passes."""
-        hosts = self.cache.hosts()
+    def _ranked(self, spec: RequestSpec, limit: int | None,
+                hosts: list[HostState] | None = None) -> list[tuple[float, HostState]]:
+        """Filter then weigh ``hosts`` (the cached ones, refreshed if due, when not given);
+        raises NoValidHost when no host passes."""
+        if hosts is None:
+            hosts = self.cache.hosts()
         passed, removed = run_filters(self.filters, hosts, spec)
         if not passed:
             raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
@@ -98,3 +103,76 @@ class Scheduler:
         raise exception.NoValidHost(
             reason=f"every fitting host was claimed by other schedulers first "
                    f"({MAX_ROUNDS} rounds, {lost_everywhere} lost on resources)")
+
+    def place_many(self, specs: list[RequestSpec], conn: sa.Connection,
+                   also: Callable[[sa.Connection, RequestSpec, str], None] | None = None,
+                   ) -> tuple[dict[str, str], list[RequestSpec]]:
+        """Claim a host for each of ``specs`` (instances in no server group or in an
+        anti-affinity one: :func:`claims.claim_many`) in one transaction on ``conn`` (its
+        open transaction, if any, is ended), choosing for each in turn with the choices
+        before it counted against their hosts (and their groups).
+
+        Returns instance id -> host for the instances placed, and the specs left
+        to :meth:`place` one by one: those no host fitted, those whose host (or
+        group slot) another scheduler took meanwhile, and all of them when the
+        claim changed nothing (an instance had stopped waiting for a host, or
+        a host filled up between the check and the claim).
+        ``also(conn, spec, host)`` runs in the claim's transaction for each placed.
+        """
+        hosts = self.cache.hosts()  # once: a refresh between choices would forget the ones before
+        chosen: list[claims.Placement] = []
+        left: list[RequestSpec] = []
+        group_hosts: dict[str, set[str]] = {}  # anti-affinity: the hosts chosen for each group so far
+        for spec in specs:
+            if spec.group_id is not None:
+                spec.group_hosts |= group_hosts.setdefault(spec.group_id, set())
+            try:
+                [(_weight, host)] = self._ranked(spec, 1, hosts)
+            except exception.NoValidHost:
+                left.append(spec)  # place() says why, with every filter's count
+                continue
+            self.cache.reserve(host, spec.vcpus, spec.memory_mb, spec.disk_gb)
+            chosen.append(claims.Placement(spec, host))
+            if spec.group_id is not None:
+                group_hosts[spec.group_id].add(host.host)
+        if not chosen:
+            return {}, left
+        # The cache may be half a second old, and the claim is all or nothing: read the chosen
+        # hosts first (one query, no lock), and leave out the placements they no longer fit.
+        self.cache.refresh_hosts(placement.host.host for placement in chosen)
+        fitting, full = _fitting(chosen)
+        self.claims_lost += len(full)
+        left += [placement.spec for placement in full]
+        if not fitting:
+            return {}, left
+        try:
+            rows, claimed, slot_lost = claims.claim_many(conn, fitting, self.ratios, also)
+        except (claims.ClaimLost, exception.InstanceStateConflict) as failed:  # nothing changed
+            LOG.debug("%d placements left to be decided one by one: %s", len(fitting), failed)
+            if isinstance(failed, claims.ClaimLost):
+                self.claims_lost += 1
+            self.cache.refresh_hosts(placement.host.host for placement in fitting)
+            return {}, left + [placement.spec for placement in fitting]
+        except BaseException:
+            self.cache.expire()  # the cache may hold what was reserved and never claimed
+            raise
+        self.cache.apply_rows(rows)
+        self.claims_lost += len(slot_lost)
+        left += [placement.spec for placement in slot_lost]
+        return {placement.spec.instance_id or "": placement.host.host for placement in claimed}, left
+
+
+def _fitting(chosen: list[claims.Placement]) -> tuple[list[claims.Placement], list[claims.Placement]]:
+    """The placements whose hosts (as last read) still fit all their placements, and the others."""
+    wanted: dict[str, list[float]] = {}
+    for placement in chosen:
+        totals = wanted.setdefault(placement.host.host, [0, 0, 0])
+        totals[0] += placement.spec.memory_mb
+        totals[1] += placement.spec.vcpus
+        totals[2] += placement.spec.disk_gb
+    fits = {placement.host.host for placement in chosen
+            if placement.host.free_ram_mb >= wanted[placement.host.host][0]
+            and placement.host.free_vcpus >= wanted[placement.host.host][1]
+            and placement.host.free_disk_gb >= wanted[placement.host.host][2]}
+    return ([placement for placement in chosen if placement.host.host in fits],
+            [placement for placement in chosen if placement.host.host not in fits])

@@ -9,7 +9,6 @@ recent failed build, so one bad host stops attracting every retry.
 from __future__ import annotations
 
 import datetime
-import heapq
 import random
 from typing import ClassVar
 
@@ -39,7 +38,8 @@ class Weigher:
     def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
         raise NotImplementedError
 
-    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float]:
+    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float] | None:
+        """Each host's raw value, in order; None when every host's is 0 (this weigher orders nothing)."""
         return [self.raw_weight(host, spec) for host in hosts]
 
 
@@ -84,8 +84,10 @@ class FailedBuildWeigher(Weigher):
             return 0.0
         return -float(host.failed_builds)
 
-    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float]:
-        # Almost every host has no failed build: test that first, cheaply.
+    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float] | None:
+        # Almost every host has no failed build: look for one first, cheaply.
+        if not any([h.failed_builds for h in hosts]):
+            return None
         raw_weight = self.raw_weight
         return [raw_weight(h, spec) if h.failed_builds else 0.0 for h in hosts]
 
@@ -100,15 +102,15 @@ class ServerGroupSoftWeigher(Weigher):
     def __init__(self, settings: SchedulerSection) -> None:
         self.multiplier = 10.0
 
-    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float]:
+    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float] | None:
         sign = {SOFT_AFFINITY: 1.0, SOFT_ANTI_AFFINITY: -1.0}.get(spec.group_policy or "")
         if sign is None or not spec.group_hosts:
-            return [0.0] * len(hosts)
+            return None
         held = spec.group_hosts
         return [sign if h.host in held else 0.0 for h in hosts]
 
     def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
-        return self.raw_weights([host], spec)[0]
+        return (self.raw_weights([host], spec) or [0.0])[0]
 
 
 #: Every weigher fabric has, by the name the settings use.
@@ -142,33 +144,53 @@ def weigh_hosts(weighers: list[Weigher], hosts: list[HostState], spec: RequestSp
     ``tiebreak``): that keeps concurrent schedulers from all choosing the
     same one of many equally good hosts.
     """
-    totals: list[float] | None = None
+    # Each weigher adds multiplier * raw + offset to a host's weight. The offsets, and the
+    # weighers that weigh every host alike, add the same to every host: they order nothing,
+    # so they are summed apart, once, and added to the weights of the hosts returned only.
+    # (This runs over every candidate on every decision: each pass over 1,000 hosts saved
+    # is ~50 us of a decision.)
+    terms: list[tuple[float, list[float]]] = []
+    constant = 0.0
     for weigher in weighers:
         weigher.start()
         raw = weigher.raw_weights(hosts, spec)
-        multiplier, offset = weigher.multiplier, 0.0
-        if weigher.normalise and raw:
-            low, high = min(raw), max(raw)
-            if high == low:
-                continue  # every host equal: this weigher orders nothing
+        if not raw:
+            continue
+        multiplier = weigher.multiplier
+        low, high = min(raw), max(raw)
+        if high == low:
+            if not weigher.normalise:
+                constant += multiplier * low
+            continue  # a normalised weigher gives every host 0 then
+        if weigher.normalise:
             multiplier /= high - low
-            offset = -low * multiplier
-        if totals is None:
-            totals = [multiplier * value + offset for value in raw]
-        else:
-            totals = [total + multiplier * value + offset for total, value in zip(totals, raw, strict=True)]
-    if totals is None:
-        totals = [0.0] * len(hosts)
-    # Kept apart from the weight: the tie-break orders, the weight is reported.
+            constant -= low * multiplier
+        terms.append((multiplier, raw))
+    # The sort keys carry the tie-break: kept apart from the weight, which is reported.
     if rng is not None:
-        keys = [total + rng.random() * _TIEBREAK_SCALE for total in totals]
+        keys = [rng.random() * _TIEBREAK_SCALE for _host in hosts]
     else:
         # Each host's key is drawn once per process: different scheduler processes
         # order equal hosts differently, at no cost per decision.
-        keys = [total + host.tiebreak * _TIEBREAK_SCALE for total, host in zip(totals, hosts, strict=True)]
-    order = range(len(hosts))
-    if limit is not None and limit < len(hosts):
-        best = heapq.nlargest(limit, order, key=keys.__getitem__)
+        keys = [host.tiebreak * _TIEBREAK_SCALE for host in hosts]
+    for multiplier, raw in terms:
+        keys = [multiplier * value + key for key, value in zip(keys, raw, strict=True)]
+    if limit == 1 and hosts:
+        best = [keys.index(max(keys))]
+    elif limit is not None and limit < len(hosts):
+        # Sorting the floats alone (in C) then picking those at or above the limit's key
+        # is cheaper than heapq.nlargest's Python loop over every host.
+        lowest = sorted(keys)[-limit] if limit > 0 else float("inf")
+        best = [index for index, key in enumerate(keys) if key >= lowest]
+        best.sort(key=keys.__getitem__, reverse=True)
+        del best[limit:]
     else:
-        best = sorted(order, key=keys.__getitem__, reverse=True)
-    return [(totals[i], hosts[i]) for i in best]
+        best = sorted(range(len(hosts)), key=keys.__getitem__, reverse=True)
+
+    def weight(index: int) -> float:
+        total = 0.0
+        for multiplier, raw in terms:
+            total += multiplier * raw[index]
+        return total + constant
+
+    return [(weight(index), hosts[index]) for index in best]

@@ -26,6 +26,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path,
         env.update({
             "PYTHONPATH": str(REPO), "FABRIC_DATABASE_URL": db_url, "FABRIC_RPC_TRANSPORT_URL": amqp_url,
             "FABRIC_DEFAULT_HOST": f"bench-scheduler-{index}", "FABRIC_DEFAULT_LOG_LEVEL": "WARNING",
+            "FABRIC_SIGNING_KEY_DIR": os.environ["FABRIC_SIGNING_KEY_DIR"],
             "FABRIC_SERVICE_SERVICE_DOWN_TIME": "86400",
             "FABRIC_SCHEDULER_MAX_CONCURRENT_DECISIONS": str(decisions),
             "FABRIC_SCHEDULER_RAM_ALLOCATION_RATIO": str(RAM_RATIO),
@@ -137,7 +139,12 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=1,
                         help="[scheduler] max_concurrent_decisions of each worker")
     args = parser.parse_args()
-    with rabbit_vhost() as (vhost, amqp_url):
+    from fabric.rpc import signing
+
+    # Every message is signed, as deployed: keys made for the run, for this process and the workers.
+    with tempfile.TemporaryDirectory(prefix="fabric-bench-keys-") as key_dir, rabbit_vhost() as (vhost, amqp_url):
+        signing.generate(key_dir)
+        os.environ["FABRIC_SIGNING_KEY_DIR"] = key_dir
         return run(args, vhost, amqp_url)
 
 

@@ -13,7 +13,7 @@ from fabric.config import Settings
 from fabric.db.models import Instance
 from fabric.scheduler import claims
 from fabric.scheduler.host_state import HostStateCache
-from fabric.scheduler.request import AFFINITY, ANTI_AFFINITY, RequestSpec, load_instance_request
+from fabric.scheduler.request import AFFINITY, ANTI_AFFINITY, RequestSpec, load_group_hosts, load_instance_request
 from fabric.scheduler.scheduler import Scheduler
 from tests.fixtures import scheduler as build
 
@@ -210,3 +210,183 @@ def test_an_instance_being_built_is_never_placed(sqlite_db):
         claims.claim(sqlite_db, spec_for(iid), host_state(sqlite_db, "host0000"), RATIOS)
     assert build.nodes(sqlite_db)["host0000"].memory_mb_used == 0
     assert build.instances(sqlite_db)[iid].host is None
+
+
+# --- many claims in one transaction (a scheduler worker's batch) ---------------------------
+
+
+def placements(db, pairs):
+    """claims.Placement for each (instance id, host name, memory_mb), hosts as read now."""
+    return [claims.Placement(spec_for(iid, memory_mb=memory_mb), host_state(db, host))
+            for iid, host, memory_mb in pairs]
+
+
+def test_claim_many_claims_each_hosts_share_in_one_statement(sqlite_db):
+    build.add_hosts(sqlite_db, 2, vcpus=4, memory_mb=4096, disk_gb=40)
+    a, b, c = build.add_instances(sqlite_db, 3)
+    chosen = placements(sqlite_db, [(a, "host0000", 1024), (b, "host0000", 1024), (c, "host0001", 1024)])
+    staged = []
+    with sqlite_db.engine.connect() as conn:
+        rows, claimed, lost = claims.claim_many(
+            conn, chosen, RATIOS, also=lambda conn, spec, host: staged.append((spec.instance_id, host)))
+    assert len(claimed) == 3 and lost == [] and staged == [(a, "host0000"), (b, "host0000"), (c, "host0001")]
+    assert {row["host"]: (row["memory_mb_used"], row["running_vms"], row["generation"]) for row in rows} == {
+        "host0000": (2048, 2, 1), "host0001": (1024, 1, 1)}
+    instances = build.instances(sqlite_db)
+    assert [(instances[i].host, instances[i].scheduling_attempts) for i in (a, b, c)] == [
+        ("host0000", 1), ("host0000", 1), ("host0001", 1)]
+
+
+def test_claim_many_changes_nothing_when_a_host_no_longer_fits(sqlite_db):
+    build.add_hosts(sqlite_db, 1, prefix="small", memory_mb=2048)
+    build.add_hosts(sqlite_db, 1, prefix="big", memory_mb=8192)
+    first, second, third = build.add_instances(sqlite_db, 3, memory_mb=2048)
+    chosen = placements(sqlite_db, [(second, "small0000", 2048), (third, "big0000", 2048)])
+    claims.claim(sqlite_db, spec_for(first, memory_mb=2048), host_state(sqlite_db, "small0000"), RATIOS)
+    staged = []
+    with sqlite_db.engine.connect() as conn, pytest.raises(claims.ClaimLost, match="small0000"):
+        claims.claim_many(conn, chosen, RATIOS, also=lambda conn, spec, host: staged.append(spec.instance_id))
+    instances, nodes = build.instances(sqlite_db), build.nodes(sqlite_db)
+    assert instances[second].host is None and instances[third].host is None
+    assert (nodes["small0000"].memory_mb_used, nodes["big0000"].memory_mb_used) == (2048, 0)
+
+
+def test_claim_many_changes_nothing_when_an_instance_stopped_waiting(sqlite_db):
+    build.add_hosts(sqlite_db, 2)
+    a, b = build.add_instances(sqlite_db, 2)
+    claims.claim(sqlite_db, spec_for(a), host_state(sqlite_db, "host0000"), RATIOS)
+    with sqlite_db.engine.connect() as conn, pytest.raises(exception.InstanceStateConflict):
+        claims.claim_many(conn, placements(sqlite_db, [(a, "host0001", 1024), (b, "host0001", 1024)]), RATIOS)
+    assert build.nodes(sqlite_db)["host0001"].memory_mb_used == 0
+    assert build.instances(sqlite_db)[b].host is None
+
+
+def test_claim_many_takes_no_affinity_group_member(sqlite_db):
+    build.add_hosts(sqlite_db, 1)
+    group = build.add_group(sqlite_db, AFFINITY)
+    [iid] = build.add_instances(sqlite_db, 1, group_id=group)
+    chosen = [claims.Placement(spec_for(iid, group_id=group, group_policy=AFFINITY),
+                               host_state(sqlite_db, "host0000"))]
+    with sqlite_db.engine.connect() as conn, pytest.raises(ValueError, match="anti-affinity"):
+        claims.claim_many(conn, chosen, RATIOS)
+
+
+def test_claim_many_loses_a_member_whose_anti_affinity_slot_is_taken(sqlite_db):
+    build.add_hosts(sqlite_db, 2)
+    group = build.add_group(sqlite_db, ANTI_AFFINITY)
+    first, second, third = build.add_instances(sqlite_db, 3, group_id=group)
+    anti = {"group_id": group, "group_policy": ANTI_AFFINITY}
+    claims.claim(sqlite_db, spec_for(first, **anti), host_state(sqlite_db, "host0000"), RATIOS)
+    chosen = [claims.Placement(spec_for(second, **anti), host_state(sqlite_db, "host0000")),
+              claims.Placement(spec_for(third, **anti), host_state(sqlite_db, "host0001"))]
+    with sqlite_db.engine.connect() as conn:
+        rows, claimed, lost = claims.claim_many(conn, chosen, RATIOS)
+    assert [p.spec.instance_id for p in claimed] == [third] and [p.spec.instance_id for p in lost] == [second]
+    assert [row["host"] for row in rows] == ["host0001"]
+    nodes, instances = build.nodes(sqlite_db), build.instances(sqlite_db)
+    assert (nodes["host0000"].running_vms, nodes["host0001"].running_vms) == (1, 1)
+    assert (instances[second].host, instances[third].host) == (None, "host0001")
+    with sqlite_db.engine.connect() as conn:
+        assert load_group_hosts(conn, group, ANTI_AFFINITY) == {"host0000", "host0001"}
+
+
+def test_claim_many_keeps_no_slot_when_a_host_no_longer_fits(sqlite_db):
+    build.add_hosts(sqlite_db, 1, memory_mb=1024)
+    group = build.add_group(sqlite_db, ANTI_AFFINITY)
+    [member] = build.add_instances(sqlite_db, 1, group_id=group)
+    [other] = build.add_instances(sqlite_db, 1)
+    stale = host_state(sqlite_db, "host0000")
+    claims.claim(sqlite_db, spec_for(other), stale, RATIOS)
+    chosen = [claims.Placement(spec_for(member, group_id=group, group_policy=ANTI_AFFINITY), stale)]
+    with sqlite_db.engine.connect() as conn, pytest.raises(claims.ClaimLost):
+        claims.claim_many(conn, chosen, RATIOS)
+    with sqlite_db.engine.connect() as conn:
+        assert load_group_hosts(conn, group, ANTI_AFFINITY) == set()
+
+
+def test_place_many_leaves_out_what_a_stale_cache_chose_on_a_full_host(sqlite_db):
+    build.add_hosts(sqlite_db, 2, vcpus=8, memory_mb=2048, disk_gb=100)
+    [early] = build.add_instances(sqlite_db, 1, memory_mb=2048)
+    ids = build.add_instances(sqlite_db, 3, memory_mb=1024)
+    stale = Settings().replace(scheduler={**SETTINGS.scheduler.__dict__, "host_refresh_interval": 3600.0})
+    scheduler = Scheduler(stale, sqlite_db, rng=random.Random(1))
+    scheduler.cache.hosts()
+    claims.claim(sqlite_db, spec_for(early, memory_mb=2048), host_state(sqlite_db, "host0000"), RATIOS)
+    with sqlite_db.engine.connect() as conn:
+        specs = [load_instance_request(conn, iid).spec for iid in ids]
+        placed, left = scheduler.place_many(specs, conn)
+    # host0000 filled up unseen: what was chosen there is left out, the rest is placed.
+    assert set(placed.values()) == {"host0001"} and len(placed) + len(left) == 3
+    assert build.overcommitted(sqlite_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
+
+
+def test_place_many_counts_each_choice_against_the_next(sqlite_db):
+    build.add_hosts(sqlite_db, 2, vcpus=8, memory_mb=2048, disk_gb=100)
+    ids = build.add_instances(sqlite_db, 5, memory_mb=1024)
+    scheduler = Scheduler(SETTINGS, sqlite_db, rng=random.Random(1))
+    with sqlite_db.engine.connect() as conn:
+        specs = [load_instance_request(conn, iid).spec for iid in ids]
+        placed, left = scheduler.place_many(specs, conn)
+    assert sorted(placed.values()) == ["host0000", "host0000", "host0001", "host0001"]
+    assert [spec.instance_id for spec in left] == [ids[4]]  # no room left for the fifth
+    assert all(n.memory_mb_used == 2048 for n in build.nodes(sqlite_db).values())
+    assert all(state.free_ram_mb == 0 for state in scheduler.cache.hosts())
+
+
+def run_batches(db, chunks, settings=SETTINGS, workers=4):
+    """Place every chunk of instances with ``workers`` threads, each its own Scheduler, a chunk
+    at a time (what place_many leaves, one by one); returns instance id -> host of those placed."""
+    chunks = list(chunks)
+    lock, barrier, errors = threading.Lock(), threading.Barrier(workers), []
+    placed: dict[str, str] = {}
+
+    def work(seed):
+        scheduler = Scheduler(settings, db, rng=random.Random(seed))
+        scheduler.cache.hosts()  # every worker's cache is read before any claim: all go stale
+        barrier.wait()
+        try:
+            while True:
+                with lock:
+                    if not chunks:
+                        return
+                    chunk = chunks.pop()
+                with db.engine.connect() as conn:
+                    specs = [load_instance_request(conn, iid).spec for iid in chunk]
+                    done, left = scheduler.place_many(specs, conn)
+                placed.update(done)
+                for spec in left:
+                    with db.engine.connect() as conn:
+                        spec = load_instance_request(conn, spec.instance_id).spec
+                    try:
+                        placed[spec.instance_id] = scheduler.place(spec)
+                    except exception.NoValidHost:
+                        pass
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return placed
+
+
+def test_concurrent_batches_never_overcommit(server_db):
+    build.add_hosts(server_db, 4, vcpus=64, memory_mb=3072, disk_gb=1000)  # 3 x 1024 MiB each
+    ids = build.add_instances(server_db, 30, memory_mb=1024)
+    stale = SETTINGS.replace(scheduler={"host_refresh_interval": 3600.0})
+    placed = run_batches(server_db, [ids[start:start + 5] for start in range(0, len(ids), 5)], stale)
+    assert len(placed) == 12
+    assert build.overcommitted(server_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
+    assert all(n.memory_mb_used == 3072 for n in build.nodes(server_db).values())
+
+
+def test_concurrent_batches_put_one_anti_affinity_member_per_host(server_db):
+    build.add_hosts(server_db, 5)
+    group = build.add_group(server_db, ANTI_AFFINITY)
+    ids = build.add_instances(server_db, 12, group_id=group)
+    placed = run_batches(server_db, [ids[start:start + 3] for start in range(0, len(ids), 3)])
+    assert len(placed) == 5 and len(set(placed.values())) == 5
+    assert build.overcommitted(server_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
