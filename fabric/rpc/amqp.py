@@ -16,38 +16,46 @@ Publishing (one :class:`~fabric.rpc.amqp_link.Link` per process):
   ``CONFIRM_STALL`` seconds, or has kept refusing one for ``NACK_STALL`` seconds, is
   given up and replaced (see both).
 * channel 2 carries calls, transient, and consumes the replies to this process's calls
-  (direct reply-to wants both on one channel). It is in confirm mode too, the calls'
-  confirms watched but never waited for: a call the broker refuses is published again (as a nacked cast is), and one it
-  never confirms trips ``CONFIRM_STALL`` like a cast, so a call lost inside the broker
-  fails (or is re-sent, if idempotent) within seconds instead of at its timeout. Seen
-  with RabbitMQ 3.10 on a 3-node cluster whose leader node was killed: calls published
-  to a quorum queue around its leader election vanished without a trace. A call is
-  never re-sent by the transport on a new connection (its reply address belonged to
-  the old one); the client decides (:mod:`fabric.rpc.client`).
+  (direct reply-to wants both on one channel). Where the broker can lose a call it took
+  (``transport_url`` names a cluster, or ``quorum_queues``: ``confirm_calls``) it is in
+  confirm mode too, the calls' confirms watched but never waited for: a call the broker
+  refuses is published again (as a nacked cast is), and one it never confirms trips
+  ``CONFIRM_STALL`` like a cast, so a call lost inside the broker fails (or is re-sent,
+  if idempotent) within seconds instead of at its timeout. Seen with RabbitMQ 3.10 on a
+  3-node cluster whose leader node was killed: calls published to a quorum queue around
+  its leader election vanished without a trace. On one node with classic queues a call
+  the broker took is not lost while the connection lives (a return still fails it at
+  once), so the confirm is not asked for: it was a second wake-up of the caller's
+  process per call (strace of the RPC benchmark's 1-caller loop: two epoll_wait and two
+  recvfrom per call, one and one without). A call is never re-sent by the transport on
+  a new connection (its reply address belonged to the old one); the client decides
+  (:mod:`fabric.rpc.client`).
 * channel 3 carries replies, unconfirmed and transient.
 * all publish ``mandatory``: ``basic.return`` precedes the confirm of the same
   message, so a returned message (matched by its ``message_id``) fails its waiter with
   :class:`~fabric.rpc.transport.Returned`, or is reported through ``on_returned``.
 * Basic.Publish is written directly (:func:`_encode_publish`), not through py-amqp's
   ``basic_publish``, which first reads pending frames and so may run consumer
-  callbacks inside a publish. Only the link's reader reads; and wherever a reply is
-  dispatched, it only resolves a :class:`~fabric.rpc.deferred.Deferred`, whose
-  callbacks are scheduled on the hub, never run inline.
+  callbacks inside a publish. The publishes of one turn of the hub (50 callers' calls,
+  a worker's replies to a batch of deliveries, a loop of casts) are gathered into one
+  socket write (:meth:`~fabric.rpc.amqp_link.Link.send`). Only the link's reader
+  reads; and wherever a reply is dispatched, it only resolves a
+  :class:`~fabric.rpc.deferred.Deferred`, whose callbacks are scheduled on the hub,
+  never run inline.
 
-Replies: RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``) is the default.
-Measured with tools/bench/rpc.py on the shared 2-core development machine (load 7-12),
-seven alternating pairs against one server, direct reply-to vs a per-process exclusive
-reply queue: 1 caller 294/531/514/529/409/252/271 vs 394/483/325/458/445/268/327
-calls/s (p50 1.3-3.3 ms both), 50 callers 504/1550/805/1671/703/639/508 vs
-482/1439/925/1027/919/626/547 calls/s; the benchmark's own column (median of 3
-rounds) has gone either way. Equal within the noise. Speed
-therefore does not decide; what does: direct reply-to needs no queue process on the
-broker and nothing to declare at start-up or after a reconnect, leaves no orphaned
-reply queues, and a reply to a caller that has gone away is dropped by the broker
-instead of piling up. What it costs: replies cannot outlive the connection, so calls
-in flight fail (or are re-sent, if idempotent) when it breaks, which the contract asks
-for anyway.
-``reply_mode="queue"`` selects the per-process queue (``reply_<uuid>``) for comparison.
+Replies: to a per-process queue (``reply_<uuid>``, exclusive and auto-deleted, declared
+on channel 2 at each connect), consumed with ``no_ack``. It replaced RabbitMQ's direct
+reply-to (``amq.rabbitmq.reply-to``) as the default once the calls were no longer
+confirmed on one node: in tools/bench/rpc.py (median of 3 interleaved rounds, shared
+2-core machine, RabbitMQ 3.10) the queue gave 1,579 calls/s with 1 caller and 9,146 with
+50 against 1,188 and 5,754 for direct reply-to (p50 0.60 vs 0.69 ms and 5.5 vs 8.6 ms),
+and it had been ahead with 1 caller in every run of issue 19's before. What direct
+reply-to had for it holds for the queue too: it goes with its connection (exclusive),
+so nothing is orphaned, a reply to a caller that has gone away is unroutable and
+dropped by the broker, and calls in flight on a broken connection fail (or are re-sent,
+if idempotent) as the contract asks. What the queue costs: a queue process per
+publishing process on the broker and one ``queue.declare`` per connect.
+``reply_mode="direct"`` selects direct reply-to (the benchmark's comparison column).
 
 Consuming: the consumers of a process share one connection (:class:`ConsumerConnection`,
 a second one only beyond ``CONSUMERS_PER_CONNECTION``), apart from the publisher's, so
@@ -267,17 +275,19 @@ def _encode_publish(channel_id: int, frame_max: int, exchange: str, routing_key:
     return b"".join(frames)
 
 
-def _send(channel: amqp.Channel, exchange: str, routing_key: str, body: bytes,
+def _send(link: Link, channel: amqp.Channel, exchange: str, routing_key: str, body: bytes,
           properties: dict[str, Any], mandatory: bool) -> None:
-    """Write one Basic.Publish (the caller holds the link's lock)."""
+    """Send one Basic.Publish on ``link``, gathered with the others of this turn of the
+    hub into one write (the caller holds the link's lock)."""
     connection = channel.connection
     if properties.keys() <= _FAST_PROPERTIES.keys() and properties.get("content_type") == "application/json":
-        connection.transport.write(_encode_publish(
+        link.send(connection, _encode_publish(
             channel.channel_id, connection.frame_max, exchange, routing_key, mandatory, body, properties))
-        connection.bytes_sent += 1
         return
     # Channel.basic_publish would first read pending frames (connection.blocked check);
-    # the link's reader does that, so send the method straight away.
+    # the link's reader does that, so send the method straight away, after what was
+    # gathered before it (confirm tags count publishes in the order they arrive).
+    link.write_gathered(connection)
     channel.send_method(_PUBLISH_SIG, "Bssbb", (0, exchange, routing_key, mandatory, False),
                         amqp.Message(body, **properties))
 
@@ -285,7 +295,7 @@ def _send(channel: amqp.Channel, exchange: str, routing_key: str, body: bytes,
 class AmqpTransport(base.Transport):
     """The RabbitMQ transport; see the module docstring."""
 
-    def __init__(self, settings: Any, reply_mode: str = "direct") -> None:
+    def __init__(self, settings: Any, reply_mode: str = "queue") -> None:
         super().__init__(settings)
         if reply_mode not in ("direct", "queue"):
             raise ValueError(f"reply_mode {reply_mode!r}: accepted are 'direct' and 'queue'")
@@ -313,6 +323,9 @@ class AmqpTransport(base.Transport):
         #: The connections consumers share (one until it carries CONSUMERS_PER_CONNECTION).
         self._consumer_connections: list[ConsumerConnection] = []
         self._consumer_number = 0
+        #: Whether calls are published in confirm mode (see the module docstring): only
+        #: where the broker has been seen to lose one, a cluster or quorum queues.
+        self.confirm_calls = len(self.urls) > 1 or bool(settings.quorum_queues)
         self._link = Link(self.urls, settings.heartbeat, "rpc publisher", self._connected, self._lost,
                           settings.failover_strategy)
         self._watchdog = eventlet.spawn(self._watch_confirms)
@@ -325,15 +338,17 @@ class AmqpTransport(base.Transport):
         confirm.events["basic_nack"].add(self._on_nack)
         confirm.events["basic_return"].add(self._on_confirmed_return)
         calls = raw.channel()
-        calls.confirm_select()
-        calls.events["basic_ack"].add(self._on_call_ack)
-        calls.events["basic_nack"].add(self._on_call_nack)
         calls.events["basic_return"].add(self._on_call_return)
-        self._reply_channel = raw.channel()
-        # The link's reader hands these confirms over directly (fabric.rpc.amqp_frames);
-        # the py-amqp events above serve frames read while connecting.
+        # The link's reader hands confirms over directly (fabric.rpc.amqp_frames); the
+        # py-amqp events serve frames read while connecting.
         confirms = self._link.frames.confirms
-        confirms[confirm.channel_id], confirms[calls.channel_id] = self._on_ack, self._on_call_ack
+        confirms[confirm.channel_id] = self._on_ack
+        if self.confirm_calls:
+            calls.confirm_select()
+            calls.events["basic_ack"].add(self._on_call_ack)
+            calls.events["basic_nack"].add(self._on_call_nack)
+            confirms[calls.channel_id] = self._on_call_ack
+        self._reply_channel = raw.channel()
         for name, kind in self._exchanges.items():
             confirm.exchange_declare(name, kind, durable=kind != "fanout", auto_delete=False)
         self._consume_replies(calls)
@@ -509,13 +524,14 @@ class AmqpTransport(base.Transport):
             self._unconfirmed_calls[tag] = outgoing
             channel = self._call_channel
         outgoing.sent_at = time.monotonic()
-        _send(channel, outgoing.exchange, outgoing.routing_key, outgoing.body,
+        _send(self._link, channel, outgoing.exchange, outgoing.routing_key, outgoing.body,
               outgoing.properties, outgoing.mandatory)
 
     def _declare_exchange(self, name: str, kind: str) -> None:
         """Declare a fanout exchange once per connection (caller holds the lock)."""
         if self._exchanges.get(name) != kind:
             self._exchanges[name] = kind
+            self._link.write_gathered(self._confirm_channel.connection)
             self._confirm_channel.exchange_declare(name, kind, durable=False, auto_delete=False,
                                                    nowait=True)
 
@@ -576,8 +592,10 @@ class AmqpTransport(base.Transport):
                 raise ConnectionLost(reason=f"lost before sending message {message_id}")
             try:
                 if reply_to is None:  # a reply
-                    _send(self._reply_channel, exchange, routing_key, body, properties, mandatory)
-                else:  # a call: its confirm is watched (see the module docstring)
+                    _send(link, self._reply_channel, exchange, routing_key, body, properties, mandatory)
+                elif not self.confirm_calls:  # a call on one node: a return is all that can come
+                    _send(link, self._call_channel, exchange, routing_key, body, properties, mandatory)
+                else:  # a call whose confirm is watched (see the module docstring)
                     outgoing = _Outgoing(exchange, routing_key, body, properties, message_id,
                                          mandatory, None)
                     outgoing.call_of = link.generation

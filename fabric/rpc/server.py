@@ -137,6 +137,8 @@ class RPCServer:
         self._executor_size = settings.executor_size
         self._workers = 0
         self._parked: list[greenlet.greenlet] = []
+        #: A handler green thread has been woken (or started) and has not reached the backlog yet.
+        self._waking = False
         self._prefetch = settings.prefetch
         self._consumer: Consumer | None = None
         self._running = 0
@@ -189,23 +191,40 @@ class RPCServer:
             self._idle = eventlet.event.Event()
         self._running += 1
         self._backlog.append(delivery)
+        self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        """Have one more handler green thread take from the backlog, unless one is on its
+        way to it already: that one wakes the next when it takes a message and leaves
+        more behind, so a handler that waits (for the database) never holds up the rest,
+        while handlers that never wait do not wake a green thread per message for
+        nothing (the first takes the whole backlog)."""
+        if self._waking:
+            return
         if self._parked:
+            self._waking = True
             hubs.get_hub().schedule_call_global(0, self._parked.pop().switch)
         elif self._workers < self._executor_size:
+            self._waking = True
             self._workers += 1
             eventlet.spawn_n(self._work)
 
     def _work(self) -> None:
         """A handler green thread: handles the backlog, oldest first, then parks until
-        :meth:`_received` wakes it. They live as long as the process: a green thread per
+        :meth:`_wake_worker` wakes it. They live as long as the process: a green thread per
         message cost, on Python 3.11, an mmap and munmap of its frame stack and their
         page faults besides its creation (strace of the RPC benchmark's server: one
         mmap/munmap pair per call)."""
         me = greenlet.getcurrent()
+        backlog = self._backlog
         try:
             while True:
-                while self._backlog:
-                    self._handle_one(self._backlog.popleft())
+                self._waking = False
+                while backlog:
+                    delivery = backlog.popleft()
+                    if backlog:
+                        self._wake_worker()
+                    self._handle_one(delivery)
                 self._parked.append(me)
                 hubs.get_hub().switch()
         finally:
