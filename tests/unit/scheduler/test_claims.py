@@ -127,6 +127,16 @@ def test_fail_instance_writes_the_fault_once(sqlite_db):
 # --- races between scheduler workers (one Scheduler, i.e. one cache, per thread) ----------
 
 
+
+def run_workers(work, workers: int, errors: list) -> None:
+    """``work(seed)`` on ``workers`` threads at once, waited for; none may have failed (``errors``)."""
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+
 def run_schedulers(db, instance_ids, workers=4, settings=SETTINGS):
     """Place every instance with ``workers`` threads, each its own Scheduler; returns outcomes."""
     outcomes: dict[str, str] = {}
@@ -158,12 +168,7 @@ def run_schedulers(db, instance_ids, workers=4, settings=SETTINGS):
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    run_workers(work, workers, errors)
     return outcomes, sum(lost)
 
 
@@ -364,12 +369,7 @@ def run_batches(db, chunks, settings=SETTINGS, workers=4):
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    run_workers(work, workers, errors)
     return placed
 
 
