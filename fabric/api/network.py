@@ -599,16 +599,22 @@ def _check_gateway_unrouted(session, subnet: Subnet) -> None:
                                         "Unable to update.")
 
 
+def parse_route(route: dict, field: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                   ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """A route's (destination network, next-hop address); Invalid naming ``field`` and the route
+    when either is not one."""
+    try:
+        return ipaddress.ip_network(route["destination"], strict=False), ipaddress.ip_address(route["nexthop"])
+    except ValueError as err:
+        raise exception.Invalid(reason=f"{field} {route}: {err}") from None
+
+
 def _host_routes(routes: list[dict], ip_version: int) -> list[dict]:
     """``routes`` as stored: each destination a network and each next hop an address of the
     subnet's IP version, normalised; Invalid naming the first bad one."""
     out = []
     for route in routes:
-        try:
-            destination = ipaddress.ip_network(route["destination"], strict=False)
-            nexthop = ipaddress.ip_address(route["nexthop"])
-        except ValueError as err:
-            raise exception.Invalid(reason=f"subnet.host_routes {route}: {err}") from None
+        destination, nexthop = parse_route(route, "subnet.host_routes")
         if destination.version != ip_version or nexthop.version != ip_version:
             raise exception.Invalid(reason=f"subnet.host_routes {route}: not IPv{ip_version}, as the subnet")
         out.append({"destination": str(destination), "nexthop": str(nexthop)})

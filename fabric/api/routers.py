@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 
 from fabric import exception
 from fabric.api import common, network_quotas, ports
-from fabric.api.network import PREFIX, _owner
+from fabric.api.network import PREFIX, _owner, parse_route
 from fabric.db.models import Network, Port, Router, RouterInterface, Subnet
 from fabric.db.types import new_uuid
 from fabric.network.model import ROUTER_GATEWAY_OWNER, ROUTER_INTERFACE_OWNER
@@ -110,11 +110,7 @@ def _checked_routes(session, router: Router, routes: list[dict]) -> list[dict]:
         .where(RouterInterface.router_id == router.id))]
     out = []
     for route in routes:
-        try:
-            destination = ipaddress.ip_network(route["destination"], strict=False)
-            nexthop = ipaddress.ip_address(route["nexthop"])
-        except ValueError as err:
-            raise exception.Invalid(reason=f"router.routes {route}: {err}") from None
+        destination, nexthop = parse_route(route, "router.routes")
         if not any(nexthop in subnet for subnet in attached):
             raise exception.Invalid(reason=f"router.routes: nexthop {nexthop} is not inside any subnet of router "
                                            f"{router.id} ({', '.join(map(str, attached)) or 'none attached'})")
