@@ -18,7 +18,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception, images
-from fabric.api import common, ports, quota
+from fabric.api import common, in_doubt, ports, quota
 from fabric.api.compute import boot_requests, list_filters, microversion, tags, views, volume_attachments
 from fabric.api.compute.flavors import KnownFlavors, find_flavor, flavor_ident, known_flavors, links
 from fabric.api.compute.hosts import node_zones
@@ -27,6 +27,7 @@ from fabric.api.network import usable_network_id
 from fabric.compute import instance_actions, states
 from fabric.compute.api import ComputeService
 from fabric.compute.faults import add_fault
+from fabric.context import new_request_id
 from fabric.db.models import Instance, InstanceTag, Keypair, ServerGroup
 from fabric.db.types import new_uuid, utcnow
 from fabric.network import secgroups_db
@@ -199,14 +200,17 @@ class Servers:
             volume_attachments.boot_volume_image_props(deps, context, boot_volume["uuid"])
         quota.ensure_usage_rows(deps.db, project_id, SERVER_RESOURCES)
         known = known_flavors(deps.db)
-        args = (req, deps, context, project_id, spec, hints, count, boot_tags, boot_volume, volume_image)
+        # Chosen before the write, so that a commit whose answer the database lost can be
+        # looked for (fabric.api.in_doubt).
+        ids = [new_uuid() for _ in range(count)]
+        args = (req, deps, context, project_id, spec, hints, ids, boot_tags, boot_volume, volume_image)
         try:
-            ids, plan, staged = self._create(*args, known)
+            plan, staged = self._create(*args, known)
         except sa_exc.IntegrityError:
             # A row the create names went meanwhile: most likely the flavor this process knew
             # (the server row's foreign key refused it). Once more, everything read afresh.
             known.forget(flavor_ident(spec["flavorRef"]))
-            ids, plan, staged = self._create(*args, None)
+            plan, staged = self._create(*args, None)
         try:
             deps.outbox.send(staged)
         except exception.Unroutable as err:
@@ -214,29 +218,34 @@ class Servers:
             _fail_build(deps.db, ids, project_id, plan.deltas, err)
         self._created(req, resp, deps, spec, ids)
 
-    def _create(self, req, deps, context, project_id: str, spec: dict, hints: dict, count: int,
+    def _create(self, req, deps, context, project_id: str, spec: dict, hints: dict, ids: list[str],
                 boot_tags: list[str], boot_volume: dict | None, volume_image: dict | None,
-                known: KnownFlavors | None) -> tuple[list[str], _CreatePlan, StagedCast]:
-        """Check and write the create (see on_post): the servers' ids, the plan and the staged cast.
-        ``known``: the flavors this process knows (None: read the flavor)."""
+                known: KnownFlavors | None) -> tuple[_CreatePlan, StagedCast]:
+        """Check and write the create of servers ``ids`` (see on_post): the plan and the staged
+        cast. ``known``: the flavors this process knows (None: read the flavor). A commit that
+        lost its connection counts as written if the database then says it was."""
+        count, staged = len(ids), None
         if boot_volume is None:
-            with deps.db.begin() as session:
-                plan = self._plan(req, session, context, project_id, spec, hints, count, volume_image, known)
-                ids, staged = self._insert(session, deps, context, spec, count, project_id, plan, boot_tags, None)
-            return ids, plan, staged
+            try:
+                with deps.db.begin() as session:
+                    plan = self._plan(req, session, context, project_id, spec, hints, count, volume_image, known)
+                    staged = self._insert(session, deps, context, spec, project_id, plan, boot_tags, ids)
+            except Exception as err:
+                if staged is None or not _written_after_all(deps, context, ids, err):
+                    raise
+            return plan, staged
         with deps.db.begin() as session:
             plan = self._plan(req, session, context, project_id, spec, hints, count, volume_image, known)
         # Reserved for the server's id before the server exists (the build connects it).
-        server_id = new_uuid()
-        boot_attachment = volume_attachments.reserve_boot_volume(deps, context, boot_volume, server_id)
+        boot_attachment = volume_attachments.reserve_boot_volume(deps, context, boot_volume, ids[0])
         try:
             with deps.db.begin() as session:
-                ids, staged = self._insert(session, deps, context, spec, count, project_id, plan, boot_tags,
-                                           server_id)
-        except BaseException:
-            volume_attachments.release_boot_volume(deps, context, boot_attachment)
-            raise
-        return ids, plan, staged
+                staged = self._insert(session, deps, context, spec, project_id, plan, boot_tags, ids)
+        except BaseException as err:
+            if staged is None or not _written_after_all(deps, context, ids, err):
+                volume_attachments.release_boot_volume(deps, context, boot_attachment)
+                raise
+        return plan, staged
 
     @staticmethod
     def _plan(req, session, context, project_id: str, spec: dict, hints: dict, count: int,
@@ -287,14 +296,14 @@ class Servers:
                            request_spec=request_spec)
 
     @staticmethod
-    def _insert(session, deps, context, spec: dict, count: int, project_id: str, plan: _CreatePlan,
-                boot_tags: list[str], server_id: str | None) -> tuple[list[str], StagedCast]:
-        """Take the quota, add the server rows, their tags and actions, and stage the scheduler's
-        cast, in ``session``; their ids and the staged cast (send it after the commit)."""
+    def _insert(session, deps, context, spec: dict, project_id: str, plan: _CreatePlan,
+                boot_tags: list[str], ids: list[str]) -> StagedCast:
+        """Take the quota, add the server rows ``ids``, their tags and actions, and stage the
+        scheduler's cast, in ``session``; the staged cast (send it after the commit)."""
         now = utcnow()
         flavor = plan.flavor
+        count = len(ids)
         quota.reserve(session, project_id, plan.deltas)
-        ids = [server_id] if server_id else [new_uuid() for _ in range(count)]
         # Core INSERTs on the session's connection: nothing later in the request reads these
         # rows back, so the ORM's unit of work would be cost without use.
         conn = session.connection()
@@ -314,8 +323,7 @@ class Servers:
         instance_actions.start_all(conn, context, ids, instance_actions.CREATE)
         # Committed with the rows: a crash before the broker confirms it leaves the cast for
         # the next API start to send (fabric.rpc.outbox), never a server stuck in BUILD.
-        staged = deps.outbox.stage(conn, "api.schedule", context, instance_ids=ids, request_spec=plan.request_spec)
-        return ids, staged
+        return deps.outbox.stage(conn, "api.schedule", context, instance_ids=ids, request_spec=plan.request_spec)
 
     def _created(self, req, resp, deps, spec, ids) -> None:
         base = deps.base_url(req)
@@ -416,6 +424,30 @@ class Servers:
         self._list(req, resp, detail=True)
 
 
+def _written_after_all(deps, context, ids: list[str], err: BaseException) -> bool:
+    """Whether the create of servers ``ids``, whose commit raised ``err``, was written
+    (fabric.api.in_doubt); if that stays unknown, it is deleted once found."""
+    def written(session) -> bool:
+        return session.scalar(sa.select(Instance.id).where(Instance.id == ids[0])) is not None
+
+    def undo() -> None:
+        # A request of its own: the server's action log shows the delete beside the create.
+        undoing = dataclasses.replace(context, request_id=new_request_id())
+        for ident in ids:
+            try:
+                compute_service(deps).delete(undoing, ident, on_accepted=_release_quota)
+            except exception.NotFound:
+                pass  # deleted already (by an earlier try of this undo)
+
+    return in_doubt.settle(deps.db, err, written, undo, f"the create of server(s) {', '.join(ids)}")
+
+
+def _release_quota(session, instance: Instance) -> None:
+    """Give back what a server took of its project's quota (its delete was accepted)."""
+    quota.release(session, instance.project_id, {"instances": 1, "cores": instance.vcpus,
+                                                 "ram": instance.memory_mb})
+
+
 def _fail_build(db, ids: list[str], project_id: str, deltas: dict, err: exception.FabricError) -> None:
     """Put unbuildable servers into ERROR with a fault and give their quota back."""
     with db.begin() as session:
@@ -470,12 +502,7 @@ class ServerItem:
         deps, context = common.deps(req), common.ctx(req)
         with deps.db.begin() as session:
             get_instance(session, context, server_id)  # NotFound unless the caller may see it
-
-        def release_quota(session, instance: Instance) -> None:
-            quota.release(session, instance.project_id, {"instances": 1, "cores": instance.vcpus,
-                                                         "ram": instance.memory_mb})
-
-        compute_service(deps).delete(context, server_id, on_accepted=release_quota)
+        compute_service(deps).delete(context, server_id, on_accepted=_release_quota)
         resp.status = falcon.HTTP_204
 
 
