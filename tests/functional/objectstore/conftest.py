@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -25,18 +24,12 @@ from fabric.db import Database
 from fabric.rpc import signing
 from tests.fixtures.api import add_user
 from tests.fixtures.databases import create_schema_database
-from tests.fixtures.processes import REPO, Worker, wait_until
+from tests.fixtures.processes import REPO, Worker, free_port, wait_until
 from tests.fixtures.rabbitmq import RabbitVhost, broker_problem, unavailable
 
 PASSWORD = "objectstore-pw"
 REGION = "us-east-1"
 LISTENING = "fabric objectstore listening on"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_worker(module: str, conf: Path, log_path: Path, name: str) -> Worker:
