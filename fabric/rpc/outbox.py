@@ -6,7 +6,8 @@ message that never comes. Every such cast is listed in :data:`CASTS` and goes th
 an :class:`Outbox` instead:
 
 * :meth:`Outbox.stage` writes it into the ``outbox`` table in the caller's transaction
-  (one INSERT, committed or rolled back with the state change);
+  (one INSERT, committed or rolled back with the state change; :meth:`Outbox.stage_many`
+  writes many casts in one INSERT);
 * after the commit, :meth:`Outbox.send` hands it to the relay, which publishes it
   through the worker's own client (the service's ``rpcapi``, so target and routing stay
   there) inside :func:`fabric.rpc.confirmed`, and deletes the row only once the broker
@@ -78,6 +79,14 @@ DELETE_GATHER = 0.2
 _DELETE_ATTEMPTS = 5
 
 _KILL_AFTER_COMMIT = os.environ.get("OUTBOX_KILL_AFTER_COMMIT", "")
+
+_outbox = OutboxCast.__table__
+# The statements are built once: building one per cast (and its cache key) cost a scheduler
+# worker more CPU than the INSERT itself (py-spy of tools/bench/scheduler.py: a sixth of it).
+# The table's, not the entity's: an ORM session then runs them as they are, without its bulk-insert layer.
+_INSERT = sa.insert(_outbox)
+_INSERT_RETURNING_IDS = sa.insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
+_DELETE = sa.delete(_outbox).where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,17 +196,35 @@ class Outbox:
         Raises ValueError for a cast not listed or of another kind; ``kwargs`` must be
         JSON-serialisable. Send the result with :meth:`send` after the commit.
         """
-        spec = CASTS.get(cast)
-        if spec is None or spec.kind != self.kind:
-            raise ValueError(f"cast {cast!r} is not one of the {self.kind} outbox's: "
-                             f"{', '.join(n for n, s in CASTS.items() if s.kind == self.kind)}")
+        return self.stage_many(session, [(cast, ctx, kwargs)])[0]
+
+    def stage_many(self, session: orm.Session | sa.Connection,
+                   casts: Sequence[tuple[str, RequestContext, dict[str, Any]]]) -> list[StagedCast]:
+        """:meth:`stage` for many ``(cast, ctx, kwargs)``, in one INSERT where the backend can
+        return the new rows' ids in order (PostgreSQL, SQLite, MariaDB): their staged casts, in
+        the order given (which is the order casts with the same key are sent in).
+
+        Raises ValueError, writing nothing, if any cast is not one of this outbox's.
+        """
         now = utcnow()
-        payload = {"context": ctx.to_dict(), "kwargs": kwargs}
-        key = _key_of(spec, kwargs)
-        result = session.execute(sa.insert(OutboxCast).values(
-            kind=self.kind, writer=self.writer, cast=cast, key=key, payload=payload, created_at=now,
-            lease_until=now + datetime.timedelta(seconds=self.lease)))
-        return StagedCast(result.inserted_primary_key[0], cast, key, payload)
+        lease_until = now + datetime.timedelta(seconds=self.lease)
+        rows: list[dict[str, Any]] = []
+        for cast, ctx, kwargs in casts:
+            spec = CASTS.get(cast)
+            if spec is None or spec.kind != self.kind:
+                raise ValueError(f"cast {cast!r} is not one of the {self.kind} outbox's: "
+                                 f"{', '.join(n for n, s in CASTS.items() if s.kind == self.kind)}")
+            rows.append({"kind": self.kind, "writer": self.writer, "cast": cast, "key": _key_of(spec, kwargs),
+                         "payload": {"context": ctx.to_dict(), "kwargs": kwargs}, "created_at": now,
+                         "lease_until": lease_until})
+        if not rows:
+            return []
+        dialect = session.dialect if isinstance(session, sa.Connection) else session.get_bind().dialect
+        if len(rows) > 1 and dialect.insert_executemany_returning_sort_by_parameter_order:
+            ids = list(session.execute(_INSERT_RETURNING_IDS, rows).scalars())
+        else:
+            ids = [session.execute(_INSERT, row).inserted_primary_key[0] for row in rows]
+        return [StagedCast(ident, row["cast"], row["key"], row["payload"]) for ident, row in zip(ids, rows, strict=True)]
 
     def send(self, *staged: StagedCast) -> None:
         """Publish committed casts (from :meth:`stage`) in order; return once each was confirmed,
@@ -287,8 +314,8 @@ class Outbox:
             while self._to_delete:
                 ids, self._to_delete = self._to_delete, []
                 try:
-                    with self.db.begin() as session:
-                        session.execute(sa.delete(OutboxCast).where(OutboxCast.id.in_(ids)))
+                    with self.db.engine.begin() as conn:
+                        conn.execute(_DELETE, {"ids": ids})
                 except Exception as exc:  # noqa: BLE001 - a row left behind is only sent again
                     failures += 1
                     if failures >= _DELETE_ATTEMPTS:

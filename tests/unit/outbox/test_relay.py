@@ -194,3 +194,42 @@ def test_a_cast_inside_confirmed_waits_for_the_brokers_verdict(transport, host):
     client.cast(RequestContext(), "stop_instance", instance_id="i-2")  # pipelined: returned later, not raised
     with pytest.raises(Unroutable), rpc.confirmed(1.0):
         client.cast(RequestContext(), "stop_instance", instance_id="i-3")
+
+
+def test_casts_staged_together_take_one_insert_and_keep_their_order(db):
+    box = Outbox(db, "api", types.SimpleNamespace())
+    ctx = RequestContext(user_id="u", project_id="p")
+    actions = [("stop_instance", "i-1"), ("start_instance", "i-2"), ("reboot_instance", "i-1")]
+    inserts: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.begin() as session:
+            staged = box.stage_many(session, [("api.instance_action", ctx, {"host": "h1", "action": action,
+                                                                             "instance_id": instance})
+                                              for action, instance in actions])
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    # One round trip on PostgreSQL; SQLAlchemy writes SQLite's rows one by one (in process: no round trip).
+    assert len(inserts) == 1 if db.backend == "postgresql" else 1 <= len(inserts) <= len(actions)
+    # Each staged cast names its own row, and ids follow the order given (the send order per key).
+    assert [(entry.key, entry.payload["kwargs"]["action"]) for entry in staged] == [(i, a) for a, i in actions]
+    assert [entry.id for entry in staged] == sorted(entry.id for entry in staged)
+    with db.begin() as session:
+        written = {row.id: (row.key, row.payload["kwargs"]["action"], row.writer)
+                   for row in session.scalars(sa.select(OutboxCast))}
+    assert [written[entry.id] for entry in staged] == [(i, a, box.writer) for a, i in actions]
+
+
+def test_a_batch_with_one_cast_not_of_the_outbox_writes_nothing(sqlite_db):
+    box = Outbox(sqlite_db, "api", types.SimpleNamespace())
+    ctx = RequestContext()
+    with sqlite_db.begin() as session, pytest.raises(ValueError, match="scheduler.build"):
+        box.stage_many(session, [("api.instance_action", ctx, {"host": "h1", "action": "stop_instance",
+                                                               "instance_id": "i-1"}),
+                                 ("scheduler.build", ctx, {"host": "h1", "instance_id": "i-2"})])
+    assert rows(sqlite_db) == []
