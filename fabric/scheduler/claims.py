@@ -13,13 +13,16 @@ nothing:
    (``UPDATE ... WHERE used + x <= capacity * ratio``) and its ``generation``
    is bumped so caches see the change.
 
-Any step matching no row (or a unique violation) rolls everything back: the
-scheduler that lost the race moves on to its next candidate. No step relies
-on ``SELECT ... FOR UPDATE``. Instances in no server group or in
-anti-affinity ones may be claimed many at once (:func:`claim_many`): the
-same steps, one statement each for all, in one transaction (which locks its
-hosts' rows in a fixed order just before growing them, so that two such
-never deadlock; the compare-and-swap still decides).
+:func:`claim_on` takes the host's row first (its compare-and-swap UPDATE),
+then the instance and the slot. Any step matching no row (or a unique
+violation) rolls everything back: the scheduler that lost the race moves on
+to its next candidate. Instances in no server group or in anti-affinity ones
+may be claimed many at once (:func:`claim_many`): in one transaction, which
+first locks and reads its hosts' rows in id order (``SELECT ... FOR
+UPDATE``), leaves out the placements those no longer fit, then takes the
+same steps, one statement each for all; the compare-and-swap still decides.
+Every claim thus holds its hosts' rows before it inserts a group slot (the
+slot names one of them): two claims never wait on each other crosswise.
 """
 
 from __future__ import annotations
@@ -86,11 +89,18 @@ _GROW_NODE = (
     .values(memory_mb_used=_nodes.c.memory_mb_used + sa.bindparam("want_memory_mb"),
             vcpus_used=_nodes.c.vcpus_used + sa.bindparam("want_vcpus"),
             disk_gb_used=_nodes.c.disk_gb_used + sa.bindparam("want_disk_gb"),
-            running_vms=_nodes.c.running_vms + 1,
-            generation=_nodes.c.generation + 1)
+            running_vms=_nodes.c.running_vms + sa.bindparam("want_instances"),
+            generation=_nodes.c.generation + 1,
+            # Given, not left to the column's onupdate: claim_many computes the rows it grew.
+            updated_at=sa.bindparam("now"))
 )
 _GROW_NODE_RETURNING = _GROW_NODE.returning(*NODE_COLUMNS)
 _READ_NODE = node_select().where(_nodes.c.id == sa.bindparam("want_node_id"))
+# Locked in id order: two claims taking each other's hosts in opposite orders deadlocked
+# (an UPDATE takes rows in the order its plan meets them; measured: PostgreSQL's one-second
+# timeout, several per 2,000 decisions).
+_LOCK_NODES = (node_select().where(_nodes.c.id.in_(sa.bindparam("node_ids", expanding=True)))
+               .order_by(_nodes.c.id).with_for_update())
 
 
 def claim(db: Database, spec: RequestSpec, host: HostState, ratios: Ratios) -> Any:
@@ -116,16 +126,9 @@ def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ra
     ``also(conn, host)`` writes more in the claim's transaction (the build cast's outbox row).
     """
     grow = {"want_node_id": host.node_id, "want_memory_mb": spec.memory_mb, "want_vcpus": spec.vcpus,
-            "want_disk_gb": spec.disk_gb, "ram_ratio": float(ratios.ram), "cpu_ratio": float(ratios.cpu),
-            "disk_ratio": float(ratios.disk)}
+            "want_disk_gb": spec.disk_gb, "want_instances": 1, "now": utcnow(), **_ratio_params(ratios)}
     try:
-        placed = conn.execute(_PLACE_INSTANCE, {"want_instance_id": spec.instance_id, "want_host": host.host})
-        if placed.rowcount != 1:
-            raise exception.InstanceStateConflict(
-                instance=spec.instance_id, attr="host/vm_state", actual="placed, deleted or not building",
-                expected=f"no host, vm_state {states.BUILDING!r} and task_state {states.SCHEDULING!r}")
-        if spec.group_id is not None:
-            _claim_group_slot(conn, spec, host.host)
+        # The host's row first: see the module docstring.
         if conn.dialect.name in _RETURNING_BACKENDS:
             row = conn.execute(_GROW_NODE_RETURNING, grow).mappings().first()
         else:
@@ -134,6 +137,13 @@ def claim_on(conn: sa.Connection, spec: RequestSpec, host: HostState, ratios: Ra
                 row = conn.execute(_READ_NODE, {"want_node_id": host.node_id}).mappings().one()
         if row is None:
             raise ClaimLost(host.host, RESOURCES_LOST)
+        placed = conn.execute(_PLACE_INSTANCE, {"want_instance_id": spec.instance_id, "want_host": host.host})
+        if placed.rowcount != 1:
+            raise exception.InstanceStateConflict(
+                instance=spec.instance_id, attr="host/vm_state", actual="placed, deleted or not building",
+                expected=f"no host, vm_state {states.BUILDING!r} and task_state {states.SCHEDULING!r}")
+        if spec.group_id is not None:
+            _claim_group_slot(conn, spec, host.host)
         if also is not None:
             also(conn, host.host)
         conn.commit()
@@ -174,34 +184,37 @@ class Placement:
 
 
 def claim_many(conn: sa.Connection, placements: list[Placement], ratios: Ratios,
-               also: Callable[[sa.Connection, RequestSpec, str], None] | None = None,
+               also: Callable[[sa.Connection, list[Placement]], None] | None = None,
                ) -> tuple[list[Any], list[Placement], list[Placement]]:
-    """Claim many placements in one transaction, ended here: all or nothing, but for slots.
+    """Claim many placements in one transaction, ended here, leaving out those that no longer fit.
 
     The placements are of instances in no server group or in anti-affinity
-    ones. Their group slots are taken first: a placement whose slot another
-    member holds is left out. The others' instances take their hosts and
-    ``also(conn, spec, host)`` writes more for each; then every host grows by
-    the sum of its placements if that still fits, all hosts in one
-    compare-and-swap statement, last, so that the hosts' rows are locked only
-    for that statement and the commit. One commit for all: one disk flush
-    where :func:`claim_on` costs one per instance.
+    ones. Their hosts' rows are locked and read first (in id order); the
+    placements of a host that can no longer take all of them are left out.
+    Then the slots of the others' groups are taken (a placement whose slot
+    another member holds is left out), their instances take their hosts,
+    ``also(conn, claimed)`` writes more for them (once, for all), and each
+    host grows by the sum of its placements (a compare-and-swap, as in
+    :func:`claim_on`). One commit for all: one disk flush where :func:`claim_on`
+    costs one per instance.
 
-    Returns the claimed hosts' rows as they are after the claim, the
-    placements claimed and those left out for their slot. Raises, changing
-    nothing: ClaimLost when a host no longer fits (or the database chose this
-    transaction as a deadlock victim, or a slot was taken where the backend
-    cannot skip it), InstanceStateConflict when an instance is no longer
-    waiting for a host.
+    Returns every locked host's row as it is after the claim, the placements
+    claimed and those left out. Raises, changing nothing: ClaimLost when the
+    database chose this transaction as a deadlock victim (or a slot was taken
+    where the backend cannot skip it, or a host's compare-and-swap failed),
+    InstanceStateConflict when an instance is no longer waiting for a host.
     """
     if any(p.spec.group_id is not None and p.spec.group_policy != ANTI_AFFINITY for p in placements):
         raise ValueError("claim_many takes no member of a group other than anti-affinity: claim_on claims those")
     returning = conn.dialect.name in _RETURNING_BACKENDS
     try:
-        slot_lost = _take_anti_affinity_slots(conn, [p for p in placements if p.spec.group_id is not None],
+        nodes = {row["id"]: dict(row) for row in conn.execute(
+            _LOCK_NODES, {"node_ids": sorted({p.host.node_id for p in placements})}).mappings()}
+        fitting, left = _fitting(placements, nodes, ratios)
+        slot_lost = _take_anti_affinity_slots(conn, [p for p in fitting if p.spec.group_id is not None],
                                               returning)
-        claimed = [p for p in placements if p.spec.instance_id not in slot_lost]
-        rows: list[Any] = []
+        claimed = [p for p in fitting if p.spec.instance_id not in slot_lost]
+        left += [p for p in fitting if p.spec.instance_id in slot_lost]
         if claimed:
             placed = conn.execute(_PLACE_INSTANCE, [
                 {"want_instance_id": p.spec.instance_id, "want_host": p.host.host} for p in claimed])
@@ -211,11 +224,10 @@ def claim_many(conn: sa.Connection, placements: list[Placement], ratios: Ratios,
                     actual="placed, deleted or not building (one or more)",
                     expected=f"no host, vm_state {states.BUILDING!r} and task_state {states.SCHEDULING!r}")
             if also is not None:
-                for placement in claimed:
-                    also(conn, placement.spec, placement.host.host)
-            rows = _grow_nodes(conn, claimed, ratios, returning)
+                also(conn, claimed)
+            _grow_nodes(conn, claimed, nodes, ratios)
         conn.commit()
-        return rows, claimed, [p for p in placements if p.spec.instance_id in slot_lost]
+        return list(nodes.values()), claimed, left
     except BaseException as exc:
         conn.rollback()
         if isinstance(exc, sa.exc.IntegrityError):
@@ -223,6 +235,60 @@ def claim_many(conn: sa.Connection, placements: list[Placement], ratios: Ratios,
         if isinstance(exc, sa.exc.OperationalError) and "deadlock" in str(exc.orig).lower():
             raise ClaimLost("several hosts", "deadlock victim") from None
         raise
+
+
+def _ratio_params(ratios: Ratios) -> dict[str, float]:
+    return {"ram_ratio": float(ratios.ram), "cpu_ratio": float(ratios.cpu), "disk_ratio": float(ratios.disk)}
+
+
+def _wanted(placements: list[Placement]) -> dict[int, list[int]]:
+    """Per node id: the memory, vCPUs, disk and instances its placements add."""
+    wanted: dict[int, list[int]] = {}
+    for placement in placements:
+        spec, totals = placement.spec, wanted.setdefault(placement.host.node_id, [0, 0, 0, 0])
+        totals[0] += spec.memory_mb
+        totals[1] += spec.vcpus
+        totals[2] += spec.disk_gb
+        totals[3] += 1
+    return wanted
+
+
+def _fitting(placements: list[Placement], nodes: dict[int, dict[str, Any]],
+             ratios: Ratios) -> tuple[list[Placement], list[Placement]]:
+    """The placements whose host (as in ``nodes``) still takes all of its placements, and the others."""
+    fits = set()
+    for node_id, (memory, vcpus, disk, _count) in _wanted(placements).items():
+        node = nodes.get(node_id)
+        # The compare-and-swap's own test (_GROW_NODE), so that what passes here grows there.
+        if (node is not None and node["memory_mb_used"] + memory <= node["memory_mb"] * float(ratios.ram)
+                and node["vcpus_used"] + vcpus <= node["vcpus"] * float(ratios.cpu)
+                and node["disk_gb_used"] + disk <= node["disk_gb"] * float(ratios.disk)):
+            fits.add(node_id)
+    return ([p for p in placements if p.host.node_id in fits],
+            [p for p in placements if p.host.node_id not in fits])
+
+
+def _grow_nodes(conn: sa.Connection, placements: list[Placement], nodes: dict[int, dict[str, Any]],
+                ratios: Ratios) -> None:
+    """Grow each host by its placements' sum (one compare-and-swap each, sent together) and
+    update ``nodes`` (their rows, locked by this transaction) to match. Raises ClaimLost
+    naming the hosts that did not grow (the caller rolls back)."""
+    now, ratio = utcnow(), _ratio_params(ratios)
+    wanted = _wanted(placements)
+    grown = conn.execute(_GROW_NODE, [
+        {"want_node_id": node_id, "want_memory_mb": memory, "want_vcpus": vcpus, "want_disk_gb": disk,
+         "want_instances": count, "now": now, **ratio}
+        for node_id, (memory, vcpus, disk, count) in sorted(wanted.items())]).rowcount
+    if grown != len(wanted):  # the rows are locked and fitted: only a bug or a foreign writer gets here
+        raise ClaimLost(", ".join(sorted(nodes[node_id]["host"] for node_id in wanted)), RESOURCES_LOST)
+    for node_id, (memory, vcpus, disk, count) in wanted.items():
+        node = nodes[node_id]
+        node["memory_mb_used"] += memory
+        node["vcpus_used"] += vcpus
+        node["disk_gb_used"] += disk
+        node["running_vms"] += count
+        node["generation"] += 1
+        node["updated_at"] = now
 
 
 def _take_anti_affinity_slots(conn: sa.Connection, members: list[Placement], returning: bool) -> set[str]:
@@ -242,51 +308,6 @@ def _take_anti_affinity_slots(conn: sa.Connection, members: list[Placement], ret
                          .on_conflict_do_nothing(index_elements=["group_id", "slot"])
                          .returning(ServerGroupHost.instance_id)).scalars().all()
     return {p.spec.instance_id or "" for p in members} - set(taken)
-
-
-def _grow_nodes(conn: sa.Connection, placements: list[Placement], ratios: Ratios, returning: bool) -> list[Any]:
-    """Grow each host by its placements' sum, all in one statement; the hosts' rows after.
-    Raises ClaimLost naming the hosts that no longer fit (the caller rolls back)."""
-    wanted: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for placement in placements:
-        spec, totals = placement.spec, wanted.setdefault(placement.host.node_id, [0, 0, 0, 0])
-        names[placement.host.node_id] = placement.host.host
-        totals[0] += spec.memory_mb
-        totals[1] += spec.vcpus
-        totals[2] += spec.disk_gb
-        totals[3] += 1
-    node_ids = sorted(wanted)
-
-    def per_node(index: int) -> Any:
-        return sa.case({node_id: wanted[node_id][index] for node_id in node_ids}, value=_nodes.c.id)
-
-    memory, vcpus, disk, count = per_node(0), per_node(1), per_node(2), per_node(3)
-    grow = (sa.update(_nodes)
-            .where(_nodes.c.id.in_(node_ids),
-                   _nodes.c.memory_mb_used + memory <= _nodes.c.memory_mb * float(ratios.ram),
-                   _nodes.c.vcpus_used + vcpus <= _nodes.c.vcpus * float(ratios.cpu),
-                   _nodes.c.disk_gb_used + disk <= _nodes.c.disk_gb * float(ratios.disk))
-            .values(memory_mb_used=_nodes.c.memory_mb_used + memory, vcpus_used=_nodes.c.vcpus_used + vcpus,
-                    disk_gb_used=_nodes.c.disk_gb_used + disk, running_vms=_nodes.c.running_vms + count,
-                    generation=_nodes.c.generation + 1))
-    # Lock the rows in id order first: the UPDATE alone takes them in the order its plan meets
-    # them (a sequential scan: where their latest versions lie), and two batches taking each
-    # other's hosts in opposite orders deadlocked (measured: PostgreSQL's one-second timeout,
-    # several per 2,000 decisions). The compare-and-swap still decides.
-    conn.execute(sa.select(_nodes.c.id).where(_nodes.c.id.in_(node_ids)).order_by(_nodes.c.id).with_for_update())
-    if returning:
-        rows = conn.execute(grow.returning(*NODE_COLUMNS)).mappings().all()
-        grown = {row["id"] for row in rows}
-    elif conn.execute(grow).rowcount == len(node_ids):
-        rows = conn.execute(node_select().where(_nodes.c.id.in_(node_ids))).mappings().all()
-        grown = set(node_ids)
-    else:
-        rows, grown = [], set()
-    if len(grown) != len(node_ids):
-        full = sorted(names[node_id] for node_id in node_ids if node_id not in grown) or ["one of them"]
-        raise ClaimLost(", ".join(full), RESOURCES_LOST)
-    return rows
 
 
 def release(db: Database, instance_id: str, host: str, *, failed_build: bool = False) -> bool:

@@ -9,10 +9,12 @@ Handlers are idempotent: a redelivered message for an instance that already
 has a host (or is no longer building) changes nothing.
 
 First placements that arrive while a decision runs are decided together
-next, up to :data:`BATCH_LIMIT` at once: one read of their instances, one
-claim transaction and one commit for all (a reschedule, a member of a
-server group other than anti-affinity, and anything the batch cannot place
-are decided one by one).
+next, up to ``[scheduler] batch_size`` at once: one read of their instances,
+one claim transaction (their build casts written in one INSERT) and one
+commit for all (a reschedule, a member of a server group other than
+anti-affinity, and anything the batch cannot place are decided one by one).
+The host cache is refreshed on a timer of the worker's own
+(:meth:`SchedulerManager.refresh_host_states`), not by the decisions.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fabric import exception, metrics
+from fabric import exception, metrics, periodic
 from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
@@ -40,8 +42,6 @@ LOG = logging.getLogger(__name__)
 #: Decision latencies kept for ``decision_stats`` (the most recent ones).
 _LATENCIES_KEPT = 100_000
 
-#: First placements decided together at most (see the module docstring).
-BATCH_LIMIT = 8
 
 
 #: Writes the build cast of one instance, chosen ``host``, in the claim's transaction on ``conn``.
@@ -51,11 +51,12 @@ Stage = Callable[[Any, str], StagedCast]
 class _Waiting:
     """A first placement waiting for its batch: what it needs, then what came of it."""
 
-    __slots__ = ("instance_id", "stage", "wake", "done", "host", "staged", "error")
+    __slots__ = ("instance_id", "ctx", "wake", "done", "host", "staged", "error")
 
-    def __init__(self, instance_id: str, stage: Stage) -> None:
+    def __init__(self, instance_id: str, ctx: RequestContext) -> None:
         self.instance_id = instance_id
-        self.stage = stage
+        #: The request's context, which its build cast carries.
+        self.ctx = ctx
         #: Set when done, or to lead the next batch (not done then).
         self.wake = threading.Event()
         self.done = False
@@ -133,19 +134,14 @@ class SchedulerManager(Manager):
         compute host (a worker died between its claim and its cast) asks that
         host again; any other repeat changes nothing.
         """
-        def stage_build(conn: Any, host: str) -> StagedCast:
-            # In the claim's transaction: a crash before the broker confirms the cast leaves
-            # it for the next scheduler to send (fabric.rpc.outbox), never a stranded claim.
-            return self.outbox.stage(conn, "scheduler.build", ctx, host=host, instance_id=instance_id)
-
         while True:
             if failed_host is not None:
                 claims.release(self.db, instance_id, failed_host, failed_build=True)
                 LOG.info("instance %s: build failed on %s (%s); rescheduling", instance_id, failed_host, reason)
             if failed_host is None:
-                host, staged = self._decide_in_batch(instance_id, stage_build)
+                host, staged = self._decide_in_batch(_Waiting(instance_id, ctx))
             else:
-                host, staged = self._decide(instance_id, reason=reason, stage=stage_build)
+                host, staged = self._decide(instance_id, reason=reason, stage=self._stage_one(ctx, instance_id))
             if host is None:
                 return
             try:
@@ -216,6 +212,14 @@ class SchedulerManager(Manager):
                 return host
         raise exception.NoValidHost(reason="every fitting host was claimed by others first")
 
+    @periodic.periodic_task(lambda self: (self.settings.scheduler.host_refresh_interval
+                                          or self.settings.scheduler.host_full_refresh_interval),
+                            run_immediately=True)
+    def refresh_host_states(self, ctx: RequestContext) -> None:
+        """Read the compute nodes changed since the last read into the host cache (all of them
+        when a full read is due), so that decisions find it fresh and need not read."""
+        self.scheduler.cache.refresh_on_timer()
+
     def decision_stats(self, ctx: RequestContext, reset: bool = False) -> dict[str, Any]:
         """This worker's decision latencies (ms), outcome counts, lost claims and cache reads."""
         stats = {"host": self.host, "latencies_ms": list(self.latencies_ms),
@@ -228,13 +232,12 @@ class SchedulerManager(Manager):
 
     # --- the decision -----------------------------------------------------------
 
-    def _decide_in_batch(self, instance_id: str, stage: Stage) -> tuple[str | None, list[StagedCast]]:
+    def _decide_in_batch(self, me: _Waiting) -> tuple[str | None, list[StagedCast]]:
         """:meth:`_decide` for a first placement, together with those waiting beside it.
 
         The first to arrive while no batch runs leads one: it takes the oldest
         waiting (itself first), decides them, and hands the lead to the next in line.
         """
-        me = _Waiting(instance_id, stage)
         with self._batch_lock:
             self._waiting.append(me)
             leading = not self._batch_running
@@ -244,7 +247,7 @@ class SchedulerManager(Manager):
         if not me.done:  # leading: first in line
             try:
                 with self._decision_slots:
-                    count = min(BATCH_LIMIT, len(self._waiting))
+                    count = min(self.settings.scheduler.batch_size, len(self._waiting))
                     self._decide_batch([self._waiting.popleft() for _ in range(count)])
             finally:
                 with self._batch_lock:
@@ -286,8 +289,11 @@ class SchedulerManager(Manager):
                 # Kept here until the claim commits: a claim rolled back leaves nothing to send.
                 staged: dict[str, StagedCast] = {}
 
-                def stage(conn: Any, spec: RequestSpec, host: str) -> None:
-                    staged[spec.instance_id or ""] = together[spec.instance_id or ""].stage(conn, host)
+                def stage(conn: Any, claimed: list[claims.Placement]) -> None:
+                    ids = [placement.spec.instance_id or "" for placement in claimed]
+                    casts = self._stage_builds(conn, [(together[iid].ctx, iid, placement.host.host)
+                                                      for iid, placement in zip(ids, claimed, strict=True)])
+                    staged.update(zip(ids, casts, strict=True))
 
                 placed, left = self.scheduler.place_many(
                     [requests[instance_id].spec for instance_id in together], conn, stage)
@@ -299,8 +305,20 @@ class SchedulerManager(Manager):
                 LOG.info("instance %s placed on %s (one of %d decided together)", instance_id, host, len(together))
                 together[instance_id].finish(host, [staged[instance_id]])
         for waiting in one_by_one:
-            waiting.finish(*self._decide_now(waiting.instance_id, reason=None, stage=waiting.stage,
+            waiting.finish(*self._decide_now(waiting.instance_id, reason=None,
+                                             stage=self._stage_one(waiting.ctx, waiting.instance_id),
                                              started=started))
+
+    def _stage_builds(self, conn: Any, builds: list[tuple[RequestContext, str, str]]) -> list[StagedCast]:
+        """Write the build cast of each (context, instance id, chosen host) in the claim's
+        transaction on ``conn``, in one INSERT: a crash before the broker confirms them
+        leaves them for the next scheduler to send (fabric.rpc.outbox), never a stranded claim."""
+        return self.outbox.stage_many(conn, [("scheduler.build", ctx, {"host": host, "instance_id": instance_id})
+                                             for ctx, instance_id, host in builds])
+
+    def _stage_one(self, ctx: RequestContext, instance_id: str) -> Stage:
+        """The :data:`Stage` of one instance's build cast (a decision of one)."""
+        return lambda conn, host: self._stage_builds(conn, [(ctx, instance_id, host)])[0]
 
     @staticmethod
     def _waiting_for_host(request: Any) -> bool:

@@ -105,7 +105,7 @@ class Scheduler:
                    f"({MAX_ROUNDS} rounds, {lost_everywhere} lost on resources)")
 
     def place_many(self, specs: list[RequestSpec], conn: sa.Connection,
-                   also: Callable[[sa.Connection, RequestSpec, str], None] | None = None,
+                   also: Callable[[sa.Connection, list[claims.Placement]], None] | None = None,
                    ) -> tuple[dict[str, str], list[RequestSpec]]:
         """Claim a host for each of ``specs`` (instances in no server group or in an
         anti-affinity one: :func:`claims.claim_many`) in one transaction on ``conn`` (its
@@ -114,10 +114,10 @@ class Scheduler:
 
         Returns instance id -> host for the instances placed, and the specs left
         to :meth:`place` one by one: those no host fitted, those whose host (or
-        group slot) another scheduler took meanwhile, and all of them when the
-        claim changed nothing (an instance had stopped waiting for a host, or
-        a host filled up between the check and the claim).
-        ``also(conn, spec, host)`` runs in the claim's transaction for each placed.
+        group slot) another scheduler took meanwhile (the claim reads the hosts
+        it locks: the cache may be half a second old), and all of them when the
+        claim changed nothing (an instance had stopped waiting for a host).
+        ``also(conn, claimed)`` runs in the claim's transaction, once, with the placements claimed.
         """
         hosts = self.cache.hosts()  # once: a refresh between choices would forget the ones before
         chosen: list[claims.Placement] = []
@@ -137,42 +137,20 @@ class Scheduler:
                 group_hosts[spec.group_id].add(host.host)
         if not chosen:
             return {}, left
-        # The cache may be half a second old, and the claim is all or nothing: read the chosen
-        # hosts first (one query, no lock), and leave out the placements they no longer fit.
-        self.cache.refresh_hosts(placement.host.host for placement in chosen)
-        fitting, full = _fitting(chosen)
-        self.claims_lost += len(full)
-        left += [placement.spec for placement in full]
-        if not fitting:
-            return {}, left
         try:
-            rows, claimed, slot_lost = claims.claim_many(conn, fitting, self.ratios, also)
+            rows, claimed, lost = claims.claim_many(conn, chosen, self.ratios, also)
         except (claims.ClaimLost, exception.InstanceStateConflict) as failed:  # nothing changed
-            LOG.debug("%d placements left to be decided one by one: %s", len(fitting), failed)
+            LOG.debug("%d placements left to be decided one by one: %s", len(chosen), failed)
             if isinstance(failed, claims.ClaimLost):
                 self.claims_lost += 1
-            self.cache.refresh_hosts(placement.host.host for placement in fitting)
-            return {}, left + [placement.spec for placement in fitting]
+            self.cache.refresh_hosts(placement.host.host for placement in chosen)
+            return {}, left + [placement.spec for placement in chosen]
         except BaseException:
             self.cache.expire()  # the cache may hold what was reserved and never claimed
             raise
+        # Every chosen host's row as the claim left it: what was reserved there and not claimed is forgotten.
         self.cache.apply_rows(rows)
-        self.claims_lost += len(slot_lost)
-        left += [placement.spec for placement in slot_lost]
+        self.claims_lost += len(lost)
+        left += [placement.spec for placement in lost]
         return {placement.spec.instance_id or "": placement.host.host for placement in claimed}, left
 
-
-def _fitting(chosen: list[claims.Placement]) -> tuple[list[claims.Placement], list[claims.Placement]]:
-    """The placements whose hosts (as last read) still fit all their placements, and the others."""
-    wanted: dict[str, list[float]] = {}
-    for placement in chosen:
-        totals = wanted.setdefault(placement.host.host, [0, 0, 0])
-        totals[0] += placement.spec.memory_mb
-        totals[1] += placement.spec.vcpus
-        totals[2] += placement.spec.disk_gb
-    fits = {placement.host.host for placement in chosen
-            if placement.host.free_ram_mb >= wanted[placement.host.host][0]
-            and placement.host.free_vcpus >= wanted[placement.host.host][1]
-            and placement.host.free_disk_gb >= wanted[placement.host.host][2]}
-    return ([placement for placement in chosen if placement.host.host in fits],
-            [placement for placement in chosen if placement.host.host not in fits])

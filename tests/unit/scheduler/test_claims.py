@@ -233,8 +233,10 @@ def test_claim_many_claims_each_hosts_share_in_one_statement(sqlite_db):
     staged = []
     with sqlite_db.engine.connect() as conn:
         rows, claimed, lost = claims.claim_many(
-            conn, chosen, RATIOS, also=lambda conn, spec, host: staged.append((spec.instance_id, host)))
-    assert len(claimed) == 3 and lost == [] and staged == [(a, "host0000"), (b, "host0000"), (c, "host0001")]
+            conn, chosen, RATIOS, also=lambda conn, claimed: staged.append([(p.spec.instance_id, p.host.host)
+                                                                            for p in claimed]))
+    # ``also`` ran once, for all of them, in the claim's transaction.
+    assert len(claimed) == 3 and lost == [] and staged == [[(a, "host0000"), (b, "host0000"), (c, "host0001")]]
     assert {row["host"]: (row["memory_mb_used"], row["running_vms"], row["generation"]) for row in rows} == {
         "host0000": (2048, 2, 1), "host0001": (1024, 1, 1)}
     instances = build.instances(sqlite_db)
@@ -242,18 +244,27 @@ def test_claim_many_claims_each_hosts_share_in_one_statement(sqlite_db):
         ("host0000", 1), ("host0000", 1), ("host0001", 1)]
 
 
-def test_claim_many_changes_nothing_when_a_host_no_longer_fits(sqlite_db):
-    build.add_hosts(sqlite_db, 1, prefix="small", memory_mb=2048)
-    build.add_hosts(sqlite_db, 1, prefix="big", memory_mb=8192)
-    first, second, third = build.add_instances(sqlite_db, 3, memory_mb=2048)
-    chosen = placements(sqlite_db, [(second, "small0000", 2048), (third, "big0000", 2048)])
-    claims.claim(sqlite_db, spec_for(first, memory_mb=2048), host_state(sqlite_db, "small0000"), RATIOS)
+def test_claim_many_leaves_out_what_a_host_no_longer_fits_and_claims_the_rest(db):
+    build.add_hosts(db, 1, prefix="small", memory_mb=2048)
+    build.add_hosts(db, 1, prefix="big", memory_mb=8192)
+    first, second, third, fourth = build.add_instances(db, 4, memory_mb=1024)
+    # Chosen on a stale view: small0000 had room for two more, and another claim took one since.
+    chosen = placements(db, [(second, "small0000", 1024), (third, "big0000", 1024), (fourth, "small0000", 1024)])
+    claims.claim(db, spec_for(first, memory_mb=1024), host_state(db, "small0000"), RATIOS)
     staged = []
-    with sqlite_db.engine.connect() as conn, pytest.raises(claims.ClaimLost, match="small0000"):
-        claims.claim_many(conn, chosen, RATIOS, also=lambda conn, spec, host: staged.append(spec.instance_id))
-    instances, nodes = build.instances(sqlite_db), build.nodes(sqlite_db)
-    assert instances[second].host is None and instances[third].host is None
-    assert (nodes["small0000"].memory_mb_used, nodes["big0000"].memory_mb_used) == (2048, 0)
+    with db.engine.connect() as conn:
+        rows, claimed, left = claims.claim_many(conn, chosen, RATIOS, also=lambda conn, claimed: staged.append(
+            [p.spec.instance_id for p in claimed]))
+    # Both placements on small0000 are left out (the host takes all of its placements or none).
+    assert [p.spec.instance_id for p in claimed] == [third] and staged == [[third]]
+    assert [p.spec.instance_id for p in left] == [second, fourth]
+    instances, nodes = build.instances(db), build.nodes(db)
+    assert (instances[second].host, instances[third].host, instances[fourth].host) == (None, "big0000", None)
+    assert (nodes["small0000"].memory_mb_used, nodes["big0000"].memory_mb_used) == (1024, 1024)
+    # The rows returned are every locked host's, as the claim left them (what the cache takes in).
+    assert {row["host"]: (row["memory_mb_used"], row["running_vms"], row["generation"]) for row in rows} == {
+        "small0000": (1024, 1, 1), "big0000": (1024, 1, 1)}
+    assert {row["host"]: row["updated_at"] for row in rows} == {n.host: n.updated_at for n in nodes.values()}
 
 
 def test_claim_many_changes_nothing_when_an_instance_stopped_waiting(sqlite_db):
@@ -287,7 +298,8 @@ def test_claim_many_loses_a_member_whose_anti_affinity_slot_is_taken(sqlite_db):
     with sqlite_db.engine.connect() as conn:
         rows, claimed, lost = claims.claim_many(conn, chosen, RATIOS)
     assert [p.spec.instance_id for p in claimed] == [third] and [p.spec.instance_id for p in lost] == [second]
-    assert [row["host"] for row in rows] == ["host0001"]
+    # Both hosts' rows as the claim left them: host0000 kept the first member only.
+    assert {row["host"]: row["running_vms"] for row in rows} == {"host0000": 1, "host0001": 1}
     nodes, instances = build.nodes(sqlite_db), build.instances(sqlite_db)
     assert (nodes["host0000"].running_vms, nodes["host0001"].running_vms) == (1, 1)
     assert (instances[second].host, instances[third].host) == (None, "host0001")
@@ -295,7 +307,7 @@ def test_claim_many_loses_a_member_whose_anti_affinity_slot_is_taken(sqlite_db):
         assert load_group_hosts(conn, group, ANTI_AFFINITY) == {"host0000", "host0001"}
 
 
-def test_claim_many_keeps_no_slot_when_a_host_no_longer_fits(sqlite_db):
+def test_claim_many_takes_no_slot_on_a_host_that_no_longer_fits(sqlite_db):
     build.add_hosts(sqlite_db, 1, memory_mb=1024)
     group = build.add_group(sqlite_db, ANTI_AFFINITY)
     [member] = build.add_instances(sqlite_db, 1, group_id=group)
@@ -303,8 +315,9 @@ def test_claim_many_keeps_no_slot_when_a_host_no_longer_fits(sqlite_db):
     stale = host_state(sqlite_db, "host0000")
     claims.claim(sqlite_db, spec_for(other), stale, RATIOS)
     chosen = [claims.Placement(spec_for(member, group_id=group, group_policy=ANTI_AFFINITY), stale)]
-    with sqlite_db.engine.connect() as conn, pytest.raises(claims.ClaimLost):
-        claims.claim_many(conn, chosen, RATIOS)
+    with sqlite_db.engine.connect() as conn:
+        _rows, claimed, left = claims.claim_many(conn, chosen, RATIOS)
+    assert claimed == [] and left == chosen
     with sqlite_db.engine.connect() as conn:
         assert load_group_hosts(conn, group, ANTI_AFFINITY) == set()
 

@@ -108,3 +108,38 @@ def test_an_older_row_never_overwrites_a_newer_claim(sqlite_db):
     cache.apply_rows([{**row, "generation": 5, "memory_mb_used": 5000}])
     cache.apply_rows([{**row, "generation": 4, "memory_mb_used": 4000}])
     assert state.memory_mb_used == 5000
+
+
+def test_with_refreshes_on_a_timer_a_decision_reads_only_when_the_timer_is_late(sqlite_db):
+    build.add_hosts(sqlite_db, 2)
+    clock = Clock()
+    cache = cache_for(sqlite_db, clock)  # refreshes due every second
+    cache.refresh_on_timer()  # the timer's first run: the full read
+    assert [h.host for h in cache.hosts()] == ["host0000", "host0001"]
+
+    def add_host(name):
+        build.add_hosts(sqlite_db, 1, prefix=name)
+        return name + "0000"
+
+    late = add_host("late")
+    clock.now += 1.5  # a refresh is due: the timer's, not the decision's
+    before = cache.rows_read
+    assert cache.get(late) is None and cache.rows_read == before
+    cache.hosts()
+    assert cache.get(late) is None and cache.rows_read == before
+    cache.refresh_on_timer()
+    assert cache.get(late) is not None
+    later = add_host("later")
+    clock.now += 4.5  # the timer is more than three intervals late: the decision reads itself
+    cache.hosts()
+    assert cache.get(later) is not None
+
+
+def test_without_a_timer_a_decision_reads_what_is_due(sqlite_db):
+    build.add_hosts(sqlite_db, 1)
+    clock = Clock()
+    cache = cache_for(sqlite_db, clock)
+    cache.hosts()
+    build.add_hosts(sqlite_db, 1, prefix="new")
+    clock.now += 1.5
+    assert "new0000" in {h.host for h in cache.hosts()}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import sqlalchemy as sa
 
-from fabric import exception
+from fabric import exception, periodic
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db.models import Instance
 from fabric.scheduler.manager import SchedulerManager
 from tests.fixtures import scheduler as build
+from tests.fixtures.processes import wait_until
 
 CTX = RequestContext.admin()
 
@@ -204,3 +207,50 @@ def test_a_reschedule_leaves_a_build_its_host_took_up_again(sqlite_db):
     assert (instance.host, instance.task_state, instance.failed_hosts) == (first, "networking", [])
     assert build.nodes(sqlite_db)[first].memory_mb_used == 1024
 
+
+
+def test_first_placements_waiting_together_are_decided_batch_size_at_a_time(sqlite_db):
+    build.add_hosts(sqlite_db, 5, memory_mb=4096)
+    ids = build.add_instances(sqlite_db, 5, memory_mb=1024)
+    compute = RecordingCompute()
+    manager = manager_for(sqlite_db, compute, batch_size=2)
+    claims_made: list[str] = []  # one UPDATE of compute_nodes per claim transaction
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().startswith("UPDATE compute_nodes"):
+            claims_made.append(statement)
+
+    sa.event.listen(sqlite_db.engine, "before_cursor_execute", count)
+    manager._decision_slots.acquire()  # a decision under way: the requests queue up behind it
+    threads = [threading.Thread(target=manager.schedule_and_build, args=(CTX, iid)) for iid in ids]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(manager._waiting) == 5, timeout=10, what="every request waiting")
+    finally:
+        manager._decision_slots.release()
+        for thread in threads:
+            thread.join(10)
+        sa.event.remove(sqlite_db.engine, "before_cursor_execute", count)
+    assert len(claims_made) == 3  # batches of 2, 2 and 1
+    assert sorted(iid for _host, iid in compute.builds) == sorted(ids)
+    instances = build.instances(sqlite_db)
+    assert all(instances[iid].host is not None for iid in ids)
+    assert manager.decision_stats(CTX)["outcomes"] == {"placed": 5}
+
+
+def test_the_host_cache_is_refreshed_on_the_workers_own_timer(sqlite_db):
+    build.add_hosts(sqlite_db, 2)
+
+    def timer(manager):
+        [task] = [task for task in periodic.periodic_tasks(manager) if task.name == "refresh_host_states"]
+        return task
+
+    manager = manager_for(sqlite_db, RecordingCompute(), host_refresh_interval=0.5)
+    task = timer(manager)
+    assert (task.spacing, task.run_immediately) == (0.5, True)
+    assert "refresh_host_states" in manager.rpc_private  # the worker's own, not callable over RPC
+    task.method(CTX)
+    assert sorted(h.host for h in manager.scheduler.cache.hosts()) == ["host0000", "host0001"]
+    # 0 (every decision reads the changes): the timer makes only the full reads.
+    assert timer(manager_for(sqlite_db, RecordingCompute())).spacing == manager.settings.scheduler.host_full_refresh_interval
