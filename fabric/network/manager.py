@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from eventlet.semaphore import Semaphore
 
 from fabric import config, exception, metrics, periodic
+from fabric.coalescing import Coalesced
 from fabric.context import RequestContext
 from fabric.db.models import Network, SecurityGroupRule
 from fabric.manager import Manager, callers_table
@@ -59,6 +60,8 @@ class NetworkManager(Manager):
         self.driver = driver or drivers.load(settings)
         self.driver.host = self.host  # the name this worker serves, whatever the settings say
         self._one_at_a_time = Semaphore(1)
+        self._security_sync = Coalesced(lambda: self._converge(
+            "security_groups_changed", lambda: self.driver.set_security(dbstate.security_state(self.db, self.host))))
 
     def _serialised(self, fn: Callable[..., T], *args: Any) -> T:
         with self._one_at_a_time:
@@ -253,11 +256,17 @@ class NetworkManager(Manager):
         self._converge("network_changed", apply)
 
     def security_groups_changed(self, ctx: RequestContext) -> None:
-        """Groups, rules or memberships changed: enforce what the database now says."""
+        """Groups, rules or memberships changed: enforce what the database now says.
+
+        A burst of these costs one read and rebuild at a time, not one each (each plug of a port
+        in a group that a rule names as remote announces one, so a boot storm sends every host
+        one per server): a message that arrives during a run returns at once, and the run goes
+        round once more after it (:mod:`fabric.coalescing`). Such a message is acked before its
+        run ends; a worker that dies in between reads everything afresh at start (init_host).
+        """
         if self.db is None:
             return
-        self._converge("security_groups_changed",
-                       lambda: self.driver.set_security(dbstate.security_state(self.db, self.host)))
+        self._security_sync.request()
 
     def routers_changed(self, ctx: RequestContext) -> None:
         """Routers, their legs or gateways changed: realise what the database now says for the

@@ -84,3 +84,30 @@ def test_a_port_whose_groups_no_rule_names_as_remote_is_not_announced(sqlite_db,
     plug()
     wait_for(lambda: len(seen) >= 1, what="the announced plug")
     assert len(seen) == 1
+
+
+def test_a_burst_of_group_changes_costs_one_more_rebuild_which_sees_the_last_change(sqlite_db, settings):  # noqa: F811
+    """Messages arriving while a host rebuilds its security state are covered by one more
+    rebuild, started after them, that reads what they announced (fabric.coalescing)."""
+    add_network(sqlite_db)
+    secgroups_db.bind_port_groups(sqlite_db, "guest-2", "proj", None)
+    plain = _plain_group(sqlite_db)
+    worker = NetworkManager(settings.replace(default={"host": "h2"}), host="h2", db=sqlite_db,
+                            driver=FakeDriver(settings))
+    applied = []
+    apply = worker.driver.set_security
+
+    def set_security(state) -> None:
+        applied.append(dict(state.ports))
+        if len(applied) == 1:  # during the first rebuild: guest-2 joins a group, five messages come
+            with sqlite_db.begin() as session:
+                session.add(PortSecurityGroup(port_id="guest-2", security_group_id=plain))
+            for _ in range(5):
+                worker.security_groups_changed(RequestContext.admin())
+        apply(state)
+
+    worker.driver.set_security = set_security
+    worker.security_groups_changed(RequestContext.admin())
+    default = secgroups_db.ensure_default_group(sqlite_db, "proj")
+    assert applied == [{"guest-2": [default]}, {"guest-2": sorted([default, plain])}]
+    assert worker.driver.security.ports["guest-2"] == sorted([default, plain])
