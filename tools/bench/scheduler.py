@@ -92,7 +92,7 @@ def populate(db: Database, hosts: int, instances: int, rng: random.Random) -> li
 
 
 def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path,
-                  decisions: int) -> list[subprocess.Popen]:
+                  decisions: int, batch_size: int | None) -> list[subprocess.Popen]:
     workers = []
     for index in range(count):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
@@ -106,6 +106,8 @@ def start_workers(count: int, db_url: str, amqp_url: str, logdir: Path,
             "FABRIC_SCHEDULER_CPU_ALLOCATION_RATIO": str(CPU_RATIO),
             "FABRIC_SCHEDULER_DISK_ALLOCATION_RATIO": str(DISK_RATIO),
         })
+        if batch_size is not None:
+            env["FABRIC_SCHEDULER_BATCH_SIZE"] = str(batch_size)
         log = open(logdir / f"scheduler-{index}.log", "wb")  # noqa: SIM115 - kept for the process's life
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "tests.fixtures.scheduler_worker", "scheduler", "--compute", "none"],
@@ -167,6 +169,8 @@ def main() -> int:
     # 3x the lost claims and 7x the p99 (hence the option's default of 1).
     parser.add_argument("--decisions", type=int, default=1,
                         help="[scheduler] max_concurrent_decisions of each worker")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="[scheduler] batch_size of each worker (default: the option's)")
     args = parser.parse_args()
     from fabric.rpc import signing
 
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
     try:
         ids = populate(db, args.hosts, args.instances, rng)
         print(f"populated {args.hosts} hosts and {len(ids)} instances in database {db_name}")
-        workers = start_workers(args.workers, db_url, amqp_url, logdir, args.decisions)
+        workers = start_workers(args.workers, db_url, amqp_url, logdir, args.decisions, args.batch_size)
         settings = config.Settings().replace(rpc={"transport_url": amqp_url, "call_timeout": 5})
         transport = rpc.get_transport(settings.rpc)
         api = SchedulerAPI(transport, timeout=5)
@@ -233,7 +237,8 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
         with db.begin() as session:
             placed = session.execute(sa.select(sa.func.count()).select_from(Instance)
                                      .where(Instance.host.is_not(None))).scalar_one()
-        print(f"hosts={args.hosts} instances={len(ids)} scheduler_workers={args.workers}")
+        print(f"hosts={args.hosts} instances={len(ids)} scheduler_workers={args.workers} "
+              f"batch_size={args.batch_size or config.SchedulerSection().batch_size}")
         print(f"casts sent in {cast_done - started:.1f} s; all decided in {elapsed:.1f} s")
         print(f"decisions/s: {len(ids) / elapsed:.0f}")
         print(f"decision latency ms: p50 {statistics.median(latencies):.1f}  "
