@@ -138,6 +138,7 @@ def _blob_files(data_dir: Path) -> set[str]:
 
 def test_a_process_killed_mid_upload_leaves_nothing_visible_or_orphaned(stack, keys, s3, bucket):
     s3.put_object(Bucket=bucket, Key="kept", Body=b"before the crash")
+    before = _blob_files(stack.data_dir)  # the session's other tests' blobs among them
     total = 64 * 1024 * 1024
     # Signed with UNSIGNED-PAYLOAD (botocore signs a hash of the body over plain HTTP otherwise).
     request = AWSRequest("PUT", f"{stack.s3_url}/{bucket}/half", headers={"Content-Length": str(total)})
@@ -154,16 +155,21 @@ def test_a_process_killed_mid_upload_leaves_nothing_visible_or_orphaned(stack, k
     connection.endheaders()
     for _ in range(8):
         connection.send(os.urandom(1024 * 1024))
-    tmp_dir = stack.data_dir / "tmp"
-    wait_until(lambda: any(p.stat().st_size >= 1024 * 1024 for p in tmp_dir.iterdir()), timeout=30,
-               what="the upload's temporary file to fill", workers=[stack.objectstore])
+    blobs = stack.data_dir / "blobs"
+
+    def partial() -> list[Path]:  # the upload's file: written in place, named by no row yet
+        return [p for p in blobs.rglob("*") if p.is_file() and p.name not in before and
+                p.stat().st_size >= 1024 * 1024]
+
+    wait_until(lambda: partial(), timeout=30, what="the upload's file to fill", workers=[stack.objectstore])
     os.kill(stack.objectstore.pid, signal.SIGKILL)
     stack.objectstore.wait(30)
     connection.close()
-    assert list(tmp_dir.iterdir())  # the crash left its temporary file behind ...
+    left = partial()
+    assert left  # the crash left the upload's bytes behind ...
 
     stack.restart_objectstore()
-    assert list(tmp_dir.iterdir()) == []  # ... which the restart removed
+    assert not any(p.exists() for p in left)  # ... which the restart removed
     assert s3_error(s3.head_object, Bucket=bucket, Key="half") == ("404", 404)
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"before the crash"
     with stack.db.begin() as session:

@@ -239,7 +239,7 @@ def test_concurrent_puts_of_one_key_end_whole_old_or_whole_new(postgres_db):
         metadata.release(db)
 
 
-def test_a_crash_between_rename_and_commit_leaves_no_row_and_recovery_removes_the_blob(sqlite_db, tmp_path):
+def test_a_crash_between_the_fsyncs_and_commit_leaves_no_row_and_recovery_removes_the_blob(sqlite_db, tmp_path):
     service, _ = _processes(sqlite_db, tmp_path)
     bucket = _bucket(sqlite_db)
     with service.store.writer() as writer:
@@ -247,7 +247,7 @@ def test_a_crash_between_rename_and_commit_leaves_no_row_and_recovery_removes_th
         kept = writer.commit()
     assert metadata.put_object(sqlite_db, bucket, b"kept", _values(kept)) is None
     with service.store.writer() as writer:
-        writer.write(b"renamed and synced, its row never committed")
+        writer.write(b"written and synced, its row never committed")
         orphan = writer.commit()  # the process dies here, before metadata.put_object
     assert metadata.referenced_blobs(sqlite_db) == {kept}
     assert service.recover() == (0, 1)

@@ -1,6 +1,6 @@
 """Blob storage is atomic: nothing is visible until commit, an overwrite is whole-old or whole-new
 to a reader, and what a crash leaves (temporary files, blobs without rows) goes at restart.
-Renames into one directory share an fsync that began after the last of them."""
+Files created in one directory share an fsync that began after the last of them."""
 
 from __future__ import annotations
 
@@ -24,24 +24,46 @@ def blob_files(store: BlobStore) -> set[str]:
     return {p.name for p in store.blob_dir.rglob("*") if p.is_file()}
 
 
-def test_bytes_are_invisible_until_commit_and_discard_leaves_nothing(store):
+def test_nothing_is_on_disk_until_the_buffer_fills_and_discard_leaves_nothing(store):
     small = store.writer()
     small.write(b"half an upload")
-    assert blob_files(store) == set() and list(store.tmp_dir.iterdir()) == []  # still in memory
+    assert blob_files(store) == set()  # still in memory
     large = store.writer()
     large.write(b"x" * BUFFER_MAX)
-    large.write(b"y")  # past the buffer: streamed to a temporary file from now on
-    assert blob_files(store) == set() and len(list(store.tmp_dir.iterdir())) == 1
+    large.write(b"y")  # past the buffer: streamed to the blob's file (no row names it yet)
+    assert blob_files(store) == {large.blob_id}
     small.discard()
     large.discard()
+    large.discard()  # idempotent
     assert blob_files(store) == set() and list(store.tmp_dir.iterdir()) == []
 
 
 def test_an_error_inside_the_writer_block_discards(store):
     with pytest.raises(RuntimeError), store.writer() as writer:
-        writer.write(b"x" * 100)
+        writer.write(b"x" * (BUFFER_MAX + 1))
         raise RuntimeError("client went away")
-    assert list(store.tmp_dir.iterdir()) == [] and blob_files(store) == set()
+    assert blob_files(store) == set()
+
+
+@pytest.mark.parametrize("size", [100, BUFFER_MAX + 1], ids=["kept in memory", "streamed past the buffer"])
+def test_a_committed_blob_outlives_an_error_or_discard_after_its_commit(store, size):
+    with pytest.raises(RuntimeError), store.writer() as writer:
+        writer.write(b"x" * size)
+        blob = writer.commit()
+        raise RuntimeError("the row could not be written")  # the caller decides the blob's fate
+    writer.discard()
+    assert blob_files(store) == {blob}
+
+
+def test_a_failed_commit_leaves_no_file(monkeypatch, store):
+    def failing(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_sync_dir", failing)
+    with pytest.raises(OSError), store.writer() as writer:
+        writer.write(b"x" * 100)
+        writer.commit()
+    assert blob_files(store) == set()
 
 
 def test_commit_names_the_whole_bytes(store):
@@ -64,7 +86,7 @@ def test_a_blob_small_or_large_holds_the_bytes_written_in_order(store, pieces):
             writer.write(piece)
         blob = writer.commit()
     expected = b"".join(pieces)
-    assert writer.size == len(expected) and list(store.tmp_dir.iterdir()) == []
+    assert writer.size == len(expected) and blob_files(store) == {blob}
     with store.open(blob) as handle:
         assert handle.read() == expected
 
@@ -113,8 +135,9 @@ def test_recover_removes_temporary_files_and_unnamed_blobs_only(store):
             target.append(writer.commit())
     crashed = store.writer()
     crashed.write(os.urandom(BUFFER_MAX + 1))  # on disk, never committed nor discarded: the process died here
+    (store.tmp_dir / "upload-of-an-earlier-version").write_bytes(b"partial")
     removed = store.recover(lambda: set(kept))
-    assert removed == (1, 1)
+    assert removed == (1, 2)
     assert blob_files(store) == set(kept) and list(store.tmp_dir.iterdir()) == []
     assert BlobStore(store.root).recover(lambda: set(kept)) == (0, 0)  # idempotent
 
