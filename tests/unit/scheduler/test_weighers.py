@@ -89,3 +89,22 @@ def test_unknown_weigher_is_a_clear_setting_error():
     with pytest.raises(exception.InvalidSetting) as caught:
         load_weighers(SchedulerSection(weighers="RamWeigher,Heaviest"))
     assert "Heaviest" in caught.value.message and "CoreWeigher" in caught.value.message
+
+
+def test_the_default_weighers_rank_by_ram_then_vcpus_then_each_hosts_tiebreak():
+    # The one-pass ranking of the default weighers gives the order their two terms give.
+    draw = random.Random(5)
+    states = [HostState(host=f"h{i}", vcpus=16, memory_mb=32768, vcpus_used=draw.choice([0, 4, 8]),
+                        memory_mb_used=draw.choice([0, 8192, 16384]), cpu_ratio=4.0) for i in range(60)]
+    ranked = [h.host for _w, h in weigh_hosts(load_weighers(SchedulerSection()), states, RequestSpec())]
+    free_ram = [h.free_ram_mb for h in states]
+    free_cpu = [h.free_vcpus for h in states]
+
+    def normalised(values, value):
+        return (value - min(values)) / (max(values) - min(values))
+
+    expected = sorted(states, reverse=True, key=lambda h: (
+        round(normalised(free_ram, h.free_ram_mb) + normalised(free_cpu, h.free_vcpus), 9), h.tiebreak))
+    assert ranked == [h.host for h in expected]
+    assert [h.host for _w, h in weigh_hosts(load_weighers(SchedulerSection()), states, RequestSpec(),
+                                            limit=1)] == ranked[:1]
