@@ -57,6 +57,7 @@ rules in place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 from typing import Any
@@ -238,8 +239,10 @@ def zones(networks: list[NetworkSpec]) -> dict[str, int]:
     return taken
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def link_local(mac: str) -> str:
-    """The EUI-64 IPv6 link-local address of ``mac`` (every port has it)."""
+    """The EUI-64 IPv6 link-local address of ``mac`` (every port has it). Kept once made: a host
+    makes those of every member of its remote groups on each group change."""
     return slaac_address("fe80::/64", mac)
 
 

@@ -7,6 +7,7 @@ import pytest
 from fabric import exception
 from fabric.config import Settings
 from fabric.network import dbstate, secgroups_db
+from fabric.network.ipv6 import slaac_address as ipv6_slaac
 from fabric.network.model import EndpointSpec, HostState, NetworkSpec
 from fabric.network.naming import Names
 from fabric.network.secgroups import (
@@ -132,3 +133,46 @@ def test_a_port_never_answers_as_a_dhcp_server_and_may_send_from_its_global_ipv6
     assert f"ip6 saddr != {{ {link_local('02:00:00:00:00:0b')}, fd00::5, :: }} drop" in text
     assert f'"{NAMES.bridge("n")}" . fd00::5 : jump e' in text
     assert "udp sport 546 udp dport 547 accept" in text and "udp sport 547 udp dport 546 accept" in text
+
+
+def test_remote_members_give_each_groups_addresses_by_version_and_value(sqlite_db):
+    """Two groups sharing a member; members holding IPv4 and allocated IPv6, IPv4 and a SLAAC
+    address, and nothing but their link-local address (one read, however many members)."""
+    from fabric.db.models import AddressAllocation, AddressPool, Network, Port, PortSecurityGroup, SecurityGroup, Subnet
+
+    with sqlite_db.begin() as session:
+        session.add_all([Network(id="n-a", project_id="proj", network_type="vxlan", segmentation_id=701),
+                         Network(id="n-b", project_id="proj", network_type="vxlan", segmentation_id=702)])
+        session.add_all([
+            Subnet(id="s-a", network_id="n-a", project_id="proj", ip_version=4, cidr="10.71.0.0/24"),
+            Subnet(id="s-a6", network_id="n-a", project_id="proj", ip_version=6, cidr="fd00:71::/64",
+                   ipv6_address_mode="slaac", ipv6_ra_mode="slaac"),
+            Subnet(id="s-b", network_id="n-b", project_id="proj", ip_version=4, cidr="10.72.0.0/24"),
+            Subnet(id="s-b6", network_id="n-b", project_id="proj", ip_version=6, cidr="fd00:72::/64",
+                   ipv6_address_mode="dhcpv6-stateful", ipv6_ra_mode="dhcpv6-stateful")])
+        groups = [SecurityGroup(id=f"g{n}", project_id="proj", name=f"g{n}", description="") for n in (1, 2, 3)]
+        session.add_all(groups)
+        session.flush()
+        session.add_all([
+            Port(id="slaac", network_id="n-a", project_id="proj", mac_address="02:00:00:00:71:09", host="h1"),
+            Port(id="stateful", network_id="n-b", project_id="proj", mac_address="02:00:00:00:72:03", host="h2"),
+            Port(id="bare", network_id="n-b", project_id="proj", mac_address="02:00:00:00:72:0a", host="h3")])
+        session.add_all([AddressPool(id=s, kind="subnet", subnet_id=s, definition={}, size_limit=250)
+                         for s in ("s-a", "s-b", "s-b6")])
+        session.flush()
+        session.add_all([
+            AddressAllocation(pool_id="s-a", address="10.71.0.9", request_token="t1", port_id="slaac"),
+            AddressAllocation(pool_id="s-b", address="10.72.0.3", request_token="t2", port_id="stateful"),
+            AddressAllocation(pool_id="s-b6", address="fd00:72::5", request_token="t3", port_id="stateful"),
+            PortSecurityGroup(port_id="slaac", security_group_id="g1"),
+            PortSecurityGroup(port_id="slaac", security_group_id="g2"),
+            PortSecurityGroup(port_id="stateful", security_group_id="g1"),
+            PortSecurityGroup(port_id="bare", security_group_id="g2")])
+    with sqlite_db.begin() as session:
+        members = dbstate.remote_members(session, ["g1", "g2", "g3"])
+    slaac = ipv6_slaac("fd00:71::/64", "02:00:00:00:71:09")
+    assert members == {
+        "g1": ["10.71.0.9", "10.72.0.3", slaac, "fd00:72::5", link_local("02:00:00:00:71:09"),
+               link_local("02:00:00:00:72:03")],
+        "g2": ["10.71.0.9", slaac, link_local("02:00:00:00:71:09"), link_local("02:00:00:00:72:0a")],
+        "g3": []}
