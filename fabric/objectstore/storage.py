@@ -32,8 +32,6 @@ directory wait for one fsync of it that began after the last of them (:class:`Di
 
 from __future__ import annotations
 
-import array
-import fcntl
 import logging
 import os
 import time
@@ -252,45 +250,11 @@ class BlobWriter:
             self.discard()
 
 
-#: ioctl requests reading and setting an inode's flags (``chattr``), and the flag of a directory
-#: whose subdirectories ext2/3/4 spread over the block groups (``chattr +T``, ``FS_TOPDIR_FL``).
-_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subdirectories(path: str | os.PathLike) -> bool:
-    """Ask ext2/3/4 to place ``path``'s new subdirectories, and so the files created in them, in
-    block groups of their own rather than beside ``path``'s (its Orlov allocator's "top
-    directory" hint); False where the filesystem has no such hint (the call is then harmless).
-
-    Why: ext4 without a journal skips, for every new inode, each free inode of the group deleted
-    in the last minute (six, when its inode table block is not yet written back), reading the
-    inode table to know. Beside a temporary directory other programs churn (tests, the last
-    run's cleanup), that scan was half of a PUT's kernel time: after 15,000 files were created
-    and removed nearby, 1.06-1.44 ms of system CPU per PUT of 64 KiB, 0.73-0.79 ms with the
-    blob directories spread (interleaved runs under the objectstore bench's load).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        if not flags[0] & _FS_TOPDIR_FL:
-            flags[0] |= _FS_TOPDIR_FL
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
-        return True
-    except OSError:  # not ext2/3/4 (ENOTTY, EOPNOTSUPP, EINVAL), or not ours to change (EPERM)
-        return False
-    finally:
-        os.close(fd)
-
-
 class BlobStore:
-    """The directory of blobs (created, with its 256 fan-out directories, if missing; its
-    subdirectories spread over the filesystem, see :func:`spread_subdirectories`)."""
+    """The directory of blobs (created, with its 256 fan-out directories, if missing)."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        spread_subdirectories(self.root)
         self.tmp_dir = self.root / "tmp"
         self.blob_dir = self.root / "blobs"
         # Plain strings for the per-request paths: pathlib's joins cost more than the syscalls.

@@ -5,7 +5,6 @@ Files created in one directory share an fsync that began after the last of them.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 
@@ -214,30 +213,3 @@ def test_blobs_committed_together_share_their_directory_and_its_fsync(monkeypatc
     assert store.directory(blobs[0]).rounds < 16
     assert sorted(int(store.read(store.open(blob), 0, 8)) for blob in blobs) == list(range(16))
 
-
-def _flags(path) -> int:
-    import array
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, storage._FS_IOC_GETFLAGS, flags, True)
-        return flags[0]
-    finally:
-        os.close(fd)
-
-
-def test_the_store_spreads_its_directories_where_ext4_can(store, tmp_path):
-    # ext2/3/4 all report "ext2/ext3" here; on them the hint must be set (its cost: see spread_subdirectories).
-    filesystem = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    if filesystem == "ext2/ext3":
-        assert _flags(store.root) & storage._FS_TOPDIR_FL
-        assert storage.spread_subdirectories(store.root)  # already set: still True, nothing changed
-    else:  # elsewhere the hint is either kept or refused, never an error
-        try:
-            kept = bool(_flags(store.root) & storage._FS_TOPDIR_FL)
-        except OSError:
-            kept = False
-        assert storage.spread_subdirectories(store.root) == kept
