@@ -156,6 +156,22 @@ class Database:
         with self.sessionmaker.begin() as session:
             yield session
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[orm.Session]:
+        """A session for reads only, each statement on its own: no BEGIN and no COMMIT, two round
+        trips fewer than :meth:`begin` (on a host rebuilding its state on every group change of a
+        boot storm, they were a third of its CPU, sent and waited for). What the reads see is the
+        same: at READ COMMITTED, which every server connection here runs, each statement of a
+        transaction sees what was committed when it started anyway. Never write through it (the
+        write would commit at once, alone). On SQLite, a transaction as :meth:`begin` gives."""
+        if self.backend == "sqlite":
+            with self.sessionmaker.begin() as session:
+                yield session
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection, \
+                orm.Session(bind=connection, expire_on_commit=False) as session:
+            yield session
+
     def check_reachable(self) -> None:
         """Raise DatabaseUnavailable (naming the URL and the cause) if unreachable."""
         try:

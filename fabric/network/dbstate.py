@@ -263,7 +263,7 @@ def security_state(db: Database, host: str) -> SecurityState:
     a guest port in no group gets nothing but DHCP and metadata through.
     """
     security = SecurityState()
-    with db.begin() as session:
+    with db.read() as session:
         ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
         ids = [p.id for p in ports]
         membership: dict[str, list[str]] = {}
