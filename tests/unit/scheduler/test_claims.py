@@ -338,6 +338,33 @@ def test_place_many_leaves_out_what_a_stale_cache_chose_on_a_full_host(sqlite_db
     assert build.overcommitted(sqlite_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
 
 
+def test_place_many_chooses_again_what_its_claim_left_out(sqlite_db):
+    build.add_hosts(sqlite_db, 1, prefix="big", vcpus=8, memory_mb=4096, disk_gb=100)
+    build.add_hosts(sqlite_db, 1, prefix="small", vcpus=8, memory_mb=2048, disk_gb=100)
+    [early] = build.add_instances(sqlite_db, 1, memory_mb=3072)
+    ids = build.add_instances(sqlite_db, 2, memory_mb=1024)
+    stale = Settings().replace(scheduler={**SETTINGS.scheduler.__dict__, "host_refresh_interval": 3600.0})
+    scheduler = Scheduler(stale, sqlite_db, rng=random.Random(1))
+    scheduler.cache.hosts()  # big0000 looks empty: both are chosen there
+    claims.claim(sqlite_db, spec_for(early, memory_mb=3072), host_state(sqlite_db, "big0000"), RATIOS)
+    commits = []
+
+    def count(conn):
+        commits.append(conn)
+
+    sa.event.listen(sqlite_db.engine, "commit", count)
+    try:
+        with sqlite_db.engine.connect() as conn:
+            specs = [load_instance_request(conn, iid).spec for iid in ids]
+            placed, left = scheduler.place_many(specs, conn)
+    finally:
+        sa.event.remove(sqlite_db.engine, "commit", count)
+    # The first claim left both out (big0000 has 1024 MiB left); the second round placed them.
+    assert left == [] and sorted(placed) == sorted(ids) and len(commits) == 2
+    assert set(placed.values()) <= {"big0000", "small0000"} and scheduler.claims_lost == 2
+    assert build.overcommitted(sqlite_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
+
+
 def test_place_many_counts_each_choice_against_the_next(sqlite_db):
     build.add_hosts(sqlite_db, 2, vcpus=8, memory_mb=2048, disk_gb=100)
     ids = build.add_instances(sqlite_db, 5, memory_mb=1024)
