@@ -43,7 +43,6 @@ LOG = logging.getLogger(__name__)
 _LATENCIES_KEPT = 100_000
 
 
-
 #: Writes the build cast of one instance, chosen ``host``, in the claim's transaction on ``conn``.
 Stage = Callable[[Any, str], StagedCast]
 
