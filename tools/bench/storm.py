@@ -472,6 +472,7 @@ def main() -> int:
     parser.add_argument("--profile", metavar="KINDS", help="py-spy these worker kinds from the first POST on: "
                         "api, scheduler, ipam, objectstore, compute+network (comma-separated)")
     parser.add_argument("--profile-seconds", type=float, default=30.0)
+    parser.add_argument("--profile-top", type=int, default=18, help="functions the profile lists in each view")
     parser.add_argument("--keep-logs", type=Path, help="copy the workers' logs here")
     args = parser.parse_args()
     capacity = args.hosts * min(HOST["fake_memory_mb"] * RATIOS["ram_allocation_ratio"] // FLAVOR["ram"],
@@ -574,7 +575,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
     rows = instance_rows(db, ids)
     cpu_after = cloud.cpu_by_kind()
     if profile is not None:
-        profile.report()
+        profile.report(args.profile_top)
     active = [r for r in rows if r.vm_state == "active"]
     with db.begin() as session:
         faulted = set(session.scalars(sa.select(InstanceFault.instance_id).where(InstanceFault.instance_id.in_(
