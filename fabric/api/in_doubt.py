@@ -10,7 +10,8 @@ again, whether its row is there (:func:`settle`), waiting at most :data:`ANSWER_
 seconds: found, the create went through and is answered as such; not found, nothing was
 written and the 503 is the truth. Still unreachable after that, the handler answers 503 and a
 thread of this process keeps asking (for up to :data:`UNDO_WITHIN` seconds), undoing the
-create if it finds it written, so that a 503 leaves nothing behind.
+create if it finds it written, so that a 503 leaves nothing behind. (A process stopped before
+then leaves that to an operator: its warning names the servers.)
 """
 
 from __future__ import annotations
