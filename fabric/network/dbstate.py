@@ -264,17 +264,12 @@ def security_state(db: Database, host: str) -> SecurityState:
     """
     security = SecurityState()
     with db.read() as session:
-        ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
-        ids = [p.id for p in ports]
-        membership: dict[str, list[str]] = {}
-        if ids:
-            for port_id, group_id in session.execute(
-                    sa.select(PortSecurityGroup.port_id, PortSecurityGroup.security_group_id)
-                    .where(PortSecurityGroup.port_id.in_(ids)).order_by(PortSecurityGroup.security_group_id)):
-                membership.setdefault(port_id, []).append(group_id)
-        for port in ports:
-            if port.id in membership or (port.device_owner or "").startswith(COMPUTE_PORT_OWNER_PREFIX):
-                security.ports[port.id] = membership.get(port.id, [])
+        # The host's ports with their groups, in one statement (a port in no group: one row, None).
+        for port_id, owner, group_id in session.execute(_HOST_PORT_GROUPS, {"host": host}):
+            if group_id is not None:
+                security.ports.setdefault(port_id, []).append(group_id)
+            elif (owner or "").startswith(COMPUTE_PORT_OWNER_PREFIX):
+                security.ports[port_id] = []
         groups = sorted({g for gs in security.ports.values() for g in gs})
         remotes: set[str] = set()
         if groups:
@@ -290,6 +285,11 @@ def security_state(db: Database, host: str) -> SecurityState:
             security.members = remote_members(session, sorted(remotes))
     return security
 
+
+_HOST_PORT_GROUPS = (sa.select(Port.id, Port.device_owner, PortSecurityGroup.security_group_id)
+                     .select_from(sa.outerjoin(Port, PortSecurityGroup, PortSecurityGroup.port_id == Port.id))
+                     .where(Port.host == sa.bindparam("host"))
+                     .order_by(Port.id, PortSecurityGroup.security_group_id))
 
 #: The members of remote groups with what gives their addresses, in one statement whatever
 #: their number: a member port's id sent back in ``IN (...)`` made a statement of a new text
