@@ -144,7 +144,7 @@ class SchedulerSection:
     max_attempts: int = option(3, "Hosts tried for one build before it ends in error.", minimum=1)
     failed_build_window: float = option(600.0, "Seconds a failed build keeps weighing its host down.", minimum=0)
     failed_build_penalty: float = option(10.0, "Weight taken from a host per recent failed build (RAM and vCPU weights are each 0..1).", minimum=0)
-    host_refresh_interval: float = option(0.5, "Seconds between reads of the compute nodes changed since the last read, made on a timer of the scheduler worker's own (a decision makes one itself only when that timer is several intervals late). 0: every decision reads the changes first.", minimum=0)
+    host_refresh_interval: float = option(0.5, "Seconds between reads of the compute nodes changed since the last read.", minimum=0)
     host_full_refresh_interval: float = option(60.0, "Seconds between full reads of every compute node and service.", minimum=0.01)
     allow_resize_to_same_host: bool = option(False, "Let a resize or cold migration stay on its host (as Nova's option of that name): for one-host clouds and tests.")
     max_concurrent_decisions: int = option(1, "Placement decisions one scheduler worker makes at once; more requests wait their turn. Decisions are CPU-bound: more at once mostly adds claims lost to each other. Run more workers to scale.", minimum=1)

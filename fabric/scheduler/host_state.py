@@ -7,10 +7,7 @@ claim) with its compute service (heartbeat, disabled flag, capabilities).
 :class:`HostStateCache` reads every host once, then only the rows changed
 since its last read (by ``updated_at``, which every claim and report bumps),
 at most every ``host_refresh_interval`` seconds, plus a full read every
-``host_full_refresh_interval``. A scheduler worker makes these reads on a
-timer (:meth:`HostStateCache.refresh_on_timer`), off its decisions' path; a
-decision reads itself only what is several intervals late (or, without the
-timer, what is due). The cache is only a hint: the claim in the
+``host_full_refresh_interval``. The cache is only a hint: the claim in the
 database is authoritative, and a lost claim refreshes the host it lost on.
 (Writers stamp ``updated_at`` with their own clock: a host whose clock runs
 more than the commit margin behind is seen late, at the next full read or
@@ -41,11 +38,6 @@ COMPUTE_TOPIC = "compute"
 #: Rows committed up to this long after their ``updated_at`` was stamped are still
 #: caught by the next incremental read (claims are transactions of a few ms).
 _COMMIT_MARGIN = datetime.timedelta(seconds=1.0)
-#: Once refreshes run on a timer, a decision refreshes the cache itself only when the last
-#: refresh is this many intervals older than due: the timer's green thread runs only when the
-#: worker's decisions wait (for the database), and a refresh on the decision path was a tenth
-#: of a batch's CPU (py-spy of tools/bench/scheduler.py).
-_TIMER_LATE_INTERVALS = 3
 
 
 @dataclasses.dataclass
@@ -160,36 +152,23 @@ class HostStateCache:
         self._last_full = -float("inf")
         self._nodes_since: datetime.datetime | None = None
         self._services_since: datetime.datetime | None = None
-        #: How late the timer may be before :meth:`hosts` refreshes itself (0: no timer).
-        self._timer_slack = 0.0
         #: Rows read by refreshes so far (a measure of what the cache saves).
         self.rows_read = 0
 
     # --- reading -----------------------------------------------------------
 
     def hosts(self) -> list[HostState]:
-        """Every known host, refreshed first if a refresh is due (with :meth:`refresh_on_timer`
-        running: only if the timer is late, see :data:`_TIMER_LATE_INTERVALS`).
+        """Every known host, refreshed first if a refresh is due.
 
         ``up`` is recomputed with each refresh (liveness moves in seconds,
         decisions in milliseconds). The list is shared: do not change it.
         """
-        self._refresh_if_due(self._timer_slack)
-        return self._list
-
-    def refresh_on_timer(self) -> None:
-        """Refresh if a refresh is due: for a timer that runs every ``host_refresh_interval``
-        seconds (or every ``host_full_refresh_interval`` when that is 0). From its first run
-        on, :meth:`hosts` leaves the refreshes to it unless it is late."""
-        self._timer_slack = _TIMER_LATE_INTERVALS * self.scheduler.host_refresh_interval
-        self._refresh_if_due(0.0)
-
-    def _refresh_if_due(self, slack: float) -> None:
         now = self.clock()
-        if now - self._last_full >= self.scheduler.host_full_refresh_interval + slack:
+        if now - self._last_full >= self.scheduler.host_full_refresh_interval:
             self.refresh(full=True)
-        elif now - self._last_refresh >= self.scheduler.host_refresh_interval + slack:
+        elif now - self._last_refresh >= self.scheduler.host_refresh_interval:
             self.refresh()
+        return self._list
 
     def get(self, host: str) -> HostState | None:
         return self._hosts.get(host)
@@ -204,7 +183,9 @@ class HostStateCache:
             nodes = node_select()
             services = sa.select(*_SERVICE_COLUMNS).where(Service.topic == COMPUTE_TOPIC)
             if not full:
-                nodes = nodes.where(ComputeNode.updated_at >= self._nodes_since)
+                # A node row just inserted has no updated_at yet: a new host is seen by its created_at.
+                nodes = nodes.where(sa.or_(ComputeNode.updated_at >= self._nodes_since,
+                                           ComputeNode.created_at >= self._nodes_since))
                 services = services.where(sa.or_(Service.updated_at >= self._services_since,
                                                  Service.created_at >= self._services_since))
             with read_connection(self.db) as conn:

@@ -13,8 +13,6 @@ next, up to ``[scheduler] batch_size`` at once: one read of their instances,
 one claim transaction (their build casts written in one INSERT) and one
 commit for all (a reschedule, a member of a server group other than
 anti-affinity, and anything the batch cannot place are decided one by one).
-The host cache is refreshed on a timer of the worker's own
-(:meth:`SchedulerManager.refresh_host_states`), not by the decisions.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fabric import exception, metrics, periodic
+from fabric import exception, metrics
 from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
@@ -210,14 +208,6 @@ class SchedulerManager(Manager):
                 LOG.info("migration %s of instance %s: destination %s", migration_id, move["instance_id"], host)
                 return host
         raise exception.NoValidHost(reason="every fitting host was claimed by others first")
-
-    @periodic.periodic_task(lambda self: (self.settings.scheduler.host_refresh_interval
-                                          or self.settings.scheduler.host_full_refresh_interval),
-                            run_immediately=True)
-    def refresh_host_states(self, ctx: RequestContext) -> None:
-        """Read the compute nodes changed since the last read into the host cache (all of them
-        when a full read is due), so that decisions find it fresh and need not read."""
-        self.scheduler.cache.refresh_on_timer()
 
     def decision_stats(self, ctx: RequestContext, reset: bool = False) -> dict[str, Any]:
         """This worker's decision latencies (ms), outcome counts, lost claims and cache reads."""

@@ -58,7 +58,7 @@ def test_refresh_reads_only_changed_rows_and_only_when_due(sqlite_db):
     # Another scheduler claims on host0007; rows stamped more than the commit margin ago are old news.
     old = utcnow() - datetime.timedelta(seconds=30)
     with sqlite_db.begin() as session:
-        session.execute(sa.update(ComputeNode).values(updated_at=old))
+        session.execute(sa.update(ComputeNode).values(updated_at=old, created_at=old))
         session.execute(sa.update(Service).values(updated_at=old, created_at=old))
     cache.refresh(full=True)
     other = cache_for(sqlite_db, Clock())
@@ -110,36 +110,12 @@ def test_an_older_row_never_overwrites_a_newer_claim(sqlite_db):
     assert state.memory_mb_used == 5000
 
 
-def test_with_refreshes_on_a_timer_a_decision_reads_only_when_the_timer_is_late(sqlite_db):
-    build.add_hosts(sqlite_db, 2)
-    clock = Clock()
-    cache = cache_for(sqlite_db, clock)  # refreshes due every second
-    cache.refresh_on_timer()  # the timer's first run: the full read
-    assert [h.host for h in cache.hosts()] == ["host0000", "host0001"]
-
-    def add_host(name):
-        build.add_hosts(sqlite_db, 1, prefix=name)
-        return name + "0000"
-
-    late = add_host("late")
-    clock.now += 1.5  # a refresh is due: the timer's, not the decision's
-    before = cache.rows_read
-    assert cache.get(late) is None and cache.rows_read == before
-    cache.hosts()
-    assert cache.get(late) is None and cache.rows_read == before
-    cache.refresh_on_timer()
-    assert cache.get(late) is not None
-    later = add_host("later")
-    clock.now += 4.5  # the timer is more than three intervals late: the decision reads itself
-    cache.hosts()
-    assert cache.get(later) is not None
-
-
-def test_without_a_timer_a_decision_reads_what_is_due(sqlite_db):
-    build.add_hosts(sqlite_db, 1)
+def test_a_host_added_after_the_first_read_is_seen_by_the_incremental_refresh(sqlite_db):
+    # A cache read before any compute host registered; a new node row has no updated_at.
     clock = Clock()
     cache = cache_for(sqlite_db, clock)
-    cache.hosts()
-    build.add_hosts(sqlite_db, 1, prefix="new")
+    assert cache.hosts() == []
+    with sqlite_db.begin() as session:
+        session.add(ComputeNode(host="late", vcpus=4, memory_mb=4096, disk_gb=10))
     clock.now += 1.5
-    assert "new0000" in {h.host for h in cache.hosts()}
+    assert [h.host for h in cache.hosts()] == ["late"]

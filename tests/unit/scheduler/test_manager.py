@@ -7,7 +7,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from fabric import exception, periodic
+from fabric import exception
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db.models import Instance
@@ -238,19 +238,3 @@ def test_first_placements_waiting_together_are_decided_batch_size_at_a_time(sqli
     assert all(instances[iid].host is not None for iid in ids)
     assert manager.decision_stats(CTX)["outcomes"] == {"placed": 5}
 
-
-def test_the_host_cache_is_refreshed_on_the_workers_own_timer(sqlite_db):
-    build.add_hosts(sqlite_db, 2)
-
-    def timer(manager):
-        [task] = [task for task in periodic.periodic_tasks(manager) if task.name == "refresh_host_states"]
-        return task
-
-    manager = manager_for(sqlite_db, RecordingCompute(), host_refresh_interval=0.5)
-    task = timer(manager)
-    assert (task.spacing, task.run_immediately) == (0.5, True)
-    assert "refresh_host_states" in manager.rpc_private  # the worker's own, not callable over RPC
-    task.method(CTX)
-    assert sorted(h.host for h in manager.scheduler.cache.hosts()) == ["host0000", "host0001"]
-    # 0 (every decision reads the changes): the timer makes only the full reads.
-    assert timer(manager_for(sqlite_db, RecordingCompute())).spacing == manager.settings.scheduler.host_full_refresh_interval
