@@ -159,8 +159,8 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[orm.Session]:
         """A session for reads only, each statement on its own: no BEGIN and no COMMIT, two round
-        trips fewer than :meth:`begin` (on a host rebuilding its state on every group change of a
-        boot storm, they were a third of its CPU, sent and waited for). What the reads see is the
+        trips fewer than :meth:`begin` (a host's security-state read: 3.75 -> 3.40 ms of CPU with
+        300 members, alternated in one process). What the reads see is the
         same: at READ COMMITTED, which every server connection here runs, each statement of a
         transaction sees what was committed when it started anyway. Never write through it (the
         write would commit at once, alone). On SQLite, a transaction as :meth:`begin` gives."""
