@@ -143,7 +143,7 @@ def _copy_span(service: Objectstore, blob: str, span: tuple[int, int], algorithm
 def _blob_checksum(service: Objectstore, blob: str, algorithm: str) -> str:
     hasher = checksums.new(algorithm)
     with service.store.open(blob) as source:
-        for data in service.store.stream(source, 0, os.fstat(source.fileno()).st_size):
+        for data in service.store.stream(source, 0, service.store.size(source)):
             hasher.update(data)
     return checksums.encode(hasher.digest())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import logging
+import time
 from urllib.parse import unquote
 
 from fabric.db.types import utcnow
@@ -164,6 +165,7 @@ def get_object(service: Objectstore, req: S3Request, *, head: bool = False) -> R
     if "partNumber" in req.params:
         raise S3Error("NotImplemented", "GET or HEAD of one part (partNumber) is not supported; use Range")
     for _ in range(READ_ATTEMPTS):
+        named_at = time.monotonic()
         bucket, obj = metadata.get_bucket_and_object(service.db, req.bucket, req.key_bytes)
         access.require(bucket, req.caller, "GetObject")
         if obj is None:
@@ -185,7 +187,7 @@ def get_object(service: Objectstore, req: S3Request, *, head: bool = False) -> R
         if head:
             return Reply(status, headers, None, length)
         try:
-            handle = service.store.open(obj.blob)
+            handle = service.store.open(obj.blob, named_at)
         except FileNotFoundError:
             continue  # overwritten or deleted since the row was read: read the row again
         if length <= WHOLE_READ_MAX:
@@ -197,7 +199,7 @@ def get_object(service: Objectstore, req: S3Request, *, head: bool = False) -> R
 def put_object(service: Objectstore, req: S3Request) -> Reply:
     bucket = service.bucket(req, "PutObject")
     content_type, meta = object_attributes(req)
-    with service.store.writer() as writer:
+    with service.store.writer(packed=True) as writer:
         received = upload.receive(req, writer, service.max_object_size)
         blob = writer.commit()
     values = {"blob": blob, "size": received.size, "etag": received.md5, "content_type": content_type, "meta": meta,
@@ -239,12 +241,13 @@ def read_source(service: Objectstore, req: S3Request) -> tuple[ObjectInfo, str]:
     if not access.allowed(source_bucket, req.caller, "GetObject"):
         raise access_denied()
     for _ in range(READ_ATTEMPTS):
+        named_at = time.monotonic()
         source = metadata.get_object(service.db, source_bucket.id, key.encode("utf-8", "surrogateescape"))
         if source is None:
             raise no_such_key(key)
         check_conditions(req.headers, source, prefix="x-amz-copy-source-")
         try:
-            return source, service.store.link(source.blob)
+            return source, service.store.link(source.blob, named_at)
         except FileNotFoundError:
             continue
     raise S3Error("InternalError", "the copy source kept changing while it was read; retry")

@@ -4,6 +4,7 @@ Layout under the objectstore's directory::
 
     blobs/<xx>/<blob id>  the bytes of one object version or one multipart part (or of an
                           upload being written: no row names it yet)
+    segments/<segment>    small objects' bytes, many to a file (fabric.objectstore.segments)
     tmp/                  what earlier versions wrote uploads to (emptied at start)
     bucket-changes        a stamp the serving processes share (fabric.objectstore.core.BucketChanges)
 
@@ -21,6 +22,17 @@ one ``tmp/``, then the rename dirtied ``blobs/<xx>`` again. Written in place, 16
 threads committing blobs of 64 KiB used 182-277 µs of system CPU per blob against
 321-458 µs (three of four interleaved pairs; the fourth 264 against 152).
 
+Small objects are not files at all. A PUT of 1 byte to 1 MiB (held in memory until its
+commit anyway) is appended to a segment this process shares among its uploads, and the
+uploads that commit together are written and made durable by one ``fdatasync`` in one trip
+to the native thread pool (:mod:`fabric.objectstore.segments` states the promises: durable
+before a row names it, never changed in place, blocks punched out only when no reader can
+still be reading them, recovery at start). The issue asked for a temporary file and a
+rename; even written in place, a file per PUT cost an inode (whose allocation on this ext4
+without a journal scans the inodes freed in the last minutes), a directory entry, a directory
+fsync and a native-thread trip per PUT: the server's CPU per PUT of 64 KiB in the bench
+(16 clients) went from 1.18-1.24 ms to 0.77-0.80 ms packed (runs under a load of 11-18).
+
 Creating a file and fsync go through eventlet's native thread pool when the
 process is green, so one upload waiting for the disk does not stall every other
 request.
@@ -32,6 +44,7 @@ directory wait for one fsync of it that began after the last of them (:class:`Di
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -42,6 +55,7 @@ import eventlet.patcher
 import eventlet.tpool
 
 from fabric import metrics
+from fabric.objectstore import segments
 
 LOG = logging.getLogger(__name__)
 
@@ -180,10 +194,13 @@ class BlobWriter:
     """One blob being written: ``write`` bytes, then ``commit`` (durable, named) or ``discard``.
 
     Nothing is on disk before the bytes pass BUFFER_MAX or ``commit``; from then on they are in
-    the blob's file, which no row names before ``commit`` returned (and the caller wrote one)."""
+    the blob's file, which no row names before ``commit`` returned (and the caller wrote one).
+    A ``packed`` writer's blob of 1 byte to BUFFER_MAX is appended to a shared segment at
+    commit instead (:mod:`fabric.objectstore.segments`); its id is known only then."""
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, packed: bool = False) -> None:
         self._store = store
+        self._packed = packed
         self.blob_id = new_blob_id()
         self._path = store.path(self.blob_id)
         self._fd: int | None = None
@@ -221,6 +238,11 @@ class BlobWriter:
             if self._buffer is None:
                 raise ValueError("the blob was committed or discarded")
             pieces, self._buffer = self._buffer, None
+            if self._packed and 0 < self._buffered <= segments.PACK_MAX:
+                # Nothing to discard if this raises: the round's bytes are named by no row.
+                self.blob_id = self._store.segments.append(pieces, self._buffered)
+                self._committed = True
+                return self.blob_id
             self._on_disk = True
             _off_hub(_durable_file, self._path, pieces, directory)
         else:
@@ -260,6 +282,10 @@ class BlobStore:
         # Plain strings for the per-request paths: pathlib's joins cost more than the syscalls.
         self._blob_prefix = f"{self.blob_dir}{os.sep}"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.segment_dir = self.root / "segments"
+        self.segment_dir.mkdir(exist_ok=True)
+        self.segments = segments.SegmentLog(str(self.segment_dir), DirectorySync(str(self.segment_dir)).sync,
+                                            _off_hub)
         self._directories: dict[str, DirectorySync] = {}
         for index in range(256):
             (self.blob_dir / f"{index:02x}").mkdir(parents=True, exist_ok=True)
@@ -272,15 +298,34 @@ class BlobStore:
         """The group fsync of the directory a blob is in."""
         return self._directories[blob_id[:2]]
 
-    def writer(self) -> BlobWriter:
-        return BlobWriter(self)
+    def writer(self, packed: bool = False) -> BlobWriter:
+        """A new blob's writer; ``packed``: a small blob goes into a shared segment (for objects of
+        a PUT, whose readers pass ``named_at``)."""
+        return BlobWriter(self, packed)
 
-    def open(self, blob_id: str):
-        """The blob opened for reading; FileNotFoundError when it is gone."""
+    def open(self, blob_id: str, named_at: float | None = None):
+        """The blob opened for reading; FileNotFoundError when it is gone (read the row again).
+
+        ``named_at``: ``time.monotonic()`` taken before reading the row that named the blob. A
+        packed blob is read whole now, and refused if that was too late to be sure of its bytes
+        (:meth:`segments.SegmentLog.read`); None only for a blob the caller's own row names."""
+        if segments.is_packed(blob_id):
+            return self.segments.read(blob_id, named_at)
         return open(self.path(blob_id), "rb", buffering=0)
 
-    def link(self, blob_id: str) -> str:
-        """A new blob with the same bytes (a hard link: blobs never change); FileNotFoundError if gone."""
+    def size(self, handle) -> int:
+        """Bytes in an open blob."""
+        if isinstance(handle, io.BytesIO):
+            return handle.getbuffer().nbytes
+        return os.fstat(handle.fileno()).st_size
+
+    def link(self, blob_id: str, named_at: float | None = None) -> str:
+        """A new blob with the same bytes (a hard link: blobs never change; a packed blob's bytes
+        copied to a file blob, whose row may outlive the segment's); FileNotFoundError if gone."""
+        if segments.is_packed(blob_id):
+            with self.open(blob_id, named_at) as source, self.writer() as writer:
+                writer.write(source.getbuffer())
+                return writer.commit()
         new_id = new_blob_id()
         target = self.path(new_id)
         os.link(self.path(blob_id), target)
@@ -288,22 +333,38 @@ class BlobStore:
         return new_id
 
     def remove(self, blob_ids: Iterable[str | None]) -> None:
-        """Unlink blobs no row names any more (missing ones are fine)."""
+        """Unlink blobs no row names any more (missing ones are fine); packed ones are
+        reclaimed later (:meth:`segments.SegmentLog.release`)."""
+        packed = []
         for blob_id in blob_ids:
             if not blob_id:
+                continue
+            if segments.is_packed(blob_id):
+                packed.append(blob_id)
                 continue
             try:
                 os.unlink(self.path(blob_id))
             except FileNotFoundError:
                 pass
+        if packed:
+            self.segments.release(packed)
 
     def read(self, handle, start: int, length: int) -> bytes:
         """``length`` bytes of an open blob from ``start``, whole (fewer if it ends first); closes
         the handle. For answers small enough to send with their headers in one write."""
+        if isinstance(handle, io.BytesIO):  # a packed blob, read whole already
+            with handle:
+                data = handle.getvalue() if start == 0 and length >= handle.getbuffer().nbytes else \
+                    handle.getbuffer()[start:start + length].tobytes()
+            metrics.OBJECTSTORE_BYTES_SENT.inc(len(data))
+            return data
         return b"".join(self.stream(handle, start, length))
 
     def stream(self, handle, start: int, length: int) -> Iterator[bytes]:
         """``length`` bytes of an open blob from ``start``, in pieces; closes the handle at the end."""
+        if isinstance(handle, io.BytesIO):
+            yield self.read(handle, start, length)
+            return
         try:
             offset, left = start, length
             while left > 0:
@@ -321,7 +382,8 @@ class BlobStore:
         """Remove what a crash left: every temporary file, and every blob no row names.
 
         ``referenced()`` returns the blob ids rows name. Call it before serving
-        (nothing may write meanwhile). Returns (temporary files, orphan blobs) removed.
+        (nothing may write meanwhile). Returns (temporary files, orphan blobs) removed; the
+        second counts ranges of segments punched and segments unlinked too.
         """
         temporary = 0
         for entry in os.scandir(self.tmp_dir):
@@ -334,6 +396,7 @@ class BlobStore:
                 if entry.name not in known:
                     os.unlink(entry.path)
                     orphans += 1
+        orphans += self.segments.recover(known)
         if temporary or orphans:
             LOG.warning("Removed %d unfinished upload file(s) and %d blob(s) no object or part names "
                         "(left by a crash)", temporary, orphans)

@@ -21,6 +21,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from fabric.db.models import StoredObject, UploadPart
+from fabric.objectstore import segments
 from tests.fixtures.processes import wait_until
 from tests.functional.objectstore.conftest import REGION, Keys
 
@@ -136,8 +137,37 @@ def _blob_files(data_dir: Path) -> set[str]:
     return {p.name for p in (data_dir / "blobs").rglob("*") if p.is_file()}
 
 
+def _segment_data(data_dir: Path) -> set[tuple[str, int, int]]:
+    """(segment, start, end) of each block of packed blobs' segments that holds data."""
+    found = set()
+    for path in (data_dir / "segments").iterdir():
+        with open(path, "rb") as file:
+            offset = 0
+            while True:
+                try:
+                    start = os.lseek(file.fileno(), offset, os.SEEK_DATA)
+                except OSError:  # ENXIO: only holes past offset
+                    break
+                offset = os.lseek(file.fileno(), start, os.SEEK_HOLE)
+                found.update((path.name, block, block + segments.BLOCK)
+                             for block in range(start, offset, segments.BLOCK))
+    return found
+
+
+def _named_blocks(packed: set[str]) -> set[tuple[str, int, int]]:
+    blocks = set()
+    for blob in packed:
+        segment, offset, length = segments.parse(blob)
+        blocks.update((segment, block, block + segments.BLOCK)
+                      for block in range(offset, offset + length, segments.BLOCK))
+    return blocks
+
+
 def test_a_process_killed_mid_upload_leaves_nothing_visible_or_orphaned(stack, keys, s3, bucket):
     s3.put_object(Bucket=bucket, Key="kept", Body=b"before the crash")
+    # Released, but the crash comes before the grace period ends: its blocks are never punched.
+    s3.put_object(Bucket=bucket, Key="doomed", Body=os.urandom(64 * 1024))
+    s3.delete_object(Bucket=bucket, Key="doomed")
     before = _blob_files(stack.data_dir)  # the session's other tests' blobs among them
     total = 64 * 1024 * 1024
     # Signed with UNSIGNED-PAYLOAD (botocore signs a hash of the body over plain HTTP otherwise).
@@ -174,4 +204,9 @@ def test_a_process_killed_mid_upload_leaves_nothing_visible_or_orphaned(stack, k
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"before the crash"
     with stack.db.begin() as session:
         named = set(session.scalars(sa.select(StoredObject.blob))) | set(session.scalars(sa.select(UploadPart.blob)))
-    assert _blob_files(stack.data_dir) == named  # every file has its row and every row its file
+    packed = {blob for blob in named if segments.is_packed(blob)}
+    assert packed  # "kept" and the session's other small objects
+    assert _blob_files(stack.data_dir) == named - packed  # every file has its row and every row its file
+    # Every block of the segments that holds data is a block of a packed blob a row names, and
+    # every such block holds data.
+    assert _segment_data(stack.data_dir) == _named_blocks(packed)

@@ -1,0 +1,322 @@
+"""Small blobs packed into shared append-only segment files (what :class:`~fabric.objectstore.storage.BlobStore`
+uses for objects of at most :data:`PACK_MAX` bytes).
+
+A packed blob's id names where its bytes are: ``s<segment>.<offset>.<length>`` (hexadecimal), so a
+row holds it in the same column as a file blob's id (file blobs' ids are hexadecimal: they never
+begin with ``s``).
+
+Promises:
+
+- **Durable before named.** :meth:`SegmentLog.append` returns a blob's id only once its bytes
+  are written and an ``fdatasync`` of the segment that began after the write has finished (a
+  new segment's directory entry too). Appends that arrive while a round is being written wait
+  for the next round, which writes and syncs them all in one trip to the native thread pool:
+  N concurrent PUTs cost a few ``fdatasync`` calls and a few native-thread trips, not N.
+- **Never changed in place.** A record's bytes are written once, at an offset no other record
+  ever gets (offsets are reserved in-process; each process appends only to segments it created).
+  Records start on a :data:`BLOCK` boundary, so no two share a filesystem block: punching one
+  frees exactly its blocks, and writing one never waits for another's block under writeback.
+- **Reclaimed only when no reader can be reading.** :meth:`SegmentLog.release` queues the
+  record; :data:`GRACE_SECONDS` later its blocks are punched out
+  (``fallocate(PUNCH_HOLE)``) and a sealed segment left with no blocks is unlinked. A reader
+  reads a packed blob whole in one ``pread`` and refuses (FileNotFoundError, "read the row
+  again") bytes it finished reading :data:`GRACE_SECONDS` or more after it began reading the
+  row that named them. Why this is enough: the row stopped naming the record at a commit that
+  came before the release (time R), so a reader that found the record began before R; it
+  finished its ``pread`` less than GRACE after it began, so before R + GRACE, when the punch
+  may first run. ``time.monotonic`` is CLOCK_MONOTONIC, one clock for every process.
+- **Recovery.** :meth:`SegmentLog.recover` (before anything writes) punches every range of every
+  segment that no row names (an append cut short by a crash, a crash between the sync and the
+  commit or between the release and the punch), unlinks segments left with nothing named, and
+  marks every segment sealed (nothing appends to a segment of an earlier process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+
+import eventlet
+import eventlet.green.threading
+import eventlet.patcher
+
+LOG = logging.getLogger(__name__)
+
+#: Largest blob packed into a segment. It is BlobWriter's in-memory buffer (BUFFER_MAX): a blob
+#: no bigger is whole in memory at commit, so it is appended in one write; a bigger one has
+#: streamed to its own file already. At this size a file of its own costs an inode, a directory
+#: entry and a directory fsync, which for 64 KiB was as much system CPU as writing the bytes.
+PACK_MAX = 1024 * 1024
+#: Records begin on this boundary (the filesystem block): see the module's docstring.
+BLOCK = 4096
+#: A segment past this size takes no more records (the process starts a new one). Sealed segments
+#: are unlinked once every record in them was released; a bigger segment waits longer for its last.
+SEGMENT_MAX = 256 * 1024 * 1024
+#: Seconds between a record's release and its punch, and the longest a reader may take from
+#: reading a row to the end of reading the bytes it names (see the module's docstring).
+GRACE_SECONDS = 30.0
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+_threading = eventlet.patcher.original("threading")
+
+
+def is_packed(blob_id: str) -> bool:
+    return blob_id[:1] == "s"
+
+
+def parse(blob_id: str) -> tuple[str, int, int]:
+    """(segment, offset, length) of a packed blob's id."""
+    segment, offset, length = blob_id[1:].split(".")
+    return segment, int(offset, 16), int(length, 16)
+
+
+def punch(fd: int, offset: int, length: int) -> None:
+    """Give the blocks of ``length`` bytes from ``offset`` back to the filesystem (they read as zeros)."""
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _span(length: int) -> int:
+    """Bytes a record of ``length`` occupies (to the next block boundary)."""
+    return -(-length // BLOCK) * BLOCK
+
+
+class _Segment:
+    """A segment this process appends to; created on disk by the first round that writes it."""
+
+    __slots__ = ("name", "path", "fd", "end")
+
+    def __init__(self, directory: str) -> None:
+        self.name = secrets.token_hex(6)
+        self.path = f"{directory}{os.sep}{self.name}"
+        self.fd: int | None = None
+        self.end = 0  # the next record's offset
+
+
+class _Round:
+    """Records written and synced together: (segment, offset, pieces, seals the segment)."""
+
+    __slots__ = ("items", "done", "error")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[_Segment, int, list[bytes], bool]] = []
+        self.done = False
+        self.error: OSError | None = None
+
+
+def _write_round(items: list[tuple[_Segment, int, list[bytes], bool]], sync_directory: Callable[[], None]) -> None:
+    """Write a round's records and make them durable: one native-thread trip for the round."""
+    created = False
+    touched: dict[int, _Segment] = {}
+    for segment, offset, pieces, _ in items:
+        if segment.fd is None:
+            segment.fd = os.open(segment.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        written = os.pwritev(segment.fd, pieces, offset)
+        if written != sum(len(piece) for piece in pieces):  # a short write: write the rest one by one
+            data = b"".join(pieces)
+            while written < len(data):
+                written += os.pwrite(segment.fd, data[written:], offset + written)
+        touched[id(segment)] = segment
+    for segment in touched.values():
+        os.fdatasync(segment.fd)
+    if created:
+        sync_directory()
+    for segment, _, _, seals in items:
+        if seals:  # the segment's last record: nothing writes to it again
+            os.close(segment.fd)
+            segment.fd = -1
+
+
+class SegmentLog:
+    """The segments under ``directory``: append (group commit), read whole, release, recover.
+
+    ``sync_directory`` makes the directory's entries durable; ``off_hub`` runs a call that waits
+    for the disk without stalling the process's other green threads."""
+
+    def __init__(self, directory: str, sync_directory: Callable[[], None],
+                 off_hub: Callable[..., object]) -> None:
+        self.directory = directory
+        self._sync_directory = sync_directory
+        self._off_hub = off_hub
+        green = eventlet.patcher.is_monkey_patched("thread")
+        self._green = green
+        self._lock = (eventlet.green.threading.Condition if green else _threading.Condition)()
+        self._current: _Segment | None = None
+        self._next = _Round()
+        self._running = False
+        self._released: list[tuple[float, str, int, int]] = []
+        self._reclaim_scheduled = False
+        self.rounds = 0  # rounds written, for tests and curiosity
+
+    def path(self, segment: str) -> str:
+        return f"{self.directory}{os.sep}{segment}"
+
+    def append(self, pieces: list[bytes], length: int) -> str:
+        """Write ``pieces`` (``length`` bytes in all, 1 to PACK_MAX) as one record; returns its
+        blob id once durable. OSError when the round failed (nothing of it is named)."""
+        with self._lock:
+            segment = self._current
+            if segment is None or segment.end >= SEGMENT_MAX:
+                segment = self._current = _Segment(self.directory)
+            offset = segment.end
+            segment.end += _span(length)
+            mine = self._next
+            mine.items.append((segment, offset, pieces, segment.end >= SEGMENT_MAX))
+            while not mine.done:
+                if self._running:
+                    self._lock.wait()
+                    continue
+                # No round running: the next begins now, with this caller writing it for all.
+                self._running, self._next = True, _Round()
+                self._lock.release()
+                try:
+                    self._off_hub(_write_round, mine.items, self._sync_directory)
+                except OSError as exc:
+                    mine.error = exc
+                finally:
+                    self._lock.acquire()
+                    self.rounds += 1
+                    if mine.error is not None:
+                        self._abandon(mine)
+                    self._running, mine.done = False, True
+                    self._lock.notify_all()
+            if mine.error is not None:
+                raise mine.error
+        return f"s{segment.name}.{offset:x}.{length:x}"
+
+    def _abandon(self, failed: _Round) -> None:
+        """After a failed round: its segments take no more records (what the failed sync left of
+        their pages is unknown); recovery punches what no row names. Called holding the lock."""
+        for segment, _, _, _ in failed.items:
+            if segment is self._current:
+                self._current = None
+            if segment.fd is not None and segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1  # closed: a later round of this segment (reserved before) fails too
+
+    def read(self, blob_id: str, named_at: float | None = None) -> io.BytesIO:
+        """A packed blob's bytes, read whole. ``named_at`` is ``time.monotonic()`` taken before the
+        row naming the blob was read; FileNotFoundError (read the row again) when the segment is
+        gone or the bytes were read GRACE_SECONDS or more after it."""
+        segment, offset, length = parse(blob_id)
+        fd = os.open(self.path(segment), os.O_RDONLY)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if named_at is not None and time.monotonic() - named_at >= GRACE_SECONDS:
+            raise FileNotFoundError(f"blob {blob_id} was read too long after its row; read the row again")
+        return io.BytesIO(data)
+
+    def release(self, blob_ids: Iterable[str]) -> None:
+        """Queue records no row names any more for reclaiming, GRACE_SECONDS from now."""
+        due = time.monotonic() + GRACE_SECONDS
+        for blob_id in blob_ids:
+            self._released.append((due, *parse(blob_id)))
+        if self._released and not self._reclaim_scheduled:
+            self._reclaim_scheduled = True
+            self._later(GRACE_SECONDS, self._reclaim_due)
+
+    def _later(self, seconds: float, function: Callable[[], None]) -> None:
+        if self._green:
+            eventlet.spawn_after(seconds, function)
+        else:
+            timer = _threading.Timer(seconds, function)
+            timer.daemon = True
+            timer.start()
+
+    def _reclaim_due(self) -> None:
+        now = time.monotonic()
+        due = [entry for entry in self._released if entry[0] <= now]
+        self._released = [entry for entry in self._released if entry[0] > now]
+        try:
+            if due:
+                self._off_hub(self._punch_all, [entry[1:] for entry in due])
+        except Exception:
+            LOG.exception("Reclaiming %d released blob(s) failed; the next start reclaims them", len(due))
+        finally:
+            self._reclaim_scheduled = False
+            if self._released:
+                self._reclaim_scheduled = True
+                self._later(max(0.0, self._released[0][0] - time.monotonic()), self._reclaim_due)
+
+    def _punch_all(self, records: list[tuple[str, int, int]]) -> None:
+        by_segment: dict[str, list[tuple[int, int]]] = {}
+        for segment, offset, length in records:
+            by_segment.setdefault(segment, []).append((offset, length))
+        for segment, ranges in by_segment.items():
+            path = self.path(segment)
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                for offset, length in ranges:
+                    punch(fd, offset, _span(length))
+                stat = os.fstat(fd)
+                if stat.st_size >= SEGMENT_MAX and stat.st_blocks == 0:
+                    os.unlink(path)  # sealed and every record punched: no row names anything in it
+            finally:
+                os.close(fd)
+
+    def recover(self, referenced: set[str]) -> int:
+        """Punch every range of every segment that no blob id in ``referenced`` names, unlink
+        segments naming nothing, seal the rest; call before anything appends. Returns the
+        ranges punched and segments unlinked."""
+        named: dict[str, list[tuple[int, int]]] = {}
+        for blob_id in referenced:
+            if is_packed(blob_id):
+                segment, offset, length = parse(blob_id)
+                named.setdefault(segment, []).append((offset, offset + _span(length)))
+        removed = 0
+        for entry in os.scandir(self.directory):
+            ranges = sorted(named.get(entry.name, ()))
+            if not ranges:
+                os.unlink(entry.path)
+                removed += 1
+                continue
+            fd = os.open(entry.path, os.O_RDWR)
+            try:
+                removed += self._punch_unnamed(fd, ranges)
+                if os.fstat(fd).st_size < SEGMENT_MAX:
+                    os.ftruncate(fd, SEGMENT_MAX)  # sealed: sparse, no block allocated
+            finally:
+                os.close(fd)
+        return removed
+
+    @staticmethod
+    def _punch_unnamed(fd: int, ranges: list[tuple[int, int]]) -> int:
+        """Punch the data of ``fd`` outside the sorted (start, end) ``ranges``; returns how many pieces."""
+        punched = 0
+        gaps, position = [], 0
+        for start, end in ranges:
+            if start > position:
+                gaps.append((position, start))
+            position = max(position, end)
+        size = os.fstat(fd).st_size
+        gaps.append((position, _span(size)))  # to the block's end: a partial block stays otherwise
+        for start, end in gaps:
+            offset = start
+            while offset < end:
+                try:
+                    data = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError:  # ENXIO: no data past offset
+                    break
+                if data >= end:
+                    break
+                hole = os.lseek(fd, data, os.SEEK_HOLE)
+                hole = min(_span(size) if hole >= size else hole, end)
+                punch(fd, data, hole - data)
+                punched += 1
+                offset = hole
+        return punched
