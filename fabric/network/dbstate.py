@@ -15,7 +15,6 @@ host's DHCP server address.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 from typing import Any
@@ -53,7 +52,7 @@ from fabric.network.model import (
     RouterSpec,
     segment_match,
 )
-from fabric.network.secgroups import RuleSpec, SecurityState, enforced_protocol, link_local
+from fabric.network.secgroups import RuleSpec, SecurityState, enforced_protocol, link_local, merged_addresses
 
 LOG = logging.getLogger(__name__)
 
@@ -282,7 +281,9 @@ def security_state(db: Database, host: str) -> SecurityState:
             for group in groups:
                 security.groups.setdefault(group, [])
         if remotes:
-            security.members = remote_members(session, sorted(remotes))
+            security.member_ports = remote_member_ports(session, sorted(remotes))
+            security.members = {group: merged_addresses(ports.values())
+                                for group, ports in security.member_ports.items()}
     return security
 
 
@@ -295,12 +296,14 @@ _HOST_PORT_GROUPS = (sa.select(Port.id, Port.device_owner, PortSecurityGroup.sec
 #: their number: a member port's id sent back in ``IN (...)`` made a statement of a new text
 #: for every count, and building and parsing it cost more than the rest of the read (28 ms of
 #: a host's CPU for 300 members, on every group change of a boot storm).
-_MEMBERS = (sa.select(PortSecurityGroup.security_group_id, Port.id, Port.mac_address, Port.network_id,
-                      AddressAllocation.address)
-            .select_from(sa.join(PortSecurityGroup, Port, Port.id == PortSecurityGroup.port_id)
-                         .outerjoin(AddressAllocation, AddressAllocation.port_id == Port.id))
-            .where(PortSecurityGroup.security_group_id.in_(sa.bindparam("groups", expanding=True)))
-            .order_by(AddressAllocation.id))
+_MEMBERSHIPS = (sa.select(PortSecurityGroup.security_group_id, Port.id, Port.mac_address, Port.network_id,
+                          AddressAllocation.address)
+                .select_from(sa.join(PortSecurityGroup, Port, Port.id == PortSecurityGroup.port_id)
+                             .outerjoin(AddressAllocation, AddressAllocation.port_id == Port.id))
+                .order_by(AddressAllocation.id))
+_MEMBERS = _MEMBERSHIPS.where(PortSecurityGroup.security_group_id.in_(sa.bindparam("groups", expanding=True)))
+#: One port's memberships with the same (what a host announces of a port it plugs).
+_PORT_MEMBERSHIP = _MEMBERSHIPS.where(Port.id == sa.bindparam("port"))
 
 
 def remote_members(session: sa.orm.Session, groups: list[str]) -> dict[str, list[str]]:
@@ -308,14 +311,36 @@ def remote_members(session: sa.orm.Session, groups: list[str]) -> dict[str, list
     first, each version in order: a member's IPv4 address, its IPv6 link-local one and its
     global one (allocated, else made on its network's first SLAAC subnet), as
     :func:`ipv4_addresses` and :func:`ipv6_addresses` give them."""
+    return {group: merged_addresses(ports.values()) for group, ports in remote_member_ports(session, groups).items()}
+
+
+def remote_member_ports(session: sa.orm.Session, groups: list[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each of ``groups`` -> its member ports (on every host) -> their addresses (as
+    :func:`remote_members` orders them per port), in one statement whatever their number."""
+    return _members_of(session, session.execute(_MEMBERS, {"groups": groups}), groups)
+
+
+def port_membership(session: sa.orm.Session, port_id: str) -> tuple[list[str], tuple[str, ...]]:
+    """(the groups ``port_id`` is in, sorted; its addresses as a remote group member holds them):
+    what :func:`remote_member_ports` says of it. ([], ()) for a port in no group or none at all."""
+    found = _members_of(session, session.execute(_PORT_MEMBERSHIP, {"port": port_id}), [])
+    groups = sorted(group for group, ports in found.items() if port_id in ports)
+    return groups, (found[groups[0]][port_id] if groups else ())
+
+
+def _members_of(session: sa.orm.Session, rows: Any, groups: list[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Rows of (group, port, MAC, network, allocated address or None) -> group -> port -> the
+    port's addresses: its IPv4 one, its link-local one and its global IPv6 one (allocated, else
+    made on its network's first SLAAC subnet), each when it has one. ``groups`` are in the
+    answer even without members."""
     ports: dict[str, tuple[str, str]] = {}  # port -> (MAC, network)
     in_group: dict[str, dict[str, None]] = {group: {} for group in groups}  # ordered sets
     v4: dict[str, str] = {}
     v6: dict[str, str] = {}
-    for group, port_id, mac, network_id, address in session.execute(_MEMBERS, {"groups": groups}):
+    for group, port_id, mac, network_id, address in rows:
         if port_id not in ports:
             ports[port_id] = (mac, network_id)
-        in_group[group][port_id] = None
+        in_group.setdefault(group, {})[port_id] = None
         if address is not None:
             address = address.split("/")[0]
             (v4 if ":" not in address else v6).setdefault(port_id, address)
@@ -323,22 +348,9 @@ def remote_members(session: sa.orm.Session, groups: list[str]) -> dict[str, list
     for port_id, (mac, network_id) in ports.items():
         if port_id not in v6 and auto.get(network_id):
             v6[port_id] = ipv6.slaac_address(auto[network_id][0].cidr, mac)
-    members: dict[str, list[str]] = {}
-    for group, port_ids in in_group.items():
-        found = []
-        for port_id in port_ids:
-            mac = ports[port_id][0]
-            found += [a for a in (v4.get(port_id), link_local(mac) if mac else None, v6.get(port_id)) if a]
-        members[group] = sorted(found, key=address_order)
-    return members
-
-
-@functools.lru_cache(maxsize=1 << 15)
-def address_order(address: str) -> tuple[int, int]:
-    """Where ``address`` sorts: IPv4 before IPv6, each by value (kept: a host sorts the same
-    members again on every group change)."""
-    parsed = ipaddress.ip_address(address)
-    return parsed.version, int(parsed)
+    addresses = {port_id: tuple(a for a in (v4.get(port_id), link_local(mac) if mac else None, v6.get(port_id)) if a)
+                 for port_id, (mac, _) in ports.items()}
+    return {group: {port_id: addresses[port_id] for port_id in port_ids} for group, port_ids in in_group.items()}
 
 
 def rule_spec(row: SecurityGroupRule) -> RuleSpec:

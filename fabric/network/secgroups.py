@@ -56,6 +56,7 @@ rules in place.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -199,6 +200,47 @@ class SecurityState:
     groups: dict[str, list[RuleSpec]] = dataclasses.field(default_factory=dict)
     ports: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     members: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: The remote groups' members by port -> their addresses, when read from the database: what
+    #: ``members`` is made of (:func:`merged_addresses`), kept so that one port joining or leaving
+    #: (:meth:`change_members`) costs its own addresses, not a read of every member.
+    member_ports: dict[str, dict[str, tuple[str, ...]]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def change_members(self, changes: list[tuple[str, list[str], tuple[str, ...]]]) -> dict[str, MemberChange]:
+        """Apply ``changes``, in order: each (port, groups, addresses) says the port is now a
+        member of exactly ``groups`` with ``addresses`` (no groups: of none). Only the remote
+        groups this state holds (the keys of ``members``) change; a port it did not know of is
+        added, one it knew with other addresses is replaced. Returns each group whose set of
+        addresses changed -> what came into it and what left it (an address two members share
+        stays while either holds it)."""
+        before: dict[str, dict[str, bool]] = {}  # group -> address -> held before the first change
+        for port_id, groups, addresses in changes:
+            wanted = set(groups)
+            for group, held in self.member_ports.items():
+                old = held.get(port_id)
+                new = tuple(addresses) if group in wanted else None
+                if old == new:
+                    continue
+                members = self.members.setdefault(group, [])
+                seen = before.setdefault(group, {})
+                for address in (old or ()) + (new or ()):
+                    if address not in seen:
+                        seen[address] = _holds(members, address)
+                for address in old or ():
+                    del members[bisect.bisect_left(members, address_order(address), key=address_order)]
+                for address in new or ():
+                    bisect.insort(members, address, key=address_order)
+                if new is None:
+                    del held[port_id]
+                else:
+                    held[port_id] = new
+        made = {}
+        for group, seen in before.items():
+            now = {address: _holds(self.members[group], address) for address in seen}
+            change = MemberChange(added=sorted((a for a in seen if now[a] and not seen[a]), key=address_order),
+                                  removed=sorted((a for a in seen if seen[a] and not now[a]), key=address_order))
+            if change.added or change.removed:
+                made[group] = change
+        return made
 
     def to_dict(self) -> dict[str, Any]:
         return {"groups": {g: [r.to_dict() for r in rules] for g, rules in self.groups.items()},
@@ -210,6 +252,35 @@ class SecurityState:
         return cls(groups={g: [RuleSpec(**r) for r in rules] for g, rules in data.get("groups", {}).items()},
                    ports={p: list(g) for p, g in data.get("ports", {}).items()},
                    members={g: list(a) for g, a in data.get("members", {}).items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberChange:
+    """What changed in one remote group's set: addresses that came in, addresses that left."""
+
+    added: list[str]
+    removed: list[str]
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def address_order(address: str) -> tuple[int, int]:
+    """Where ``address`` sorts: IPv4 before IPv6, each by value (kept: a host sorts the same
+    members again on every group change)."""
+    parsed = ipaddress.ip_address(address)
+    return parsed.version, int(parsed)
+
+
+def merged_addresses(addresses: Any) -> list[str]:
+    """The addresses of many ports (an iterable of tuples) as a remote group's member list
+    holds them: one list, IPv4 first, each version by value (:func:`address_order`)."""
+    return sorted((a for held in addresses for a in held), key=address_order)
+
+
+def _holds(members: list[str], address: str) -> bool:
+    """Whether ``members`` (sorted by :func:`address_order`) holds ``address``."""
+    key = address_order(address)
+    at = bisect.bisect_left(members, key, key=address_order)
+    return at < len(members) and address_order(members[at]) == key
 
 
 # --- names -------------------------------------------------------------------------------
@@ -510,6 +581,43 @@ def update(names: Names, old: Plan, new: Plan) -> str | None:
             if members:
                 lines.append(f"add element {table} {name} {{ {', '.join(members)} }}")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def member_update(names: Names, applied: Plan, changes: dict[str, MemberChange]) -> tuple[str, dict[str, list[str]]]:
+    """(an nft script, the sets it leaves) turning ``applied``'s remote sets into what they are
+    after ``changes``: only the addresses that came or left are added or deleted (one
+    transaction whatever the size of the groups), and the sets are given as :func:`plan` makes
+    them. A group without a set in ``applied`` (no rule of this host's ports names it) is left
+    out; so is an address the set already holds (added) or does not hold (deleted)."""
+    table = f"inet {table_name(names)}"
+    lines: list[str] = []
+    made: dict[str, list[str]] = {}
+    for group, change in sorted(changes.items()):
+        for ethertype, version in (("IPv4", 4), ("IPv6", 6)):
+            name = remote_set(group, ethertype)
+            held = applied.sets.get(name)
+            if held is None:
+                continue
+            members = list(held)
+            gone = [a for a in _normal(change.removed, version) if _holds(members, a)]
+            for address in gone:
+                del members[bisect.bisect_left(members, address_order(address), key=address_order)]
+            came = [a for a in _normal(change.added, version) if not _holds(members, a)]
+            for address in came:
+                bisect.insort(members, address, key=address_order)
+            if gone:
+                lines.append(f"delete element {table} {name} {{ {', '.join(gone)} }}")
+            if came:
+                lines.append(f"add element {table} {name} {{ {', '.join(came)} }}")
+            if gone or came:
+                made[name] = members
+    return ("\n".join(lines) + "\n" if lines else ""), made
+
+
+def _normal(addresses: list[str], version: int) -> list[str]:
+    """The distinct addresses of ``version`` among ``addresses``, written as nft lists them."""
+    found = {ipaddress.ip_address(a) for a in addresses}
+    return [str(a) for a in sorted(a for a in found if a.version == version)]
 
 
 def removal(names: Names) -> str:

@@ -16,7 +16,7 @@ from fabric import exception
 from fabric.config import Settings
 from fabric.network.model import EndpointSpec, FloatingSpec, HostSpec, HostState, NetworkSpec, RoutedSpec, RouterSpec
 from fabric.network.naming import Names
-from fabric.network.secgroups import SecurityState
+from fabric.network.secgroups import MemberChange, SecurityState
 
 
 class NetworkDriver(abc.ABC):
@@ -117,6 +117,18 @@ class NetworkDriver(abc.ABC):
         Endpoints plugged later are filtered by it as soon as they are plugged.
         """
         self.security = security
+        self._apply_security()
+
+    def change_members(self, changes: dict[str, MemberChange]) -> None:
+        """``self.security``'s remote groups changed members as ``changes`` says (group -> the
+        addresses that came into its set and left it; :meth:`SecurityState.change_members`):
+        enforce it. Same end as :meth:`set_security` with the changed state, which drivers may
+        reach by touching only those addresses."""
+        self._apply_members(changes)
+
+    def _apply_members(self, changes: dict[str, MemberChange]) -> None:
+        """Make the host's remote sets match ``self.security`` after ``changes``; by default by
+        :meth:`_apply_security`."""
         self._apply_security()
 
     def _apply_security(self) -> None:  # noqa: B027 - a driver with no kernel enforces nothing

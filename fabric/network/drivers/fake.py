@@ -10,6 +10,7 @@ from typing import Any
 
 from fabric.network.drivers.base import NetworkDriver
 from fabric.network.model import EndpointSpec, NetworkSpec
+from fabric.network.secgroups import MemberChange
 
 
 class FakeDriver(NetworkDriver):
@@ -44,6 +45,9 @@ class FakeDriver(NetworkDriver):
 
     def _apply_security(self) -> None:
         self._count("apply_security")
+
+    def _apply_members(self, changes: dict[str, MemberChange]) -> None:
+        self._count("apply_members")
 
     def describe(self) -> dict[str, Any]:
         routes = {f"{e.address}/32": self.names.endpoint(e.id) for e in self.state.endpoints.values()

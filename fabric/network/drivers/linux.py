@@ -397,6 +397,22 @@ class LinuxDriver(NetworkDriver):
         self.kernel.execute(["nft", "-f", "-"], stdin=wanted.full if script is None else script)
         self._applied_security = wanted
 
+    def _apply_members(self, changes: dict[str, secgroups.MemberChange]) -> None:
+        applied = self._applied_security
+        if applied is None:
+            self._apply_security()
+            return
+        script, sets = secgroups.member_update(self.names, applied, changes)
+        if script:
+            try:
+                self.kernel.execute(["nft", "-f", "-"], stdin=script)
+            except exception.KernelError as exc:
+                # The kernel's sets are not what was applied (someone changed them): rebuild them.
+                LOG.warning("security sets on %s: %s; rebuilding the security tables", self.host, exc.message)
+                self._apply_security(force=True)
+                return
+        applied.sets.update(sets)
+
     def security_rules(self) -> str:
         """fabric's security tables as nft lists them (empty when absent): a snapshot to compare."""
         listed = []

@@ -108,6 +108,28 @@ def test_allowed_ports_reachable_others_not_and_remote_groups_follow_membership(
     assert ping_eventually(e[3], "10.30.0.12")
 
 
+def test_a_member_change_touches_only_its_addresses_in_the_kernels_sets(lan):
+    """A port joining and leaving a remote group as announced (change_members: elements added
+    and deleted, no rebuild) is enforced as a rebuild from the same state would enforce it."""
+    driver, e, _ = lan
+    start = security({A: ["10.30.0.11"], B: ["10.30.0.12"], C: ["10.30.0.13"]})
+    start.member_ports = {A: {"ep-1": ("10.30.0.11",)}}
+    driver.set_security(start)
+    before = driver.security_rules()
+    assert isolated(e[3], e[2], "10.30.0.13", "10.30.0.12")
+
+    driver.change_members(driver.security.change_members([("ep-3", [A, C], ("10.30.0.13",))]))
+    assert ping_eventually(e[3], "10.30.0.12")  # e3 is in A's set now: B lets its ICMP in
+    assert connects(e[2], "10.30.0.11", 8080) and not connects(e[2], "10.30.0.11", 8081)  # the rest stays
+    delta = driver.security_rules()
+    driver.sync(driver.state)  # a rebuild of everything from the same state: the same rules
+    assert driver.security_rules() == delta
+
+    driver.change_members(driver.security.change_members([("ep-3", [], ())]))
+    assert isolated(e[3], e[2], "10.30.0.13", "10.30.0.12")
+    assert driver.security_rules() == before
+
+
 def test_removing_a_rule_keeps_live_connections_and_stops_new_ones(lan):
     driver, e, _ = lan
     members = {A: ["10.30.0.11"], B: ["10.30.0.12"], C: ["10.30.0.13"]}

@@ -11,10 +11,12 @@ from fabric.network.ipv6 import slaac_address as ipv6_slaac
 from fabric.network.model import EndpointSpec, HostState, NetworkSpec
 from fabric.network.naming import Names
 from fabric.network.secgroups import (
+    MemberChange,
     RuleSpec,
     SecurityState,
     build_ruleset,
     link_local,
+    member_update,
     plan,
     remote_set,
     rule_text,
@@ -176,3 +178,38 @@ def test_remote_members_give_each_groups_addresses_by_version_and_value(sqlite_d
                link_local("02:00:00:00:72:03")],
         "g2": ["10.71.0.9", slaac, link_local("02:00:00:00:71:09"), link_local("02:00:00:00:72:0a")],
         "g3": []}
+
+
+def test_member_changes_touch_one_ports_addresses_and_an_address_two_members_share_stays():
+    ll = link_local("02:00:00:00:00:0a")
+    security = SecurityState(groups={"g": [RuleSpec.checked("ingress", remote_group_id="g")]}, ports={"p0": ["g"]},
+                             members={"g": ["10.0.0.5", "10.0.0.9"], "h": []},
+                             member_ports={"g": {"p0": ("10.0.0.5",), "q": ("10.0.0.9",)}, "h": {}})
+    # r joins g (and the untracked group x: nothing there) with the address q holds too.
+    made = security.change_members([("r", ["g", "x"], ("10.0.0.9", ll))])
+    assert made == {"g": MemberChange(added=[ll], removed=[])}
+    assert security.members == {"g": ["10.0.0.5", "10.0.0.9", "10.0.0.9", ll], "h": []}
+    # q leaves: 10.0.0.9 stays (r holds it). r moves from g to h, then p0 leaves and comes back:
+    # applied together, only what differs at the end is reported.
+    made = security.change_members([("q", [], ()), ("r", ["h"], ("10.0.0.9", ll)),
+                                    ("p0", [], ()), ("p0", ["g"], ("10.0.0.5",))])
+    assert made == {"g": MemberChange(added=[], removed=["10.0.0.9", ll]),
+                    "h": MemberChange(added=["10.0.0.9", ll], removed=[])}
+    assert security.members == {"g": ["10.0.0.5"], "h": ["10.0.0.9", ll]}
+    assert security.member_ports == {"g": {"p0": ("10.0.0.5",)}, "h": {"r": ("10.0.0.9", ll)}}
+    assert security.change_members([("r", ["h"], ("10.0.0.9", ll))]) == {}  # a repeat changes nothing
+
+
+def test_a_member_update_adds_and_deletes_only_the_changed_elements_and_leaves_what_a_plan_makes():
+    state, security = _host(members=("10.0.0.5", "10.0.0.6"))
+    security.member_ports = {"g": {"p0": ("10.0.0.5",), "p1": ("10.0.0.6",)}}
+    security.groups["g"].append(RuleSpec.checked("ingress", "IPv6", remote_group_id="g"))  # an IPv6 set too
+    applied = plan(NAMES, state, security)
+    made = security.change_members([("p1", [], ()), ("far", ["g"], ("10.0.0.7", "fe80::1"))])
+    script, sets = member_update(NAMES, applied, made)
+    v4, v6 = remote_set("g", "IPv4"), remote_set("g", "IPv6")
+    assert script == (f"delete element inet fsg {v4} {{ 10.0.0.6 }}\nadd element inet fsg {v4} {{ 10.0.0.7 }}\n"
+                      f"add element inet fsg {v6} {{ fe80::1 }}\n")
+    applied.sets.update(sets)
+    assert applied == plan(NAMES, state, security)  # as a rebuild from the changed state would be
+    assert member_update(NAMES, applied, {"other": MemberChange(added=["10.9.9.9"], removed=[])}) == ("", {})
