@@ -185,6 +185,7 @@ class NetworkSection:
     vxlan_port: int = option(4789, "UDP port of VXLAN tunnels.", minimum=1)
     external_interfaces: str = option("", "This host's interfaces to external networks, as physical_network:interface pairs separated by ',' (like Neutron's physical_interface_mappings): the floating and router gateway addresses of an external network whose provider:physical_network is mapped go on that interface, so the outside reaches them on-link with no route to this host. Empty: the outside must route them to this host.")
     drift_report_interval: float = option(600.0, "Seconds between logged reports of this host's network drift (see fabric-manage reconcile).", minimum=0.01)
+    security_resync_interval: float = option(300.0, "Seconds between full re-reads of what this host's security groups enforce: membership changes arrive as announcements of one port each, and a host that missed one (or a port deleted unannounced) converges by the next re-read.", minimum=0.01)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fabric import rpc
 from fabric.context import RequestContext
+from fabric.rpc import envelope
 
 
 class NetworkAPI:
@@ -84,6 +85,22 @@ class NetworkAPI:
         """Security groups, rules or port memberships changed (committed): every host
         re-reads what it enforces from the database and applies it at once."""
         self.client.fanout_cast(ctx, "security_groups_changed")
+
+    def security_members_changed(self, ctx: RequestContext, port_id: str, groups: list[str],
+                                 addresses: list[str]) -> None:
+        """Port ``port_id`` (committed) is now a member of exactly ``groups`` with ``addresses``
+        (no groups: it left them all): every host holding one of those groups (or the port) as a
+        remote group's members changes that port's addresses alone, reading nothing.
+
+        While this worker writes an older envelope than this release's (``[rpc]
+        envelope_version`` lowered for a rolling upgrade) the hosts of the previous release,
+        which lack the method, may be listening: they are sent :meth:`security_groups_changed`
+        instead, and every host re-reads its whole state."""
+        if self.client.transport.settings.envelope_version < envelope.VERSION:
+            self.security_groups_changed(ctx)
+            return
+        self.client.fanout_cast(ctx, "security_members_changed", port_id=port_id, groups=groups,
+                                addresses=addresses)
 
     def routers_changed(self, ctx: RequestContext) -> None:
         """Routers, their interfaces or gateways changed (committed): every host re-reads the

@@ -13,14 +13,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
-from fabric import rpc
+from fabric import periodic, rpc
 from fabric.context import RequestContext
 from fabric.db.models import PortSecurityGroup, SecurityGroup
-from fabric.network import secgroups_db
+from fabric.network import dbstate, secgroups, secgroups_db
 from fabric.network.api import NetworkService
 from fabric.network.drivers.fake import FakeDriver
 from fabric.network.manager import NetworkManager
+from fabric.network.secgroups import link_local
 from fabric.rpc.transport import QueueSpec
 from tests.fixtures.rpc import serving, wait_for
 from tests.unit.network.test_host_networks import add_network
@@ -111,3 +113,107 @@ def test_a_burst_of_group_changes_costs_one_more_rebuild_which_sees_the_last_cha
     default = secgroups_db.ensure_default_group(sqlite_db, "proj")
     assert applied == [{"guest-2": [default]}, {"guest-2": sorted([default, plain])}]
     assert worker.driver.security.ports["guest-2"] == sorted([default, plain])
+
+
+# --- the announcement carries the change (security_members_changed) ---------------------------
+
+GUEST_1 = ("10.62.0.11", link_local("02:00:00:00:62:11"))
+GUEST_2 = ("10.62.0.12", link_local("02:00:00:00:62:02"))
+
+
+@pytest.fixture
+def three_hosts(sqlite_db, settings):  # noqa: F811 - the fixture imported above
+    """Workers h1, h2, h3 on one memory:// broker over net-s: h1 holds guest-1 in the default
+    group (ingress from itself: h1 tracks that group's members), h2 plugs guest-2 (default
+    group) through the API side, h3 holds guest-3 in a group naming no remote (tracks nothing).
+    Yields (workers by host, plug, unplug, the default group's id)."""
+    from fabric.db.models import AddressAllocation, Port
+
+    transport = rpc.get_transport(settings.rpc)
+    add_network(sqlite_db)
+    with sqlite_db.begin() as session:
+        session.add_all([Port(id="guest-1", network_id="net-s", project_id="proj", mac_address="02:00:00:00:62:11",
+                              host="h1", device_owner="compute:nova"),
+                         Port(id="guest-3", network_id="net-s", project_id="proj", mac_address="02:00:00:00:62:13",
+                              host="h3", device_owner="compute:nova")])
+        session.flush()
+        session.add(AddressAllocation(pool_id="sub-s", address="10.62.0.11", request_token="g1", port_id="guest-1"))
+    default = secgroups_db.ensure_default_group(sqlite_db, "proj")
+    for port in ("guest-1", "guest-2"):
+        secgroups_db.bind_port_groups(sqlite_db, port, "proj", None)
+    secgroups_db.bind_port_groups(sqlite_db, "guest-3", "proj", [_plain_group(sqlite_db)])
+    workers = {host: NetworkManager(settings.replace(default={"host": host}), host=host, db=sqlite_db,
+                                    transport=transport, driver=FakeDriver(settings.replace(default={"host": host})))
+               for host in ("h1", "h2", "h3")}
+    for worker in workers.values():
+        worker.init_host()
+    service = NetworkService(sqlite_db, transport)
+    ctx = RequestContext.admin()
+    try:
+        with serving(transport, workers["h1"], host="h1", topic="network"), \
+                serving(transport, workers["h2"], host="h2", topic="network"), \
+                serving(transport, workers["h3"], host="h3", topic="network"):
+            yield (workers, lambda: service.plug_port(ctx, "guest-2"), lambda: service.unplug_port(ctx, "guest-2"),
+                   default)
+    finally:
+        transport.cleanup()
+
+
+def test_a_plug_or_unplug_changes_exactly_that_member_on_every_host_tracking_its_group(sqlite_db, three_hosts):
+    workers, plug, unplug, default = three_hosts
+    h1, h3 = workers["h1"].driver, workers["h3"].driver
+    # At start h1 read guest-2 as a member already (its row is in the group); take it out as
+    # its unplug would, so the plug below has something to add.
+    workers["h1"].security_members_changed(RequestContext.admin(), "guest-2", [], [])
+    assert h1.security.members == {default: sorted(GUEST_1, key=secgroups.address_order)}
+    assert h1.calls.get("apply_members") == 1
+    h3_before = h3.security.to_dict()
+
+    plug()
+    wait_for(lambda: h1.calls.get("apply_members") == 2, what="h1 applying guest-2's arrival")
+    assert h1.security.members == {default: sorted(GUEST_1 + GUEST_2, key=secgroups.address_order)}
+    # Exactly what a full read gives, reached without one (no set_security since the start).
+    assert h1.security.members == dbstate.security_state(sqlite_db, "h1").members
+    assert h1.calls.get("apply_security") is None
+    assert workers["h2"].driver.security.members == h1.security.members  # the plugging host too
+
+    unplug()
+    wait_for(lambda: h1.calls.get("apply_members") == 3, what="h1 applying guest-2's departure")
+    assert h1.security.members == {default: sorted(GUEST_1, key=secgroups.address_order)}
+    assert h1.security.member_ports == {default: {"guest-1": GUEST_1}}
+    # h3 tracks no group guest-2 is in: nothing changed there, nothing was applied.
+    assert h3.security.to_dict() == h3_before and h3.calls.get("apply_members") is None
+
+
+def test_a_host_that_missed_an_announcement_converges_at_its_next_full_read(sqlite_db, three_hosts):
+    workers, _, _, default = three_hosts
+    h1 = workers["h1"]
+    with sqlite_db.begin() as session:  # guest-2 leaves the group; nobody says so
+        session.execute(sa.delete(PortSecurityGroup).where(PortSecurityGroup.port_id == "guest-2"))
+    assert h1.driver.security.members[default] == sorted(GUEST_1 + GUEST_2, key=secgroups.address_order)
+    task = next(t for t in periodic.periodic_tasks(h1) if t.name == "resync_security")
+    assert task.spacing == h1.settings.network.security_resync_interval
+    task.method(RequestContext.admin())
+    assert h1.driver.security.members == {default: sorted(GUEST_1, key=secgroups.address_order)}
+
+
+def test_the_old_announcement_is_still_handled_and_sent_during_a_rolling_upgrade(sqlite_db, settings):  # noqa: F811
+    """A worker writing the previous envelope (``[rpc] envelope_version = 1``: hosts of the
+    previous release, which lack security_members_changed, may listen) announces a plug the old
+    way, and a host handles that by a full read."""
+    old = settings.replace(rpc={"envelope_version": 1})
+    transport = rpc.get_transport(old.rpc)
+    add_network(sqlite_db)
+    secgroups_db.bind_port_groups(sqlite_db, "guest-2", "proj", None)
+    h1 = NetworkManager(old.replace(default={"host": "h1"}), host="h1", db=sqlite_db, transport=transport,
+                        driver=FakeDriver(old))
+    h2 = NetworkManager(old.replace(default={"host": "h2"}), host="h2", db=sqlite_db, transport=transport,
+                        driver=FakeDriver(old))
+    try:
+        with serving(transport, h1, host="h1", topic="network"), serving(transport, h2, host="h2", topic="network"):
+            NetworkService(sqlite_db, transport).plug_port(RequestContext.admin(), "guest-2")
+            wait_for(lambda: h1.driver.calls.get("apply_security") == 1, what="h1's full read")
+    finally:
+        transport.cleanup()
+    assert h1.driver.calls.get("apply_members") is None
+    assert h1.driver.security.to_dict() == dbstate.security_state(sqlite_db, "h1").to_dict()
