@@ -95,6 +95,55 @@ _GROW_NODE = (
             updated_at=sa.bindparam("now"))
 )
 _GROW_NODE_RETURNING = _GROW_NODE.returning(*NODE_COLUMNS)
+
+
+# A batch's instances take their hosts, and its hosts grow, in one statement each (a CASE on
+# the row's id gives each row its own values): an executemany of one statement per row cost
+# ~8x the CPU of one statement for a batch of 8 (psycopg sends and reads each row's statement
+# apart). Built once per row count, as the statements above.
+_PLACE_MANY: dict[int, sa.Update] = {}
+_GROW_MANY: dict[int, sa.Update] = {}
+
+
+def _place_many_statement(count: int) -> sa.Update:
+    """UPDATE the ``count`` instances ``i<k>`` to host ``h<k>`` if each still waits for one."""
+    statement = _PLACE_MANY.get(count)
+    if statement is None:
+        ids = [sa.bindparam(f"i{k}", type_=_instances.c.id.type) for k in range(count)]
+        host = sa.case(*[(_instances.c.id == ids[k], sa.bindparam(f"h{k}", type_=_instances.c.host.type))
+                         for k in range(count)])
+        statement = _PLACE_MANY[count] = (
+            sa.update(_instances)
+            .where(_instances.c.id.in_(ids), _instances.c.host.is_(None),
+                   _instances.c.vm_state == states.BUILDING, _instances.c.task_state == states.SCHEDULING,
+                   _instances.c.deleted.is_(False))
+            .values(host=host, scheduling_attempts=_instances.c.scheduling_attempts + 1))
+    return statement
+
+
+def _grow_many_statement(count: int) -> sa.Update:
+    """:data:`_GROW_NODE` for the ``count`` nodes ``n<k>``, each by ``m<k>`` MB, ``c<k>`` vCPUs,
+    ``d<k>`` GB and ``v<k>`` instances (one compare-and-swap per row, as there)."""
+    statement = _GROW_MANY.get(count)
+    if statement is None:
+        ids = [sa.bindparam(f"n{k}", type_=_nodes.c.id.type) for k in range(count)]
+
+        def per_node(prefix: str) -> sa.Case:
+            return sa.case(*[(_nodes.c.id == ids[k], sa.bindparam(f"{prefix}{k}", type_=sa.Integer))
+                             for k in range(count)])
+
+        memory, vcpus, disk = per_node("m"), per_node("c"), per_node("d")
+        statement = _GROW_MANY[count] = (
+            sa.update(_nodes)
+            .where(_nodes.c.id.in_(ids),
+                   _nodes.c.memory_mb_used + memory <= _nodes.c.memory_mb * sa.bindparam("ram_ratio"),
+                   _nodes.c.vcpus_used + vcpus <= _nodes.c.vcpus * sa.bindparam("cpu_ratio"),
+                   _nodes.c.disk_gb_used + disk <= _nodes.c.disk_gb * sa.bindparam("disk_ratio"))
+            .values(memory_mb_used=_nodes.c.memory_mb_used + memory, vcpus_used=_nodes.c.vcpus_used + vcpus,
+                    disk_gb_used=_nodes.c.disk_gb_used + disk,
+                    running_vms=_nodes.c.running_vms + per_node("v"), generation=_nodes.c.generation + 1,
+                    updated_at=sa.bindparam("now")))
+    return statement
 _READ_NODE = node_select().where(_nodes.c.id == sa.bindparam("want_node_id"))
 # Locked in id order: two claims taking each other's hosts in opposite orders deadlocked
 # (an UPDATE takes rows in the order its plan meets them; measured: PostgreSQL's one-second
@@ -216,8 +265,10 @@ def claim_many(conn: sa.Connection, placements: list[Placement], ratios: Ratios,
         claimed = [p for p in fitting if p.spec.instance_id not in slot_lost]
         left += [p for p in fitting if p.spec.instance_id in slot_lost]
         if claimed:
-            placed = conn.execute(_PLACE_INSTANCE, [
-                {"want_instance_id": p.spec.instance_id, "want_host": p.host.host} for p in claimed])
+            values: dict[str, Any] = {}
+            for k, p in enumerate(claimed):
+                values[f"i{k}"], values[f"h{k}"] = p.spec.instance_id, p.host.host
+            placed = conn.execute(_place_many_statement(len(claimed)), values)
             if placed.rowcount != len(claimed):
                 raise exception.InstanceStateConflict(
                     instance=", ".join(p.spec.instance_id or "" for p in claimed), attr="host/vm_state",
@@ -270,15 +321,16 @@ def _fitting(placements: list[Placement], nodes: dict[int, dict[str, Any]],
 
 def _grow_nodes(conn: sa.Connection, placements: list[Placement], nodes: dict[int, dict[str, Any]],
                 ratios: Ratios) -> None:
-    """Grow each host by its placements' sum (one compare-and-swap each, sent together) and
+    """Grow each host by its placements' sum (one compare-and-swap each, in one statement) and
     update ``nodes`` (their rows, locked by this transaction) to match. Raises ClaimLost
     naming the hosts that did not grow (the caller rolls back)."""
     now, ratio = utcnow(), _ratio_params(ratios)
     wanted = _wanted(placements)
-    grown = conn.execute(_GROW_NODE, [
-        {"want_node_id": node_id, "want_memory_mb": memory, "want_vcpus": vcpus, "want_disk_gb": disk,
-         "want_instances": count, "now": now, **ratio}
-        for node_id, (memory, vcpus, disk, count) in sorted(wanted.items())]).rowcount
+    values: dict[str, Any] = {"now": now, **ratio}
+    for k, (node_id, (memory, vcpus, disk, count)) in enumerate(sorted(wanted.items())):
+        values[f"n{k}"], values[f"m{k}"], values[f"c{k}"], values[f"d{k}"], values[f"v{k}"] = (
+            node_id, memory, vcpus, disk, count)
+    grown = conn.execute(_grow_many_statement(len(wanted)), values).rowcount
     if grown != len(wanted):  # the rows are locked and fitted: only a bug or a foreign writer gets here
         raise ClaimLost(", ".join(sorted(nodes[node_id]["host"] for node_id in wanted)), RESOURCES_LOST)
     for node_id, (memory, vcpus, disk, count) in wanted.items():
