@@ -253,13 +253,17 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
     return state
 
 
-def security_state(db: Database, host: str) -> SecurityState:
+def security_state(db: Database, host: str, known: SecurityState | None = None) -> SecurityState:
     """What ``host`` enforces: its filtered ports and their groups, those groups' rules,
     and the members (on every host) of each group they name as remote: their IPv4
     addresses, then their IPv6 link-local and global ones.
 
     A port is filtered when it is a guest's (``compute:*`` owner) or is in a group:
     a guest port in no group gets nothing but DHCP and metadata through.
+
+    With ``known`` (a state read before and kept up to date since), the members of the remote
+    groups it holds are taken from it (they become this state's), and only those of the others
+    are read: a read that costs the host's own ports and rules, not every member again.
     """
     security = SecurityState()
     with db.read() as session:
@@ -281,9 +285,14 @@ def security_state(db: Database, host: str) -> SecurityState:
             for group in groups:
                 security.groups.setdefault(group, [])
         if remotes:
-            security.member_ports = remote_member_ports(session, sorted(remotes))
-            security.members = {group: merged_addresses(ports.values())
-                                for group, ports in security.member_ports.items()}
+            held = known.member_ports if known is not None else {}
+            security.member_ports = {group: held[group] for group in sorted(remotes) if group in held}
+            security.members = {group: known.members[group] for group in security.member_ports}
+            unknown = sorted(remotes - held.keys())
+            if unknown:
+                read = remote_member_ports(session, unknown)
+                security.member_ports.update(read)
+                security.members.update({group: merged_addresses(ports.values()) for group, ports in read.items()})
     return security
 
 

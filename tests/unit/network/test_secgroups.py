@@ -213,3 +213,19 @@ def test_a_member_update_adds_and_deletes_only_the_changed_elements_and_leaves_w
     applied.sets.update(sets)
     assert applied == plan(NAMES, state, security)  # as a rebuild from the changed state would be
     assert member_update(NAMES, applied, {"other": MemberChange(added=["10.9.9.9"], removed=[])}) == ("", {})
+
+
+def test_a_read_given_the_members_it_holds_reads_only_the_other_remote_groups(sqlite_db):
+    add_network(sqlite_db)  # guest-2 on h2 holds 10.62.0.12
+    default = secgroups_db.ensure_default_group(sqlite_db, "proj")  # ingress from itself
+    secgroups_db.bind_port_groups(sqlite_db, "guest-2", "proj", None)
+    held = SecurityState(members={default: ["10.9.9.9"], "gone": []},
+                         member_ports={default: {"elsewhere": ("10.9.9.9",)}, "gone": {}})
+    kept = dbstate.security_state(sqlite_db, "h2", known=held)
+    # The default group's members are the ones held (kept current by announcements, not re-read);
+    # a group no rule names any more is dropped.
+    assert kept.members == {default: ["10.9.9.9"]} and kept.member_ports == {default: {"elsewhere": ("10.9.9.9",)}}
+    assert kept.ports == dbstate.security_state(sqlite_db, "h2").ports == {"guest-2": [default]}
+    # Without them, the group's members are read.
+    read = dbstate.security_state(sqlite_db, "h2", known=SecurityState())
+    assert read.members == {default: ["10.62.0.12", link_local("02:00:00:00:62:02")]}
