@@ -5,6 +5,10 @@ groups of 20 rules each (every port has 20 rules). Measures:
 
 - the time to apply a rule change to every port it touches (one rule added to or
   removed from one group: the driver rebuilds its tables in one ``nft -f``), p50 and p99;
+- the time to apply one port joining or leaving a remote group of ``--members`` members
+  (ports on other hosts): applied whole (``set_security`` with the changed state: the
+  group's set flushed and refilled, as when every host re-read its state on each plug) and
+  as a change of members (``change_members``: one element added or deleted), interleaved;
 - TCP throughput between the two veth endpoints across the bridge with filtering off
   (no port filtered) and on (both ports filtered, the flow allowed by a rule), from a
   Python sender and receiver (no iperf on this machine): a ratio within one run, of the
@@ -18,6 +22,7 @@ Run as root: ``.venv/bin/python tools/bench/secgroups.py [--changes 50] [--secon
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -34,7 +39,7 @@ from fabric.config import Settings  # noqa: E402
 from fabric.network.drivers.linux import LinuxDriver  # noqa: E402
 from fabric.network.kernel import offhub  # noqa: E402
 from fabric.network.model import EndpointSpec, NetworkSpec  # noqa: E402
-from fabric.network.secgroups import RuleSpec, SecurityState  # noqa: E402
+from fabric.network.secgroups import RuleSpec, SecurityState, merged_addresses  # noqa: E402
 
 PORTS, GROUPS, RULES = 200, 20, 20
 RECEIVER = """
@@ -77,6 +82,33 @@ def security(ports: list[EndpointSpec], changed: int | None = None, extra: int =
                          members=members)
 
 
+def member_changes(driver: LinuxDriver, ports: list[EndpointSpec], members: int, changes: int) -> tuple[list, list]:
+    """(seconds per change applied whole, seconds per change applied as members) for a port
+    joining and leaving g0, which has ``members`` more members on other hosts, interleaved."""
+    state = security(ports)
+    state.member_ports = {g: {} for g in state.groups}
+    for i, port in enumerate(ports):
+        state.member_ports[f"g{i % GROUPS}"][port.id] = (port.address,)
+    for i in range(members):
+        state.member_ports["g0"][f"far{i}"] = (f"10.41.{i // 250}.{1 + i % 250}",)
+    state.members = {g: merged_addresses(held.values()) for g, held in state.member_ports.items()}
+    driver.set_security(state)
+    whole, delta = [], []
+    for n in range(changes):
+        change = [("newcomer", ["g0"] if n % 2 == 0 else [], ("10.41.250.1",))]
+        if n % 4 < 2:
+            wanted = copy.deepcopy(driver.security)
+            wanted.change_members(change)
+            start = time.perf_counter()
+            driver.set_security(wanted)
+            whole.append(time.perf_counter() - start)
+        else:
+            start = time.perf_counter()
+            driver.change_members(driver.security.change_members(change))
+            delta.append(time.perf_counter() - start)
+    return whole, delta
+
+
 def throughput(sender_ns: str, receiver_ns: str, address: str, seconds: float) -> float:
     """Bytes per second of one TCP stream from ``sender_ns`` to ``address`` in ``receiver_ns``."""
     receiver = subprocess.Popen(["ip", "netns", "exec", receiver_ns, sys.executable, "-c", RECEIVER],
@@ -97,6 +129,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--members", type=int, default=3000, help="members of the remote group a port joins")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:6]
     host, e1, e2 = f"fabb-{tag}-h", f"fabb-{tag}-e1", f"fabb-{tag}-e2"
@@ -143,10 +176,15 @@ def main() -> None:
             driver.set_security(wanted)
             timings.append(time.perf_counter() - start)
         rules = driver.security_rules().count("\n")
+        whole, delta = member_changes(driver, ports, args.members, args.changes * 2)
         p50, p99 = _common.percentile(timings, 0.5), _common.percentile(timings, 0.99)
         print(f"ports {PORTS}, groups {GROUPS}, rules per port {RULES}, nft lines listed {rules}")
         print(f"rule change applied to every port it touches ({PORTS // GROUPS} ports each): "
               f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over {len(timings)} changes (goal p99 < 100 ms)")
+        print(f"a port joining or leaving a remote group of {args.members} members: applied whole p50 "
+              f"{_common.percentile(whole, 0.5) * 1000:.1f} ms, p99 {_common.percentile(whole, 0.99) * 1000:.1f} ms; "
+              f"as a change of members p50 {_common.percentile(delta, 0.5) * 1000:.1f} ms, "
+              f"p99 {_common.percentile(delta, 0.99) * 1000:.1f} ms ({len(delta)} changes each, interleaved)")
         print(f"throughput filtering off {off * 8 / 1e9:.2f} Gbit/s, on {on * 8 / 1e9:.2f} Gbit/s: "
               f"cost {(1 - on / off) * 100:.1f}% (goal < 10%); medians of {args.rounds} interleaved pairs, "
               f"whose own costs ranged {pairs[0]:.1f}% to {pairs[-1]:.1f}%")
