@@ -10,8 +10,8 @@ Promises:
 - **Durable before named.** :meth:`SegmentLog.append` returns a blob's id only once its bytes
   are written and an ``fdatasync`` of the segment that began after the write has finished (a
   new segment's directory entry too). Appends that arrive while a round is being written wait
-  for the next round, which writes and syncs them all in one trip to the native thread pool:
-  N concurrent PUTs cost a few ``fdatasync`` calls and a few native-thread trips, not N.
+  for the next round, which the log's writer thread writes and syncs for them all: N
+  concurrent PUTs cost a few ``fdatasync`` calls and a few wake-ups of the hub, not N.
 - **Never changed in place.** A record's bytes are written once, at an offset no other record
   ever gets (offsets are reserved in-process; each process appends only to segments it created).
   Records start on a :data:`BLOCK` boundary, so no two share a filesystem block: punching one
@@ -42,7 +42,8 @@ import time
 from collections.abc import Callable, Iterable
 
 import eventlet
-import eventlet.green.threading
+import eventlet.event
+import eventlet.hubs
 import eventlet.patcher
 
 LOG = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ BLOCK = 4096
 #: A segment past this size takes no more records (the process starts a new one). Sealed segments
 #: are unlinked once every record in them was released; a bigger segment waits longer for its last.
 SEGMENT_MAX = 256 * 1024 * 1024
+#: Seconds the writer thread waits for records before it ends.
+WRITER_IDLE_SECONDS = 5.0
 #: Seconds between a record's release and its punch, and the longest a reader may take from
 #: reading a row to the end of reading the bytes it names (see the module's docstring).
 GRACE_SECONDS = 30.0
@@ -103,18 +106,19 @@ class _Segment:
 
 
 class _Round:
-    """Records written and synced together: (segment, offset, pieces, seals the segment)."""
+    """Records written and synced together: (segment, offset, pieces, seals the segment), and
+    what their appenders wait on."""
 
-    __slots__ = ("items", "done", "error")
+    __slots__ = ("items", "finished", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, green: bool) -> None:
         self.items: list[tuple[_Segment, int, list[bytes], bool]] = []
-        self.done = False
+        self.finished = eventlet.event.Event() if green else _threading.Event()
         self.error: OSError | None = None
 
 
 def _write_round(items: list[tuple[_Segment, int, list[bytes], bool]], sync_directory: Callable[[], None]) -> None:
-    """Write a round's records and make them durable: one native-thread trip for the round."""
+    """Write a round's records and make them durable (in the writer thread)."""
     created = False
     touched: dict[int, _Segment] = {}
     for segment, offset, pieces, _ in items:
@@ -141,19 +145,31 @@ class SegmentLog:
     """The segments under ``directory``: append (group commit), read whole, release, recover.
 
     ``sync_directory`` makes the directory's entries durable; ``off_hub`` runs a call that waits
-    for the disk without stalling the process's other green threads."""
+    for the disk without stalling the process's other green threads.
+
+    Rounds are written by one native thread of the log's own, back to back: the next round
+    begins as soon as the last one's sync returned, with every record appended meanwhile. In a
+    green process its appenders are woken through a pipe the hub watches, one wake-up per round.
+    A round written by whichever appender came first, through eventlet's thread pool, left the
+    disk idle from the end of one round until the hub had run that appender again and it had
+    handed the next round to the pool. 16 green threads appending 64 KiB records, interleaved
+    runs under a load of 13-14: 2,484-3,019 appends/s and 67-82 µs of CPU each with the
+    writer thread, 1,841-2,517/s and 90-101 µs with the pool."""
 
     def __init__(self, directory: str, sync_directory: Callable[[], None],
                  off_hub: Callable[..., object]) -> None:
         self.directory = directory
         self._sync_directory = sync_directory
         self._off_hub = off_hub
-        green = eventlet.patcher.is_monkey_patched("thread")
-        self._green = green
-        self._lock = (eventlet.green.threading.Condition if green else _threading.Condition)()
+        self._green = eventlet.patcher.is_monkey_patched("thread")
+        # A native lock, held only to reserve, queue or take records (never across a system call
+        # that waits), so a green appender holding it never waits long for the writer thread.
+        self._lock = _threading.Condition()
         self._current: _Segment | None = None
-        self._next = _Round()
-        self._running = False
+        self._next = _Round(self._green)
+        self._writer: object | None = None  # the writer thread, while it runs
+        self._finished: list[_Round] = []  # rounds whose green appenders the hub has not woken yet
+        self._wake_fd = -1  # the pipe's write end (green processes)
         self._released: list[tuple[float, str, int, int]] = []
         self._reclaim_scheduled = False
         self.rounds = 0  # rounds written, for tests and curiosity
@@ -172,31 +188,69 @@ class SegmentLog:
             segment.end += _span(length)
             mine = self._next
             mine.items.append((segment, offset, pieces, segment.end >= SEGMENT_MAX))
-            while not mine.done:
-                if self._running:
-                    self._lock.wait()
-                    continue
-                # No round running: the next begins now, with this caller writing it for all.
-                self._running, self._next = True, _Round()
-                self._lock.release()
-                try:
-                    self._off_hub(_write_round, mine.items, self._sync_directory)
-                except OSError as exc:
-                    mine.error = exc
-                finally:
-                    self._lock.acquire()
-                    self.rounds += 1
-                    if mine.error is not None:
-                        self._abandon(mine)
-                    self._running, mine.done = False, True
-                    self._lock.notify_all()
-            if mine.error is not None:
-                raise mine.error
+            if self._writer is None:
+                self._start_writer()
+            self._lock.notify()
+        mine.finished.wait()
+        if mine.error is not None:
+            raise mine.error
         return f"s{segment.name}.{offset:x}.{length:x}"
+
+    def _start_writer(self) -> None:
+        """Start the writer thread (and in a green process the hub's side of the pipe); called
+        holding the lock."""
+        if self._green and self._wake_fd < 0:
+            read_fd, self._wake_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            eventlet.spawn(self._wake_appenders, read_fd)
+        self._writer = _threading.Thread(target=self._write_rounds, name="segment-writer", daemon=True)
+        self._writer.start()
+
+    def _write_rounds(self) -> None:
+        """The writer thread: write each round as soon as the last one is durable; ends after
+        WRITER_IDLE_SECONDS without records (the next append starts another)."""
+        while True:
+            with self._lock:
+                if not self._next.items:
+                    self._lock.wait(WRITER_IDLE_SECONDS)
+                    if not self._next.items:
+                        self._writer = None
+                        return
+                mine, self._next = self._next, _Round(self._green)
+            try:
+                _write_round(mine.items, self._sync_directory)
+            except OSError as exc:
+                mine.error = exc
+                with self._lock:
+                    self._abandon(mine)
+            except BaseException as exc:  # a bug: the appenders fail rather than wait forever
+                mine.error = OSError(f"writing packed blobs failed: {exc!r}")
+                LOG.exception("Writing a round of packed blobs failed")
+            self.rounds += 1
+            if self._green:
+                with self._lock:
+                    self._finished.append(mine)
+                os.write(self._wake_fd, b"x")
+            else:
+                mine.finished.set()
+
+    def _wake_appenders(self, read_fd: int) -> None:
+        """On the hub: wake the green appenders of every round the writer thread finished."""
+        while True:
+            eventlet.hubs.trampoline(read_fd, read=True)
+            try:
+                os.read(read_fd, 4096)
+            except BlockingIOError:
+                continue
+            with self._lock:
+                finished, self._finished = self._finished, []
+            for done in finished:
+                done.finished.send()
 
     def _abandon(self, failed: _Round) -> None:
         """After a failed round: its segments take no more records (what the failed sync left of
-        their pages is unknown); recovery punches what no row names. Called holding the lock."""
+        their pages is unknown); recovery punches what no row names. Called holding the lock
+        (in the writer thread, the only one that writes or closes segments' descriptors)."""
         for segment, _, _, _ in failed.items:
             if segment is self._current:
                 self._current = None

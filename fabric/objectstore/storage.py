@@ -24,8 +24,8 @@ threads committing blobs of 64 KiB used 182-277 µs of system CPU per blob again
 
 Small objects are not files at all. A PUT of 1 byte to 1 MiB (held in memory until its
 commit anyway) is appended to a segment this process shares among its uploads, and the
-uploads that commit together are written and made durable by one ``fdatasync`` in one trip
-to the native thread pool (:mod:`fabric.objectstore.segments` states the promises: durable
+uploads that commit together are written and made durable by one ``fdatasync`` in the
+segments' own writer thread (:mod:`fabric.objectstore.segments` states the promises: durable
 before a row names it, never changed in place, blocks punched out only when no reader can
 still be reading them, recovery at start). The issue asked for a temporary file and a
 rename; even written in place, a file per PUT cost an inode (whose allocation on this ext4
