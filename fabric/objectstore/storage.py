@@ -201,8 +201,10 @@ class BlobWriter:
     def __init__(self, store: BlobStore, packed: bool = False) -> None:
         self._store = store
         self._packed = packed
-        self.blob_id = new_blob_id()
-        self._path = store.path(self.blob_id)
+        # A packed blob's id comes from its segment: a random one drawn now would be wasted (one
+        # getrandom per PUT) unless the blob goes to a file after all (_name_file).
+        self.blob_id = "" if packed else new_blob_id()
+        self._path = store.path(self.blob_id) if self.blob_id else ""
         self._fd: int | None = None
         self._buffer: list[bytes] | None = []
         self._buffered = 0
@@ -224,6 +226,7 @@ class BlobWriter:
         if self._fd is None:
             if self._buffer is None:
                 raise ValueError("the blob was committed or discarded")
+            self._name_file()
             self._on_disk = True
             self._fd = _off_hub(_create, self._path)
             pieces, self._buffer = self._buffer, None
@@ -233,7 +236,6 @@ class BlobWriter:
 
     def commit(self) -> str:
         """Make the bytes durable under their blob id; returns the id."""
-        directory = self._store.directory(self.blob_id)
         if self._fd is None:
             if self._buffer is None:
                 raise ValueError("the blob was committed or discarded")
@@ -243,13 +245,19 @@ class BlobWriter:
                 self.blob_id = self._store.segments.append(pieces, self._buffered)
                 self._committed = True
                 return self.blob_id
+            self._name_file()
             self._on_disk = True
-            _off_hub(_durable_file, self._path, pieces, directory)
+            _off_hub(_durable_file, self._path, pieces, self._store.directory(self.blob_id))
         else:
             fd, self._fd = self._fd, None
-            _off_hub(_durable, fd, directory)
+            _off_hub(_durable, fd, self._store.directory(self.blob_id))
         self._committed = True
         return self.blob_id
+
+    def _name_file(self) -> None:
+        if not self.blob_id:
+            self.blob_id = new_blob_id()
+            self._path = self._store.path(self.blob_id)
 
     def discard(self) -> None:
         """Forget the bytes written, unless committed (idempotent; no row ever named them)."""
