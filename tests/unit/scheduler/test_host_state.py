@@ -119,3 +119,51 @@ def test_a_host_added_after_the_first_read_is_seen_by_the_incremental_refresh(sq
         session.add(ComputeNode(host="late", vcpus=4, memory_mb=4096, disk_gb=10))
     clock.now += 1.5
     assert [h.host for h in cache.hosts()] == ["late"]
+
+
+def test_a_host_whose_heartbeat_ages_is_judged_down_without_its_rows_changing(sqlite_db, monkeypatch):
+    from fabric.scheduler import host_state
+
+    build.add_hosts(sqlite_db, 2)
+    clock, wall = Clock(), [utcnow()]
+    monkeypatch.setattr(host_state, "utcnow", lambda: wall[0])
+    cache = cache_for(sqlite_db, clock)  # service_down_time 60
+    assert all(h.up for h in cache.hosts())
+    # Nothing written since: an incremental refresh that reads no row still judges the heartbeats.
+    wall[0] += datetime.timedelta(seconds=61)
+    clock.now += 2
+    assert not any(h.up for h in cache.hosts())
+    # host0001 heartbeats again: it alone comes back up.
+    with sqlite_db.begin() as session:
+        session.execute(sa.update(Service).where(Service.host == "host0001")
+                        .values(last_heartbeat=wall[0], updated_at=wall[0]))
+    clock.now += 2
+    assert {h.host: h.up for h in cache.hosts()} == {"host0000": False, "host0001": True}
+
+
+def test_the_incremental_refresh_reads_whole_only_rows_it_does_not_hold(sqlite_db):
+    build.add_hosts(sqlite_db, 20)
+    ids = build.add_instances(sqlite_db, 2)
+    old = utcnow() - datetime.timedelta(seconds=30)  # registered long ago: only the claims are news
+    with sqlite_db.begin() as session:
+        session.execute(sa.update(ComputeNode).values(updated_at=old, created_at=old))
+        session.execute(sa.update(Service).values(updated_at=old, created_at=old))
+    clock = Clock()
+    mine, other = cache_for(sqlite_db, clock), cache_for(sqlite_db, Clock())
+    hosts = {h.host: h for h in mine.hosts()}
+    other.hosts()
+    # A claim of this cache's own (its row taken in at once) and one of another scheduler's.
+    with sqlite_db.engine.connect() as conn:
+        mine.apply_rows([claims.claim_on(conn, RequestSpec(instance_id=ids[0], vcpus=1, memory_mb=512),
+                                         hosts["host0003"], claims.Ratios(1.0, 1.0, 1.0))])
+    claims.claim(sqlite_db, RequestSpec(instance_id=ids[1], vcpus=1, memory_mb=256),
+                 other.get("host0009"), claims.Ratios(1.0, 1.0, 1.0))
+    before = mine.rows_read
+    clock.now += 1.5
+    mine.hosts()
+    # Both claimed hosts are within the commit margin; only host0009's row was read whole.
+    assert mine.rows_read - before == 1
+    assert mine.get("host0009").memory_mb_used == 256 and mine.get("host0003").memory_mb_used == 512
+    clock.now += 1.5
+    mine.hosts()
+    assert mine.rows_read - before == 1  # still within the margin, and nothing new
