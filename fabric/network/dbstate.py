@@ -265,34 +265,39 @@ def security_state(db: Database, host: str, known: SecurityState | None = None) 
     groups it holds are taken from it (they become this state's), and only those of the others
     are read: a read that costs the host's own ports and rules, not every member again.
     """
-    security = SecurityState()
     with db.read() as session:
-        # The host's ports with their groups, in one statement (a port in no group: one row, None).
-        for port_id, owner, group_id in session.execute(_HOST_PORT_GROUPS, {"host": host}):
-            if group_id is not None:
-                security.ports.setdefault(port_id, []).append(group_id)
-            elif (owner or "").startswith(COMPUTE_PORT_OWNER_PREFIX):
-                security.ports[port_id] = []
-        groups = sorted({g for gs in security.ports.values() for g in gs})
-        remotes: set[str] = set()
-        if groups:
-            for row in session.scalars(sa.select(SecurityGroupRule)
-                                       .where(SecurityGroupRule.security_group_id.in_(groups))
-                                       .order_by(SecurityGroupRule.created_at, SecurityGroupRule.id)):
-                security.groups.setdefault(row.security_group_id, []).append(rule_spec(row))
-                if row.remote_group_id is not None:
-                    remotes.add(row.remote_group_id)
-            for group in groups:
-                security.groups.setdefault(group, [])
-        if remotes:
-            held = known.member_ports if known is not None else {}
-            security.member_ports = {group: held[group] for group in sorted(remotes) if group in held}
-            security.members = {group: known.members[group] for group in security.member_ports}
-            unknown = sorted(remotes - held.keys())
-            if unknown:
-                read = remote_member_ports(session, unknown)
-                security.member_ports.update(read)
-                security.members.update({group: merged_addresses(ports.values()) for group, ports in read.items()})
+        return security_state_in(session, host, known)
+
+
+def security_state_in(session: sa.orm.Session, host: str, known: SecurityState | None = None) -> SecurityState:
+    """:func:`security_state` read through the caller's ``session``."""
+    security = SecurityState()
+    # The host's ports with their groups, in one statement (a port in no group: one row, None).
+    for port_id, owner, group_id in session.execute(_HOST_PORT_GROUPS, {"host": host}):
+        if group_id is not None:
+            security.ports.setdefault(port_id, []).append(group_id)
+        elif (owner or "").startswith(COMPUTE_PORT_OWNER_PREFIX):
+            security.ports[port_id] = []
+    groups = sorted({g for gs in security.ports.values() for g in gs})
+    remotes: set[str] = set()
+    if groups:
+        for row in session.scalars(sa.select(SecurityGroupRule)
+                                   .where(SecurityGroupRule.security_group_id.in_(groups))
+                                   .order_by(SecurityGroupRule.created_at, SecurityGroupRule.id)):
+            security.groups.setdefault(row.security_group_id, []).append(rule_spec(row))
+            if row.remote_group_id is not None:
+                remotes.add(row.remote_group_id)
+        for group in groups:
+            security.groups.setdefault(group, [])
+    if remotes:
+        held = known.member_ports if known is not None else {}
+        security.member_ports = {group: held[group] for group in sorted(remotes) if group in held}
+        security.members = {group: known.members[group] for group in security.member_ports}
+        unknown = sorted(remotes - held.keys())
+        if unknown:
+            read = remote_member_ports(session, unknown)
+            security.member_ports.update(read)
+            security.members.update({group: merged_addresses(ports.values()) for group, ports in read.items()})
     return security
 
 

@@ -124,15 +124,14 @@ class NetworkManager(Manager):
                 # Remote members this host holds are kept (announcements keep them current; a full
                 # read per plug cost every member's row: 13 ms of CPU with 3,000), the port's own
                 # membership put in as the announcement below says it.
-                security = dbstate.security_state(self.db, self.host, known=self.driver.security)
                 with self.db.read() as session:
+                    security = dbstate.security_state_in(session, self.host, known=self.driver.security)
                     membership = dbstate.port_membership(session, spec.id)
+                    # ... and routed by the routers on its network from then on (plug applies the NAT table).
+                    routers = dbstate.router_specs(session, sorted(set(self.driver.state.networks) | {spec.network_id}))
                 security.change_members([(spec.id, *membership)])
                 self.driver.security = security
-                # ... and routed by the routers on its network from then on (plug applies the NAT table).
-                with self.db.begin() as session:
-                    self.driver.state.routers = dbstate.router_specs(
-                        session, sorted(set(self.driver.state.networks) | {spec.network_id}))
+                self.driver.state.routers = routers
             return self.driver.plug(spec), membership
 
         with metrics.NETWORK_PLUG_SECONDS.time():
