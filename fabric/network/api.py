@@ -37,7 +37,7 @@ class NetworkService:
 
     def plug_port(self, ctx: RequestContext, port_id: str) -> dict[str, Any]:
         """Plug a port on its host (setting its network up there); returns ``{"device": name}``."""
-        with self.db.begin() as session:
+        with self.db.read() as session:  # reads only: no BEGIN and COMMIT around them
             port = self._port(session, port_id)
             row = session.get(Network, port.network_id)
             # Only a routed network's spec needs the layout: one read fewer on every other plug.
@@ -49,7 +49,7 @@ class NetworkService:
         return self.rpcapi.plug(ctx, host, endpoint.to_dict(), network=network.to_dict())
 
     def unplug_port(self, ctx: RequestContext, port_id: str) -> None:
-        with self.db.begin() as session:
+        with self.db.read() as session:
             host = self._port(session, port_id).host
         self.rpcapi.unplug(ctx, host, port_id)
 
