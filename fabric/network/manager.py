@@ -276,11 +276,12 @@ class NetworkManager(Manager):
     def security_groups_changed(self, ctx: RequestContext) -> None:
         """Groups, rules or memberships changed: enforce what the database now says.
 
-        A burst of these costs one read and rebuild at a time, not one each (each plug of a port
-        in a group that a rule names as remote announces one, so a boot storm sends every host
-        one per server): a message that arrives during a run returns at once, and the run goes
-        round once more after it (:mod:`fabric.coalescing`). Such a message is acked before its
-        run ends; a worker that dies in between reads everything afresh at start (init_host).
+        A burst of these costs one read and rebuild at a time, not one each (during a rolling
+        upgrade every plug of a port in a group that a rule names as remote sends one: see
+        :meth:`security_members_changed`): a message that arrives during a run returns at once,
+        and the run goes round once more after it (:mod:`fabric.coalescing`). Such a message is
+        acked before its run ends; a worker that dies in between reads everything afresh at start
+        (init_host).
         """
         if self.db is None:
             return
