@@ -24,7 +24,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, network_quotas
+from fabric.api import common, in_doubt, network_quotas
 from fabric.api.network import PREFIX
 from fabric.api.network import _owner as owner_of
 from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, Subnet
@@ -183,7 +183,7 @@ class FloatingIps:
                                                                     request_token=token, address=address)
         target = None
         try:
-            with deps.db.begin() as session:
+            with in_doubt.creating(deps.db, "the create of a floating IP") as session:
                 if data["port_id"]:  # checked again: the port may have changed meanwhile
                     target = _target(session, context, owner, floating_id, data["port_id"], fixed_ip)
                 network_quotas.take(session, owner, "floatingip")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception, images
-from fabric.api import common, image_store
+from fabric.api import common, image_store, in_doubt
 from fabric.db.models import Image
 from fabric.db.types import new_uuid
 
@@ -143,7 +143,7 @@ class Images:
                 raise exception.Invalid(reason=f"image property {key!r} must be a string, got {value!r}")
         props.update({"__tags": data["tags"], "__protected": data["protected"], "__os_hidden": data["os_hidden"]})
         image_id = images.parse_image_id(data["id"], "id") if "id" in data else new_uuid()
-        with deps.db.begin() as session:
+        with in_doubt.creating(deps.db, "the create of an image") as session:
             if session.get(Image, image_id):
                 raise exception.Conflict(reason=f"an image with id {image_id} already exists")
             props = images.check_references(session, owner, image_id, props)

@@ -12,13 +12,22 @@ written and the 503 is the truth. Still unreachable after that, the handler answ
 thread of this process keeps asking (for up to :data:`UNDO_WITHIN` seconds), undoing the
 create if it finds it written, so that a 503 leaves nothing behind. (A process stopped before
 then leaves that to an operator: its warning names the servers.)
+
+Server creates settle with an undo of their own (compute/servers.py); every other create of
+rows whose ids this process chooses (networks, subnets, routers, volumes, images, ...) runs its
+transaction in :func:`creating`, which settles without one: written, the create is answered
+as done; not written, 503; still unknown, 503 and a warning naming the row to look for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import orm
 
 from fabric.db import Database
 from fabric.db.retry import is_connection_error, retry_on_disconnect
@@ -32,16 +41,16 @@ ANSWER_WITHIN = 20.0
 UNDO_WITHIN = 3600.0
 
 
-def settle(db: Database, error: BaseException, written: Callable[[object], bool], undo: Callable[[], None],
-           what: str) -> bool:
+def settle(db: Database, error: BaseException, written: Callable[[object], bool],
+           undo: Callable[[], None] | None, what: str) -> bool:
     """Whether a transaction whose COMMIT raised ``error`` was written.
 
     False at once when ``error`` is no lost connection (the server refused the commit: nothing
     was written). Otherwise ``written(session)`` is asked, once the database answers, within
     :data:`ANSWER_WITHIN` seconds; no answer by then is False too, and ``undo()`` is run
     (again after each lost connection, for up to :data:`UNDO_WITHIN` seconds) by a thread of
-    its own once the database is back, if ``written`` then says the commit was written.
-    ``what`` names the transaction in the log.
+    its own once the database is back, if ``written`` then says the commit was written (without
+    ``undo``, a warning says what to look for). ``what`` names the transaction in the log.
     """
     if not is_connection_error(error):
         return False
@@ -53,6 +62,10 @@ def settle(db: Database, error: BaseException, written: Callable[[object], bool]
     try:
         found = retry_on_disconnect(ask, give_up_after=ANSWER_WITHIN, what=f"checking whether {what} was written")
     except DatabaseUnavailable:
+        if undo is None:
+            LOG.warning("Unknown whether %s was written (the database is still unreachable); it is answered "
+                        "as failed: if it was written, it stays", what)
+            return False
         LOG.warning("Unknown whether %s was written (the database is still unreachable); it is answered as "
                     "failed, and undone once the database answers if it was", what)
         threading.Thread(target=_undo_when_back, args=(ask, undo, what), daemon=True,
@@ -71,3 +84,45 @@ def _undo_when_back(ask: Callable[[], bool], undo: Callable[[], None], what: str
             LOG.warning("Undid %s: it was written although its client was told it failed", what)
     except Exception:
         LOG.exception("Could not undo %s, which its client was told failed: it may need deleting by hand", what)
+
+
+@contextlib.contextmanager
+def creating(db: Database, what: str) -> Iterator[orm.Session]:
+    """One transaction, as :meth:`Database.begin` gives, for a create of rows whose ids this
+    process chooses (uuids: a column default run here, or set by the caller).
+
+    A COMMIT that loses its connection is settled (:func:`settle`, without an undo) by looking
+    for one row the transaction inserted: written, the block ends as if the COMMIT had
+    answered; not written, or still unknown after :data:`ANSWER_WITHIN` seconds, the lost
+    connection is raised (a 503). ``what`` names the create in the log. A transaction that
+    inserted no row with such an id raises as :meth:`Database.begin` does.
+    """
+    witness: list[tuple[type, str]] = []
+
+    def remember_first_insert(session: orm.Session, _context) -> None:
+        if witness:
+            return
+        for row in session.new:
+            mapper = sa.inspect(row).mapper
+            if len(mapper.primary_key) != 1:
+                continue
+            value = getattr(row, mapper.get_property_by_column(mapper.primary_key[0]).key)
+            if isinstance(value, str):  # an id chosen here, never one the database numbered
+                witness.append((mapper.class_, value))
+                return
+
+    session = db.sessionmaker()
+    sa.event.listen(session, "after_flush", remember_first_insert)
+    try:
+        with session.begin():
+            yield session
+            session.flush()
+    except sa.exc.DBAPIError as error:
+        if not witness:
+            raise
+        model, ident = witness[0]
+        if not settle(db, error, lambda check: check.get(model, ident) is not None, None,
+                      f"{what} ({model.__tablename__} {ident})"):
+            raise
+    finally:
+        session.close()

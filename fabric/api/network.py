@@ -22,7 +22,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, network_quotas, neutron_fields, routed_networks, subnet_pools
+from fabric.api import common, in_doubt, network_quotas, neutron_fields, routed_networks, subnet_pools
 from fabric.db.models import AddressAllocation, AddressPool, FloatingIp, Network, Port, RouterInterface, Subnet
 from fabric.db.types import new_uuid
 from fabric.ipam.api import move_subnet_gateway, validate_subnet
@@ -295,7 +295,7 @@ class Networks:
             routed_segment = routed_networks.allocate_segment(deps.clients, context, owner, segment_name) \
                 if routed else None
             try:
-                with deps.db.begin() as session:
+                with in_doubt.creating(deps.db, "the create of a network") as session:
                     network_quotas.take(session, owner, "network")
                     network = Network(id=network_id, name=data["name"], project_id=owner, network_type=network_type,
                                       segmentation_id=segment, physical_bridge=data["physical_network"],
@@ -433,7 +433,7 @@ class Subnets:
     def _insert(db, context, owner: str, data: dict) -> dict:
         """Write the subnet (its CIDR carved from the pool when one is named) and take its quota,
         in one transaction; the subnet's document. Raises PoolChanged to be run again."""
-        with db.begin() as session:
+        with in_doubt.creating(db, "the create of a subnet") as session:
             network = find_network(session, context, data["network_id"])
             if network.project_id != owner and not context.is_admin:
                 raise exception.Forbidden(reason=f"network {network.id} belongs to another project")

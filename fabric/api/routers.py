@@ -26,7 +26,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, network_quotas, ports
+from fabric.api import common, in_doubt, network_quotas, ports
 from fabric.api.network import PREFIX, _owner, parse_route
 from fabric.db.models import Network, Port, Router, RouterInterface, Subnet
 from fabric.db.types import new_uuid
@@ -229,7 +229,7 @@ class Routers:
             with deps.db.begin() as session:  # a bad gateway is refused before the router is written
                 _external_network(session, gateway.get("network_id"))
         network_quotas.prepare(deps.db, owner, "router")
-        with deps.db.begin() as session:
+        with in_doubt.creating(deps.db, "the create of a router") as session:
             network_quotas.take(session, owner, "router")
             router = Router(project_id=owner, name=data["name"], description=data["description"],
                             admin_state_up=data["admin_state_up"], status="ACTIVE", enable_snat=True)

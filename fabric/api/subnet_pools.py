@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, in_doubt
 from fabric.db.models import Subnet, SubnetPool
 from fabric.ipam import prefixes
 
@@ -116,7 +116,7 @@ class SubnetPools:
             raise exception.Forbidden(reason="only an admin may create a shared or default subnet pool")
         spec = prefixes.validate_pool(data["prefixes"], data["default_prefixlen"], data["min_prefixlen"],
                                       data["max_prefixlen"])
-        with deps.db.begin() as session:
+        with in_doubt.creating(deps.db, "the create of a subnet pool") as session:
             pool = SubnetPool(project_id=owner, name=data["name"], description=data["description"],
                               ip_version=spec.ip_version, prefixes=spec.prefixes,
                               default_prefixlen=spec.default_prefixlen, min_prefixlen=spec.min_prefixlen,

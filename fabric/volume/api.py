@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from fabric import servicegroup
-from fabric.api import quota
+from fabric.api import in_doubt, quota
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import Image, Volume, VolumeAttachment, VolumeSnapshot
@@ -197,7 +197,7 @@ class VolumeService:
         if not project_id:
             raise Invalid(reason="a volume belongs to a project; the token has none")
         quota.ensure_usage_rows(self.db, project_id, ("volumes", "gigabytes"))
-        with self.db.begin() as session:
+        with in_doubt.creating(self.db, "the create of a volume") as session:
             host, image_metadata = None, {}
             if snapshot_id is not None:
                 snapshot = self._visible_snapshot(session, ctx, snapshot_id)

@@ -25,13 +25,14 @@ def _lost_connection() -> sa.exc.OperationalError:
 
 
 class FlakyDatabase:
-    """Engine events making the commit of a transaction that inserted a server raise a lost
+    """Engine events making the commit of a transaction that inserted into ``table`` raise a lost
     connection (``commit_then_lose``: after writing it; else without), and, while ``down`` is
     set, every statement raise one."""
 
-    def __init__(self, engine: sa.Engine, commit_then_lose: bool) -> None:
+    def __init__(self, engine: sa.Engine, commit_then_lose: bool, table: str = "instances") -> None:
         self.down = threading.Event()
         self.commit_then_lose = commit_then_lose
+        self.insert = f"INSERT INTO {table} "
         self.lost_commits = 0
         sa.event.listen(engine, "before_cursor_execute", self._before)
         sa.event.listen(engine, "after_cursor_execute", self._after)
@@ -42,11 +43,11 @@ class FlakyDatabase:
             raise _lost_connection()
 
     def _after(self, conn, cursor, statement, *args) -> None:
-        if statement.startswith("INSERT INTO instances "):
-            conn.info["inserted a server"] = True
+        if statement.startswith(self.insert):
+            conn.info["inserted the row"] = True
 
     def _commit(self, conn) -> None:
-        if not conn.info.pop("inserted a server", False):
+        if not conn.info.pop("inserted the row", False):
             return
         self.lost_commits += 1
         if self.commit_then_lose:

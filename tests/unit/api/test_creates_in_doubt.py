@@ -1,0 +1,91 @@
+"""Creates other than a server's whose COMMIT loses the database (fabric.api.in_doubt.creating).
+
+Each create's commit is made to raise a lost connection after the database wrote it, or
+without writing it: the answer is the truth either way. Written, the create is answered as
+done, once, with the one row; not written, 503 with nothing left behind. (Without this, a 503
+for a create that was written invites the client to send it again and make a second one.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from fabric import servicegroup
+from fabric.db.models import Image, Network, Router, Subnet, SubnetPool, Volume
+from fabric.volume.rpcapi import BINARY, TOPIC
+from tests.unit.api.test_create_in_doubt import FlakyDatabase
+
+N, IMG, V = "/networking/v2.0", "/image/v2", "/volume/v3"
+
+
+def _network(api, member) -> str:
+    return api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers,
+                             status=201).json["network"]["id"]
+
+
+def _volume_host(api) -> None:
+    servicegroup.register(api.db, host="vol1", binary=BINARY, topic=TOPIC, version="1")
+
+
+#: Per create: its table, its model, whatever must exist first, its request, and the answer's
+#: status and the id in it.
+CREATES = {
+    "network": ("networks", Network, None,
+                lambda api, m, _: api.app.post_json(f"{N}/networks", {"network": {"name": "n"}},
+                                                    headers=m.headers, status="*"),
+                201, lambda body: body["network"]["id"]),
+    "subnet": ("subnets", Subnet, _network,
+               lambda api, m, net: api.app.post_json(
+                   f"{N}/subnets", {"subnet": {"network_id": net, "cidr": "10.9.0.0/24", "ip_version": 4}},
+                   headers=m.headers, status="*"),
+               201, lambda body: body["subnet"]["id"]),
+    "router": ("routers", Router, None,
+               lambda api, m, _: api.app.post_json(f"{N}/routers", {"router": {"name": "r"}},
+                                                   headers=m.headers, status="*"),
+               201, lambda body: body["router"]["id"]),
+    "subnet pool": ("subnet_pools", SubnetPool, None,
+                    lambda api, m, _: api.app.post_json(
+                        f"{N}/subnetpools", {"subnetpool": {"name": "p", "prefixes": ["10.64.0.0/16"]}},
+                        headers=m.headers, status="*"),
+                    201, lambda body: body["subnetpool"]["id"]),
+    "image": ("images", Image, None,
+              lambda api, m, _: api.app.post_json(f"{IMG}/images", {"name": "i", "disk_format": "raw",
+                                                                    "container_format": "bare"},
+                                                  headers=m.headers, status="*"),
+              201, lambda body: body["id"]),
+    "volume": ("volumes", Volume, lambda api, m: _volume_host(api),
+               lambda api, m, _: api.app.post_json(f"{V}/volumes", {"volume": {"size": 1}}, headers=m.headers,
+                                                   status="*"),
+               202, lambda body: body["volume"]["id"]),
+}
+
+
+def _rows(api, model, project_id: str) -> list[str]:
+    owner = model.owner if model is Image else model.project_id
+    with api.db.begin() as session:
+        return list(session.scalars(sa.select(model.id).where(owner == project_id)))
+
+
+@pytest.mark.parametrize("kind", sorted(CREATES))
+def test_a_create_written_before_the_connection_went_is_answered_as_done_once(api, kind):
+    table, model, first, send, status, ident = CREATES[kind]
+    member = api.make_member()
+    made_first = first(api, member) if first else None
+    flaky = FlakyDatabase(api.db.engine, commit_then_lose=True, table=table)
+    answer = send(api, member, made_first)
+    assert flaky.lost_commits == 1
+    assert answer.status_int == status, answer.text
+    assert _rows(api, model, member.project_id) == [ident(answer.json)]
+
+
+@pytest.mark.parametrize("kind", sorted(CREATES))
+def test_a_create_lost_unwritten_is_answered_503_and_leaves_nothing(api, kind):
+    table, model, first, send, _, _ = CREATES[kind]
+    member = api.make_member()
+    made_first = first(api, member) if first else None
+    flaky = FlakyDatabase(api.db.engine, commit_then_lose=False, table=table)
+    answer = send(api, member, made_first)
+    assert flaky.lost_commits == 1
+    assert answer.status_int == 503 and answer.headers["Retry-After"], answer.text
+    assert _rows(api, model, member.project_id) == []
