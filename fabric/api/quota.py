@@ -1,10 +1,11 @@
 """Per-project quotas, enforced race-safely.
 
 Usage lives in ``quota_usages`` and only ever changes through a guarded
-UPDATE — ``in_use = in_use + n WHERE in_use + n <= limit`` — whose row count
-says whether the reservation fit. Two concurrent requests therefore cannot
-both take the last unit on any backend (the database re-checks the guard on
-the row it actually changes), with no SELECT ... FOR UPDATE.
+UPDATE — ``in_use = in_use + n WHERE in_use + n <= limit`` — whose rows
+(returned, or counted where the backend returns none) say whether the
+reservation fit. Two concurrent requests therefore cannot both take the last
+unit on any backend (the database re-checks the guard on the row it actually
+changes), with no SELECT ... FOR UPDATE.
 
 The API both reserves (on create) and releases (when a delete is accepted,
 exactly once thanks to the instance row's own compare-and-swap).
@@ -94,11 +95,12 @@ def _forget(project_id: str) -> None:
 
 
 @functools.cache
-def _reserve_statements(resources: tuple[str, ...]) -> tuple[sa.Select, sa.Update]:
-    """The two statements of :func:`reserve` for these resources (sorted), built once: the
-    read of their usage and limits, and the guarded UPDATE taking ``delta_<i>`` of the i-th.
-    Core statements on the session's connection, built once, cost a fraction of building
-    ORM ones each time (on the hot path of POST /servers they were a quarter of its CPU)."""
+def _reserve_statements(resources: tuple[str, ...]) -> tuple[sa.Select, sa.Update, sa.Update]:
+    """The statements of :func:`reserve` for these resources (sorted), built once: the read of
+    their usage and limits, and the guarded UPDATE taking ``delta_<i>`` of the i-th, plain and
+    returning the resources it took. Core statements on the session's connection, built once,
+    cost a fraction of building ORM ones each time (on the hot path of POST /servers they were
+    a quarter of its CPU)."""
     usage, quotas = QuotaUsage.__table__, Quota.__table__
     own_limit = (sa.select(quotas.c.hard_limit).where(quotas.c.project_id == usage.c.project_id,
                                                       quotas.c.resource == usage.c.resource)
@@ -112,7 +114,7 @@ def _reserve_statements(resources: tuple[str, ...]) -> tuple[sa.Select, sa.Updat
                        for index, resource in enumerate(resources)), else_=0)
     take = (sa.update(usage).where(mine, sa.or_(limit < 0, usage.c.in_use + amount <= limit))
             .values(in_use=usage.c.in_use + amount))
-    return read, take
+    return read, take, take.returning(usage.c.resource)
 
 
 def reserve(session, project_id: str, deltas: dict[str, int]) -> None:
@@ -122,34 +124,55 @@ def reserve(session, project_id: str, deltas: dict[str, int]) -> None:
     QuotaExceeded naming the resource, request, usage and limit; the caller's
     transaction then rolls back whatever else was reserved.
 
-    Two statements whatever the number of resources (a POST /servers reserves three): one
-    reads their usage and limits, one UPDATE takes them all, guarded per row as the module
-    docstring says. A reservation that lost a race (the guard refused a row the read said
-    fits) raises for the resource with the least room left then.
+    Where the database returns what an UPDATE changed (PostgreSQL, SQLite) a reservation
+    that fits costs one statement whatever the number of resources (a POST /servers
+    reserves three): the UPDATE taking them all, guarded per row as the module docstring
+    says, returning the resources it took; only a refusal then reads the usage and limits,
+    to name the first resource refused (its row is as the UPDATE found it). Elsewhere
+    (MariaDB) the read comes first, then the UPDATE; a reservation that lost a race there
+    (the guard refused a row the read said fits) raises for the resource with the least
+    room left then.
     """
     wanted = {resource: delta for resource, delta in sorted(deltas.items()) if delta > 0}
     if not wanted:
         return
-    read, take = _reserve_statements(tuple(wanted))
+    read, take, take_returning = _reserve_statements(tuple(wanted))
     session.flush()  # what an ORM statement's autoflush did: the caller's pending rows go first
     conn = session.connection()
-    found = {resource: (in_use, resource_limit)
-             for resource, in_use, resource_limit in conn.execute(read, {"owner": project_id})}
+    params = {"owner": project_id} | {f"delta_{index}": delta for index, delta in enumerate(wanted.values())}
+    if conn.dialect.update_returning:
+        took = set(conn.execute(take_returning, params).scalars())
+        if len(took) == len(wanted):
+            return
+        found = _usage_and_limits(conn, read, project_id)
+        for resource, delta in wanted.items():
+            if resource not in took:
+                _refuse(project_id, resource, delta, found)
+        raise AssertionError("unreachable: the UPDATE took fewer rows than it returned")
+    found = _usage_and_limits(conn, read, project_id)
     for resource, delta in wanted.items():
-        if resource not in found:
-            _forget(project_id)
-            raise exception.QuotaExceeded(resource=resource, project=project_id, requested=delta, in_use=0,
-                                          limit=ALL_DEFAULT_LIMITS.get(resource, -1))
-        in_use, resource_limit = found[resource]
-        if 0 <= resource_limit < in_use + delta:
-            raise exception.QuotaExceeded(resource=resource, project=project_id, requested=delta,
-                                          in_use=in_use, limit=resource_limit)
-    changed = conn.execute(take, {"owner": project_id} | {
-        f"delta_{index}": delta for index, delta in enumerate(wanted.values())}).rowcount
-    if changed != len(wanted):
+        if resource not in found or 0 <= found[resource][1] < found[resource][0] + delta:
+            _refuse(project_id, resource, delta, found)
+    if conn.execute(take, params).rowcount != len(wanted):
         resource = min(wanted, key=lambda r: found[r][1] - found[r][0] - wanted[r] if found[r][1] >= 0 else 1 << 62)
-        raise exception.QuotaExceeded(resource=resource, project=project_id, requested=wanted[resource],
-                                      in_use=found[resource][0], limit=found[resource][1])
+        _refuse(project_id, resource, wanted[resource], found)
+
+
+def _usage_and_limits(conn, read: sa.Select, project_id: str) -> dict[str, tuple[int, int]]:
+    """resource -> (in use, limit) of the project's usage rows that ``read`` selects."""
+    return {resource: (in_use, limit) for resource, in_use, limit in conn.execute(read, {"owner": project_id})}
+
+
+def _refuse(project_id: str, resource: str, delta: int, found: dict[str, tuple[int, int]]) -> None:
+    """Raise QuotaExceeded for ``delta`` of ``resource``, with its usage and limit as ``found``
+    (a usage row missing: the project is forgotten, so its rows are made again next time)."""
+    if resource not in found:
+        _forget(project_id)
+        raise exception.QuotaExceeded(resource=resource, project=project_id, requested=delta, in_use=0,
+                                      limit=ALL_DEFAULT_LIMITS.get(resource, -1))
+    in_use, resource_limit = found[resource]
+    raise exception.QuotaExceeded(resource=resource, project=project_id, requested=delta,
+                                  in_use=in_use, limit=resource_limit)
 
 
 def release(session, project_id: str, deltas: dict[str, int]) -> None:

@@ -17,6 +17,14 @@ def project(sqlite_db):
     return "p1"
 
 
+@pytest.fixture
+def any_project(db):
+    """Project p1 in ``db`` (each backend in turn)."""
+    with db.begin() as session:
+        session.add(Project(id="p1", name="p1"))
+    return "p1"
+
+
 def statements(db):
     """The SQL statements ``db`` runs from now on (a list that grows)."""
     seen: list[str] = []
@@ -30,17 +38,34 @@ def in_use(db, project_id):
                                     .where(QuotaUsage.project_id == project_id)).all())
 
 
-def test_three_resources_reserved_in_two_statements_and_known_rows_never_looked_up_again(sqlite_db, project):
+def test_three_resources_reserved_in_one_statement_and_known_rows_never_looked_up_again(db, any_project):
+    """One guarded UPDATE returning what it took where the backend can (PostgreSQL, SQLite);
+    MariaDB, whose UPDATE returns nothing, reads first."""
     deltas = {"instances": 1, "cores": 2, "ram": 512}
-    quota.ensure_usage_rows(sqlite_db, project, deltas)
-    seen = statements(sqlite_db)
-    quota.ensure_usage_rows(sqlite_db, project, deltas)
+    quota.ensure_usage_rows(db, any_project, deltas)
+    seen = statements(db)
+    quota.ensure_usage_rows(db, any_project, deltas)
     assert seen == []  # the rows are known to exist: no transaction at all
-    with sqlite_db.begin() as session:
-        quota.reserve(session, project, deltas)
-    work = [s for s in seen if s.split()[0] in ("SELECT", "UPDATE")]
-    assert [s.split()[0] for s in work] == ["SELECT", "UPDATE"], work
-    assert in_use(sqlite_db, project) == {"instances": 1, "cores": 2, "ram": 512}
+    with db.begin() as session:
+        quota.reserve(session, any_project, deltas)
+    work = [s.split()[0] for s in seen if s.split()[0] in ("SELECT", "UPDATE")]
+    assert work == (["UPDATE"] if db.backend != "mysql" else ["SELECT", "UPDATE"]), seen
+    assert in_use(db, any_project) == {"instances": 1, "cores": 2, "ram": 512}
+
+
+def test_a_refusal_names_the_first_resource_refused_with_its_usage_and_limit(db, any_project):
+    quota.set_limit(db, any_project, "cores", 4)
+    quota.set_limit(db, any_project, "ram", 1024)
+    quota.ensure_usage_rows(db, any_project, ["instances", "cores", "ram"])
+    with db.begin() as session:
+        quota.reserve(session, any_project, {"instances": 1, "cores": 3, "ram": 512})
+    # cores and ram both refused, instances taken by the UPDATE: cores (sorted first) is named,
+    # with its usage and limit before this request; the rollback gives instances back.
+    with pytest.raises(exception.QuotaExceeded) as err, db.begin() as session:
+        quota.reserve(session, any_project, {"instances": 1, "cores": 2, "ram": 1024})
+    assert (err.value.fields["resource"], err.value.fields["requested"], err.value.fields["in_use"],
+            err.value.fields["limit"]) == ("cores", 2, 3, 4)
+    assert in_use(db, any_project) == {"instances": 1, "cores": 3, "ram": 512}
 
 
 def test_the_one_update_honours_own_limits_defaults_and_unlimited(sqlite_db, project):
