@@ -16,6 +16,11 @@ ratio of the two. Goal (issue 19):
 POST /servers at most 8 ms of API CPU. ``--profile`` runs the timed POSTs under cProfile
 and prints the hottest functions (by CPU time).
 
+``--http`` serves the same app with fabric's green HTTP server (fabric.wsgi, eventlet.wsgi)
+on a loopback port and sends the requests from a client process over one keep-alive
+connection, so the figures add what the server's HTTP parsing and writing cost this
+process (the client's CPU is its own); the difference from a run without it is that cost.
+
 Run from the repository root with PostgreSQL up: ``.venv/bin/python tools/bench/post_cost.py
 [--posts 100] [--rounds 5] [--profile]``. Drops the database it made.
 """
@@ -32,6 +37,7 @@ import io  # noqa: E402
 import json  # noqa: E402
 import pstats  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -44,7 +50,7 @@ import sqlalchemy as sa  # noqa: E402
 import webtest  # noqa: E402
 from _common import create_postgres_database, drop_postgres_database  # noqa: E402
 
-from fabric import config  # noqa: E402
+from fabric import config, wsgi  # noqa: E402
 from fabric.api.app import FabricApp, build_app  # noqa: E402
 from fabric.api.bootstrap import bootstrap  # noqa: E402
 from fabric.db import Database  # noqa: E402
@@ -107,8 +113,8 @@ def setup(db: Database, workdir: Path) -> tuple[FabricApp, webtest.TestApp, dict
     settings = config.Settings().replace(default={"data_dir": str(workdir / "data")},
                                          api={"public_url": "http://fabric.bench"})
     recorder = RecordingClients(ipam=functools.cache(lambda: IpamManager(settings, host="bench", db=db)))
-    wsgi = build_app(settings, db, recorder.clients)
-    app = webtest.TestApp(wsgi)
+    wsgi_app = build_app(settings, db, recorder.clients)
+    app = webtest.TestApp(wsgi_app)
     auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
         "name": "admin", "domain": {"id": "default"}, "password": PASSWORD}}},
         "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
@@ -130,10 +136,10 @@ def setup(db: Database, workdir: Path) -> tuple[FabricApp, webtest.TestApp, dict
     app.put_json(f"{COMPUTE}/os-quota-sets/{project}", {"quota_set": {"instances": -1, "cores": -1, "ram": -1}},
                  headers=headers)
     body = {"server": {"name": "b", "flavorRef": flavor, "imageRef": image_id, "networks": [{"uuid": network}]}}
-    return wsgi, app, headers, body
+    return wsgi_app, app, headers, body
 
 
-def direct_call(wsgi, method: str, path: str, headers: dict, body: dict | None, status: int) -> bytes:
+def direct_call(wsgi_app, method: str, path: str, headers: dict, body: dict | None, status: int) -> bytes:
     """Call the WSGI app itself, as the HTTP server would (no test client's checks and parsing in
     the measured CPU); SystemExit unless it answers ``status``."""
     data = json.dumps(body).encode() if body is not None else b""
@@ -144,22 +150,62 @@ def direct_call(wsgi, method: str, path: str, headers: dict, body: dict | None, 
                "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json" if body is not None else "",
                **{"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}}
     answered = []
-    out = b"".join(wsgi(environ, lambda status_line, _headers, exc_info=None: answered.append(status_line)))
+    out = b"".join(wsgi_app(environ, lambda status_line, _headers, exc_info=None: answered.append(status_line)))
     if not answered[0].startswith(str(status)):
         raise SystemExit(f"{method} {path} -> {answered[0]}: {out[:300]!r}")
     return out
 
 
+#: The ``--http`` client: reads "<method> <path> <count>" lines, sends that request ``count``
+#: times over its one connection (the body and headers given once, as JSON, in argv), and
+#: answers "ok" or the first unexpected status.
+_CLIENT = """
+import http.client, json, sys
+port, headers, body = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3].encode()
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+for line in sys.stdin:
+    method, path, count = line.split()
+    error = ""
+    for _ in range(int(count)):
+        conn.request(method, path, body=body if method == "POST" else None,
+                     headers=dict(headers, **({"Content-Type": "application/json"} if method == "POST" else {})))
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status not in (200, 202):
+            error = f"{method} {path} -> {resp.status}: {data[:300]!r}"
+            break
+    print(error or "ok", flush=True)
+"""
+
+
+class HttpClient:
+    """A client process sending requests to ``port`` (see _CLIENT); ``batch`` waits greenly."""
+
+    def __init__(self, port: int, headers: dict, body: dict) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _CLIENT, str(port), json.dumps(headers), json.dumps(body)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def batch(self, method: str, path: str, count: int) -> None:
+        self.proc.stdin.write(f"{method} {path} {count}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        if answer != "ok":
+            raise SystemExit(answer or "the HTTP client process died")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
 def measure(count: int, request, log: StatementLog, profile: cProfile.Profile | None = None) -> dict:
-    """Run ``request()`` ``count`` times: CPU and wall ms, statements, transactions and pool
-    checkouts per request, and the statements by kind."""
+    """Run ``request(count)`` (the request ``count`` times): CPU and wall ms, statements,
+    transactions and pool checkouts per request, and the statements by kind."""
     log.clear()
     log.on = True
     cpu, wall = time.process_time(), time.perf_counter()
     if profile:
         profile.enable()
-    for _ in range(count):
-        request()
+    request(count)
     if profile:
         profile.disable()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -190,20 +236,34 @@ def main() -> int:
                                                              "drift falls on both alike)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="cProfile the timed POSTs")
+    parser.add_argument("--http", action="store_true", help="through fabric's HTTP server, from a client process")
     args = parser.parse_args()
     name, url = create_postgres_database("fabric_bench_post")
     db = Database(url)
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            wsgi, app, headers, body = setup(db, Path(workdir))
+            wsgi_app, app, headers, body = setup(db, Path(workdir))
             log = StatementLog(db)
             flavor = body["server"]["flavorRef"]
 
-            def show_flavor():
-                direct_call(wsgi, "GET", f"{COMPUTE}/flavors/{flavor}", headers, None, 200)
+            server = client = None
+            if args.http:
+                server = wsgi.GreenServer(wsgi.listen("127.0.0.1", 0), wsgi_app).start()
+                client = HttpClient(server.port, headers, body)
 
-            def post():
-                direct_call(wsgi, "POST", f"{COMPUTE}/servers", headers, body, 202)
+                def show_flavor(times=1):
+                    client.batch("GET", f"{COMPUTE}/flavors/{flavor}", times)
+
+                def post(times=1):
+                    client.batch("POST", f"{COMPUTE}/servers", times)
+            else:
+                def show_flavor(times=1):
+                    for _ in range(times):
+                        direct_call(wsgi_app, "GET", f"{COMPUTE}/flavors/{flavor}", headers, None, 200)
+
+                def post(times=1):
+                    for _ in range(times):
+                        direct_call(wsgi_app, "POST", f"{COMPUTE}/servers", headers, body, 202)
 
             for _ in range(args.warmup):
                 show_flavor()
@@ -227,7 +287,10 @@ def main() -> int:
                     out = io.StringIO()
                     pstats.Stats(profile, stream=out).sort_stats(order).print_stats(35)
                     print(out.getvalue())
-            wsgi.deps.outbox.stop()  # its last confirmed rows deleted before the database goes
+            if client is not None:
+                client.close()
+                server.stop()
+            wsgi_app.deps.outbox.stop()  # its last confirmed rows deleted before the database goes
     finally:
         db.dispose()
         drop_postgres_database(name)
