@@ -18,7 +18,7 @@ Promises:
   frees exactly its blocks, and writing one never waits for another's block under writeback.
 - **Reclaimed only when no reader can be reading.** :meth:`SegmentLog.release` queues the
   record; :data:`GRACE_SECONDS` later its blocks are punched out
-  (``fallocate(PUNCH_HOLE)``) and a sealed segment left with no blocks is unlinked. A reader
+  (``fallocate(PUNCH_HOLE)``) and a sealed segment left with no data is unlinked. A reader
   reads a packed blob whole in one ``pread`` and refuses (FileNotFoundError, "read the row
   again") bytes it finished reading :data:`GRACE_SECONDS` or more after it began reading the
   row that named them. Why this is enough: the row stopped naming the record at a commit that
@@ -34,6 +34,7 @@ Promises:
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import logging
 import os
@@ -84,8 +85,19 @@ def parse(blob_id: str) -> tuple[str, int, int]:
 def punch(fd: int, offset: int, length: int) -> None:
     """Give the blocks of ``length`` bytes from ``offset`` back to the filesystem (they read as zeros)."""
     if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+
+
+def _holds_data(fd: int) -> bool:
+    """Whether any byte of the file is data, not a hole (its blocks may still hold an extent tree)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return False
+        raise
+    return True
 
 
 def _span(length: int) -> int:
@@ -170,7 +182,8 @@ class SegmentLog:
         self._writer: object | None = None  # the writer thread, while it runs
         self._finished: list[_Round] = []  # rounds whose green appenders the hub has not woken yet
         self._wake_fd = -1  # the pipe's write end (green processes)
-        self._released: list[tuple[float, str, int, int]] = []
+        self._release_lock = _threading.Lock()  # the timer runs in its own thread when not green
+        self._released: list[tuple[float, str, int, int]] = []  # (due, segment, offset, length)
         self._reclaim_scheduled = False
         self.rounds = 0  # rounds written, for tests and curiosity
 
@@ -275,11 +288,12 @@ class SegmentLog:
     def release(self, blob_ids: Iterable[str]) -> None:
         """Queue records no row names any more for reclaiming, GRACE_SECONDS from now."""
         due = time.monotonic() + GRACE_SECONDS
-        for blob_id in blob_ids:
-            self._released.append((due, *parse(blob_id)))
-        if self._released and not self._reclaim_scheduled:
+        with self._release_lock:
+            self._released.extend((due, *parse(blob_id)) for blob_id in blob_ids)
+            if not self._released or self._reclaim_scheduled:
+                return
             self._reclaim_scheduled = True
-            self._later(GRACE_SECONDS, self._reclaim_due)
+        self._later(GRACE_SECONDS, self._reclaim_due)
 
     def _later(self, seconds: float, function: Callable[[], None]) -> None:
         if self._green:
@@ -291,18 +305,20 @@ class SegmentLog:
 
     def _reclaim_due(self) -> None:
         now = time.monotonic()
-        due = [entry for entry in self._released if entry[0] <= now]
-        self._released = [entry for entry in self._released if entry[0] > now]
+        with self._release_lock:
+            due = [entry for entry in self._released if entry[0] <= now]
+            self._released = [entry for entry in self._released if entry[0] > now]
         try:
             if due:
                 self._off_hub(self._punch_all, [entry[1:] for entry in due])
         except Exception:
             LOG.exception("Reclaiming %d released blob(s) failed; the next start reclaims them", len(due))
         finally:
-            self._reclaim_scheduled = False
-            if self._released:
-                self._reclaim_scheduled = True
-                self._later(max(0.0, self._released[0][0] - time.monotonic()), self._reclaim_due)
+            with self._release_lock:
+                self._reclaim_scheduled = bool(self._released)
+                wait = self._released[0][0] - time.monotonic() if self._released else 0.0
+            if self._reclaim_scheduled:
+                self._later(max(0.0, wait), self._reclaim_due)
 
     def _punch_all(self, records: list[tuple[str, int, int]]) -> None:
         by_segment: dict[str, list[tuple[int, int]]] = {}
@@ -317,8 +333,7 @@ class SegmentLog:
             try:
                 for offset, length in ranges:
                     punch(fd, offset, _span(length))
-                stat = os.fstat(fd)
-                if stat.st_size >= SEGMENT_MAX and stat.st_blocks == 0:
+                if os.fstat(fd).st_size >= SEGMENT_MAX and not _holds_data(fd):
                     os.unlink(path)  # sealed and every record punched: no row names anything in it
             finally:
                 os.close(fd)
