@@ -199,6 +199,7 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
         wait_ready(api, args.workers, workers)
         ctx = RequestContext.admin()
 
+        load_before = os.getloadavg()[0]  # the machine is shared: its load says how far to trust the latencies
         cpu_before = sum(cpu_seconds(worker.pid) for worker in workers)
         backends_before = backends_cpu(db, db_name)
         started = time.monotonic()
@@ -244,10 +245,11 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
         print(f"decision latency ms: p50 {statistics.median(latencies):.1f}  "
               f"p99 {percentile(latencies, 0.99):.1f}  max {max(latencies):.1f}  (n={len(latencies)})")
         print(f"placed {placed}, error {len(ids) - placed}; outcomes {outcomes}")
-        print(f"claims lost to other workers: {lost}; host rows read by caches: {rows} "
+        print(f"claims lost to other workers: {lost}; host rows read whole by caches: {rows} "
               f"({rows / len(ids):.1f} per decision)")
         print(f"scheduler workers' CPU: {worker_cpu * 1000 / len(ids):.2f} ms per decision, their PostgreSQL "
-              f"backends' {backend_cpu * 1000 / len(ids):.2f} ms (machine load average {load:.1f} on "
+              f"backends' {backend_cpu * 1000 / len(ids):.2f} ms (machine load average {load_before:.1f} at the "
+              f"first cast, {load:.1f} at the end, on "
               f"{os.cpu_count()} CPUs)")
         print(f"over-commit count: {len(over)}")
         p99 = percentile(latencies, 0.99)
