@@ -33,7 +33,8 @@ without a journal scans the inodes freed in the last minutes), a directory entry
 fsync and a native-thread trip per PUT. The server's CPU per PUT of 64 KiB in the bench (16
 clients; each run's median of three rounds) was 0.64-1.10 ms packed (median 0.84 over six runs)
 against 0.94-1.36 ms (median 1.13 over seven), runs interleaved under loads of 8-18; with one
-serving process, 0.58-0.65 ms of which 0.11-0.15 system against 0.91-1.48 ms, 0.30-0.71 system.
+serving process, 0.58-0.93 ms (five runs of six under 0.65) of which 0.11-0.26 system, against
+0.91-1.48 ms of which 0.30-0.71 system.
 
 Creating a file and fsync go through eventlet's native thread pool when the
 process is green, so one upload waiting for the disk does not stall every other
