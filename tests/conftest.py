@@ -30,7 +30,8 @@ SHARED_FIXTURE_DIRECTORIES = ("cloud", "objectstore", "dashboard", "rpc")
 LONGEST_GROUPS = (
     "tests/functional/cloud",
     "tests/functional/api/test_tempest_interop.py",
-    "tests/unit/api/test_openapi_fuzz_servers.py",
+    "tests/unit/api/test_openapi_fuzz_servers.py:postgresql",
+    "tests/unit/api/test_openapi_fuzz_servers.py:mariadb",
     "tests/functional/dashboard",
     "tests/functional/rpc",
     "tests/functional/objectstore",
@@ -38,13 +39,30 @@ LONGEST_GROUPS = (
 )
 
 
+#: Long modules whose tests run once per database server, each server's on fixtures of its own:
+#: each server's tests are a group of their own, so that two workers can run them at once.
+SPLIT_BY_BACKEND = ("tests/unit/api/test_openapi_fuzz_servers.py", "tests/functional/ipam/test_ipam_workers.py")
+BACKENDS = ("postgresql", "mariadb")
+
+
 def group_of(config, item) -> str:
-    """The xdist group of ``item``: its shared-fixture directory, or its module."""
+    """The xdist group of ``item``: its shared-fixture directory, or its module (with the
+    database server its test runs on, for :data:`SPLIT_BY_BACKEND`)."""
     parts = item.path.relative_to(config.rootpath).parts
     shared = len(parts) > 3 and parts[1] == "functional" and parts[2] in SHARED_FIXTURE_DIRECTORIES
-    return "/".join(parts[:3] if shared else parts)
+    group = "/".join(parts[:3] if shared else parts)
+    if group in SPLIT_BY_BACKEND:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backend = next((value for value in params.values() if value in BACKENDS), None)
+        if backend is not None:
+            return f"{group}:{backend}"  # no "]" or "@": xdist reads the group after the last "@" past any "]"
+    return group
 
 
+# First: xdist's worker reads the groups in a hook of its own (adding them to the node ids), and,
+# registered after this file, it would otherwise run before the groups are set (and every test
+# went to any worker, fixtures shared by a group built once per worker).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (``tools/test`` runs ``--dist loadgroup --no-loadscope-reorder``), keep
     the tests that share an expensive fixture on one worker: each of
@@ -68,3 +86,13 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: a group keeps its tests' own order
     for item in items:
         item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop a ``--dist loadgroup`` run whose groups did not take: xdist's worker adds each test's
+    group to its node id; a pytest that ignores that (9.2, see setup.py) would spread a group's
+    tests, and the fixtures they share, over every worker without a word."""
+    if node.config.getoption("dist") == "loadgroup" and ids and not any("@" in ident for ident in ids):
+        pytest.exit(f"pytest-xdist's groups were not applied on {node.gateway.id} (e.g. {ids[0]}): this "
+                    "pytest and pytest-xdist do not work together (see setup.py)", returncode=4)
