@@ -27,7 +27,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common, network_quotas, neutron_fields, security_groups
+from fabric.api import common, in_doubt, network_quotas, neutron_fields, security_groups
 from fabric.api.network import PREFIX, _owner, _scoped, find_network, fixed_ips_of, port_document
 from fabric.db.models import AddressAllocation, AddressPool, Network, Port, PortSecurityGroup, Subnet
 from fabric.db.types import new_uuid
@@ -290,7 +290,7 @@ class Ports:
         network_quotas.prepare(deps.db, owner, "port")
         port_id = new_uuid()
         try:
-            with deps.db.begin() as session:
+            with in_doubt.creating(deps.db, "the create of a port") as session:
                 network = _usable_network(session, context, owner, data["network_id"])
                 plan = plan_addresses(session, network.id, data["fixed_ips"])
                 groups = secgroups_db.resolve_groups(

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, in_doubt
 from fabric.db.models import Port, PortSecurityGroup, SecurityGroup, SecurityGroupRule
 from fabric.network import secgroups, secgroups_db
 from fabric.network.secgroups import RuleSpec
@@ -153,7 +153,7 @@ class Groups:
             raise exception.Conflict(reason="security group name 'default' is taken by the project's own "
                                             "default group; choose another name")
         secgroups_db.ensure_default_group(deps.db, owner)
-        with deps.db.begin() as session:
+        with in_doubt.creating(deps.db, "the create of a security group") as session:
             group = SecurityGroup(project_id=owner, name=data["name"], description=data["description"])
             session.add(group)
             session.flush()
@@ -228,7 +228,7 @@ class Rules:
         data = common.body(req, RULE_CREATE)["security_group_rule"]
         spec = RuleSpec.checked(data["direction"], data["ethertype"], data["protocol"], data["port_range_min"],
                                 data["port_range_max"], data["remote_ip_prefix"], data["remote_group_id"])
-        with deps.db.begin() as session:
+        with in_doubt.creating(deps.db, "the create of a security group rule") as session:
             group = find_group(session, context, data["security_group_id"])
             if spec.remote_group_id is not None:
                 find_group(session, context, spec.remote_group_id)

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import exc as sa_exc
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, in_doubt
 from fabric.api.compute import microversion
 from fabric.db import Database
 from fabric.db.models import Flavor
@@ -175,7 +175,7 @@ class Flavors:
         _check_description(req, data)
         ident = data["id"] if data["id"] not in (None, "auto") else None
         try:
-            with deps.db.begin() as session:
+            with in_doubt.creating(deps.db, "the create of a flavor") as session:
                 clash = session.scalar(sa.select(Flavor.id).where(
                     sa.or_(Flavor.name == data["name"], Flavor.id == ident) if ident else Flavor.name == data["name"]))
                 if clash:

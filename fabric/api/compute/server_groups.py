@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception
-from fabric.api import common
+from fabric.api import common, in_doubt
 from fabric.api.compute import microversion
 from fabric.api.compute.quotas import FIXED_LIMITS
 from fabric.db.models import Instance, ServerGroup
@@ -111,7 +111,7 @@ class ServerGroups:
         data = common.body(req, SERVER_GROUP_CREATE)["server_group"]
         policy = _policy_of(req, data)
         limit = FIXED_LIMITS["server_groups"]
-        with common.deps(req).db.begin() as session:
+        with in_doubt.creating(common.deps(req).db, "the create of a server group") as session:
             count = session.scalar(sa.select(sa.func.count()).select_from(ServerGroup)
                                    .where(ServerGroup.project_id == project_id))
             if 0 <= limit <= count:

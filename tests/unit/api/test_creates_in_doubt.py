@@ -12,16 +12,34 @@ import pytest
 import sqlalchemy as sa
 
 from fabric import servicegroup
-from fabric.db.models import Image, Network, Router, Subnet, SubnetPool, Volume
+from fabric.db.models import (
+    Flavor,
+    Image,
+    Network,
+    Port,
+    Router,
+    SecurityGroup,
+    SecurityGroupRule,
+    ServerGroup,
+    Subnet,
+    SubnetPool,
+    Volume,
+)
+from fabric.network import secgroups_db
 from fabric.volume.rpcapi import BINARY, TOPIC
 from tests.unit.api.test_create_in_doubt import FlakyDatabase
 
-N, IMG, V = "/networking/v2.0", "/image/v2", "/volume/v3"
+N, IMG, V, C = "/networking/v2.0", "/image/v2", "/volume/v3", "/compute/v2.1"
 
 
 def _network(api, member) -> str:
     return api.app.post_json(f"{N}/networks", {"network": {"name": "n"}}, headers=member.headers,
                              status=201).json["network"]["id"]
+
+
+def _group(api, member) -> str:
+    return api.app.post_json(f"{N}/security-groups", {"security_group": {"name": "g"}}, headers=member.headers,
+                             status=201).json["security_group"]["id"]
 
 
 def _volume_host(api) -> None:
@@ -54,6 +72,32 @@ CREATES = {
                                                                     "container_format": "bare"},
                                                   headers=m.headers, status="*"),
               201, lambda body: body["id"]),
+    "port": ("ports", Port, _network,
+             lambda api, m, net: api.app.post_json(f"{N}/ports", {"port": {"network_id": net}}, headers=m.headers,
+                                                   status="*"),
+             201, lambda body: body["port"]["id"]),
+    # The project's default group made first: its create is a transaction of its own.
+    "security group": ("security_groups", SecurityGroup,
+                       lambda api, m: secgroups_db.ensure_default_group(api.db, m.project_id),
+                       lambda api, m, _: api.app.post_json(f"{N}/security-groups", {"security_group": {"name": "s"}},
+                                                           headers=m.headers, status="*"),
+                       201, lambda body: body["security_group"]["id"]),
+    "security group rule": ("security_group_rules", SecurityGroupRule, _group,
+                            lambda api, m, group: api.app.post_json(
+                                f"{N}/security-group-rules", {"security_group_rule": {
+                                    "security_group_id": group, "direction": "ingress", "protocol": "tcp",
+                                    "port_range_min": 22, "port_range_max": 22}},
+                                headers=m.headers, status="*"),
+                            201, lambda body: body["security_group_rule"]["id"]),
+    "server group": ("server_groups", ServerGroup, None,
+                     lambda api, m, _: api.app.post_json(f"{C}/os-server-groups", {"server_group": {
+                         "name": "sg", "policies": ["anti-affinity"]}}, headers=m.headers, status="*"),
+                     200, lambda body: body["server_group"]["id"]),
+    "flavor": ("flavors", Flavor, None,
+               lambda api, m, _: api.app.post_json(f"{C}/flavors", {"flavor": {
+                   "name": f"f-{m.project_id}", "ram": 64, "vcpus": 1, "disk": 1}},
+                   headers={"X-Auth-Token": api.admin.token}, status="*"),
+               200, lambda body: body["flavor"]["id"]),
     "volume": ("volumes", Volume, lambda api, m: _volume_host(api),
                lambda api, m, _: api.app.post_json(f"{V}/volumes", {"volume": {"size": 1}}, headers=m.headers,
                                                    status="*"),
@@ -62,9 +106,16 @@ CREATES = {
 
 
 def _rows(api, model, project_id: str) -> list[str]:
-    owner = model.owner if model is Image else model.project_id
+    """The ids of ``model``'s rows of ``project_id`` (flavors: named after it), but for the
+    security rules every project's default group is made with."""
+    owner = {Image: Image.owner, Flavor: Flavor.name}.get(model, getattr(model, "project_id", None))
+    query = sa.select(model.id).where(owner == (f"f-{project_id}" if model is Flavor else project_id))
+    if model is SecurityGroupRule:
+        query = query.where(SecurityGroupRule.port_range_min == 22)
+    elif model is SecurityGroup:
+        query = query.where(SecurityGroup.name != "default")
     with api.db.begin() as session:
-        return list(session.scalars(sa.select(model.id).where(owner == project_id)))
+        return list(session.scalars(query))
 
 
 @pytest.mark.parametrize("kind", sorted(CREATES))
