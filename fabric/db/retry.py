@@ -81,6 +81,25 @@ def is_connection_error(exc: BaseException | None) -> bool:
     return False
 
 
+#: A transaction the database chose as a deadlock's victim, and rolled back whole: PostgreSQL's
+#: deadlock_detected, MariaDB/MySQL's ER_LOCK_DEADLOCK.
+_PG_DEADLOCK = "40P01"
+_MYSQL_DEADLOCK = 1213
+
+
+def is_deadlock(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the database rolled the transaction back as a deadlock's victim:
+    nothing of it was written, and running the whole transaction again may succeed."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if orig is None:
+        return False
+    if type(orig).__module__.startswith("psycopg"):
+        return getattr(orig, "sqlstate", None) == _PG_DEADLOCK
+    if type(orig).__module__.startswith("pymysql"):
+        return bool(orig.args) and orig.args[0] == _MYSQL_DEADLOCK
+    return False
+
+
 def _driver_says_unreachable(error: BaseException | None) -> bool:
     if error is None:
         return False

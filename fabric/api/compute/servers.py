@@ -29,6 +29,7 @@ from fabric.compute.api import ComputeService
 from fabric.compute.faults import add_fault
 from fabric.context import new_request_id
 from fabric.db.models import Instance, InstanceTag, Keypair, ServerGroup
+from fabric.db.retry import is_deadlock
 from fabric.db.types import new_uuid, utcnow
 from fabric.network import secgroups_db
 from fabric.rpc.outbox import StagedCast
@@ -156,6 +157,8 @@ def _tag_of(item: dict) -> dict:
 
 #: The quota resources a server takes.
 SERVER_RESOURCES = ("instances", "cores", "ram")
+#: Runs of a create whose transaction the database rolled back as a deadlock's victim.
+DEADLOCK_TRIES = 3
 #: A create's INSERTs, built once (a statement built per request costs its cache key each time).
 _INSERT_INSTANCE, _INSERT_TAG = sa.insert(Instance.__table__), sa.insert(InstanceTag.__table__)
 
@@ -204,19 +207,39 @@ class Servers:
         # looked for (fabric.api.in_doubt).
         ids = [new_uuid() for _ in range(count)]
         args = (req, deps, context, project_id, spec, hints, ids, boot_tags, boot_volume, volume_image)
-        try:
-            plan, staged = self._create(*args, known)
-        except sa_exc.IntegrityError:
-            # A row the create names went meanwhile: most likely the flavor this process knew
-            # (the server row's foreign key refused it). Once more, everything read afresh.
-            known.forget(flavor_ident(spec["flavorRef"]))
-            plan, staged = self._create(*args, None)
+        plan, staged = self._create_retried(args, known, spec)
         try:
             deps.outbox.send(staged)
         except exception.Unroutable as err:
             LOG.error("Could not ask the scheduler to build %s: %s", ids, err.message)
             _fail_build(deps.db, ids, project_id, plan.deltas, err)
         self._created(req, resp, deps, spec, ids)
+
+    def _create_retried(self, args: tuple, known: KnownFlavors | None, spec: dict) -> tuple[_CreatePlan, StagedCast]:
+        """:meth:`_create` of ``args``, run again when its transaction wrote nothing and may succeed
+        now: once after a foreign key refused a row (read afresh), up to :data:`DEADLOCK_TRIES`
+        times in all when chosen as a deadlock's victim (then 409: nothing was written)."""
+        for attempt in range(1, DEADLOCK_TRIES + 1):
+            try:
+                return self._create(*args, known)
+            except sa_exc.IntegrityError:
+                # A row the create names went meanwhile: most likely the flavor this process knew
+                # (the server row's foreign key refused it). Once more, everything read afresh.
+                known.forget(flavor_ident(spec["flavorRef"]))
+                known = None
+                return self._create(*args, None)
+            except sa_exc.OperationalError as err:
+                # MariaDB picks a victim among creates taking one project's quota rows at once
+                # (seen with ten at a time): rolled back whole, so run again, as Nova's API does.
+                if not is_deadlock(err):
+                    raise
+                if attempt == DEADLOCK_TRIES:
+                    raise exception.Conflict(reason=f"the database chose this create as a deadlock's victim "
+                                                    f"{attempt} times (other creates of the project at the same "
+                                                    "moment); nothing was written: try again") from None
+                LOG.info("A server create was a deadlock's victim (try %d of %d); running it again",
+                         attempt, DEADLOCK_TRIES)
+        raise AssertionError("unreachable")
 
     def _create(self, req, deps, context, project_id: str, spec: dict, hints: dict, ids: list[str],
                 boot_tags: list[str], boot_volume: dict | None, volume_image: dict | None,
