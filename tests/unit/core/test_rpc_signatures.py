@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
 from typing import Any
 
 import pytest
 
 from fabric.context import RequestContext
+from fabric.rpc import envelope
 
 #: service -> (its rpcapi module, its manager class "module:Class").
 SERVICES = {
@@ -29,6 +31,9 @@ class RecordingClient:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        # This release's envelope, as an RPCClient's transport writes by default (a client may
+        # choose what to send by it: see NetworkAPI.security_members_changed).
+        self.transport = types.SimpleNamespace(settings=types.SimpleNamespace(envelope_version=envelope.VERSION))
 
     def prepare(self, **_options: Any) -> RecordingClient:
         return self
