@@ -118,25 +118,28 @@ def _rows(api, model, project_id: str) -> list[str]:
         return list(session.scalars(query))
 
 
-@pytest.mark.parametrize("kind", sorted(CREATES))
-def test_a_create_written_before_the_connection_went_is_answered_as_done_once(api, kind):
-    table, model, first, send, status, ident = CREATES[kind]
+def _create_losing_its_commit(api, kind: str, written: bool):
+    """Send ``kind``'s create with its COMMIT losing the connection (after writing, or without):
+    (its answer, the member who sent it)."""
+    table, _, first, send, _, _ = CREATES[kind]
     member = api.make_member()
     made_first = first(api, member) if first else None
-    flaky = FlakyDatabase(api.db.engine, commit_then_lose=True, table=table)
+    flaky = FlakyDatabase(api.db.engine, commit_then_lose=written, table=table)
     answer = send(api, member, made_first)
     assert flaky.lost_commits == 1
+    return answer, member
+
+
+@pytest.mark.parametrize("kind", sorted(CREATES))
+def test_a_create_written_before_the_connection_went_is_answered_as_done_once(api, kind):
+    _, model, _, _, status, ident = CREATES[kind]
+    answer, member = _create_losing_its_commit(api, kind, written=True)
     assert answer.status_int == status, answer.text
     assert _rows(api, model, member.project_id) == [ident(answer.json)]
 
 
 @pytest.mark.parametrize("kind", sorted(CREATES))
 def test_a_create_lost_unwritten_is_answered_503_and_leaves_nothing(api, kind):
-    table, model, first, send, _, _ = CREATES[kind]
-    member = api.make_member()
-    made_first = first(api, member) if first else None
-    flaky = FlakyDatabase(api.db.engine, commit_then_lose=False, table=table)
-    answer = send(api, member, made_first)
-    assert flaky.lost_commits == 1
+    answer, member = _create_losing_its_commit(api, kind, written=False)
     assert answer.status_int == 503 and answer.headers["Retry-After"], answer.text
-    assert _rows(api, model, member.project_id) == []
+    assert _rows(api, CREATES[kind][1], member.project_id) == []
