@@ -22,12 +22,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def hash_password(password: str) -> str:
-    """A salted scrypt hash of ``password`` to store."""
+def hash_password(password: str, *, cost: int = _N) -> str:
+    """A salted scrypt hash of ``password`` to store. ``cost`` (scrypt's N, a power of two) is for
+    test harnesses that make thousands of users: stored passwords always get the default."""
     salt = secrets.token_bytes(16)
-    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P,
+    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=cost, r=_R, p=_P,
                          maxmem=64 * 1024 * 1024, dklen=_KEY_LEN)
-    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(key)}"
+    return f"scrypt${cost}${_R}${_P}${_b64(salt)}${_b64(key)}"
 
 
 def verify_password(password: str, stored: str) -> bool:
