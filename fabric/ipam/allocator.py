@@ -33,8 +33,11 @@ concurrent allocations in one pool, and concurrent releases by token, are
 combined (fabric.ipam.batching) into one transaction per batch: the lowest
 free ordinals for all of them, one raise of the mark for the rest, one
 multi-row insert. The same constraints decide; a batch that violates one
-rolls back as a whole and each of its requests takes the single path. A
-batch of one (a lone caller) is the single statement itself.
+rolls back as a whole: the tokens it finds already held (retried requests)
+are answered with what they hold and the rest run again once, and otherwise
+each of its requests takes the single path. On PostgreSQL the batch is one
+prepared statement as well, and a batch of one (a lone caller) is the single
+statement itself.
 """
 
 from __future__ import annotations
@@ -334,56 +337,76 @@ class Allocator:
             _, allocated = self._allocate_onestep(single, pool_id, token, port, definition.limit)
             answered = {token: allocated} if allocated is not None else {}
         elif statement is not None:
-            # Planned each time (see onestep): a plan kept from small tables would scan them.
-            rows = self._run(statement, {
-                "pool": pool_id, "tokens": [t for t, _ in unique], "ports": [p for _, p in unique],
-                "limit": definition.limit, "chunk": BATCH_EXTEND_BY, "now": utcnow()}, prepare=False)
-            answered = {token: _allocation(pool_id, address, ordinal, token, port)
-                        for token, address, ordinal, port in rows}
+            answered = self._allocate_batch_onestep(statement, pool_id, definition, unique)
         else:
             answered = self._allocate_batch_portable(pool_id, definition, unique)
         return [answered.get(token, FALLBACK) if first_of[token] == n else FALLBACK
                 for n, (token, _) in enumerate(requests)]
 
-    def _allocate_batch_portable(self, pool_id: str, definition: PoolDefinition,
-                                 requests: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
-        """The batch as a few statements in one transaction: the held tokens, the lowest
-        free ordinals, one raise of the mark, one multi-row insert."""
-        tokens = [token for token, _ in requests]
-        with self._begin(hot=True) as conn:
-            held = {row.request_token: _as_dict(row) for row in conn.execute(
+    def _allocate_batch_onestep(self, sql: str, pool_id: str, definition: PoolDefinition,
+                                requests: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+        """PostgreSQL: the batch as one prepared statement (see onestep)."""
+        def run(requests: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+            rows = self._run(sql, {
+                "pool": pool_id, "tokens": [t for t, _ in requests], "ports": [p for _, p in requests],
+                "limit": definition.limit, "chunk": BATCH_EXTEND_BY, "now": utcnow()})
+            return {token: _allocation(pool_id, address, ordinal, token, port)
+                    for token, address, ordinal, port in rows}
+
+        return self._batch_answering_held(run, pool_id, requests)
+
+    def _batch_answering_held(self, run: Any, pool_id: str,
+                              requests: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+        """``run(requests)``, a batch that does not look its tokens up first (a lookup per
+        batch costs a round trip, or on PostgreSQL a plan that may scan): when its insert
+        fails, the tokens already held (retried requests) are answered with what they hold
+        and the rest run once more. A failure with no token held (a stale free row) fails
+        the batch."""
+        try:
+            return run(requests)
+        except sa.exc.IntegrityError:
+            held = self._held(pool_id, [token for token, _ in requests])
+            if not held:
+                raise
+        fresh = [(token, port) for token, port in requests if token not in held]
+        return held | (run(fresh) if fresh else {})
+
+    def _held(self, pool_id: str, tokens: list[str]) -> dict[str, dict[str, Any]]:
+        """The allocations ``tokens`` hold in the pool, by token."""
+        with self._connect() as conn:
+            return {row.request_token: _as_dict(row) for row in conn.execute(
                 sa.select(*_COLUMNS).where(ALLOCATIONS.c.pool_id == pool_id,
                                            ALLOCATIONS.c.request_token.in_(tokens)))}
-            fresh = [(token, port) for token, port in requests if token not in held]
-            if not fresh:
-                return held
-            free_below_mark = steps.free_below_mark(pool_id, len(fresh))
-            if self.db.backend in ("mysql", "postgresql"):
-                free_below_mark = free_below_mark.with_for_update(skip_locked=True)
-            ordinals = list(conn.execute(free_below_mark).scalars())
-            if ordinals:
-                won = conn.execute(FREE.delete().where(FREE.c.pool_id == pool_id,
-                                                       FREE.c.ordinal.in_(ordinals))).rowcount
-                if won != len(ordinals):
+
+    def _allocate_batch_portable(self, pool_id: str, definition: PoolDefinition,
+                                 requests: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+        """The batch as a few statements in one transaction: the lowest free ordinals, one
+        raise of the mark, one multi-row insert."""
+        def run(requests: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+            with self._begin(hot=True) as conn:
+                ordinals = steps.take_lowest_free(conn, self.db.backend, pool_id, len(requests))
+                if ordinals is None:
                     # Another worker took some of them: which ones is unknown, so roll back.
                     raise _BatchRaced(pool_id)
-            need = len(fresh) - len(ordinals)
-            if need:
-                mark = conn.execute(sa.select(POOLS.c.next_ordinal).where(POOLS.c.id == pool_id)).scalar() or 0
-                step = max(need, min(BATCH_EXTEND_BY, definition.limit - mark))
-                upto = steps.bump_mark(conn, self.db.backend, pool_id, definition.limit, step)
-                if upto is not None:
-                    first = upto - step
-                    ordinals.extend(range(first, first + need))
-                    steps.add_free(conn, self.db.backend, pool_id, range(first + need, upto))
-            fresh = fresh[:len(ordinals)]
-            rows = [{"pool_id": pool_id, "address": definition.address(o), "ordinal": o,
-                     "request_token": token, "port_id": port} for (token, port), o in zip(fresh, ordinals, strict=True)]
-            if rows:
-                conn.execute(ALLOCATIONS.insert(), rows)
-        return held | {row["request_token"]: _allocation(pool_id, row["address"], row["ordinal"],
-                                                         row["request_token"], row["port_id"])
-                       for row in rows}
+                need = len(requests) - len(ordinals)
+                if need:
+                    mark = conn.execute(sa.select(POOLS.c.next_ordinal).where(POOLS.c.id == pool_id)).scalar() or 0
+                    step = max(need, min(BATCH_EXTEND_BY, definition.limit - mark))
+                    upto = steps.bump_mark(conn, self.db.backend, pool_id, definition.limit, step)
+                    if upto is not None:
+                        first = upto - step
+                        ordinals.extend(range(first, first + need))
+                        steps.add_free(conn, self.db.backend, pool_id, range(first + need, upto))
+                rows = [{"pool_id": pool_id, "address": definition.address(o), "ordinal": o,
+                         "request_token": token, "port_id": port}
+                        for (token, port), o in zip(requests, ordinals, strict=False)]
+                if rows:
+                    conn.execute(ALLOCATIONS.insert(), rows)
+            return {row["request_token"]: _allocation(pool_id, row["address"], row["ordinal"],
+                                                      row["request_token"], row["port_id"])
+                    for row in rows}
+
+        return self._batch_answering_held(run, pool_id, requests)
 
     def _allocate_onestep(self, sql: str, pool_id: str, request_token: str, port_id: str | None,
                           limit: int) -> tuple[int | None, dict[str, Any] | None]:

@@ -242,3 +242,31 @@ def test_a_batch_of_one_takes_the_lowest_free_and_a_retried_token_takes_nothing(
     assert [a["address"] for a in allocate_one(subnet, [("c", None)])] == ["10.36.0.2"]
     held = [r["address"] for r in ipam.list_allocations(CTX, pool=subnet)]
     assert held == ["10.36.0.2", "10.36.0.3"]
+
+
+@pytest.mark.parametrize("db", SERVER_BACKENDS, indirect=True)
+def test_a_batch_skips_free_rows_another_worker_is_taking_without_waiting_for_it(ipam, db):
+    import sqlalchemy as sa
+
+    from fabric.db.models import FreeAddress
+
+    subnet = make_subnet(db, "10.37.0.0/24")
+    for i in range(3):
+        ipam.allocate(CTX, f"a{i}", subnet_id=subnet)  # .2-.4; ordinals 3.. are free rows
+    ipam.release(CTX, pool=subnet, request_token="a0")  # .2 free again: the lowest
+    free = FreeAddress.__table__
+    answers: list = []
+    with db.engine.connect() as other:
+        other.begin()  # another worker in the middle of taking .2
+        other.execute(sa.select(free.c.ordinal).where(free.c.pool_id == subnet, free.c.ordinal == 0)
+                      .with_for_update()).one()
+        batch = threading.Thread(target=lambda: answers.extend(
+            ipam.allocator.allocate_many(subnet, [("b0", None), ("b1", None)])))
+        batch.start()
+        batch.join(15)
+        finished = not batch.is_alive()
+        other.rollback()  # it gave up: .2 stays free
+    batch.join(60)
+    assert finished, "the batch waited for the other worker's row lock"
+    assert [a["address"] for a in answers] == ["10.37.0.5", "10.37.0.6"]
+    assert ipam.allocate(CTX, "c", subnet_id=subnet)["address"] == "10.37.0.2"
