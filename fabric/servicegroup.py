@@ -174,6 +174,32 @@ def heartbeat(db: Database, *, host: str, binary: str, topic: str,
             insert={"topic": topic, "last_heartbeat": now, "report_count": 1, **changed})
 
 
+def heartbeat_many(db: Database, services: list[tuple[str, str, str]]) -> None:
+    """Advance the heartbeat and report count of every (host, binary, topic) in ``services``
+    in one UPDATE (rows an operator deleted are re-created, one by one).
+
+    What a process running many services (a few hundred fake hosts, ``fabric-all``) writes
+    in place of one transaction per service: at 1,000 hosts of two workers each, 200
+    transactions a second became one statement per process and interval.
+    """
+    if not services:
+        return
+    now = utcnow()
+    keys = sorted({(host, binary) for host, binary, _ in services})
+    with db.begin() as session:
+        updated = session.execute(
+            sa.update(Service).where(sa.tuple_(Service.host, Service.binary).in_(keys))
+            .values(last_heartbeat=now, report_count=Service.report_count + 1, updated_at=now)
+            .execution_options(synchronize_session=False)).rowcount
+        if updated == len(keys):
+            return
+        present = set(session.execute(sa.select(Service.host, Service.binary)
+                                      .where(sa.tuple_(Service.host, Service.binary).in_(keys))).all())
+    for host, binary, topic in services:
+        if (host, binary) not in present:
+            heartbeat(db, host=host, binary=binary, topic=topic)
+
+
 def set_disabled(db: Database, host: str, binary: str, disabled: bool,
                  reason: str | None = None) -> None:
     """Disable (with a reason) or enable (clearing the reason) a registered service.

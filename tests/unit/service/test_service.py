@@ -149,3 +149,17 @@ def test_the_address_recorded_is_the_advertised_one_else_the_resolved_host(setti
         == "198.51.100.4"
     assert Service(settings, "fabric-echo", "echo", EchoManager(settings),
                    host="no-such-host.invalid").address == ""
+
+
+def test_services_sharing_a_database_heartbeat_together_until_each_stops(running, sqlite_db, settings):
+    first = running(EchoManager(settings), host="h1")
+    second = running(EchoManager(settings), host="h2")
+    assert first._heartbeats is second._heartbeats  # one statement per interval for both
+    wait_until(lambda: all(s.report_count >= 3 for s in servicegroup.list_services(sqlite_db)),
+               what="both services heartbeating")
+    first.stop()
+    assert first.wait(5)
+    stopped = {s.host: s for s in servicegroup.list_services(sqlite_db)}["h1"]
+    wait_until(lambda: {s.host: s for s in servicegroup.list_services(sqlite_db)}["h2"].report_count
+               >= stopped.report_count + 3, what="the other service heartbeating on")
+    assert {s.host: s for s in servicegroup.list_services(sqlite_db)}["h1"].report_count == stopped.report_count

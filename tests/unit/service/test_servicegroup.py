@@ -127,3 +127,32 @@ def test_disable_unknown_or_overlong(sqlite_db):
     with pytest.raises(Invalid, match="300 characters"):
         servicegroup.set_disabled(sqlite_db, "h1", "fabric-compute", True, reason="x" * 300)
     assert not servicegroup.get_service(sqlite_db, "h1", "fabric-compute").disabled
+
+
+def test_heartbeat_many_advances_every_row_in_one_statement_and_recreates_deleted_ones(db):
+    for host in ("h1", "h2", "h3"):
+        register(db, host=host)
+        register(db, host=host, binary="fabric-network", topic="network")
+    with db.begin() as session:
+        session.execute(sa.delete(Service).where(Service.host == "h2", Service.binary == "fabric-network"))
+    before = {(s.host, s.binary): s for s in servicegroup.list_services(db)}
+    updates: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        servicegroup.heartbeat_many(db, [("h1", "fabric-compute", "compute"), ("h1", "fabric-network", "network"),
+                                         ("h2", "fabric-network", "network"), ("h3", "fabric-compute", "compute")])
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    after = {(s.host, s.binary): s for s in servicegroup.list_services(db)}
+    for key in (("h1", "fabric-compute"), ("h1", "fabric-network"), ("h3", "fabric-compute")):
+        assert after[key].report_count == 2 and after[key].last_heartbeat >= before[key].last_heartbeat
+    # Not named: untouched. Deleted: back, as a first report (its own upsert after the one UPDATE).
+    assert after[("h3", "fabric-network")].report_count == 1
+    assert after[("h2", "fabric-compute")].report_count == 1
+    assert after[("h2", "fabric-network")].report_count == 1 and after[("h2", "fabric-network")].up
+    assert len(updates) == 2  # the one for all, then the deleted row's own attempt before its INSERT
