@@ -18,6 +18,7 @@ anti-affinity, and anything the batch cannot place are decided one by one).
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import threading
 import time
@@ -67,6 +68,19 @@ class _Waiting:
         self.wake.set()
 
 
+_frozen = False
+
+
+def _freeze_once() -> None:
+    """gc.freeze() what is alive now, once per process (a process serving several managers, or a
+    test starting many, would otherwise freeze each one's garbage too)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 class ComputeBuildClient(Protocol):
     """How the scheduler asks a compute host to build a placed instance."""
 
@@ -110,6 +124,21 @@ class SchedulerManager(Manager):
 
             self._compute = ComputeAPI(self.transport)
         return self._compute
+
+    def init_host(self) -> None:
+        """Read every host before the first message, then move what lives as long as the process
+        out of the collector's generations.
+
+        The first decision then does not pay the full read (1,000 hosts: tens of ms, inside its
+        latency). And without the freeze every full collection walks again the modules, SQLAlchemy's
+        statements and the host states: 90-450 ms of a decision's wall time each, twice per worker
+        in a scheduler benchmark's run of 10,000 decisions (load 11-17).
+        """
+        try:
+            self.scheduler.cache.hosts()
+        except Exception:  # noqa: BLE001 - the first decision reads them again, and says why it cannot
+            LOG.exception("Could not read the compute hosts at start; the first decision will")
+        _freeze_once()
 
     def capabilities(self) -> dict[str, Any]:
         return {"filters": [f.name for f in self.scheduler.filters],
@@ -284,15 +313,18 @@ class SchedulerManager(Manager):
                                                       for iid, placement in zip(ids, claimed, strict=True)])
                     staged.update(zip(ids, casts, strict=True))
 
-                placed, left = self.scheduler.place_many(
-                    [requests[instance_id].spec for instance_id in together], conn, stage)
+                def finish(placed: dict[str, str]) -> None:
+                    # Committed with their casts: done, whatever later rounds of the batch bring.
+                    elapsed = time.perf_counter() - started
+                    for instance_id, host in placed.items():
+                        self._placed(elapsed)
+                        LOG.info("instance %s placed on %s (one of %d decided together)",
+                                 instance_id, host, len(together))
+                        together[instance_id].finish(host, [staged[instance_id]])
+
+                _placed, left = self.scheduler.place_many(
+                    [requests[instance_id].spec for instance_id in together], conn, stage, finish)
                 one_by_one += [together[spec.instance_id or ""] for spec in left]
-        if together:
-            elapsed = time.perf_counter() - started
-            for instance_id, host in placed.items():
-                self._placed(elapsed)
-                LOG.info("instance %s placed on %s (one of %d decided together)", instance_id, host, len(together))
-                together[instance_id].finish(host, [staged[instance_id]])
         for waiting in one_by_one:
             waiting.finish(*self._decide_now(waiting.instance_id, reason=None,
                                              stage=self._stage_one(waiting.ctx, waiting.instance_id),

@@ -110,6 +110,7 @@ class Scheduler:
 
     def place_many(self, specs: list[RequestSpec], conn: sa.Connection,
                    also: Callable[[sa.Connection, list[claims.Placement]], None] | None = None,
+                   committed: Callable[[dict[str, str]], None] | None = None,
                    ) -> tuple[dict[str, str], list[RequestSpec]]:
         """Claim a host for each of ``specs`` (instances in no server group or in an
         anti-affinity one: :func:`claims.claim_many`) in one transaction on ``conn`` (its
@@ -124,7 +125,9 @@ class Scheduler:
         after the last round, and all of a round's when its claim changed nothing
         (an instance had stopped waiting for a host) or failed after an earlier
         round committed. ``also(conn, claimed)`` runs in each round's transaction,
-        once, with the placements it claimed.
+        once, with the placements it claimed; ``committed(placed)`` runs after each
+        round's commit with what that round placed (instance id -> host), so that they
+        need not wait for the rounds after theirs.
         """
         placed: dict[str, str] = {}
         left: list[RequestSpec] = []
@@ -153,7 +156,10 @@ class Scheduler:
             # Every chosen host's row as the claim left it: what was reserved there and not claimed is forgotten.
             self.cache.apply_rows(rows)
             self.claims_lost += len(lost)
-            placed.update((placement.spec.instance_id or "", placement.host.host) for placement in claimed)
+            now_placed = {placement.spec.instance_id or "": placement.host.host for placement in claimed}
+            placed.update(now_placed)
+            if committed is not None and now_placed:
+                committed(now_placed)
             for placement in lost:
                 if placement.spec.group_id is not None:
                     placement.spec.group_hosts.add(placement.host.host)  # its slot there may be taken

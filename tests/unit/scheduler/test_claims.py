@@ -365,6 +365,31 @@ def test_place_many_chooses_again_what_its_claim_left_out(sqlite_db):
     assert build.overcommitted(sqlite_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
 
 
+def test_place_many_reports_each_rounds_placements_once_that_round_committed(sqlite_db):
+    build.add_hosts(sqlite_db, 1, prefix="big", vcpus=8, memory_mb=4096, disk_gb=100)
+    build.add_hosts(sqlite_db, 1, prefix="small", vcpus=8, memory_mb=3072, disk_gb=100)
+    [early] = build.add_instances(sqlite_db, 1, memory_mb=3072)
+    ids = build.add_instances(sqlite_db, 3, memory_mb=1024)
+    stale = Settings().replace(scheduler={**SETTINGS.scheduler.__dict__, "host_refresh_interval": 3600.0})
+    scheduler = Scheduler(stale, sqlite_db, rng=random.Random(1))
+    scheduler.cache.hosts()  # big0000 looks empty: two of the three are chosen there, one on small0000
+    claims.claim(sqlite_db, spec_for(early, memory_mb=3072), host_state(sqlite_db, "big0000"), RATIOS)
+    reported: list[tuple[dict[str, str], dict[str, str | None]]] = []
+
+    def committed(placed):
+        # What the database holds when told: each reported placement is committed already.
+        reported.append((dict(placed), {iid: build.instances(sqlite_db)[iid].host for iid in placed}))
+
+    with sqlite_db.engine.connect() as conn:
+        specs = [load_instance_request(conn, iid).spec for iid in ids]
+        placed, left = scheduler.place_many(specs, conn, committed=committed)
+    # Round 1 placed the one on small0000 (big0000 had room for one, not two); round 2 the other two.
+    assert [sorted(first.values()) for first, _seen in reported] == [["small0000"], ["big0000", "small0000"]]
+    assert left == []
+    assert all(first == seen for first, seen in reported)
+    assert {iid: host for first, _seen in reported for iid, host in first.items()} == placed
+
+
 def test_place_many_counts_each_choice_against_the_next(sqlite_db):
     build.add_hosts(sqlite_db, 2, vcpus=8, memory_mb=2048, disk_gb=100)
     ids = build.add_instances(sqlite_db, 5, memory_mb=1024)

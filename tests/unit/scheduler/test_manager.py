@@ -238,3 +238,39 @@ def test_first_placements_waiting_together_are_decided_batch_size_at_a_time(sqli
     assert all(instances[iid].host is not None for iid in ids)
     assert manager.decision_stats(CTX)["outcomes"] == {"placed": 5}
 
+
+
+def test_init_host_reads_every_host_before_the_first_message(sqlite_db, monkeypatch):
+    from fabric.scheduler import manager as manager_module
+
+    build.add_hosts(sqlite_db, 2, memory_mb=4096)
+    [iid] = build.add_instances(sqlite_db, 1, memory_mb=1024)
+    frozen = []
+    monkeypatch.setattr(manager_module, "_freeze_once", lambda: frozen.append(True))  # not this test process
+    manager = manager_for(sqlite_db, RecordingCompute(), host_refresh_interval=3600.0)
+    manager.init_host()
+    cache = manager.scheduler.cache
+    assert cache.get("host0000") is not None and cache.get("host0001") is not None and frozen == [True]
+    read_at_start = cache.rows_read
+    manager.schedule_and_build(CTX, instance_id=iid)
+    assert cache.rows_read == read_at_start  # the first decision read no host again
+    assert build.instances(sqlite_db)[iid].host in ("host0000", "host0001")
+
+
+def test_init_host_that_cannot_read_the_hosts_leaves_it_to_the_first_decision(sqlite_db, monkeypatch):
+    from fabric.scheduler import manager as manager_module
+
+    build.add_hosts(sqlite_db, 1, memory_mb=4096)
+    [iid] = build.add_instances(sqlite_db, 1, memory_mb=1024)
+    monkeypatch.setattr(manager_module, "_freeze_once", lambda: None)
+    manager = manager_for(sqlite_db, RecordingCompute())
+    real_hosts = manager.scheduler.cache.hosts
+
+    def unreachable():
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(manager.scheduler.cache, "hosts", unreachable)
+    manager.init_host()  # logged, not raised: the worker starts
+    monkeypatch.setattr(manager.scheduler.cache, "hosts", real_hosts)
+    manager.schedule_and_build(CTX, instance_id=iid)
+    assert build.instances(sqlite_db)[iid].host == "host0000"
