@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Protocol
 import sqlalchemy as sa
 
 from fabric import images
+from fabric.compute.states import single_statement
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, Network, Port, Subnet
@@ -24,6 +25,7 @@ from fabric.exception import Conflict, Invalid, NotFound, ObjectstoreError
 from fabric.images import ImageCache, ImageRecord, resolve_boot
 from fabric.network import ipv6
 from fabric.network.model import COMPUTE_PORT_OWNER_PREFIX
+from fabric.network.secgroups_db import bind_port_groups_in
 from fabric.objectstore.client import S3Client
 from fabric.virt.driver import BootImage
 
@@ -77,9 +79,8 @@ PORT_ACTIVE, PORT_DOWN = "ACTIVE", "DOWN"
 
 def set_port_status(db: Database, port_id: str, status: str) -> None:
     """Record ``status`` on the port (a port gone meanwhile is no error)."""
-    with db.begin() as session:
-        session.execute(sa.update(Port).where(Port.id == port_id).values(status=status)
-                        .execution_options(synchronize_session=False))
+    with single_statement(db) as connection:
+        connection.execute(sa.update(Port).where(Port.id == port_id).values(status=status))
 
 
 class AddressAllocator(Protocol):
@@ -261,12 +262,13 @@ class IpamAddresses:
                 if port is None:  # a redelivered build finds its port already there
                     session.add(Port(id=port_id, network_id=network_id, project_id=instance["project_id"],
                                      mac_address=mac, **bound))
+                    session.flush()
                 else:
                     port.host, port.binding = bound["host"], bound["binding"]
-        if not request.get("port_id"):  # a user's own port keeps its groups
-            from fabric.network.secgroups_db import bind_port_groups
-
-            bind_port_groups(self.db, port_id, instance["project_id"], request.get("security_groups"))
+                # A user's own port keeps its groups; the NIC's own port is in its groups as it
+                # is written (one transaction).
+                bind_port_groups_in(session, port_id, instance["project_id"], request.get("security_groups"),
+                                    new_port=port is None)
         return {"id": port_id, "network_id": network_id, "subnet_id": subnet_id, "segment_id": segment_id,
                 "mac": mac} | ({"subnet6_id": subnet6_id} if subnet6_id else {})
 
@@ -278,7 +280,7 @@ class IpamAddresses:
         from fabric.network.model import DHCP_PORT_OWNER
 
         port_id = dhcp_port_id(network_id, host)
-        with self.db.begin() as session:
+        with self.db.read() as session:  # reads only (every build comes here): no BEGIN and COMMIT
             subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network_id)
                                            .order_by(Subnet.created_at, Subnet.id)))
             subnet = next((s for s in subnets if s.id == subnet_id and s.ip_version == 4),
@@ -286,9 +288,12 @@ class IpamAddresses:
             dhcp4 = subnet.id if subnet is not None and subnet.enable_dhcp else None
             if dhcp4 is None and not ipv6.advertised(subnets):
                 return
-            exists = session.get(Port, port_id) is not None
-            if exists and (dhcp4 is None or session.scalar(
-                    sa.select(AddressAllocation.id).where(AddressAllocation.port_id == port_id).limit(1)) is not None):
+            # The port and whether it holds an address, in one statement.
+            found = session.execute(sa.select(Port.id, AddressAllocation.id)
+                                    .outerjoin(AddressAllocation, AddressAllocation.port_id == Port.id)
+                                    .where(Port.id == port_id).limit(1)).first()
+            exists = found is not None
+            if exists and (dhcp4 is None or found[1] is not None):
                 return  # the host serves this network already
             project_id = session.scalar(sa.select(Network.project_id).where(Network.id == network_id))
         if not exists:
@@ -562,7 +567,7 @@ class ObjectstoreImages:
     def boot_image(self, ctx: RequestContext, instance: dict) -> BootImage:
         if not instance.get("image_id"):
             raise Invalid(reason=f"instance {instance['id']} has no image_id; an image is required to boot")
-        with self.db.begin() as session:
+        with self.db.read() as session:  # reads only: no BEGIN and COMMIT around them
             boot = resolve_boot(session, instance.get("project_id"), instance["image_id"])
             session.expunge_all()  # the rows' loaded columns are read after the session ends
         if boot.kernel is not None:

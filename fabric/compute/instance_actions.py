@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from fabric.compute.states import single_statement
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import InstanceAction
@@ -48,8 +49,8 @@ def start_all(conn: sa.Connection, ctx: RequestContext, instance_ids: list[str],
 def finish(db: Database, ctx: RequestContext, instance_id: str, result: str, message: str | None = None) -> None:
     """Finish the instance's action of ``ctx``'s request, if it is still running (a
     redelivered message finds it finished and changes nothing)."""
-    with db.begin() as session:
-        session.execute(sa.update(InstanceAction).where(
+    with single_statement(db) as connection:
+        connection.execute(sa.update(InstanceAction).where(
             InstanceAction.instance_id == instance_id, InstanceAction.request_id == ctx.request_id,
             InstanceAction.finish_time.is_(None)).values(
                 finish_time=utcnow(), result=result, message=None if message is None else message[:255]))

@@ -159,8 +159,8 @@ class ComputeManager(VolumesMixin, MovesMixin, Manager):
                 self.db, instance_id, {"task_state": states.NETWORKING, "host": self.host},
                 task_state=states.SPAWNING, network_info=vifs)
             if not self.driver.instance_exists(instance_id):
-                self._connect_boot_volume(ctx, instance_id)
-                self.driver.spawn(self._guest_spec(ctx, instance, vifs))
+                attachments = self._connect_boot_volume(ctx, instance_id)
+                self.driver.spawn(self._guest_spec(ctx, instance, vifs, attachments))
             power = self.driver.get_info(instance_id).power_state
             states.compare_and_swap(
                 self.db, instance_id, {"task_state": states.SPAWNING, "host": self.host},
@@ -191,14 +191,20 @@ class ComputeManager(VolumesMixin, MovesMixin, Manager):
             vif.update(self.network.plug(ctx, self.host, vif))
         return vifs
 
-    def _guest_spec(self, ctx: RequestContext, instance: dict, vifs: list[dict]) -> GuestSpec:
+    def _guest_spec(self, ctx: RequestContext, instance: dict, vifs: list[dict],
+                    attachments: list[dict] | None = None) -> GuestSpec:
+        """The guest's definition; ``attachments``: the server's volume attachments as just read
+        (None: read them here, once for both the boot disk and the volumes)."""
         interfaces = tuple(NetworkInterface(id=v["id"], mac=v["mac"], bridge=v.get("bridge"), tap=v.get("tap"),
                                             mtu=v.get("mtu")) for v in vifs)
+        if attachments is None:
+            attachments = self._attachments(ctx, instance["id"])
         return GuestSpec(uuid=instance["id"], name=instance.get("display_name") or "", vcpus=instance["vcpus"],
                          memory_mb=instance["memory_mb"], disk_gb=instance["disk_gb"],
-                         image=self._boot_volume_image(ctx, instance) or self.images.boot_image(ctx, instance),
+                         image=self._boot_volume_image(ctx, instance, attachments)
+                         or self.images.boot_image(ctx, instance),
                          interfaces=interfaces,
-                         volumes=self._volume_disks(ctx, instance["id"]))
+                         volumes=self._volume_disks(ctx, instance["id"], attachments))
 
     def _build_failed(self, ctx: RequestContext, instance: dict, exc: Exception) -> None:
         instance_id = instance["id"]

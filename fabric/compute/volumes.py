@@ -91,37 +91,46 @@ class VolumesMixin:
                    or getattr(settings.network, "tunnel_address", "") or self.host)
         return {"host": self.host, "ip": address}
 
-    def _volume_disks(self, ctx: RequestContext, instance_id: str) -> tuple[VolumeDisk, ...]:
-        """The server's connected volumes, as the guest's definition lists them."""
+    def _attachments(self, ctx: RequestContext, instance_id: str) -> list[dict[str, Any]]:
+        """The server's volume attachments (every status; none without a volume service)."""
         if self.volumes is None:
-            return ()
-        return attached_disks(self.volumes.attachments_for_instance(_as_system(ctx), instance_id))
+            return []
+        return self.volumes.attachments_for_instance(_as_system(ctx), instance_id)
+
+    def _volume_disks(self, ctx: RequestContext, instance_id: str,
+                      attachments: list[dict[str, Any]] | None = None) -> tuple[VolumeDisk, ...]:
+        """The server's connected volumes, as the guest's definition lists them (from
+        ``attachments`` when given: the server's as just read)."""
+        return attached_disks(self._attachments(ctx, instance_id) if attachments is None else attachments)
 
     # --- boot from volume ------------------------------------------------------------
 
-    def _boot_attachment(self, ctx: RequestContext, instance_id: str) -> dict[str, Any] | None:
-        if self.volumes is None:
-            return None
-        for attachment in self.volumes.attachments_for_instance(_as_system(ctx), instance_id):
-            if attachment.get("boot_index") == 0:
-                return attachment
-        return None
+    @staticmethod
+    def _boot_attachment(attachments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next((a for a in attachments if a.get("boot_index") == 0), None)
 
-    def _connect_boot_volume(self, ctx: RequestContext, instance_id: str) -> None:
+    def _connect_boot_volume(self, ctx: RequestContext, instance_id: str) -> list[dict[str, Any]] | None:
         """Connect the server's boot volume (reserved by the API at create) as its vda, before
-        the guest is defined. Safe to repeat. Raises what the volume service raises."""
-        attachment = self._boot_attachment(ctx, instance_id)
+        the guest is defined. Safe to repeat. Raises what the volume service raises.
+
+        Returns the server's attachments as they stand when nothing had to be connected (what
+        the guest's definition is then made from: one read serves the build), else None."""
+        attachments = self._attachments(ctx, instance_id)
+        attachment = self._boot_attachment(attachments)
         if attachment is None or attachment["status"] == "attached":
-            return
+            return attachments
         self.volumes.attachment_update(_as_system(ctx), attachment["id"], self._connector())
         self.volumes.attachment_complete(_as_system(ctx), attachment["id"], "/dev/vda")
+        return None
 
-    def _boot_volume_image(self, ctx: RequestContext, instance: dict) -> BootImage | None:
-        """What a server booted from a volume boots (None: it has no boot volume). The guest's vda
+    def _boot_volume_image(self, ctx: RequestContext, instance: dict,
+                           attachments: list[dict[str, Any]]) -> BootImage | None:
+        """What a server booted from a volume boots (None: it has no boot volume; ``attachments``:
+        the server's). The guest's vda
         is the volume; a volume made from an image that boots a kernel directly (its
         ``kernel_id`` property, as the test guest's) boots that kernel and ramdisk with the
         volume as its vda, as Nova's libvirt driver does; any other boots the volume itself."""
-        attachment = self._boot_attachment(ctx, instance["id"])
+        attachment = self._boot_attachment(attachments)
         if attachment is None:
             return None
         volume = self.volumes.get(_as_system(ctx), attachment["volume_id"])

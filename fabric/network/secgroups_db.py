@@ -108,16 +108,24 @@ def bind_port_groups(db: Database, port_id: str, project_id: str, refs: list[str
     build binds its new ports: the three it took showed at ~7% of a fake host's samples in
     tools/bench/storm.py)."""
     with db.begin() as session:
-        if session.scalar(sa.select(PortSecurityGroup.port_id).where(PortSecurityGroup.port_id == port_id)
-                          .limit(1)) is not None:
-            return
-        default_id = default_group_in(session, project_id) if not refs or DEFAULT_NAME in refs else None
-        ids = resolve_groups(session, project_id, refs or [DEFAULT_NAME], default_id)
-        try:
-            with session.begin_nested():
-                session.add_all([PortSecurityGroup(port_id=port_id, security_group_id=g) for g in ids])
-        except sa_exc.IntegrityError:
-            pass  # a redelivered build bound them first
+        bind_port_groups_in(session, port_id, project_id, refs)
+
+
+def bind_port_groups_in(session: sa.orm.Session, port_id: str, project_id: str, refs: list[str] | None, *,
+                        new_port: bool = False) -> None:
+    """:func:`bind_port_groups` in the caller's transaction (the one that writes the port:
+    two round trips fewer per build); ``new_port``: the port was inserted in that transaction,
+    so it is in no group yet (no need to look)."""
+    if not new_port and session.scalar(sa.select(PortSecurityGroup.port_id)
+                                       .where(PortSecurityGroup.port_id == port_id).limit(1)) is not None:
+        return
+    default_id = default_group_in(session, project_id) if not refs or DEFAULT_NAME in refs else None
+    ids = resolve_groups(session, project_id, refs or [DEFAULT_NAME], default_id)
+    try:
+        with session.begin_nested():
+            session.add_all([PortSecurityGroup(port_id=port_id, security_group_id=g) for g in ids])
+    except sa_exc.IntegrityError:
+        pass  # a redelivered build bound them first
 
 
 def resolve_for_new_ports(session, project_id: str, refs: list[str]) -> list[str]:

@@ -37,3 +37,15 @@ def test_null_is_an_expected_value_and_deleted_rows_are_not_found(db):
         states.compare_and_swap(db, instance_id, {"task_state": None}, task_state="rebooting")
     with pytest.raises(NotFound):
         states.compare_and_swap(db, "00000000-0000-4000-8000-000000000000", {}, task_state="rebooting")
+
+
+def test_the_row_returned_is_the_row_as_stored(db):
+    # PostgreSQL and SQLite hand the row back from the UPDATE itself (RETURNING), MariaDB reads it
+    # after: either way every column, typed as a read gives it (JSON, timestamps, booleans).
+    instance_id = add_instance(db)
+    vifs = [{"id": "port-1", "address": "10.0.0.5", "index": 0}]
+    row = states.compare_and_swap(db, instance_id, {"task_state": "scheduling"}, task_state="networking",
+                                  network_info=vifs)
+    stored = states.get_instance(db, instance_id)
+    assert row == stored
+    assert row["network_info"] == vifs and row["deleted"] is False and row["updated_at"] is not None
