@@ -43,8 +43,8 @@ class NetworkService:
             # Only a routed network's spec needs the layout: one read fewer on every other plug.
             layout = dbstate.datacenter_layout(session)[1] if row.network_type == "routed" else None
             network = dbstate.network_spec(session, row, port.host, layout)
-            address = dbstate.ipv4_addresses(session, [port.id]).get(port.id)
-            endpoint = dbstate.endpoint_spec(port, address, dbstate.ipv6_addresses(session, [port]).get(port.id))
+            addresses, addresses6 = dbstate.port_addresses(session, [port])
+            endpoint = dbstate.endpoint_spec(port, addresses.get(port.id), addresses6.get(port.id))
             host = port.host
         return self.rpcapi.plug(ctx, host, endpoint.to_dict(), network=network.to_dict())
 

@@ -93,20 +93,35 @@ def slaac_subnets(session: sa.orm.Session, network_ids: list[str]) -> dict[str, 
 def ipv6_addresses(session: sa.orm.Session, ports: list[Port]) -> dict[str, str]:
     """A global IPv6 address of each of ``ports`` that has one: the address IPAM allocated it
     (DHCPv6-stateful), else the one it makes on its network's first SLAAC subnet."""
+    return port_addresses(session, ports)[1]
+
+
+def port_addresses(session: sa.orm.Session, ports: list[Port]) -> tuple[dict[str, str], dict[str, str]]:
+    """(an IPv4 address of each of ``ports`` that holds one, as :func:`ipv4_addresses` gives it;
+    a global IPv6 address of each that has one, as :func:`ipv6_addresses` gives it), from one
+    read of their allocations (a plug read them twice)."""
+    found4: dict[str, str] = {}
     found: dict[str, str] = {}
     if not ports:
-        return found
+        return found4, found
     for port_id, address in session.execute(sa.select(AddressAllocation.port_id, AddressAllocation.address)
                                             .where(AddressAllocation.port_id.in_([p.id for p in ports]))
                                             .order_by(AddressAllocation.id)):
-        address = address.split("/")[0]
-        if ipaddress.ip_address(address).version == 6:
-            found.setdefault(port_id, address)
+        bare = address.split("/")[0]
+        if ipaddress.ip_address(bare).version == 6:
+            found.setdefault(port_id, bare)
+        else:
+            found4.setdefault(port_id, address)
+    _add_slaac_addresses(session, ports, found)
+    return found4, found
+
+
+def _add_slaac_addresses(session: sa.orm.Session, ports: list[Port], found: dict[str, str]) -> None:
+    """Into ``found``: the SLAAC address of each of ``ports`` without a global IPv6 address there."""
     auto = slaac_subnets(session, sorted({p.network_id for p in ports}))
     for port in ports:
         if port.id not in found and auto.get(port.network_id):
             found[port.id] = ipv6.slaac_address(auto[port.network_id][0].cidr, port.mac_address)
-    return found
 
 
 def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | None) -> tuple[str | None, str | None]:
@@ -188,6 +203,8 @@ def router_specs(session: sa.orm.Session, network_ids: list[str]) -> dict[str, R
                            .join(Subnet, Subnet.id == RouterInterface.subnet_id)
                            .where(RouterInterface.router_id.in_(here))).all()
     specs: dict[str, RouterSpec] = {}
+    if not legs:  # no router has a leg here (every plug asks): no need to read routers
+        return specs
     for router in session.scalars(sa.select(Router).where(Router.id.in_(here), Router.admin_state_up.is_(True))
                                   .order_by(Router.id)):
         snat = None
@@ -230,8 +247,7 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
             except exception.Invalid as exc:  # one bad row must not stop the whole host
                 LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
         state.routers = router_specs(session, sorted(state.networks))
-        addresses = ipv4_addresses(session, [p.id for p in ports])
-        addresses6 = ipv6_addresses(session, ports)
+        addresses, addresses6 = port_addresses(session, ports)
         for port in ports:
             if port.device_owner != DHCP_PORT_OWNER and port.network_id in state.networks:
                 try:
