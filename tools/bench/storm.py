@@ -15,7 +15,9 @@ one keep-alive connection each) as fast as the API takes them. Reported:
   compute worker writes with the ACTIVE state, minus the POST's start: no polling delay);
 * CPU per server for each kind of worker (utime + stime from ``/proc/<pid>/stat`` of every
   process the bench started and their children, over the create phase, divided by the
-  servers), and the API's CPU per POST;
+  servers), and the API's CPU per POST; each also less the kind's idle CPU rate (measured for
+  ``--idle-seconds`` before the first POST) over the phase: heartbeats and periodic tasks add
+  more per server the longer a loaded machine makes the phase, the net figure does not;
 * over-committed hosts (claims over capacity, or disagreeing with the servers placed
   there: ``tests.fixtures.scheduler.overcommitted``): must be 0; servers stuck (neither
   ACTIVE nor ERROR with a fault when the create phase ends): must be 0.
@@ -465,6 +467,8 @@ def main() -> int:
     parser.add_argument("--hosts-pool-size", type=int, default=16, help="[database] pool_size of each fake-hosts process")
     parser.add_argument("--stagger", type=float, default=10.0,
                         help="seconds over which each process starts its hosts (spreads their periodic work)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="seconds the workers' idle CPU is measured for before the first POST")
     parser.add_argument("--start-timeout", type=float, default=600.0)
     parser.add_argument("--send-timeout", type=float, default=900.0,
                         help="seconds the clients may take posting; the servers posted by then are measured")
@@ -536,6 +540,16 @@ def wait_settled(cloud: Cloud, db: Database, unsettled, timeout: float, what: st
 def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[Client], body: dict,
             work: Path) -> int:
     n = args.servers
+    # What each kind spends with nothing to build (heartbeats, resource reports, periodic
+    # tasks): over a phase that lasts longer on a loaded machine it adds more CPU per server,
+    # so the figures are also given less this idle rate (comparable across loads).
+    idle_start, idle_from = cloud.cpu_by_kind(), time.monotonic()
+    time.sleep(args.idle_seconds)
+    idle_end, idle_seconds = cloud.cpu_by_kind(), time.monotonic() - idle_from
+    idle_rate = {kind: (idle_end[kind] - idle_start.get(kind, 0.0)) / idle_seconds for kind in idle_end}
+    print(f"idle for {idle_seconds:.0f} s before the first POST, CPU per second: " + ", ".join(
+        f"{kind} {rate * 1000:.0f} ms" for kind, rate in sorted(idle_rate.items())) +
+        f" (load average {os.getloadavg()[0]:.1f})", flush=True)
     cpu_before = cloud.cpu_by_kind()
     profile = None
     if args.profile:
@@ -573,7 +587,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
 
     wait_settled(cloud, db, Instance.vm_state.not_in(("active", "error")), args.timeout, "create")
     rows = instance_rows(db, ids)
-    cpu_after = cloud.cpu_by_kind()
+    cpu_after, phase_seconds = cloud.cpu_by_kind(), time.time() - first_post
     if profile is not None:
         profile.report(args.profile_top)
     active = [r for r in rows if r.vm_state == "active"]
@@ -595,10 +609,12 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
               f"max {max(latencies):.2f} s (goal p99 < 5 s; anchor: {OPENSTACK_ANCHOR})", flush=True)
     print(f"API CPU per POST /servers: {cpu_api_posts * 1000 / n:.1f} ms (goal <= 8 ms; the API's CPU from the first "
           "POST to the last 202, over the servers)")
-    print("CPU per server by worker kind (first POST to last ACTIVE):")
+    print(f"CPU per server by worker kind (first POST to last ACTIVE, {phase_seconds:.0f} s; and less the idle "
+          "rate over that time):")
     for kind in sorted(cpu_after):
         spent = cpu_after[kind] - cpu_before.get(kind, 0.0)
-        print(f"  {kind:30s} {spent * 1000 / n:7.2f} ms  ({spent:.1f} s in all)")
+        net = spent - idle_rate.get(kind, 0.0) * phase_seconds
+        print(f"  {kind:30s} {spent * 1000 / n:7.2f} ms  ({spent:.1f} s in all); less idle {net * 1000 / n:7.2f} ms")
     print(f"over-committed hosts: {len(over)} (must be 0); servers stuck: {len(stuck)} (must be 0)", flush=True)
     if stuck:
         print(f"  stuck, by state: {collections.Counter((r.vm_state, r.task_state) for r in stuck)}")
