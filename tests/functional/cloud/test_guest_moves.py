@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.cloud import FLAVOR, address_of, links, qemu_pids
+from tests.fixtures.cloud import CLI_POLL_SECONDS, FLAVOR, address_of, links, qemu_pids
 from tests.fixtures.netns import ping_eventually
 from tests.fixtures.processes import wait_until
 
@@ -70,7 +70,7 @@ def test_a_running_guest_migrates_to_the_other_host_keeping_its_address(cloud, p
         assert qemu_pids(source.namespace) == [] and qemu_pids(dest.namespace)
         # The guest brought back boots again (its console log, kept with it, grows).
         wait_until(lambda: cloud.console(dave.env, "vm-m").count(bound) > before, 180,
-                   "the reverted guest to take its address again", workers=cloud.workers)
+                   "the reverted guest to take its address again", workers=cloud.workers, interval=CLI_POLL_SECONDS)
         assert ping_eventually(dest.namespace, ADDRESS, 60)
         actions = [e["Action"] for e in cloud.osc(dave.env, "server", "event", "list", "vm-m")]
         assert actions == ["revertResize", "resize", "confirmResize", "migrate", "create"]

@@ -21,6 +21,7 @@ from fabric.db.models import AddressAllocation
 from fabric.network import dhcp
 from tests.fixtures.cloud import (
     BEGIN,
+    CLI_POLL_SECONDS,
     END,
     FLAVOR,
     address_of,
@@ -177,7 +178,7 @@ def test_reboot_and_stop_start_keep_the_address_and_delete_leaves_nothing(cloud,
     cloud.osc(carol.env, "server", "reboot", "--wait", "vm-c", json_out=False)
     # (The console log is appended to across boots.)
     wait_until(lambda: bound_count() > before, 180, "vm-c to take its address again after the reboot",
-               workers=cloud.workers)
+               workers=cloud.workers, interval=CLI_POLL_SECONDS)
     assert address_of(cloud.osc(carol.env, "server", "show", "vm-c")) == "10.9.0.21"
     assert ping_eventually(host.namespace, "10.9.0.21", 60)
 
