@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from json import encoder as json_encoder
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -46,7 +47,25 @@ VERSION = 2
 #: The oldest version this release reads (the previous release's).
 OLDEST_READ = 1
 _READ = frozenset(range(OLDEST_READ, VERSION + 1))
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _not_serialisable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+if json_encoder.c_make_encoder is not None:
+    # One C encoder for every message: ``JSONEncoder.encode`` builds one per call (with
+    # a closure and a circular-reference map), a third of encoding a reply. Without
+    # that map, a circular argument ends in RecursionError (see ``_dumps``).
+    _encode = json_encoder.c_make_encoder(None, _not_serialisable, json_encoder.encode_basestring, None,
+                                          ":", ",", False, False, False)
+
+    def _dumps(value: Any) -> str:
+        """Compact JSON (UTF-8 as is, no NaN or infinity); TypeError, ValueError or
+        RecursionError for what cannot be encoded."""
+        return "".join(_encode(value, 0))
+else:  # pragma: no cover - CPython always has _json
+    _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class MalformedMessage(MessagingError):
@@ -132,7 +151,7 @@ def encode_request(
         request["sent_at"] = time.time()
     try:
         return _dumps(request).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise MalformedMessage(
             reason=f"arguments of {method} must be JSON-serialisable "
             f"(dict, list, str, int, float, bool, None): {exc}"
@@ -146,7 +165,7 @@ def encode_reply(msg_id: str, result: Any = None, error: dict[str, Any] | None =
     if error is None:
         try:
             return _dumps({"v": version, "msg_id": msg_id, "ok": True, "result": result}).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             error = {"type": "MalformedMessage", "code": 503, "fields": {},
                      "message": f"Malformed message: result is not JSON-serialisable: {exc}"}
     return _dumps({"v": version, "msg_id": msg_id, "ok": False, "error": error,
@@ -183,11 +202,11 @@ def _precheck_context(ctx: Any) -> bool:
     if not (_is_str_or_none(ctx.get("user_id")) and _is_str_or_none(ctx.get("project_id"))):
         return False
     roles = ctx.get("roles", [])
-    if type(roles) is not list or any(type(r) is not str for r in roles):
+    if type(roles) is not list or (roles and any(type(r) is not str for r in roles)):
         return False
     if type(ctx.get("is_admin", False)) is not bool:
         return False
-    return set(ctx) <= _CONTEXT_KEYS
+    return _CONTEXT_KEYS.issuperset(ctx)
 
 
 _CONTEXT_KEYS = frozenset(ContextSchema().fields)
@@ -221,7 +240,7 @@ def _precheck_request(data: Any) -> bool:
         return False
     if not _is_str_or_none(data.get("reply_to")) or type(data.get("target", "")) is not str:
         return False
-    return set(data) <= _REQUEST_KEYS
+    return _REQUEST_KEYS.issuperset(data)
 
 
 def _precheck_reply(data: Any) -> bool:
@@ -235,11 +254,11 @@ def _precheck_reply(data: Any) -> bool:
             return False
         if type(error.get("message")) is not str or type(error.get("code", 500)) is not int:
             return False
-        if type(error.get("fields", {})) is not dict or not set(error) <= _ERROR_KEYS:
+        if type(error.get("fields", {})) is not dict or not _ERROR_KEYS.issuperset(error):
             return False
     if type(data.get("traceback", "")) is not str:
         return False
-    return set(data) <= _REPLY_KEYS
+    return _REPLY_KEYS.issuperset(data)
 
 
 def _schema_error(schema: Schema, data: Any, what: str) -> MalformedMessage | None:

@@ -70,6 +70,7 @@ ROLES = ("api", "scheduler", "compute", "network", "ipam", "objectstore", "volum
 ANY_ROLE = frozenset(ROLES)
 
 MAGIC = b"FSIG1"
+_MAGIC_SPACE = MAGIC + b" "
 REQUEST = b"q"
 REPLY = b"r"
 #: Master keys a role keeps at once: the newest signs, either is accepted.
@@ -136,6 +137,37 @@ def acting_as(role: str) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- keyring
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class _PairKey:
+    """One pair key ready to sign with: HMAC-SHA256 (RFC 2104) as two SHA-256 states
+    keyed once, copied for each message, and the signature line's start for it."""
+
+    __slots__ = ("signer", "verifier", "kid", "prefix", "_inner", "_outer")
+
+    def __init__(self, signer: str, verifier: str, kid: str, key: bytes) -> None:
+        self.signer, self.verifier, self.kid = signer, verifier, kid
+        #: ``FSIG1 <signer>><verifier> <key id> `` (the time and the MAC follow).
+        self.prefix = b"%s %s>%s %s " % (MAGIC, signer.encode(), verifier.encode(), kid.encode())
+        if len(key) > 64:  # longer than SHA-256's block: hashed first, as RFC 2104 says
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data``, as lowercase hex bytes. The states' copies cost less
+        than ``hmac``'s object (its copy, and a second one in ``hexdigest``, through
+        Python-level methods): 1.3 instead of 1.85 µs per 1.4 kB message, in a loop."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest().encode()
+
+
 class Keyring:
     """The keys one process holds and how it signs and checks with them.
 
@@ -155,11 +187,11 @@ class Keyring:
         held = [role for role in ROLES if role in self.masters] + sorted(set(self.masters) - set(ROLES))
         self.held_roles = tuple(held)
         self.default_role = default_role or (held[0] if held else None)
-        self._derived: dict[tuple[str, str, str], bytes] = {}
-        #: Pair key -> an HMAC-SHA256 object keyed with it, copied for each message: a
-        #: copy skips the key schedule and OpenSSL's digest lookup that ``hmac.digest``
-        #: does per call (1.5 µs instead of 3.1 µs per 1.2 kB message, measured in a loop).
-        self._hmacs: dict[bytes, Any] = {}
+        #: (signer, verifier, key id or None: the newest) -> the pair key it signs with.
+        self._signing: dict[tuple[str, str, str | None], _PairKey] = {}
+        #: (b"signer>verifier", key id bytes) as a signature line has them -> the pair key
+        #: that checks it (only keys held: a made-up line adds nothing here).
+        self._checking: dict[tuple[bytes, bytes], _PairKey] = {}
 
     @classmethod
     def disabled(cls) -> Keyring:
@@ -186,25 +218,10 @@ class Keyring:
         return self.default_role
 
     def _key(self, signer: str, verifier: str, kid: str) -> bytes | None:
-        cached = self._derived.get((signer, verifier, kid))
-        if cached is not None:
-            return cached
         for master in self.masters.get(signer, ()):
             if master.kid == kid:
-                key = self._derived[(signer, verifier, kid)] = pair_key(master.secret, verifier)
-                return key
+                return pair_key(master.secret, verifier)
         return self.verify.get((signer, verifier), {}).get(kid)
-
-    def _mac(self, key: bytes, data: bytes) -> bytes:
-        """HMAC-SHA256 of ``data`` with ``key``, as lowercase hex bytes."""
-        keyed = self._hmacs.get(key)
-        if keyed is None:
-            if len(self._hmacs) > 256:  # bounded: keys change only with rotation
-                self._hmacs.clear()
-            keyed = self._hmacs[key] = hmac.new(key, digestmod=hashlib.sha256)
-        mac = keyed.copy()
-        mac.update(data)
-        return mac.hexdigest().encode()
 
     # -- signing ---------------------------------------------------------------
     def sign(self, kind: bytes, body: bytes, signer: str, verifier: str, kid: str | None = None) -> bytes:
@@ -213,18 +230,26 @@ class Keyring:
         keyring returns ``body`` unchanged. Raises SigningError for a key not held."""
         if not self.enabled:
             return body
+        pair = self._signing.get((signer, verifier, kid))
+        if pair is None:
+            pair = self._signing_pair(signer, verifier, kid)
+        header = pair.prefix + b"%.3f" % time.time()
+        return header + b" " + pair.mac(kind + header + b"\n" + body) + b"\n" + body
+
+    def _signing_pair(self, signer: str, verifier: str, kid: str | None) -> _PairKey:
         if kid is None:
             masters = self.masters.get(signer)
             if not masters:
                 raise SigningError(reason=f"no key for role {signer!r} in {self.source} (this process holds: "
                                           f"{', '.join(self.held_roles) or 'none'})")
-            kid = masters[-1].kid
-        key = self._key(signer, verifier, kid)
+            newest = masters[-1].kid
+        else:
+            newest = kid
+        key = self._key(signer, verifier, newest)
         if key is None:
-            raise SigningError(reason=f"no key {kid} for messages from {signer} to {verifier} in {self.source}")
-        header = b"%s %s>%s %s %.3f" % (MAGIC, signer.encode(), verifier.encode(), kid.encode(), time.time())
-        mac = self._mac(key, kind + header + b"\n" + body)
-        return header + b" " + mac + b"\n" + body
+            raise SigningError(reason=f"no key {newest} for messages from {signer} to {verifier} in {self.source}")
+        pair = self._signing[(signer, verifier, kid)] = _PairKey(signer, verifier, newest, key)
+        return pair
 
     # -- checking --------------------------------------------------------------
     def check(self, kind: bytes, wire: bytes, verifier: str | None = None) -> tuple[str, str, str, bytes]:
@@ -235,7 +260,7 @@ class Keyring:
         disabled keyring strips a signature unchecked and returns ("", "", "", body).
         Raises :class:`Refused`.
         """
-        if not wire.startswith(MAGIC + b" "):
+        if not wire.startswith(_MAGIC_SPACE):
             if not self.enabled:
                 return "", "", "", wire
             raise Refused("unsigned", "the message carries no signature")
@@ -244,27 +269,47 @@ class Keyring:
             raise Refused("malformed", "a signature line without a message")
         if not self.enabled:
             return "", "", "", body
+        fields = first.split(b" ")
+        if len(fields) != 5:
+            raise Refused("malformed", f"bad signature line {first[:120]!r}")
+        _, pair_b, kid_b, ts_b, mac = fields
         try:
-            _, pair, kid_b, ts_b, mac = first.split(b" ")
-            signer_b, arrow, verifier_b = pair.partition(b">")
-            signer, to, kid = signer_b.decode("ascii"), verifier_b.decode("ascii"), kid_b.decode("ascii")
             signed_at = float(ts_b)
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:
+            raise Refused("malformed", f"bad signature line {first[:120]!r}") from None
+        pair = self._checking.get((pair_b, kid_b))
+        if pair is None:
+            pair = self._checking_pair(first, pair_b, kid_b, verifier)
+        elif verifier is not None and pair.verifier != verifier:
+            raise Refused("wrong-destination", f"signed by {pair.signer} for {pair.verifier}, received by {verifier}")
+        expected = pair.mac(kind + first[:-len(mac) - 1] + b"\n" + body)
+        if not hmac.compare_digest(expected, mac):
+            raise Refused("forged", f"the signature of {pair.signer}>{pair.verifier} key {pair.kid} does not match")
+        age = time.time() - signed_at
+        if not -self.max_age <= age <= self.max_age:
+            raise Refused("stale", f"signed {age:.0f}s ago by {pair.signer}; accepted within {self.max_age:g}s")
+        return pair.signer, pair.verifier, pair.kid, body
+
+    def _checking_pair(self, first: bytes, pair_b: bytes, kid_b: bytes, verifier: str | None) -> _PairKey:
+        """The pair key a signature line names (remembered once found); Refused if the
+        line is malformed, is addressed to another role than ``verifier`` (if given), or
+        no key is held for it."""
+        try:
+            signer_b, arrow, verifier_b = pair_b.partition(b">")
+            signer, to, kid = signer_b.decode("ascii"), verifier_b.decode("ascii"), kid_b.decode("ascii")
+        except UnicodeDecodeError:
             raise Refused("malformed", f"bad signature line {first[:120]!r}") from None
         if not arrow or not signer or not to:
-            raise Refused("malformed", f"bad signer>verifier {pair[:80]!r}")
+            raise Refused("malformed", f"bad signer>verifier {pair_b[:80]!r}")
         if verifier is not None and to != verifier:
             raise Refused("wrong-destination", f"signed by {signer} for {to}, received by {verifier}")
         key = self._key(signer, to, kid)
         if key is None:
             raise Refused("unknown-key", f"no key {kid} for messages from {signer} to {to}")
-        expected = self._mac(key, kind + first[:-len(mac) - 1] + b"\n" + body)
-        if not hmac.compare_digest(expected, mac):
-            raise Refused("forged", f"the signature of {signer}>{to} key {kid} does not match")
-        age = time.time() - signed_at
-        if not -self.max_age <= age <= self.max_age:
-            raise Refused("stale", f"signed {age:.0f}s ago by {signer}; accepted within {self.max_age:g}s")
-        return signer, to, kid, body
+        if len(self._checking) > 1024:  # bounded: held keys only, but a check may name any pair
+            self._checking.clear()
+        pair = self._checking[(pair_b, kid_b)] = _PairKey(signer, to, kid, key)
+        return pair
 
 
 def strip(wire: bytes) -> bytes:

@@ -161,3 +161,29 @@ def test_a_release_writes_only_versions_it_reads():
     assert envelope.check_version(envelope.OLDEST_READ) == envelope.OLDEST_READ
     with pytest.raises(ValueError, match="this release writes"):
         envelope.check_version(envelope.VERSION + 1)
+
+
+@pytest.mark.parametrize("args", [
+    {"a": [1, 2.5, None, True, False, -0.0, 1e300, 10**30]},
+    {"text": "é \u2028 \" \\ \n \x00 \U0001f600", "nested": {"k": [{"x": {}}, []]}},
+    {"tuple": (1, "two"), "keys": {5: "int", 2.5: "float", None: "none", True: "bool"}},
+])
+def test_messages_are_encoded_as_pythons_json_encoder_writes_them(args):
+    """The reused C encoder writes what ``json.JSONEncoder`` (compact, UTF-8 as is, no NaN)
+    wrote before it, so messages read the same in every release."""
+    reference = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    body = envelope.encode_request("cast", "m-1", "work", args, {"request_id": "r"}, None, None, "t", 1)
+    assert body.decode() == reference({"v": 1, "kind": "cast", "msg_id": "m-1", "method": "work", "args": args,
+                                       "context": {"request_id": "r"}, "deadline": None, "reply_to": None,
+                                       "target": "t"})
+    assert envelope.encode_reply("m-1", result=args, version=1).decode() == reference(
+        {"v": 1, "msg_id": "m-1", "ok": True, "result": args})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1, 2}, b"bytes", "circular"])
+def test_what_json_cannot_carry_is_refused_by_name_before_sending(value):
+    if value == "circular":
+        value = []
+        value.append(value)
+    with pytest.raises(envelope.MalformedMessage, match="arguments of work must be JSON-serialisable"):
+        envelope.encode_request("cast", "m-1", "work", {"a": value}, {"request_id": "r"}, None, None, "t")

@@ -63,6 +63,32 @@ def test_a_message_signed_for_another_role_is_refused(key_dir):
         compute.check(signing.REPLY, wire, "compute")
 
 
+def test_the_signature_is_rfc_2104_hmac_sha256_and_a_pair_once_checked_is_held_to_its_role(key_dir):
+    """Workers of the previous release compute the MAC with Python's ``hmac``: the wire
+    must be byte for byte what it checks. A keyring remembers the pair keys it checked
+    with; a later message of that pair addressed elsewhere is still refused."""
+    import hashlib
+    import hmac
+
+    api = signing.load(key_dir, ["api"])
+    body = b'{"v":1,"x":"' + b"y" * 3000 + b'"}'
+    wire = api.sign(signing.REQUEST, body, "api", "compute")
+    header, _, rest = wire.partition(b"\n")
+    assert rest == body
+    line, mac = header.rsplit(b" ", 1)
+    kid = header.split(b" ")[2].decode()
+    key = signing.pair_key(next(m.secret for m in api.masters["api"] if m.kid == kid), "compute")
+    assert mac == hmac.new(key, signing.REQUEST + line + b"\n" + body, hashlib.sha256).hexdigest().encode()
+    compute = signing.load(key_dir, ["compute"])
+    assert compute.check(signing.REQUEST, wire, "compute") == ("api", "compute", kid, body)
+    with pytest.raises(signing.Refused) as refused:
+        compute.check(signing.REQUEST, wire, "network")
+    assert refused.value.code == "wrong-destination"
+    tampered = wire[:-1] + b"!"
+    with pytest.raises(signing.Refused, match="forged"):
+        compute.check(signing.REQUEST, tampered, "compute")
+
+
 def test_a_host_holds_only_its_roles_keys(key_dir):
     compute = signing.load(key_dir, ["compute"])
     assert compute.held_roles == ("compute",)
