@@ -36,9 +36,10 @@ Publishing (one :class:`~fabric.rpc.amqp_link.Link` per process):
   :class:`~fabric.rpc.transport.Returned`, or is reported through ``on_returned``.
 * Basic.Publish is written directly (:func:`_encode_publish`), not through py-amqp's
   ``basic_publish``, which first reads pending frames and so may run consumer
-  callbacks inside a publish. The publishes of one turn of the hub (50 callers' calls,
-  a worker's replies to a batch of deliveries, a loop of casts) are gathered into one
-  socket write (:meth:`~fabric.rpc.amqp_link.Link.send`). Only the link's reader
+  callbacks inside a publish. The first publish of a turn of the hub is written at
+  once; those that follow it in the same turn (50 callers' calls, a worker's replies to
+  a batch of deliveries, a loop of casts) are gathered into one more socket write
+  (:meth:`~fabric.rpc.amqp_link.Link.send`). Only the link's reader
   reads; and wherever a reply is dispatched, it only resolves a
   :class:`~fabric.rpc.deferred.Deferred`, whose callbacks are scheduled on the hub,
   never run inline.

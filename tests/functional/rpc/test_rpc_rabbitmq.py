@@ -437,3 +437,32 @@ def test_a_process_consumes_on_one_connection_a_channel_per_server(rabbit, trans
         for server in servers:
             server.stop()
             server.wait(2)
+
+
+def test_a_turns_first_publish_is_written_at_once_and_the_rest_together(transport, monkeypatch):
+    """A lone call or reply goes to the socket inside ``publish`` (it waited a turn of the
+    hub before); what else is published before the hub's next turn goes in one more write,
+    in order; after that turn the next publish is written at once again."""
+    link = transport._link
+    assert link.wait_up(10)
+    raw = link.raw
+    writes: list[bytes] = []
+    real_write = raw.transport.write
+    monkeypatch.setattr(raw.transport, "write", lambda data: (writes.append(data), real_write(data))[1])
+    eventlet.sleep(0.01)  # a fresh turn
+
+    def publish(number: int) -> None:  # unroutable, not mandatory: the broker drops it
+        transport.publish("", "nowhere", b"{}", message_id=f"turn-{number:02d}", mandatory=False)
+
+    publish(0)
+    assert len(writes) == 1 and b"turn-00" in writes[0]
+    for number in range(1, 6):
+        publish(number)
+    assert len(writes) == 1  # gathered behind the first, not written yet
+    wait_for(lambda: len(writes) == 2, what="the gathered publishes written")
+    gathered = writes[1]
+    positions = [gathered.index(f"turn-{number:02d}".encode()) for number in range(1, 6)]
+    assert positions == sorted(positions)  # one write, in the order published
+    eventlet.sleep(0.01)
+    publish(6)
+    assert len(writes) == 3 and b"turn-06" in writes[2]
