@@ -150,6 +150,31 @@ def serve_kombu(url: str) -> None:
 
 
 # ----------------------------------------------------------------------------- clients
+#: The server process's pid (``--server-pid``), whose CPU the client reads per measure.
+SERVER_PID: int | None = None
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this client and by the server process together."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    total = usage.ru_utime + usage.ru_stime
+    if SERVER_PID is not None:
+        fields = open(f"/proc/{SERVER_PID}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def with_cpu(measure, ops: int) -> dict:
+    """``measure()``'s figures plus ``cpu``: µs of CPU per operation, client and server
+    together (the broker's not counted): what the machine's load does not change much."""
+    before = cpu_seconds()
+    result = measure()
+    result["cpu"] = (cpu_seconds() - before) / ops * 1e6
+    return result
+
+
 def measure_calls(call, n: int, callers: int) -> dict:
     import eventlet
 
@@ -196,9 +221,10 @@ def client_fabric(url: str, n_calls: int, n_casts: int, payload: str,
     client = rpc.RPCClient(transport, rpc.Target("bench_fabric"))
     ctx = RequestContext()
     call = lambda: client.call(ctx, "echo", value=payload)  # noqa: E731
-    result = {"call1": measure_calls(call, n_calls, 1), "call50": measure_calls(call, n_calls * 2, 50)}
-    result["cast"] = measure_casts(lambda i: client.cast(ctx, "apply", token=i),
-                                   lambda: client.call(ctx, "count"), n_casts)
+    result = {"call1": with_cpu(lambda: measure_calls(call, n_calls, 1), n_calls + min(200, n_calls // 5)),
+              "call50": with_cpu(lambda: measure_calls(call, n_calls * 2, 50), n_calls * 2 + min(200, n_calls * 2 // 5))}
+    result["cast"] = with_cpu(lambda: measure_casts(lambda i: client.cast(ctx, "apply", token=i),
+                                                    lambda: client.call(ctx, "count"), n_casts), n_casts)
     transport.cleanup()
     return result
 
@@ -215,9 +241,10 @@ def client_oslo(url: str, n_calls: int, n_casts: int, payload: str) -> dict:
     transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=url.replace("amqp://", "rabbit://", 1))
     client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="bench_oslo"))
     call = lambda: client.call({}, "echo", value=payload)  # noqa: E731
-    result = {"call1": measure_calls(call, n_calls, 1), "call50": measure_calls(call, n_calls * 2, 50)}
-    result["cast"] = measure_casts(lambda i: client.cast({}, "apply", token=i),
-                                   lambda: client.call({}, "count"), n_casts)
+    result = {"call1": with_cpu(lambda: measure_calls(call, n_calls, 1), n_calls + min(200, n_calls // 5)),
+              "call50": with_cpu(lambda: measure_calls(call, n_calls * 2, 50), n_calls * 2 + min(200, n_calls * 2 // 5))}
+    result["cast"] = with_cpu(lambda: measure_casts(lambda i: client.cast({}, "apply", token=i),
+                                                    lambda: client.call({}, "count"), n_casts), n_casts)
     transport.cleanup()
     return result
 
@@ -252,6 +279,7 @@ def client_kombu(url: str, n_calls: int, n_casts: int, payload: str) -> dict:
         for label, in_flight, n in (("call1", 1, n_calls), ("call50", 50, n_calls * 2)):
             latencies.clear()
             state["remaining"] = n - in_flight
+            cpu_before = cpu_seconds()
             started = time.perf_counter()
             for _ in range(in_flight):
                 send()
@@ -259,9 +287,10 @@ def client_kombu(url: str, n_calls: int, n_casts: int, payload: str) -> dict:
                 conn.drain_events(timeout=10)
             elapsed = time.perf_counter() - started
             result[label] = {"rate": n / elapsed, "p50": percentile(latencies, 0.5) * 1000,
-                             "p99": percentile(latencies, 0.99) * 1000}
+                             "p99": percentile(latencies, 0.99) * 1000,
+                             "cpu": (cpu_seconds() - cpu_before) / n * 1e6}
     conn.release()
-    result["cast"] = kombu_confirmed_casts(url, n_casts)
+    result["cast"] = with_cpu(lambda: kombu_confirmed_casts(url, n_casts), n_casts)
     return result
 
 
@@ -314,7 +343,7 @@ def run_system(system: str, url: str, args: argparse.Namespace,
             raise SystemExit(f"{system} server did not start:\n{server_log.read()[-3000:]}")
         out = subprocess.run([*me, "--role", "client", "--system", system, "--url", url,
                               "--calls", str(args.calls), "--casts", str(args.casts),
-                              "--payload", str(args.payload)],
+                              "--payload", str(args.payload), "--server-pid", str(server.pid)],
                              capture_output=True, text=True, env=env, timeout=600)
         if out.returncode != 0:
             raise SystemExit(f"{system} client failed:\n{out.stderr[-3000:]}")
@@ -340,6 +369,9 @@ def print_table(results: dict) -> bool:
         ("call p50, 50 callers (ms)", "call50", "p50", "{:.2f}", TARGETS["p50"], False),
         ("call p99, 50 callers (ms)", "call50", "p99", "{:.2f}", None, False),
         ("cast rate end-to-end (msg/s)", "cast", "rate", "{:.0f}", TARGETS["cast"], True),
+        ("CPU/call, 1 caller (us)", "call1", "cpu", "{:.0f}", None, False),
+        ("CPU/call, 50 callers (us)", "call50", "cpu", "{:.0f}", None, False),
+        ("CPU/cast (us)", "cast", "cpu", "{:.0f}", None, False),
     ]
     header = (f"{'measure':34} {'fabric':>9} {'oslo':>9} {'kombu':>9} {'fab/oslo':>9} {'target':>8} "
               f"{'met':>4} {'fabric+direct':>14}")
@@ -527,6 +559,7 @@ def main() -> int:
     parser.add_argument("--role", choices=["orchestrate", "server", "client"], default="orchestrate")
     parser.add_argument("--system", choices=["fabric", "fabric_direct", "oslo", "kombu"])
     parser.add_argument("--url")
+    parser.add_argument("--server-pid", type=int, help="(client) the server process, whose CPU it reads")
     # Sizes: with fewer calls and rounds the shared machine's busy spells decided the
     # ratios (1000 calls x 3 rounds moved the 1-caller ratio by +-0.3 between runs).
     parser.add_argument("--calls", type=int, default=3000, help="calls per 1-caller run (twice that with 50)")
@@ -552,6 +585,8 @@ def main() -> int:
                        "kombu": serve_kombu}
             servers[args.system](args.url)
             return 0
+        global SERVER_PID
+        SERVER_PID = args.server_pid
         client = {"fabric": client_fabric, "fabric_direct": client_fabric_direct, "oslo": client_oslo,
                   "kombu": client_kombu}[args.system]
         print(json.dumps(client(args.url, args.calls, args.casts, "x" * args.payload)), flush=True)
@@ -572,6 +607,7 @@ def main() -> int:
     key_dir = tempfile.TemporaryDirectory(prefix="fabric-bench-keys-")
     signing.generate(key_dir.name)
     os.environ["FABRIC_SIGNING_KEY_DIR"] = key_dir.name  # every fabric process signs with these
+    load_at_start = os.getloadavg()
     with key_dir, rabbit_vhost(broker=args.broker) as (vhost, url):
         rounds: dict[str, list[dict]] = {}
         systems = ["kombu", "oslo", "fabric", "fabric_direct"]
@@ -594,9 +630,13 @@ def main() -> int:
     results = {system: medians(runs) for system, runs in rounds.items()}
     print(f"\nRPC benchmark, RabbitMQ vhost {vhost} (deleted); median of {args.rounds} interleaved "
           f"rounds, each {args.calls} calls with 1 caller, {args.calls * 2} with 50 callers, "
-          f"{args.casts} casts; {args.payload}-byte payload\n")
+          f"{args.casts} casts; {args.payload}-byte payload; load average (1, 5, 15 min) "
+          f"{' '.join(f'{x:.1f}' for x in load_at_start)} at the start, "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end\n")
     met = print_table(results)
-    print("\nfabric: a per-process reply queue (the default); fabric+direct: the same with RabbitMQ's "
+    print("\nCPU: client and server processes together per operation (not the broker's), median of the "
+          "rounds;\nthe load average changes it less than the rates.")
+    print("fabric: a per-process reply queue (the default); fabric+direct: the same with RabbitMQ's "
           "direct reply-to.\nkombu: bare request/reply (1 and 50 requests in flight); its casts are kombu's "
           "confirmed publishing\n(each confirm waited for inside publish), persistent, durable queue, "
           "acked after the work.")
