@@ -88,7 +88,7 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
 
 
-
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) has no such hook
 def pytest_xdist_node_collection_finished(node, ids):
     """Stop a ``--dist loadgroup`` run whose groups did not take: xdist's worker adds each test's
     group to its node id; a pytest that ignores that (9.2, see setup.py) would spread a group's
