@@ -50,6 +50,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from pymysql.constants import CLIENT
 
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, AddressPool, FreeAddress, Port
@@ -135,6 +136,11 @@ class Allocator:
         if backend in ("postgresql", "mysql"):
             isolation = "AUTOCOMMIT" if backend == "postgresql" else "READ COMMITTED"
             connect_args: dict[str, Any] = {"connect_timeout": 10}
+            if backend == "mysql":
+                # FOUND_ROWS as SQLAlchemy sets it (these replace its flags); several
+                # statements in one query for fabric.ipam.mariadb's last round trip
+                # (every value in them is escaped by the driver, as in any query).
+                connect_args["client_flag"] = CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
             if backend == "postgresql":
                 # Prepared only where onestep asks: after five runs psycopg would
                 # prepare any statement, and PostgreSQL may then keep a generic plan of
