@@ -48,11 +48,11 @@ def report_resources(db: Database, driver: ComputeDriver, host: str, availabilit
         "last_report": utcnow(),
     }
     for _ in range(2):
-        with db.begin() as session:
-            updated = session.execute(sa.update(ComputeNode).where(ComputeNode.host == host)
-                                      .values(**values).execution_options(synchronize_session=False))
-            if updated.rowcount == 1:
-                return values
+        with states.single_statement(db) as connection:  # one UPDATE, committed alone
+            updated = connection.execute(sa.update(ComputeNode).where(ComputeNode.host == host)
+                                         .values(**values)).rowcount
+        if updated == 1:
+            return values
         try:
             with db.begin() as session:
                 session.add(ComputeNode(host=host, **values))

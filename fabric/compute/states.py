@@ -301,6 +301,6 @@ def instances_on_host(db: Database, host: str, columns: Iterable[str] = ("id", "
                       "power_state", "task_started_at")) -> list[dict[str, Any]]:
     """The live (not deleted) instances placed on ``host``, as small dicts."""
     cols = [getattr(Instance, c) for c in columns]
-    with db.begin() as session:
+    with db.read() as session:  # a read only (every host's periodic tasks): no BEGIN and COMMIT
         rows = session.execute(sa.select(*cols).where(Instance.host == host, Instance.deleted.is_(False)))
         return [dict(zip(columns, row, strict=True)) for row in rows]

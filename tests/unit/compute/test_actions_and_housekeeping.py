@@ -156,3 +156,22 @@ def test_restart_finishes_deletes_and_settles_interrupted_actions(manager, ctx):
     assert states.get_instance(manager.db, deleting, include_deleted=True)["deleted"] is True
     assert _state(manager, stopping) == ("stopped", None, PowerState.SHUTDOWN)
     assert _state(manager, building)[:2] == ("building", "scheduling")  # its message will come back
+
+
+def test_a_report_creates_then_updates_the_node_on_every_backend(db):
+    # The update is one statement committed alone (PostgreSQL: autocommit); the row count still
+    # tells an update from a first report.
+    from fabric.compute import housekeeping
+    from fabric.virt.fake import FakeDriver
+
+    driver = FakeDriver(vcpus=8, memory_mb=4096, disk_gb=100, hostname="cmp9")
+    driver.init_host("cmp9")
+    housekeeping.report_resources(db, driver, "cmp9", "nova")
+    with db.begin() as session:
+        session.execute(sa.update(ComputeNode).where(ComputeNode.host == "cmp9").values(memory_mb_used=512))
+    driver.capacity = (16, 8192, 200)
+    housekeeping.report_resources(db, driver, "cmp9", "az2")
+    with db.begin() as session:
+        [node] = session.scalars(sa.select(ComputeNode).where(ComputeNode.host == "cmp9")).all()
+    assert (node.vcpus, node.memory_mb, node.disk_gb, node.availability_zone) == (16, 8192, 200, "az2")
+    assert node.memory_mb_used == 512 and node.stats["hypervisor_hostname"] == "cmp9"
