@@ -5,8 +5,7 @@ compute worker, usage claimed by schedulers, ``generation`` bumped by every
 claim) with its compute service (heartbeat, disabled flag, capabilities).
 
 :class:`HostStateCache` reads every host once, then only the rows changed
-since its last read (by ``updated_at``, which every claim and report bumps; their
-versions first, and whole only the rows whose version it does not hold),
+since its last read (by ``updated_at``, which every claim and report bumps),
 at most every ``host_refresh_interval`` seconds, plus a full read every
 ``host_full_refresh_interval``. The cache is only a hint: the claim in the
 database is authoritative, and a lost claim refreshes the host it lost on.
@@ -26,7 +25,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from fabric import servicegroup
 from fabric.config import SchedulerSection
@@ -40,7 +38,6 @@ COMPUTE_TOPIC = "compute"
 #: Rows committed up to this long after their ``updated_at`` was stamped are still
 #: caught by the next incremental read (claims are transactions of a few ms).
 _COMMIT_MARGIN = datetime.timedelta(seconds=1.0)
-_NEVER = datetime.datetime.max
 
 
 @dataclasses.dataclass
@@ -120,13 +117,6 @@ _SERVICE_COLUMNS = (
 )
 
 
-# A node row just inserted has no updated_at yet: a new host is seen by its created_at.
-_CHANGED_VERSIONS = (
-    sa.select(ComputeNode.id, ComputeNode.generation, ComputeNode.updated_at)
-    .where(sa.or_(ComputeNode.updated_at >= sa.bindparam("since"), ComputeNode.created_at >= sa.bindparam("since")))
-)
-
-
 def read_connection(db: Database) -> sa.Connection:
     """A connection for reads outside any transaction.
 
@@ -139,13 +129,6 @@ def read_connection(db: Database) -> sa.Connection:
 def node_select() -> sa.Select:
     """The SELECT of the compute-node columns a HostState is built from."""
     return sa.select(*NODE_COLUMNS)
-
-
-_NODES_BY_ID = node_select().where(ComputeNode.id.in_(sa.bindparam("node_ids", expanding=True)))
-# PostgreSQL: one array parameter, the same statement text whatever the count (an IN list of
-# hundreds is new text for psycopg to parse, and new bound parameters to render, each time).
-_NODES_BY_ID_ARRAY = node_select().where(
-    ComputeNode.id == sa.any_(sa.bindparam("node_ids", type_=postgresql.ARRAY(sa.Integer))))
 
 
 class HostStateCache:
@@ -164,10 +147,6 @@ class HostStateCache:
         self._hosts: dict[str, HostState] = {}
         self._list: list[HostState] = []
         self._services: dict[str, dict[str, Any]] = {}
-        #: The earliest a host now up may be judged down (its heartbeat then too old).
-        self._next_down = _NEVER
-        #: Node id -> (generation, updated_at) of the row each host state was last read from.
-        self._versions: dict[int, tuple[int, datetime.datetime | None]] = {}
         self._lock = threading.Lock()
         self._last_refresh = -float("inf")
         self._last_full = -float("inf")
@@ -204,66 +183,40 @@ class HostStateCache:
             nodes = node_select()
             services = sa.select(*_SERVICE_COLUMNS).where(Service.topic == COMPUTE_TOPIC)
             if not full:
+                # A node row just inserted has no updated_at yet: a new host is seen by its created_at.
+                nodes = nodes.where(sa.or_(ComputeNode.updated_at >= self._nodes_since,
+                                           ComputeNode.created_at >= self._nodes_since))
                 services = services.where(sa.or_(Service.updated_at >= self._services_since,
                                                  Service.created_at >= self._services_since))
             with read_connection(self.db) as conn:
                 service_rows = conn.execute(services).mappings().all()
-                if full:
-                    node_rows = conn.execute(nodes).mappings().all()
-                else:
-                    node_rows = self._read_changed_nodes(conn)
+                node_rows = conn.execute(nodes).mappings().all()
             self.rows_read += len(service_rows) + len(node_rows)
             if full:
                 self._services = {}
             for row in service_rows:
                 self._services[row["host"]] = dict(row)
-            touched: list[HostState] = []
             if full:
-                self._hosts, self._versions = {}, {}
+                self._hosts = {}
                 for row in node_rows:
                     self._apply_node(row, force=True)
             else:
                 for row in node_rows:
-                    touched.append(self._apply_node(row, skip_same=True))
+                    self._apply_node(row, skip_same=True)
                 # A service that changed (heartbeat, disabled) changes its host's state.
                 for row in service_rows:
                     state = self._hosts.get(row["host"])
                     if state is not None:
                         self._apply_service(state)
-                        touched.append(state)
-            now = utcnow()
-            if full or now >= self._next_down:
-                self._next_down = _NEVER
-                touched = list(self._hosts.values())
-            # Only the hosts read now, or all when one may have gone down since (judging 1,000
-            # hosts on every refresh was a tenth of its CPU).
-            down_time, next_down = self.service_down_time, self._next_down
-            for state in touched:
-                state.up = up = servicegroup.is_up(state, now, down_time=down_time)
-                if up and state.last_heartbeat is not None:
-                    next_down = min(next_down, state.last_heartbeat + datetime.timedelta(seconds=down_time))
-            self._next_down = next_down
+            now, down_time = utcnow(), self.service_down_time
+            for state in self._hosts.values():
+                state.up = servicegroup.is_up(state, now, down_time=down_time)
             self._list = list(self._hosts.values())
             # Rows stamped shortly before this read may commit after it: read them again next time.
             self._nodes_since = self._services_since = started - _COMMIT_MARGIN
             self._last_refresh = self.clock()
             if full:
                 self._last_full = self._last_refresh
-
-    def _read_changed_nodes(self, conn: sa.Connection) -> list[Any]:
-        """The node rows changed since the last read (by ``updated_at``, less the commit margin)
-        that differ from the version held: the versions (id, generation, updated_at) first,
-        then the whole rows of those that differ. A change is within the commit margin of
-        about three reads, and this worker's own claims reach the cache at once (apply_rows):
-        reading every such row whole, JSON stats and all, each time was most of a refresh's CPU."""
-        held = self._versions
-        changed = [node_id for node_id, generation, updated_at
-                   in conn.execute(_CHANGED_VERSIONS, {"since": self._nodes_since}).all()
-                   if held.get(node_id) != (generation, updated_at)]
-        if not changed:
-            return []
-        by_id = _NODES_BY_ID_ARRAY if conn.dialect.name == "postgresql" else _NODES_BY_ID
-        return conn.execute(by_id, {"node_ids": changed}).mappings().all()
 
     def apply_rows(self, rows: Iterable[Any]) -> None:
         """Take compute-node rows read elsewhere (after a claim) into the cache."""
@@ -303,21 +256,21 @@ class HostStateCache:
             rows = conn.execute(node_select().where(ComputeNode.host.in_(sorted(set(hosts))))).mappings().all()
         self.apply_rows(rows)
 
-    def _apply_node(self, row: Any, *, force: bool = False, skip_same: bool = False) -> HostState:
-        """Take ``row`` into its host's state (made if new); that state."""
+    def _apply_node(self, row: Any, *, force: bool = False, skip_same: bool = False) -> None:
         state = self._hosts.get(row["host"])
         if state is not None and not force:
             if row["generation"] < state.generation:
-                return state  # an older read than what we hold (our own claim was newer)
+                return  # an older read than what we hold (our own claim was newer)
             if skip_same and row["generation"] == state.generation and row["updated_at"] == state.updated_at:
-                return state  # the version we hold
+                # The version we hold: an incremental read sees each change about three
+                # times (its commit margin is twice the default refresh interval).
+                return
         if state is None:
             state = HostState(host=row["host"], ram_ratio=self.scheduler.ram_allocation_ratio,
                               cpu_ratio=self.scheduler.cpu_allocation_ratio,
                               disk_ratio=self.scheduler.disk_allocation_ratio)
             self._hosts[state.host] = state
         state.node_id = row["id"]
-        self._versions[state.node_id] = (row["generation"], row["updated_at"])
         for name in ("availability_zone", "hypervisor_type", "vcpus", "memory_mb", "disk_gb",
                      "vcpus_used", "memory_mb_used", "disk_gb_used", "running_vms", "generation",
                      "failed_builds", "last_build_failure_at", "updated_at"):
@@ -325,7 +278,6 @@ class HostStateCache:
         state.stats = row["stats"] or {}
         state.recompute()
         self._apply_service(state)
-        return state
 
     def _apply_service(self, state: HostState) -> None:
         service = self._services.get(state.host)
