@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import eventlet
 import sqlalchemy as sa
 from eventlet.semaphore import Semaphore
 
@@ -53,6 +54,7 @@ class NetworkManager(Manager):
         host_joined=("ipam",), host_left=("ipam",),
         network_created=("api",), network_deleted=("api",), network_changed=("api",), reconcile_networks=("api",),
         security_groups_changed=("api", "network"), security_members_changed=("network",),
+        security_members_changed_many=("network",),
         routers_changed=("api",))
 
     def __init__(self, settings: config.Settings, host: str | None = None, db: Any = None,
@@ -165,11 +167,7 @@ class NetworkManager(Manager):
                     return
                 if joined:
                     groups, addresses = membership or dbstate.port_membership(session, endpoint_id)
-        try:
-            NetworkAPI(self.transport).security_members_changed(ctx, endpoint_id, groups if joined else [],
-                                                                list(addresses))
-        except exception.FabricError as exc:
-            LOG.error("network: could not announce the group membership of %s: %s", endpoint_id, exc.message)
+        Announcements.of(self.transport).add(ctx, endpoint_id, groups if joined else [], list(addresses))
 
     @idempotent
     def associate_floating(self, ctx: RequestContext, address: str, fixed_address: str) -> None:
@@ -302,6 +300,14 @@ class NetworkManager(Manager):
         self._member_changes.append((port_id, list(groups), tuple(addresses)))
         self._member_sync.request()
 
+    def security_members_changed_many(self, ctx: RequestContext, changes: list[dict[str, Any]]) -> None:
+        """:meth:`security_members_changed` for each of ``changes`` (``{"port_id", "groups",
+        "addresses"}``), in their order: what another process announced over a moment
+        (:class:`Announcements`)."""
+        self._member_changes.extend((change["port_id"], list(change["groups"]), tuple(change["addresses"]))
+                                    for change in changes)
+        self._member_sync.request()
+
     def _apply_member_changes(self) -> None:
         changes, self._member_changes = self._member_changes, []
         made = self.driver.security.change_members(changes)
@@ -327,3 +333,55 @@ class NetworkManager(Manager):
             LOG.info("network: %d router(s) realised on %s", len(routers), self.host)
 
         self._converge("routers_changed", apply)
+
+
+class Announcements:
+    """The membership announcements of one process's network workers (one per transport),
+    sent together: the first waits :data:`ANNOUNCE_DELAY` seconds for others, then all go in
+    one fanout (``security_members_changed_many``), in the order they were made.
+
+    Every host receives and decodes every fanout: in a boot storm of N hosts on one machine a
+    fanout per plug costs N deliveries per server; a process running many hosts (fabric.sim)
+    sends one per moment instead. A remote host learns of a port up to the delay later (the
+    guest is still being spawned); an announcement lost with its process is caught up by
+    every host's next full read (``[network] security_resync_interval``), as a lost fanout is.
+    """
+
+    #: Seconds the first announcement of a batch waits for others.
+    ANNOUNCE_DELAY = 0.1
+    _by_transport: dict[int, Announcements] = {}
+
+    def __init__(self, transport: Any) -> None:
+        self.api = NetworkAPI(transport)
+        self.pending: list[dict[str, Any]] = []
+        self._ctx: RequestContext | None = None
+
+    @classmethod
+    def of(cls, transport: Any) -> Announcements:
+        """The announcements of ``transport``'s process (made on first use)."""
+        found = cls._by_transport.get(id(transport))
+        if found is None or found.api.client.transport is not transport:
+            found = cls._by_transport[id(transport)] = cls(transport)
+        return found
+
+    def add(self, ctx: RequestContext, port_id: str, groups: list[str], addresses: list[str]) -> None:
+        """Announce that ``port_id`` is now a member of exactly ``groups`` with ``addresses``
+        (sent within :data:`ANNOUNCE_DELAY`; the batch carries the first one's context)."""
+        self.pending.append({"port_id": port_id, "groups": groups, "addresses": addresses})
+        if self._ctx is None:
+            self._ctx = ctx
+            eventlet.spawn_after(self.ANNOUNCE_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Send what is pending now (nothing when nothing is)."""
+        changes, ctx, self.pending, self._ctx = self.pending, self._ctx, [], None
+        if not changes or ctx is None:
+            return
+        try:
+            if len(changes) == 1:  # what a worker of this release with one host mostly sends
+                self.api.security_members_changed(ctx, **changes[0])
+            else:
+                self.api.security_members_changed_many(ctx, changes)
+        except exception.FabricError as exc:
+            LOG.error("network: could not announce the group membership of %s: %s",
+                      ", ".join(c["port_id"] for c in changes), exc.message)

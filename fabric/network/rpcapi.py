@@ -102,6 +102,16 @@ class NetworkAPI:
         self.client.fanout_cast(ctx, "security_members_changed", port_id=port_id, groups=groups,
                                 addresses=addresses)
 
+    def security_members_changed_many(self, ctx: RequestContext, changes: list[dict[str, Any]]) -> None:
+        """Each of ``changes`` (``{"port_id", "groups", "addresses"}``) as
+        :meth:`security_members_changed` says it, in arrival order, in one fanout (the
+        announcements of one process's plugs and unplugs over a moment). During a rolling
+        upgrade (an older envelope written): :meth:`security_groups_changed` instead, once."""
+        if self.client.transport.settings.envelope_version < envelope.VERSION:
+            self.security_groups_changed(ctx)
+            return
+        self.client.fanout_cast(ctx, "security_members_changed_many", changes=changes)
+
     def routers_changed(self, ctx: RequestContext) -> None:
         """Routers, their interfaces or gateways changed (committed): every host re-reads the
         routers of the networks it carries and realises them."""

@@ -217,3 +217,37 @@ def test_the_old_announcement_is_still_handled_and_sent_during_a_rolling_upgrade
         transport.cleanup()
     assert h1.driver.calls.get("apply_members") is None
     assert h1.driver.security.to_dict() == dbstate.security_state(sqlite_db, "h1").to_dict()
+
+
+def test_announcements_made_together_reach_every_host_in_one_fanout_in_their_order(sqlite_db, three_hosts):
+    """A process's announcements over a moment go as one fanout (Announcements): a host applies
+    them together, in the order they were made."""
+    from fabric.network.manager import Announcements
+
+    workers, _, _, default = three_hosts
+    h1 = workers["h1"]
+    applied = h1.driver.calls.get("apply_members") or 0
+    announce, ctx = Announcements.of(h1.transport), RequestContext.admin()
+    announce.add(ctx, "guest-2", [], [])  # leaves
+    announce.add(ctx, "guest-2", [default], list(GUEST_2))  # and comes back
+    announce.add(ctx, "guest-9", [default], ["10.62.0.19"])
+    wait_for(lambda: "guest-9" in h1.driver.security.member_ports.get(default, {}), what="h1 applying the batch")
+    assert h1.driver.security.member_ports[default] == {"guest-1": GUEST_1, "guest-2": GUEST_2,
+                                                        "guest-9": ("10.62.0.19",)}
+    assert h1.driver.calls["apply_members"] == applied + 1  # one message, one application
+    assert announce.pending == []
+
+
+def test_a_batch_is_announced_the_old_way_during_a_rolling_upgrade(settings):  # noqa: F811
+    from fabric.network.rpcapi import NetworkAPI
+    from fabric.rpc import envelope
+
+    sent = []
+    api = NetworkAPI.__new__(NetworkAPI)
+    api.client = type("Recording", (), {"fanout_cast": lambda self, ctx, method, **kw: sent.append((method, kw))})()
+    change = {"port_id": "guest-2", "groups": [], "addresses": []}
+    for version, expected in ((envelope.VERSION, "security_members_changed_many"),
+                              (envelope.VERSION - 1, "security_groups_changed")):
+        api.client.transport = type("T", (), {"settings": settings.rpc.__class__(envelope_version=version)})()
+        api.security_members_changed_many(RequestContext.admin(), [change, change])
+        assert sent.pop()[0] == expected
