@@ -338,15 +338,22 @@ def test_place_many_leaves_out_what_a_stale_cache_chose_on_a_full_host(sqlite_db
     assert build.overcommitted(sqlite_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
 
 
-def test_place_many_chooses_again_what_its_claim_left_out(sqlite_db):
+def _big_host_filled_unseen(sqlite_db, small_memory_mb: int, count: int) -> tuple[Scheduler, list[str]]:
+    """Hosts big0000 (4096 MiB) and small0000 (``small_memory_mb``), ``count`` instances of 1024 MiB
+    to place, and a scheduler whose cache saw big0000 empty before a claim of 3072 MiB there."""
     build.add_hosts(sqlite_db, 1, prefix="big", vcpus=8, memory_mb=4096, disk_gb=100)
-    build.add_hosts(sqlite_db, 1, prefix="small", vcpus=8, memory_mb=2048, disk_gb=100)
+    build.add_hosts(sqlite_db, 1, prefix="small", vcpus=8, memory_mb=small_memory_mb, disk_gb=100)
     [early] = build.add_instances(sqlite_db, 1, memory_mb=3072)
-    ids = build.add_instances(sqlite_db, 2, memory_mb=1024)
+    ids = build.add_instances(sqlite_db, count, memory_mb=1024)
     stale = Settings().replace(scheduler={**SETTINGS.scheduler.__dict__, "host_refresh_interval": 3600.0})
     scheduler = Scheduler(stale, sqlite_db, rng=random.Random(1))
-    scheduler.cache.hosts()  # big0000 looks empty: both are chosen there
+    scheduler.cache.hosts()
     claims.claim(sqlite_db, spec_for(early, memory_mb=3072), host_state(sqlite_db, "big0000"), RATIOS)
+    return scheduler, ids
+
+
+def test_place_many_chooses_again_what_its_claim_left_out(sqlite_db):
+    scheduler, ids = _big_host_filled_unseen(sqlite_db, small_memory_mb=2048, count=2)  # both chosen on big0000
     commits = []
 
     def count(conn):
@@ -366,14 +373,8 @@ def test_place_many_chooses_again_what_its_claim_left_out(sqlite_db):
 
 
 def test_place_many_reports_each_rounds_placements_once_that_round_committed(sqlite_db):
-    build.add_hosts(sqlite_db, 1, prefix="big", vcpus=8, memory_mb=4096, disk_gb=100)
-    build.add_hosts(sqlite_db, 1, prefix="small", vcpus=8, memory_mb=3072, disk_gb=100)
-    [early] = build.add_instances(sqlite_db, 1, memory_mb=3072)
-    ids = build.add_instances(sqlite_db, 3, memory_mb=1024)
-    stale = Settings().replace(scheduler={**SETTINGS.scheduler.__dict__, "host_refresh_interval": 3600.0})
-    scheduler = Scheduler(stale, sqlite_db, rng=random.Random(1))
-    scheduler.cache.hosts()  # big0000 looks empty: two of the three are chosen there, one on small0000
-    claims.claim(sqlite_db, spec_for(early, memory_mb=3072), host_state(sqlite_db, "big0000"), RATIOS)
+    # Two of the three are chosen on big0000 (it looks empty), one on small0000.
+    scheduler, ids = _big_host_filled_unseen(sqlite_db, small_memory_mb=3072, count=3)
     reported: list[tuple[dict[str, str], dict[str, str | None]]] = []
 
     def committed(placed):
