@@ -241,6 +241,10 @@ class HostStateCache:
         """Have the next :meth:`hosts` read every host again (after an unknown failure)."""
         self._last_full = -float("inf")
 
+    def due(self) -> None:
+        """Have the next :meth:`hosts` read the rows changed since the last read, whenever that was."""
+        self._last_refresh = -float("inf")
+
     def refresh_host(self, host: str) -> HostState | None:
         """Read one host's node row now (after losing a claim on it)."""
         with read_connection(self.db) as conn:

@@ -130,12 +130,15 @@ class SchedulerManager(Manager):
         out of the collector's generations.
 
         The first decision then does not pay the full read (1,000 hosts: tens of ms, inside its
-        latency). And without the freeze every full collection walks again the modules, SQLAlchemy's
+        latency), only a read of what changed since: a host that came up after this read (a cloud
+        starting, workers in any order) is seen by the first decision, not refused as down by a
+        read up to ``host_refresh_interval`` old. And without the freeze every full collection walks again the modules, SQLAlchemy's
         statements and the host states: 90-450 ms of a decision's wall time each, twice per worker
         in a scheduler benchmark's run of 10,000 decisions (load 11-17).
         """
         try:
             self.scheduler.cache.hosts()
+            self.scheduler.cache.due()
         except Exception:  # noqa: BLE001 - the first decision reads them again, and says why it cannot
             LOG.exception("Could not read the compute hosts at start; the first decision will")
         _freeze_once()
