@@ -17,7 +17,6 @@ from typing import Any, BinaryIO, Protocol
 import sqlalchemy as sa
 
 from fabric import images
-from fabric.compute.states import single_statement
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import AddressAllocation, Network, Port, Subnet
@@ -79,7 +78,7 @@ PORT_ACTIVE, PORT_DOWN = "ACTIVE", "DOWN"
 
 def set_port_status(db: Database, port_id: str, status: str) -> None:
     """Record ``status`` on the port (a port gone meanwhile is no error)."""
-    with single_statement(db) as connection:
+    with db.single_statement() as connection:
         connection.execute(sa.update(Port).where(Port.id == port_id).values(status=status))
 
 

@@ -48,7 +48,7 @@ def report_resources(db: Database, driver: ComputeDriver, host: str, availabilit
         "last_report": utcnow(),
     }
     for _ in range(2):
-        with states.single_statement(db) as connection:  # one UPDATE, committed alone
+        with db.single_statement() as connection:  # one UPDATE, committed alone
             updated = connection.execute(sa.update(ComputeNode).where(ComputeNode.host == host)
                                          .values(**values)).rowcount
         if updated == 1:

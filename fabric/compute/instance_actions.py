@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from fabric.compute.states import single_statement
 from fabric.context import RequestContext
 from fabric.db import Database
 from fabric.db.models import InstanceAction
@@ -49,7 +48,7 @@ def start_all(conn: sa.Connection, ctx: RequestContext, instance_ids: list[str],
 def finish(db: Database, ctx: RequestContext, instance_id: str, result: str, message: str | None = None) -> None:
     """Finish the instance's action of ``ctx``'s request, if it is still running (a
     redelivered message finds it finished and changes nothing)."""
-    with single_statement(db) as connection:
+    with db.single_statement() as connection:
         connection.execute(sa.update(InstanceAction).where(
             InstanceAction.instance_id == instance_id, InstanceAction.request_id == ctx.request_id,
             InstanceAction.finish_time.is_(None)).values(

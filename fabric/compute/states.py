@@ -14,10 +14,9 @@ also stamps ``task_started_at`` so the reaper can find work that stalled.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -208,20 +207,6 @@ _RETURNING_BACKENDS = ("postgresql", "sqlite")
 _INSTANCE_COLUMNS = tuple(attr.columns[0].label(attr.key) for attr in sa.inspect(Instance).mapper.column_attrs)
 
 
-@contextlib.contextmanager
-def single_statement(db: Database) -> Iterator[sa.Connection]:
-    """A connection for one write that needs no transaction around it (a single UPDATE is
-    atomic on its own): on PostgreSQL in autocommit, no BEGIN and no COMMIT sent (two round
-    trips of three); elsewhere a transaction committed at the end. Run one write through it:
-    two would commit apart."""
-    if db.backend == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            yield connection
-    else:
-        with db.engine.begin() as connection:
-            yield connection
-
-
 def compare_and_swap(db: Database, instance_id: str, expected: Mapping[str, Any], **values: Any) -> dict[str, Any]:
     """Apply ``values`` to the instance only if it is in the ``expected`` states.
 
@@ -236,7 +221,7 @@ def compare_and_swap(db: Database, instance_id: str, expected: Mapping[str, Any]
         # One statement, committed alone, that moves the row and hands it back: a transaction
         # of UPDATE and SELECT cost four round trips (BEGIN, UPDATE, SELECT, COMMIT), and a
         # build makes four transitions (fake hosts' statements per server in the boot storm).
-        with single_statement(db) as connection:
+        with db.single_statement() as connection:
             moved_row = connection.execute(_swap_statement(instance_id, expected, values)
                                            .returning(*_INSTANCE_COLUMNS)).mappings().first()
         if moved_row is not None:
