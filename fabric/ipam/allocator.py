@@ -412,7 +412,7 @@ class Allocator:
                 need = len(requests) - len(ordinals)
                 if need:
                     mark = conn.execute(sa.select(POOLS.c.next_ordinal).where(POOLS.c.id == pool_id)).scalar() or 0
-                    step = max(need, min(BATCH_EXTEND_BY, definition.limit - mark))
+                    step = steps.mark_step(need, mark, definition.limit, BATCH_EXTEND_BY)
                     upto = steps.bump_mark(conn, self.db.backend, pool_id, definition.limit, step)
                     if upto is not None:
                         first = upto - step

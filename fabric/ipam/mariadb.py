@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from fabric.db.retry import is_connection_error
 from fabric.db.types import utcnow
+from fabric.ipam import steps
 from fabric.ipam.pools import PoolDefinition
 
 # The lowest free ordinals below the mark, skipping rows other workers are taking
@@ -67,7 +68,7 @@ def allocate_batch(connection: Any, pool_id: str, definition: PoolDefinition,
                 cursor.execute(sql, (pool_id,))
                 row = cursor.fetchone()
                 mark = row[0] if row is not None else 0  # a pool gone: the raise below finds no row
-                step = max(need, min(extend_by, definition.limit - mark))
+                step = steps.mark_step(need, mark, definition.limit, extend_by)
                 sql = _BUMP
                 if cursor.execute(sql, (step, pool_id, step, definition.limit)):
                     first = cursor.lastrowid - step

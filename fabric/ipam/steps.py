@@ -101,6 +101,13 @@ def raise_mark(conn: sa.Connection, backend: str, pool_id: str, limit: int,
     return None, None
 
 
+def mark_step(need: int, mark: int, limit: int, extend_by: int) -> int:
+    """How far a batch short of ``need`` free rows raises a mark now at ``mark``: ``extend_by``
+    (the rest become free rows for the batches after it), less near ``limit``, never less than
+    ``need`` (a raise that would pass ``limit`` is refused by :func:`bump_mark`)."""
+    return max(need, min(extend_by, limit - mark))
+
+
 def bump_mark(conn: sa.Connection, backend: str, pool_id: str, limit: int, step: int) -> int | None:
     """Raise the pool's mark by ``step`` if it stays within ``limit``: the new mark, or None."""
     if backend == "mysql":
