@@ -226,7 +226,6 @@ class Servers:
                 # A row the create names went meanwhile: most likely the flavor this process knew
                 # (the server row's foreign key refused it). Once more, everything read afresh.
                 known.forget(flavor_ident(spec["flavorRef"]))
-                known = None
                 return self._create(*args, None)
             except sa_exc.OperationalError as err:
                 # MariaDB picks a victim among creates taking one project's quota rows at once
