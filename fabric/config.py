@@ -64,7 +64,7 @@ class RpcSection:
     max_deliveries: int = option(5, "Deliveries of a failing message before it is dead-lettered.", minimum=1)
     quorum_queues: bool = option(False, "Declare durable queues as quorum queues (RabbitMQ clusters).")
     heartbeat: int = option(30, "AMQP heartbeat, seconds (0 disables).", minimum=0)
-    envelope_version: int = option(2, "Message envelope version this worker writes: this release writes 1 (the previous release's) or 2. During a rolling upgrade, set 1 on the upgraded workers until every worker is upgraded, then remove it (README: rolling upgrades).", minimum=1)
+    envelope_version: int = option(3, "Message envelope version this worker writes: this release writes 2 (the previous release's) or 3. During a rolling upgrade, set 2 on the upgraded workers until every worker is upgraded, then remove it (README: rolling upgrades).", minimum=2)
     failover_strategy: Literal["round-robin", "shuffle"] = option("round-robin", "Order in which each connection tries the brokers of transport_url: round-robin (as listed) or shuffle (random, spreads connections over a cluster's nodes).")
 
 

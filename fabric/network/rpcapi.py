@@ -12,7 +12,10 @@ from typing import Any
 
 from fabric import rpc
 from fabric.context import RequestContext
-from fabric.rpc import envelope
+
+#: The envelope version of the release that added ``security_members_changed_many``: a worker
+#: writing an older one (a rolling upgrade) sends its changes one by one.
+MEMBERS_MANY_SINCE = 3
 
 
 class NetworkAPI:
@@ -90,25 +93,23 @@ class NetworkAPI:
                                  addresses: list[str]) -> None:
         """Port ``port_id`` (committed) is now a member of exactly ``groups`` with ``addresses``
         (no groups: it left them all): every host holding one of those groups (or the port) as a
-        remote group's members changes that port's addresses alone, reading nothing.
-
-        While this worker writes an older envelope than this release's (``[rpc]
-        envelope_version`` lowered for a rolling upgrade) the hosts of the previous release,
-        which lack the method, may be listening: they are sent :meth:`security_groups_changed`
-        instead, and every host re-reads its whole state."""
-        if self.client.transport.settings.envelope_version < envelope.VERSION:
-            self.security_groups_changed(ctx)
-            return
+        remote group's members changes that port's addresses alone, reading nothing. (Every
+        release this one speaks with has the method: it came with envelope version 2.)"""
         self.client.fanout_cast(ctx, "security_members_changed", port_id=port_id, groups=groups,
                                 addresses=addresses)
 
     def security_members_changed_many(self, ctx: RequestContext, changes: list[dict[str, Any]]) -> None:
         """Each of ``changes`` (``{"port_id", "groups", "addresses"}``) as
         :meth:`security_members_changed` says it, in arrival order, in one fanout (the
-        announcements of one process's plugs and unplugs over a moment). During a rolling
-        upgrade (an older envelope written): :meth:`security_groups_changed` instead, once."""
-        if self.client.transport.settings.envelope_version < envelope.VERSION:
-            self.security_groups_changed(ctx)
+        announcements of one process's plugs and unplugs over a moment).
+
+        While this worker writes an envelope older than :data:`MEMBERS_MANY_SINCE` (``[rpc]
+        envelope_version`` lowered for a rolling upgrade), hosts of the previous release, which
+        lack the method, may be listening: each change goes as its own
+        :meth:`security_members_changed`, in the same order."""
+        if self.client.transport.settings.envelope_version < MEMBERS_MANY_SINCE:
+            for change in changes:
+                self.security_members_changed(ctx, **change)
             return
         self.client.fanout_cast(ctx, "security_members_changed_many", changes=changes)
 

@@ -1,11 +1,13 @@
 """The versioned JSON envelope every fabric message travels in.
 
-A request is ``{"v": 2, "kind": "call"|"cast", "msg_id", "method", "args",
-"context", "deadline", "reply_to", "target", "sent_at"}``; a reply is ``{"v": 2, "msg_id",
-"ok", "result"}`` or ``{"v": 2, "msg_id", "ok": false, "error", "traceback"}``.
+A request is ``{"v": 3, "kind": "call"|"cast", "msg_id", "method", "args",
+"context", "deadline", "reply_to", "target", "sent_at"}``; a reply is ``{"v": 3, "msg_id",
+"ok", "result"}`` or ``{"v": 3, "msg_id", "ok": false, "error", "traceback"}``.
 ``deadline`` is the caller's absolute give-up time (UNIX seconds) or null; ``sent_at``
-(version 2) the sender's clock when it sent the request, so a worker sees how long a
-message waited in its queue.
+(since version 2) the sender's clock when it sent the request, so a worker sees how long a
+message waited in its queue. Version 3 has the fields of version 2; what it adds is a
+method the release before lacks (the network's ``security_members_changed_many``), so a
+sender writing version 2 does not use it.
 
 The version rules, which make a rolling upgrade possible (workers of two releases on one
 broker):
@@ -19,7 +21,8 @@ broker):
    with a reason that says so (:class:`NewerEnvelope`, dead-lettered as ``newer-version``),
    and moved back with ``fabric-manage queues requeue-dead`` once the worker is upgraded.
 4. A new version may only add fields (each with a default for messages of the version
-   before) or change what a field means in a way the reader can tell by ``v``.
+   before), change what a field means in a way the reader can tell by ``v``, or add
+   methods: a sender writing the version before sends what that release understands.
 
 The marshmallow schemas below are the definition of a valid envelope. Because a
 full marshmallow load costs ~60 µs, received messages first go through
@@ -43,9 +46,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 from fabric.exception import MessagingError
 
 #: The version this release writes by default, and the newest it reads.
-VERSION = 2
+VERSION = 3
 #: The oldest version this release reads (the previous release's).
-OLDEST_READ = 1
+OLDEST_READ = 2
 _READ = frozenset(range(OLDEST_READ, VERSION + 1))
 
 
@@ -146,9 +149,8 @@ def encode_request(
     method when an argument is not JSON-serialisable (nothing is sent then).
     """
     request = {"v": version, "kind": kind, "msg_id": msg_id, "method": method, "args": args,
-               "context": context, "deadline": deadline, "reply_to": reply_to, "target": target}
-    if version >= 2:
-        request["sent_at"] = time.time()
+               "context": context, "deadline": deadline, "reply_to": reply_to, "target": target,
+               "sent_at": time.time()}
     try:
         return _dumps(request).encode()
     except (TypeError, ValueError, RecursionError) as exc:

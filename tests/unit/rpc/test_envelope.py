@@ -7,16 +7,17 @@ import json
 
 import pytest
 
+from fabric import config
 from fabric.rpc import envelope
 
 GOOD_REQUEST = {
-    "v": 1, "kind": "call", "msg_id": "m-1", "method": "describe", "args": {"a": [1, 2]},
+    "v": 2, "kind": "call", "msg_id": "m-1", "method": "describe", "args": {"a": [1, 2]},
     "context": {"request_id": "req-1", "user_id": "u", "project_id": None, "roles": ["admin"],
                 "is_admin": True},
-    "deadline": 1700000000.5, "reply_to": "amq.rabbitmq.reply-to", "target": "ipam",
+    "deadline": 1700000000.5, "reply_to": "amq.rabbitmq.reply-to", "target": "ipam", "sent_at": 1699999999.25,
 }
-GOOD_REPLY = {"v": 1, "msg_id": "m-1", "ok": True, "result": {"x": 1}}
-GOOD_ERROR_REPLY = {"v": 1, "msg_id": "m-1", "ok": False, "traceback": "tb",
+GOOD_REPLY = {"v": 2, "msg_id": "m-1", "ok": True, "result": {"x": 1}}
+GOOD_ERROR_REPLY = {"v": 2, "msg_id": "m-1", "ok": False, "traceback": "tb",
                     "error": {"type": "NotFound", "code": 404, "message": "gone", "fields": {}}}
 
 
@@ -133,18 +134,25 @@ def test_unserialisable_result_becomes_an_error_reply():
 
 
 def test_this_release_reads_the_previous_envelope_version_and_answers_in_it():
-    old = json.dumps(GOOD_REQUEST).encode()  # version 1: no sent_at
-    request = envelope.decode_request(old)
-    assert request["v"] == 1 and request["sent_at"] is None
+    assert envelope.OLDEST_READ == envelope.VERSION - 1 == GOOD_REQUEST["v"]
+    request = envelope.decode_request(json.dumps(GOOD_REQUEST).encode())
+    assert request["v"] == envelope.OLDEST_READ and request["sent_at"] == GOOD_REQUEST["sent_at"]
     reply = envelope.decode_reply(envelope.encode_reply("m-1", result=7, version=request["v"]))
-    assert (reply["v"], reply["result"]) == (1, 7)
+    assert (reply["v"], reply["result"]) == (envelope.OLDEST_READ, 7)
 
 
-def test_a_request_written_for_the_previous_release_has_none_of_the_new_fields():
-    body = envelope.encode_request("cast", "m-3", "build", {}, {"request_id": "r"}, None, None, "compute", version=1)
-    assert set(json.loads(body)) == set(GOOD_REQUEST)
+def test_a_request_written_for_the_previous_release_has_its_fields_and_says_its_version():
+    body = envelope.encode_request("cast", "m-3", "build", {}, {"request_id": "r"}, None, None, "compute",
+                                   version=envelope.OLDEST_READ)
+    assert set(json.loads(body)) == set(GOOD_REQUEST) and json.loads(body)["v"] == envelope.OLDEST_READ
     current = json.loads(envelope.encode_request("cast", "m-4", "build", {}, {"request_id": "r"}, None, None, "c"))
     assert current["v"] == envelope.VERSION and isinstance(current["sent_at"], float)
+
+
+def test_the_version_written_by_default_is_this_releases():
+    assert config.Settings().rpc.envelope_version == envelope.VERSION
+    with pytest.raises(ValueError, match="this release writes 2 to 3"):
+        envelope.check_version(envelope.OLDEST_READ - 1)
 
 
 def test_a_newer_envelope_is_refused_saying_so_never_guessed_at():
@@ -172,12 +180,13 @@ def test_messages_are_encoded_as_pythons_json_encoder_writes_them(args):
     """The reused C encoder writes what ``json.JSONEncoder`` (compact, UTF-8 as is, no NaN)
     wrote before it, so messages read the same in every release."""
     reference = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-    body = envelope.encode_request("cast", "m-1", "work", args, {"request_id": "r"}, None, None, "t", 1)
-    assert body.decode() == reference({"v": 1, "kind": "cast", "msg_id": "m-1", "method": "work", "args": args,
-                                       "context": {"request_id": "r"}, "deadline": None, "reply_to": None,
-                                       "target": "t"})
-    assert envelope.encode_reply("m-1", result=args, version=1).decode() == reference(
-        {"v": 1, "msg_id": "m-1", "ok": True, "result": args})
+    body = envelope.encode_request("cast", "m-1", "work", args, {"request_id": "r"}, None, None, "t")
+    sent_at = json.loads(body)["sent_at"]
+    assert body.decode() == reference({"v": envelope.VERSION, "kind": "cast", "msg_id": "m-1", "method": "work",
+                                       "args": args, "context": {"request_id": "r"}, "deadline": None,
+                                       "reply_to": None, "target": "t", "sent_at": sent_at})
+    assert envelope.encode_reply("m-1", result=args).decode() == reference(
+        {"v": envelope.VERSION, "msg_id": "m-1", "ok": True, "result": args})
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), {1, 2}, b"bytes", "circular"])

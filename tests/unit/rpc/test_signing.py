@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 
-from fabric.rpc import signing
+from fabric.rpc import envelope, signing
 from fabric.rpc.client import ReplyRouter, _PendingCall
 from fabric.rpc.deferred import Deferred
 from fabric.rpc.target import Target
@@ -120,7 +120,7 @@ def test_a_forged_reply_is_dropped_and_the_call_keeps_waiting(key_dir):
     router = ReplyRouter.of(transport)
     deferred = Deferred("test call")
     router.pending["m1"] = _PendingCall(deferred, Target("ipam"), "lookup", 5, False, lambda: None, "api")
-    reply = b'{"v":1,"msg_id":"m1","ok":true,"result":"forged"}'
+    reply = envelope.encode_reply("m1", result="forged")
     network = signing.load(key_dir, ["network"])  # holds K(api>network), not K(api>ipam)
     router.on_reply(network.sign(signing.REPLY, reply, "api", "network",
                                  kid=transport.keyring.masters["api"][0].kid), "m1")
