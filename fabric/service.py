@@ -53,7 +53,7 @@ class Service:
 
     def __init__(self, settings: config.Settings, binary: str, topic: str, manager: Any,
                  host: str | None = None, transport: Any = None, db: Database | None = None,
-                 *, address: str | None = None) -> None:
+                 *, address: str | None = None, consume: tuple[str, ...] = rpc.server.QUEUE_KINDS) -> None:
         self.settings = settings
         self.binary = binary
         self.topic = topic
@@ -62,6 +62,9 @@ class Service:
         if address is None:
             address = settings.service.advertise_address or host_address(self.host)
         self.address = address
+        #: The topic's queues this worker consumes (:class:`~fabric.rpc.RPCServer`'s ``consume``):
+        #: a fake host of :mod:`fabric.sim.fake_hosts` leaves the fanout to its process.
+        self.consume = consume
         self.transport = transport
         self._owns_transport = transport is None
         self.db = db
@@ -122,14 +125,13 @@ class Service:
                               version=fabric.__version__, address=self.address,
                               capabilities=self._reported_capabilities)
         self.server = rpc.RPCServer(self.transport, topic=self.topic, host=self.host,
-                                    endpoint=self.manager)
+                                    endpoint=self.manager, consume=self.consume)
         self.server.start()
         self._started = True
         self._heartbeats = Heartbeats.join(self)
         self.periodic.start()
-        LOG.info("Started %s on host %s: consuming %s, %s.%s and %s_fanout; %d periodic task(s)",
-                 self.binary, self.host, self.topic, self.topic, self.host, self.topic,
-                 len(self.periodic.tasks))
+        LOG.info("Started %s on host %s: consuming %s; %d periodic task(s)", self.binary, self.host,
+                 ", ".join(queue.name for queue in self.server.queues), len(self.periodic.tasks))
 
     def stop(self) -> None:
         """Stop consuming and stop heartbeats and periodic runs (in-flight work goes on)."""

@@ -3,7 +3,9 @@
 Promises:
 
 * consumes ``<topic>`` (shared, durable), ``<topic>.<host>`` (durable) and an exclusive
-  queue on the ``<topic>_fanout`` exchange; every public method of the endpoint
+  queue on the ``<topic>_fanout`` exchange, or those of them ``consume`` names (a process of
+  many simulated hosts, :mod:`fabric.sim.fanout`, takes the fanout once for all of its
+  hosts); every public method of the endpoint
   (name not starting with ``_``) is callable as ``method(ctx, **args)``;
 * each message is handled on a green thread of a pool of ``rpc.executor_size`` and
   acknowledged only after its handler has finished (and, for a call, after the reply
@@ -47,7 +49,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import eventlet
@@ -56,7 +58,7 @@ from eventlet import hubs
 
 from fabric import context as fabric_context
 from fabric.context import RequestContext
-from fabric.db.retry import retry_on_disconnect
+from fabric.db.retry import is_connection_error, retry_on_disconnect
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid, MessagingError
 from fabric.rpc import envelope, errors, signing
 from fabric.rpc.client import new_message_id
@@ -90,6 +92,10 @@ class NotPermitted(FabricError):
     msg_fmt = "{topic}.{method} may not be called by role {role}; it takes: {allowed}."
 
 
+#: The queues a server can consume: the topic's shared queue, its host's, the fanout queue.
+QUEUE_KINDS = ("shared", "host", "fanout")
+
+
 def public_methods(endpoint: object) -> dict[str, Callable[..., Any]]:
     """The endpoint's callable public attributes, by name.
 
@@ -110,9 +116,12 @@ def public_methods(endpoint: object) -> dict[str, Callable[..., Any]]:
 class RPCServer:
     """Serves ``endpoint`` on ``topic`` for ``host``; see the module docstring."""
 
-    def __init__(self, transport: Transport, topic: str, host: str, endpoint: object) -> None:
+    def __init__(self, transport: Transport, topic: str, host: str, endpoint: object, *,
+                 consume: Collection[str] = QUEUE_KINDS) -> None:
         check_name("topic", topic)
         check_name("host", host)
+        if not consume or not set(consume) <= set(QUEUE_KINDS):
+            raise ValueError(f"consume {sorted(consume)}: accepted a non-empty choice of {', '.join(QUEUE_KINDS)}")
         settings = transport.settings
         self.transport = transport
         self.target = Target(topic=topic, server=host, exchange=transport.exchange)
@@ -125,12 +134,13 @@ class RPCServer:
         #: Messages refused before dispatch, by reason code (unsigned, forged, stale, ...).
         self.refused: Counter[str] = Counter()
         self.max_deliveries = settings.max_deliveries
-        self.queues = [
-            QueueSpec(topic, transport.exchange, "topic", topic),
-            QueueSpec(f"{topic}.{host}", transport.exchange, "topic", f"{topic}.{host}"),
-            QueueSpec(f"{topic}_fanout_{host}_{uuid.uuid4().hex[:8]}", f"{topic}_fanout", "fanout",
-                      topic, durable=False),
-        ]
+        queues = {
+            "shared": QueueSpec(topic, transport.exchange, "topic", topic),
+            "host": QueueSpec(f"{topic}.{host}", transport.exchange, "topic", f"{topic}.{host}"),
+            "fanout": QueueSpec(f"{topic}_fanout_{host}_{uuid.uuid4().hex[:8]}", f"{topic}_fanout", "fanout",
+                                topic, durable=False),
+        }
+        self.queues = [queues[kind] for kind in QUEUE_KINDS if kind in consume]
         #: Received deliveries no handler green thread has taken yet, oldest first.
         self._backlog: collections.deque[Delivery] = collections.deque()
         #: Handler green threads (at most ``executor_size``) and those parked, waiting for work.
@@ -257,8 +267,8 @@ class RPCServer:
             newer = isinstance(exc, envelope.NewerEnvelope)
             self._dead_letter(delivery, exc.message, code="newer-version" if newer else "malformed")
             return
-        if request["sent_at"] is not None:
-            METRICS.waited(self.target.topic, time.time() - request["sent_at"])
+        sent_at = request["sent_at"]
+        waited = None if sent_at is None else time.time() - sent_at
         request["signed"] = (signer, kid)
         ctx = RequestContext.from_dict(request["context"])
         token = ctx.activate()
@@ -266,6 +276,8 @@ class RPCServer:
             self._dispatch(delivery, request, ctx)
         finally:
             fabric_context.reset(token)
+        if waited is not None:  # counted once the reply is out: off the caller's wait
+            METRICS.waited(self.target.topic, waited)
 
     def _refuse(self, delivery: Delivery, refused: signing.Refused) -> None:
         self.refused[refused.code] += 1
@@ -327,22 +339,38 @@ class RPCServer:
             else:
                 self._failed_cast(delivery, request, exc)
             return
-        METRICS.handled_message(request["kind"], self.target.topic, method_name, True, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         if is_call:
             self._reply(delivery, request, result=result)
         else:
             delivery.ack()
+        # After the reply: a 1-caller call loop waits for nothing but the reply.
+        METRICS.handled_message(request["kind"], self.target.topic, method_name, True, seconds)
 
     def _run(self, method: Callable[..., Any], ctx: RequestContext, request: dict[str, Any]) -> Any:
         """The handler's result, run again while the database is unreachable (see the module docstring)."""
+        args = request["args"]
+        try:
+            # The first attempt runs bare: the retry loop (its closures, clock reads and
+            # description) is set up only once an attempt failed on a lost connection.
+            return method(ctx, **args)
+        except Exception as exc:  # noqa: BLE001 - anything else is the handler's own error
+            if not is_connection_error(exc):
+                raise
+            failed: list[BaseException] = [exc]
         deadline = request["deadline"]
 
         def pause(seconds: float) -> bool:
             return self._stopping.wait(seconds) is True
 
+        def attempt() -> Any:
+            if failed:  # the retry loop starts from the attempt that failed
+                raise failed.pop()
+            return method(ctx, **args)
+
         try:
             return retry_on_disconnect(
-                lambda: method(ctx, **request["args"]), pause=pause,
+                attempt, pause=pause,
                 give_up_after=None if deadline is None else max(0.0, deadline - time.time()),
                 what=f"{request['kind']} {request['method']} (message {request['msg_id']})")
         except DatabaseUnavailable:

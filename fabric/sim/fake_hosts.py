@@ -8,8 +8,9 @@ with only the drivers fake: a ``fabric-compute`` worker (the real
 ``fabric-network`` worker (the real :class:`~fabric.network.manager.NetworkManager` on the
 fake network driver), each a :class:`~fabric.service.Service` of its own: registered and
 heartbeating in the services table, consuming ``compute.<host>`` / ``network.<host>`` (and
-the shared and fanout queues), reporting its resources into ``compute_nodes`` and running
-its periodic tasks. Each host keeps its own data directory (``<data_dir>/hosts/<host>``:
+the shared queues), reporting its resources into ``compute_nodes`` and running its periodic
+tasks. The fanouts every host must see are consumed once per process and topic and handed
+to each started host's manager (:mod:`fabric.sim.fanout`): decoded once, not once per host. Each host keeps its own data directory (``<data_dir>/hosts/<host>``:
 its image cache and its fake guests' disks), as machines share no disk.
 
 What the hosts of one process share, as the workers of ``fabric-all`` do: the broker
@@ -23,7 +24,7 @@ thousand hosts' heartbeats and resource reports spread evenly over each interval
 of arriving together (their timers start when their service does). ``--stagger 0`` starts
 them as fast as they come up.
 
-A host's workers keep their broker consumers, each on a channel of its own; the process's
+A host's workers keep their broker consumers (of their two queues), each on a channel of its own; the process's
 consumers share one AMQP connection (:mod:`fabric.rpc.amqp`), so a process of 20 hosts holds
 two connections to RabbitMQ (consuming and publishing), not the 41 it held with a connection
 per consumer, which at 1,000 hosts ran the broker out of file descriptors. Each worker handles at most
@@ -53,12 +54,15 @@ from fabric.db import Database  # noqa: E402
 from fabric.network.drivers.fake import FakeDriver as FakeNetworkDriver  # noqa: E402
 from fabric.network.manager import NetworkManager  # noqa: E402
 from fabric.service import Service, serve  # noqa: E402
+from fabric.sim.fanout import DEFAULT_LANES, HostFanout  # noqa: E402
 from fabric.virt.fake.driver import FakeDriver  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 
 #: The workers of one fake host, in start order (network first: compute plugs through it).
 WORKERS = (("fabric-network", "network"), ("fabric-compute", "compute"))
+#: The queues each host's worker consumes itself: the process takes the fanouts for all of them.
+HOST_QUEUES = ("shared", "host")
 
 
 def host_names(prefix: str, count: int, first: int = 1) -> list[str]:
@@ -83,7 +87,8 @@ def stagger_interval(settings: config.Settings) -> float:
 def build_services(settings: config.Settings, hosts: list[str], *, db: Database, transport: Any,
                    address: str = "127.0.0.1") -> list[Service]:
     """A network and a compute :class:`Service` per host in ``hosts`` over the shared ``db`` and
-    ``transport`` (not started), in start order. Raises ValueError for a repeated host name."""
+    ``transport`` (not started), in start order, consuming no fanout (:func:`build_fanouts`).
+    Raises ValueError for a repeated host name."""
     if len(set(hosts)) != len(hosts):
         raise ValueError(f"host names repeat: {sorted(h for h in set(hosts) if hosts.count(h) > 1)}")
     shared = default_collaborators(settings, db, transport)  # one outbox for every host here
@@ -98,8 +103,18 @@ def build_services(settings: config.Settings, hosts: list[str], *, db: Database,
                                       **(shared | {"images": ObjectstoreImages.from_settings(own, db)})),
         }
         services += [Service(own, binary, topic, managers[topic], host=host, transport=transport, db=db,
-                             address=address) for binary, topic in WORKERS]
+                             address=address, consume=HOST_QUEUES) for binary, topic in WORKERS]
     return services
+
+
+def build_fanouts(services: list[Service], transport: Any, name: str,
+                  lanes: int = DEFAULT_LANES) -> dict[str, HostFanout]:
+    """The fanout consumer of each topic of ``services`` (by topic), handing each fanout to
+    those services' managers; its queue named after ``name`` (the process's host name)."""
+    by_topic: dict[str, list[Any]] = {}
+    for service in services:
+        by_topic.setdefault(service.topic, []).append(service.manager)
+    return {topic: HostFanout(transport, topic, name, managers, lanes=lanes) for topic, managers in by_topic.items()}
 
 
 @dataclasses.dataclass
@@ -111,10 +126,14 @@ class _StaggeredStart:
     at: float
     #: Logged once this service has started (the last of a process's says so).
     announce: str = ""
+    #: The process's fanout of the service's topic: hands the host fanouts once it has started.
+    fanout: HostFanout | None = None
 
     def start(self) -> None:
         eventlet.sleep(max(0.0, self.at - time.monotonic()))
         self.service.start()
+        if self.fanout is not None:
+            self.fanout.admit(self.service.host)
         if self.announce:
             LOG.warning("%s", self.announce)
 
@@ -125,17 +144,21 @@ class _StaggeredStart:
         return self.service.wait(timeout)
 
 
-def staggered(services: list[Service], spread: float) -> list[Any]:
+def staggered(services: list[Service], spread: float, fanouts: dict[str, HostFanout] | None = None) -> list[Any]:
     """``services`` (in host pairs, as :func:`build_services` gives them) started over
-    ``spread`` seconds from now, a host's workers together."""
+    ``spread`` seconds from now, a host's workers together; the ``fanouts`` (by topic, as
+    :func:`build_fanouts` gives them) first, each host admitted to its topic's once its
+    worker has started."""
+    fanouts = fanouts or {}
     per_host = len(WORKERS)
     hosts = max(1, len(services) // per_host)
     origin = time.monotonic()
-    starts = [_StaggeredStart(service, origin + (index // per_host) * spread / hosts)
+    starts = [_StaggeredStart(service, origin + (index // per_host) * spread / hosts,
+                              fanout=fanouts.get(service.topic))
               for index, service in enumerate(services)]
     if starts:
         starts[-1].announce = f"fake_hosts: all {hosts} hosts started"
-    return starts
+    return [*fanouts.values(), *starts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,11 +178,15 @@ def _run(argv: list[str] | None) -> int:
     parser.add_argument("--first", type=int, default=1, help="number of the first host (default 1)")
     parser.add_argument("--handlers", type=int, default=2,
                         help="messages each host's worker handles at once (default 2; see above)")
+    parser.add_argument("--fanout-lanes", type=int, default=DEFAULT_LANES,
+                        help=f"green threads handing each fanout to the hosts (default {DEFAULT_LANES}; "
+                             "see fabric.sim.fanout)")
     parser.add_argument("--stagger", type=float, default=None,
                         help="seconds over which the hosts start (default: the shortest periodic spacing)")
     args = parser.parse_args(argv)
-    if args.hosts < 1 or args.handlers < 1:
-        parser.error(f"--hosts {args.hosts}, --handlers {args.handlers}: each at least 1")
+    if args.hosts < 1 or args.handlers < 1 or args.fanout_lanes < 1:
+        parser.error(f"--hosts {args.hosts}, --handlers {args.handlers}, --fanout-lanes {args.fanout_lanes}: "
+                     "each at least 1")
     settings = common.load_settings(args)
     settings = settings.replace(rpc={"executor_size": args.handlers, "prefetch": args.handlers})
     signing.install(signing.from_settings(settings, [topic for _, topic in WORKERS]))
@@ -169,9 +196,10 @@ def _run(argv: list[str] | None) -> int:
         hosts = host_names(args.prefix, args.hosts, args.first)
         services = build_services(settings, hosts, db=db, transport=transport,
                                   address=settings.service.advertise_address or "127.0.0.1")
+        fanouts = build_fanouts(services, transport, settings.default.host, args.fanout_lanes)
         spread = stagger_interval(settings) if args.stagger is None else max(0.0, args.stagger)
         LOG.warning("fake_hosts: starting %d hosts %s ... %s over %.1fs", len(hosts), hosts[0], hosts[-1], spread)
-        return serve(staggered(services, spread), settings)
+        return serve(staggered(services, spread, fanouts), settings)
     finally:
         transport.cleanup()
         db.dispose()

@@ -6,7 +6,8 @@ scheduler, objectstore, API: each its own process from ``bin/``). The three must
 as three hosts (a compute node each, compute and network services each, heartbeating from
 that one process), and a server created through the API must be placed on one of them by
 the real scheduler, built there (address, plugged port, fake guest) and become ACTIVE; its
-delete must give the host's claim back.
+delete must give the host's claim back. The fanouts every host must see are consumed once
+per topic by the process (:mod:`fabric.sim.fanout`), not once per host.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _start(spawn, tmp_path, db_url: str, vhost: str) -> tuple[list, int]:
     return [*workers, hosts, api], api_port
 
 
-def test_three_fake_hosts_in_one_process_register_and_build_a_server(spawn, tmp_path, postgres_db, rabbit_vhost):
+def test_three_fake_hosts_in_one_process_register_and_build_a_server(spawn, tmp_path, postgres_db, rabbit,
+                                                                      rabbit_vhost):
     db = postgres_db
     bootstrap(db, PASSWORD)
     workers, api_port = _start(spawn, tmp_path, db.url.render_as_string(hide_password=False), rabbit_vhost)
@@ -72,6 +74,9 @@ def test_three_fake_hosts_in_one_process_register_and_build_a_server(spawn, tmp_
         return all(now[key] > first[key] for key in first)
 
     wait_until(all_beat_again, 30, "every fake host's workers to heartbeat again", workers=workers, interval=0.2)
+    fanout_queues = sorted(q for q in rabbit.queues() if q.startswith(("network_fanout_", "compute_fanout_")))
+    assert [q.rsplit("_", 1)[0] for q in fanout_queues] == ["compute_fanout_fake-hosts-process",
+                                                            "network_fanout_fake-hosts-process"]
 
     api = Api(api_port)
     project = api.login(PASSWORD)
