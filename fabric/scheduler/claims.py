@@ -70,6 +70,10 @@ class Ratios:
 
 
 _instances, _nodes = Instance.__table__, ComputeNode.__table__
+# Typed: beside an integer column an untyped ratio is bound as an integer (PostgreSQL rounded
+# a ram ratio of 1.5 to 2, and a host took a third more than its ratio allowed).
+_RAM_RATIO, _CPU_RATIO, _DISK_RATIO = (sa.bindparam(name, type_=sa.Float)
+                                       for name in ("ram_ratio", "cpu_ratio", "disk_ratio"))
 
 # The claim's statements are built once: building SQLAlchemy expressions costs
 # more CPU than the rest of a decision. Values come in as bound parameters.
@@ -83,9 +87,9 @@ _PLACE_INSTANCE = (
 _GROW_NODE = (
     sa.update(_nodes)
     .where(_nodes.c.id == sa.bindparam("want_node_id"),
-           _nodes.c.memory_mb_used + sa.bindparam("want_memory_mb") <= _nodes.c.memory_mb * sa.bindparam("ram_ratio"),
-           _nodes.c.vcpus_used + sa.bindparam("want_vcpus") <= _nodes.c.vcpus * sa.bindparam("cpu_ratio"),
-           _nodes.c.disk_gb_used + sa.bindparam("want_disk_gb") <= _nodes.c.disk_gb * sa.bindparam("disk_ratio"))
+           _nodes.c.memory_mb_used + sa.bindparam("want_memory_mb") <= _nodes.c.memory_mb * _RAM_RATIO,
+           _nodes.c.vcpus_used + sa.bindparam("want_vcpus") <= _nodes.c.vcpus * _CPU_RATIO,
+           _nodes.c.disk_gb_used + sa.bindparam("want_disk_gb") <= _nodes.c.disk_gb * _DISK_RATIO)
     .values(memory_mb_used=_nodes.c.memory_mb_used + sa.bindparam("want_memory_mb"),
             vcpus_used=_nodes.c.vcpus_used + sa.bindparam("want_vcpus"),
             disk_gb_used=_nodes.c.disk_gb_used + sa.bindparam("want_disk_gb"),
@@ -136,9 +140,9 @@ def _grow_many_statement(count: int) -> sa.Update:
         statement = _GROW_MANY[count] = (
             sa.update(_nodes)
             .where(_nodes.c.id.in_(ids),
-                   _nodes.c.memory_mb_used + memory <= _nodes.c.memory_mb * sa.bindparam("ram_ratio"),
-                   _nodes.c.vcpus_used + vcpus <= _nodes.c.vcpus * sa.bindparam("cpu_ratio"),
-                   _nodes.c.disk_gb_used + disk <= _nodes.c.disk_gb * sa.bindparam("disk_ratio"))
+                   _nodes.c.memory_mb_used + memory <= _nodes.c.memory_mb * _RAM_RATIO,
+                   _nodes.c.vcpus_used + vcpus <= _nodes.c.vcpus * _CPU_RATIO,
+                   _nodes.c.disk_gb_used + disk <= _nodes.c.disk_gb * _DISK_RATIO)
             .values(memory_mb_used=_nodes.c.memory_mb_used + memory, vcpus_used=_nodes.c.vcpus_used + vcpus,
                     disk_gb_used=_nodes.c.disk_gb_used + disk,
                     running_vms=_nodes.c.running_vms + per_node("v"), generation=_nodes.c.generation + 1,

@@ -267,6 +267,20 @@ def test_claim_many_leaves_out_what_a_host_no_longer_fits_and_claims_the_rest(db
     assert {row["host"]: row["updated_at"] for row in rows} == {n.host: n.updated_at for n in nodes.values()}
 
 
+def test_a_fractional_allocation_ratio_is_not_rounded(db):
+    build.add_hosts(db, 1, vcpus=8, memory_mb=1024, disk_gb=100)
+    ids = build.add_instances(db, 5, memory_mb=512)
+    ratios = claims.Ratios(ram=1.5, cpu=1.0, disk=1.0)  # 1,536 MiB: room for three of 512 (not four: 2.0)
+    claims.claim(db, spec_for(ids[0], memory_mb=512), host_state(db, "host0000"), ratios)
+    with db.engine.connect() as conn:
+        _rows, claimed, left = claims.claim_many(
+            conn, placements(db, [(ids[1], "host0000", 512), (ids[2], "host0000", 512)]), ratios)
+    assert len(claimed) == 2 and left == []
+    with pytest.raises(claims.ClaimLost):
+        claims.claim(db, spec_for(ids[3], memory_mb=512), host_state(db, "host0000"), ratios)
+    assert build.nodes(db)["host0000"].memory_mb_used == 1536
+
+
 def test_claim_many_changes_nothing_when_an_instance_stopped_waiting(sqlite_db):
     build.add_hosts(sqlite_db, 2)
     a, b = build.add_instances(sqlite_db, 2)
