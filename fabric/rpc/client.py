@@ -158,8 +158,14 @@ class ReplyRouter:
         return transport.reply_router
 
     def register(self, msg_id: str, call: _PendingCall) -> None:
+        """Expect the reply to ``msg_id`` (before the request is sent) and start its timeout."""
         self.pending[msg_id] = call
-        call.timer = hubs.get_hub().schedule_call_global(call.timeout, self._timed_out, msg_id)
+        self.arm(msg_id, call)
+
+    def arm(self, msg_id: str, call: _PendingCall) -> None:
+        """Start the timeout of ``call`` if it still waits for its reply and has none yet."""
+        if call.timer is None and self.pending.get(msg_id) is call:
+            call.timer = hubs.get_hub().schedule_call_global(call.timeout, self._timed_out, msg_id)
 
     def _finish(self, msg_id: str) -> _PendingCall | None:
         call = self.pending.pop(msg_id, None)
@@ -330,7 +336,11 @@ class RPCClient:
                               timeout=remaining)
 
         idem = self._options.idempotent or _IDEMPOTENT.get()
-        router.register(msg_id, _PendingCall(deferred, target, method, timeout, idem, send, signer))
+        call = _PendingCall(deferred, target, method, timeout, idem, send, signer)
+        # Expected before it is sent (sending may wait on the hub, where the reply can
+        # come); its timeout is started after: the caller waits for the reply then
+        # anyway, while before the send it delayed the request (1-caller call loop).
+        router.pending[msg_id] = call
         try:
             send()
             METRICS.sent_message("call", target.topic, method)
@@ -340,6 +350,7 @@ class RPCClient:
         except Exception:
             router._finish(msg_id)
             raise
+        router.arm(msg_id, call)
         return deferred
 
     def call(self, ctx: RequestContext | None, method: str, *, timeout: float | None = None,

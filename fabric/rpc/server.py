@@ -276,8 +276,8 @@ class RPCServer:
             self._dispatch(delivery, request, ctx)
         finally:
             fabric_context.reset(token)
-        if waited is not None:  # counted once the reply is out: off the caller's wait
-            METRICS.waited(self.target.topic, waited)
+            if waited is not None:  # counted once the reply is out: off the caller's wait
+                METRICS.waited(self.target.topic, waited)
 
     def _refuse(self, delivery: Delivery, refused: signing.Refused) -> None:
         self.refused[refused.code] += 1

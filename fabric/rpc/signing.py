@@ -157,12 +157,14 @@ class _PairKey:
         self._inner = hashlib.sha256(key.translate(_IPAD))
         self._outer = hashlib.sha256(key.translate(_OPAD))
 
-    def mac(self, data: bytes) -> bytes:
-        """HMAC-SHA256 of ``data``, as lowercase hex bytes. The states' copies cost less
-        than ``hmac``'s object (its copy, and a second one in ``hexdigest``, through
+    def mac(self, head: bytes, body: bytes = b"") -> bytes:
+        """HMAC-SHA256 of ``head + body`` (fed in two parts, so a message body is never
+        copied to be signed), as lowercase hex bytes. The states' copies cost less than
+        ``hmac``'s object (its copy, and a second one in ``hexdigest``, through
         Python-level methods): 1.3 instead of 1.85 µs per 1.4 kB message, in a loop."""
         inner = self._inner.copy()
-        inner.update(data)
+        inner.update(head)
+        inner.update(body)
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest().encode()
@@ -234,7 +236,7 @@ class Keyring:
         if pair is None:
             pair = self._signing_pair(signer, verifier, kid)
         header = pair.prefix + b"%.3f" % time.time()
-        return header + b" " + pair.mac(kind + header + b"\n" + body) + b"\n" + body
+        return b"".join((header, b" ", pair.mac(kind + header + b"\n", body), b"\n", body))
 
     def _signing_pair(self, signer: str, verifier: str, kid: str | None) -> _PairKey:
         if kid is None:
@@ -282,7 +284,7 @@ class Keyring:
             pair = self._checking_pair(first, pair_b, kid_b, verifier)
         elif verifier is not None and pair.verifier != verifier:
             raise Refused("wrong-destination", f"signed by {pair.signer} for {pair.verifier}, received by {verifier}")
-        expected = pair.mac(kind + first[:-len(mac) - 1] + b"\n" + body)
+        expected = pair.mac(kind + first[:-len(mac) - 1] + b"\n", body)
         if not hmac.compare_digest(expected, mac):
             raise Refused("forged", f"the signature of {pair.signer}>{pair.verifier} key {pair.kid} does not match")
         age = time.time() - signed_at

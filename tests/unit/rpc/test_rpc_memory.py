@@ -160,6 +160,35 @@ def test_call_that_outlives_its_deadline_names_target_method_and_id(server, clie
     assert err.value.fields["msg_id"] in message
 
 
+def test_a_reply_that_comes_while_the_request_is_being_sent_is_taken_and_no_timeout_is_left(
+        transport, server, client, ctx):
+    """A call's timeout starts after its request is sent (off the 1-caller path); a reply
+    the hub delivers while the send waits still finds the call, which then starts no timer."""
+    from fabric.rpc.client import ReplyRouter
+
+    publish = transport.publish
+    waited = []
+
+    def publish_then_wait(*args, **kwargs):
+        publish(*args, **kwargs)
+        router = ReplyRouter.of(transport)
+        wait_for(lambda: not router.pending, what="the reply, while the send is still on the stack")
+        waited.append(True)
+
+    router = ReplyRouter.of(transport)
+    finish, finished = router._finish, []
+    router._finish = lambda msg_id: finished.append(finish(msg_id)) or finished[-1]
+    transport.publish = publish_then_wait
+    try:
+        deferred = client.call_async(ctx, "echo", value="early", timeout=0.2)
+    finally:
+        transport.publish = publish
+        del router._finish
+    assert waited and deferred.done and deferred.wait() == "early"
+    assert not router.pending
+    assert [call.timer for call in finished] == [None]  # answered before its timeout was started
+
+
 def test_server_drops_a_request_whose_caller_gave_up(transport, server, manager, ctx):
     body = envelope.encode_request("call", "m-late", "record", {"token": "late"},
                                    ctx.to_dict(), time.time() - 1, None, "widgets")
