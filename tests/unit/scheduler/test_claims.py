@@ -267,6 +267,34 @@ def test_claim_many_leaves_out_what_a_host_no_longer_fits_and_claims_the_rest(db
     assert {row["host"]: row["updated_at"] for row in rows} == {n.host: n.updated_at for n in nodes.values()}
 
 
+def test_claim_many_takes_again_what_still_fits_when_a_host_filled_between_its_read_and_its_lock(server_db):
+    build.add_hosts(server_db, 1, prefix="small", memory_mb=2048)
+    build.add_hosts(server_db, 1, prefix="big", memory_mb=8192)
+    early, second, third = build.add_instances(server_db, 3, memory_mb=1024)
+    chosen = placements(server_db, [(second, "small0000", 1024), (third, "big0000", 1024)])
+    staged = []
+
+    def meanwhile(conn, claimed):
+        staged.append([p.spec.instance_id for p in claimed])
+        if len(staged) == 1:
+            # The hosts' rows were read (small0000 fits), not locked yet: another claim takes
+            # small0000's room now and commits.
+            claims.claim(server_db, spec_for(early, memory_mb=2048), host_state(server_db, "small0000"), RATIOS)
+
+    with server_db.engine.connect() as conn:
+        rows, claimed, left = claims.claim_many(conn, chosen, RATIOS, also=meanwhile)
+    # The lock saw it: the first transaction was undone, the second claimed what still fits.
+    assert staged == [[second, third], [third]]
+    assert [p.spec.instance_id for p in claimed] == [third] and [p.spec.instance_id for p in left] == [second]
+    instances, nodes = build.instances(server_db), build.nodes(server_db)
+    assert (instances[early].host, instances[second].host, instances[third].host) == ("small0000", None, "big0000")
+    assert (nodes["small0000"].memory_mb_used, nodes["big0000"].memory_mb_used) == (2048, 1024)
+    assert (instances[second].scheduling_attempts, instances[third].scheduling_attempts) == (0, 1)
+    # The rows returned are as the database holds them (the cache chooses again with them).
+    assert {row["host"]: (row["memory_mb_used"], row["generation"]) for row in rows} == {
+        "small0000": (2048, 1), "big0000": (1024, 1)}
+
+
 def test_a_fractional_allocation_ratio_is_not_rounded(db):
     build.add_hosts(db, 1, vcpus=8, memory_mb=1024, disk_gb=100)
     ids = build.add_instances(db, 5, memory_mb=512)
@@ -380,8 +408,9 @@ def test_place_many_chooses_again_what_its_claim_left_out(sqlite_db):
             placed, left = scheduler.place_many(specs, conn)
     finally:
         sa.event.remove(sqlite_db.engine, "commit", count)
-    # The first claim left both out (big0000 has 1024 MiB left); the second round placed them.
-    assert left == [] and sorted(placed) == sorted(ids) and len(commits) == 2
+    # The first claim left both out (big0000 has 1024 MiB left), writing nothing (rolled back, no
+    # commit); the second round placed them.
+    assert left == [] and sorted(placed) == sorted(ids) and len(commits) == 1
     assert set(placed.values()) <= {"big0000", "small0000"} and scheduler.claims_lost == 2
     assert build.overcommitted(sqlite_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
 
