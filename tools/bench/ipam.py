@@ -19,6 +19,9 @@ part, a RabbitMQ vhost and signing keys), then measures:
   allocation. ``--rounds`` repeats the worker counts in turn (1, 4, 1, 4 ...)
   and ends with the median rate of each count and their ratio: the machine is
   shared, and a load that comes and goes then weighs on every count alike.
+  ``--one-host-queue`` sends every allocation to the first worker's host
+  queue (``ipam.<host>``) instead of the shared one, as routing each pool
+  to one worker would: the most such routing can give this one-pool run.
 
 Every run allocates into a /16 subnet pool (lowest free first) and checks
 at the end that no address was handed out twice. Prints one line per
@@ -26,7 +29,7 @@ figure, with the load average: compare ratios within one run, and CPU per
 call across runs. Run from the repository root: ``python
 tools/bench/ipam.py [--databases postgresql,mariadb] [--allocations N]
 [--in-flight N] [--threads N] [--workers 1,4] [--rounds N]
-[--skip-in-process] [--skip-rpc]``. Removes the databases, the vhosts, the
+[--skip-in-process] [--skip-rpc] [--one-host-queue]``. Removes the databases, the vhosts, the
 keys and the workers it started.
 """
 
@@ -348,7 +351,8 @@ def _in_flight(in_flight: int, total: int, request) -> float:
     return time.perf_counter() - started
 
 
-def over_rpc(url: str, workers: int, allocations: int, in_flight: int, cidr: str) -> float:
+def over_rpc(url: str, workers: int, allocations: int, in_flight: int, cidr: str,
+             one_host_queue: bool = False) -> float:
     """Allocations per second through ``workers`` worker processes (printed with the reference)."""
     # Every message is signed, as deployed: keys made for the run, held by this
     # process (signing as the API) and by the workers.
@@ -356,13 +360,13 @@ def over_rpc(url: str, workers: int, allocations: int, in_flight: int, cidr: str
         signing.generate(key_dir)
         signing.install(signing.load(key_dir, roles=["api"]))
         try:
-            return _over_rpc(url, amqp, key_dir, workers, allocations, in_flight, cidr)
+            return _over_rpc(url, amqp, key_dir, workers, allocations, in_flight, cidr, one_host_queue)
         finally:
             signing.install(None)
 
 
 def _over_rpc(url: str, amqp: str, key_dir: str, workers: int, allocations: int, in_flight: int,
-              cidr: str) -> float:
+              cidr: str, one_host_queue: bool) -> float:
     settings = config.load(None, environ={}).replace(rpc={"transport_url": amqp, "call_timeout": 60.0})
     transport = rpc.get_transport(settings.rpc)
     db = Database(url)
@@ -389,13 +393,19 @@ def _over_rpc(url: str, amqp: str, key_dir: str, workers: int, allocations: int,
         print(f"reference: RPC describe calls (no database), {workers} worker(s), {in_flight} in flight: "
               f"{allocations / elapsed:,.0f} calls/s; {cpu.per_call(allocations)}; {load()}", flush=True)
         cpu.start()
-        elapsed = _in_flight(in_flight, allocations, lambda i: api.allocate(CTX, f"r{i}", subnet_id=subnet))
+        if one_host_queue:  # IpamAPI.allocate's call, to one worker's host queue
+            one = rpc.RPCClient(transport, rpc.Target(topic="ipam", server="ipam-bench-0"))
+            elapsed = _in_flight(in_flight, allocations, lambda i: one.call(
+                CTX, "allocate", request_token=f"r{i}", subnet_id=subnet))
+        else:
+            elapsed = _in_flight(in_flight, allocations, lambda i: api.allocate(CTX, f"r{i}", subnet_id=subnet))
         used = cpu.per_call(allocations)
         check_unique(db, subnet, allocations + 1)
         stop_processes(procs)
         used += cpu.transactions_per_call(allocations, procs)
         rate = allocations / elapsed
-        print(f"over RPC, {workers} worker(s), {in_flight} calls in flight: {allocations} allocations in "
+        where = ", all to ipam.ipam-bench-0" if one_host_queue else ""
+        print(f"over RPC, {workers} worker(s){where}, {in_flight} calls in flight: {allocations} allocations in "
               f"{elapsed:.2f} s = {rate:,.0f} allocations/s; {used}; {load()}", flush=True)
         return rate
     finally:
@@ -415,6 +425,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="times the RPC part runs every worker count, in turn")
     parser.add_argument("--skip-rpc", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument("--one-host-queue", action="store_true",
+                        help="allocations to the first worker's host queue, not the shared one (see above)")
     parser.add_argument("--in-process-child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_process_child:
@@ -436,7 +448,8 @@ def main() -> int:
             for r in range(args.rounds):
                 for k, workers in enumerate(counts):
                     cidr = f"10.{(65 + r * len(counts) + k) % 256}.0.0/16"
-                    rates[workers].append(over_rpc(url, workers, args.allocations, args.in_flight, cidr))
+                    rates[workers].append(over_rpc(url, workers, args.allocations, args.in_flight, cidr,
+                                                    args.one_host_queue))
             first = statistics.median(rates[counts[0]])
             for workers in counts:
                 median = statistics.median(rates[workers])
