@@ -11,6 +11,7 @@ before it, and all are claimed in one transaction.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ from fabric.config import Settings
 from fabric.db import Database
 from fabric.scheduler import claims
 from fabric.scheduler.filters import describe_removals, load_filters, run_filters
+from fabric.scheduler.filters.compute import ComputeFilter
+from fabric.scheduler.filters.resources import CoreFilter, DiskFilter, RamFilter
 from fabric.scheduler.host_state import HostState, HostStateCache, read_connection
 from fabric.scheduler.request import RequestSpec, load_group_hosts
 from fabric.scheduler.weighers import load_weighers, weigh_hosts
@@ -66,10 +69,34 @@ class Scheduler:
         raises NoValidHost when no host passes."""
         if hosts is None:
             hosts = self.cache.hosts()
-        passed, removed = run_filters(self.filters, hosts, spec)
-        if not passed:
-            raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
+        passed = self._resources_only(hosts, spec)
+        if not passed:  # other filters apply, or none passed: each filter in turn, counting what it removes
+            passed, removed = run_filters(self.filters, hosts, spec)
+            if not passed:
+                raise exception.NoValidHost(reason=describe_removals(len(hosts), removed))
         return weigh_hosts(self.weighers, passed, spec, rng=self.rng, limit=limit)
+
+    def _resources_only(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState] | None:
+        """The hosts passing the filters in one pass, when only ComputeFilter and the RAM, vCPU and
+        disk filters apply to ``spec`` (no group, zone, requirement or failed host: most requests);
+        None otherwise.
+
+        The same hosts as :func:`run_filters` (a conjunction does not depend on its order), in
+        about half the CPU of its four passes (cProfile, 1,000 hosts); a batch chooses 8 times."""
+        kinds = set()
+        for host_filter in self.filters:
+            if host_filter.applies(spec):
+                if type(host_filter) not in _ONE_PASS:
+                    return None
+                kinds.add(type(host_filter))
+        ram = spec.memory_mb if RamFilter in kinds else -math.inf
+        vcpus = spec.vcpus if CoreFilter in kinds else -math.inf
+        disk = spec.disk_gb if DiskFilter in kinds else -math.inf
+        if ComputeFilter in kinds:
+            return [h for h in hosts
+                    if h.free_ram_mb >= ram and h.free_vcpus >= vcpus and h.free_disk_gb >= disk
+                    and h.up and not h.disabled]
+        return [h for h in hosts if h.free_ram_mb >= ram and h.free_vcpus >= vcpus and h.free_disk_gb >= disk]
 
     def place(self, spec: RequestSpec, conn: sa.Connection | None = None,
               also: Callable[[sa.Connection, str], None] | None = None) -> str:
@@ -185,3 +212,7 @@ class Scheduler:
             if spec.group_id is not None:
                 group_hosts[spec.group_id].add(host.host)
         return chosen
+
+
+#: The filters :meth:`Scheduler._resources_only` applies in one pass.
+_ONE_PASS = frozenset({ComputeFilter, RamFilter, CoreFilter, DiskFilter})

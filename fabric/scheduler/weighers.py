@@ -150,6 +150,7 @@ def weigh_hosts(weighers: list[Weigher], hosts: list[HostState], spec: RequestSp
     # (This runs over every candidate on every decision: each pass over 1,000 hosts saved
     # is ~50 us of a decision.)
     terms: list[tuple[float, list[float]]] = []
+    sources: list[type[Weigher]] = []  # the weigher of each term
     constant = 0.0
     for weigher in weighers:
         weigher.start()
@@ -166,6 +167,7 @@ def weigh_hosts(weighers: list[Weigher], hosts: list[HostState], spec: RequestSp
             multiplier /= high - low
             constant -= low * multiplier
         terms.append((multiplier, raw))
+        sources.append(type(weigher))
     # The sort keys carry the tie-break: kept apart from the weight, which is reported.
     if rng is None and len(terms) == 2:
         # The default weighers (RAM and vCPU), in one pass instead of three, summed in the
@@ -173,8 +175,12 @@ def weigh_hosts(weighers: list[Weigher], hosts: list[HostState], spec: RequestSp
         # process: different scheduler processes order equal hosts differently.
         (first, first_raw), (second, second_raw) = terms
         scale = _TIEBREAK_SCALE
-        keys = [second * b + (first * a + host.tiebreak * scale)
-                for a, b, host in zip(first_raw, second_raw, hosts, strict=True)]
+        if sources == [RamWeigher, CoreWeigher]:
+            # Their raw values read again from the hosts: cheaper than zipping three lists.
+            keys = [second * h.free_vcpus + (first * h.free_ram_mb + h.tiebreak * scale) for h in hosts]
+        else:
+            keys = [second * b + (first * a + host.tiebreak * scale)
+                    for a, b, host in zip(first_raw, second_raw, hosts, strict=True)]
     else:
         if rng is not None:
             keys = [rng.random() * _TIEBREAK_SCALE for _host in hosts]

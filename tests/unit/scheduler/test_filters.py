@@ -144,3 +144,23 @@ def test_default_filter_list_loads():
 
     names = [f.name for f in filters.load_filters(SchedulerSection().filters)]
     assert names[0] == "RetryFilter" and "AntiAffinityFilter" in names
+
+
+def test_the_resource_filters_in_one_pass_pass_what_each_filter_in_turn_passes():
+    from fabric.config import Settings
+    from fabric.db import Database
+    from fabric.scheduler.scheduler import Scheduler
+
+    scheduler = Scheduler(Settings(), Database("sqlite://"))
+    states = [host(f"h{i}", vcpus=8, memory_mb=8192, disk_gb=100, vcpus_used=i % 9, memory_mb_used=(i * 1024) % 9216,
+                   disk_gb_used=(i * 10) % 110, up=i % 7 != 0, disabled=i % 11 == 0) for i in range(100)]
+    for spec in (RequestSpec(vcpus=2, memory_mb=2048, disk_gb=20), RequestSpec(vcpus=8, memory_mb=1024),
+                 RequestSpec(vcpus=1, memory_mb=512, disk_gb=0)):
+        expected = filters.run_filters(scheduler.filters, states, spec)[0]
+        assert expected and scheduler._resources_only(states, spec) == expected
+    # A request another filter applies to (a group, here) goes through every filter.
+    grouped = RequestSpec(vcpus=1, memory_mb=512, group_id="g", group_policy=ANTI_AFFINITY, group_hosts={"h1"})
+    assert scheduler._resources_only(states, grouped) is None
+    # Nothing fits: the filters in turn say which removed what.
+    with pytest.raises(exception.NoValidHost, match="RamFilter removed"):
+        scheduler._ranked(RequestSpec(vcpus=1, memory_mb=65536), 1, states)

@@ -12,7 +12,7 @@ from fabric.config import SchedulerSection
 from fabric.db.types import utcnow
 from fabric.scheduler.host_state import HostState
 from fabric.scheduler.request import RequestSpec
-from fabric.scheduler.weighers import load_weighers, weigh_hosts
+from fabric.scheduler.weighers import CoreWeigher, RamWeigher, load_weighers, weigh_hosts
 
 
 def hosts() -> list[HostState]:
@@ -108,3 +108,22 @@ def test_the_default_weighers_rank_by_ram_then_vcpus_then_each_hosts_tiebreak():
     assert ranked == [h.host for h in expected]
     assert [h.host for _w, h in weigh_hosts(load_weighers(SchedulerSection()), states, RequestSpec(),
                                             limit=1)] == ranked[:1]
+
+
+def test_the_default_weighers_fast_keys_order_and_weigh_as_the_general_loop():
+    class Ram(RamWeigher):  # the same weigher, not recognised by the fast path
+        pass
+
+    class Core(CoreWeigher):
+        pass
+
+    rng = random.Random(3)
+    states = [HostState(host=f"h{i}", vcpus=16, memory_mb=32768, vcpus_used=rng.randrange(0, 16),
+                        memory_mb_used=rng.randrange(0, 32768), cpu_ratio=4.0) for i in range(200)]
+    settings = SchedulerSection(spread=True)
+    fast = load_weighers(settings)
+    general = [Ram(settings), Core(settings), *fast[2:]]
+    for limit in (1, 8, None):
+        assert ([(weight, state.host) for weight, state in weigh_hosts(fast, states, RequestSpec(), limit=limit)]
+                == [(weight, state.host) for weight, state in weigh_hosts(general, states, RequestSpec(),
+                                                                          limit=limit)])
