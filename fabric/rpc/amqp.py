@@ -112,7 +112,7 @@ from eventlet.event import Event
 
 from fabric.exception import MessagingError
 from fabric.rpc import transport as base
-from fabric.rpc.amqp_link import Link, broker_urls, describe
+from fabric.rpc.amqp_link import Link, broker_urls, describe, wake_soon
 from fabric.rpc.transport import ConnectionLost, Delivery, QueueSpec, Returned
 
 LOG = logging.getLogger(__name__)
@@ -628,6 +628,10 @@ class AmqpTransport(base.Transport):
         if not consumer.tried.wait(30):
             LOG.warning("Consumer of %s is not connected yet; it keeps trying", consumer.names)
         return consumer
+
+    def wake_soon(self, switch: Callable[[], Any]) -> None:
+        """On a consumer link's reader (a delivery handed over), when it next waits."""
+        wake_soon(switch)
 
     def cleanup(self, flush_timeout: float = 5.0) -> None:
         """Wait (bounded) for outstanding confirms, then close every connection."""

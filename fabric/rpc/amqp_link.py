@@ -74,6 +74,27 @@ WRITE_GATHER = 65536
 FAILOVER_STRATEGIES = tuple(failover_strategies)
 
 
+#: Each link's reader green thread -> its link (see :func:`wake_soon`).
+_READERS: dict[Any, Link] = {}
+
+
+def wake_soon(switch: Callable[[], Any]) -> None:
+    """Call ``switch`` (a parked green thread's ``switch``) soon. Called on a link's reader
+    (a delivery handed to a server), it runs when the reader next waits for the socket,
+    the reader switching to it instead of to the hub; elsewhere on the hub's next turn.
+
+    Measured with timestamps in the RPC benchmark's server (1 caller): from a delivery's
+    arrival to its handler green thread running took 15 µs (median) through the hub's
+    timers; the reader is about to give the hub its turn anyway and, waiting, is resumed
+    by the hub when the socket is readable again, exactly as before.
+    """
+    link = _READERS.get(greenlet.getcurrent())
+    if link is not None and link._hand_off is None:
+        link._hand_off = switch
+    else:
+        get_hub().schedule_call_global(0, switch)
+
+
 def broker_urls(transport_url: str) -> list[str]:
     """The broker URLs in an ``[rpc] transport_url``, one per node, each ``amqp://``.
 
@@ -172,15 +193,20 @@ class _ReadableWaiter:
             self.waiting = False
             self.reader.switch()  # the next read finds the socket closed
 
-    def wait(self) -> None:
-        """Return when the socket is readable, or after ``interval``."""
+    def wait(self, hand_off: Callable[[], Any] | None = None) -> None:
+        """Return when the socket is readable, or after ``interval``. ``hand_off``: a
+        green thread's ``switch`` to call instead of switching to the hub (that green
+        thread gives the hub its turn when it waits; see :func:`wake_soon`)."""
         if self.listener is None:
             self.listener = self.hub.add(self.hub.READ, self.fileno, self._resume, self._closed, None)
         if self.timer is None and self.interval is not None:
             self.timer = self.hub.schedule_call_global(self.interval, self._tick)
         self.waiting = True
         try:
-            self.hub.switch()
+            if hand_off is None:
+                self.hub.switch()
+            else:
+                hand_off()
         finally:
             self.waiting = False
 
@@ -236,8 +262,11 @@ class Link:
         #: is gathered until :meth:`_end_turn`).
         self._turn_busy = False
         self._writer_parked = False
+        #: A parked green thread's ``switch`` the reader calls when it next waits (:func:`wake_soon`).
+        self._hand_off: Callable[[], Any] | None = None
         self._writer = eventlet.spawn(self._write_gathered)
         self._thread = eventlet.spawn(self._run)
+        _READERS[self._thread] = self
 
     # -- state --------------------------------------------------------------
     def wait_up(self, timeout: float | None) -> bool:
@@ -462,10 +491,18 @@ class Link:
                         while self._tasks:
                             self._tasks.pop(0)(raw)
                         continue
-                readable.wait()
+                hand_off, self._hand_off = self._hand_off, None
+                readable.wait(hand_off)
         finally:
             self._readable = None
             readable.close()
+            self._release_hand_off()
+
+    def _release_hand_off(self) -> None:
+        """A hand-off the reader will not make (it stops or reconnects) goes to the hub."""
+        hand_off, self._hand_off = self._hand_off, None
+        if hand_off is not None:
+            get_hub().schedule_call_global(0, hand_off)
 
     def _read(self, raw: amqp.Connection, recv: Callable[[int, int], bytes]) -> None:
         """Handle every frame the socket holds now (caller holds the lock). Bytes of an
@@ -494,6 +531,8 @@ class Link:
         # Stop the reader first: a monkey-patched socket allows one reader at a time,
         # and closing reads the broker's Close-Ok.
         self._thread.kill()
+        _READERS.pop(self._thread, None)
+        self._release_hand_off()
         with self.lock:
             raw, self.raw = self.raw, None
             self._writer.kill()

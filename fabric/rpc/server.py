@@ -213,7 +213,7 @@ class RPCServer:
             return
         if self._parked:
             self._waking = True
-            hubs.get_hub().schedule_call_global(0, self._parked.pop().switch)
+            self.transport.wake_soon(self._parked.pop().switch)
         elif self._workers < self._executor_size:
             self._waking = True
             self._workers += 1

@@ -176,6 +176,14 @@ class Transport:
         """
         raise NotImplementedError
 
+    def wake_soon(self, switch: Callable[[], Any]) -> None:
+        """Call ``switch`` (a parked green thread's) soon: on the hub's next turn here;
+        a transport whose consumer has a reader of its own may do it when that reader
+        next waits (AMQP: :func:`fabric.rpc.amqp_link.wake_soon`)."""
+        from eventlet import hubs
+
+        hubs.get_hub().schedule_call_global(0, switch)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until no persistent publish is outstanding (confirmed, or returned or
         refused and logged); MessagingError naming how many are left if not in time."""
