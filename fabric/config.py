@@ -97,6 +97,7 @@ class ApiSection:
     token_ttl: int = option(3600, "Token lifetime, seconds.", minimum=1)
     region: str = option("RegionOne", "Region name in the service catalog.")
     max_image_size: int = option(20 * 1024**3, "Largest image upload accepted, bytes.", minimum=1)
+    image_upload_lease: float = option(120.0, "Seconds an image upload through the API holds its image (saving) without renewing: the uploading process renews it while bytes arrive; once it lapses (the process died), the API's reaper puts the image back to queued and a new upload may take it over.", minimum=1.0)
     max_request_body: int = option(114688, "Largest JSON request body accepted, bytes (Nova's default); "
                                    "larger ones are answered 413.", minimum=1024)
     admin_password: str = option("", "Password of the admin created when the API starts on a database with no users. Empty: a random one, printed once.")

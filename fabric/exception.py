@@ -158,6 +158,14 @@ class RequestTooLarge(FabricError):
     msg_fmt = "The request body ({size} bytes) is larger than the {limit} bytes accepted ([api] max_request_body)."
 
 
+class RequestBodyStopped(FabricError):
+    """The client stopped sending a request body before its end (a timeout, a reset, a broken
+    chunked encoding): the client's fault, never the server's."""
+
+    code = 408
+    msg_fmt = "The request body stopped arriving after {received} bytes: {reason}"
+
+
 class ImageTooLarge(FabricError):
     code = 413
     msg_fmt = "Image {image} is larger than the {limit} bytes accepted ([api] max_image_size)."

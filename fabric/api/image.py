@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from fabric import exception, images
-from fabric.api import common, image_store, in_doubt
+from fabric.api import common, image_store, image_uploads, in_doubt
 from fabric.db.models import Image
 from fabric.db.types import new_uuid
 
@@ -289,27 +289,26 @@ class ImageTag:
 
 class ImageFile:
     def on_put(self, req, resp, image_id):
-        """Stream the body into the store: queued -> saving -> active (CAS each step)."""
+        """Stream the body into the store: queued -> saving -> active, under a lease this process
+        renews while it uploads (:mod:`fabric.api.image_uploads`: an upload whose process died
+        leaves the image to be taken over or put back to queued)."""
         deps, context = common.deps(req), common.ctx(req)
+        upload = image_uploads.Upload(deps.db, image_id, deps.settings.api.image_upload_lease)
         with deps.db.begin() as session:
             image = _owned(session, context, image_id)
-            if image.status != "queued" or session.execute(sa.update(Image).where(
-                    Image.id == image_id, Image.status == "queued").values(status="saving")).rowcount != 1:
+            if not upload.begin(session):
                 raise exception.Conflict(reason=f"image {image_id} is {image.status}; data can only be uploaded "
-                                                "to a queued image")
+                                                "to a queued image (or to one whose upload stopped: "
+                                                "[api] image_upload_lease after its last bytes)")
         stream = req.bounded_stream if req.content_length is not None else req.stream
         try:
-            facts = image_store.write(deps.settings, deps.db, image_id, stream.read,
-                                      deps.settings.api.max_image_size, req.content_length)
+            with upload.held():
+                facts = image_store.write(deps.settings, deps.db, image_id, upload.reading(stream.read),
+                                          deps.settings.api.max_image_size, req.content_length)
         except BaseException:
-            with deps.db.begin() as session:
-                session.execute(sa.update(Image).where(Image.id == image_id, Image.status == "saving")
-                                .values(status="queued"))
+            upload.abandon()
             raise
-        with deps.db.begin() as session:
-            changed = session.execute(sa.update(Image).where(Image.id == image_id, Image.status == "saving")
-                                      .values(status="active", **facts)).rowcount
-        if changed != 1:  # deleted while uploading
+        if not upload.finish(facts):  # deleted while uploading
             _remove_data(deps, image_id)
             raise exception.Conflict(reason=f"image {image_id} was deleted during the upload")
         resp.status = falcon.HTTP_204

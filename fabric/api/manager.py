@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fabric import config, periodic, wsgi_processes
-from fabric.api import processes, tokens
+from fabric.api import image_uploads, processes, tokens
 from fabric.api.bootstrap import bootstrap
 from fabric.api.clients import rpc_clients
 from fabric.api.server import ApiServer, listen
@@ -83,6 +83,14 @@ class ApiManager(Manager):
         purged = tokens.purge_expired(self.db)
         if purged:
             LOG.info("Purged %d expired token(s)", purged)
+
+    @periodic.periodic_task(lambda self: self.settings.api.image_upload_lease)
+    def reap_stalled_image_uploads(self, ctx) -> None:
+        """An image whose uploading API process died stays saving no longer than its lease
+        (fabric.api.image_uploads): it goes back to queued."""
+        for image_id in image_uploads.reap(self.db):
+            LOG.warning("image %s: its upload stopped (no bytes for [api] image_upload_lease = %gs: the uploading "
+                        "API process died); saving -> queued", image_id, self.settings.api.image_upload_lease)
 
     def capabilities(self) -> dict[str, Any]:
         return {"url": self.server.url if self.server else None}

@@ -44,6 +44,10 @@ class Image(Timestamps, Base):
     min_disk: Mapped[int] = mapped_column(default=0)
     min_ram: Mapped[int] = mapped_column(default=0)
     properties: Mapped[dict] = mapped_column(Json, default=dict)
+    #: While the API streams an upload into the image (``saving``): when the upload's lease runs
+    #: out unless the uploading process renews it (:mod:`fabric.api.image_uploads`). NULL
+    #: otherwise, and for images other writers fill (snapshots, volume uploads).
+    upload_expires_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
 
 
 class Keypair(Timestamps, Base):

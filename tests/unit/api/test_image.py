@@ -9,23 +9,28 @@ service's credential.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.client
 import io
 import json
 import os
+import re
 import tracemalloc
 import uuid
 
 import pytest
 import sqlalchemy as sa
+import webtest
 
 from fabric import images
-from fabric.api import image_store
+from fabric.api import image_store, image_uploads
 from fabric.db.models import Image, MultipartUpload, StoredObject
-from fabric.exception import ImageTooLarge, Invalid, ObjectstoreError
+from fabric.db.types import utcnow
+from fabric.exception import Conflict, ImageTooLarge, Invalid, ObjectstoreError
 from fabric.objectstore import client as s3client
 from tests.fixtures.image_objectstore import serving_objectstore
+from tests.fixtures.rpc import wait_for
 
 IMG = "/image/v2"
 
@@ -343,3 +348,121 @@ def test_tags_added_and_removed_one_by_one(api):
     missing = api.app.delete(f"{IMG}/images/{image['id']}/tags/a", headers=member.headers, status=404)
     assert "a of image" in missing.json["message"]
     api.app.put(f"{IMG}/images/{image['id']}/tags/c", headers=other.headers, status=404)
+
+
+# --- the upload's lease (fabric.api.image_uploads) -------------------------------------------------
+
+def _lease(api, image_id: str):
+    with api.db.begin() as session:
+        row = session.get(Image, image_id)
+        return row.status, row.upload_expires_at
+
+
+def _lapse(api, image_id: str) -> None:
+    """What the clock does to the lease of an upload whose process died."""
+    with api.db.begin() as session:
+        session.get(Image, image_id).upload_expires_at = utcnow() - datetime.timedelta(seconds=1)
+
+
+def test_an_image_held_by_a_live_upload_is_refused_and_one_whose_uploader_died_is_taken_over(api):
+    member = api.make_member()
+    image = create(api, member)
+    dead = image_uploads.Upload(api.db, image["id"], lease=60)
+    with api.db.begin() as session:
+        assert dead.begin(session)  # a process that then died mid-upload
+    assert _lease(api, image["id"])[0] == "saving"
+    refused = upload(api, member, image["id"], b"new", status=409)
+    assert "is saving; data can only be uploaded to a queued image (or to one whose upload stopped" in \
+        refused.json["message"]
+    _lapse(api, image["id"])
+    data = os.urandom(5000)
+    upload(api, member, image["id"], data)
+    shown = api.app.get(f"{IMG}/images/{image['id']}", headers=member.headers).json
+    assert shown["status"] == "active" and shown["size"] == len(data)
+    assert shown["checksum"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert stored(api, image["id"]) == data and _lease(api, image["id"]) == ("active", None)
+
+
+def test_the_reaper_puts_back_to_queued_only_uploads_whose_lease_lapsed(api):
+    member = api.make_member()
+    stalled, live, snapshot = (create(api, member)["id"] for _ in range(3))
+    for image_id in (stalled, live):
+        with api.db.begin() as session:
+            assert image_uploads.Upload(api.db, image_id, lease=60).begin(session)
+    with api.db.begin() as session:  # a compute snapshot or volume upload: saving, no lease
+        session.get(Image, snapshot).status = "saving"
+    _lapse(api, stalled)
+    assert image_uploads.reap(api.db) == [stalled]
+    assert _lease(api, stalled) == ("queued", None)
+    assert _lease(api, live)[0] == "saving" and _lease(api, snapshot) == ("saving", None)
+    assert image_uploads.reap(api.db) == []
+    upload(api, member, stalled, b"again")  # its owner uploads again
+    assert _lease(api, stalled) == ("active", None)
+
+
+def test_an_upload_renews_its_lease_and_stops_once_taken_over(api):
+    member = api.make_member()
+    image_id = create(api, member)["id"]
+    first = image_uploads.Upload(api.db, image_id, lease=60)
+    with api.db.begin() as session:
+        assert first.begin(session)
+    held = first.expires
+    first.renew()  # what its green thread does every third of the lease
+    assert first.expires > held and _lease(api, image_id) == ("saving", first.expires)
+
+    _lapse(api, image_id)  # the first upload's process stopped past its lease; a second takes over
+    second = image_uploads.Upload(api.db, image_id, lease=60)
+    with api.db.begin() as session:
+        assert second.begin(session)
+    read = first.reading(io.BytesIO(b"x" * 100).read)
+    assert read(10) == b"x" * 10  # not known yet
+    with pytest.raises(Conflict, match="another upload took it over"):
+        first.renew()
+    with pytest.raises(Conflict, match="another upload took it over"):
+        first.finish({"size": 30})
+    first.abandon()  # changes nothing: the image is the second upload's
+    assert _lease(api, image_id) == ("saving", second.expires)
+    assert second.finish({"size": 3, "checksum": "c"}) and _lease(api, image_id) == ("active", None)
+
+
+def test_the_renewing_thread_stops_the_upload_once_its_image_is_deleted(api):
+    member = api.make_member()
+    image_id = create(api, member)["id"]
+    upload_ = image_uploads.Upload(api.db, image_id, lease=0.05)
+    with api.db.begin() as session:
+        assert upload_.begin(session)
+    read = upload_.reading(io.BytesIO(b"abc").read)
+    with upload_.held():
+        api.app.delete(f"{IMG}/images/{image_id}", headers=member.headers, status=204)
+        wait_for(lambda: upload_.lost is not None, timeout=10, what="the renewal to find the image gone")
+        with pytest.raises(Conflict, match="was deleted during the upload"):
+            read(3)
+    assert upload_.finish({"size": 3}) is False  # the caller then removes what it stored
+
+
+class _Stalling(io.RawIOBase):
+    """A request body whose client stops sending after ``sent`` bytes (the socket times out)."""
+
+    def __init__(self, sent: bytes) -> None:
+        self.sent = sent
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.sent:
+            raise TimeoutError("timed out")
+        count = min(len(buffer), len(self.sent))
+        buffer[:count], self.sent = self.sent[:count], self.sent[count:]
+        return count
+
+
+def test_a_request_body_that_stops_arriving_is_a_408_and_the_image_stays_queued(api):
+    member = api.make_member()
+    image_id = create(api, member)["id"]
+    request = webtest.TestRequest.blank(f"{IMG}/images/{image_id}/file", method="PUT", headers=dict(
+        member.headers, **{"Content-Type": "application/octet-stream", "Content-Length": "1000"}))
+    request.environ["wsgi.input"] = io.BufferedReader(_Stalling(b"x" * 300))
+    answer = api.app.do_request(request, status=408)
+    assert re.search(r"The request body stopped arriving after \d+ bytes: timed out", answer.json["message"])
+    assert _lease(api, image_id) == ("queued", None) and stored(api, image_id) is None
