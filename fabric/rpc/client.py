@@ -324,7 +324,7 @@ class RPCClient:
         signer, body = _signed(transport, target, method, envelope.encode_request(
             "call", msg_id, method, kwargs, _context_dict(ctx), deadline, reply_to, str(target),
             transport.settings.envelope_version))
-        deferred = Deferred(f"call {method} to {target}")
+        deferred = Deferred(f"call {method} to {target}", wake=transport.wake_soon)
         exchange, routing_key = target.exchange or transport.exchange, target.routing_key
 
         def send() -> None:

@@ -15,16 +15,34 @@ Promises:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import eventlet
-from eventlet.event import Event
+from eventlet.event import NOT_USED, Event
 
 LOG = logging.getLogger(__name__)
 
 _PENDING = object()
+
+
+class _WakingEvent(Event):
+    """eventlet's Event whose waiters are woken through ``wake(switch)`` instead of a hub
+    timer each: a transport's ``wake_soon``, which on a link's reader (a reply arriving)
+    switches to the caller when the reader next waits (fabric.rpc.amqp_link.wake_soon)."""
+
+    def __init__(self, wake: Callable[[Callable[[], Any]], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def send(self, result: Any = None, exc: Any = None) -> None:
+        assert self._result is NOT_USED, "Trying to re-send() an already-triggered event."
+        self._result = result
+        self._exc = exc if exc is None or isinstance(exc, tuple) else (exc,)
+        for waiter in self._waiters:  # a waiter gone by then (timed out) is not switched to
+            self._wake(functools.partial(self._do_send, self._result, self._exc, waiter))
 
 
 class Deferred:
@@ -32,8 +50,9 @@ class Deferred:
 
     __slots__ = ("_event", "_result", "_error", "_callbacks", "_errbacks", "description")
 
-    def __init__(self, description: str = "") -> None:
-        self._event = Event()
+    def __init__(self, description: str = "", wake: Callable[[Callable[[], Any]], None] | None = None) -> None:
+        """``wake``: how a waiter is woken (a transport's ``wake_soon``); the hub's next turn by default."""
+        self._event = Event() if wake is None else _WakingEvent(wake)
         self._result: Any = _PENDING
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[Any], Any]] = []

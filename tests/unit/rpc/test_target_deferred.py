@@ -83,3 +83,30 @@ def test_get_transport_refuses_unknown_schemes(settings):
     settings = settings.replace(rpc={"transport_url": "kafka://broker:9092"})
     with pytest.raises(Invalid, match="'kafka://broker:9092': accepted schemes are amqp:// and memory://"):
         rpc.get_transport(settings.rpc)
+
+
+def test_a_deferred_given_a_wake_wakes_its_waiter_only_through_it():
+    """A call's Deferred wakes its caller through the transport's wake_soon (on AMQP, the
+    reply's reader switches to the caller when it next waits)."""
+    from eventlet import hubs
+
+    handed = []
+    deferred = Deferred("call", wake=handed.append)
+    waiter = eventlet.spawn(deferred.wait)
+    eventlet.sleep(0)  # the caller waits
+    deferred.resolve(5)
+    eventlet.sleep(0)
+    assert len(handed) == 1 and not waiter.dead  # not woken by a hub timer of its own
+    hubs.get_hub().schedule_call_global(0, handed[0])
+    assert waiter.wait() == 5
+
+
+def test_a_waiter_that_timed_out_is_not_woken_by_a_later_outcome():
+    handed = []
+    deferred = Deferred("call", wake=handed.append)
+    with pytest.raises(TimeoutError):
+        deferred.wait(0.01)
+    deferred.fail(NotFound(kind="x", ident=1))
+    assert handed == []
+    with pytest.raises(NotFound):
+        deferred.wait()
