@@ -21,8 +21,8 @@ A worker decides the placements waiting for it together (fabric.scheduler.manage
 a decision's latency runs from the start of its batch to its outcome.
 
 Run from the repository root: ``python tools/bench/scheduler.py [--hosts N
---instances N --workers N]``. Removes the database, the vhost and the
-workers it started.
+--instances N --workers N]``. Removes the database, the vhost, the
+workers it started and their logs (kept, and named, when the run fails).
 """
 
 import fabric.cmd.eventlet_entry  # noqa: F401, I001 - the RPC client runs on the hub
@@ -30,6 +30,7 @@ import fabric.cmd.eventlet_entry  # noqa: F401, I001 - the RPC client runs on th
 import argparse
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -185,10 +186,10 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
     rng = random.Random(7)
     db_name, db_url = create_postgres_database("fabric_bench")
     db = Database(db_url)
-    logdir = Path(os.environ.get("TMPDIR", "/tmp")) / vhost
-    logdir.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(prefix=f"{vhost}-logs-"))  # removed after a run that ended well
     workers: list[subprocess.Popen] = []
     transport = None
+    ended_well = False
     try:
         ids = populate(db, args.hosts, args.instances, rng)
         print(f"populated {args.hosts} hosts and {len(ids)} instances in database {db_name}")
@@ -257,6 +258,7 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
                                  (f"p99 < {GOAL_P99_MS} ms", f"{p99:.1f}", p99 < GOAL_P99_MS),
                                  ("over-commit = 0", str(len(over)), not over)):
             print(f"goal {what}: {value} {'met' if met else 'NOT met'}")
+        ended_well = True
         return 1 if over else 0
     finally:
         stop_processes(workers, timeout=30)
@@ -264,6 +266,10 @@ def run(args: argparse.Namespace, vhost: str, amqp_url: str) -> int:
             transport.cleanup()
         db.dispose()
         drop_postgres_database(db_name)
+        if ended_well:
+            shutil.rmtree(logdir, ignore_errors=True)
+        else:
+            print(f"the workers' logs are kept in {logdir}")
 
 
 if __name__ == "__main__":
