@@ -7,7 +7,9 @@ scraped. The variable must be set before prometheus_client is first imported, so
 the launchers of workers with helpers (``fabric-api``, ``fabric-objectstore``, ``fabric-all``)
 call :func:`share_with_helpers` before they import the rest; the helpers they start inherit
 the variable and write into the same directory. Counters of a helper that exited stay counted
-(they are totals). The worker that created the directory removes it when it exits.
+(they are totals). The worker that created the directory removes it when it exits; one
+that could not (killed, out of memory) leaves it to the next worker that starts on the machine,
+which removes the directories of owners no longer running (their PID is in the name).
 
 The RPC layer counts in plain dictionaries (:mod:`fabric.rpc.metrics`), not in those files: a
 helper writes a snapshot of its counts to ``rpc_<pid>.json`` in the directory every
@@ -48,11 +50,39 @@ def share_with_helpers() -> str:
         return os.environ[VARIABLE]
     if "prometheus_client" in sys.modules:
         raise RuntimeError("share_with_helpers() must run before prometheus_client is imported")
-    directory = tempfile.mkdtemp(prefix="fabric-metrics-")
-    os.environ[VARIABLE] = directory
     owner = os.getpid()
+    remove_orphans()
+    directory = tempfile.mkdtemp(prefix=f"{_PREFIX}{owner}-")
+    os.environ[VARIABLE] = directory
     atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
     return directory
+
+
+#: A shared directory's name: this, its owner's PID, a dash and a random part.
+_PREFIX = "fabric-metrics-"
+
+
+def remove_orphans(parent: str | None = None) -> list[str]:
+    """Remove the shared directories (under ``parent``, the temporary directory by default) of
+    workers no longer running: a worker killed with SIGKILL never ran its own clean-up. A
+    directory whose PID was taken by another process since stays (a later start removes it)."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = path.name[len(_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def shared() -> bool:

@@ -4,6 +4,8 @@ to the shared directory, summed into the worker's own at scrape time."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from fabric import multiprocess_metrics
 from fabric.multiprocess_metrics import MergedRpcCollector, RpcCountsPublisher
@@ -88,3 +90,16 @@ def test_a_publisher_writes_only_what_changed_and_a_torn_file_is_left_out(tmp_pa
     (tmp_path / "rpc_2.json").write_text('{"sent": [[["cast"')
     families = _families(MergedRpcCollector(RpcMetrics(), str(tmp_path)))
     assert _value(families["fabric_rpc_sent"], "_total") == 0
+
+
+def test_the_directories_of_workers_no_longer_running_are_removed(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead = tmp_path / f"fabric-metrics-{finished.stdout.strip()}-abc123"
+    alive = tmp_path / f"fabric-metrics-{os.getpid()}-def456"
+    unnamed = tmp_path / "fabric-metrics-q1w2e3r4"  # an earlier release's name: no PID, left alone
+    for directory in (dead, alive, unnamed):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"x")
+    assert multiprocess_metrics.remove_orphans(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and alive.exists() and unnamed.exists()
