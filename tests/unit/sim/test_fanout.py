@@ -14,6 +14,7 @@ from eventlet.event import Event
 from fabric import context as fabric_context
 from fabric import rpc
 from fabric.context import RequestContext
+from fabric.exception import DatabaseUnavailable
 from fabric.network.drivers.fake import FakeDriver
 from fabric.network.manager import NetworkManager
 from fabric.network.model import HostSpec
@@ -44,6 +45,12 @@ class Host:
             self.failures_left -= 1
             raise RuntimeError(f"{self.host} is on fire")
         self.handled.append(("flaky", token, ctx.request_id))
+
+    def unreachable(self, ctx, token):
+        if self.failures_left:
+            self.failures_left -= 1
+            raise DatabaseUnavailable("The database is unreachable: gone", url="", reason="gone")
+        self.handled.append(("unreachable", token, ctx.request_id))
 
     def held(self, ctx, token):
         if self.gate is not None:
@@ -119,6 +126,20 @@ def test_a_failing_host_is_retried_alone_and_does_not_stop_the_others(fanout, ho
     wait_for(lambda: METRICS.dead_letters[("widgets", "failed")] == dropped + 1, what="h3's copy dropped")
     assert [tokens(host, "flaky") for host in hosts] == [["t"], ["t"], [], ["t"], ["t"]]
     assert hosts[2].failures_left == 10 - settings.rpc.max_deliveries
+
+
+def test_a_host_that_cannot_reach_the_database_gets_the_fanout_once_it_can(fanout, hosts, client, monkeypatch):
+    monkeypatch.setattr("fabric.db.retry.FIRST_PAUSE", 0.01)
+    for host in hosts:
+        fanout.admit(host.host)
+    hosts[0].failures_left = 5  # more than max_deliveries: not failures, waits
+    failed = METRICS.handled[("cast", "widgets", "unreachable", "error")]
+
+    client.fanout_cast(RequestContext.admin(), "unreachable", token="t")
+
+    wait_for(lambda: all(tokens(host, "unreachable") == ["t"] for host in hosts), what="every host, h1 too")
+    assert hosts[0].failures_left == 0
+    assert METRICS.handled[("cast", "widgets", "unreachable", "error")] == failed
 
 
 def test_arguments_a_method_does_not_take_are_dropped_at_once_for_every_host(fanout, hosts, client):
