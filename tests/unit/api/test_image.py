@@ -358,6 +358,14 @@ def _lease(api, image_id: str):
         return row.status, row.upload_expires_at
 
 
+def _taken(api, image_id: str, lease: float = 60) -> image_uploads.Upload:
+    """An upload holding ``image_id`` (begun; nothing streamed)."""
+    held = image_uploads.Upload(api.db, image_id, lease=lease)
+    with api.db.begin() as session:
+        assert held.begin(session)
+    return held
+
+
 def _lapse(api, image_id: str) -> None:
     """What the clock does to the lease of an upload whose process died."""
     with api.db.begin() as session:
@@ -367,9 +375,7 @@ def _lapse(api, image_id: str) -> None:
 def test_an_image_held_by_a_live_upload_is_refused_and_one_whose_uploader_died_is_taken_over(api):
     member = api.make_member()
     image = create(api, member)
-    dead = image_uploads.Upload(api.db, image["id"], lease=60)
-    with api.db.begin() as session:
-        assert dead.begin(session)  # a process that then died mid-upload
+    _taken(api, image["id"])  # by a process that then died mid-upload
     assert _lease(api, image["id"])[0] == "saving"
     refused = upload(api, member, image["id"], b"new", status=409)
     assert "is saving; data can only be uploaded to a queued image (or to one whose upload stopped" in \
@@ -387,8 +393,7 @@ def test_the_reaper_puts_back_to_queued_only_uploads_whose_lease_lapsed(api):
     member = api.make_member()
     stalled, live, snapshot = (create(api, member)["id"] for _ in range(3))
     for image_id in (stalled, live):
-        with api.db.begin() as session:
-            assert image_uploads.Upload(api.db, image_id, lease=60).begin(session)
+        _taken(api, image_id)
     with api.db.begin() as session:  # a compute snapshot or volume upload: saving, no lease
         session.get(Image, snapshot).status = "saving"
     _lapse(api, stalled)
@@ -403,17 +408,13 @@ def test_the_reaper_puts_back_to_queued_only_uploads_whose_lease_lapsed(api):
 def test_an_upload_renews_its_lease_and_stops_once_taken_over(api):
     member = api.make_member()
     image_id = create(api, member)["id"]
-    first = image_uploads.Upload(api.db, image_id, lease=60)
-    with api.db.begin() as session:
-        assert first.begin(session)
+    first = _taken(api, image_id)
     held = first.expires
     first.renew()  # what its green thread does every third of the lease
     assert first.expires > held and _lease(api, image_id) == ("saving", first.expires)
 
     _lapse(api, image_id)  # the first upload's process stopped past its lease; a second takes over
-    second = image_uploads.Upload(api.db, image_id, lease=60)
-    with api.db.begin() as session:
-        assert second.begin(session)
+    second = _taken(api, image_id)
     read = first.reading(io.BytesIO(b"x" * 100).read)
     assert read(10) == b"x" * 10  # not known yet
     with pytest.raises(Conflict, match="another upload took it over"):
@@ -428,9 +429,7 @@ def test_an_upload_renews_its_lease_and_stops_once_taken_over(api):
 def test_the_renewing_thread_stops_the_upload_once_its_image_is_deleted(api):
     member = api.make_member()
     image_id = create(api, member)["id"]
-    upload_ = image_uploads.Upload(api.db, image_id, lease=0.05)
-    with api.db.begin() as session:
-        assert upload_.begin(session)
+    upload_ = _taken(api, image_id, lease=0.05)
     read = upload_.reading(io.BytesIO(b"abc").read)
     with upload_.held():
         api.app.delete(f"{IMG}/images/{image_id}", headers=member.headers, status=204)
