@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from fabric import images
 from fabric.context import RequestContext
-from fabric.db import Database
+from fabric.db import Database, constraints
 from fabric.db.models import AddressAllocation, Network, Port, Subnet
 from fabric.exception import Conflict, Invalid, NotFound, ObjectstoreError
 from fabric.images import ImageCache, ImageRecord, resolve_boot
@@ -52,9 +52,16 @@ def _stable_mac(seed: str) -> str:
     return "fa:16:3e:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
-def mac_for(instance_id: str, index: int) -> str:
-    """A stable, locally administered unicast MAC for an instance's NIC."""
-    return _stable_mac(f"{instance_id}:{index}")
+def mac_for(instance_id: str, index: int, attempt: int = 0) -> str:
+    """A stable, locally administered unicast MAC for an instance's NIC; ``attempt`` > 0 gives
+    the next candidates, for a NIC whose MAC another port on its network has (24 random bits:
+    a network of 10,000 ports holds about three such pairs)."""
+    return _stable_mac(f"{instance_id}:{index}" + (f":{attempt}" if attempt else ""))
+
+
+#: MACs a new NIC tries on its network before its build fails (each taken with odds of at most
+#: a network's ports in 2**24).
+MAC_ATTEMPTS = 8
 
 
 def dhcp_mac(network_id: str, host: str) -> str:
@@ -239,8 +246,22 @@ class IpamAddresses:
     def _bind_port(self, instance: dict, index: int, request: dict) -> dict:
         """Create or bind the NIC's port row on the instance's host; the NIC (without address).
 
+        A new port whose stable MAC another port of the network has takes the next candidate
+        (:func:`mac_for`): in a transaction of its own, the unique constraint deciding.
         Raises Conflict when the named port is bound to another instance.
         """
+        for attempt in range(MAC_ATTEMPTS):
+            try:
+                return self._bind_port_once(instance, index, request, attempt)
+            except sa.exc.IntegrityError as exc:
+                taken = constraints.violation(exc) == constraints.UNIQUE and "mac_address" in str(exc.orig)
+                if not taken or request.get("mac") or attempt == MAC_ATTEMPTS - 1:
+                    raise
+                LOG.info("instance %s NIC %d: its MAC is another port's on the network; taking the next",
+                         instance["id"], index)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _bind_port_once(self, instance: dict, index: int, request: dict, attempt: int) -> dict:
         owner = COMPUTE_PORT_OWNER_PREFIX + (instance.get("availability_zone") or "nova")
         bound = {"device_id": instance["id"], "device_owner": owner, "host": instance.get("host"),
                  "binding": {"kind": "tap"}}
@@ -256,14 +277,15 @@ class IpamAddresses:
                     raise Conflict(reason=f"port {port_id} is in use by another server")
                 mac = session.get(Port, port_id, populate_existing=True).mac_address
             else:
-                port_id, mac = port_id_for(instance["id"], index), request.get("mac") or mac_for(instance["id"], index)
+                port_id = port_id_for(instance["id"], index)
+                mac = request.get("mac") or mac_for(instance["id"], index, attempt)
                 port = session.get(Port, port_id)
                 if port is None:  # a redelivered build finds its port already there
                     session.add(Port(id=port_id, network_id=network_id, project_id=instance["project_id"],
                                      mac_address=mac, **bound))
                     session.flush()
-                else:
-                    port.host, port.binding = bound["host"], bound["binding"]
+                else:  # with the MAC it was given (perhaps a later candidate)
+                    port.host, port.binding, mac = bound["host"], bound["binding"], port.mac_address
                 # A user's own port keeps its groups; the NIC's own port is in its groups as it
                 # is written (one transaction).
                 bind_port_groups_in(session, port_id, instance["project_id"], request.get("security_groups"),
