@@ -96,6 +96,19 @@ class NotPermitted(FabricError):
 QUEUE_KINDS = ("shared", "host", "fanout")
 
 
+def argument_error(method: Callable[..., Any], name: str, args: dict[str, Any], exc: TypeError,
+                   ctx: RequestContext) -> Exception:
+    """An Invalid naming the arguments if ``args`` do not fit ``method`` (the TypeError ``exc``
+    its call raised is then the sender's doing); else ``exc``, the handler's own error."""
+    try:
+        inspect.signature(method).bind(ctx, **args)
+    except TypeError as mismatch:
+        return Invalid(reason=f"arguments {sorted(args)} do not fit {name}: {mismatch}")
+    except ValueError:
+        pass
+    return exc
+
+
 def public_methods(endpoint: object) -> dict[str, Callable[..., Any]]:
     """The endpoint's callable public attributes, by name.
 
@@ -331,7 +344,7 @@ class RPCServer:
             METRICS.handled_message(request["kind"], self.target.topic, method_name, False,
                                     time.perf_counter() - started)
             if isinstance(exc, TypeError):
-                exc = self._argument_error(method, method_name, request["args"], exc, ctx)
+                exc = argument_error(method, method_name, request["args"], exc, ctx)
             if is_call:
                 log = LOG.info if isinstance(exc, FabricError) else LOG.exception
                 log("%s raised %s: %s", method_name, type(exc).__name__, exc)
@@ -377,17 +390,6 @@ class RPCServer:
             if self._stopping.ready() and request["kind"] != "call":
                 raise _LeftForRedelivery() from None
             raise
-
-    def _argument_error(self, method: Callable[..., Any], name: str, args: dict[str, Any],
-                        exc: TypeError, ctx: RequestContext) -> Exception:
-        """An Invalid naming the arguments if ``args`` do not fit ``method``; else ``exc``."""
-        try:
-            inspect.signature(method).bind(ctx, **args)
-        except TypeError as mismatch:
-            return Invalid(reason=f"arguments {sorted(args)} do not fit {name}: {mismatch}")
-        except ValueError:
-            pass
-        return exc
 
     # -- answering -------------------------------------------------------------------
     def _reply(self, delivery: Delivery, request: dict[str, Any], result: Any = None,

@@ -32,7 +32,6 @@ network manager's do), as it may not change what the next host is handed.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Iterable
@@ -47,7 +46,7 @@ from fabric.context import RequestContext
 from fabric.db.retry import is_connection_error, retry_on_disconnect
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid
 from fabric.rpc.metrics import RPC as METRICS
-from fabric.rpc.server import RPCServer, public_methods
+from fabric.rpc.server import RPCServer, argument_error, public_methods
 
 LOG = logging.getLogger(__name__)
 
@@ -252,12 +251,7 @@ class HostFanout:
                      fanout.method, host)
             return
         if isinstance(exc, TypeError):
-            try:
-                inspect.signature(method).bind(fanout.ctx, **fanout.args)
-            except TypeError as mismatch:
-                exc = Invalid(reason=f"arguments {sorted(fanout.args)} do not fit {fanout.method}: {mismatch}")
-            except ValueError:
-                pass
+            exc = argument_error(method, fanout.method, fanout.args, exc, fanout.ctx)
         description = f"{fanout.method} failed {attempt} time(s) on {host}, last with {type(exc).__name__}: {exc}"
         if isinstance(exc, Invalid) or attempt >= self.max_deliveries:
             METRICS.dead_lettered(self.topic, "invalid" if isinstance(exc, Invalid) else "failed")
