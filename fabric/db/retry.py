@@ -158,7 +158,8 @@ def _sleep(seconds: float) -> bool:
 
 
 def retry_on_disconnect(work: Callable[[], T], *, give_up_after: float | None = None,
-                        pause: Callable[[float], bool] = _sleep, what: str = "a transaction") -> T:
+                        pause: Callable[[float], bool] = _sleep,
+                        what: str | Callable[[], str] = "a transaction") -> T:
     """``work()``, run again after a pause each time it fails on a lost connection.
 
     ``work`` must be safe to run twice (see the module docstring). Pauses grow
@@ -167,31 +168,38 @@ def retry_on_disconnect(work: Callable[[], T], *, give_up_after: float | None = 
     early. Errors that are not connection errors (:func:`is_connection_error`)
     propagate at once. Raises DatabaseUnavailable, naming what the driver
     said last, once ``give_up_after`` seconds have passed or ``pause`` gave up.
+    ``what`` names the work in the log, or returns its name (asked only on a failure).
+
+    The first attempt costs little more than ``work()``: the pauses are set up, and the
+    name made, once it has failed (every RPC handler and fanout runs through here).
     """
     started = time.monotonic()
+    try:
+        return work()
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        failed = exc
+    name = what() if callable(what) else what
     next_pause = pauses()
     failures = 0
     while True:
+        failures += 1
+        reason = describe(failed)
+        if failures == 1:
+            LOG.warning("%s could not reach the database (%s); running it again when it answers", name, reason)
+        seconds = next_pause()
+        if give_up_after is not None and time.monotonic() - started + seconds > give_up_after:
+            raise DatabaseUnavailable(f"The database is unreachable: {reason}", url="", reason=reason) from failed
+        if pause(seconds):
+            raise DatabaseUnavailable(f"The database is unreachable: {reason}", url="", reason=reason) from failed
         try:
             result = work()
         except Exception as exc:
             if not is_connection_error(exc):
                 raise
-            failures += 1
-            reason = describe(exc)
-            waited = time.monotonic() - started
-            if failures == 1:
-                LOG.warning("%s could not reach the database (%s); running it again when it answers",
-                            what, reason)
-            seconds = next_pause()
-            if give_up_after is not None and waited + seconds > give_up_after:
-                raise DatabaseUnavailable(f"The database is unreachable: {reason}", url="",
-                                          reason=reason) from exc
-            if pause(seconds):
-                raise DatabaseUnavailable(f"The database is unreachable: {reason}", url="",
-                                          reason=reason) from exc
+            failed = exc
             continue
-        if failures:
-            LOG.info("%s went through after %d failed attempt(s) over %.1fs without the database",
-                     what, failures, time.monotonic() - started)
+        LOG.info("%s went through after %d failed attempt(s) over %.1fs without the database",
+                 name, failures, time.monotonic() - started)
         return result

@@ -58,7 +58,7 @@ from eventlet import hubs
 
 from fabric import context as fabric_context
 from fabric.context import RequestContext
-from fabric.db.retry import is_connection_error, retry_on_disconnect
+from fabric.db.retry import retry_on_disconnect
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid, MessagingError
 from fabric.rpc import envelope, errors, signing
 from fabric.rpc.client import new_message_id
@@ -362,34 +362,20 @@ class RPCServer:
 
     def _run(self, method: Callable[..., Any], ctx: RequestContext, request: dict[str, Any]) -> Any:
         """The handler's result, run again while the database is unreachable (see the module docstring)."""
-        args = request["args"]
-        try:
-            # The first attempt runs bare: the retry loop (its closures, clock reads and
-            # description) is set up only once an attempt failed on a lost connection.
-            return method(ctx, **args)
-        except Exception as exc:  # noqa: BLE001 - anything else is the handler's own error
-            if not is_connection_error(exc):
-                raise
-            failed: list[BaseException] = [exc]
         deadline = request["deadline"]
-
-        def pause(seconds: float) -> bool:
-            return self._stopping.wait(seconds) is True
-
-        def attempt() -> Any:
-            if failed:  # the retry loop starts from the attempt that failed
-                raise failed.pop()
-            return method(ctx, **args)
-
         try:
             return retry_on_disconnect(
-                attempt, pause=pause,
+                lambda: method(ctx, **request["args"]), pause=self._pause,
                 give_up_after=None if deadline is None else max(0.0, deadline - time.time()),
-                what=f"{request['kind']} {request['method']} (message {request['msg_id']})")
+                what=lambda: f"{request['kind']} {request['method']} (message {request['msg_id']})")
         except DatabaseUnavailable:
             if self._stopping.ready() and request["kind"] != "call":
                 raise _LeftForRedelivery() from None
             raise
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` for the database; True (give up) once the server is stopping."""
+        return self._stopping.wait(seconds) is True
 
     # -- answering -------------------------------------------------------------------
     def _reply(self, delivery: Delivery, request: dict[str, Any], result: Any = None,

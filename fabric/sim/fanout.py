@@ -43,7 +43,7 @@ from eventlet.queue import LightQueue
 
 from fabric import context as fabric_context
 from fabric.context import RequestContext
-from fabric.db.retry import is_connection_error, retry_on_disconnect
+from fabric.db.retry import retry_on_disconnect
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid
 from fabric.rpc.metrics import RPC as METRICS
 from fabric.rpc.server import RPCServer, argument_error, public_methods
@@ -227,15 +227,8 @@ class HostFanout:
             return
         started = time.perf_counter()
         try:
-            try:
-                method(fanout.ctx, **fanout.args)
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                # Only then through the retry loop: around every call it cost about 1 us of the
-                # 18 us a host's copy costs (200 hosts' network workers, security_members_changed_many).
-                retry_on_disconnect(lambda: method(fanout.ctx, **fanout.args), pause=self._pause,
-                                    what=f"fanout cast {fanout.method} on {host}")
+            retry_on_disconnect(lambda: method(fanout.ctx, **fanout.args), pause=self._pause,
+                                what=lambda: f"fanout cast {fanout.method} on {host}")
         except Exception as exc:  # noqa: BLE001 - one host's failure is that host's alone
             METRICS.handled_message("cast", self.topic, fanout.method, False, time.perf_counter() - started)
             self._failed(lane, fanout, host, method, attempt, exc)
