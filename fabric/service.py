@@ -53,7 +53,8 @@ class Service:
 
     def __init__(self, settings: config.Settings, binary: str, topic: str, manager: Any,
                  host: str | None = None, transport: Any = None, db: Database | None = None,
-                 *, address: str | None = None, consume: tuple[str, ...] = rpc.server.QUEUE_KINDS) -> None:
+                 *, address: str | None = None, consume: tuple[str, ...] = rpc.server.QUEUE_KINDS,
+                 limiter: Any = None) -> None:
         self.settings = settings
         self.binary = binary
         self.topic = topic
@@ -65,6 +66,9 @@ class Service:
         #: The topic's queues this worker consumes (:class:`~fabric.rpc.RPCServer`'s ``consume``):
         #: a fake host of :mod:`fabric.sim.fake_hosts` leaves the fanout to its process.
         self.consume = consume
+        #: Shared with the process's other workers of its topic (:class:`~fabric.rpc.RPCServer`'s
+        #: ``limiter``): the fake hosts of one process stay within its database pool together.
+        self.limiter = limiter
         self.transport = transport
         self._owns_transport = transport is None
         self.db = db
@@ -125,7 +129,7 @@ class Service:
                               version=fabric.__version__, address=self.address,
                               capabilities=self._reported_capabilities)
         self.server = rpc.RPCServer(self.transport, topic=self.topic, host=self.host,
-                                    endpoint=self.manager, consume=self.consume)
+                                    endpoint=self.manager, consume=self.consume, limiter=self.limiter)
         self.server.start()
         self._started = True
         self._heartbeats = Heartbeats.join(self)

@@ -113,6 +113,8 @@ class Database:
         self.url = normalize_url(url)
         backend = self.url.get_backend_name()
         kwargs: dict = {"future": True}
+        #: Connections this process opens at most (None: SQLite's own pool, not bounded here).
+        self.capacity: int | None = None
         if backend == "sqlite":
             database = self.url.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
@@ -123,7 +125,8 @@ class Database:
             if backend == "postgresql":
                 connect_args.update(_PG_KEEPALIVES)
             # PostgreSQL's check is refuse_if_closing, below: no round trip.
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2,
+            self.capacity = pool_size * 3
+            kwargs.update(pool_size=pool_size, max_overflow=self.capacity - pool_size,
                           pool_pre_ping=pre_ping and backend != "postgresql", pool_recycle=3600,
                           isolation_level="READ COMMITTED", connect_args=connect_args)
         self.engine = sa.create_engine(self.url, **kwargs)

@@ -7,9 +7,10 @@ Promises:
   many simulated hosts, :mod:`fabric.sim.fanout`, takes the fanout once for all of its
   hosts); every public method of the endpoint
   (name not starting with ``_``) is callable as ``method(ctx, **args)``;
-* each message is handled on a green thread of a pool of ``rpc.executor_size`` and
-  acknowledged only after its handler has finished (and, for a call, after the reply
-  was sent), so a worker that dies mid-handler gets the message redelivered;
+* each message is handled on a green thread of a pool of ``rpc.executor_size`` (and,
+  given a ``limiter``, inside it: the servers of a process sharing one handle at most its
+  count of messages at once between them) and acknowledged only after its handler has
+  finished (and, for a call, after the reply was sent), so a worker that dies mid-handler gets the message redelivered;
 * the request context travels in the message and is the current context while the
   handler runs, so every log line it causes carries the request id;
 * a call whose caller's deadline has passed is dropped (acked, logged) unhandled;
@@ -50,6 +51,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
 from typing import Any
 
 import eventlet
@@ -130,7 +132,7 @@ class RPCServer:
     """Serves ``endpoint`` on ``topic`` for ``host``; see the module docstring."""
 
     def __init__(self, transport: Transport, topic: str, host: str, endpoint: object, *,
-                 consume: Collection[str] = QUEUE_KINDS) -> None:
+                 consume: Collection[str] = QUEUE_KINDS, limiter: AbstractContextManager | None = None) -> None:
         check_name("topic", topic)
         check_name("host", host)
         if not consume or not set(consume) <= set(QUEUE_KINDS):
@@ -158,6 +160,9 @@ class RPCServer:
         self._backlog: collections.deque[Delivery] = collections.deque()
         #: Handler green threads (at most ``executor_size``) and those parked, waiting for work.
         self._executor_size = settings.executor_size
+        #: Entered around each message's handling: shared by the servers of a process whose
+        #: handlers together must stay within what its database pool serves (fake hosts).
+        self._limiter = limiter
         self._workers = 0
         self._parked: list[greenlet.greenlet] = []
         #: A handler green thread has been woken (or started) and has not reached the backlog yet.
@@ -247,7 +252,11 @@ class RPCServer:
                     delivery = backlog.popleft()
                     if backlog:
                         self._wake_worker()
-                    self._handle_one(delivery)
+                    if self._limiter is None:
+                        self._handle_one(delivery)
+                    else:
+                        with self._limiter:
+                            self._handle_one(delivery)
                 self._parked.append(me)
                 hubs.get_hub().switch()
         finally:

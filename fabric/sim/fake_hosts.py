@@ -27,12 +27,19 @@ them as fast as they come up.
 A host's workers keep their broker consumers (of their two queues), each on a channel of its own; the process's
 consumers share one AMQP connection (:mod:`fabric.rpc.amqp`), so a process of 20 hosts holds
 two connections to RabbitMQ (consuming and publishing), not the 41 it held with a connection
-per consumer, which at 1,000 hosts ran the broker out of file descriptors. Each worker handles at most
-``--handlers`` messages at once and holds as many unacknowledged (``[rpc] executor_size`` and
-``prefetch`` of this process): the hosts share one database pool where real hosts have one
-each, and with the default 64 per worker, 125 hosts' handlers queued for the pool's
-connections until their 30 s wait ran out (builds failed with QueuePool timeouts in
-``tools/bench/storm.py``). With a few each, the work waits in the hosts' queues instead.
+per consumer, which at 1,000 hosts ran the broker out of file descriptors.
+
+The hosts share one database pool where real hosts have one each, so the work must wait in
+the hosts' queues, not for the pool: each worker handles at most ``--handlers`` messages at
+once and holds as many unacknowledged (``[rpc] executor_size`` and ``prefetch`` of this
+process), and the hosts' workers of each topic together at most their share of the pool's
+connections (:data:`HANDLER_SHARES`). With 64 handlers per worker, 125 hosts' handlers queued
+for the pool's connections until their 30 s wait ran out; with 2 per worker but no bound per
+process, 250 hosts (1,000 handlers) did the same: each handler holding a connection waited its
+turn behind hundreds of runnable others, so connections were held ever longer (about 2,200
+QueuePool timeouts in the first 1,000-host ``tools/bench/storm.py``, builds failing and
+rescheduled). The bound is per topic, not one for both: a build holds its compute handler
+while it calls its own host's network worker, here in this process.
 """
 
 if __name__ == "__main__":  # monkey-patch first, as every launcher does (never when imported)
@@ -46,6 +53,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import eventlet  # noqa: E402
+from eventlet.semaphore import Semaphore  # noqa: E402
 
 from fabric import config, rpc  # noqa: E402
 from fabric.compute.collaborators import ObjectstoreImages, default_collaborators  # noqa: E402
@@ -63,6 +71,10 @@ LOG = logging.getLogger(__name__)
 WORKERS = (("fabric-network", "network"), ("fabric-compute", "compute"))
 #: The queues each host's worker consumes itself: the process takes the fanouts for all of them.
 HOST_QUEUES = ("shared", "host")
+#: The share of the process's database connections the hosts' handlers of each topic may hold
+#: at once between them; the rest serves the fanout lanes and the hosts' periodic work
+#: (heartbeats, resource reports), which no handler bound holds up.
+HANDLER_SHARES = {"compute": 1 / 2, "network": 1 / 4}
 
 
 def host_names(prefix: str, count: int, first: int = 1) -> list[str]:
@@ -84,14 +96,24 @@ def stagger_interval(settings: config.Settings) -> float:
                settings.compute.power_sync_interval, settings.compute.reap_interval)
 
 
+def handler_limiters(db: Database) -> dict[str, Semaphore]:
+    """By topic, the bound its hosts' handlers share (:data:`HANDLER_SHARES` of ``db``'s pool,
+    at least one each); none on a database whose pool this process does not bound (SQLite)."""
+    if db.capacity is None:
+        return {}
+    return {topic: Semaphore(max(1, int(db.capacity * share))) for topic, share in HANDLER_SHARES.items()}
+
+
 def build_services(settings: config.Settings, hosts: list[str], *, db: Database, transport: Any,
                    address: str = "127.0.0.1") -> list[Service]:
     """A network and a compute :class:`Service` per host in ``hosts`` over the shared ``db`` and
-    ``transport`` (not started), in start order, consuming no fanout (:func:`build_fanouts`).
+    ``transport`` (not started), in start order, consuming no fanout (:func:`build_fanouts`), the
+    handlers of each topic bounded together (:func:`handler_limiters`).
     Raises ValueError for a repeated host name."""
     if len(set(hosts)) != len(hosts):
         raise ValueError(f"host names repeat: {sorted(h for h in set(hosts) if hosts.count(h) > 1)}")
     shared = default_collaborators(settings, db, transport)  # one outbox for every host here
+    limiters = handler_limiters(db)
     services = []
     for host in hosts:
         own = host_settings(settings, host)
@@ -103,7 +125,8 @@ def build_services(settings: config.Settings, hosts: list[str], *, db: Database,
                                       **(shared | {"images": ObjectstoreImages.from_settings(own, db)})),
         }
         services += [Service(own, binary, topic, managers[topic], host=host, transport=transport, db=db,
-                             address=address, consume=HOST_QUEUES) for binary, topic in WORKERS]
+                             address=address, consume=HOST_QUEUES, limiter=limiters.get(topic))
+                     for binary, topic in WORKERS]
     return services
 
 

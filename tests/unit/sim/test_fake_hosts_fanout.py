@@ -56,3 +56,22 @@ def test_a_fanout_reaches_every_host_of_the_process(process, transport):
     networks = [s.manager for s in services if s.topic == "network"]
     wait_for(lambda: all(m.driver.state.remote_hosts.get("p-9") == spec for m in networks),
              what="p-9 in both hosts' remote hosts")
+
+
+def test_the_hosts_handlers_of_a_topic_share_one_bound_within_the_pool(postgres_db, settings, transport,  # noqa: F811
+                                                                       tmp_path):
+    own = settings.replace(default={"data_dir": str(tmp_path)})
+    services = fake_hosts.build_services(own, fake_hosts.host_names("p-", 3), db=postgres_db, transport=transport)
+    limiter = {service.topic: service.limiter for service in services}
+    assert all(service.limiter is limiter[service.topic] for service in services)
+    assert limiter["compute"] is not limiter["network"]  # a build holds its handler while its host plugs
+    capacity = postgres_db.capacity
+    assert {topic: bound.balance for topic, bound in limiter.items()} == {"compute": capacity // 2,
+                                                                          "network": capacity // 4}
+    assert sum(bound.balance for bound in limiter.values()) < capacity  # room for the fanouts, periodic work
+
+
+def test_a_process_on_sqlite_bounds_no_handlers(process, sqlite_db):
+    _, services = process
+    assert sqlite_db.capacity is None
+    assert all(service.limiter is None and service.server._limiter is None for service in services)
