@@ -15,6 +15,8 @@ Every other frame (a delivery to an unregistered consumer, ``basic.return``,
 it still handles. Measured on a 1-caller call loop (tools/bench/rpc.py): py-amqp's
 ``read_frame`` with a zero timeout, its frame handler, ``Message`` and
 ``dispatch_method`` cost ~25 µs per delivery and ~12 µs per confirm; this ~4 µs and ~1 µs.
+A delivery's properties are decoded here when they are the few fabric's own messages
+carry (:func:`decode_properties`), by py-amqp otherwise.
 
 Promise: frames are handled in the order received, each once; bytes of a frame not yet
 complete are returned to the caller to be given again with what follows.
@@ -41,6 +43,48 @@ _body_size = struct.Struct(">Q").unpack_from
 _DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver (60, 60)
 _ACK = b"\x00\x3c\x00\x50"  # basic.ack (60, 80)
 _FRAME_END = 0xCE
+#: The basic-property flags fabric's own messages carry (fabric.rpc.amqp._encode_publish):
+#: content_type, delivery_mode, correlation_id, reply_to, message_id.
+_OWN_FLAGS = 0x8000 | 0x1000 | 0x0400 | 0x0200 | 0x0080
+_JSON = b"\x10application/json"
+
+
+def decode_properties(payload: bytes, offset: int) -> dict[str, Any]:
+    """The basic properties of a content header from ``offset`` (its property flags):
+    what py-amqp's ``decode_properties_basic`` returns, in ~1 µs instead of ~4 µs when
+    they are some of fabric's own (content type, delivery mode, correlation id, reply-to,
+    message id); any other set (headers, a timestamp, ...) is py-amqp's to decode."""
+    properties: dict[str, Any] = {}
+    try:
+        flags = payload[offset] << 8 | payload[offset + 1]
+        if flags & ~_OWN_FLAGS:
+            return decode_properties_basic(payload, offset)[0]
+        pos = offset + 2
+        if flags & 0x8000:
+            if payload.startswith(_JSON, pos):
+                properties["content_type"] = "application/json"
+                pos += 17
+            else:
+                end = pos + 1 + payload[pos]
+                properties["content_type"] = payload[pos + 1:end].decode("utf-8", "surrogatepass")
+                pos = end
+        if flags & 0x1000:
+            properties["delivery_mode"] = payload[pos]
+            pos += 1
+        if flags & 0x0400:
+            end = pos + 1 + payload[pos]
+            properties["correlation_id"] = payload[pos + 1:end].decode("utf-8", "surrogatepass")
+            pos = end
+        if flags & 0x0200:
+            end = pos + 1 + payload[pos]
+            properties["reply_to"] = payload[pos + 1:end].decode("utf-8", "surrogatepass")
+            pos = end
+        if flags & 0x0080:
+            end = pos + 1 + payload[pos]
+            properties["message_id"] = payload[pos + 1:end].decode("utf-8", "surrogatepass")
+    except IndexError:  # a header cut short: py-amqp's verdict on it
+        return decode_properties_basic(payload, offset)[0]
+    return properties
 
 
 class _Incoming:
@@ -107,7 +151,7 @@ class FrameReader:
                 if message is not None:
                     if frame_type == 2:
                         message.size, = _body_size(payload, 4)
-                        message.properties = decode_properties_basic(payload, 12)[0]
+                        message.properties = decode_properties(payload, 12)
                         if message.size:
                             continue
                         body = b""

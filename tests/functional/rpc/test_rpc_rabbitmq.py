@@ -445,10 +445,9 @@ def test_a_turns_first_publish_is_written_at_once_and_the_rest_together(transpor
     in order; after that turn the next publish is written at once again."""
     link = transport._link
     assert link.wait_up(10)
-    raw = link.raw
     writes: list[bytes] = []
-    real_write = raw.transport.write
-    monkeypatch.setattr(raw.transport, "write", lambda data: (writes.append(data), real_write(data))[1])
+    real_write = link.write
+    monkeypatch.setattr(link, "write", lambda raw, data: (writes.append(data), real_write(raw, data))[1])
     eventlet.sleep(0.01)  # a fresh turn
 
     def publish(number: int) -> None:  # unroutable, not mandatory: the broker drops it
@@ -466,3 +465,18 @@ def test_a_turns_first_publish_is_written_at_once_and_the_rest_together(transpor
     eventlet.sleep(0.01)
     publish(6)
     assert len(writes) == 3 and b"turn-06" in writes[2]
+
+
+def test_a_write_the_socket_does_not_take_at_once_is_finished_through_py_amqp(transport, server, ctx,
+                                                                              monkeypatch):
+    """Link.write gives the real socket what it takes without waiting; a message larger
+    than the socket's buffer has its rest written by py-amqp (waiting on the hub), whole."""
+    link = transport._link
+    assert link.wait_up(10)
+    tails: list[int] = []
+    real_write = link.raw.transport.write
+    monkeypatch.setattr(link.raw.transport, "write", lambda data: (tails.append(len(data)), real_write(data))[1])
+    value = "0123456789abcdef" * (1 << 20)  # 16 MiB: more than a loopback socket takes at once
+    client = rpc.RPCClient(transport, rpc.Target("widgets"), timeout=60)
+    assert client.call(ctx, "echo", value=value) == value
+    assert tails and 0 < tails[0] < len(value)

@@ -10,8 +10,9 @@ import amqp
 import pytest
 from amqp.exceptions import UnexpectedFrame
 from amqp.method_framing import frame_handler
+from amqp.serialization import decode_properties_basic
 
-from fabric.rpc.amqp_frames import FrameReader
+from fabric.rpc.amqp_frames import FrameReader, decode_properties
 
 
 def frame(frame_type: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
@@ -111,3 +112,32 @@ def test_an_incomplete_frame_is_returned_for_later():
 def test_a_frame_without_its_end_octet_breaks_the_connection():
     with pytest.raises(UnexpectedFrame, match="frame_end 0x00"):
         Recorder().reader().feed(frame(1, 1, b"\x00\x3c\x00\x50" + struct.pack(">QB", 1, 0), end=b"\x00"))
+
+
+@pytest.mark.parametrize("properties", [
+    {},
+    {"content_type": "application/json", "message_id": "m-1"},
+    {"content_type": "text/plain", "message_id": "m-\u00e9"},
+    {"content_type": "application/json", "message_id": "m-2", "delivery_mode": 2},
+    {"content_type": "application/json", "message_id": "m-3", "correlation_id": "c-3", "reply_to": "reply_abc"},
+    {"correlation_id": "", "reply_to": "amq.rabbitmq.reply-to.g1hkAAAA", "message_id": "x" * 255},
+    {"content_type": "application/json", "message_id": "m-4", "application_headers": {"x-delivery-count": 2}},
+    {"content_type": "application/json", "message_id": "m-5", "timestamp": 1700000000, "priority": 3},
+])
+def test_properties_decode_as_py_amqp_decodes_them(properties):
+    header = struct.pack(">HHQ", 60, 0, 0) + amqp.Message(b"", **properties)._serialize_properties()
+    assert decode_properties(header, 12) == decode_properties_basic(header, 12)[0]
+
+
+def test_a_header_cut_short_gets_py_amqps_verdict():
+    whole = struct.pack(">HHQ", 60, 0, 0) + amqp.Message(
+        b"", content_type="application/json", delivery_mode=2, message_id="m-1")._serialize_properties()
+    for end in range(12, len(whole)):
+        cut = whole[:end]
+        try:
+            expected = decode_properties_basic(cut, 12)[0]
+        except struct.error:
+            with pytest.raises(struct.error):
+                decode_properties(cut, 12)
+        else:
+            assert decode_properties(cut, 12) == expected
