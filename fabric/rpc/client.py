@@ -33,8 +33,10 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import heapq
 import itertools
 import logging
+import math
 import os
 import time
 import uuid
@@ -122,7 +124,7 @@ def _signed(transport: Transport, target: Target, method: str, body: bytes) -> t
 
 
 class _PendingCall:
-    __slots__ = ("deferred", "target", "method", "timeout", "timer", "idempotent", "resend", "signer", "sent_at")
+    __slots__ = ("deferred", "target", "method", "timeout", "armed", "idempotent", "resend", "signer", "sent_at")
 
     def __init__(self, deferred: Deferred, target: Target, method: str, timeout: float,
                  idempotent: bool, resend: Callable[[], None], signer: str) -> None:
@@ -130,7 +132,8 @@ class _PendingCall:
         self.target = target
         self.method = method
         self.timeout = timeout
-        self.timer: Any = None
+        #: Its timeout has been started (:meth:`ReplyRouter.arm`).
+        self.armed = False
         self.idempotent = idempotent
         self.resend = resend
         #: The role the request was signed as: its reply must be signed for the same pair.
@@ -144,6 +147,11 @@ class ReplyRouter:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.pending: dict[str, _PendingCall] = {}
+        #: (deadline on the hub's clock, sequence, message id, call) of the calls armed (see :meth:`arm`).
+        self._deadlines: list[tuple[float, int, str, _PendingCall]] = []
+        self._sequence = itertools.count()
+        self._timer: Any = None
+        self._timer_at = math.inf
         #: Replies dropped for a bad signature, by reason code.
         self.refused: Counter[str] = Counter()
         transport.on_reply = self.on_reply
@@ -163,15 +171,49 @@ class ReplyRouter:
         self.arm(msg_id, call)
 
     def arm(self, msg_id: str, call: _PendingCall) -> None:
-        """Start the timeout of ``call`` if it still waits for its reply and has none yet."""
-        if call.timer is None and self.pending.get(msg_id) is call:
-            call.timer = hubs.get_hub().schedule_call_global(call.timeout, self._timed_out, msg_id)
+        """Start the timeout of ``call`` if it still waits for its reply and has none yet.
+
+        One hub timer per router, for the earliest deadline of the calls armed (kept in a
+        heap), instead of a timer per call scheduled and cancelled: with calls of one
+        timeout each new deadline is the latest, so a call costs a heap push. Entries of
+        calls answered meanwhile are dropped when they come first, or all at once when
+        they outnumber the waiting calls."""
+        if call.armed or self.pending.get(msg_id) is not call:
+            return
+        call.armed = True
+        hub = hubs.get_hub()
+        at = hub.clock() + call.timeout
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self.pending) + 64:
+            pending = self.pending
+            deadlines[:] = [entry for entry in deadlines if pending.get(entry[2]) is entry[3]]
+            heapq.heapify(deadlines)
+        heapq.heappush(deadlines, (at, next(self._sequence), msg_id, call))
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = hub.schedule_call_global(call.timeout, self._expire)
+
+    def _expire(self) -> None:
+        """On the hub at the earliest deadline: time out every call past its own, then
+        wait for the next."""
+        self._timer, self._timer_at = None, math.inf
+        hub = hubs.get_hub()
+        now = hub.clock()
+        deadlines, pending = self._deadlines, self.pending
+        while deadlines:
+            at, _, msg_id, call = deadlines[0]
+            if pending.get(msg_id) is call and at > now:
+                self._timer_at = at
+                self._timer = hub.schedule_call_global(at - now, self._expire)
+                return
+            heapq.heappop(deadlines)
+            if pending.get(msg_id) is call:
+                self._timed_out(msg_id)
 
     def _finish(self, msg_id: str) -> _PendingCall | None:
-        call = self.pending.pop(msg_id, None)
-        if call is not None and call.timer is not None:
-            call.timer.cancel()
-        return call
+        return self.pending.pop(msg_id, None)
 
     def _timed_out(self, msg_id: str) -> None:
         call = self.pending.pop(msg_id, None)

@@ -186,7 +186,28 @@ def test_a_reply_that_comes_while_the_request_is_being_sent_is_taken_and_no_time
         del router._finish
     assert waited and deferred.done and deferred.wait() == "early"
     assert not router.pending
-    assert [call.timer for call in finished] == [None]  # answered before its timeout was started
+    assert [call.armed for call in finished] == [False]  # answered before its timeout was started
+    assert not router._deadlines
+
+
+def test_a_shorter_timeout_after_a_longer_one_fires_first_and_alone(server, client, ctx):
+    """One timer per router serves every call's own deadline: a call of a shorter timeout
+    made after one of a longer times out at its own, and the longer one is left to finish."""
+    long = client.call_async(ctx, "slow", seconds=0.3, timeout=10)
+    short = client.call_async(ctx, "slow", seconds=0.5, timeout=0.05)
+    with pytest.raises(MessagingTimeout, match="0.05"):
+        short.wait()
+    assert not long.done
+    assert long.wait() == "late"
+
+
+def test_answered_calls_leave_no_pile_of_deadlines(transport, server, client, ctx):
+    from fabric.rpc.client import ReplyRouter
+
+    for number in range(300):
+        assert client.call(ctx, "echo", value=number) == number
+    router = ReplyRouter.of(transport)
+    assert not router.pending and len(router._deadlines) <= 64 + 1
 
 
 def test_server_drops_a_request_whose_caller_gave_up(transport, server, manager, ctx):
