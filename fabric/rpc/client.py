@@ -147,9 +147,9 @@ class ReplyRouter:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.pending: dict[str, _PendingCall] = {}
-        #: (deadline on the hub's clock, sequence, message id, call) of the calls armed (see :meth:`arm`).
-        self._deadlines: list[tuple[float, int, str, _PendingCall]] = []
-        self._sequence = itertools.count()
+        #: (deadline on the hub's clock, message id) of the calls armed (see :meth:`arm`): no
+        #: reference to the call, so an answered one is freed at once (message ids are unique).
+        self._deadlines: list[tuple[float, str]] = []
         self._timer: Any = None
         self._timer_at = math.inf
         #: Replies dropped for a bad signature, by reason code.
@@ -186,9 +186,9 @@ class ReplyRouter:
         deadlines = self._deadlines
         if len(deadlines) > 2 * len(self.pending) + 64:
             pending = self.pending
-            deadlines[:] = [entry for entry in deadlines if pending.get(entry[2]) is entry[3]]
+            deadlines[:] = [entry for entry in deadlines if entry[1] in pending]
             heapq.heapify(deadlines)
-        heapq.heappush(deadlines, (at, next(self._sequence), msg_id, call))
+        heapq.heappush(deadlines, (at, msg_id))
         if at < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -203,13 +203,14 @@ class ReplyRouter:
         now = hub.clock()
         deadlines, pending = self._deadlines, self.pending
         while deadlines:
-            at, _, msg_id, call = deadlines[0]
-            if pending.get(msg_id) is call and at > now:
+            at, msg_id = deadlines[0]
+            waiting = msg_id in pending
+            if waiting and at > now:
                 self._timer_at = at
                 self._timer = hub.schedule_call_global(at - now, self._expire)
                 return
             heapq.heappop(deadlines)
-            if pending.get(msg_id) is call:
+            if waiting:
                 self._timed_out(msg_id)
 
     def _finish(self, msg_id: str) -> _PendingCall | None:
