@@ -25,11 +25,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 from fabric import exception, metrics
 from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
+from fabric.db.models import OutboxCast
 from fabric.manager import Manager, callers_table
 from fabric.rpc.outbox import Outbox, StagedCast
 from fabric.scheduler import claims
@@ -41,6 +44,9 @@ LOG = logging.getLogger(__name__)
 #: Decision latencies kept for ``decision_stats`` (the most recent ones).
 _LATENCIES_KEPT = 100_000
 
+
+# The outbox rows of build casts staged in a claim's transaction for placements it then left out.
+_UNSTAGE = sa.delete(OutboxCast.__table__).where(OutboxCast.__table__.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 #: Writes the build cast of one instance, chosen ``host``, in the claim's transaction on ``conn``.
 Stage = Callable[[Any, str], StagedCast]
@@ -316,6 +322,9 @@ class SchedulerManager(Manager):
                                                       for iid, placement in zip(ids, claimed, strict=True)])
                     staged.update(zip(ids, casts, strict=True))
 
+                def unstage(conn: Any, dropped: list[claims.Placement]) -> None:
+                    self._unstage_builds(conn, [staged.pop(placement.spec.instance_id or "") for placement in dropped])
+
                 def finish(placed: dict[str, str]) -> None:
                     # Committed with their casts: done, whatever later rounds of the batch bring.
                     elapsed = time.perf_counter() - started
@@ -326,7 +335,7 @@ class SchedulerManager(Manager):
                         together[instance_id].finish(host, [staged[instance_id]])
 
                 _placed, left = self.scheduler.place_many(
-                    [requests[instance_id].spec for instance_id in together], conn, stage, finish)
+                    [requests[instance_id].spec for instance_id in together], conn, stage, finish, unstage)
                 one_by_one += [together[spec.instance_id or ""] for spec in left]
         for waiting in one_by_one:
             waiting.finish(*self._decide_now(waiting.instance_id, reason=None,
@@ -339,6 +348,12 @@ class SchedulerManager(Manager):
         leaves them for the next scheduler to send (fabric.rpc.outbox), never a stranded claim."""
         return self.outbox.stage_many(conn, [("scheduler.build", ctx, {"host": host, "instance_id": instance_id})
                                              for ctx, instance_id, host in builds])
+
+    @staticmethod
+    def _unstage_builds(conn: Any, casts: list[StagedCast]) -> None:
+        """Delete, in the claim's transaction, build casts :meth:`_stage_builds` wrote there for
+        placements the claim then left out (never sent: they are not committed yet)."""
+        conn.execute(_UNSTAGE, {"ids": [cast.id for cast in casts]})
 
     def _stage_one(self, ctx: RequestContext, instance_id: str) -> Stage:
         """The :data:`Stage` of one instance's build cast (a decision of one)."""

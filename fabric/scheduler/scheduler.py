@@ -138,13 +138,14 @@ class Scheduler:
     def place_many(self, specs: list[RequestSpec], conn: sa.Connection,
                    also: Callable[[sa.Connection, list[claims.Placement]], None] | None = None,
                    committed: Callable[[dict[str, str]], None] | None = None,
+                   unstage: Callable[[sa.Connection, list[claims.Placement]], None] | None = None,
                    ) -> tuple[dict[str, str], list[RequestSpec]]:
         """Claim a host for each of ``specs`` (instances in no server group or in an
         anti-affinity one: :func:`claims.claim_many`) in one transaction on ``conn`` (its
         open transaction, if any, is ended), choosing for each in turn with the choices
         before it counted against their hosts (and their groups). The placements the claim
         leaves out (their host or group slot was taken meanwhile: the cache may be half a
-        second old) are chosen again, with the hosts' rows the claim read, and claimed in a
+        second old) are chosen again, with the hosts' rows the claim locked, and claimed in a
         transaction of their own: up to :data:`BATCH_ROUNDS` transactions in all.
 
         Returns instance id -> host for the instances placed, and the specs left
@@ -152,7 +153,9 @@ class Scheduler:
         after the last round, and all of a round's when its claim changed nothing
         (an instance had stopped waiting for a host) or failed after an earlier
         round committed. ``also(conn, claimed)`` runs in each round's transaction,
-        once, with the placements it claimed; ``committed(placed)`` runs after each
+        once, with the placements it claims, and ``unstage(conn, dropped)`` in the same
+        transaction for those of them the claim then left out (their host no longer took
+        them: what ``also`` wrote for them must go); ``committed(placed)`` runs after each
         round's commit with what that round placed (instance id -> host), so that they
         need not wait for the rounds after theirs.
         """
@@ -164,7 +167,7 @@ class Scheduler:
             if not chosen:
                 return placed, left
             try:
-                rows, claimed, lost = claims.claim_many(conn, chosen, self.ratios, also)
+                rows, claimed, lost = claims.claim_many(conn, chosen, self.ratios, also, unstage)
             except (claims.ClaimLost, exception.InstanceStateConflict) as failed:  # nothing changed
                 LOG.debug("%d placements left to be decided one by one: %s", len(chosen), failed)
                 if isinstance(failed, claims.ClaimLost):
@@ -180,8 +183,12 @@ class Scheduler:
                 LOG.exception("A batch's claim round %d failed; %d placements left to be decided "
                               "one by one", round_number + 1, len(chosen))
                 return placed, left + [placement.spec for placement in chosen]
-            # Every chosen host's row as the claim left it: what was reserved there and not claimed is forgotten.
+            # Every locked host's row as the claim left it: what was reserved there and not claimed is
+            # forgotten. A host only lost slots on was not locked: read again (a rare extra read).
             self.cache.apply_rows(rows)
+            unread = {placement.host.host for placement in lost} - {row["host"] for row in rows}
+            if unread:
+                self.cache.refresh_hosts(unread)
             self.claims_lost += len(lost)
             now_placed = {placement.spec.instance_id or "": placement.host.host for placement in claimed}
             placed.update(now_placed)

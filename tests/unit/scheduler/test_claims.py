@@ -251,15 +251,19 @@ def test_claim_many_leaves_out_what_a_host_no_longer_fits_and_claims_the_rest(db
     # Chosen on a stale view: small0000 had room for two more, and another claim took one since.
     chosen = placements(db, [(second, "small0000", 1024), (third, "big0000", 1024), (fourth, "small0000", 1024)])
     claims.claim(db, spec_for(first, memory_mb=1024), host_state(db, "small0000"), RATIOS)
-    staged = []
+    staged, unstaged = [], []
     with db.engine.connect() as conn:
-        rows, claimed, left = claims.claim_many(conn, chosen, RATIOS, also=lambda conn, claimed: staged.append(
-            [p.spec.instance_id for p in claimed]))
-    # Both placements on small0000 are left out (the host takes all of its placements or none).
-    assert [p.spec.instance_id for p in claimed] == [third] and staged == [[third]]
+        rows, claimed, left = claims.claim_many(
+            conn, chosen, RATIOS, also=lambda conn, claimed: staged.append([p.spec.instance_id for p in claimed]),
+            unstage=lambda conn, dropped: unstaged.append([p.spec.instance_id for p in dropped]))
+    # Both placements on small0000 are left out (the host takes all of its placements or none):
+    # what ``also`` wrote for them is undone through ``unstage``, in the same transaction.
+    assert [p.spec.instance_id for p in claimed] == [third]
+    assert staged == [[second, third, fourth]] and unstaged == [[second, fourth]]
     assert [p.spec.instance_id for p in left] == [second, fourth]
     instances, nodes = build.instances(db), build.nodes(db)
     assert (instances[second].host, instances[third].host, instances[fourth].host) == (None, "big0000", None)
+    assert [instances[i].scheduling_attempts for i in (second, third, fourth)] == [0, 1, 0]
     assert (nodes["small0000"].memory_mb_used, nodes["big0000"].memory_mb_used) == (1024, 1024)
     # The rows returned are every locked host's, as the claim left them (what the cache takes in).
     assert {row["host"]: (row["memory_mb_used"], row["running_vms"], row["generation"]) for row in rows} == {
@@ -267,24 +271,25 @@ def test_claim_many_leaves_out_what_a_host_no_longer_fits_and_claims_the_rest(db
     assert {row["host"]: row["updated_at"] for row in rows} == {n.host: n.updated_at for n in nodes.values()}
 
 
-def test_claim_many_takes_again_what_still_fits_when_a_host_filled_between_its_read_and_its_lock(server_db):
+def test_claim_many_keeps_what_still_fits_when_a_host_filled_before_its_lock(server_db):
     build.add_hosts(server_db, 1, prefix="small", memory_mb=2048)
     build.add_hosts(server_db, 1, prefix="big", memory_mb=8192)
     early, second, third = build.add_instances(server_db, 3, memory_mb=1024)
     chosen = placements(server_db, [(second, "small0000", 1024), (third, "big0000", 1024)])
-    staged = []
+    staged, unstaged = [], []
 
     def meanwhile(conn, claimed):
         staged.append([p.spec.instance_id for p in claimed])
-        if len(staged) == 1:
-            # The hosts' rows were read (small0000 fits), not locked yet: another claim takes
-            # small0000's room now and commits.
-            claims.claim(server_db, spec_for(early, memory_mb=2048), host_state(server_db, "small0000"), RATIOS)
+        # The instances took their hosts, whose rows are not locked yet: another claim takes
+        # small0000's room now and commits.
+        claims.claim(server_db, spec_for(early, memory_mb=2048), host_state(server_db, "small0000"), RATIOS)
 
     with server_db.engine.connect() as conn:
-        rows, claimed, left = claims.claim_many(conn, chosen, RATIOS, also=meanwhile)
-    # The lock saw it: the first transaction was undone, the second claimed what still fits.
-    assert staged == [[second, third], [third]]
+        rows, claimed, left = claims.claim_many(
+            conn, chosen, RATIOS, also=meanwhile,
+            unstage=lambda conn, dropped: unstaged.append([p.spec.instance_id for p in dropped]))
+    # The lock saw it: the placement on small0000 was undone in the same transaction, the rest committed.
+    assert staged == [[second, third]] and unstaged == [[second]]
     assert [p.spec.instance_id for p in claimed] == [third] and [p.spec.instance_id for p in left] == [second]
     instances, nodes = build.instances(server_db), build.nodes(server_db)
     assert (instances[early].host, instances[second].host, instances[third].host) == ("small0000", None, "big0000")
@@ -340,8 +345,9 @@ def test_claim_many_loses_a_member_whose_anti_affinity_slot_is_taken(sqlite_db):
     with sqlite_db.engine.connect() as conn:
         rows, claimed, lost = claims.claim_many(conn, chosen, RATIOS)
     assert [p.spec.instance_id for p in claimed] == [third] and [p.spec.instance_id for p in lost] == [second]
-    # Both hosts' rows as the claim left them: host0000 kept the first member only.
-    assert {row["host"]: row["running_vms"] for row in rows} == {"host0000": 1, "host0001": 1}
+    # The row of the host it locked, as the claim left it (host0000, which only lost a slot, was not
+    # locked: place_many reads it again); host0000 kept the first member only.
+    assert {row["host"]: row["running_vms"] for row in rows} == {"host0001": 1}
     nodes, instances = build.nodes(sqlite_db), build.instances(sqlite_db)
     assert (nodes["host0000"].running_vms, nodes["host0001"].running_vms) == (1, 1)
     assert (instances[second].host, instances[third].host) == (None, "host0001")
@@ -362,6 +368,26 @@ def test_claim_many_takes_no_slot_on_a_host_that_no_longer_fits(sqlite_db):
     assert claimed == [] and left == chosen
     with sqlite_db.engine.connect() as conn:
         assert load_group_hosts(conn, group, ANTI_AFFINITY) == set()
+
+
+def test_claim_many_gives_back_the_slot_of_a_member_whose_host_no_longer_fits(db):
+    build.add_hosts(db, 1, prefix="small", memory_mb=1024)
+    build.add_hosts(db, 1, prefix="big", memory_mb=8192)
+    group = build.add_group(db, ANTI_AFFINITY)
+    first, second = build.add_instances(db, 2, group_id=group)
+    [other] = build.add_instances(db, 1)
+    anti = {"group_id": group, "group_policy": ANTI_AFFINITY}
+    chosen = [claims.Placement(spec_for(first, **anti), host_state(db, "small0000")),
+              claims.Placement(spec_for(second, **anti), host_state(db, "big0000"))]
+    claims.claim(db, spec_for(other), host_state(db, "small0000"), RATIOS)  # small0000 is full now
+    with db.engine.connect() as conn:
+        _rows, claimed, left = claims.claim_many(conn, chosen, RATIOS)
+    assert [p.spec.instance_id for p in claimed] == [second] and [p.spec.instance_id for p in left] == [first]
+    instances = build.instances(db)
+    assert (instances[first].host, instances[first].scheduling_attempts) == (None, 0)
+    with db.engine.connect() as conn:
+        assert load_group_hosts(conn, group, ANTI_AFFINITY) == {"big0000"}  # the slot on small0000 is gone
+    assert build.overcommitted(db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
 
 
 def test_place_many_leaves_out_what_a_stale_cache_chose_on_a_full_host(sqlite_db):

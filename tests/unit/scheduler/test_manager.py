@@ -240,6 +240,41 @@ def test_first_placements_waiting_together_are_decided_batch_size_at_a_time(sqli
 
 
 
+def test_a_batch_placement_its_host_no_longer_takes_leaves_no_build_cast_behind(db):
+    from fabric.db.models import OutboxCast
+    from fabric.scheduler import claims
+
+    build.add_hosts(db, 1, prefix="a", memory_mb=8192)
+    build.add_hosts(db, 1, prefix="b", memory_mb=7680)
+    [other] = build.add_instances(db, 1, memory_mb=7168)
+    ids = build.add_instances(db, 2, memory_mb=2048)
+    compute = RecordingCompute()
+    manager = manager_for(db, compute, host_refresh_interval=3600.0, ram_allocation_ratio=1.0)
+    manager.init_host()
+    manager.scheduler.cache.hosts()  # the cache sees a0000 empty (and reads nothing more for an hour) ...
+    claims.claim(db, claims.RequestSpec(instance_id=other, vcpus=1, memory_mb=7168, disk_gb=10),
+                 manager.scheduler.cache.get("a0000"), manager.scheduler.ratios)  # ... and another scheduler fills it
+    manager._decision_slots.acquire()  # the two requests queue up, to be decided together
+    threads = [threading.Thread(target=manager.schedule_and_build, args=(CTX, iid)) for iid in ids]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(manager._waiting) == 2, timeout=10, what="both requests waiting")
+    finally:
+        manager._decision_slots.release()
+        for thread in threads:
+            thread.join(10)
+    # Chosen first on a0000 (as the cache saw it) and on b0000: the claim left the first out, and
+    # the cast written for it with the claim went with it; chosen again, it went to b0000.
+    assert sorted(compute.builds) == sorted(("b0000", iid) for iid in ids)
+    with db.begin() as session:
+        hosts_cast = [row.payload["kwargs"]["host"] for row in session.scalars(sa.select(OutboxCast))]
+    assert "a0000" not in hosts_cast
+    assert {iid: (row.host, row.scheduling_attempts) for iid, row in build.instances(db, ids).items()} == {
+        iid: ("b0000", 1) for iid in ids}
+    assert build.overcommitted(db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
+
+
 def test_init_host_reads_every_host_before_the_first_message(sqlite_db, monkeypatch):
     from fabric.scheduler import manager as manager_module
 
