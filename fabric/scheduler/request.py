@@ -104,7 +104,13 @@ _SELECT_REQUEST = (
     .outerjoin(ServerGroup, ServerGroup.id == Instance.server_group_id)
 )
 _LOAD_REQUEST = _SELECT_REQUEST.where(Instance.id == sa.bindparam("instance_id"))
-_LOAD_REQUESTS = _SELECT_REQUEST.where(Instance.id.in_(sa.bindparam("instance_ids", expanding=True)))
+# Many requests are read with their groups' slots (one row per slot): one round trip where a
+# second query for the slots cost one more for every batch with a group member in it.
+_LOAD_REQUESTS = (
+    _SELECT_REQUEST.add_columns(ServerGroupHost.slot.label("group_slot"), ServerGroupHost.host.label("slot_host"))
+    .outerjoin(ServerGroupHost, ServerGroupHost.group_id == Instance.server_group_id)
+    .where(Instance.id.in_(sa.bindparam("instance_ids", expanding=True)))
+)
 
 
 def load_instance_request(session: orm.Session | sa.Connection, instance_id: str) -> InstanceRequest:
@@ -120,23 +126,23 @@ def load_instance_request(session: orm.Session | sa.Connection, instance_id: str
 
 def load_instance_requests(session: orm.Session | sa.Connection,
                            instance_ids: list[str]) -> dict[str, InstanceRequest]:
-    """:func:`load_instance_request` for many instances: by id, those that exist. One query,
-    and one more for the slots of their groups (plus one per group of a soft policy)."""
-    requests = {row.id: _request_of(row)
-                for row in session.execute(_LOAD_REQUESTS, {"instance_ids": list(instance_ids)})}
-    specs = [request.spec for request in requests.values() if request.spec.group_id is not None]
-    slotted = {spec.group_id for spec in specs if spec.group_policy not in SOFT_POLICIES}
+    """:func:`load_instance_request` for many instances: by id, those that exist. One query
+    with their groups' slots (plus one per group of a soft policy, whose members hold none)."""
+    requests: dict[str, InstanceRequest] = {}
     slots: dict[str, list[tuple[str, str]]] = {}
-    if slotted:
-        for group_id, slot, host in session.execute(
-                sa.select(ServerGroupHost.group_id, ServerGroupHost.slot, ServerGroupHost.host)
-                .where(ServerGroupHost.group_id.in_(sorted(slotted)))):
-            slots.setdefault(group_id, []).append((slot, host))
-    for spec in specs:
+    for row in session.execute(_LOAD_REQUESTS, {"instance_ids": list(instance_ids)}):
+        if row.id not in requests:
+            requests[row.id] = _request_of(row)
+        if row.group_slot is not None:
+            slots.setdefault(row.id, []).append((row.group_slot, row.slot_host))
+    for instance_id, request in requests.items():
+        spec = request.spec
+        if spec.group_id is None:
+            continue
         if spec.group_policy in SOFT_POLICIES:
-            spec.group_hosts = load_group_hosts(session, spec.group_id or "", spec.group_policy)
+            spec.group_hosts = load_group_hosts(session, spec.group_id, spec.group_policy)
         else:
-            spec.group_hosts = _held_hosts(slots.get(spec.group_id or "", []), spec.group_policy)
+            spec.group_hosts = _held_hosts(slots.get(instance_id, []), spec.group_policy)
     return requests
 
 

@@ -13,7 +13,15 @@ from fabric.config import Settings
 from fabric.db.models import Instance
 from fabric.scheduler import claims
 from fabric.scheduler.host_state import HostStateCache
-from fabric.scheduler.request import AFFINITY, ANTI_AFFINITY, RequestSpec, load_group_hosts, load_instance_request
+from fabric.scheduler.request import (
+    AFFINITY,
+    ANTI_AFFINITY,
+    SOFT_ANTI_AFFINITY,
+    RequestSpec,
+    load_group_hosts,
+    load_instance_request,
+    load_instance_requests,
+)
 from fabric.scheduler.scheduler import Scheduler
 from tests.fixtures import scheduler as build
 
@@ -525,3 +533,37 @@ def test_concurrent_batches_put_one_anti_affinity_member_per_host(server_db):
     placed = run_batches(server_db, [ids[start:start + 3] for start in range(0, len(ids), 3)])
     assert len(placed) == 5 and len(set(placed.values())) == 5
     assert build.overcommitted(server_db, ram_ratio=1.0, cpu_ratio=1.0, disk_ratio=1.0) == []
+
+
+def test_requests_read_together_hold_their_groups_hosts_in_one_query(db):
+    build.add_hosts(db, 3)
+    anti, pinned, soft = (build.add_group(db, policy) for policy in (ANTI_AFFINITY, AFFINITY, SOFT_ANTI_AFFINITY))
+    anti_members = build.add_instances(db, 4, group_id=anti)
+    affinity_members = build.add_instances(db, 2, group_id=pinned)
+    soft_members = build.add_instances(db, 2, group_id=soft)
+    [alone] = build.add_instances(db, 1)
+    for member, host in zip(anti_members, ("host0000", "host0001"), strict=False):
+        claims.claim(db, spec_for(member, group_id=anti, group_policy=ANTI_AFFINITY), host_state(db, host), RATIOS)
+    claims.claim(db, spec_for(affinity_members[0], group_id=pinned, group_policy=AFFINITY),
+                 host_state(db, "host0002"), RATIOS)
+    waiting = [*anti_members[2:], affinity_members[1], alone]
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.engine.connect() as conn:
+            together = load_instance_requests(conn, waiting)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert len(statements) == 1
+    assert {iid: request.spec.group_hosts for iid, request in together.items()} == {
+        anti_members[2]: {"host0000", "host0001"}, anti_members[3]: {"host0000", "host0001"},
+        affinity_members[1]: {"host0002"}, alone: set()}
+    with db.engine.connect() as conn:
+        for iid, request in together.items():
+            assert request == load_instance_request(conn, iid)  # the same request as read alone
+        # A soft policy's members hold no slot: their group's hosts are read from the members.
+        assert load_instance_requests(conn, soft_members)[soft_members[0]].spec.group_hosts == set()
