@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fabric.scheduler.host_state import HostState
 from fabric.scheduler.request import RequestSpec
@@ -27,6 +27,12 @@ class HostFilter:
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         raise NotImplementedError
+
+    def thresholds(self, spec: RequestSpec) -> dict[str, Any] | None:
+        """What this filter asks of ``spec``'s host as keyword arguments of
+        :func:`fabric.scheduler.filters.resources.fitting_hosts` (where its condition lives), so
+        that the filters that apply are run in one pass; None when it is not one of those."""
+        return None
 
     def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
         """The hosts that pass, in their order."""

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fabric.scheduler.filters.base import HostFilter
+from fabric.scheduler.filters.resources import ThresholdFilter
 from fabric.scheduler.host_state import HostState
 from fabric.scheduler.request import RequestSpec
 
 
-class ComputeFilter(HostFilter):
+class ComputeFilter(ThresholdFilter):
     """Passes hosts whose compute service is up (recent heartbeat) and not disabled."""
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
-        return host.up and not host.disabled
-
-    def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
-        return [h for h in hosts if h.up and not h.disabled]
+    def thresholds(self, spec: RequestSpec) -> dict[str, Any]:
+        return {"in_service": True}
 
 
 class RetryFilter(HostFilter):
