@@ -567,3 +567,31 @@ def test_requests_read_together_hold_their_groups_hosts_in_one_query(db):
             assert request == load_instance_request(conn, iid)  # the same request as read alone
         # A soft policy's members hold no slot: their group's hosts are read from the members.
         assert load_instance_requests(conn, soft_members)[soft_members[0]].spec.group_hosts == set()
+
+
+def test_claim_many_of_a_member_that_stopped_waiting_changes_nothing(db):
+    build.add_hosts(db, 2)
+    group = build.add_group(db, ANTI_AFFINITY)
+    first, second = build.add_instances(db, 2, group_id=group)
+    [alone] = build.add_instances(db, 1)
+    anti = {"group_id": group, "group_policy": ANTI_AFFINITY}
+    claims.claim(db, spec_for(first, **anti), host_state(db, "host0000"), RATIOS)
+    before = build.instances(db)[second].updated_at
+    chosen = [claims.Placement(spec_for(first, **anti), host_state(db, "host0001")),  # placed already
+              claims.Placement(spec_for(second, **anti), host_state(db, "host0000")),  # its slot is taken
+              claims.Placement(spec_for(alone), host_state(db, "host0001"))]
+    with db.engine.connect() as conn, pytest.raises((exception.InstanceStateConflict, claims.ClaimLost)):
+        claims.claim_many(conn, chosen, RATIOS)
+    with db.engine.connect() as conn:
+        assert load_group_hosts(conn, group, ANTI_AFFINITY) == {"host0000"}  # no slot left on host0001
+    instances = build.instances(db)
+    assert (instances[first].host, instances[second].host, instances[alone].host) == ("host0000", None, None)
+    assert build.nodes(db)["host0001"].running_vms == 0 and instances[second].updated_at == before
+    # A member whose slot is free is placed with the rest, its row stamped as any update stamps it.
+    with db.engine.connect() as conn:
+        _rows, claimed, left = claims.claim_many(conn, chosen[1:2] and [
+            claims.Placement(spec_for(second, **anti), host_state(db, "host0001")), chosen[2]], RATIOS)
+    instances = build.instances(db)
+    assert len(claimed) == 2 and left == [] and (instances[second].host, instances[alone].host) == (
+        "host0001", "host0001")
+    assert instances[second].updated_at is not None and instances[second].updated_at != before
