@@ -86,6 +86,7 @@ _outbox = OutboxCast.__table__
 # The table's, not the entity's: an ORM session then runs them as they are, without its bulk-insert layer.
 _INSERT = sa.insert(_outbox)
 _INSERT_RETURNING_IDS = sa.insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
+_DELETE_STAGED = sa.delete(_outbox).where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
 _DELETE = sa.delete(_outbox).where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
@@ -225,6 +226,13 @@ class Outbox:
         else:
             ids = [session.execute(_INSERT, row).inserted_primary_key[0] for row in rows]
         return [StagedCast(ident, row["cast"], row["key"], row["payload"]) for ident, row in zip(ids, rows, strict=True)]
+
+    @staticmethod
+    def unstage(session: orm.Session | sa.Connection, staged: Sequence[StagedCast]) -> None:
+        """Take back, in the transaction that staged them, casts :meth:`stage` wrote there and
+        the caller no longer wants (never sent: they are not committed yet)."""
+        if staged:
+            session.execute(_DELETE_STAGED, {"ids": [cast.id for cast in staged]})
 
     def send(self, *staged: StagedCast) -> None:
         """Publish committed casts (from :meth:`stage`) in order; return once each was confirmed,

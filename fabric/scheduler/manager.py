@@ -25,14 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-
 from fabric import exception, metrics
 from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import OutboxCast
 from fabric.manager import Manager, callers_table
 from fabric.rpc.outbox import Outbox, StagedCast
 from fabric.scheduler import claims
@@ -43,10 +40,6 @@ LOG = logging.getLogger(__name__)
 
 #: Decision latencies kept for ``decision_stats`` (the most recent ones).
 _LATENCIES_KEPT = 100_000
-
-
-# The outbox rows of build casts staged in a claim's transaction for placements it then left out.
-_UNSTAGE = sa.delete(OutboxCast.__table__).where(OutboxCast.__table__.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 #: Writes the build cast of one instance, chosen ``host``, in the claim's transaction on ``conn``.
 Stage = Callable[[Any, str], StagedCast]
@@ -349,11 +342,10 @@ class SchedulerManager(Manager):
         return self.outbox.stage_many(conn, [("scheduler.build", ctx, {"host": host, "instance_id": instance_id})
                                              for ctx, instance_id, host in builds])
 
-    @staticmethod
-    def _unstage_builds(conn: Any, casts: list[StagedCast]) -> None:
-        """Delete, in the claim's transaction, build casts :meth:`_stage_builds` wrote there for
-        placements the claim then left out (never sent: they are not committed yet)."""
-        conn.execute(_UNSTAGE, {"ids": [cast.id for cast in casts]})
+    def _unstage_builds(self, conn: Any, casts: list[StagedCast]) -> None:
+        """Take back, in the claim's transaction, build casts :meth:`_stage_builds` wrote there
+        for placements the claim then left out."""
+        self.outbox.unstage(conn, casts)
 
     def _stage_one(self, ctx: RequestContext, instance_id: str) -> Stage:
         """The :data:`Stage` of one instance's build cast (a decision of one)."""

@@ -233,3 +233,16 @@ def test_a_batch_with_one_cast_not_of_the_outbox_writes_nothing(sqlite_db):
                                                                "instance_id": "i-1"}),
                                  ("scheduler.build", ctx, {"host": "h1", "instance_id": "i-2"})])
     assert rows(sqlite_db) == []
+
+
+def test_casts_taken_back_in_their_transaction_leave_only_the_others(db):
+    box = Outbox(db, "api", types.SimpleNamespace())
+    ctx = RequestContext()
+    with db.begin() as session:
+        staged = box.stage_many(session, [("api.instance_action", ctx, {"host": "h1", "action": "stop_instance",
+                                                                         "instance_id": f"i-{n}"}) for n in range(3)])
+        box.unstage(session, [staged[0], staged[2]])
+        box.unstage(session, [])  # nothing to take back: no statement
+    with db.begin() as session:
+        kept = [row.id for row in session.scalars(sa.select(OutboxCast))]
+    assert kept == [staged[1].id]
