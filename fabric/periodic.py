@@ -17,6 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import eventlet
@@ -93,8 +94,11 @@ def periodic_tasks(manager: Any) -> list[PeriodicTask]:
 class PeriodicRunner:
     """Runs a manager's periodic tasks until stopped."""
 
-    def __init__(self, manager: Any) -> None:
+    def __init__(self, manager: Any, limiter: AbstractContextManager | None = None) -> None:
+        """``limiter``: entered around each run, shared by the runners of a process whose runs
+        together must stay within what its database pool serves (fake hosts)."""
         self.tasks = periodic_tasks(manager)
+        self._limiter = limiter
         self._stopping = eventlet.event.Event()
         self._threads: list[eventlet.greenthread.GreenThread] = []
 
@@ -142,7 +146,11 @@ class PeriodicRunner:
         ctx = context.RequestContext.admin()
         token = ctx.activate()
         try:
-            task.method(ctx)
+            if self._limiter is None:
+                task.method(ctx)
+            else:
+                with self._limiter:
+                    task.method(ctx)
         except Exception:
             task.failures += 1
             LOG.exception("Periodic task %s failed; it runs again in %gs", task.name, task.spacing)

@@ -54,7 +54,7 @@ class Service:
     def __init__(self, settings: config.Settings, binary: str, topic: str, manager: Any,
                  host: str | None = None, transport: Any = None, db: Database | None = None,
                  *, address: str | None = None, consume: tuple[str, ...] = rpc.server.QUEUE_KINDS,
-                 limiter: Any = None) -> None:
+                 limiter: Any = None, periodic_limiter: Any = None) -> None:
         self.settings = settings
         self.binary = binary
         self.topic = topic
@@ -67,15 +67,17 @@ class Service:
         #: a fake host of :mod:`fabric.sim.fake_hosts` leaves the fanout to its process.
         self.consume = consume
         #: Shared with the process's other workers of its topic (:class:`~fabric.rpc.RPCServer`'s
-        #: ``limiter``): the fake hosts of one process stay within its database pool together.
+        #: ``limiter``), and with all of its workers (:class:`~fabric.periodic.PeriodicRunner`'s):
+        #: the fake hosts of one process stay within its database pool together.
         self.limiter = limiter
+        self.periodic_limiter = periodic_limiter
         self.transport = transport
         self._owns_transport = transport is None
         self.db = db
         self._owns_db = db is None
         self.server: Any = None
         self.outbox: Any = None
-        self.periodic = PeriodicRunner(manager)
+        self.periodic = PeriodicRunner(manager, periodic_limiter)
         self._stopping = eventlet.event.Event()
         self._heartbeats: Heartbeats | None = None
         self._started = False

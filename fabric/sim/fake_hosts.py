@@ -32,14 +32,17 @@ per consumer, which at 1,000 hosts ran the broker out of file descriptors.
 The hosts share one database pool where real hosts have one each, so the work must wait in
 the hosts' queues, not for the pool: each worker handles at most ``--handlers`` messages at
 once and holds as many unacknowledged (``[rpc] executor_size`` and ``prefetch`` of this
-process), and the hosts' workers of each topic together at most their share of the pool's
-connections (:data:`HANDLER_SHARES`). With 64 handlers per worker, 125 hosts' handlers queued
+process), the hosts' workers of each topic together at most their share of the pool's
+connections, and the hosts' periodic tasks together theirs (:data:`SHARES`). With 64 handlers
+per worker, 125 hosts' handlers queued
 for the pool's connections until their 30 s wait ran out; with 2 per worker but no bound per
 process, 250 hosts (1,000 handlers) did the same: each handler holding a connection waited its
 turn behind hundreds of runnable others, so connections were held ever longer (about 2,200
 QueuePool timeouts in the first 1,000-host ``tools/bench/storm.py``, builds failing and
-rescheduled). The bound is per topic, not one for both: a build holds its compute handler
-while it calls its own host's network worker, here in this process.
+rescheduled); with the handlers bounded but not the periodic tasks, the 1,000 periodic tasks
+of 250 hosts did (about 750 timeouts in the second). The bounds are apart, not one for all: a
+build holds its compute handler while it calls its own host's network worker, here in this
+process, and a periodic task may call a worker of its host too.
 """
 
 if __name__ == "__main__":  # monkey-patch first, as every launcher does (never when imported)
@@ -72,9 +75,10 @@ WORKERS = (("fabric-network", "network"), ("fabric-compute", "compute"))
 #: The queues each host's worker consumes itself: the process takes the fanouts for all of them.
 HOST_QUEUES = ("shared", "host")
 #: The share of the process's database connections the hosts' handlers of each topic may hold
-#: at once between them; the rest serves the fanout lanes and the hosts' periodic work
-#: (heartbeats, resource reports), which no handler bound holds up.
-HANDLER_SHARES = {"compute": 1 / 2, "network": 1 / 4}
+#: at once between them, and their periodic tasks (resource reports, power syncs, security
+#: resyncs), of those the fanout lanes (:mod:`fabric.sim.fanout`, one each at most) leave; the
+#: rest serves the heartbeats.
+SHARES = {"compute": 0.5, "network": 0.25, "periodic": 0.15}
 
 
 def host_names(prefix: str, count: int, first: int = 1) -> list[str]:
@@ -96,24 +100,27 @@ def stagger_interval(settings: config.Settings) -> float:
                settings.compute.power_sync_interval, settings.compute.reap_interval)
 
 
-def handler_limiters(db: Database) -> dict[str, Semaphore]:
-    """By topic, the bound its hosts' handlers share (:data:`HANDLER_SHARES` of ``db``'s pool,
-    at least one each); none on a database whose pool this process does not bound (SQLite)."""
+def work_limiters(db: Database, lanes: int = DEFAULT_LANES) -> dict[str, Semaphore]:
+    """By topic, the bound its hosts' handlers share, and (``periodic``) the bound of the hosts'
+    periodic tasks: :data:`SHARES` of what ``lanes`` fanout lanes leave of ``db``'s pool, at
+    least one each; none on a database whose pool this process does not bound (SQLite)."""
     if db.capacity is None:
         return {}
-    return {topic: Semaphore(max(1, int(db.capacity * share))) for topic, share in HANDLER_SHARES.items()}
+    left = max(0, db.capacity - lanes)
+    return {kind: Semaphore(max(1, int(left * share))) for kind, share in SHARES.items()}
 
 
 def build_services(settings: config.Settings, hosts: list[str], *, db: Database, transport: Any,
-                   address: str = "127.0.0.1") -> list[Service]:
+                   address: str = "127.0.0.1", lanes: int = DEFAULT_LANES) -> list[Service]:
     """A network and a compute :class:`Service` per host in ``hosts`` over the shared ``db`` and
     ``transport`` (not started), in start order, consuming no fanout (:func:`build_fanouts`), the
-    handlers of each topic bounded together (:func:`handler_limiters`).
+    handlers of each topic bounded together, and their periodic tasks (:func:`work_limiters`, beside
+    ``lanes`` fanout lanes).
     Raises ValueError for a repeated host name."""
     if len(set(hosts)) != len(hosts):
         raise ValueError(f"host names repeat: {sorted(h for h in set(hosts) if hosts.count(h) > 1)}")
     shared = default_collaborators(settings, db, transport)  # one outbox for every host here
-    limiters = handler_limiters(db)
+    limiters = work_limiters(db, lanes)
     services = []
     for host in hosts:
         own = host_settings(settings, host)
@@ -125,7 +132,8 @@ def build_services(settings: config.Settings, hosts: list[str], *, db: Database,
                                       **(shared | {"images": ObjectstoreImages.from_settings(own, db)})),
         }
         services += [Service(own, binary, topic, managers[topic], host=host, transport=transport, db=db,
-                             address=address, consume=HOST_QUEUES, limiter=limiters.get(topic))
+                             address=address, consume=HOST_QUEUES, limiter=limiters.get(topic),
+                             periodic_limiter=limiters.get("periodic"))
                      for binary, topic in WORKERS]
     return services
 
@@ -218,7 +226,8 @@ def _run(argv: list[str] | None) -> int:
     try:
         hosts = host_names(args.prefix, args.hosts, args.first)
         services = build_services(settings, hosts, db=db, transport=transport,
-                                  address=settings.service.advertise_address or "127.0.0.1")
+                                  address=settings.service.advertise_address or "127.0.0.1",
+                                  lanes=args.fanout_lanes)
         fanouts = build_fanouts(services, transport, settings.default.host, args.fanout_lanes)
         spread = stagger_interval(settings) if args.stagger is None else max(0.0, args.stagger)
         LOG.warning("fake_hosts: starting %d hosts %s ... %s over %.1fs", len(hosts), hosts[0], hosts[-1], spread)

@@ -75,3 +75,37 @@ def test_bad_spacing_is_named():
 
     with pytest.raises(ValueError, match=r"Bad.never has spacing 0"):
         periodic_tasks(Bad())
+
+
+class Gated:
+    """A periodic task that waits for the test's gate, counting how many of its kind run at once."""
+
+    def __init__(self, gate, tally):
+        self.gate, self.tally = gate, tally
+
+    @periodic_task(spacing=60, run_immediately=True)
+    def report(self, ctx):
+        self.tally["running"] += 1
+        self.tally["most"] = max(self.tally["most"], self.tally["running"])
+        self.gate.wait()
+        self.tally["running"] -= 1
+        self.tally["runs"] += 1
+
+
+def test_runners_sharing_a_limiter_run_one_task_at_a_time_between_them():
+    from eventlet.semaphore import Semaphore
+
+    gate, tally, limiter = eventlet.event.Event(), {"running": 0, "most": 0, "runs": 0}, Semaphore(1)
+    runners = [PeriodicRunner(Gated(gate, tally), limiter) for _ in range(3)]
+    for runner in runners:
+        runner.start()
+    try:
+        wait_until(lambda: limiter.balance == -2)  # one runs, the other two wait for the limiter
+        assert tally == {"running": 1, "most": 1, "runs": 0}
+        gate.send(True)
+        wait_until(lambda: tally["runs"] == 3)
+        assert tally["most"] == 1 and limiter.balance == 1
+    finally:
+        gate.ready() or gate.send(True)
+        for runner in runners:
+            runner.stop(timeout=5)

@@ -58,20 +58,27 @@ def test_a_fanout_reaches_every_host_of_the_process(process, transport):
              what="p-9 in both hosts' remote hosts")
 
 
-def test_the_hosts_handlers_of_a_topic_share_one_bound_within_the_pool(postgres_db, settings, transport,  # noqa: F811
-                                                                       tmp_path):
+def test_the_hosts_work_of_each_kind_shares_one_bound_within_the_pool(postgres_db, settings, transport,  # noqa: F811
+                                                                      tmp_path):
     own = settings.replace(default={"data_dir": str(tmp_path)})
     services = fake_hosts.build_services(own, fake_hosts.host_names("p-", 3), db=postgres_db, transport=transport)
     limiter = {service.topic: service.limiter for service in services}
     assert all(service.limiter is limiter[service.topic] for service in services)
     assert limiter["compute"] is not limiter["network"]  # a build holds its handler while its host plugs
+    periodic = services[0].periodic_limiter
+    assert all(service.periodic_limiter is periodic for service in services)
+    assert all(service.periodic._limiter is periodic for service in services)
+    assert periodic is not limiter["compute"] and periodic is not limiter["network"]
     capacity = postgres_db.capacity
-    assert {topic: bound.balance for topic, bound in limiter.items()} == {"compute": capacity // 2,
-                                                                          "network": capacity // 4}
-    assert sum(bound.balance for bound in limiter.values()) < capacity  # room for the fanouts, periodic work
+    bounds = {"periodic": periodic.balance, **{topic: bound.balance for topic, bound in limiter.items()}}
+    left = capacity - fake_hosts.DEFAULT_LANES
+    assert bounds == {kind: int(left * share) for kind, share in fake_hosts.SHARES.items()}
+    # What the bounds leave serves the fanout lanes (one connection each at most).
+    assert sum(bounds.values()) + fake_hosts.DEFAULT_LANES <= capacity
 
 
 def test_a_process_on_sqlite_bounds_no_handlers(process, sqlite_db):
     _, services = process
     assert sqlite_db.capacity is None
-    assert all(service.limiter is None and service.server._limiter is None for service in services)
+    assert all(service.limiter is None and service.server._limiter is None and service.periodic_limiter is None
+               for service in services)
