@@ -31,6 +31,15 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
+def interrupt_on_stop_signals() -> None:
+    """Have SIGTERM, and SIGINT even where it is ignored (a run started in the background by a
+    shell without job control inherits SIGINT ignored), raise KeyboardInterrupt in the main
+    thread, so a benchmark stopped either way still runs its ``finally`` blocks: stops the
+    workers it started, drops its database and vhost, removes its directory."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+
+
 @contextlib.contextmanager
 def rabbit_vhost(prefix: str = "fabric_bench", broker: str = "guest:guest@127.0.0.1:5672") -> Iterator[tuple[str, str]]:
     """A new vhost ``<prefix>_<random>`` on the local RabbitMQ, usable by ``broker``'s user,

@@ -66,6 +66,7 @@ import sqlalchemy as sa  # noqa: E402
 from _common import (  # noqa: E402
     create_postgres_database,
     drop_postgres_database,
+    interrupt_on_stop_signals,
     percentile,
     rabbit_vhost,
     stop_processes,
@@ -484,6 +485,7 @@ def main() -> int:
                                 HOST["fake_disk_gb"] * RATIOS["disk_allocation_ratio"] // FLAVOR["disk"])
     if args.servers > capacity:
         parser.error(f"--servers {args.servers}: {args.hosts} hosts hold at most {capacity:.0f}")
+    interrupt_on_stop_signals()  # a run of half an hour is stopped with SIGINT or SIGTERM: it still cleans up
     db_name, db_url = create_postgres_database("fabric_storm")
     try:
         with rabbit_vhost("fabric_storm") as (vhost, amqp_url), \
