@@ -604,9 +604,8 @@ class AmqpTransport(base.Transport):
                                          f"to {exchange}/{routing_key} within {timeout}s")
                 return result
             return None
-        if link.raw is None and not link.wait_up(timeout):
-            raise ConnectionLost(reason=f"no broker connection within {timeout}s "
-                                 f"for message {message_id} to {exchange}/{routing_key}")
+        if link.raw is None:
+            self._wait_for_link(timeout, message_id, exchange, routing_key)
         with link.lock:
             raw = link.raw
             if raw is None:
@@ -625,15 +624,20 @@ class AmqpTransport(base.Transport):
                 link.broken(raw, exc)
                 raise ConnectionLost(reason=f"{type(exc).__name__}: {exc}") from exc
 
+    def _wait_for_link(self, timeout: float | None, message_id: str, exchange: str, routing_key: str) -> None:
+        """Wait up to ``timeout`` for the broker connection; ConnectionLost naming the message if none."""
+        if not self._link.wait_up(timeout):
+            raise ConnectionLost(reason=f"no broker connection within {timeout}s "
+                                 f"for message {message_id} to {exchange}/{routing_key}")
+
     def _publish_transient(self, exchange: str, routing_key: str, body: bytes, message_id: str,
                            mandatory: bool, reply_to: str | None, correlation_id: str | None,
                            timeout: float | None) -> None:
         """:meth:`publish` of a reply (``reply_to`` None) or of a call on one node (a return
         is all that can come back): encoded from its properties directly."""
         link = self._link
-        if link.raw is None and not link.wait_up(timeout):
-            raise ConnectionLost(reason=f"no broker connection within {timeout}s "
-                                 f"for message {message_id} to {exchange}/{routing_key}")
+        if link.raw is None:
+            self._wait_for_link(timeout, message_id, exchange, routing_key)
         with link.lock:
             raw = link.raw
             if raw is None:
