@@ -208,6 +208,20 @@ def test_a_reschedule_leaves_a_build_its_host_took_up_again(sqlite_db):
     assert build.nodes(sqlite_db)[first].memory_mb_used == 1024
 
 
+def _decide_together(manager, ids) -> None:
+    """Have ``manager`` decide the requests of ``ids`` in batches: each queues up behind a decision
+    under way, held until all of them wait; then they are decided and this returns."""
+    manager._decision_slots.acquire()
+    threads = [threading.Thread(target=manager.schedule_and_build, args=(CTX, iid)) for iid in ids]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(manager._waiting) == len(ids), timeout=10, what="every request waiting")
+    finally:
+        manager._decision_slots.release()
+        for thread in threads:
+            thread.join(10)
+
 
 def test_first_placements_waiting_together_are_decided_batch_size_at_a_time(sqlite_db):
     build.add_hosts(sqlite_db, 5, memory_mb=4096)
@@ -221,16 +235,9 @@ def test_first_placements_waiting_together_are_decided_batch_size_at_a_time(sqli
             claims_made.append(statement)
 
     sa.event.listen(sqlite_db.engine, "before_cursor_execute", count)
-    manager._decision_slots.acquire()  # a decision under way: the requests queue up behind it
-    threads = [threading.Thread(target=manager.schedule_and_build, args=(CTX, iid)) for iid in ids]
     try:
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: len(manager._waiting) == 5, timeout=10, what="every request waiting")
+        _decide_together(manager, ids)
     finally:
-        manager._decision_slots.release()
-        for thread in threads:
-            thread.join(10)
         sa.event.remove(sqlite_db.engine, "before_cursor_execute", count)
     assert len(claims_made) == 3  # batches of 2, 2 and 1
     assert sorted(iid for _host, iid in compute.builds) == sorted(ids)
@@ -254,16 +261,7 @@ def test_a_batch_placement_its_host_no_longer_takes_leaves_no_build_cast_behind(
     manager.scheduler.cache.hosts()  # the cache sees a0000 empty (and reads nothing more for an hour) ...
     claims.claim(db, claims.RequestSpec(instance_id=other, vcpus=1, memory_mb=7168, disk_gb=10),
                  manager.scheduler.cache.get("a0000"), manager.scheduler.ratios)  # ... and another scheduler fills it
-    manager._decision_slots.acquire()  # the two requests queue up, to be decided together
-    threads = [threading.Thread(target=manager.schedule_and_build, args=(CTX, iid)) for iid in ids]
-    try:
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: len(manager._waiting) == 2, timeout=10, what="both requests waiting")
-    finally:
-        manager._decision_slots.release()
-        for thread in threads:
-            thread.join(10)
+    _decide_together(manager, ids)
     # Chosen first on a0000 (as the cache saw it) and on b0000: the claim left the first out, and
     # the cast written for it with the claim went with it; chosen again, it went to b0000.
     assert sorted(compute.builds) == sorted(("b0000", iid) for iid in ids)
