@@ -34,13 +34,13 @@ the hosts' queues, not for the pool: each worker handles at most ``--handlers`` 
 once and holds as many unacknowledged (``[rpc] executor_size`` and ``prefetch`` of this
 process), the hosts' workers of each topic together at most their share of the pool's
 connections, and the hosts' periodic tasks together theirs (:data:`SHARES`). With 64 handlers
-per worker, 125 hosts' handlers queued
-for the pool's connections until their 30 s wait ran out; with 2 per worker but no bound per
-process, 250 hosts (1,000 handlers) did the same: each handler holding a connection waited its
-turn behind hundreds of runnable others, so connections were held ever longer (about 2,200
-QueuePool timeouts in the first 1,000-host ``tools/bench/storm.py``, builds failing and
-rescheduled); with the handlers bounded but not the periodic tasks, the 1,000 periodic tasks
-of 250 hosts did (about 750 timeouts in the second). The bounds are apart, not one for all: a
+per worker, 125 hosts' handlers queued for the pool's connections until their 30 s wait ran
+out; with 2 per worker but no bound per process, 250 hosts (1,000 handlers) did the same: each
+handler holding a connection waited its turn behind hundreds of runnable others, so
+connections were held ever longer (about 2,200 QueuePool timeouts in the first 1,000-host
+``tools/bench/storm.py``, builds failing and rescheduled); with the handlers bounded but not
+the periodic tasks, the 1,000 periodic tasks of 250 hosts did (about 6,200 timeouts in the
+second, deletes ending in ERROR). The bounds are apart, not one for all: a
 build holds its compute handler while it calls its own host's network worker, here in this
 process, and a periodic task may call a worker of its host too.
 """
