@@ -604,49 +604,39 @@ class AmqpTransport(base.Transport):
                                          f"to {exchange}/{routing_key} within {timeout}s")
                 return result
             return None
-        if link.raw is None:
-            self._wait_for_link(timeout, message_id, exchange, routing_key)
-        with link.lock:
-            raw = link.raw
-            if raw is None:
-                raise ConnectionLost(reason=f"lost before sending message {message_id}")
-            try:
-                if reply_to is None:  # a reply with headers
-                    _send(link, self._reply_channel, exchange, routing_key, body, properties, mandatory)
-                elif not self.confirm_calls:  # a call with headers on one node
-                    _send(link, self._call_channel, exchange, routing_key, body, properties, mandatory)
-                else:  # a call whose confirm is watched (see the module docstring)
-                    outgoing = _Outgoing(exchange, routing_key, body, properties, message_id,
-                                         mandatory, None)
-                    outgoing.call_of = link.generation
-                    self._send_tracked(outgoing)
-            except Exception as exc:
-                link.broken(raw, exc)
-                raise ConnectionLost(reason=f"{type(exc).__name__}: {exc}") from exc
-
-    def _wait_for_link(self, timeout: float | None, message_id: str, exchange: str, routing_key: str) -> None:
-        """Wait up to ``timeout`` for the broker connection; ConnectionLost naming the message if none."""
-        if not self._link.wait_up(timeout):
-            raise ConnectionLost(reason=f"no broker connection within {timeout}s "
-                                 f"for message {message_id} to {exchange}/{routing_key}")
+        self._publish_transient(exchange, routing_key, body, message_id, mandatory, reply_to,
+                                correlation_id, timeout, properties)
+        return None
 
     def _publish_transient(self, exchange: str, routing_key: str, body: bytes, message_id: str,
                            mandatory: bool, reply_to: str | None, correlation_id: str | None,
-                           timeout: float | None) -> None:
-        """:meth:`publish` of a reply (``reply_to`` None) or of a call on one node (a return
-        is all that can come back): encoded from its properties directly."""
+                           timeout: float | None, properties: dict[str, Any] | None = None) -> None:
+        """:meth:`publish` of a reply (``reply_to`` None) or of a call: encoded from its
+        properties directly when it has no ``properties`` dict (no headers) and is on one node
+        (a return is all that can come back), else through :func:`_send`, or tracked for its
+        confirm (a call on a cluster: see the module docstring)."""
         link = self._link
-        if link.raw is None:
-            self._wait_for_link(timeout, message_id, exchange, routing_key)
+        if link.raw is None and not link.wait_up(timeout):
+            raise ConnectionLost(reason=f"no broker connection within {timeout}s "
+                                 f"for message {message_id} to {exchange}/{routing_key}")
         with link.lock:
             raw = link.raw
             if raw is None:
                 raise ConnectionLost(reason=f"lost before sending message {message_id}")
             try:
                 channel = self._reply_channel if reply_to is None else self._call_channel
-                connection = channel.connection
-                link.send(connection, _encode_own(channel.channel_id, connection.frame_max, exchange, routing_key,
-                                                  mandatory, body, message_id, False, correlation_id, reply_to))
+                if properties is None:  # fabric's own few properties: the hot path
+                    connection = channel.connection
+                    link.send(connection, _encode_own(channel.channel_id, connection.frame_max, exchange,
+                                                      routing_key, mandatory, body, message_id, False,
+                                                      correlation_id, reply_to))
+                elif reply_to is None or not self.confirm_calls:  # with headers
+                    _send(link, channel, exchange, routing_key, body, properties, mandatory)
+                else:
+                    outgoing = _Outgoing(exchange, routing_key, body, properties, message_id,
+                                         mandatory, None)
+                    outgoing.call_of = link.generation
+                    self._send_tracked(outgoing)
             except Exception as exc:
                 link.broken(raw, exc)
                 raise ConnectionLost(reason=f"{type(exc).__name__}: {exc}") from exc
