@@ -30,13 +30,21 @@ def _session_ids(db: Database) -> set[int]:
 
 
 def _kill(db: Database, session_ids: set[int]) -> None:
-    """End those sessions from another connection, as a server restart would."""
+    """End those sessions from another connection, as a server restart would, and return
+    only once they have ended.
+
+    PostgreSQL's ``pg_terminate_backend(pid)`` only signals the backend and returns at once, so
+    a pre-ping could still be answered by a backend about to exit and the statement after it
+    fail; with a timeout it waits until the backend is gone. MariaDB's KILL shuts the idle
+    session's socket before it returns."""
     admin = Database(SERVER_URLS["mariadb" if db.backend == "mysql" else "postgresql"])
     try:
         with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for session_id in session_ids:
                 if db.backend == "postgresql":
-                    conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": session_id})
+                    ended = conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"),
+                                         {"pid": session_id}).scalar_one()
+                    assert ended, f"backend {session_id} still running 10 s after it was told to end"
                 else:
                     conn.execute(sa.text(f"KILL {int(session_id)}"))
     finally:
