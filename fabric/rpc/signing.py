@@ -36,7 +36,9 @@ method does not name.
 
 A replay inside the window is a duplicate delivery, which handlers already tolerate
 (they are idempotent for redelivery); outside it, it is refused as stale. A backlog
-older than ``max_age`` (a worker down that long) is dead-lettered as stale too.
+older than ``max_age`` (a worker down that long) is dead-lettered as stale too. A cast
+the server re-publishes to be tried again is signed afresh with the pair key it was
+checked with (towards the server's own role only), so a retry's wait is not counted.
 
 Which keyring a process uses: the one attached to its transport (``transport.keyring``),
 else the one installed with :func:`install` (launchers do, from settings), else the one

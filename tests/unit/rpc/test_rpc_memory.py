@@ -278,6 +278,27 @@ def test_failing_cast_is_dead_lettered_after_max_deliveries(transport, server, m
     assert client.call(ctx, "echo", value=1) == 1
 
 
+def test_a_retried_cast_is_signed_afresh_so_its_wait_in_the_queue_does_not_make_it_stale(
+        transport, server, manager, ctx, monkeypatch):
+    keyring = signing.keyring_of(transport)
+    body = envelope.encode_request("cast", "m-old", "always_fails", {"token": "t-old"},
+                                   ctx.to_dict(), None, None, "widgets")
+    real_time = time.time
+    monkeypatch.setattr(signing.time, "time", lambda: real_time() - keyring.max_age + 30)
+    old = keyring.sign(signing.REQUEST, body, "api", "widgets")  # accepted, 30 s from stale
+    monkeypatch.undo()
+    transport.publish("fabric", "widgets", old, message_id="m-old", persistent=True)
+    wait_for(lambda: transport.queue_depth("widgets.dead") == 1, what="the dead letter")
+    assert manager.failures == 3  # each retry was accepted, none refused
+    [(dead, headers)] = dead_letters(transport, "widgets")
+    assert "always_fails failed 3 time(s)" in headers[DEAD_REASON_HEADER]
+    # The last retry carries a new signature by the same signer, with the same envelope.
+    signer, verifier, _, envelope_bytes = keyring.check(signing.REQUEST, dead, "widgets")
+    assert (signer, verifier, envelope_bytes) == ("api", "widgets", body)
+    signed_at = float(dead.split(b"\n", 1)[0].split(b" ")[3])
+    assert signed_at > real_time() - 60
+
+
 def test_cast_with_arguments_the_method_lacks_is_dead_lettered_at_once(transport, server, manager,
                                                                      client, ctx):
     client.cast(ctx, "record", tokn="typo")
