@@ -7,11 +7,10 @@ green thread on a free port.
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 
-from fabric import config, wsgi
+from fabric import config, heap, wsgi
 from fabric.api.app import build_app
 from fabric.api.clients import Clients
 from fabric.db import Database
@@ -49,6 +48,5 @@ class ApiServer(wsgi.GreenServer):
         # or every full collection walks it again. Listings allocate tens of thousands of
         # containers, so they trigger collections; without this, a third of the CPU of
         # GET /servers/detail went to collections re-walking that heap.
-        gc.collect()
-        gc.freeze()
+        heap.freeze_startup_objects()
         super().serve()

@@ -18,14 +18,13 @@ anti-affinity, and anything the batch cannot place are decided one by one).
 from __future__ import annotations
 
 import collections
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fabric import exception, metrics
+from fabric import exception, heap, metrics
 from fabric.compute import states
 from fabric.config import Settings
 from fabric.context import RequestContext
@@ -65,19 +64,6 @@ class _Waiting:
                error: BaseException | None = None) -> None:
         self.done, self.host, self.staged, self.error = True, host, staged or [], error
         self.wake.set()
-
-
-_frozen = False
-
-
-def _freeze_once() -> None:
-    """gc.freeze() what is alive now, once per process (a process serving several managers, or a
-    test starting many, would otherwise freeze each one's garbage too)."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.collect()
-        gc.freeze()
 
 
 class ComputeBuildClient(Protocol):
@@ -140,7 +126,7 @@ class SchedulerManager(Manager):
             self.scheduler.cache.due()
         except Exception:  # noqa: BLE001 - the first decision reads them again, and says why it cannot
             LOG.exception("Could not read the compute hosts at start; the first decision will")
-        _freeze_once()
+        heap.freeze_startup_objects()
 
     def capabilities(self) -> dict[str, Any]:
         return {"filters": [f.name for f in self.scheduler.filters],

@@ -7,7 +7,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from fabric import exception
+from fabric import exception, heap
 from fabric.config import Settings
 from fabric.context import RequestContext
 from fabric.db.models import Instance
@@ -274,12 +274,10 @@ def test_a_batch_placement_its_host_no_longer_takes_leaves_no_build_cast_behind(
 
 
 def test_init_host_reads_every_host_before_the_first_message(sqlite_db, monkeypatch):
-    from fabric.scheduler import manager as manager_module
-
     build.add_hosts(sqlite_db, 2, memory_mb=4096)
     [iid] = build.add_instances(sqlite_db, 1, memory_mb=1024)
     frozen = []
-    monkeypatch.setattr(manager_module, "_freeze_once", lambda: frozen.append(True))  # not this test process
+    monkeypatch.setattr(heap, "freeze_startup_objects", lambda: frozen.append(True))  # not this test process
     manager = manager_for(sqlite_db, RecordingCompute(), host_refresh_interval=3600.0)
     manager.init_host()
     cache = manager.scheduler.cache
@@ -294,11 +292,9 @@ def test_a_host_up_after_init_host_is_seen_by_the_first_decision(sqlite_db, monk
     """Workers start in any order: a host whose compute worker came up after the scheduler's start
     is there for the first decision, however long ``host_refresh_interval`` (CI: a server refused as
     "No valid host" by a read taken 0.1 s before its only host registered)."""
-    from fabric.scheduler import manager as manager_module
-
     build.add_hosts(sqlite_db, 1, prefix="full", memory_mb=512)
     [iid] = build.add_instances(sqlite_db, 1, memory_mb=1024)
-    monkeypatch.setattr(manager_module, "_freeze_once", lambda: None)
+    monkeypatch.setattr(heap, "freeze_startup_objects", lambda: None)
     manager = manager_for(sqlite_db, RecordingCompute(), host_refresh_interval=3600.0)
     manager.init_host()
     build.add_hosts(sqlite_db, 1, prefix="late", memory_mb=4096)
@@ -307,11 +303,9 @@ def test_a_host_up_after_init_host_is_seen_by_the_first_decision(sqlite_db, monk
 
 
 def test_init_host_that_cannot_read_the_hosts_leaves_it_to_the_first_decision(sqlite_db, monkeypatch):
-    from fabric.scheduler import manager as manager_module
-
     build.add_hosts(sqlite_db, 1, memory_mb=4096)
     [iid] = build.add_instances(sqlite_db, 1, memory_mb=1024)
-    monkeypatch.setattr(manager_module, "_freeze_once", lambda: None)
+    monkeypatch.setattr(heap, "freeze_startup_objects", lambda: None)
     manager = manager_for(sqlite_db, RecordingCompute())
     real_hosts = manager.scheduler.cache.hosts
 
