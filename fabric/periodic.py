@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import eventlet
@@ -98,7 +98,7 @@ class PeriodicRunner:
         """``limiter``: entered around each run, shared by the runners of a process whose runs
         together must stay within what its database pool serves (fake hosts)."""
         self.tasks = periodic_tasks(manager)
-        self._limiter = limiter
+        self._limiter = limiter if limiter is not None else nullcontext()
         self._stopping = eventlet.event.Event()
         self._threads: list[eventlet.greenthread.GreenThread] = []
 
@@ -146,11 +146,8 @@ class PeriodicRunner:
         ctx = context.RequestContext.admin()
         token = ctx.activate()
         try:
-            if self._limiter is None:
+            with self._limiter:
                 task.method(ctx)
-            else:
-                with self._limiter:
-                    task.method(ctx)
         except Exception:
             task.failures += 1
             LOG.exception("Periodic task %s failed; it runs again in %gs", task.name, task.spacing)

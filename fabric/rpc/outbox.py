@@ -86,7 +86,6 @@ _outbox = OutboxCast.__table__
 # The table's, not the entity's: an ORM session then runs them as they are, without its bulk-insert layer.
 _INSERT = sa.insert(_outbox)
 _INSERT_RETURNING_IDS = sa.insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
-_DELETE_STAGED = sa.delete(_outbox).where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
 _DELETE = sa.delete(_outbox).where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
@@ -232,7 +231,7 @@ class Outbox:
         """Take back, in the transaction that staged them, casts :meth:`stage` wrote there and
         the caller no longer wants (never sent: they are not committed yet)."""
         if staged:
-            session.execute(_DELETE_STAGED, {"ids": [cast.id for cast in staged]})
+            session.execute(_DELETE, {"ids": [cast.id for cast in staged]})
 
     def send(self, *staged: StagedCast) -> None:
         """Publish committed casts (from :meth:`stage`) in order; return once each was confirmed,

@@ -302,7 +302,7 @@ class SchedulerManager(Manager):
                     staged.update(zip(ids, casts, strict=True))
 
                 def unstage(conn: Any, dropped: list[claims.Placement]) -> None:
-                    self._unstage_builds(conn, [staged.pop(placement.spec.instance_id or "") for placement in dropped])
+                    self.outbox.unstage(conn, [staged.pop(placement.spec.instance_id or "") for placement in dropped])
 
                 def finish(placed: dict[str, str]) -> None:
                     # Committed with their casts: done, whatever later rounds of the batch bring.
@@ -327,11 +327,6 @@ class SchedulerManager(Manager):
         leaves them for the next scheduler to send (fabric.rpc.outbox), never a stranded claim."""
         return self.outbox.stage_many(conn, [("scheduler.build", ctx, {"host": host, "instance_id": instance_id})
                                              for ctx, instance_id, host in builds])
-
-    def _unstage_builds(self, conn: Any, casts: list[StagedCast]) -> None:
-        """Take back, in the claim's transaction, build casts :meth:`_stage_builds` wrote there
-        for placements the claim then left out."""
-        self.outbox.unstage(conn, casts)
 
     def _stage_one(self, ctx: RequestContext, instance_id: str) -> Stage:
         """The :data:`Stage` of one instance's build cast (a decision of one)."""
