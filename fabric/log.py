@@ -20,15 +20,23 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def remove() -> None:
+    """Take the handler :func:`setup` installed off the root logger and close it (a no-op
+    without one): records no longer reach the stream or file it was given."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_fabric", False):
+            root.removeHandler(handler)
+            handler.close()
+
+
 def setup(level: str = "INFO", log_file: str = "") -> None:
     """Route fabric's logging to one handler with the request-id line format.
 
     Safe to call more than once: the handler is replaced, not added twice.
     """
+    remove()
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_fabric", False):
-            root.removeHandler(handler)
     handler: logging.Handler
     handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler._fabric = True  # type: ignore[attr-defined]

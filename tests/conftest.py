@@ -4,10 +4,20 @@ import collections
 
 import pytest
 
-from fabric import rpc
+from fabric import log, rpc
 
 pytest_plugins = ["tests.fixtures.databases", "tests.fixtures.netns", "tests.fixtures.processes",
                   "tests.fixtures.rabbitmq", "tests.fixtures.api"]
+
+
+@pytest.fixture(autouse=True)
+def _fabric_log_handler_ends_with_the_test():
+    """A test that calls :func:`fabric.log.setup` (directly, or through a launcher's ``main``)
+    leaves no handler behind: its handler writes to the ``sys.stderr`` of that test, which
+    pytest's capture replaced and closes after it, and every later log record would print a
+    ``--- Logging error ---`` traceback instead."""
+    yield
+    log.remove()
 
 
 @pytest.fixture

@@ -25,6 +25,15 @@ def test_log_lines_carry_the_current_request_id(tmp_path):
     log.setup("WARNING")
 
 
+def test_remove_takes_the_handler_off_and_closes_it(tmp_path):
+    log.setup("INFO", str(tmp_path / "fabric.log"))
+    ours = [h for h in logging.getLogger().handlers if getattr(h, "_fabric", False)]
+    log.remove()
+    assert len(ours) == 1 and ours[0] not in logging.getLogger().handlers
+    assert ours[0].stream is None  # the file is closed, not left open until exit
+    log.remove()  # without a handler: nothing to do
+
+
 def test_context_round_trips_through_wire_data():
     ctx = context.RequestContext(user_id="u", project_id="p", roles=("member",))
     again = context.RequestContext.from_dict(ctx.to_dict())
