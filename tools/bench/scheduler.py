@@ -19,8 +19,8 @@ until every instance has a host or is in error. Prints:
 
 One worker per CPU by default: a decision is CPU work, and more workers than CPUs
 only queue for them, each batch waiting its turn for a CPU between its statements
-(measured on 2 CPUs, same code: 4 workers gave p99 78-101 ms at ~1,090 decisions/s,
-2 workers 21-27 ms at ~1,000/s). ``--workers 4`` measures the storm's four.
+(measured on 2 CPUs, same code and batch size 4: 4 workers gave p99 54-66 ms at 750-880
+decisions/s, 2 workers 21-27 ms at 935-1,080/s). ``--workers 4`` measures the storm's four.
 
 A worker decides the placements waiting for it together (fabric.scheduler.manager):
 a decision's latency runs from the start of its batch to its outcome.
