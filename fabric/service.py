@@ -6,7 +6,8 @@ fanout queue), registers itself in the services registry
 (:mod:`fabric.servicegroup`) with its host, address, version and
 capabilities, heartbeats every ``service.report_interval`` seconds (in one
 statement with the other services of its process on the same database:
-:class:`Heartbeats`), runs
+:class:`Heartbeats`; a heartbeat also carries the fanout messages its server
+dropped, by reason code, when they changed since the last), runs
 the manager's periodic tasks and the relay of its cast outbox, if it has one. :meth:`Service.stop` stops consuming;
 :meth:`Service.wait` lets in-flight handlers finish (bounded) and releases
 what the service opened. :func:`serve` runs services until SIGTERM or SIGINT.
@@ -83,6 +84,8 @@ class Service:
         self._started = False
         self._released = False
         self._reported_capabilities: dict[str, Any] = {}
+        #: The server's fanout drops as the registry last recorded them (none at registration).
+        self._reported_fanout_drops: dict[str, int] = {}
         if not callable(getattr(manager, "describe", None)):
             # Every worker answers describe, even one whose manager predates the base class.
             manager.describe = self.describe
@@ -127,6 +130,7 @@ class Service:
         if self.outbox is not None:
             self.outbox.start()
         self._reported_capabilities = self.capabilities()
+        self._reported_fanout_drops = {}
         servicegroup.register(self.db, host=self.host, binary=self.binary, topic=self.topic,
                               version=fabric.__version__, address=self.address,
                               capabilities=self._reported_capabilities)
@@ -195,22 +199,42 @@ class Service:
     # --- heartbeat ------------------------------------------------------------
 
     def report_state(self) -> None:
-        """One heartbeat into the registry, with the capabilities if they changed.
+        """One heartbeat into the registry, with the capabilities if they changed, and the
+        fanout messages the server dropped (by reason code, and when the last was) if more
+        were dropped since the last heartbeat.
 
-        Re-creates the row if an operator deleted it.
+        Re-creates the row if an operator deleted it. The drops are counted in this
+        process's memory only (:attr:`fabric.rpc.RPCServer.fanout_dropped`): a restarted
+        worker registers afresh and reports none until it drops one again.
         """
         capabilities = self.capabilities()
         changed = capabilities if capabilities != self._reported_capabilities else None
+        drops = self.fanout_drops()
         servicegroup.heartbeat(self.db, host=self.host, binary=self.binary, topic=self.topic,
-                               capabilities=changed)
+                               capabilities=changed,
+                               fanout_drops=drops if drops != self._reported_fanout_drops else None,
+                               fanout_dropped_at=self.server.fanout_dropped_at if self.server else None)
         self._reported_capabilities = capabilities
+        self._reported_fanout_drops = drops
+
+    def fanout_drops(self) -> dict[str, int]:
+        """The fanout messages the server dropped since it started, by reason code."""
+        return dict(self.server.fanout_dropped) if self.server is not None else {}
+
+    def reports_changed(self) -> bool:
+        """Whether the next heartbeat has more to write than the time: new capabilities or
+        new fanout drops (see :meth:`report_state`)."""
+        return (self.capabilities() != self._reported_capabilities
+                or self.fanout_drops() != self._reported_fanout_drops)
 
 
 class Heartbeats:
     """The heartbeats of the started services of one process that share a database and a
     ``report_interval``: every interval, one statement for all of them
-    (:func:`fabric.servicegroup.heartbeat_many`), and a service whose capabilities changed
-    its own :meth:`Service.report_state`.
+    (:func:`fabric.servicegroup.heartbeat_many`), and a service whose capabilities changed,
+    or whose server dropped fanout messages since its last heartbeat, its own
+    :meth:`Service.report_state` (in place of, not besides, its share of that statement: a
+    dropped message never costs a write of its own).
 
     A process of 250 fake hosts (two services each) wrote 500 transactions per interval, one
     per service: a tenth of its CPU in the boot storm (tools/bench/storm.py), and at 1,000
@@ -262,11 +286,11 @@ class Heartbeats:
 
     def beat(self, services: list[Service]) -> None:
         """One heartbeat of each of ``services``: together, but alone for one whose
-        capabilities changed (its row records them). A database hiccup is logged, not raised:
-        a service shows as down only if it lasts past service_down_time."""
+        capabilities or fanout drops changed (its row records them). A database hiccup is
+        logged, not raised: a service shows as down only if it lasts past service_down_time."""
         together = []
         for service in services:
-            if service.capabilities() != service._reported_capabilities:
+            if service.reports_changed():
                 try:
                     service.report_state()
                 except Exception:

@@ -5,6 +5,11 @@ and heartbeats every ``service.report_interval`` seconds; the scheduler, the
 API and ``fabric-manage service list`` read it to learn who is up. A service
 is *up* while its last heartbeat is younger than ``service.service_down_time``.
 
+A heartbeat may also carry the fanout messages the worker dropped (a fanout queue has no
+dead-letter queue), by reason code, with the time of the last: ``fabric-manage status``
+names them (:mod:`fabric.status`). They are the running process's, kept in its memory:
+registration resets them, so a restarted worker starts again from none.
+
 Rows are keyed by the unique (host, binary) pair. Writes are race-safe
 without row locks: an UPDATE by key first, an INSERT when no row matched, and
 on a unique-constraint conflict (another process inserted first) the UPDATE
@@ -56,11 +61,15 @@ class ServiceInfo:
     report_count: int
     created_at: datetime.datetime | None
     up: bool
+    #: Fanout messages the running process dropped, by reason code ({} when none).
+    fanout_drops: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: When the last of them was dropped (the worker's clock).
+    fanout_dropped_at: datetime.datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (timestamps as ISO 8601 UTC strings)."""
         data = dataclasses.asdict(self)
-        for key in ("last_heartbeat", "created_at"):
+        for key in ("last_heartbeat", "created_at", "fanout_dropped_at"):
             if data[key] is not None:
                 data[key] = data[key].isoformat() + "Z"
         return data
@@ -88,6 +97,7 @@ def _info(row: Service, now: datetime.datetime, down_time: float) -> ServiceInfo
         disabled=bool(row.disabled), disabled_reason=row.disabled_reason,
         last_heartbeat=row.last_heartbeat, report_count=row.report_count or 0,
         created_at=row.created_at, up=is_up(row, now, down_time=down_time),
+        fanout_drops=dict(row.fanout_drops or {}), fanout_dropped_at=row.fanout_dropped_at,
     )
 
 
@@ -150,24 +160,33 @@ def register(db: Database, *, host: str, binary: str, topic: str, version: str,
              address: str = "", capabilities: dict[str, Any] | None = None) -> None:
     """Record that (host, binary) is starting: its topic, version, address, capabilities.
 
-    Counts as a heartbeat. A disabled service stays disabled across restarts.
+    Counts as a heartbeat, and clears the fanout drops the previous process reported (a new
+    process has dropped none). A disabled service stays disabled across restarts.
     """
     now = utcnow()
     fields = {"topic": topic, "version": version, "address": address,
               "capabilities": dict(capabilities or {}), "last_heartbeat": now}
+    # SQL NULL (a JSON column would store None as the JSON document null).
+    cleared = {"fanout_drops": sa.null(), "fanout_dropped_at": None}
     _upsert(db, host, binary,
-            update={**fields, "report_count": Service.report_count + 1, "updated_at": now},
+            update={**fields, **cleared, "report_count": Service.report_count + 1, "updated_at": now},
             insert={**fields, "report_count": 1})
 
 
 def heartbeat(db: Database, *, host: str, binary: str, topic: str,
-              capabilities: dict[str, Any] | None = None) -> None:
+              capabilities: dict[str, Any] | None = None,
+              fanout_drops: dict[str, int] | None = None,
+              fanout_dropped_at: datetime.datetime | None = None) -> None:
     """Advance (host, binary)'s heartbeat and report count (re-creating a deleted row).
 
-    ``capabilities``, when given, replace the recorded ones (they changed).
+    ``capabilities``, when given, replace the recorded ones (they changed); so do
+    ``fanout_drops`` (the counts by reason code since the worker started) and, with them,
+    ``fanout_dropped_at``.
     """
     now = utcnow()
-    changed = {} if capabilities is None else {"capabilities": dict(capabilities)}
+    changed: dict[str, Any] = {} if capabilities is None else {"capabilities": dict(capabilities)}
+    if fanout_drops is not None:
+        changed.update(fanout_drops=dict(fanout_drops), fanout_dropped_at=fanout_dropped_at)
     _upsert(db, host, binary,
             update={"last_heartbeat": now, "report_count": Service.report_count + 1,
                     "updated_at": now, **changed},

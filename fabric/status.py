@@ -3,11 +3,17 @@
 :func:`gather` reads the services registry, the broker's queues, the
 instances and the hosts' capacity, and the schema revision, and returns a
 :class:`Status`: sections of rows to show, and ``problems``: one line for each
-thing that needs a person (a worker down, a dead letter, a server stuck in a
-transient state, a schema not at the code's revision, a broker or database
-that cannot be asked). Servers in error are shown but are not a problem by
-themselves: a build that found no valid host is the tenant's news, not the
-operator's.
+thing that needs a person (a worker down, a dead letter, a fanout message a
+worker dropped, a server stuck in a transient state, a schema not at the
+code's revision, a broker or database that cannot be asked). Servers in error
+are shown but are not a problem by themselves: a build that found no valid
+host is the tenant's news, not the operator's.
+
+A fanout queue has no dead-letter queue: what a worker refuses on it (unsigned,
+forged, stale ...) or gives up on is dropped, and it would show nowhere else.
+Each worker counts those drops by reason code and its heartbeat writes them to
+the services registry (:mod:`fabric.servicegroup`); they are the running
+process's counts, so a restarted worker reports none until it drops another.
 """
 
 from __future__ import annotations
@@ -50,17 +56,39 @@ class Status:
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
+def _by_code(counts: dict[str, int]) -> str:
+    return ", ".join(f"{code} {count}" for code, count in sorted(counts.items()))
+
+
+def fanout_drops_problem(service: servicegroup.ServiceInfo) -> str | None:
+    """The problem line of the fanout messages ``service`` dropped, or None if it dropped none."""
+    dropped = sum(service.fanout_drops.values())
+    if not dropped:
+        return None
+    when = (service.fanout_dropped_at.isoformat(sep=" ", timespec="seconds")
+            if service.fanout_dropped_at else "unknown")
+    hint = "; stale: compare its clock with its senders'" if service.fanout_drops.get("stale") else ""
+    return (f"{service.binary} on {service.host} (topic {service.topic}) dropped {dropped} fanout message(s) "
+            f"since it started ({_by_code(service.fanout_drops)}), the last at {when} UTC: a fanout queue "
+            f"has no dead-letter queue, its log says why{hint}")
+
+
 def services_section(db: Database, settings: config.Settings, status: Status) -> Section:
-    section = Section("Services", ("Host", "Binary", "State", "Status", "Last heartbeat (UTC)"))
+    section = Section("Services", ("Host", "Binary", "State", "Status", "Last heartbeat (UTC)", "Dropped fanouts"))
     for service in servicegroup.list_services(db, down_time=settings.service.service_down_time):
         state = "up" if service.up else "down"
         seen = service.last_heartbeat.isoformat(sep=" ", timespec="seconds") if service.last_heartbeat else "never"
         section.rows.append((service.host, service.binary, state,
                              f"disabled ({service.disabled_reason})" if service.disabled and service.disabled_reason
-                             else "disabled" if service.disabled else "enabled", seen))
+                             else "disabled" if service.disabled else "enabled", seen,
+                             _by_code(service.fanout_drops) or None))
         # A disabled worker was taken out on purpose; one that is down while enabled was not.
         if not service.up and not service.disabled:
             status.problems.append(f"{service.binary} on {service.host} is down (last heartbeat {seen})")
+        # Disabled or down, what it dropped while it ran was still lost.
+        dropped = fanout_drops_problem(service)
+        if dropped:
+            status.problems.append(dropped)
     if not section.rows:
         section.note = "No services are registered."
         status.problems.append("no services are registered")

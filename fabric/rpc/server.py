@@ -38,6 +38,10 @@ Promises:
   at once.
   A call's failure goes back to the caller as data instead. The worker keeps running
   in every case;
+* a fanout queue has no dead-letter queue: what would be dead-lettered from it is dropped
+  (acked, logged) and counted in ``fanout_dropped`` by code, with the time of the last in
+  ``fanout_dropped_at``, which the worker's heartbeat carries to the services registry
+  (:mod:`fabric.service`) for ``fabric-manage status`` to name;
 * ``stop()`` stops consuming; ``wait(timeout)`` lets the handlers in flight finish
   (bounded), then closes the server's consumer (its channel; the process's other
   servers go on on the same connection), which returns anything unfinished to the broker.
@@ -46,6 +50,7 @@ Promises:
 from __future__ import annotations
 
 import collections
+import datetime
 import inspect
 import logging
 import time
@@ -62,6 +67,7 @@ from eventlet import hubs
 from fabric import context as fabric_context
 from fabric.context import RequestContext
 from fabric.db.retry import retry_on_disconnect
+from fabric.db.types import utcnow
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid, MessagingError
 from fabric.rpc import envelope, errors, signing
 from fabric.rpc.client import new_message_id
@@ -149,6 +155,11 @@ class RPCServer:
         self.callers: dict[str, frozenset[str]] | None = getattr(endpoint, "rpc_callers", None)
         #: Messages refused before dispatch, by reason code (unsigned, forged, stale, ...).
         self.refused: Counter[str] = Counter()
+        #: Messages dropped from the fanout queue (no dead-letter queue), by reason code, and
+        #: when the last was (naive UTC, this host's clock). Held by this object only: a new
+        #: server (a restarted worker) starts again from none.
+        self.fanout_dropped: Counter[str] = Counter()
+        self.fanout_dropped_at: datetime.datetime | None = None
         self.max_deliveries = settings.max_deliveries
         queues = {
             "shared": QueueSpec(topic, transport.exchange, "topic", topic),
@@ -456,6 +467,8 @@ class RPCServer:
         if not queue.durable:
             LOG.error("Dropped a message from %s (fanout queues have no dead-letter queue): %s",
                       queue.name, reason)
+            self.fanout_dropped[code] += 1
+            self.fanout_dropped_at = utcnow()
             delivery.ack()
             return
         headers = dict(delivery.headers)

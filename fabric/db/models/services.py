@@ -28,6 +28,11 @@ class Service(Timestamps, Base):
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(255))
     last_heartbeat: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
     report_count: Mapped[int] = mapped_column(default=0)
+    #: Fanout messages the running process dropped (a fanout queue has no dead-letter queue),
+    #: by reason code, since it registered; written with a heartbeat, reset at registration.
+    fanout_drops: Mapped[dict | None] = mapped_column(Json)
+    #: When the last of them was dropped (the worker's clock); None: none since it registered.
+    fanout_dropped_at: Mapped[datetime.datetime | None] = mapped_column(Timestamp)
 
 
 class ComputeNode(Timestamps, Base):

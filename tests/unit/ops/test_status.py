@@ -108,3 +108,24 @@ def test_a_broker_that_cannot_be_asked_is_a_problem(sqlite_db):
     _healthy_cloud(sqlite_db)
     report = status.gather(SETTINGS, sqlite_db, ctl=queues.Rabbitmqctl(program="/nonexistent/rabbitmqctl"))
     assert any(p.startswith("could not list the broker's queues") for p in report.problems)
+
+
+def test_fanout_messages_a_worker_dropped_are_a_problem_until_it_restarts(sqlite_db):
+    _healthy_cloud(sqlite_db)
+    last = datetime.datetime(2026, 12, 7, 8, 3, 11, 250000)
+    servicegroup.heartbeat(sqlite_db, host="h1", binary="fabric-compute", topic="compute",
+                           fanout_drops={"stale": 3, "forged": 1}, fanout_dropped_at=last)
+    report = _gather(sqlite_db)
+    assert _problems(report) == [
+        "fabric-compute on h1 (topic compute) dropped 4 fanout message(s) since it started (forged 1, stale 3), "
+        "the last at 2026-12-07 08:03:11 UTC: a fanout queue has no dead-letter queue, its log says why; "
+        "stale: compare its clock with its senders'"]
+    services = {row[:2]: row for row in report.sections[0].rows}
+    assert report.sections[0].headers[-1] == "Dropped fanouts"
+    assert services[("h1", "fabric-compute")][-1] == "forged 1, stale 3"
+    assert services[("ctl", "fabric-api")][-1] is None
+    # Disabled, it still lost them; a restarted worker (it registers afresh) has dropped none.
+    servicegroup.set_disabled(sqlite_db, "h1", "fabric-compute", True, reason="maintenance")
+    assert [p.split(" (")[0] for p in _problems(_gather(sqlite_db))] == ["fabric-compute on h1"]
+    servicegroup.register(sqlite_db, host="h1", binary="fabric-compute", topic="compute", version="1")
+    assert _problems(_gather(sqlite_db)) == []

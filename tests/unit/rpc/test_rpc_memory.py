@@ -12,6 +12,7 @@ from eventlet.event import Event
 
 from fabric import rpc
 from fabric.context import RequestContext
+from fabric.db.types import utcnow
 from fabric.exception import (
     InstanceStateConflict,
     MessagingError,
@@ -297,6 +298,30 @@ def test_a_retried_cast_is_signed_afresh_so_its_wait_in_the_queue_does_not_make_
     assert (signer, verifier, envelope_bytes) == ("api", "widgets", body)
     signed_at = float(dead.split(b"\n", 1)[0].split(b" ")[3])
     assert signed_at > real_time() - 60
+
+
+def test_what_a_fanout_queue_cannot_dead_letter_is_dropped_and_counted_by_code(
+        transport, server, manager, client, ctx, monkeypatch):
+    """A fanout queue has no dead-letter queue: what is refused or given up on there is dropped,
+    and counted by code for the worker's heartbeat (tests/unit/service/test_service.py)."""
+    keyring = signing.keyring_of(transport)
+    body = envelope.encode_request("cast", "m-stale", "record", {"token": "late"}, ctx.to_dict(), None, None,
+                                   "widgets")
+    real_time = time.time
+    monkeypatch.setattr(signing.time, "time", lambda: real_time() - keyring.max_age - 60)
+    stale = keyring.sign(signing.REQUEST, body, "api", "widgets")  # as a sender whose clock is behind
+    monkeypatch.undo()
+    transport.publish("widgets_fanout", "widgets", stale, message_id="m-stale")
+    transport.publish("widgets_fanout", "widgets", b'{"v": 1}', message_id="m-unsigned")
+    client.prepare(fanout=True).cast(ctx, "always_fails", token="t-1")
+    # Refused on a durable queue: dead-lettered, so not a fanout drop.
+    transport.publish("fabric", "widgets", b'{"v": 1}', message_id="m-durable", persistent=True)
+    wait_for(lambda: sum(server.fanout_dropped.values()) == 3 and transport.queue_depth("widgets.dead") == 1,
+             what="three fanout drops and one dead letter")
+    assert server.fanout_dropped == {"stale": 1, "unsigned": 1, "failed": 1}
+    assert server.refused == {"stale": 1, "unsigned": 2}
+    assert manager.handled == [] and manager.failures == 3
+    assert abs((utcnow() - server.fanout_dropped_at).total_seconds()) < 5
 
 
 def test_cast_with_arguments_the_method_lacks_is_dead_lettered_at_once(transport, server, manager,

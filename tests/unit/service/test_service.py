@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
+import sqlalchemy as sa
 
 import fabric
 from fabric import config, rpc, servicegroup
@@ -13,6 +15,7 @@ from fabric.context import RequestContext
 from fabric.db.types import utcnow
 from fabric.manager import Manager
 from fabric.periodic import periodic_task
+from fabric.rpc import envelope, signing
 from fabric.service import Service
 from tests.fixtures.processes import wait_until
 
@@ -163,3 +166,64 @@ def test_services_sharing_a_database_heartbeat_together_until_each_stops(running
     wait_until(lambda: {s.host: s for s in servicegroup.list_services(sqlite_db)}["h2"].report_count
                >= stopped.report_count + 3, what="the other service heartbeating on")
     assert {s.host: s for s in servicegroup.list_services(sqlite_db)}["h1"].report_count == stopped.report_count
+
+
+def _drop_on_the_fanout(transport, *, stale: bool = False) -> None:
+    """Publish to the echo fanout what its server refuses: unsigned, or signed too long ago."""
+    if not stale:
+        transport.publish("echo_fanout", "echo", b'{"v": 1}', message_id=rpc.new_message_id())
+        return
+    keyring = signing.keyring_of(transport)
+    body = envelope.encode_request("cast", rpc.new_message_id(), "echo", {"words": []},
+                                   RequestContext.admin().to_dict(), None, None, "echo")
+    real_time = time.time
+    signing.time.time = lambda: real_time() - keyring.max_age - 60  # a sender whose clock is behind
+    try:
+        old = keyring.sign(signing.REQUEST, body, "api", "echo")
+    finally:
+        signing.time.time = real_time
+    transport.publish("echo_fanout", "echo", old, message_id=rpc.new_message_id())
+
+
+def test_fanout_messages_the_server_drops_reach_the_registry_with_a_heartbeat(running, sqlite_db, settings,
+                                                                             transport):
+    service = running(EchoManager(settings))
+    _drop_on_the_fanout(transport)
+    _drop_on_the_fanout(transport, stale=True)
+    _drop_on_the_fanout(transport, stale=True)
+    [row] = wait_until(lambda: [s for s in servicegroup.list_services(sqlite_db)
+                                if s.fanout_drops == {"unsigned": 1, "stale": 2}], what="the drops recorded")
+    assert row.fanout_dropped_at == service.server.fanout_dropped_at is not None
+    # Counted in the process only: a restarted worker starts again from none.
+    service.stop()
+    assert service.wait(5)
+    running(EchoManager(settings))
+    [row] = servicegroup.list_services(sqlite_db)
+    assert (row.fanout_drops, row.fanout_dropped_at) == ({}, None)
+
+
+def test_a_dropped_fanout_costs_no_write_of_its_own_the_next_heartbeat_carries_it(running, sqlite_db, settings,
+                                                                                 transport):
+    service = running(EchoManager(settings))
+    group = service._heartbeats
+    group.leave(service, wait=True)  # this test beats for it, when it chooses
+    writes: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        if "services" in statement and not statement.lstrip().upper().startswith("SELECT"):
+            writes.append(statement)
+
+    sa.event.listen(sqlite_db.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(5):
+            _drop_on_the_fanout(transport)
+        wait_until(lambda: service.server.fanout_dropped["unsigned"] == 5, what="five drops")
+        assert writes == []
+        assert servicegroup.list_services(sqlite_db)[0].fanout_drops == {}
+        group.beat([service])
+        assert len(writes) == 1 and "fanout_drops" in writes[0]  # its own heartbeat, with them
+        assert servicegroup.list_services(sqlite_db)[0].fanout_drops == {"unsigned": 5}
+        group.beat([service])
+        assert len(writes) == 2 and "fanout_drops" not in writes[1]  # nothing new: the shared statement
+    finally:
+        sa.event.remove(sqlite_db.engine, "before_cursor_execute", record)

@@ -156,3 +156,20 @@ def test_heartbeat_many_advances_every_row_in_one_statement_and_recreates_delete
     assert after[("h2", "fabric-compute")].report_count == 1
     assert after[("h2", "fabric-network")].report_count == 1 and after[("h2", "fabric-network")].up
     assert len(updates) == 2  # the one for all, then the deleted row's own attempt before its INSERT
+
+
+def test_a_heartbeat_carries_fanout_drops_and_registration_clears_them(db):
+    register(db)
+    assert servicegroup.get_service(db, "h1", "fabric-compute").fanout_drops == {}
+    last = datetime.datetime(2026, 12, 7, 8, 3, 11, 123456)
+    servicegroup.heartbeat(db, host="h1", binary="fabric-compute", topic="compute",
+                           fanout_drops={"stale": 2, "unsigned": 1}, fanout_dropped_at=last)
+    servicegroup.heartbeat_many(db, [("h1", "fabric-compute", "compute")])  # nothing new: kept
+    row = servicegroup.get_service(db, "h1", "fabric-compute")
+    assert (row.fanout_drops, row.fanout_dropped_at, row.report_count) == ({"stale": 2, "unsigned": 1}, last, 3)
+    assert row.to_dict()["fanout_dropped_at"] == "2026-12-07T08:03:11.123456Z"
+    register(db)  # the worker restarted: its new process has dropped nothing
+    row = servicegroup.get_service(db, "h1", "fabric-compute")
+    assert (row.fanout_drops, row.fanout_dropped_at) == ({}, None)
+    with db.begin() as session:  # SQL NULL, not the JSON document null
+        assert session.scalar(sa.select(Service.id).where(Service.fanout_drops.is_(None))) == row.id
