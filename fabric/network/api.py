@@ -42,8 +42,9 @@ class NetworkService:
             row = session.get(Network, port.network_id)
             # Only a routed network's spec needs the layout: one read fewer on every other plug.
             layout = dbstate.datacenter_layout(session)[1] if row.network_type == "routed" else None
-            network = dbstate.network_spec(session, row, port.host, layout)
-            addresses, addresses6 = dbstate.port_addresses(session, [port])
+            subnets = dbstate.network_subnets(session, [port.network_id])  # once for both below
+            network = dbstate.network_spec(session, row, port.host, layout, subnets[port.network_id])
+            addresses, addresses6 = dbstate.port_addresses(session, [port], subnets)
             endpoint = dbstate.endpoint_spec(port, addresses.get(port.id), addresses6.get(port.id))
             host = port.host
         return self.rpcapi.plug(ctx, host, endpoint.to_dict(), network=network.to_dict())

@@ -77,16 +77,41 @@ def ipv4_addresses(session: sa.orm.Session, port_ids: list[str]) -> dict[str, st
     return found
 
 
-def slaac_subnets(session: sa.orm.Session, network_ids: list[str]) -> dict[str, list[Subnet]]:
-    """Network id -> its SLAAC (and DHCPv6-stateless) subnets, oldest first: a port's address on
-    each is derived from its MAC, never allocated (see :mod:`fabric.network.ipv6`)."""
-    found: dict[str, list[Subnet]] = {}
+def network_subnets(session: sa.orm.Session, network_ids: list[str]) -> dict[str, list[Subnet]]:
+    """Network id -> its subnets of both versions, oldest first (each of ``network_ids`` is in the
+    answer): one read for all that a plug derives from them (:func:`network_spec`,
+    :func:`port_addresses`), which read them three times over before."""
+    found: dict[str, list[Subnet]] = {network_id: [] for network_id in network_ids}
     if network_ids:
-        for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id.in_(network_ids),
-                                                              Subnet.ip_version == 6)
+        for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id.in_(network_ids))
                                       .order_by(Subnet.created_at, Subnet.id)):
-            if ipv6.served_mode(subnet.ipv6_address_mode, subnet.ipv6_ra_mode) in ipv6.AUTO_ADDRESS:
-                found.setdefault(subnet.network_id, []).append(subnet)
+            found[subnet.network_id].append(subnet)
+    return found
+
+
+def _addresses_from_mac(subnet: Subnet) -> bool:
+    """Whether a port's address on ``subnet`` is derived from its MAC (SLAAC, DHCPv6-stateless)."""
+    return (subnet.ip_version == 6
+            and ipv6.served_mode(subnet.ipv6_address_mode, subnet.ipv6_ra_mode) in ipv6.AUTO_ADDRESS)
+
+
+def slaac_subnets(session: sa.orm.Session, network_ids: list[str],
+                  subnets: dict[str, list[Subnet]] | None = None) -> dict[str, list[Subnet]]:
+    """Network id -> its SLAAC (and DHCPv6-stateless) subnets, oldest first: a port's address on
+    each is derived from its MAC, never allocated (see :mod:`fabric.network.ipv6`). ``subnets``:
+    the networks' subnets as :func:`network_subnets` read them (read here when it lacks one)."""
+    if subnets is None or any(network_id not in subnets for network_id in network_ids):
+        subnets = {}
+        if network_ids:
+            for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id.in_(network_ids),
+                                                                  Subnet.ip_version == 6)
+                                          .order_by(Subnet.created_at, Subnet.id)):
+                subnets.setdefault(subnet.network_id, []).append(subnet)
+    found: dict[str, list[Subnet]] = {}
+    for network_id in network_ids:
+        auto = [subnet for subnet in subnets.get(network_id, ()) if _addresses_from_mac(subnet)]
+        if auto:
+            found[network_id] = auto
     return found
 
 
@@ -96,10 +121,11 @@ def ipv6_addresses(session: sa.orm.Session, ports: list[Port]) -> dict[str, str]
     return port_addresses(session, ports)[1]
 
 
-def port_addresses(session: sa.orm.Session, ports: list[Port]) -> tuple[dict[str, str], dict[str, str]]:
+def port_addresses(session: sa.orm.Session, ports: list[Port],
+                   subnets: dict[str, list[Subnet]] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(an IPv4 address of each of ``ports`` that holds one, as :func:`ipv4_addresses` gives it;
     a global IPv6 address of each that has one, as :func:`ipv6_addresses` gives it), from one
-    read of their allocations (a plug read them twice)."""
+    read of their allocations (a plug read them twice). ``subnets``: as :func:`slaac_subnets`."""
     found4: dict[str, str] = {}
     found: dict[str, str] = {}
     if not ports:
@@ -112,27 +138,35 @@ def port_addresses(session: sa.orm.Session, ports: list[Port]) -> tuple[dict[str
             found.setdefault(port_id, bare)
         else:
             found4.setdefault(port_id, address)
-    _add_slaac_addresses(session, ports, found)
+    _add_slaac_addresses(session, ports, found, subnets)
     return found4, found
 
 
-def _add_slaac_addresses(session: sa.orm.Session, ports: list[Port], found: dict[str, str]) -> None:
+def _add_slaac_addresses(session: sa.orm.Session, ports: list[Port], found: dict[str, str],
+                         subnets: dict[str, list[Subnet]] | None = None) -> None:
     """Into ``found``: the SLAAC address of each of ``ports`` without a global IPv6 address there."""
-    auto = slaac_subnets(session, sorted({p.network_id for p in ports}))
+    auto = slaac_subnets(session, sorted({p.network_id for p in ports}), subnets)
     for port in ports:
         if port.id not in found and auto.get(port.network_id):
             found[port.id] = ipv6.slaac_address(auto[port.network_id][0].cidr, port.mac_address)
 
 
-def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | None) -> tuple[str | None, str | None]:
+def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | None,
+                 subnets: list[Subnet] | None = None) -> tuple[str | None, str | None]:
     """(the CIDR on the host's bridge, the mode served) of the network's first IPv6 subnet with a
     mode, as the host of ``dhcp_port`` serves it; (None, None) without one, without a DHCP port or
     on a network whose bridge is not fabric's. The host's address is its DHCP port's SLAAC address
-    (EUI-64 of a MAC: IPAM's lowest-first allocations never reach such an address)."""
+    (EUI-64 of a MAC: IPAM's lowest-first allocations never reach such an address). ``subnets``:
+    the network's, oldest first, as :func:`network_subnets` reads them (read here if not given)."""
     if dhcp_port is None or network.network_type not in ("vxlan", "vlan"):
         return None, None
-    for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id, Subnet.ip_version == 6)
-                                  .order_by(Subnet.created_at, Subnet.id)):
+    if subnets is None:
+        subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id,
+                                                               Subnet.ip_version == 6)
+                                       .order_by(Subnet.created_at, Subnet.id)))
+    for subnet in subnets:
+        if subnet.ip_version != 6:
+            continue
         mode = ipv6.served_mode(subnet.ipv6_address_mode, subnet.ipv6_ra_mode)
         if mode is not None:
             prefixlen = ipaddress.ip_network(subnet.cidr).prefixlen
@@ -140,11 +174,15 @@ def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | No
     return None, None
 
 
-def network_spec(session: sa.orm.Session, network: Network, host: str, layout: Any) -> NetworkSpec:
-    """The spec of one network as ``host`` carries it."""
+def network_spec(session: sa.orm.Session, network: Network, host: str, layout: Any,
+                 subnets: list[Subnet] | None = None) -> NetworkSpec:
+    """The spec of one network as ``host`` carries it (its DHCP address on the oldest IPv4
+    subnet). ``subnets``: the network's, oldest first, as :func:`network_subnets` reads them
+    (read here if not given)."""
     host_address, dhcp = None, False
-    subnet = session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id,
-                                                     Subnet.ip_version == 4)).first()
+    if subnets is None:
+        subnets = network_subnets(session, [network.id])[network.id]
+    subnet = next((s for s in subnets if s.ip_version == 4), None)
     dhcp_port = session.scalars(sa.select(Port).where(Port.network_id == network.id, Port.host == host,
                                                       Port.device_owner == DHCP_PORT_OWNER)).first()
     if subnet is not None and dhcp_port is not None:
@@ -158,7 +196,7 @@ def network_spec(session: sa.orm.Session, network: Network, host: str, layout: A
         tenant = session.get(Tenant, segment.tenant_id) if segment is not None else None
         if segment is not None and tenant is not None:
             mask, value = segment_match(layout, tenant.number, segment.number)
-    ipv6_address, ipv6_mode = ipv6_service(session, network, dhcp_port)
+    ipv6_address, ipv6_mode = ipv6_service(session, network, dhcp_port, subnets)
     return NetworkSpec(id=network.id, network_type=network.network_type, project_id=network.project_id,
                        segmentation_id=network.segmentation_id, physical_bridge=network.physical_bridge,
                        mtu=network.mtu, host_address=host_address, dhcp=dhcp,
@@ -241,13 +279,14 @@ def host_state(db: Database, host: str, settings: Settings) -> HostState:
         _, layout = datacenter_layout(session)
         ports = list(session.scalars(sa.select(Port).where(Port.host == host)))
         network_ids = carried_networks(ports)
+        subnets = network_subnets(session, sorted({p.network_id for p in ports}))
         for network in session.scalars(sa.select(Network).where(Network.id.in_(network_ids))):
             try:
-                state.networks[network.id] = network_spec(session, network, host, layout)
+                state.networks[network.id] = network_spec(session, network, host, layout, subnets[network.id])
             except exception.Invalid as exc:  # one bad row must not stop the whole host
                 LOG.error("network %s cannot be set up on %s: %s", network.id, host, exc.message)
         state.routers = router_specs(session, sorted(state.networks))
-        addresses, addresses6 = port_addresses(session, ports)
+        addresses, addresses6 = port_addresses(session, ports, subnets)
         for port in ports:
             if port.device_owner != DHCP_PORT_OWNER and port.network_id in state.networks:
                 try:
