@@ -7,7 +7,8 @@ fanout queue), registers itself in the services registry
 capabilities, heartbeats every ``service.report_interval`` seconds (in one
 statement with the other services of its process on the same database:
 :class:`Heartbeats`; a heartbeat also carries the fanout messages its server
-dropped, by reason code, when they changed since the last), runs
+dropped, or a fake host's process dropped for it (:mod:`fabric.sim.fanout`), by
+reason code, when they changed since the last), runs
 the manager's periodic tasks and the relay of its cast outbox, if it has one. :meth:`Service.stop` stops consuming;
 :meth:`Service.wait` lets in-flight handlers finish (bounded) and releases
 what the service opened. :func:`serve` runs services until SIGTERM or SIGINT.
@@ -15,11 +16,13 @@ what the service opened. :func:`serve` runs services until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 import eventlet
@@ -77,6 +80,10 @@ class Service:
         self.db = db
         self._owns_db = db is None
         self.server: Any = None
+        #: The process's consumer of this worker's fanout when its server does not consume it
+        #: (a fake host's :class:`fabric.sim.fanout.HostFanout`, set by :mod:`fabric.sim.fake_hosts`):
+        #: what it dropped for this host joins the server's in the heartbeat (:meth:`fanout_drops`).
+        self.fanout: Any = None
         self.outbox: Any = None
         self.periodic = PeriodicRunner(manager, periodic_limiter)
         self._stopping = eventlet.event.Event()
@@ -204,22 +211,38 @@ class Service:
         were dropped since the last heartbeat.
 
         Re-creates the row if an operator deleted it. The drops are counted in this
-        process's memory only (:attr:`fabric.rpc.RPCServer.fanout_dropped`): a restarted
-        worker registers afresh and reports none until it drops one again.
+        process's memory only (:attr:`fabric.rpc.RPCServer.fanout_dropped`, and a fake host's
+        :attr:`fanout` consumer's): a restarted worker registers afresh and reports none until
+        it drops one again.
         """
         capabilities = self.capabilities()
         changed = capabilities if capabilities != self._reported_capabilities else None
-        drops = self.fanout_drops()
+        drops, dropped_at = self.fanout_drops_and_last()
         servicegroup.heartbeat(self.db, host=self.host, binary=self.binary, topic=self.topic,
                                capabilities=changed,
                                fanout_drops=drops if drops != self._reported_fanout_drops else None,
-                               fanout_dropped_at=self.server.fanout_dropped_at if self.server else None)
+                               fanout_dropped_at=dropped_at)
         self._reported_capabilities = capabilities
         self._reported_fanout_drops = drops
 
     def fanout_drops(self) -> dict[str, int]:
-        """The fanout messages the server dropped since it started, by reason code."""
-        return dict(self.server.fanout_dropped) if self.server is not None else {}
+        """The fanout messages dropped for this worker, by reason code: by its server since it
+        started, and by the process's :attr:`fanout` consumer, if it has one, for this host
+        (and, for its one reporting host, for all: :meth:`fabric.sim.fanout.HostFanout.drops_for`)."""
+        return self.fanout_drops_and_last()[0]
+
+    def fanout_drops_and_last(self) -> tuple[dict[str, int], datetime.datetime | None]:
+        """:meth:`fanout_drops`, and when the last of them was dropped (None: none)."""
+        counts: Counter[str] = Counter()
+        times = []
+        if self.server is not None:
+            counts.update(self.server.fanout_dropped)
+            times.append(self.server.fanout_dropped_at)
+        if self.fanout is not None:
+            shared, shared_at = self.fanout.drops_for(self.host)
+            counts.update(shared)
+            times.append(shared_at)
+        return dict(counts), max((t for t in times if t is not None), default=None)
 
     def reports_changed(self) -> bool:
         """Whether the next heartbeat has more to write than the time: new capabilities or
@@ -241,6 +264,9 @@ class Heartbeats:
     hosts 200 transactions a second. Each service is still judged by its own row's
     ``last_heartbeat``, as fresh as before (at most one interval old, plus the write), so no
     reader of the registry (the scheduler's up/down, ``service list``) sees a difference.
+    What a fake-hosts process's fanout consumer refuses is reported by one of its hosts per
+    topic (:mod:`fabric.sim.fanout`), so such a drop costs that process one row of its own at
+    the next heartbeat, not one per host.
     """
 
     #: The groups running, by (id of the database, interval).

@@ -10,7 +10,12 @@ fake network driver), each a :class:`~fabric.service.Service` of its own: regist
 heartbeating in the services table, consuming ``compute.<host>`` / ``network.<host>`` (and
 the shared queues), reporting its resources into ``compute_nodes`` and running its periodic
 tasks. The fanouts every host must see are consumed once per process and topic and handed
-to each started host's manager (:mod:`fabric.sim.fanout`): decoded once, not once per host. Each host keeps its own data directory (``<data_dir>/hosts/<host>``:
+to each started host's manager (:mod:`fabric.sim.fanout`): decoded once, not once per host.
+What that consumer drops reaches ``fabric-manage status`` as a real worker's fanout drops do,
+with the heartbeats: what it gave up on for a host in that host's services row, what it
+refused for all the process's hosts (unsigned, forged, stale ...) in the first host's row of
+the topic only (one problem line per process and topic, not one per host).
+Each host keeps its own data directory (``<data_dir>/hosts/<host>``:
 its image cache and its fake guests' disks), as machines share no disk.
 
 What the hosts of one process share, as the workers of ``fabric-all`` do: the broker
@@ -141,11 +146,19 @@ def build_services(settings: config.Settings, hosts: list[str], *, db: Database,
 def build_fanouts(services: list[Service], transport: Any, name: str,
                   lanes: int = DEFAULT_LANES) -> dict[str, HostFanout]:
     """The fanout consumer of each topic of ``services`` (by topic), handing each fanout to
-    those services' managers; its queue named after ``name`` (the process's host name)."""
-    by_topic: dict[str, list[Any]] = {}
+    those services' managers; its queue named after ``name`` (the process's host name).
+    Each service's heartbeat reports what its topic's consumer dropped for its host
+    (:attr:`fabric.service.Service.fanout`), and the first host's also what it dropped for
+    all of them (:attr:`fabric.sim.fanout.HostFanout.reporter`)."""
+    by_topic: dict[str, list[Service]] = {}
     for service in services:
-        by_topic.setdefault(service.topic, []).append(service.manager)
-    return {topic: HostFanout(transport, topic, name, managers, lanes=lanes) for topic, managers in by_topic.items()}
+        by_topic.setdefault(service.topic, []).append(service)
+    fanouts = {}
+    for topic, members in by_topic.items():
+        fanouts[topic] = HostFanout(transport, topic, name, [service.manager for service in members], lanes=lanes)
+        for service in members:
+            service.fanout = fanouts[topic]
+    return fanouts
 
 
 @dataclasses.dataclass

@@ -20,11 +20,26 @@ What each host's manager sees is what its own fanout queue gave it:
   waiting for the database delays only the other hosts of its lane, never its own order;
 * a host whose handler fails does not stop the others: its call alone is tried again (at
   the end of its lane's work, as a re-published message goes to the end of the host's
-  queue) up to ``rpc.max_deliveries`` times, then dropped with the reason logged (a fanout
-  queue has no dead-letter queue); arguments its method does not take, or Invalid, are
-  dropped at once; a lost database connection is waited out as the RPC server does;
+  queue) up to ``rpc.max_deliveries`` times, then dropped with the reason logged and
+  counted for that host (a fanout queue has no dead-letter queue: see below); arguments
+  its method does not take, or Invalid, are dropped at once (and counted); a lost
+  database connection is waited out as the RPC server does;
 * the message is acknowledged once every host has had its first try (a retry still due
   then is lost with the process, as the host's exclusive queue would be).
+
+What is dropped is counted for the hosts' heartbeats, as a real worker's server counts what
+it drops from its fanout queue (:attr:`~fabric.rpc.RPCServer.fanout_dropped`), so that
+``fabric-manage status`` names it (:mod:`fabric.status`): :meth:`HostFanout.drops_for` gives
+each host's Service (:attr:`fabric.service.Service.fanout`) what was dropped *for that host*
+(its handler failed ``rpc.max_deliveries`` times, raised Invalid, or lacks the method), and
+to one host per process and topic, the :attr:`~HostFanout.reporter`, also what the process's
+server dropped before any host got it (refused: unsigned, forged, stale ...). Such a message
+was lost to every host of the process alike, and what an operator can do about it (the
+sender's keys, this machine's clock) concerns the process, not a host: one services row per
+process and topic says so, not one per host (a 1,000-host process would show 1,000
+identical problem lines and, the heartbeat after, write 1,000 rows one by one instead of in
+its one batched statement). The counts live in this object, the process's memory: a
+restarted process starts again from none.
 
 The hosts share the decoded arguments: a fanout handler keeps copies of what it keeps (the
 network manager's do), as it may not change what the next host is handed.
@@ -32,8 +47,10 @@ network manager's do), as it may not change what the next host is handed.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,6 +61,7 @@ from eventlet.queue import LightQueue
 from fabric import context as fabric_context
 from fabric.context import RequestContext
 from fabric.db.retry import retry_on_disconnect
+from fabric.db.types import utcnow
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid
 from fabric.rpc.metrics import RPC as METRICS
 from fabric.rpc.server import RPCServer, argument_error, public_methods
@@ -107,6 +125,8 @@ class HostFanout:
     name); a host is handed fanouts from :meth:`admit` on (once its worker has started).
     ``name`` names the process's fanout queue (``<topic>_fanout_<name>_...``). Start, stop
     and wait like a :class:`~fabric.service.Service` (what :func:`fabric.service.serve` runs).
+    What it drops is counted by host (:meth:`drops_for`), what its server refuses for all of
+    them given to the first manager's host (:attr:`reporter`).
     """
 
     def __init__(self, transport: Any, topic: str, name: str, managers: list[Any], *,
@@ -123,6 +143,11 @@ class HostFanout:
         self._lanes = [_Lane() for _ in range(min(lanes, len(managers)))]
         self._lane_of = {host: self._lanes[index % len(self._lanes)] for index, host in enumerate(self._methods)}
         self._stopping = eventlet.event.Event()
+        #: The host whose heartbeat also reports what the server dropped for every host.
+        self.reporter: str = managers[0].host
+        #: By host, the fanouts dropped for it alone, by reason code, and when the last was.
+        self._dropped: dict[str, Counter[str]] = {}
+        self._dropped_at: dict[str, datetime.datetime] = {}
         self.server = RPCServer(transport, topic=topic, host=name,
                                 endpoint=_Endpoint(self, self._methods[managers[0].host],
                                                    getattr(managers[0], "rpc_callers", None)),
@@ -139,6 +164,21 @@ class HostFanout:
     def admit(self, host: str) -> None:
         """Hand ``host`` the fanouts that arrive from now on; KeyError for a host not given."""
         self._lane_of[host].hosts[host] = self._methods[host]
+
+    def drops_for(self, host: str) -> tuple[dict[str, int], datetime.datetime | None]:
+        """The fanout messages dropped for ``host`` since this consumer was built, by reason
+        code, and when the last was (None: none); for the :attr:`reporter` also those the
+        server dropped for all the hosts (refused, or of a method the hosts lack)."""
+        counts = Counter(self._dropped.get(host, ()))
+        times = [self._dropped_at[host]] if host in self._dropped_at else []
+        if host == self.reporter and self.server.fanout_dropped:
+            counts.update(self.server.fanout_dropped)
+            times.append(self.server.fanout_dropped_at)
+        return dict(counts), max((t for t in times if t is not None), default=None)
+
+    def _drop(self, host: str, code: str) -> None:
+        self._dropped.setdefault(host, Counter())[code] += 1
+        self._dropped_at[host] = utcnow()
 
     # --- life cycle (a Service's) -----------------------------------------------------------
 
@@ -224,6 +264,7 @@ class HostFanout:
         method = methods.get(fanout.method)
         if method is None:
             LOG.error("Dropped fanout %s for %s: its %s worker has no such method", fanout.method, host, self.topic)
+            self._drop(host, "unknown-method")
             return
         started = time.perf_counter()
         try:
@@ -247,8 +288,10 @@ class HostFanout:
             exc = argument_error(method, fanout.method, fanout.args, exc, fanout.ctx)
         description = f"{fanout.method} failed {attempt} time(s) on {host}, last with {type(exc).__name__}: {exc}"
         if isinstance(exc, Invalid) or attempt >= self.max_deliveries:
-            METRICS.dead_lettered(self.topic, "invalid" if isinstance(exc, Invalid) else "failed")
+            code = "invalid" if isinstance(exc, Invalid) else "failed"
+            METRICS.dead_lettered(self.topic, code)
             LOG.error("Dropped fanout %s for %s: %s", fanout.method, host, description)
+            self._drop(host, code)
             return
         LOG.warning("Fanout %s for %s will be retried: %s", fanout.method, host, description,
                     exc_info=not isinstance(exc, FabricError))

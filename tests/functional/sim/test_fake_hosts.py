@@ -7,7 +7,8 @@ as three hosts (a compute node each, compute and network services each, heartbea
 that one process), and a server created through the API must be placed on one of them by
 the real scheduler, built there (address, plugged port, fake guest) and become ACTIVE; its
 delete must give the host's claim back. The fanouts every host must see are consumed once
-per topic by the process (:mod:`fabric.sim.fanout`), not once per host.
+per topic by the process (:mod:`fabric.sim.fanout`), not once per host, and one it refuses
+shows in ``fabric-manage status`` once, not once per host.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from fabric import config, rpc, status
 from fabric.api.bootstrap import bootstrap
 from fabric.db.models import ComputeNode, Instance, Port, Service
 from tests.fixtures.process_cloud import COMPUTE, Api, prepare
@@ -105,3 +107,21 @@ def test_three_fake_hosts_in_one_process_register_and_build_a_server(spawn, tmp_
     wait_until(released, 60, "the delete to give the claim back", workers=workers, interval=0.2)
     with db.begin() as session:
         assert not list(session.scalars(sa.select(Port).where(Port.device_id == server["id"])))
+
+    # A fanout the process refuses (unsigned) reached none of its hosts: fabric-manage status
+    # names it once, on the process's first host of the topic (fabric.sim.fanout), with a heartbeat.
+    assert _fanout_problems(db) == []
+    transport = rpc.get_transport(config.Settings().replace(rpc={"transport_url": rabbit_vhost}).rpc)
+    try:
+        transport.publish("network_fanout", "network", b'{"v": 1}', message_id=rpc.new_message_id())
+    finally:
+        transport.cleanup()
+    [line] = wait_until(lambda: _fanout_problems(db), 30, "the drop in the services table", workers=workers, interval=0.2)
+    assert line.startswith("fabric-network on fh-1 (topic network) dropped 1 fanout message(s) since it started "
+                           "(unsigned 1)"), line
+
+
+def _fanout_problems(db) -> list[str]:
+    problems = status.Status()
+    status.services_section(db, config.Settings(), problems)
+    return [line for line in problems.problems if "fanout" in line]

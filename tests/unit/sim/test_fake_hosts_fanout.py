@@ -5,8 +5,9 @@ workers have started. Two hosts on one memory:// broker and one SQLite database.
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
-from fabric import rpc
+from fabric import rpc, servicegroup
 from fabric.context import RequestContext
 from fabric.network.model import HostSpec
 from fabric.rpc import signing
@@ -82,3 +83,51 @@ def test_a_process_on_sqlite_bounds_no_handlers(process, sqlite_db):
     assert sqlite_db.capacity is None
     assert all(service.limiter is None and service.server._limiter is None and service.periodic_limiter is None
                for service in services)
+
+
+def test_what_the_process_fanout_drops_reaches_the_services_table_with_the_heartbeats(process, sqlite_db,
+                                                                                  transport):
+    """A fanout the process's consumer refuses (here unsigned) reached no host: the heartbeat
+    records it in its first host's row of the topic, in a statement of its own (as a real
+    worker's drops), while the other hosts keep beating in the one shared statement; what it
+    gives up on for one host (arguments its method does not take) is that host's."""
+    _, services = process
+    group = services[0]._heartbeats
+    for service in services:
+        group.leave(service, wait=True)  # this test beats for them, when it chooses
+    writes: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        if "services" in statement and not statement.lstrip().upper().startswith("SELECT"):
+            writes.append(statement)
+
+    def drops() -> dict[tuple[str, str], dict[str, int]]:
+        return {(s.host, s.binary): s.fanout_drops for s in servicegroup.list_services(sqlite_db) if s.fanout_drops}
+
+    sa.event.listen(sqlite_db.engine, "before_cursor_execute", record)
+    try:
+        group.beat(services)
+        assert len(writes) == 1  # nothing dropped: one statement for the four services
+
+        transport.publish("network_fanout", "network", b'{"v": 1}', message_id=rpc.new_message_id())
+        network = {s.host: s for s in services if s.topic == "network"}
+        wait_for(lambda: network["p-1"].fanout_drops() == {"unsigned": 1}, what="the refusal counted")
+        assert network["p-2"].fanout_drops() == {} and writes[1:] == []  # no write of its own
+        group.beat(services)
+        assert len(writes) == 3  # p-1's network row alone, the other three together
+        assert drops() == {("p-1", "fabric-network"): {"unsigned": 1}}
+        [reporter] = [s for s in servicegroup.list_services(sqlite_db) if s.fanout_drops]
+        assert reporter.fanout_dropped_at == network["p-1"].fanout.server.fanout_dropped_at is not None
+        group.beat(services)
+        assert len(writes) == 4  # recorded: one statement again
+
+        with signing.acting_as("ipam"):
+            rpc.RPCClient(transport, rpc.Target(topic="network")).fanout_cast(
+                RequestContext.admin(), "host_joined", hots={})
+        wait_for(lambda: network["p-2"].fanout_drops() == {"invalid": 1}, what="p-2's copy dropped")
+        wait_for(lambda: network["p-1"].fanout_drops() == {"unsigned": 1, "invalid": 1}, what="p-1's copy dropped")
+        group.beat(services)
+        assert drops() == {("p-1", "fabric-network"): {"unsigned": 1, "invalid": 1},
+                           ("p-2", "fabric-network"): {"invalid": 1}}
+    finally:
+        sa.event.remove(sqlite_db.engine, "before_cursor_execute", record)

@@ -14,6 +14,7 @@ from eventlet.event import Event
 from fabric import context as fabric_context
 from fabric import rpc
 from fabric.context import RequestContext
+from fabric.db.types import utcnow
 from fabric.exception import DatabaseUnavailable
 from fabric.network.drivers.fake import FakeDriver
 from fabric.network.manager import NetworkManager
@@ -126,6 +127,10 @@ def test_a_failing_host_is_retried_alone_and_does_not_stop_the_others(fanout, ho
     wait_for(lambda: METRICS.dead_letters[("widgets", "failed")] == dropped + 1, what="h3's copy dropped")
     assert [tokens(host, "flaky") for host in hosts] == [["t"], ["t"], [], ["t"], ["t"]]
     assert hosts[2].failures_left == 10 - settings.rpc.max_deliveries
+    # Counted for h3's heartbeat alone (h2 took it in the end).
+    counts, last = fanout.drops_for("h3")
+    assert counts == {"failed": 1} and abs((utcnow() - last).total_seconds()) < 5
+    assert [fanout.drops_for(host.host) for host in hosts if host.host != "h3"] == [({}, None)] * 4
 
 
 def test_a_host_that_cannot_reach_the_database_gets_the_fanout_once_it_can(fanout, hosts, client, monkeypatch):
@@ -152,6 +157,24 @@ def test_arguments_a_method_does_not_take_are_dropped_at_once_for_every_host(fan
 
     wait_for(lambda: all(tokens(host) == ["after"] for host in hosts), what="the next fanout everywhere")
     assert METRICS.dead_letters[("widgets", "invalid")] == invalid + len(hosts)
+    assert [fanout.drops_for(host.host)[0] for host in hosts] == [{"invalid": 1}] * len(hosts)
+
+
+def test_what_the_server_refuses_for_every_host_is_the_reporters_to_report(fanout, hosts, client, transport):
+    """A refused fanout reaches no host: it is counted once, for the process's first host (its
+    heartbeat reports it: tests/unit/sim/test_fake_hosts_fanout.py), not once per host."""
+    for host in hosts:
+        fanout.admit(host.host)
+    assert fanout.reporter == "h1"
+    transport.publish("widgets_fanout", "widgets", b'{"v": 1}', message_id=rpc.new_message_id())
+    transport.publish("widgets_fanout", "widgets", b'{"v": 1}', message_id=rpc.new_message_id())
+    client.fanout_cast(RequestContext.admin(), "record", token="after")
+
+    wait_for(lambda: all(tokens(host) == ["after"] for host in hosts), what="the next fanout everywhere")
+    wait_for(lambda: fanout.drops_for("h1")[0] == {"unsigned": 2}, what="both refusals counted")
+    counts, last = fanout.drops_for("h1")
+    assert counts == {"unsigned": 2} and last == fanout.server.fanout_dropped_at is not None
+    assert [fanout.drops_for(host.host) for host in hosts[1:]] == [({}, None)] * 4
 
 
 @pytest.fixture
