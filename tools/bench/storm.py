@@ -18,6 +18,11 @@ one keep-alive connection each) as fast as the API takes them. Reported:
   servers), and the API's CPU per POST; each also less the kind's idle CPU rate (measured for
   ``--idle-seconds`` before the first POST) over the phase: heartbeats and periodic tasks add
   more per server the longer a loaded machine makes the phase, the net figure does not;
+* the whole machine over the same time (``/proc/stat``): how busy its CPUs were, its CPU per
+  server counting every process (PostgreSQL, RabbitMQ and these clients too, which the kinds
+  above leave out; and anything else running: run it on a quiet machine), and the most servers/s
+  its CPUs could build at that cost: where that ceiling is below the goal, the run is bound by
+  the machine's CPUs, and the CPU per server is what has to fall;
 * over-committed hosts (claims over capacity, or disagreeing with the servers placed
   there: ``tests.fixtures.scheduler.overcommitted``): must be 0; servers stuck (neither
   ACTIVE nor ERROR with a fault when the create phase ends): must be 0.
@@ -100,6 +105,8 @@ FLAVOR = {"vcpus": 1, "ram": 512, "disk": 1}
 RATIOS = {"ram_allocation_ratio": 1.0, "cpu_allocation_ratio": 4.0, "disk_allocation_ratio": 1.0}
 #: The quota resources servers use (the storm's network and subnet keep theirs).
 SERVER_QUOTAS = ("instances", "cores", "ram")
+#: The end-to-end rate the storm must reach (issue 19's goal), servers/s.
+GOAL_RATE = 150
 #: The anchor the figures are printed beside.
 OPENSTACK_ANCHOR = "OpenStack's published 1,000-node tests: about 13 s per VM boot on average"
 
@@ -111,6 +118,16 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(CPU seconds busy, CPU seconds elapsed) of the whole machine so far, summed over its
+    CPUs (``/proc/stat``): what every process used, the broker and the database included."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is within user)
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
 
 
 def descendants(pid: int) -> list[int]:
@@ -566,6 +583,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
         return doc["server"]["id"], posted, time.time()
 
     sessions_before = database_sessions(db)
+    machine_before = machine_cpu()
     first_post = time.time()
     created = [c for c in run_clients(args.clients, list(range(n)), create, time.monotonic() + args.send_timeout)
                if c is not None]
@@ -589,7 +607,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
 
     wait_settled(cloud, db, Instance.vm_state.not_in(("active", "error")), args.timeout, "create")
     rows = instance_rows(db, ids)
-    cpu_after, phase_seconds = cloud.cpu_by_kind(), time.time() - first_post
+    cpu_after, phase_seconds, machine_after = cloud.cpu_by_kind(), time.time() - first_post, machine_cpu()
     if profile is not None:
         profile.report(args.profile_top)
     active = [r for r in rows if r.vm_state == "active"]
@@ -605,7 +623,8 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
     per_host = collections.Counter(r.host for r in active)
     print(f"ACTIVE: {len(active)} of {n} ({len(errors)} ERROR with a fault, {len(stuck)} stuck) on "
           f"{len(per_host)} hosts (most on one: {max(per_host.values(), default=0)}); "
-          f"{len(active) / max(last_active - first_post, 1e-9):.1f} servers/s end to end (goal >= 150)", flush=True)
+          f"{len(active) / max(last_active - first_post, 1e-9):.1f} servers/s end to end (goal >= {GOAL_RATE})",
+          flush=True)
     if latencies:
         print(f"POST -> ACTIVE: p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
               f"max {max(latencies):.2f} s (goal p99 < 5 s; anchor: {OPENSTACK_ANCHOR})", flush=True)
@@ -617,6 +636,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
         spent = cpu_after[kind] - cpu_before.get(kind, 0.0)
         net = spent - idle_rate.get(kind, 0.0) * phase_seconds
         print(f"  {kind:30s} {spent * 1000 / n:7.2f} ms  ({spent:.1f} s in all); less idle {net * 1000 / n:7.2f} ms")
+    print_machine_bound(machine_before, machine_after, sum(cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after), n)
     print(f"over-committed hosts: {len(over)} (must be 0); servers stuck: {len(stuck)} (must be 0)", flush=True)
     if stuck:
         print(f"  stuck, by state: {collections.Counter((r.vm_state, r.task_state) for r in stuck)}")
@@ -641,6 +661,23 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
     print(f"left after the deletes: {left}; history kept: {history} deleted instance rows", flush=True)
     clean = not over and not stuck and not any(left.values()) and gone == n
     return 0 if clean else 1
+
+
+def print_machine_bound(before: tuple[float, float], after: tuple[float, float], workers_cpu: float,
+                        servers: int) -> None:
+    """The whole machine over the create phase: how busy its CPUs were, its CPU per server (every
+    process: fabric's workers, PostgreSQL, RabbitMQ, this benchmark's clients, and anything else
+    running), and the most servers/s its CPUs could build at that cost: the rate's ceiling here
+    whatever the scheduling, and what the goal asks of the CPU per server."""
+    busy, elapsed = after[0] - before[0], after[1] - before[1]
+    cpus = os.cpu_count() or 1
+    per_server = busy / servers
+    print(f"machine over the same time (/proc/stat): {busy / max(elapsed, 1e-9) * cpus:.2f} of {cpus} CPUs busy "
+          f"({busy / max(elapsed, 1e-9):.0%}); {per_server * 1000:.1f} ms of CPU per server in all, of which "
+          f"fabric's workers {workers_cpu * 1000 / servers:.1f} ms and the rest (PostgreSQL, RabbitMQ, these "
+          f"clients, anything else) {(busy - workers_cpu) * 1000 / servers:.1f} ms", flush=True)
+    print(f"  at that CPU per server, {cpus} CPUs build at most {cpus / max(per_server, 1e-9):.1f} servers/s; "
+          f"{GOAL_RATE}/s needs at most {cpus / GOAL_RATE * 1000:.1f} ms per server in all", flush=True)
 
 
 def _epoch(naive_utc: datetime.datetime) -> float:
