@@ -11,11 +11,22 @@ pytest_plugins = ["tests.fixtures.databases", "tests.fixtures.netns", "tests.fix
 
 
 @pytest.fixture(autouse=True)
-def _fabric_log_handler_ends_with_the_test():
+def _fabric_logging_ends_with_the_test(caplog):
     """A test that calls :func:`fabric.log.setup` (directly, or through a launcher's ``main``)
-    leaves no handler behind: its handler writes to the ``sys.stderr`` of that test, which
-    pytest's capture replaced and closes after it, and every later log record would print a
-    ``--- Logging error ---`` traceback instead."""
+    leaves logging as it found it, through :func:`fabric.log.remove`:
+
+    - no handler: its handler writes to the ``sys.stderr`` of that test, which pytest's
+      capture replaced and closes after it, and every later log record would print a
+      ``--- Logging error ---`` traceback instead;
+    - no level: a root logger left at INFO (or WARNING) by an earlier test decides whether a
+      later test's ``caplog`` sees INFO records, and which tests ran earlier in a worker
+      changes from run to run.
+
+    It asks for ``caplog`` only to be torn down before it: a test may set a level with
+    ``caplog`` and then call ``setup``, which records that level as the one to restore, and
+    ``caplog`` must restore the level from before the test after that. (The other way round,
+    ``setup`` and then ``caplog.set_level`` on the same logger, would leave ``setup``'s level:
+    set levels with ``caplog`` first.)"""
     yield
     log.remove()
 
