@@ -101,12 +101,7 @@ def slaac_subnets(session: sa.orm.Session, network_ids: list[str],
     each is derived from its MAC, never allocated (see :mod:`fabric.network.ipv6`). ``subnets``:
     the networks' subnets as :func:`network_subnets` read them (read here when it lacks one)."""
     if subnets is None or any(network_id not in subnets for network_id in network_ids):
-        subnets = {}
-        if network_ids:
-            for subnet in session.scalars(sa.select(Subnet).where(Subnet.network_id.in_(network_ids),
-                                                                  Subnet.ip_version == 6)
-                                          .order_by(Subnet.created_at, Subnet.id)):
-                subnets.setdefault(subnet.network_id, []).append(subnet)
+        subnets = network_subnets(session, network_ids)
     found: dict[str, list[Subnet]] = {}
     for network_id in network_ids:
         auto = [subnet for subnet in subnets.get(network_id, ()) if _addresses_from_mac(subnet)]
@@ -161,9 +156,7 @@ def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | No
     if dhcp_port is None or network.network_type not in ("vxlan", "vlan"):
         return None, None
     if subnets is None:
-        subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id,
-                                                               Subnet.ip_version == 6)
-                                       .order_by(Subnet.created_at, Subnet.id)))
+        subnets = network_subnets(session, [network.id])[network.id]
     for subnet in subnets:
         if subnet.ip_version != 6:
             continue
