@@ -29,7 +29,16 @@ from fabric.ipam.topology import Topology
 from fabric.network.kernel import RTPROT_FABRIC
 from fabric.sim import hosts as sim
 from fabric.sim.netns import in_ns, sh
-from tests.fixtures.cloud import BEGIN, END, FLAVOR, address_of, nft_rules, probe_results, probe_script
+from tests.fixtures.cloud import (
+    BEGIN,
+    FLAVOR,
+    PROBE_WINDOW,
+    PROBES,
+    address_of,
+    nft_rules,
+    probe_results,
+    probe_script,
+)
 from tests.fixtures.netns import ping, ping_eventually
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
@@ -69,19 +78,22 @@ def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud,
 
     # Frank's one server probes both of Erin's addresses; wherever it lands, one of his two
     # candidate addresses is its own, and each of Erin's probes both.
-    (tmp_path / "frank.sh").write_text(probe_script(sorted(erin_at.values()), 55))
+    (tmp_path / "frank.sh").write_text(probe_script(sorted(erin_at.values()), PROBE_WINDOW))
     cloud.osc(frank.env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
               f"net-id={net_f}", "--user-data", str(tmp_path / "frank.sh"), "vm-f")
     cloud.wait_status(frank.env, "vm-f")
-    cloud.wait_console(frank.env, "vm-f", BEGIN)
-    (tmp_path / "erin.sh").write_text(probe_script(sorted(erin_at.values()) + sorted(frank_at.values()), 20))
+    # Each console's start, read as its script begins: the console keeps only its tail, and the probes fill it.
+    booted = {"vm-f": cloud.wait_console(frank.env, "vm-f", BEGIN).string}
+    (tmp_path / "erin.sh").write_text(probe_script(sorted(erin_at.values()) + sorted(frank_at.values()),
+                                                   PROBE_WINDOW))
     for name in ("vm-e1", "vm-e2"):
         cloud.osc(erin.env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
                   f"net-id={net_e}", "--user-data", str(tmp_path / "erin.sh"), "--hint", f"group={group_id}", name)
         cloud.wait_status(erin.env, name)
+    # Erin's guests run their scripts once up and networked: Frank's probes from then on count.
     for name in ("vm-e1", "vm-e2"):
-        cloud.wait_console(erin.env, name, BEGIN)
-    assert END not in cloud.console(frank.env, "vm-f"), "Frank's probe ended before Erin's guests were up"
+        booted[name] = cloud.wait_console(erin.env, name, BEGIN).string
+    before = probe_results(cloud.console(frank.env, "vm-f"))
 
     shown = {name: cloud.osc(env, "server", "show", name)
              for name, env in (("vm-e1", erin.env), ("vm-e2", erin.env), ("vm-f", frank.env))}
@@ -93,13 +105,18 @@ def test_routed_servers_ping_each_other_across_hosts_and_no_other_project(cloud,
     for name, at in (("vm-e1", erin_at), ("vm-e2", erin_at), ("vm-f", frank_at)):
         assert address_of(shown[name]) == at[placed[name]], (name, shown[name]["addresses"], at)
     e1, e2, f = (address_of(shown[n]) for n in ("vm-e1", "vm-e2", "vm-f"))
-    consoles = {name: cloud.wait_console(env, name, rf"{END}, exit \d+").string
-                for name, env in (("vm-e1", erin.env), ("vm-e2", erin.env), ("vm-f", frank.env))}
     for name, address in (("vm-e1", e1), ("vm-e2", e2), ("vm-f", f)):
-        assert f"fabric-guest: eth0 {address}/" in consoles[name], consoles[name][-2000:]
-    results = {name: probe_results(console) for name, console in consoles.items()}
-    # Across hosts, routed: each of Erin's reaches the other; neither reaches Frank's, nor he them.
-    assert results["vm-e1"][e2][0] > 0 and results["vm-e2"][e1][0] > 0, results
+        assert f"fabric-guest: eth0 {address}/" in booted[name], booted[name][-2000:]
+    # Across hosts, routed: each of Erin's reaches the other ...
+    for name, peer in (("vm-e1", e2), ("vm-e2", e1)):
+        cloud.wait_probes(erin.env, name, lambda r, peer=peer: r.get(peer, (0, 0))[0] > 0 and
+                          r.get(f, (0, 0))[1] >= PROBES, f"an answer from {peer} and {PROBES} probes of {f}")
+    frank_sent = {address: before.get(address, (0, 0))[1] + PROBES for address in (e1, e2)}
+    cloud.wait_probes(frank.env, "vm-f", lambda r: all(r.get(a, (0, 0))[1] >= n for a, n in frank_sent.items()),
+                      f"{PROBES} probes of Erin's guests since they were up")
+    results = {name: probe_results(cloud.console(env, name))
+               for name, env in (("vm-e1", erin.env), ("vm-e2", erin.env), ("vm-f", frank.env))}
+    # ... but neither reaches Frank's, nor he them.
     assert results["vm-e1"][f][0] == results["vm-e2"][f][0] == 0, results
     assert results["vm-f"][e1][0] == results["vm-f"][e2][0] == 0, results
 
