@@ -28,7 +28,7 @@ from fabric.network.ipv6 import slaac_address
 from fabric.network.naming import Names
 from fabric.network.secgroups import link_local, short_hash, table_name
 from fabric.sim.netns import in_ns, sh
-from tests.fixtures.cloud import END, FLAVOR
+from tests.fixtures.cloud import END, FLAVOR, PROBE_WINDOW
 from tests.fixtures.processes import wait_until
 from tests.functional.network.test_ipv6 import DHCP6_CLIENT
 
@@ -42,14 +42,15 @@ PROBE6, PROBE_MAC = "fd00:64::99", "02:00:00:64:00:99"
 
 def v6_probe(peer: str, window: int) -> str:
     """User data: turn IPv6 on (the image turns it off), print the global addresses taken from the
-    advertisements, then ping ``peer`` once a second for ``window`` seconds and print the count."""
+    advertisements, then ping ``peer`` once a second until it answers (at most ``window`` seconds,
+    a bound, not a wait: the peer boots beside this guest, in its own time) and print the count."""
     return f"""#!/bin/sh
 echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6
 i=0
 while [ $i -lt 30 ] && ! ip -6 addr show dev eth0 scope global | grep -q inet6; do sleep 1; i=$((i + 1)); done
 echo "fabric-test: v6 addresses $(ip -6 addr show dev eth0 scope global | grep -o 'inet6 [^ ]*' | tr '\\n' ' ')"
 end=$(( $(cut -d. -f1 /proc/uptime) + {window} )); ok=0
-while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
+while [ $ok -eq 0 ] && [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
     ping -6 -c 1 -W 1 {peer} >/dev/null 2>&1 && ok=$((ok + 1))
     sleep 1
 done
@@ -76,7 +77,7 @@ def test_guests_take_their_slaac_addresses_and_reach_each_other_by_them(cloud, p
 
     try:
         for name, peer in (("p1", "p2"), ("p2", "p1")):
-            (tmp_path / f"{name}.sh").write_text(v6_probe(address6[peer], 40))
+            (tmp_path / f"{name}.sh").write_text(v6_probe(address6[peer], PROBE_WINDOW))
             cloud.osc(env, "server", "create", "--flavor", FLAVOR, "--image", cloud.image_id, "--nic",
                       f"port-id={ports[name]['id']}", "--user-data", str(tmp_path / f"{name}.sh"), f"vm-{name}")
         for name in ("p1", "p2"):
