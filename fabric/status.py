@@ -14,6 +14,11 @@ forged, stale ...) or gives up on is dropped, and it would show nowhere else.
 Each worker counts those drops by reason code and its heartbeat writes them to
 the services registry (:mod:`fabric.servicegroup`); they are the running
 process's counts, so a restarted worker reports none until it drops another.
+A real worker is one host: its counts are its host's. A process of fake hosts
+(:mod:`fabric.sim.fake_hosts`) consumes a topic's fanout once for all its hosts,
+and what its server refuses there was lost to every one of them: one host's row
+carries those counts, under codes marked by :func:`process_wide`, and the
+problem line says they concern every host of that process.
 """
 
 from __future__ import annotations
@@ -56,18 +61,58 @@ class Status:
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
-def _by_code(counts: dict[str, int]) -> str:
+#: What starts a fanout-drop code counted for every host of the reporting process, not only
+#: for the host whose services row carries it (:func:`process_wide`). It lives where the codes
+#: are read; their one writer that marks them (:mod:`fabric.sim.fanout`) imports it.
+PROCESS_WIDE_PREFIX = "process:"
+
+
+def process_wide(code: str) -> str:
+    """``code`` (a reason a fanout message was dropped, e.g. ``unsigned``) marked as a drop
+    for every host of the process that reports it: what a fake-hosts process's fanout server
+    refused (:meth:`fabric.sim.fanout.HostFanout.drops_for`). Unmarked codes are the host's own."""
+    return PROCESS_WIDE_PREFIX + code
+
+
+def _by_scope(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """``counts`` split into the host's own and its process's (:func:`process_wide`), both by
+    unmarked code."""
+    own: dict[str, int] = {}
+    shared: dict[str, int] = {}
+    for code, count in counts.items():
+        if code.startswith(PROCESS_WIDE_PREFIX):
+            shared[code.removeprefix(PROCESS_WIDE_PREFIX)] = count
+        else:
+            own[code] = count
+    return own, shared
+
+
+def _listed(counts: dict[str, int]) -> str:
     return ", ".join(f"{code} {count}" for code, count in sorted(counts.items()))
 
 
+def _by_code(counts: dict[str, int]) -> str:
+    """Fanout drops as a person reads them: ``forged 1, stale 3``; those of every host of the
+    process (:func:`process_wide`) after the host's own, named so:
+    ``invalid 1; for every host of its process: unsigned 3``."""
+    own, shared = _by_scope(counts)
+    parts = [_listed(own)] if own else []
+    if shared:
+        parts.append(f"for every host of its process: {_listed(shared)}")
+    return "; ".join(parts)
+
+
 def fanout_drops_problem(service: servicegroup.ServiceInfo) -> str | None:
-    """The problem line of the fanout messages ``service`` dropped, or None if it dropped none."""
+    """The problem line of the fanout messages ``service`` dropped, or None if it dropped none;
+    it says which were lost to every host of its process (:func:`process_wide`), and, if any
+    were stale, to compare clocks."""
     dropped = sum(service.fanout_drops.values())
     if not dropped:
         return None
     when = (service.fanout_dropped_at.isoformat(sep=" ", timespec="seconds")
             if service.fanout_dropped_at else "unknown")
-    hint = "; stale: compare its clock with its senders'" if service.fanout_drops.get("stale") else ""
+    stale = any(counts.get("stale") for counts in _by_scope(service.fanout_drops))
+    hint = "; stale: compare its clock with its senders'" if stale else ""
     return (f"{service.binary} on {service.host} (topic {service.topic}) dropped {dropped} fanout message(s) "
             f"since it started ({_by_code(service.fanout_drops)}), the last at {when} UTC: a fanout queue "
             f"has no dead-letter queue, its log says why{hint}")

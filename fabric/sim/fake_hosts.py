@@ -14,7 +14,8 @@ to each started host's manager (:mod:`fabric.sim.fanout`): decoded once, not onc
 What that consumer drops reaches ``fabric-manage status`` as a real worker's fanout drops do,
 with the heartbeats: what it gave up on for a host in that host's services row, what it
 refused for all the process's hosts (unsigned, forged, stale ...) in the first host's row of
-the topic only (one problem line per process and topic, not one per host).
+the topic only, marked as lost to every host of the process (one problem line per process
+and topic, not one per host, and it says so).
 Each host keeps its own data directory (``<data_dir>/hosts/<host>``:
 its image cache and its fake guests' disks), as machines share no disk.
 
@@ -149,7 +150,8 @@ def build_fanouts(services: list[Service], transport: Any, name: str,
     those services' managers; its queue named after ``name`` (the process's host name).
     Each service's heartbeat reports what its topic's consumer dropped for its host
     (:attr:`fabric.service.Service.fanout`), and the first host's also what it dropped for
-    all of them (:attr:`fabric.sim.fanout.HostFanout.reporter`)."""
+    all of them (:attr:`fabric.sim.fanout.HostFanout.reporter`), under codes that say so
+    (:func:`fabric.status.process_wide`)."""
     by_topic: dict[str, list[Service]] = {}
     for service in services:
         by_topic.setdefault(service.topic, []).append(service)

@@ -33,13 +33,15 @@ it drops from its fanout queue (:attr:`~fabric.rpc.RPCServer.fanout_dropped`), s
 each host's Service (:attr:`fabric.service.Service.fanout`) what was dropped *for that host*
 (its handler failed ``rpc.max_deliveries`` times, raised Invalid, or lacks the method), and
 to one host per process and topic, the :attr:`~HostFanout.reporter`, also what the process's
-server dropped before any host got it (refused: unsigned, forged, stale ...). Such a message
-was lost to every host of the process alike, and what an operator can do about it (the
-sender's keys, this machine's clock) concerns the process, not a host: one services row per
-process and topic says so, not one per host (a 1,000-host process would show 1,000
-identical problem lines and, the heartbeat after, write 1,000 rows one by one instead of in
-its one batched statement). The counts live in this object, the process's memory: a
-restarted process starts again from none.
+server dropped before any host got it (refused: unsigned, forged, stale ...), under codes
+marked as every host's (:func:`fabric.status.process_wide`: ``process:unsigned``), so that the
+problem line says the message was lost to every host of the process, not to the reporter
+alone. What an operator can do about such a message (the sender's keys, this machine's
+clock) concerns the process, not a host: one services row per process and topic says so,
+not one per host (a 1,000-host process would show 1,000 identical problem lines and, the
+heartbeat after, write 1,000 rows one by one instead of in its one batched statement). The
+counts live in this object, the process's memory: a restarted process starts again from
+none.
 
 The hosts share the decoded arguments: a fanout handler keeps copies of what it keeps (the
 network manager's do), as it may not change what the next host is handed.
@@ -65,6 +67,7 @@ from fabric.db.types import utcnow
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid
 from fabric.rpc.metrics import RPC as METRICS
 from fabric.rpc.server import RPCServer, argument_error, public_methods
+from fabric.status import process_wide
 
 LOG = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ class HostFanout:
     ``name`` names the process's fanout queue (``<topic>_fanout_<name>_...``). Start, stop
     and wait like a :class:`~fabric.service.Service` (what :func:`fabric.service.serve` runs).
     What it drops is counted by host (:meth:`drops_for`), what its server refuses for all of
-    them given to the first manager's host (:attr:`reporter`).
+    them given to the first manager's host (:attr:`reporter`), marked as every host's.
     """
 
     def __init__(self, transport: Any, topic: str, name: str, managers: list[Any], *,
@@ -143,7 +146,8 @@ class HostFanout:
         self._lanes = [_Lane() for _ in range(min(lanes, len(managers)))]
         self._lane_of = {host: self._lanes[index % len(self._lanes)] for index, host in enumerate(self._methods)}
         self._stopping = eventlet.event.Event()
-        #: The host whose heartbeat also reports what the server dropped for every host.
+        #: The host whose heartbeat also reports what the server dropped for every host
+        #: (marked so: :meth:`drops_for`).
         self.reporter: str = managers[0].host
         #: By host, the fanouts dropped for it alone, by reason code, and when the last was.
         self._dropped: dict[str, Counter[str]] = {}
@@ -168,11 +172,12 @@ class HostFanout:
     def drops_for(self, host: str) -> tuple[dict[str, int], datetime.datetime | None]:
         """The fanout messages dropped for ``host`` since this consumer was built, by reason
         code, and when the last was (None: none); for the :attr:`reporter` also those the
-        server dropped for all the hosts (refused, or of a method the hosts lack)."""
+        server dropped for all the hosts (refused, or of a method the hosts lack), their codes
+        marked so (:func:`fabric.status.process_wide`)."""
         counts = Counter(self._dropped.get(host, ()))
         times = [self._dropped_at[host]] if host in self._dropped_at else []
         if host == self.reporter and self.server.fanout_dropped:
-            counts.update(self.server.fanout_dropped)
+            counts.update({process_wide(code): count for code, count in self.server.fanout_dropped.items()})
             times.append(self.server.fanout_dropped_at)
         return dict(counts), max((t for t in times if t is not None), default=None)
 

@@ -8,7 +8,8 @@ that one process), and a server created through the API must be placed on one of
 the real scheduler, built there (address, plugged port, fake guest) and become ACTIVE; its
 delete must give the host's claim back. The fanouts every host must see are consumed once
 per topic by the process (:mod:`fabric.sim.fanout`), not once per host, and one it refuses
-shows in ``fabric-manage status`` once, not once per host.
+shows in ``fabric-manage status`` once, not once per host, saying it was lost to every host
+of the process.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def test_three_fake_hosts_in_one_process_register_and_build_a_server(spawn, tmp_
         assert not list(session.scalars(sa.select(Port).where(Port.device_id == server["id"])))
 
     # A fanout the process refuses (unsigned) reached none of its hosts: fabric-manage status
-    # names it once, on the process's first host of the topic (fabric.sim.fanout), with a heartbeat.
+    # names it once, on the process's first host of the topic (fabric.sim.fanout), with a heartbeat,
+    # as lost to every host of the process.
     assert _fanout_problems(db) == []
     transport = rpc.get_transport(config.Settings().replace(rpc={"transport_url": rabbit_vhost}).rpc)
     try:
@@ -118,7 +120,7 @@ def test_three_fake_hosts_in_one_process_register_and_build_a_server(spawn, tmp_
         transport.cleanup()
     [line] = wait_until(lambda: _fanout_problems(db), 30, "the drop in the services table", workers=workers, interval=0.2)
     assert line.startswith("fabric-network on fh-1 (topic network) dropped 1 fanout message(s) since it started "
-                           "(unsigned 1)"), line
+                           "(for every host of its process: unsigned 1)"), line
 
 
 def _fanout_problems(db) -> list[str]:

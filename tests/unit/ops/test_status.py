@@ -129,3 +129,33 @@ def test_fanout_messages_a_worker_dropped_are_a_problem_until_it_restarts(sqlite
     assert [p.split(" (")[0] for p in _problems(_gather(sqlite_db))] == ["fabric-compute on h1"]
     servicegroup.register(sqlite_db, host="h1", binary="fabric-compute", topic="compute", version="1")
     assert _problems(_gather(sqlite_db)) == []
+
+
+def test_fanout_messages_a_process_refused_for_all_its_hosts_say_so(sqlite_db):
+    """A fake-hosts process reports what its fanout server refused once, on one host's row,
+    under marked codes (fabric.sim.fanout.HostFanout.drops_for): the line says those were lost
+    to every host of that process; the host's own drops, and a real worker's, say no such thing."""
+    _healthy_cloud(sqlite_db)
+    last = datetime.datetime(2026, 12, 7, 8, 3, 11)
+    servicegroup.heartbeat(sqlite_db, host="p-1", binary="fabric-network", topic="network",
+                           fanout_drops={status.process_wide("unsigned"): 3, status.process_wide("stale"): 2,
+                                         "invalid": 1}, fanout_dropped_at=last)
+    servicegroup.heartbeat(sqlite_db, host="p-2", binary="fabric-network", topic="network",
+                           fanout_drops={"invalid": 1}, fanout_dropped_at=last)
+    report = _gather(sqlite_db)
+    assert _problems(report) == [
+        "fabric-network on p-1 (topic network) dropped 6 fanout message(s) since it started "
+        "(invalid 1; for every host of its process: stale 2, unsigned 3), the last at 2026-12-07 08:03:11 UTC: "
+        "a fanout queue has no dead-letter queue, its log says why; stale: compare its clock with its senders'",
+        "fabric-network on p-2 (topic network) dropped 1 fanout message(s) since it started (invalid 1), "
+        "the last at 2026-12-07 08:03:11 UTC: a fanout queue has no dead-letter queue, its log says why"]
+    services = {row[:2]: row[-1] for row in report.sections[0].rows}
+    assert services[("p-1", "fabric-network")] == "invalid 1; for every host of its process: stale 2, unsigned 3"
+    assert services[("p-2", "fabric-network")] == "invalid 1"
+    # Process-wide alone (what a reporter with no drops of its own shows).
+    servicegroup.heartbeat(sqlite_db, host="p-1", binary="fabric-network", topic="network",
+                           fanout_drops={status.process_wide("unsigned"): 3}, fanout_dropped_at=last)
+    assert [p for p in _problems(_gather(sqlite_db)) if "p-1" in p] == [
+        "fabric-network on p-1 (topic network) dropped 3 fanout message(s) since it started "
+        "(for every host of its process: unsigned 3), the last at 2026-12-07 08:03:11 UTC: "
+        "a fanout queue has no dead-letter queue, its log says why"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from fabric import rpc, servicegroup
+from fabric import rpc, servicegroup, status
 from fabric.context import RequestContext
 from fabric.network.model import HostSpec
 from fabric.rpc import signing
@@ -89,8 +89,9 @@ def test_what_the_process_fanout_drops_reaches_the_services_table_with_the_heart
                                                                                   transport):
     """A fanout the process's consumer refuses (here unsigned) reached no host: the heartbeat
     records it in its first host's row of the topic, in a statement of its own (as a real
-    worker's drops), while the other hosts keep beating in the one shared statement; what it
-    gives up on for one host (arguments its method does not take) is that host's."""
+    worker's drops), while the other hosts keep beating in the one shared statement, and
+    fabric-manage status says it was lost to every host of the process; what it gives up on
+    for one host (arguments its method does not take) is that host's."""
     _, services = process
     group = services[0]._heartbeats
     for service in services:
@@ -104,6 +105,11 @@ def test_what_the_process_fanout_drops_reaches_the_services_table_with_the_heart
     def drops() -> dict[tuple[str, str], dict[str, int]]:
         return {(s.host, s.binary): s.fanout_drops for s in servicegroup.list_services(sqlite_db) if s.fanout_drops}
 
+    def problems() -> dict[str, str]:
+        return {s.host: line for s in servicegroup.list_services(sqlite_db)
+                if s.topic == "network" and (line := status.fanout_drops_problem(s))}
+
+    unsigned = status.process_wide("unsigned")  # the process refused it for all its hosts
     sa.event.listen(sqlite_db.engine, "before_cursor_execute", record)
     try:
         group.beat(services)
@@ -111,11 +117,13 @@ def test_what_the_process_fanout_drops_reaches_the_services_table_with_the_heart
 
         transport.publish("network_fanout", "network", b'{"v": 1}', message_id=rpc.new_message_id())
         network = {s.host: s for s in services if s.topic == "network"}
-        wait_for(lambda: network["p-1"].fanout_drops() == {"unsigned": 1}, what="the refusal counted")
+        wait_for(lambda: network["p-1"].fanout_drops() == {unsigned: 1}, what="the refusal counted")
         assert network["p-2"].fanout_drops() == {} and writes[1:] == []  # no write of its own
         group.beat(services)
         assert len(writes) == 3  # p-1's network row alone, the other three together
-        assert drops() == {("p-1", "fabric-network"): {"unsigned": 1}}
+        assert drops() == {("p-1", "fabric-network"): {unsigned: 1}}
+        assert list(problems()) == ["p-1"]
+        assert "(for every host of its process: unsigned 1)," in problems()["p-1"]
         [reporter] = [s for s in servicegroup.list_services(sqlite_db) if s.fanout_drops]
         assert reporter.fanout_dropped_at == network["p-1"].fanout.server.fanout_dropped_at is not None
         group.beat(services)
@@ -125,9 +133,14 @@ def test_what_the_process_fanout_drops_reaches_the_services_table_with_the_heart
             rpc.RPCClient(transport, rpc.Target(topic="network")).fanout_cast(
                 RequestContext.admin(), "host_joined", hots={})
         wait_for(lambda: network["p-2"].fanout_drops() == {"invalid": 1}, what="p-2's copy dropped")
-        wait_for(lambda: network["p-1"].fanout_drops() == {"unsigned": 1, "invalid": 1}, what="p-1's copy dropped")
+        wait_for(lambda: network["p-1"].fanout_drops() == {unsigned: 1, "invalid": 1}, what="p-1's copy dropped")
         group.beat(services)
-        assert drops() == {("p-1", "fabric-network"): {"unsigned": 1, "invalid": 1},
+        assert drops() == {("p-1", "fabric-network"): {unsigned: 1, "invalid": 1},
                            ("p-2", "fabric-network"): {"invalid": 1}}
+        lines = problems()
+        assert "dropped 2 fanout message(s) since it started (invalid 1; for every host of its process: unsigned 1)," \
+            in lines["p-1"]
+        assert "dropped 1 fanout message(s) since it started (invalid 1)," in lines["p-2"]
+        assert "every host" not in lines["p-2"]
     finally:
         sa.event.remove(sqlite_db.engine, "before_cursor_execute", record)
