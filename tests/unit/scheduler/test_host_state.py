@@ -119,3 +119,38 @@ def test_a_host_added_after_the_first_read_is_seen_by_the_incremental_refresh(sq
         session.add(ComputeNode(host="late", vcpus=4, memory_mb=4096, disk_gb=10))
     clock.now += 1.5
     assert [h.host for h in cache.hosts()] == ["late"]
+
+
+def test_json_documents_are_decoded_again_only_when_their_text_changed(db):
+    """Every backend reads stats and capabilities as text (its own CAST) and decodes them once
+    per change: a row read again with the same documents keeps the decoded ones (the same
+    objects), a changed document is decoded, and a heartbeat alone still moves the host."""
+    build.add_hosts(db, 2, stats={"cpu_arch": "x86_64"}, capabilities={"vm_modes": ["hvm"]})
+    clock = Clock()
+    cache = cache_for(db, clock)
+    cache.hosts()
+    state = cache.get("host0000")
+    stats, capabilities = state.stats, state.capabilities
+    assert (stats, capabilities) == ({"cpu_arch": "x86_64"}, {"vm_modes": ["hvm"]})
+
+    beat = utcnow().replace(microsecond=0)
+    with db.begin() as session:  # a heartbeat and a claim: neither document changes
+        session.execute(sa.update(Service).where(Service.host == "host0000")
+                        .values(last_heartbeat=beat, updated_at=utcnow()))
+        session.execute(sa.update(ComputeNode).where(ComputeNode.host == "host0000")
+                        .values(generation=ComputeNode.generation + 1, memory_mb_used=512, updated_at=utcnow()))
+    clock.now += 2
+    cache.hosts()
+    assert state.last_heartbeat == beat and state.memory_mb_used == 512
+    assert state.stats is stats and state.capabilities is capabilities
+
+    with db.begin() as session:  # both documents change
+        session.execute(sa.update(Service).where(Service.host == "host0000")
+                        .values(capabilities={"vm_modes": ["hvm", "xen"]}, updated_at=utcnow()))
+        session.execute(sa.update(ComputeNode).where(ComputeNode.host == "host0000")
+                        .values(stats={"cpu_arch": "aarch64"}, generation=ComputeNode.generation + 1,
+                                updated_at=utcnow()))
+    clock.now += 2
+    cache.hosts()
+    assert (state.stats, state.capabilities) == ({"cpu_arch": "aarch64"}, {"vm_modes": ["hvm", "xen"]})
+    assert cache.get("host0001").capabilities == {"vm_modes": ["hvm"]}
