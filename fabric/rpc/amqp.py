@@ -139,6 +139,12 @@ NACK_RETRY_SECONDS = 60.0
 NACK_STALL = 5.0
 #: The pauses between those publishes: from the first to the longest, doubling.
 NACK_PAUSE_FIRST, NACK_PAUSE_LONGEST = 0.05, 2.0
+#: The pauses before a consumer whose set-up the broker refused tries it again on the same
+#: connection: from the first to the longest, doubling. A refusal can pass: seen on a 3-node
+#: cluster whose node was killed, a consumer that moved to another node had its fanout
+#: queue's bind refused (404, the dead node's queue not yet removed) while the connection
+#: stayed up, and with no retry before the next connection its queues went unconsumed.
+SETUP_RETRY_FIRST, SETUP_RETRY_LONGEST = 0.5, 30.0
 #: Consumers (a channel each) one connection carries before the next is opened: well
 #: within RabbitMQ's default ``channel_max`` (2,047), and a thousand fake hosts' workers
 #: (two each) in four processes still need one connection per process.
@@ -764,22 +770,38 @@ class AmqpConsumer(base.Consumer):
         self._unacked: dict[int, bool] = {}
         self._acks_due = 0
         self._flush_timer: Any = None
+        #: The pause before the next try of a set-up the broker refused (SETUP_RETRY_*).
+        self._setup_pause = SETUP_RETRY_FIRST
         self.names = ", ".join(q.name for q in queues)
 
     def attach(self, raw: amqp.Connection) -> None:
         """Open this consumer's channel on ``raw``, declare its queues and consume them
         (on the link's reader, under its lock). A declaration the broker refuses closes
-        only this channel: it is logged, and tried again on the next connection."""
+        only this channel: it is logged, and tried again on the same connection after a
+        pause (doubling, see ``SETUP_RETRY_FIRST``), and at once on a new connection."""
         self.generation = self.link.generation
         self.channel = None
         try:
             self._attach(raw)
+            self._setup_pause = SETUP_RETRY_FIRST
         except amqp.exceptions.ChannelError as exc:
-            LOG.error("Consumer of %s: the broker refused its set-up (%s); trying again on the "
-                      "next connection", self.names, exc)
+            pause, self._setup_pause = self._setup_pause, min(self._setup_pause * 2, SETUP_RETRY_LONGEST)
+            LOG.error("Consumer of %s: the broker refused its set-up (%s); trying again in %gs",
+                      self.names, exc, pause)
+            eventlet.spawn_after(pause, self.link.run_on_reader, self._retry_setup(self.generation))
         finally:
             if not self.tried.ready():
                 self.tried.send(True)
+
+    def _retry_setup(self, generation: int) -> Callable[[amqp.Connection], None]:
+        """A reader task trying the refused set-up again, if it is still this consumer's to do:
+        on the connection it was refused on (a new one has set every consumer up already),
+        not set up since, and neither cancelled nor removed."""
+        def retry(raw: amqp.Connection) -> None:
+            if (self.link.generation == generation and self.generation == generation and self.channel is None
+                    and not self.cancelled and self in self.connection.consumers):
+                self.attach(raw)
+        return retry
 
     def _attach(self, raw: amqp.Connection) -> None:
         channel = raw.channel()

@@ -480,3 +480,31 @@ def test_a_write_the_socket_does_not_take_at_once_is_finished_through_py_amqp(tr
     client = rpc.RPCClient(transport, rpc.Target("widgets"), timeout=60)
     assert client.call(ctx, "echo", value=value) == value
     assert tails and 0 < tails[0] < len(value)
+
+
+def test_a_consumer_whose_set_up_the_broker_refused_tries_again_on_the_same_connection(
+        rabbit_vhost, transport, manager, ctx, caplog):
+    """The broker refuses a consumer's set-up for a while (here, a queue of the server's name
+    declared with other arguments; on a cluster, a lost node's queue not yet removed): the
+    consumer tries again on the same connection, with pauses, and serves once the refusal
+    passes, with no reconnection (which is all that set it up again before: until then, its
+    queues went unconsumed)."""
+    vhost = rabbit_vhost.rsplit("/", 1)[1]
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest", virtual_host=vhost)
+    conn.connect()
+    try:
+        channel = conn.channel()
+        channel.queue_declare("widgets", durable=True, auto_delete=False, arguments={"x-max-length": 7})
+        with caplog.at_level("ERROR", logger="fabric.rpc.amqp"), serving(transport, manager, drain=2) as server:
+            consumer = server._consumer
+            generation = consumer.link.generation
+            wait_for(lambda: sum("refused its set-up" in r.getMessage() for r in caplog.records) >= 2,
+                     timeout=10, what="the set-up refused twice")
+            assert consumer.channel is None
+            channel.queue_delete("widgets")
+            wait_for(lambda: consumer.channel is not None, timeout=15, what="the consumer set up again")
+            client = rpc.RPCClient(transport, rpc.Target("widgets"))
+            assert client.call(ctx, "echo", value="served") == "served"
+            assert consumer.link.generation == generation  # on the same connection
+    finally:
+        conn.close()
