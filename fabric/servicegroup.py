@@ -75,6 +75,18 @@ class ServiceInfo:
         return data
 
 
+#: What starts a fanout-drop code counted for every host of the reporting process, not only for
+#: the host whose services row carries it (:func:`process_wide`): part of the row's format.
+PROCESS_WIDE_PREFIX = "process:"
+
+
+def process_wide(code: str) -> str:
+    """``code`` (a reason a fanout message was dropped, e.g. ``unsigned``) marked as a drop
+    for every host of the process that reports it: what a fake-hosts process's fanout server
+    refused (:meth:`fabric.sim.fanout.HostFanout.drops_for`). Unmarked codes are the host's own."""
+    return PROCESS_WIDE_PREFIX + code
+
+
 def is_up(service: _HasHeartbeat | None, now: datetime.datetime | None = None, *,
           down_time: float = DEFAULT_DOWN_TIME) -> bool:
     """Whether a service heartbeated within the last ``down_time`` seconds.

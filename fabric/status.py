@@ -17,8 +17,9 @@ process's counts, so a restarted worker reports none until it drops another.
 A real worker is one host: its counts are its host's. A process of fake hosts
 (:mod:`fabric.sim.fake_hosts`) consumes a topic's fanout once for all its hosts,
 and what its server refuses there was lost to every one of them: one host's row
-carries those counts, under codes marked by :func:`process_wide`, and the
-problem line says they concern every host of that process.
+carries those counts, under codes marked by
+:func:`~fabric.servicegroup.process_wide`, and the problem line says they
+concern every host of that process.
 """
 
 from __future__ import annotations
@@ -61,27 +62,14 @@ class Status:
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
-#: What starts a fanout-drop code counted for every host of the reporting process, not only
-#: for the host whose services row carries it (:func:`process_wide`). It lives where the codes
-#: are read; their one writer that marks them (:mod:`fabric.sim.fanout`) imports it.
-PROCESS_WIDE_PREFIX = "process:"
-
-
-def process_wide(code: str) -> str:
-    """``code`` (a reason a fanout message was dropped, e.g. ``unsigned``) marked as a drop
-    for every host of the process that reports it: what a fake-hosts process's fanout server
-    refused (:meth:`fabric.sim.fanout.HostFanout.drops_for`). Unmarked codes are the host's own."""
-    return PROCESS_WIDE_PREFIX + code
-
-
 def _by_scope(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
-    """``counts`` split into the host's own and its process's (:func:`process_wide`), both by
-    unmarked code."""
+    """``counts`` split into the host's own and its process's
+    (:func:`~fabric.servicegroup.process_wide`), both by unmarked code."""
     own: dict[str, int] = {}
     shared: dict[str, int] = {}
     for code, count in counts.items():
-        if code.startswith(PROCESS_WIDE_PREFIX):
-            shared[code.removeprefix(PROCESS_WIDE_PREFIX)] = count
+        if code.startswith(servicegroup.PROCESS_WIDE_PREFIX):
+            shared[code.removeprefix(servicegroup.PROCESS_WIDE_PREFIX)] = count
         else:
             own[code] = count
     return own, shared
@@ -93,7 +81,7 @@ def _listed(counts: dict[str, int]) -> str:
 
 def _by_code(counts: dict[str, int]) -> str:
     """Fanout drops as a person reads them: ``forged 1, stale 3``; those of every host of the
-    process (:func:`process_wide`) after the host's own, named so:
+    process (:func:`~fabric.servicegroup.process_wide`) after the host's own, named so:
     ``invalid 1; for every host of its process: unsigned 3``."""
     own, shared = _by_scope(counts)
     parts = [_listed(own)] if own else []
@@ -104,7 +92,7 @@ def _by_code(counts: dict[str, int]) -> str:
 
 def fanout_drops_problem(service: servicegroup.ServiceInfo) -> str | None:
     """The problem line of the fanout messages ``service`` dropped, or None if it dropped none;
-    it says which were lost to every host of its process (:func:`process_wide`), and, if any
+    it says which were lost to every host of its process (:func:`~fabric.servicegroup.process_wide`), and, if any
     were stale, to compare clocks."""
     dropped = sum(service.fanout_drops.values())
     if not dropped:

@@ -151,7 +151,7 @@ def build_fanouts(services: list[Service], transport: Any, name: str,
     Each service's heartbeat reports what its topic's consumer dropped for its host
     (:attr:`fabric.service.Service.fanout`), and the first host's also what it dropped for
     all of them (:attr:`fabric.sim.fanout.HostFanout.reporter`), under codes that say so
-    (:func:`fabric.status.process_wide`)."""
+    (:func:`fabric.servicegroup.process_wide`)."""
     by_topic: dict[str, list[Service]] = {}
     for service in services:
         by_topic.setdefault(service.topic, []).append(service)

@@ -34,7 +34,7 @@ each host's Service (:attr:`fabric.service.Service.fanout`) what was dropped *fo
 (its handler failed ``rpc.max_deliveries`` times, raised Invalid, or lacks the method), and
 to one host per process and topic, the :attr:`~HostFanout.reporter`, also what the process's
 server dropped before any host got it (refused: unsigned, forged, stale ...), under codes
-marked as every host's (:func:`fabric.status.process_wide`: ``process:unsigned``), so that the
+marked as every host's (:func:`fabric.servicegroup.process_wide`: ``process:unsigned``), so that the
 problem line says the message was lost to every host of the process, not to the reporter
 alone. What an operator can do about such a message (the sender's keys, this machine's
 clock) concerns the process, not a host: one services row per process and topic says so,
@@ -67,7 +67,7 @@ from fabric.db.types import utcnow
 from fabric.exception import DatabaseUnavailable, FabricError, Invalid
 from fabric.rpc.metrics import RPC as METRICS
 from fabric.rpc.server import RPCServer, argument_error, public_methods
-from fabric.status import process_wide
+from fabric.servicegroup import process_wide
 
 LOG = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class HostFanout:
         """The fanout messages dropped for ``host`` since this consumer was built, by reason
         code, and when the last was (None: none); for the :attr:`reporter` also those the
         server dropped for all the hosts (refused, or of a method the hosts lack), their codes
-        marked so (:func:`fabric.status.process_wide`)."""
+        marked so (:func:`fabric.servicegroup.process_wide`)."""
         counts = Counter(self._dropped.get(host, ()))
         times = [self._dropped_at[host]] if host in self._dropped_at else []
         if host == self.reporter and self.server.fanout_dropped:

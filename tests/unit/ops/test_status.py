@@ -138,7 +138,7 @@ def test_fanout_messages_a_process_refused_for_all_its_hosts_say_so(sqlite_db):
     _healthy_cloud(sqlite_db)
     last = datetime.datetime(2026, 12, 7, 8, 3, 11)
     servicegroup.heartbeat(sqlite_db, host="p-1", binary="fabric-network", topic="network",
-                           fanout_drops={status.process_wide("unsigned"): 3, status.process_wide("stale"): 2,
+                           fanout_drops={servicegroup.process_wide("unsigned"): 3, servicegroup.process_wide("stale"): 2,
                                          "invalid": 1}, fanout_dropped_at=last)
     servicegroup.heartbeat(sqlite_db, host="p-2", binary="fabric-network", topic="network",
                            fanout_drops={"invalid": 1}, fanout_dropped_at=last)
@@ -154,7 +154,7 @@ def test_fanout_messages_a_process_refused_for_all_its_hosts_say_so(sqlite_db):
     assert services[("p-2", "fabric-network")] == "invalid 1"
     # Process-wide alone (what a reporter with no drops of its own shows).
     servicegroup.heartbeat(sqlite_db, host="p-1", binary="fabric-network", topic="network",
-                           fanout_drops={status.process_wide("unsigned"): 3}, fanout_dropped_at=last)
+                           fanout_drops={servicegroup.process_wide("unsigned"): 3}, fanout_dropped_at=last)
     assert [p for p in _problems(_gather(sqlite_db)) if "p-1" in p] == [
         "fabric-network on p-1 (topic network) dropped 3 fanout message(s) since it started "
         "(for every host of its process: unsigned 3), the last at 2026-12-07 08:03:11 UTC: "

@@ -109,7 +109,7 @@ def test_what_the_process_fanout_drops_reaches_the_services_table_with_the_heart
         return {s.host: line for s in servicegroup.list_services(sqlite_db)
                 if s.topic == "network" and (line := status.fanout_drops_problem(s))}
 
-    unsigned = status.process_wide("unsigned")  # the process refused it for all its hosts
+    unsigned = servicegroup.process_wide("unsigned")  # the process refused it for all its hosts
     sa.event.listen(sqlite_db.engine, "before_cursor_execute", record)
     try:
         group.beat(services)

@@ -12,7 +12,7 @@ import pytest
 from eventlet.event import Event
 
 from fabric import context as fabric_context
-from fabric import rpc, status
+from fabric import rpc, servicegroup
 from fabric.context import RequestContext
 from fabric.db.types import utcnow
 from fabric.exception import DatabaseUnavailable
@@ -163,7 +163,7 @@ def test_arguments_a_method_does_not_take_are_dropped_at_once_for_every_host(fan
 def test_what_the_server_refuses_for_every_host_is_the_reporters_to_report(fanout, hosts, client, transport):
     """A refused fanout reaches no host: it is counted once, for the process's first host (its
     heartbeat reports it: tests/unit/sim/test_fake_hosts_fanout.py), not once per host, under a
-    code that says it was every host's (fabric.status.process_wide)."""
+    code that says it was every host's (fabric.servicegroup.process_wide)."""
     for host in hosts:
         fanout.admit(host.host)
     assert fanout.reporter == "h1"
@@ -172,9 +172,9 @@ def test_what_the_server_refuses_for_every_host_is_the_reporters_to_report(fanou
     client.fanout_cast(RequestContext.admin(), "record", token="after")
 
     wait_for(lambda: all(tokens(host) == ["after"] for host in hosts), what="the next fanout everywhere")
-    wait_for(lambda: fanout.drops_for("h1")[0] == {status.process_wide("unsigned"): 2}, what="both refusals counted")
+    wait_for(lambda: fanout.drops_for("h1")[0] == {servicegroup.process_wide("unsigned"): 2}, what="both refusals counted")
     counts, last = fanout.drops_for("h1")
-    assert counts == {status.process_wide("unsigned"): 2} and last == fanout.server.fanout_dropped_at is not None
+    assert counts == {servicegroup.process_wide("unsigned"): 2} and last == fanout.server.fanout_dropped_at is not None
     assert [fanout.drops_for(host.host) for host in hosts[1:]] == [({}, None)] * 4
 
 
