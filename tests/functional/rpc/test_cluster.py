@@ -1,5 +1,5 @@
 """RPC on several brokers: failover between the URLs of transport_url, and a 3-node
-RabbitMQ cluster with quorum queues (one per session, tests/fixtures/rabbitmq_cluster.py)
+RabbitMQ cluster with quorum queues (one for this module, tests/fixtures/rabbitmq_cluster.py)
 losing the node that holds the queues' leaders, under casts and under a boot storm."""
 
 from __future__ import annotations
