@@ -23,6 +23,10 @@ one keep-alive connection each) as fast as the API takes them. Reported:
   above leave out; and anything else running: run it on a quiet machine), and the most servers/s
   its CPUs could build at that cost: where that ceiling is below the goal, the run is bound by
   the machine's CPUs, and the CPU per server is what has to fall;
+* of that rest, PostgreSQL's, RabbitMQ's and these clients' CPU per server (their processes'
+  ``/proc/<pid>/stat``), each also less its idle rate: together a floor no change to fabric's
+  workers alone lowers; and the database's transactions and rows written per server
+  (``pg_stat_database``, every process), also less the idle cloud's;
 * over-committed hosts (claims over capacity, or disagreeing with the servers placed
   there: ``tests.fixtures.scheduler.overcommitted``): must be 0; servers stuck (neither
   ACTIVE nor ERROR with a fault when the create phase ends): must be 0.
@@ -56,6 +60,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -130,6 +135,43 @@ def machine_cpu() -> tuple[float, float]:
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is within user)
     tick = os.sysconf("SC_CLK_TCK")
     return (total - idle) / tick, total / tick
+
+
+#: The services a server's work goes through besides fabric's workers, by the command names
+#: of their processes (``/proc/<pid>/comm``).
+SERVICES = {"PostgreSQL": ("postgres",), "RabbitMQ": ("beam.smp", "erl_child_setup", "epmd", "inet_gethost")}
+
+
+def services_cpu() -> dict[str, float]:
+    """CPU seconds so far of the database's and the broker's processes on this machine, each
+    with its reaped children's (a PostgreSQL backend that ended is counted in its postmaster's),
+    and of this process: its HTTP clients' threads and its own reads of the database."""
+    names = {comm: service for service, comms in SERVICES.items() for comm in comms}
+    found = dict.fromkeys(SERVICES, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm, fields = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if comm in names:
+            times = fields.split()[11:15]  # utime stime cutime cstime
+            found[names[comm]] += sum(int(t) for t in times) / tick
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    found["this benchmark (its HTTP clients)"] = usage.ru_utime + usage.ru_stime
+    return found
+
+
+def database_work(db: Database) -> tuple[int, int]:
+    """(transactions ended, rows written) on the storm's database so far, every process's
+    (PostgreSQL's counts, ``pg_stat_database``)."""
+    with db.begin() as session:
+        row = session.execute(sa.text(
+            "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted "
+            "FROM pg_stat_database WHERE datname = current_database()")).one()
+    return int(row[0]), int(row[1])
 
 
 def descendants(pid: int) -> list[int]:
@@ -565,11 +607,17 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
     # tasks): over a phase that lasts longer on a loaded machine it adds more CPU per server,
     # so the figures are also given less this idle rate (comparable across loads).
     idle_start, idle_from = cloud.cpu_by_kind(), time.monotonic()
+    services_idle_start, work_idle_start = services_cpu(), database_work(db)
     time.sleep(args.idle_seconds)
     idle_end, idle_seconds = cloud.cpu_by_kind(), time.monotonic() - idle_from
+    services_idle_end, work_idle_end = services_cpu(), database_work(db)
     idle_rate = {kind: (idle_end[kind] - idle_start.get(kind, 0.0)) / idle_seconds for kind in idle_end}
+    idle_rate.update({service: (services_idle_end[service] - services_idle_start[service]) / idle_seconds
+                      for service in services_idle_end})
+    idle_work = [(end - start) / idle_seconds for start, end in zip(work_idle_start, work_idle_end, strict=True)]
     print(f"idle for {idle_seconds:.0f} s before the first POST, CPU per second: " + ", ".join(
         f"{kind} {rate * 1000:.0f} ms" for kind, rate in sorted(idle_rate.items())) +
+        f"; database {idle_work[0]:.0f} transactions and {idle_work[1]:.0f} rows written per second"
         f" (load average {os.getloadavg()[0]:.1f})", flush=True)
     cpu_before = cloud.cpu_by_kind()
     profile = None
@@ -585,6 +633,8 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
         return doc["server"]["id"], posted, time.time()
 
     sessions_before = database_sessions(db)
+    work_before = database_work(db)
+    services_before = services_cpu()
     machine_before = machine_cpu()
     first_post = time.time()
     created = [c for c in run_clients(args.clients, list(range(n)), create, time.monotonic() + args.send_timeout)
@@ -610,6 +660,7 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
     wait_settled(cloud, db, Instance.vm_state.not_in(("active", "error")), args.timeout, "create")
     rows = instance_rows(db, ids)
     cpu_after, phase_seconds, machine_after = cloud.cpu_by_kind(), time.time() - first_post, machine_cpu()
+    services_after, work_after = services_cpu(), database_work(db)
     if profile is not None:
         profile.report(args.profile_top)
     active = [r for r in rows if r.vm_state == "active"]
@@ -640,6 +691,9 @@ def measure(args: argparse.Namespace, cloud: Cloud, db: Database, clients: list[
         print(f"  {kind:30s} {spent * 1000 / n:7.2f} ms  ({spent:.1f} s in all); less idle {net * 1000 / n:7.2f} ms")
     spent_by_kind = {kind: cpu_after[kind] - cpu_before.get(kind, 0.0) for kind in cpu_after}
     print_machine_bound(machine_before, machine_after, sum(spent_by_kind.values()), spent_by_kind.get(FAKE_HOSTS, 0.0), n)
+    print_services(services_before, services_after, work_before, work_after, n,
+                   {service: rate * phase_seconds for service, rate in idle_rate.items()},
+                   [rate * phase_seconds for rate in idle_work])
     print(f"over-committed hosts: {len(over)} (must be 0); servers stuck: {len(stuck)} (must be 0)", flush=True)
     if stuck:
         print(f"  stuck, by state: {collections.Counter((r.vm_state, r.task_state) for r in stuck)}")
@@ -688,6 +742,30 @@ def print_machine_bound(before: tuple[float, float], after: tuple[float, float],
     print(f"  without the simulated hosts' own processes ({hosts_cpu * 1000 / servers:.1f} ms per server): "
           f"{central * 1000:.1f} ms per server, at most {cpus / max(central, 1e-9):.1f} servers/s on {cpus} CPUs",
           flush=True)
+
+
+def print_services(before: dict[str, float], after: dict[str, float], work_before: tuple[int, int],
+                   work_after: tuple[int, int], servers: int, idle: dict[str, float], idle_work: list[float]) -> None:
+    """The rest of the machine's CPU per server, by service, and what the database did per server;
+    each also less what the idle cloud (heartbeats, periodic tasks) would have spent over the
+    phase, ``idle`` and ``idle_work``. Their sum less idle is a floor under the CPU per server
+    that no change to fabric's workers alone lowers: the goal's rate needs the whole machine
+    under ``cpus / GOAL_RATE`` per server, these included; only fewer statements, messages or
+    requests per server lower it."""
+    cpus = os.cpu_count() or 1
+    spent = {service: after[service] - before[service] for service in after}
+    net = {service: seconds - idle.get(service, 0.0) for service, seconds in spent.items()}
+    print("  of the rest, per server (less idle): " + ", ".join(
+        f"{service} {seconds * 1000 / servers:.1f} ms ({net[service] * 1000 / servers:.1f})"
+        for service, seconds in spent.items()), flush=True)
+    floor = sum(net.values()) / servers
+    print(f"  those alone, less idle: {floor * 1000:.1f} ms per server, at most {cpus / max(floor, 1e-9):.1f} "
+          f"servers/s on {cpus} CPUs were fabric's workers free (goal {GOAL_RATE}/s: "
+          f"{cpus / GOAL_RATE * 1000:.1f} ms per server in all)", flush=True)
+    done = [end - start for start, end in zip(work_before, work_after, strict=True)]
+    print(f"  database per server (every process, pg_stat_database): {done[0] / servers:.1f} transactions "
+          f"({(done[0] - idle_work[0]) / servers:.1f} less idle), {done[1] / servers:.1f} rows written "
+          f"({(done[1] - idle_work[1]) / servers:.1f} less idle)", flush=True)
 
 
 def _epoch(naive_utc: datetime.datetime) -> float:
