@@ -33,7 +33,19 @@ def load_settings(args: argparse.Namespace) -> config.Settings:
         path = next((p for p in DEFAULT_CONFIG_FILES if Path(p).is_file()), None)
     settings = config.load(path)
     log.setup(settings.default.log_level, settings.default.log_file)
+    name_database_sessions(f"{Path(sys.argv[0]).stem or 'fabric'}@{settings.default.host}")
     return settings
+
+
+def name_database_sessions(name: str) -> None:
+    """Name this process's PostgreSQL sessions ``name`` (``fabric-compute@host1``): what
+    ``pg_stat_activity.application_name`` shows an operator tracing a connection, a lock or a
+    slow query to its worker. Set in the environment (libpq's ``PGAPPNAME``), so the helper
+    processes a worker starts carry its name, and replaced by every command that loads
+    settings, so a command started by another never carries its parent's. An
+    ``application_name`` in the database URL wins over it."""
+    # PostgreSQL keeps 63 bytes of it (NAMEDATALEN - 1).
+    os.environ["PGAPPNAME"] = name.encode()[:63].decode(errors="ignore")
 
 
 def clean_errors(main: Callable[..., int]) -> Callable[..., int]:

@@ -13,6 +13,7 @@ message is dead-lettered, name each of those as a reason for its non-zero exit.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import kombu
 import pytest
+import sqlalchemy as sa
 
 from fabric.api.bootstrap import bootstrap
 from fabric.db import Database
@@ -139,6 +141,12 @@ def test_prometheus_scrapes_every_worker_and_status_names_what_needs_a_person(
         for expression, value in exactly.items():
             wait_until(lambda e=expression, v=value: prometheus.value(e) == v, 30, f"{expression} == {value}",
                        workers=cloud.workers, interval=0.5)
+        # Every worker's database sessions carry its name and host (what an operator traces a
+        # connection, a lock or a slow query to).
+        with db.begin() as session:
+            sessions = collections.Counter(session.scalars(sa.text(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")))
+        assert {f"{binary}@{host}" for binary, host in cloud.started} <= sessions.keys(), sessions
         hosts_used = len({s["OS-EXT-SRV-ATTR:host"] for s in api.ok("GET", f"{COMPUTE}/servers/detail")["servers"]})
         allocated = 'sum(fabric_ipam_allocations_total{result="allocated"})'
         # (at least: an allocation asked again, by a redelivered build, is counted again)
