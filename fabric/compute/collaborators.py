@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import uuid
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import sqlalchemy as sa
 
@@ -166,6 +166,20 @@ class DiskStore(Protocol):
 
 
 
+class NicSource(NamedTuple):
+    """Where a NIC takes its addresses (:meth:`IpamAddresses._source`), and what was read to say so."""
+
+    network_id: str
+    subnet_id: str | None = None
+    segment_id: int | None = None
+    #: An allocated IPv6 subnet the NIC takes an address of beside its IPv4 one.
+    subnet6_id: str | None = None
+    #: The network's project and its subnets, oldest first, when they were read (an L2 network's
+    #: NIC that names no subnet): what the host's DHCP port there is made of.
+    network_project_id: str | None = None
+    subnets: list[Subnet] | None = None
+
+
 class IpamAddresses:
     """Addresses from the IPAM workers (``fabric.ipam.rpcapi``), one request token per NIC.
 
@@ -196,8 +210,8 @@ class IpamAddresses:
         self.api = IpamAPI(transport)
         self.db = db
 
-    def _source(self, session: Any, request: dict) -> tuple[str, str | None, int | None, str | None]:
-        """(network id, subnet id, segment id, IPv6 subnet id) of a requested network; NotFound or Invalid.
+    def _source(self, session: Any, request: dict) -> NicSource:
+        """Where the NIC of a requested network takes its addresses; NotFound or Invalid.
 
         The subnet is the one named, else the one holding ``fixed_ip``, else the first of an L2
         network's :func:`~fabric.network.ipv6.allocated_subnets` (None when it has only SLAAC
@@ -214,19 +228,19 @@ class IpamAddresses:
             subnet = session.get(Subnet, subnet_id)
             if subnet is None:
                 raise NotFound(kind="Subnet", ident=subnet_id)
-            return subnet.network_id, subnet_id, None, None
+            return NicSource(subnet.network_id, subnet_id)
         if segment_id is not None:
             network_id = session.scalars(sa.select(Network.id).where(Network.segment_id == segment_id)
                                          .order_by(Network.created_at, Network.id).limit(1)).first()
             if network_id is None:
                 raise Invalid(reason=f"segment {segment_id} has no routed network; create a network on it first")
-            return network_id, None, segment_id, None
+            return NicSource(network_id, segment_id=segment_id)
         network_id = network_id or request.get("network_id")
         network = session.get(Network, network_id) if network_id else None
         if network is None:
             raise NotFound(kind="Network", ident=network_id)
         if network.segment_id is not None:
-            return network.id, None, network.segment_id, None
+            return NicSource(network.id, segment_id=network.segment_id)
         subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network.id)
                                        .order_by(Subnet.created_at, Subnet.id)))
         if not subnets:
@@ -237,14 +251,16 @@ class IpamAddresses:
             if not inside:
                 raise Invalid(reason=f"fixed_ip {request['fixed_ip']} is in no subnet of network {network.id} "
                                      f"({', '.join(s.cidr for s in subnets)})")
-            return network.id, inside[0], None, None
+            return NicSource(network.id, inside[0], network_project_id=network.project_id, subnets=subnets)
         wanted = [s.id for s in ipv6.allocated_subnets(subnets)]
         if request.get("port_id"):  # a user's port keeps the addresses it holds, and takes no others
             wanted = wanted[:1]
-        return network.id, (wanted or [None])[0], None, (wanted[1] if len(wanted) > 1 else None)
+        return NicSource(network.id, (wanted or [None])[0], subnet6_id=wanted[1] if len(wanted) > 1 else None,
+                         network_project_id=network.project_id, subnets=subnets)
 
-    def _bind_port(self, instance: dict, index: int, request: dict) -> dict:
-        """Create or bind the NIC's port row on the instance's host; the NIC (without address).
+    def _bind_port(self, instance: dict, index: int, request: dict) -> tuple[dict, NicSource]:
+        """Create or bind the NIC's port row on the instance's host; (the NIC (without address),
+        where it takes its addresses).
 
         A new port whose stable MAC another port of the network has takes the next candidate
         (:func:`mac_for`): in a transaction of its own, the unique constraint deciding.
@@ -261,12 +277,14 @@ class IpamAddresses:
                          instance["id"], index)
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
-    def _bind_port_once(self, instance: dict, index: int, request: dict, attempt: int) -> dict:
+    def _bind_port_once(self, instance: dict, index: int, request: dict, attempt: int) -> tuple[dict, NicSource]:
         owner = COMPUTE_PORT_OWNER_PREFIX + (instance.get("availability_zone") or "nova")
         bound = {"device_id": instance["id"], "device_owner": owner, "host": instance.get("host"),
                  "binding": {"kind": "tap"}}
         with self.db.begin() as session:
-            network_id, subnet_id, segment_id, subnet6_id = self._source(session, request)
+            source = self._source(session, request)
+            network_id, subnet_id, segment_id, subnet6_id = (source.network_id, source.subnet_id, source.segment_id,
+                                                             source.subnet6_id)
             port_id = request.get("port_id")
             if port_id:
                 claimed = session.execute(
@@ -291,19 +309,24 @@ class IpamAddresses:
                 bind_port_groups_in(session, port_id, instance["project_id"], request.get("security_groups"),
                                     new_port=port is None)
         return {"id": port_id, "network_id": network_id, "subnet_id": subnet_id, "segment_id": segment_id,
-                "mac": mac} | ({"subnet6_id": subnet6_id} if subnet6_id else {})
+                "mac": mac} | ({"subnet6_id": subnet6_id} if subnet6_id else {}), source
 
-    def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str | None, host: str) -> None:
+    def _ensure_dhcp_port(self, ctx: RequestContext, network_id: str, subnet_id: str | None, host: str,
+                          source: NicSource | None = None) -> None:
         """``host``'s DHCP port on the network when the network is served there: with an address of
         IPv4 subnet ``subnet_id`` (else of the network's first IPv4 subnet) when that subnet serves
         DHCP; without any address when only an IPv6 subnet with a mode is served (the host's address
-        there is the EUI-64 of the port's MAC: :func:`fabric.network.dbstate.ipv6_service`). Idempotent."""
+        there is the EUI-64 of the port's MAC: :func:`fabric.network.dbstate.ipv6_service`). Idempotent.
+        ``source``: what the NIC's binding read of the network (its subnets, its project), in the
+        same allocation; what it lacks is read here."""
         from fabric.network.model import DHCP_PORT_OWNER
 
         port_id = dhcp_port_id(network_id, host)
+        known = source is not None and source.subnets is not None and source.network_id == network_id
         with self.db.read() as session:  # reads only (every build comes here): no BEGIN and COMMIT
-            subnets = list(session.scalars(sa.select(Subnet).where(Subnet.network_id == network_id)
-                                           .order_by(Subnet.created_at, Subnet.id)))
+            # The allocation's binding has just read them (a build read them twice).
+            subnets = source.subnets if known else list(session.scalars(
+                sa.select(Subnet).where(Subnet.network_id == network_id).order_by(Subnet.created_at, Subnet.id)))
             subnet = next((s for s in subnets if s.id == subnet_id and s.ip_version == 4),
                           next((s for s in subnets if s.ip_version == 4), None))
             dhcp4 = subnet.id if subnet is not None and subnet.enable_dhcp else None
@@ -316,7 +339,8 @@ class IpamAddresses:
             exists = found is not None
             if exists and (dhcp4 is None or found[1] is not None):
                 return  # the host serves this network already
-            project_id = session.scalar(sa.select(Network.project_id).where(Network.id == network_id))
+            project_id = source.network_project_id if known else session.scalar(
+                sa.select(Network.project_id).where(Network.id == network_id))
         if not exists:
             try:
                 with self.db.begin() as session:
@@ -340,7 +364,7 @@ class IpamAddresses:
                                 .execution_options(synchronize_session=False))
 
     def allocate(self, ctx: RequestContext, instance: dict, index: int, request: dict) -> dict:
-        vif = self._bind_port(instance, index, request)
+        vif, source = self._bind_port(instance, index, request)
         result: dict = {}
         result6: dict = {}
         try:
@@ -352,7 +376,7 @@ class IpamAddresses:
                 result6 = self.api.allocate(ctx, request_token6(instance["id"], index), subnet_id=vif["subnet6_id"],
                                             port_id=vif["id"])
             if vif["segment_id"] is None and instance.get("host"):
-                self._ensure_dhcp_port(ctx, vif["network_id"], vif["subnet_id"], instance["host"])
+                self._ensure_dhcp_port(ctx, vif["network_id"], vif["subnet_id"], instance["host"], source)
         except Exception:
             # Not yet on the instance's network_info: nothing else would undo this NIC.
             for held, token in ((result, request_token), (result6, request_token6)):

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 from fabric import exception
 from fabric.context import RequestContext
 from fabric.db import Database
-from fabric.db.models import FloatingIp, Network, Port
+from fabric.db.models import AddressAllocation, FloatingIp, Network, Port
 from fabric.network import dbstate
 from fabric.network.rpcapi import NetworkAPI
+
+#: A port with its network (always there: a port goes with its network) and each address it
+#: holds, oldest first (or one row, None: it holds none): one statement where three were.
+_PORT_NETWORK_ADDRESSES = (sa.select(Port, Network, AddressAllocation.address)
+                           .join(Network, Network.id == Port.network_id)
+                           .outerjoin(AddressAllocation, AddressAllocation.port_id == Port.id)
+                           .where(Port.id == sa.bindparam("port"))
+                           .order_by(AddressAllocation.id))
 
 
 class NetworkService:
@@ -27,24 +37,29 @@ class NetworkService:
         self.db = db
         self.rpcapi = NetworkAPI(transport, timeout=timeout)
 
-    def _port(self, session: Any, port_id: str) -> Port:
-        port = session.get(Port, port_id)
+    @staticmethod
+    def _bound(port: Port | None, port_id: str) -> Port:
         if port is None:
             raise exception.NotFound(kind="port", ident=port_id)
         if not port.host:
             raise exception.Invalid(reason=f"port {port_id} is bound to no host; set its host first")
         return port
 
+    def _port(self, session: Any, port_id: str) -> Port:
+        return self._bound(session.get(Port, port_id), port_id)
+
     def plug_port(self, ctx: RequestContext, port_id: str) -> dict[str, Any]:
         """Plug a port on its host (setting its network up there); returns ``{"device": name}``."""
         with self.db.read() as session:  # reads only: no BEGIN and COMMIT around them
-            port = self._port(session, port_id)
-            row = session.get(Network, port.network_id)
+            rows = session.execute(_PORT_NETWORK_ADDRESSES, {"port": port_id}).all()
+            port = self._bound(rows[0][0] if rows else None, port_id)
+            row = rows[0][1]
             # Only a routed network's spec needs the layout: one read fewer on every other plug.
             layout = dbstate.datacenter_layout(session)[1] if row.network_type == "routed" else None
             subnets = dbstate.network_subnets(session, [port.network_id])  # once for both below
             network = dbstate.network_spec(session, row, port.host, layout, subnets[port.network_id])
-            addresses, addresses6 = dbstate.port_addresses(session, [port], subnets)
+            addresses, addresses6 = dbstate.port_addresses(
+                session, [port], subnets, held=[(port.id, address) for _, _, address in rows if address is not None])
             endpoint = dbstate.endpoint_spec(port, addresses.get(port.id), addresses6.get(port.id))
             host = port.host
         return self.rpcapi.plug(ctx, host, endpoint.to_dict(), network=network.to_dict())

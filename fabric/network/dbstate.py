@@ -116,18 +116,22 @@ def ipv6_addresses(session: sa.orm.Session, ports: list[Port]) -> dict[str, str]
     return port_addresses(session, ports)[1]
 
 
-def port_addresses(session: sa.orm.Session, ports: list[Port],
-                   subnets: dict[str, list[Subnet]] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def port_addresses(session: sa.orm.Session, ports: list[Port], subnets: dict[str, list[Subnet]] | None = None,
+                   held: list[tuple[str, str]] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(an IPv4 address of each of ``ports`` that holds one, as :func:`ipv4_addresses` gives it;
     a global IPv6 address of each that has one, as :func:`ipv6_addresses` gives it), from one
-    read of their allocations (a plug read them twice). ``subnets``: as :func:`slaac_subnets`."""
+    read of their allocations (a plug read them twice). ``subnets``: as :func:`slaac_subnets`;
+    ``held``: the ports' allocations as (port id, address), oldest first, when the caller read
+    them (read here if not given)."""
     found4: dict[str, str] = {}
     found: dict[str, str] = {}
     if not ports:
         return found4, found
-    for port_id, address in session.execute(sa.select(AddressAllocation.port_id, AddressAllocation.address)
-                                            .where(AddressAllocation.port_id.in_([p.id for p in ports]))
-                                            .order_by(AddressAllocation.id)):
+    if held is None:
+        held = session.execute(sa.select(AddressAllocation.port_id, AddressAllocation.address)
+                               .where(AddressAllocation.port_id.in_([p.id for p in ports]))
+                               .order_by(AddressAllocation.id)).all()
+    for port_id, address in held:
         bare = address.split("/")[0]
         if ipaddress.ip_address(bare).version == 6:
             found.setdefault(port_id, bare)
@@ -167,6 +171,29 @@ def ipv6_service(session: sa.orm.Session, network: Network, dhcp_port: Port | No
     return None, None
 
 
+#: ``host``'s DHCP port on ``network`` with each address it holds (or one row, None: it holds
+#: none), oldest allocation first: one statement where the port and then its addresses were two.
+_DHCP_PORT_ADDRESSES = (sa.select(Port, AddressAllocation.address)
+                        .outerjoin(AddressAllocation, AddressAllocation.port_id == Port.id)
+                        .where(Port.network_id == sa.bindparam("network"), Port.host == sa.bindparam("host"),
+                               Port.device_owner == DHCP_PORT_OWNER)
+                        .order_by(Port.id, AddressAllocation.id))
+
+
+def dhcp_port_address(session: sa.orm.Session, network_id: str, host: str) -> tuple[Port | None, str | None]:
+    """(``host``'s DHCP port on network ``network_id``, an IPv4 address it holds, as
+    :func:`ipv4_addresses` gives it), each None when there is none."""
+    dhcp_port, address = None, None
+    for port, held in session.execute(_DHCP_PORT_ADDRESSES, {"network": network_id, "host": host}):
+        if dhcp_port is None:
+            dhcp_port = port
+        elif port.id != dhcp_port.id:
+            break
+        if held is not None and address is None and ipaddress.ip_address(held).version == 4:
+            address = held
+    return dhcp_port, address
+
+
 def network_spec(session: sa.orm.Session, network: Network, host: str, layout: Any,
                  subnets: list[Subnet] | None = None) -> NetworkSpec:
     """The spec of one network as ``host`` carries it (its DHCP address on the oldest IPv4
@@ -176,13 +203,10 @@ def network_spec(session: sa.orm.Session, network: Network, host: str, layout: A
     if subnets is None:
         subnets = network_subnets(session, [network.id])[network.id]
     subnet = next((s for s in subnets if s.ip_version == 4), None)
-    dhcp_port = session.scalars(sa.select(Port).where(Port.network_id == network.id, Port.host == host,
-                                                      Port.device_owner == DHCP_PORT_OWNER)).first()
-    if subnet is not None and dhcp_port is not None:
-        address = ipv4_addresses(session, [dhcp_port.id]).get(dhcp_port.id)
-        if address is not None:
-            host_address = f"{address}/{ipaddress.ip_network(subnet.cidr).prefixlen}"
-            dhcp = bool(subnet.enable_dhcp)
+    dhcp_port, address = dhcp_port_address(session, network.id, host)
+    if subnet is not None and address is not None:
+        host_address = f"{address}/{ipaddress.ip_network(subnet.cidr).prefixlen}"
+        dhcp = bool(subnet.enable_dhcp)
     mask = value = None
     if network.network_type == "routed" and network.segment_id is not None and layout is not None:
         segment = session.get(Segment, network.segment_id)
@@ -390,6 +414,27 @@ def port_membership(session: sa.orm.Session, port_id: str) -> tuple[list[str], t
     return groups, (found[groups[0]][port_id] if groups else ())
 
 
+def plugged_membership(endpoint: EndpointSpec,
+                       security: SecurityState) -> tuple[list[str], tuple[str, ...]] | None:
+    """What :func:`port_membership` says of ``endpoint``'s port, from what its plug holds: the
+    port's groups as ``security`` (its host's state, just read) has them, and its addresses as
+    ``endpoint`` (read from the port's allocations and subnets by
+    :meth:`fabric.network.api.NetworkService.plug_port`) has them. None when ``security`` cannot
+    tell: the port is not one of its filtered ports (bound to another host, say)."""
+    groups = security.ports.get(endpoint.id)
+    if groups is None:
+        return None
+    if not groups:
+        return [], ()
+    return sorted(groups), member_addresses(endpoint.address, endpoint.mac, endpoint.address6)
+
+
+def member_addresses(address: str | None, mac: str | None, address6: str | None) -> tuple[str, ...]:
+    """A remote group member's addresses, each when it has one: its IPv4 ``address``, the
+    link-local one of its ``mac`` and its global IPv6 ``address6`` (all without prefix)."""
+    return tuple(a for a in (address, link_local(mac) if mac else None, address6) if a)
+
+
 def _members_of(session: sa.orm.Session, rows: Any, groups: list[str]) -> dict[str, dict[str, tuple[str, ...]]]:
     """Rows of (group, port, MAC, network, allocated address or None) -> group -> port -> the
     port's addresses: its IPv4 one, its link-local one and its global IPv6 one (allocated, else
@@ -410,8 +455,7 @@ def _members_of(session: sa.orm.Session, rows: Any, groups: list[str]) -> dict[s
     for port_id, (mac, network_id) in ports.items():
         if port_id not in v6 and auto.get(network_id):
             v6[port_id] = ipv6.slaac_address(auto[network_id][0].cidr, mac)
-    addresses = {port_id: tuple(a for a in (v4.get(port_id), link_local(mac) if mac else None, v6.get(port_id)) if a)
-                 for port_id, (mac, _) in ports.items()}
+    addresses = {port_id: member_addresses(v4.get(port_id), mac, v6.get(port_id)) for port_id, (mac, _) in ports.items()}
     return {group: {port_id: addresses[port_id] for port_id in port_ids} for group, port_ids in in_group.items()}
 
 

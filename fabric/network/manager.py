@@ -118,8 +118,9 @@ class NetworkManager(Manager):
         """Plug an endpoint (setting its network up first when given); returns its device."""
         spec = EndpointSpec.from_dict(endpoint)
 
-        def plug() -> tuple[dict[str, Any], tuple[list[str], tuple[str, ...]] | None]:
+        def plug() -> tuple[dict[str, Any], tuple[list[str], tuple[str, ...]] | None, bool]:
             membership = None  # the port's (groups, addresses), as the database has them
+            named = False  # whether a rule just read names one of the port's groups as remote
             if network is not None:
                 self.driver.setup_network(NetworkSpec.from_dict(network))
             if self.db is not None:  # the port is filtered from the moment its device exists
@@ -128,19 +129,24 @@ class NetworkManager(Manager):
                 # membership put in as the announcement below says it.
                 with self.db.read() as session:
                     security = dbstate.security_state_in(session, self.host, known=self.driver.security)
-                    membership = dbstate.port_membership(session, spec.id)
+                    # The port's groups are among its host's just read, its addresses in the endpoint
+                    # (read with it): no read of its own, and none of its network's subnets again.
+                    membership = dbstate.plugged_membership(spec, security)
+                    if membership is None:  # not a port of this host's, as the database has it
+                        membership = dbstate.port_membership(session, spec.id)
                     # ... and routed by the routers on its network from then on (plug applies the NAT table).
                     routers = dbstate.router_specs(session, sorted(set(self.driver.state.networks) | {spec.network_id}))
                 security.change_members([(spec.id, *membership)])
+                named = security.names_as_remote(membership[0])
                 self.driver.security = security
                 self.driver.state.routers = routers
-            return self.driver.plug(spec), membership
+            return self.driver.plug(spec), membership, named
 
         with metrics.NETWORK_PLUG_SECONDS.time():
-            device, membership = self._serialised(plug)
+            device, membership, named = self._serialised(plug)
         if spec.id in self.driver.security.ports:
             self._announce_membership(ctx, spec.id, self.driver.security.ports[spec.id], joined=True,
-                                      membership=membership)
+                                      membership=membership, named_as_remote=named)
         return device
 
     @idempotent
@@ -151,22 +157,27 @@ class NetworkManager(Manager):
             self._announce_membership(ctx, endpoint_id, groups, joined=False)
 
     def _announce_membership(self, ctx: RequestContext, endpoint_id: str, groups: list[str], joined: bool,
-                             membership: tuple[list[str], tuple[str, ...]] | None = None) -> None:
+                             membership: tuple[list[str], tuple[str, ...]] | None = None,
+                             named_as_remote: bool = False) -> None:
         # Every host may hold this port's address in a remote group's set: when a rule names one
         # of its groups as remote. When none does, no host's sets hold it, and the fanout would
         # only cost every host a message for nothing (one fanout to N hosts per plug and unplug).
-        # A plugged port is announced with its groups and addresses as the database has them; an
-        # unplugged one as leaving every group (its port row goes next, unannounced).
+        # ``named_as_remote``: a rule the plug has just read names one (no need to ask again);
+        # otherwise a rule of a group on no port of this host may, so the database is asked.
+        # A plugged port is announced with its groups and addresses as the database has them
+        # (``membership``, which the plug read); an unplugged one as leaving every group (its port
+        # row goes next, unannounced).
         if self.transport is None or not groups:
             return
         addresses: tuple[str, ...] = ()
         if self.db is not None:
-            with self.db.read() as session:
-                if session.scalar(sa.select(SecurityGroupRule.id).where(
-                        SecurityGroupRule.remote_group_id.in_(groups)).limit(1)) is None:
-                    return
-                if joined:
-                    groups, addresses = membership or dbstate.port_membership(session, endpoint_id)
+            if not named_as_remote:
+                with self.db.read() as session:
+                    if session.scalar(sa.select(SecurityGroupRule.id).where(
+                            SecurityGroupRule.remote_group_id.in_(groups)).limit(1)) is None:
+                        return
+            if joined and membership is not None:
+                groups, addresses = membership
         Announcements.of(self.transport).add(ctx, endpoint_id, groups if joined else [], list(addresses))
 
     @idempotent

@@ -242,6 +242,11 @@ class SecurityState:
                 made[group] = change
         return made
 
+    def names_as_remote(self, groups: list[str]) -> bool:
+        """Whether a rule of this state's groups names one of ``groups`` as its remote group."""
+        wanted = set(groups)
+        return any(rule.remote_group_id in wanted for rules in self.groups.values() for rule in rules)
+
     def to_dict(self) -> dict[str, Any]:
         return {"groups": {g: [r.to_dict() for r in rules] for g, rules in self.groups.items()},
                 "ports": {p: list(g) for p, g in self.ports.items()},
