@@ -17,6 +17,7 @@ from fabric.api.compute.flavors import KnownFlavors
 from fabric.context import RequestContext
 from fabric.db.models import Flavor, Instance, InstanceAction, Network, OutboxCast, QuotaUsage, SecurityGroup
 from fabric.network import secgroups_db
+from tests.fixtures import sql_log
 from tests.unit.api.test_compute import C, admin_h, make_flavor, make_image
 
 #: Statements of a create once the project's usage rows and default group exist and the
@@ -26,23 +27,13 @@ from tests.unit.api.test_compute import C, admin_h, make_flavor, make_image
 STATEMENTS_PER_CREATE = 8
 
 
-class SqlLog:
-    """The statements and transactions ``db`` runs from now on."""
+class SqlLog(sql_log.SqlLog):
+    """The statements (each by its first four words) and transactions ``db`` runs from now on."""
 
-    def __init__(self, db) -> None:
-        self.statements: list[str] = []
-        self.transactions = 0
-        sa.event.listen(db.engine, "before_cursor_execute", self._statement)
-        sa.event.listen(db.engine, "begin", self._begin)
-
-    def _statement(self, conn, cursor, statement, *rest) -> None:
+    @property
+    def statements(self) -> list[str]:
         # The outbox deletes confirmed casts later, many at once, off the request's path.
-        if not statement.startswith("DELETE FROM outbox"):
-            self.statements.append(" ".join(statement.split()[:4]))
-
-    def _begin(self, conn) -> None:
-        # A connection in autocommit begins nothing on the server (the token check's read).
-        self.transactions += conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+        return [" ".join(s.split()[:4]) for s in self.sent if not s.startswith("DELETE FROM outbox")]
 
 
 def own_network(api, project_id: str, segment: int = 4321) -> str:

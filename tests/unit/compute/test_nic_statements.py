@@ -31,6 +31,7 @@ from fabric.network.drivers.fake import FakeDriver
 from fabric.network.manager import Announcements, NetworkManager
 from tests.fixtures import instances
 from tests.fixtures.rpc import serving
+from tests.fixtures.sql_log import SqlLog
 from tests.unit.rpc.conftest import settings  # noqa: F401 - fixture
 
 HOST = "h1"
@@ -78,31 +79,9 @@ def kind(statement: str) -> str:
     return f"{words[0]} {words[2] if words[0] in ('INSERT', 'DELETE') else words[1]}"
 
 
-class Statements:
-    """The statements and transactions (not in autocommit) ``db``'s engine runs in the block."""
-
-    def __init__(self, db: Database) -> None:
-        self.engine = db.engine
-        self.kinds: list[str] = []
-        self.transactions = 0
-
-    def _statement(self, conn, cursor, statement, *rest) -> None:
-        self.kinds.append(kind(statement))
-
-    def _begin(self, conn) -> None:
-        self.transactions += conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
-
-    def __enter__(self) -> Statements:
-        sa.event.listen(self.engine, "before_cursor_execute", self._statement)
-        sa.event.listen(self.engine, "begin", self._begin)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._statement)
-        sa.event.remove(self.engine, "begin", self._begin)
-
-    def counted(self) -> dict[str, int]:
-        return dict(collections.Counter(self.kinds))
+def counted(log: SqlLog) -> dict[str, int]:
+    """The statements ``log`` saw, by :func:`kind`."""
+    return dict(collections.Counter(map(kind, log.sent)))
 
 
 @pytest.fixture
@@ -150,12 +129,12 @@ def host(db, settings, monkeypatch):  # noqa: F811 - the fixture imported above
 
 def test_a_nic_is_allocated_and_plugged_reading_each_row_once(db, host):
     nic, worker, announced = host
-    with Statements(db) as first:
+    with SqlLog(db) as first:
         nic()
-    with Statements(db) as later:
+    with SqlLog(db) as later:
         vif, plugged = nic()
-    assert first.counted() == dict(FIRST_NIC), first.kinds
-    assert later.counted() == LATER_NIC, later.kinds
+    assert counted(first) == dict(FIRST_NIC), first.sent
+    assert counted(later) == LATER_NIC, later.sent
     if db.backend == "postgresql":  # reads in autocommit, the port's status alone: the binding's only
         assert (first.transactions, later.transactions) == (2, 1)
 
@@ -184,9 +163,9 @@ def test_a_plug_of_a_port_its_host_does_not_hold_reads_the_membership(db, host):
         session.execute(sa.text("UPDATE ports SET host = 'h2' WHERE id = :id"), {"id": vif["id"]})
     endpoint = worker.driver.state.endpoints[vif["id"]].to_dict()
     before = dict(worker.driver.security.member_ports)
-    with Statements(db) as plug:
+    with SqlLog(db) as plug:
         worker.plug(RequestContext.admin(), endpoint)
-    assert "SELECT port_security_groups ports address_allocations" in plug.kinds, plug.kinds
+    assert "SELECT port_security_groups ports address_allocations" in counted(plug), plug.sent
     with db.read() as session:
         groups, addresses = dbstate.port_membership(session, vif["id"])
     assert groups and addresses
